@@ -1,0 +1,682 @@
+//! The command line: argument parsing and one function per subcommand. Everything here
+//! is edge code: it reads files and sockets and prints; the decisions live in the library.
+
+use crate::control::{self, Request};
+use crate::layout::Layout;
+use crate::plan::{self, Plan};
+use crate::ports::{BindProbe, HostProbe};
+use crate::profile::{Profile, Protocol};
+use crate::state::{self, PortsFile, StateFile};
+use crate::status::{self, ServiceStatus, StatusReport};
+use crate::supervisor::setup;
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// chainctl: bring up and supervise a blockchain node stack from one YAML profile.
+#[derive(Debug, Parser)]
+#[command(name = "chainctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Profile file (default: the embedded profiles/devnet.yaml).
+    #[arg(short = 'p', long, global = true, env = "CHAINCTL_PROFILE", value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// State dir (default: the profile's `state_dir`, else $XDG_STATE_HOME/chainctl/<name>).
+    #[arg(long, global = true, env = "CHAINCTL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan, allocate ports, write secrets, start every service and supervise them.
+    Up {
+        /// Leave a background supervisor running and return once services have settled.
+        #[arg(long)]
+        detach: bool,
+        /// Internal: run as the detached supervisor.
+        #[arg(long, hide = true)]
+        supervisor: bool,
+    },
+    /// Stop every service gracefully.
+    Down {
+        /// Also delete data dirs, secrets, logs and the port allocation.
+        #[arg(long)]
+        purge: bool,
+        /// Confirm --purge.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show every service's state.
+    Status {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Parse and validate a profile and print the resolved plan.
+    Validate {
+        /// Profile to validate (default: -p, else the embedded default).
+        file: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Print the profile's JSON Schema (for editors).
+    Schema,
+    /// Show the port allocation.
+    Ports {
+        /// Probe the host and list conflicts (exit 1 if any).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Manage Engine API JWT secrets.
+    Jwt {
+        /// What to do.
+        #[command(subcommand)]
+        action: JwtAction,
+    },
+    /// Restart one service (also clears `given-up`).
+    Restart {
+        /// The service.
+        service: String,
+    },
+    /// Show a service's log.
+    Logs {
+        /// The service.
+        service: String,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines to show first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Internal: copy stdin to a size-rotated log file.
+    #[command(hide = true)]
+    LogRelay {
+        /// The log file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Rotate at this size.
+        #[arg(long)]
+        max_bytes: u64,
+        /// Rotated files kept.
+        #[arg(long)]
+        keep: u32,
+    },
+}
+
+/// JWT subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JwtAction {
+    /// Create every missing secret (one per consensus↔execution pair).
+    Generate,
+    /// Replace secrets atomically and restart both ends of each pair.
+    Rotate {
+        /// Only this pair, written CONSENSUS--EXECUTION (default: all pairs).
+        pair: Option<String>,
+    },
+    /// Check every secret: 64 hex chars, mode 0600, dir 0700, both ends use the same file.
+    Verify,
+}
+
+/// Entry point: parse, run, print errors plainly.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = match i16::from(cli.verbose) - i16::from(cli.quiet) {
+        i16::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("CHAINCTL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let profile = cli.profile.as_deref();
+    let state_dir = cli.state_dir.as_deref();
+    match cli.command {
+        Command::Up { detach: _, supervisor: true } => setup::run(profile, state_dir, None).map(|_| ExitCode::SUCCESS),
+        Command::Up { detach: true, .. } => up_detached(&cli_args_for_child(&cli.profile, &cli.state_dir), profile, state_dir),
+        Command::Up { .. } => up_foreground(profile, state_dir),
+        Command::Down { purge, yes } => down(profile, state_dir, purge, yes),
+        Command::Status { output } => status_cmd(profile, state_dir, output),
+        Command::Validate { file, output } => validate(file.as_deref().or(profile), state_dir, output),
+        Command::Schema => {
+            let schema = schemars::schema_for!(Profile);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ports { check } => ports_cmd(profile, state_dir, check),
+        Command::Jwt { action } => jwt(profile, state_dir, action),
+        Command::Restart { service } => {
+            let layout = layout_of(profile, state_dir)?;
+            let r = call_supervisor(&layout, &Request::Restart { service })?;
+            println!("{}", r.message.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs { service, follow, lines } => logs(profile, state_dir, &service, follow, lines),
+        Command::LogRelay { file, max_bytes, keep } => {
+            crate::logrelay::run(&file, max_bytes, keep).with_context(|| format!("log relay for {}", file.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn layout_of(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Layout> {
+    if let (Some(d), None) = (state_dir, profile) {
+        return Ok(Layout::new(d));
+    }
+    let loaded = crate::profile::load(setup::source(profile)?)?;
+    Ok(setup::layout(&loaded, state_dir))
+}
+
+fn call_supervisor(layout: &Layout, req: &Request) -> Result<control::Response> {
+    let r = control::call(&layout.control_socket(), req, Duration::from_secs(30)).map_err(|_| {
+        anyhow::anyhow!("no chainctl supervisor is running for state dir {}: start one with `chainctl up`", layout.root.display())
+    })?;
+    if !r.ok {
+        bail!("{}", r.error.unwrap_or_else(|| "the supervisor refused".into()));
+    }
+    Ok(r)
+}
+
+fn cli_args_for_child(profile: &Option<PathBuf>, state_dir: &Option<PathBuf>) -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone()).into_os_string();
+    if let Some(p) = profile {
+        args.push("--profile".into());
+        args.push(abs(p));
+    }
+    if let Some(d) = state_dir {
+        args.push("--state-dir".into());
+        args.push(abs(d));
+    }
+    args
+}
+
+fn print_progress(report: &StatusReport, changes: &[(String, String)]) {
+    let total = report.services.len();
+    let done = report.services.iter().filter(|s| !matches!(s.state.as_str(), "waiting" | "starting")).count();
+    for (name, state) in changes {
+        eprintln!("[{done}/{total}] {name}: {state}");
+    }
+    if report.settled() {
+        print!("{}", status::table(report));
+        let bad: Vec<&ServiceStatus> = report.services.iter().filter(|s| !matches!(s.state.as_str(), "ready" | "healthy")).collect();
+        if bad.is_empty() {
+            println!("all {total} services are ready; supervising (Ctrl-C stops them all)");
+        } else {
+            let names: Vec<&str> = bad.iter().map(|s| s.name.as_str()).collect();
+            println!("{} of {total} services are not ready ({}): see `chainctl logs SERVICE`; supervising (Ctrl-C stops them all)", bad.len(), names.join(", "));
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn up_foreground(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<ExitCode> {
+    setup::run(profile, state_dir, Some(Box::new(print_progress)))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn up_detached(child_args: &[std::ffi::OsString], profile: Option<&Path>, state_dir: Option<&Path>) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    // Validate here so errors reach this terminal, not a log file.
+    let loaded = setup::load(profile)?;
+    let layout = setup::layout(&loaded, state_dir);
+    if let Some(pid) = state::holder(&layout.lock_file()) {
+        bail!("another chainctl supervisor (pid {pid}) already runs for state dir {}: use `chainctl status`, or `chainctl down` first", layout.root.display());
+    }
+    crate::secrets::private_dir(&layout.root)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(layout.supervisor_log())?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(child_args).args(["up", "--supervisor"]).stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the background supervisor")?;
+    let grace = loaded.profile.services.values().filter_map(|s| s.startup_grace).max().unwrap_or(loaded.profile.supervisor.startup_grace);
+    let deadline = grace.get().max(loaded.profile.supervisor.startup_grace.get()) + Duration::from_secs(15);
+    let mut alive = || matches!(child.try_wait(), Ok(None));
+    match setup::wait_settled(&layout.control_socket(), deadline, &mut alive) {
+        Ok(report) => {
+            print!("{}", status::table(&report));
+            println!("supervisor running in the background (pid {}); its log: {}; stop with `chainctl down`", child.id(), layout.supervisor_log().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let tail = tail_lines(&layout.supervisor_log(), 20).unwrap_or_default();
+            bail!("{e}; last lines of {}:\n{}", layout.supervisor_log().display(), tail)
+        }
+    }
+}
+
+fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<StatusReport> {
+    let st = state::read_json::<StateFile>(&layout.state_file())?;
+    let boot = crate::procinfo::boot_id();
+    let mut services = Vec::new();
+    if let Some(st) = &st {
+        let mut recs: Vec<_> = st.services.values().collect();
+        recs.sort_by_key(|r| r.plan.depends_on.len());
+        for r in recs {
+            let alive = st.boot_id == boot && r.handle.is_some_and(|h| crate::procinfo::same_process(h.pid, h.start_ticks));
+            services.push(ServiceStatus {
+                name: r.plan.name.clone(),
+                kind: "command".into(),
+                backend: "process".into(),
+                pid: if alive { r.handle.map(|h| h.pid) } else { None },
+                state: if alive { "running".into() } else { "stopped".into() },
+                detail: alive.then(|| "running without a supervisor: `chainctl up` adopts it, `chainctl down` stops it".into()),
+                uptime_secs: None,
+                restarts: r.restarts,
+                last_exit: r.last_exit.map(|e| e.to_string()),
+                ports: r.plan.ports.clone(),
+                cpu_percent: None,
+                memory_bytes: None,
+            });
+        }
+    } else if let Ok(loaded) = crate::profile::load(setup::source(profile)?) {
+        for name in loaded.profile.services.keys() {
+            services.push(ServiceStatus {
+                name: name.clone(),
+                kind: "command".into(),
+                backend: "process".into(),
+                pid: None,
+                state: "stopped".into(),
+                detail: None,
+                uptime_secs: None,
+                restarts: 0,
+                last_exit: None,
+                ports: Default::default(),
+                cpu_percent: None,
+                memory_bytes: None,
+            });
+        }
+    }
+    Ok(StatusReport {
+        profile: st.map(|s| s.profile).unwrap_or_default(),
+        state_dir: layout.root.clone(),
+        supervisor_pid: None,
+        services,
+    })
+}
+
+fn status_cmd(profile: Option<&Path>, state_dir: Option<&Path>, output: Output) -> Result<ExitCode> {
+    let layout = layout_of(profile, state_dir)?;
+    let report = match control::call(&layout.control_socket(), &Request::Status, Duration::from_secs(10)) {
+        Ok(r) if r.status.is_some() => r.status.expect("checked"),
+        _ => report_without_supervisor(&layout, profile)?,
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", status::table(&report)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn down(profile: Option<&Path>, state_dir: Option<&Path>, purge: bool, yes: bool) -> Result<ExitCode> {
+    let layout = layout_of(profile, state_dir)?;
+    if purge && !yes {
+        bail!("--purge deletes data dirs, secrets and logs under {}: add --yes to confirm", layout.root.display());
+    }
+    if let Some(pid) = state::holder(&layout.lock_file()) {
+        call_supervisor(&layout, &Request::Shutdown)?;
+        eprintln!("stopping services (supervisor pid {pid})…");
+        // The supervisor releases its lock once everything has stopped (within each grace).
+        while state::holder(&layout.lock_file()).is_some() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("all services stopped");
+    } else {
+        stop_unsupervised(&layout)?;
+    }
+    if purge {
+        for p in [layout.data_root(), layout.secrets_dir(), layout.log_dir()] {
+            if p.exists() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("cannot delete {}", p.display()))?;
+            }
+        }
+        for f in [layout.ports_file(), layout.state_file(), layout.supervisor_log(), layout.lock_file()] {
+            let _ = std::fs::remove_file(f);
+        }
+        let _ = std::fs::remove_dir(&layout.root);
+        eprintln!("purged {}", layout.root.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops services an earlier supervisor left running (it was killed): stop signal to each
+/// group, each one's grace, then SIGKILL.
+fn stop_unsupervised(layout: &Layout) -> Result<()> {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let Some(st) = state::read_json::<StateFile>(&layout.state_file())? else {
+        eprintln!("nothing is running for state dir {}", layout.root.display());
+        return Ok(());
+    };
+    if st.boot_id != crate::procinfo::boot_id() {
+        eprintln!("nothing is running (the state file is from an earlier boot)");
+        return Ok(());
+    }
+    let live: Vec<_> = st
+        .services
+        .values()
+        .filter_map(|r| r.handle.filter(|h| crate::procinfo::same_process(h.pid, h.start_ticks)).map(|h| (r, h)))
+        .collect();
+    if live.is_empty() {
+        eprintln!("nothing is running for state dir {}", layout.root.display());
+        return Ok(());
+    }
+    let start = std::time::Instant::now();
+    for (r, h) in &live {
+        eprintln!("stopping {} (pid {}, no supervisor running)", r.plan.name, h.pid);
+        let sig = match r.plan.stop_signal {
+            crate::profile::StopSignal::Term => Signal::SIGTERM,
+            crate::profile::StopSignal::Int => Signal::SIGINT,
+            crate::profile::StopSignal::Quit => Signal::SIGQUIT,
+            crate::profile::StopSignal::Hup => Signal::SIGHUP,
+        };
+        let _ = killpg(Pid::from_raw(h.pgid), sig);
+    }
+    loop {
+        let mut left = 0;
+        for (r, h) in &live {
+            if crate::procinfo::group_members(h.pgid).is_empty() {
+                continue;
+            }
+            if start.elapsed() >= r.plan.stop_grace.get() {
+                eprintln!("{} did not stop within {}: SIGKILL to its process group", r.plan.name, r.plan.stop_grace);
+                let _ = killpg(Pid::from_raw(h.pgid), Signal::SIGKILL);
+            }
+            left += 1;
+        }
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut st = st;
+    for r in st.services.values_mut() {
+        r.handle = None;
+        r.state = "stopped".into();
+    }
+    state::write_json(&layout.state_file(), &st)?;
+    eprintln!("all services stopped");
+    Ok(())
+}
+
+/// A plan for inspection commands: persisted ports where they exist, else a dry run.
+fn inspect_plan(profile: Option<&Path>, state_dir: Option<&Path>, probe: &dyn HostProbe) -> Result<(crate::profile::Loaded, Layout, Plan, bool)> {
+    let loaded = setup::load(profile)?;
+    let layout = setup::layout(&loaded, state_dir);
+    let persisted = layout.ports_file().exists();
+    let running = setup::running_services(&layout);
+    let alloc = setup::allocate(&loaded, &layout, &running, probe, false)?;
+    let plan = plan::build(&loaded.profile, &layout, &alloc, &setup::base_dir(&loaded))?;
+    Ok((loaded, layout, plan, persisted))
+}
+
+fn validate(file: Option<&Path>, state_dir: Option<&Path>, output: Output) -> Result<ExitCode> {
+    let (loaded, _layout, plan, persisted) = inspect_plan(file, state_dir, &BindProbe)?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: valid", loaded.source.label);
+    println!("profile {}, state dir {}{}", plan.profile, plan.state_dir.display(), if persisted { "" } else { " (ports not yet allocated: `chainctl up` persists these)" });
+    for s in &plan.services {
+        println!("\n{}  (start order after: {})", s.name, if s.depends_on.is_empty() { "-".to_string() } else { s.depends_on.join(", ") });
+        println!("  argv:     {}", s.argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
+        for (k, v) in &s.env {
+            println!("  env:      {k}={v}");
+        }
+        for (n, a) in &s.ports {
+            println!("  port:     {n} = {}/{}", a.port, a.protocol);
+        }
+        println!("  data dir: {}", s.data_dir.display());
+        println!("  log:      {} (rotated at {} bytes, {} kept)", s.log_file.display(), s.logs.max_bytes, s.logs.keep);
+        for p in &s.secrets {
+            println!("  secret:   {}", p.display());
+        }
+        println!("  restart:  {:?}, backoff {} → {} ×{}, give up after {} failures in {}", s.restart.policy, s.restart.backoff.initial, s.restart.backoff.max, s.restart.backoff.factor, s.restart.give_up.failures, s.restart.give_up.window);
+        println!("  stop:     SIG{:?}, then SIGKILL to the group after {}", s.stop_signal, s.stop_grace);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+{}".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> Result<ExitCode> {
+    let loaded = setup::load(profile)?;
+    let layout = setup::layout(&loaded, state_dir);
+    let persisted = state::read_json::<PortsFile>(&layout.ports_file())?;
+    let alloc = match &persisted {
+        Some(p) => p.services.clone(),
+        None => setup::allocate(&loaded, &layout, &[], &BindProbe, false)?,
+    };
+    // Our own services' pids and groups, so a port held by them is not a conflict.
+    let ours: Vec<(String, i32)> = state::read_json::<StateFile>(&layout.state_file())?
+        .map(|st| st.services.into_iter().filter_map(|(n, r)| r.handle.map(|h| (n, h.pgid))).collect())
+        .unwrap_or_default();
+    let mut conflicts = 0;
+    println!("{:<24} {:<12} {:>6}  {:<8} {}", "SERVICE", "PORT", "NUMBER", "PROTO", if check { "HOST" } else { "" });
+    for (svc, ports) in &alloc {
+        for (name, a) in ports {
+            let mut host = String::new();
+            if check {
+                host = match BindProbe.busy(a.port, a.protocol) {
+                    None => "free".into(),
+                    Some(why) => {
+                        let holder = crate::procinfo::port_holder_pid(a.port, a.protocol);
+                        let owner = holder.and_then(|pid| crate::procinfo::pgid(pid)).and_then(|g| ours.iter().find(|(_, pg)| *pg == g));
+                        match owner {
+                            Some((n, _)) if n == svc => "in use by this service".into(),
+                            _ => {
+                                conflicts += 1;
+                                format!("CONFLICT: {why}")
+                            }
+                        }
+                    }
+                };
+            }
+            println!("{svc:<24} {name:<12} {:>6}  {:<8} {host}", a.port, a.protocol.to_string());
+        }
+    }
+    if persisted.is_none() {
+        println!("(not yet persisted: `chainctl up` allocates and keeps these in {})", layout.ports_file().display());
+    }
+    if conflicts > 0 {
+        eprintln!("{conflicts} port conflict(s): stop the programs holding them, or run `chainctl down` and `chainctl up` to move chainctl's ports");
+        return Ok(ExitCode::FAILURE);
+    }
+    let _ = Protocol::Tcp;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> Result<ExitCode> {
+    let (_loaded, layout, plan, _) = inspect_plan(profile, state_dir, &crate::ports::NoProbe)?;
+    if plan.jwt_pairs.is_empty() {
+        println!("the profile has no consensus↔execution pair (no service lists `drives:`): no JWT secret needed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match action {
+        JwtAction::Generate => {
+            for pair in &plan.jwt_pairs {
+                let created = crate::secrets::ensure(&pair.path).with_context(|| format!("cannot write {}", pair.path.display()))?;
+                println!("{} {}--{}: {}", if created { "created " } else { "kept    " }, pair.consensus, pair.execution, pair.path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JwtAction::Rotate { pair } => {
+            let chosen: Vec<_> = plan.jwt_pairs.iter().filter(|p| pair.as_deref().is_none_or(|want| want == format!("{}--{}", p.consensus, p.execution))).collect();
+            if chosen.is_empty() {
+                let names: Vec<String> = plan.jwt_pairs.iter().map(|p| format!("{}--{}", p.consensus, p.execution)).collect();
+                bail!("no pair `{}`; pairs: {}", pair.unwrap_or_default(), names.join(", "));
+            }
+            let running = state::holder(&layout.lock_file()).is_some();
+            for p in chosen {
+                crate::secrets::rotate(&p.path).with_context(|| format!("cannot rotate {}", p.path.display()))?;
+                println!("rotated {}--{}: {}", p.consensus, p.execution, p.path.display());
+                if running {
+                    // Both ends must read the new secret: the execution client first, then its driver.
+                    for svc in [&p.execution, &p.consensus] {
+                        call_supervisor(&layout, &Request::Restart { service: svc.clone() })?;
+                        println!("  restarting {svc}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JwtAction::Verify => {
+            let mut bad = 0;
+            for p in &plan.jwt_pairs {
+                let mut problems: Vec<String> = crate::secrets::verify_file(&p.path).into_iter().map(|e| e.to_string()).collect();
+                let path = p.path.display().to_string();
+                for end in [&p.consensus, &p.execution] {
+                    let s = plan.service(end).expect("pair ends are services");
+                    if !s.argv.iter().chain(s.env.values()).any(|a| a.contains(&path)) {
+                        problems.push(format!(
+                            "service `{end}` never passes {path} to its program: add {{{{jwt_path}}}} to services.{end}.command or env, or both ends will not share the secret"
+                        ));
+                    }
+                }
+                if problems.is_empty() {
+                    println!("ok      {}--{}: {path} (64 hex chars, mode 0600, both ends read it)", p.consensus, p.execution);
+                } else {
+                    bad += problems.len();
+                    println!("FAILED  {}--{}:", p.consensus, p.execution);
+                    for pr in problems {
+                        println!("  - {pr}");
+                    }
+                }
+            }
+            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn tail_lines(path: &Path, n: usize) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    // Read back in blocks until enough newlines are seen.
+    let mut start = len;
+    let mut buf = Vec::new();
+    while start > 0 && buf.iter().filter(|&&b| b == b'\n').count() <= n {
+        let step = start.min(64 * 1024);
+        start -= step;
+        f.seek(SeekFrom::Start(start))?;
+        let mut chunk = vec![0; step as usize];
+        f.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    Ok(lines[from..].iter().map(|l| format!("{l}\n")).collect())
+}
+
+fn logs(profile: Option<&Path>, state_dir: Option<&Path>, service: &str, follow: bool, n: usize) -> Result<ExitCode> {
+    let layout = layout_of(profile, state_dir)?;
+    let known: Vec<String> = match state::read_json::<StateFile>(&layout.state_file())? {
+        Some(st) => st.services.keys().cloned().collect(),
+        None => crate::profile::load(setup::source(profile)?).map(|l| l.profile.services.keys().cloned().collect()).unwrap_or_default(),
+    };
+    if !known.iter().any(|k| k == service) {
+        bail!("no service named `{service}`; known: {}", known.join(", "));
+    }
+    let path = layout.log_file(service);
+    if !path.exists() {
+        bail!("{} does not exist yet: `{service}` has not been started (run `chainctl up`)", path.display());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(tail_lines(&path, n)?.as_bytes())?;
+    out.flush()?;
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mut f = std::fs::File::open(&path)?;
+    let mut pos = f.seek(SeekFrom::End(0))?;
+    let mut ino = f.metadata()?.ino();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let k = f.read(&mut buf)?;
+        if k > 0 {
+            out.write_all(&buf[..k])?;
+            out.flush()?;
+            pos += k as u64;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // Rotation renames the file: finish the old one (read above), then open the new.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.ino() != ino || m.len() < pos => {
+                f = std::fs::File::open(&path)?;
+                ino = m.ino();
+                pos = 0;
+            }
+            _ => {}
+        }
+    }
+}

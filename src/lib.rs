@@ -1,0 +1,22 @@
+//! chainctl: a supervisor for blockchain node stacks — profile → plan → supervised services.
+
+pub mod cli;
+pub mod control;
+pub mod layout;
+pub mod logrelay;
+pub mod placeholders;
+pub mod plan;
+pub mod ports;
+pub mod procinfo;
+pub mod profile;
+pub mod runtime;
+pub mod secrets;
+pub mod state;
+pub mod status;
+pub mod supervisor;
+
+/// The default profile, compiled into the binary so `chainctl up` works on a fresh machine.
+pub const DEFAULT_PROFILE: &str = include_str!("../profiles/devnet.yaml");
+
+/// The name shown for the embedded default profile wherever a file name is expected.
+pub const DEFAULT_PROFILE_NAME: &str = "<embedded profiles/devnet.yaml>";

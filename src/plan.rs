@@ -1,0 +1,293 @@
+//! The planner: a pure function from a validated profile, a state-dir layout and a port
+//! allocation to the concrete services chainctl runs (argv, env, dirs, ports, secrets,
+//! dependencies, stop grace). `chainctl validate` prints it; every other module reads it.
+
+use crate::layout::Layout;
+use crate::placeholders::{self, Var};
+use crate::ports::{Allocation, Assigned};
+use crate::profile::{
+    BackoffConfig, Dur, GiveUpConfig, LogConfig, Profile, RestartPolicy, StopSignal,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// What a planned service is, which sets its defaults (e.g. stop grace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// A generic `command` service.
+    Command,
+}
+
+/// One consensus↔execution pair and the secret file both ends read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtPair {
+    /// The service that calls the Engine API.
+    pub consensus: String,
+    /// The service that serves it.
+    pub execution: String,
+    /// The shared secret (mode 0600).
+    pub path: PathBuf,
+}
+
+/// Restart behaviour of one service, with the supervisor defaults filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartSpec {
+    /// When to restart.
+    pub policy: RestartPolicy,
+    /// Clean exit codes.
+    pub success_exit_codes: Vec<i64>,
+    /// Exit codes that go straight to given-up.
+    pub prevent_exit_codes: Vec<i64>,
+    /// Backoff between restarts.
+    pub backoff: BackoffConfig,
+    /// When to give up.
+    pub give_up: GiveUpConfig,
+}
+
+/// A fully resolved service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicePlan {
+    /// Unique name.
+    pub name: String,
+    /// What it is.
+    pub kind: ServiceKind,
+    /// Program and arguments, placeholders resolved.
+    pub argv: Vec<String>,
+    /// Environment added to the base environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: PathBuf,
+    /// Data directory (created 0700 before start).
+    pub data_dir: PathBuf,
+    /// Log file (stdout and stderr, rotated).
+    pub log_file: PathBuf,
+    /// Its ports.
+    pub ports: BTreeMap<String, Assigned>,
+    /// Address readiness probes connect to.
+    pub ready_host: IpAddr,
+    /// TCP ports that must accept connections for the service to be ready.
+    pub ready_ports: Vec<u16>,
+    /// Services that must be ready first.
+    pub depends_on: Vec<String>,
+    /// Secret files it reads.
+    pub secrets: Vec<PathBuf>,
+    /// First stop signal.
+    pub stop_signal: StopSignal,
+    /// Time from that signal to SIGKILL of the group.
+    pub stop_grace: Dur,
+    /// Time it may take to become ready.
+    pub startup_grace: Dur,
+    /// Restart behaviour.
+    pub restart: RestartSpec,
+    /// Log rotation.
+    pub logs: LogConfig,
+    /// Hash of everything above: a change means the service must be restarted.
+    pub spec_hash: String,
+}
+
+/// The whole plan, services in start order (dependencies first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Profile name.
+    pub profile: String,
+    /// State dir.
+    pub state_dir: PathBuf,
+    /// Services in start order.
+    pub services: Vec<ServicePlan>,
+    /// Engine API pairs.
+    pub jwt_pairs: Vec<JwtPair>,
+}
+
+impl Plan {
+    /// A service by name.
+    pub fn service(&self, name: &str) -> Option<&ServicePlan> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// Why a plan could not be built (validation catches these first; this guards misuse).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cannot plan service `{service}`: {why}")]
+pub struct PlanError {
+    /// The service.
+    pub service: String,
+    /// What is missing.
+    pub why: String,
+}
+
+/// Builds the plan. `base_dir` resolves relative paths in the profile (its own directory).
+pub fn build(profile: &Profile, layout: &Layout, ports: &Allocation, base_dir: &Path) -> Result<Plan, PlanError> {
+    let mut pairs = Vec::new();
+    for (cl, s) in &profile.services {
+        for el in &s.drives {
+            pairs.push(JwtPair { consensus: cl.clone(), execution: el.clone(), path: layout.jwt_file(cl, el) });
+        }
+    }
+    let sup = &profile.supervisor;
+    let no_ports = BTreeMap::new();
+    let mut services = BTreeMap::new();
+    for (name, s) in &profile.services {
+        let err = |why: String| PlanError { service: name.clone(), why };
+        let my_ports = ports.get(name).unwrap_or(&no_ports);
+        let data_dir = layout.data_dir(name);
+        let my_pairs: Vec<&JwtPair> = pairs.iter().filter(|p| &p.consensus == name || &p.execution == name).collect();
+        let lookup = |v: &Var| -> Result<String, String> {
+            Ok(match v {
+                Var::Port(p) => my_ports.get(p).ok_or(format!("no port `{p}` allocated"))?.port.to_string(),
+                Var::OtherPort(svc, p) => ports
+                    .get(svc)
+                    .and_then(|m| m.get(p))
+                    .ok_or(format!("no port `{p}` allocated for `{svc}`"))?
+                    .port
+                    .to_string(),
+                Var::DataDir => data_dir.display().to_string(),
+                Var::StateDir => layout.root.display().to_string(),
+                Var::Name => name.clone(),
+                Var::ChainId => profile.chain.chain_id.to_string(),
+                Var::ListenRpc => profile.listen.rpc.to_string(),
+                Var::ListenApi => profile.listen.api.to_string(),
+                Var::JwtPath => match my_pairs.as_slice() {
+                    [one] => one.path.display().to_string(),
+                    _ => return Err(format!("{v} needs exactly one Engine API pair")),
+                },
+                Var::JwtPathWith(other) => my_pairs
+                    .iter()
+                    .find(|p| &p.consensus == other || &p.execution == other)
+                    .ok_or(format!("no Engine API pair with `{other}`"))?
+                    .path
+                    .display()
+                    .to_string(),
+            })
+        };
+        let resolve = |t: &str| placeholders::parse(t).and_then(|segs| placeholders::render(&segs, &lookup)).map_err(&err);
+        let mut argv = s.command.iter().map(|t| resolve(t)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(first) = argv.first_mut() {
+            if first.contains('/') && Path::new(first.as_str()).is_relative() {
+                *first = base_dir.join(&*first).display().to_string();
+            }
+        }
+        let env = s.env.iter().map(|(k, v)| Ok((k.clone(), resolve(v)?))).collect::<Result<BTreeMap<_, _>, PlanError>>()?;
+        let ready_ports = match &s.ready_ports {
+            Some(names) => names.iter().filter_map(|n| my_ports.get(n)).map(|a| a.port).collect(),
+            None => my_ports.values().filter(|a| a.protocol.tcp()).map(|a| a.port).collect(),
+        };
+        let mut depends_on: BTreeSet<String> = s.depends_on.iter().cloned().collect();
+        depends_on.extend(s.drives.iter().cloned());
+        let stop = s.stop.clone().unwrap_or(crate::profile::StopConfig { signal: StopSignal::Term, grace: None });
+        let workdir = match &s.workdir {
+            Some(w) if w.is_relative() => base_dir.join(w),
+            Some(w) => w.clone(),
+            None => data_dir.clone(),
+        };
+        let mut plan = ServicePlan {
+            name: name.clone(),
+            kind: ServiceKind::Command,
+            argv,
+            env,
+            workdir,
+            data_dir: data_dir.clone(),
+            log_file: layout.log_file(name),
+            ports: my_ports.clone(),
+            ready_host: if profile.listen.rpc.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { profile.listen.rpc },
+            ready_ports,
+            depends_on: depends_on.into_iter().collect(),
+            secrets: my_pairs.iter().map(|p| p.path.clone()).collect(),
+            stop_signal: stop.signal,
+            stop_grace: stop.grace.unwrap_or(sup.stop_grace.command),
+            startup_grace: s.startup_grace.unwrap_or(sup.startup_grace),
+            restart: RestartSpec {
+                policy: s.restart.policy,
+                success_exit_codes: s.restart.success_exit_codes.clone(),
+                prevent_exit_codes: s.restart.prevent_exit_codes.clone(),
+                backoff: sup.backoff.clone(),
+                give_up: sup.give_up.clone(),
+            },
+            logs: sup.logs.clone(),
+            spec_hash: String::new(),
+        };
+        plan.spec_hash = spec_hash(&plan);
+        services.insert(name.clone(), plan);
+    }
+    Ok(Plan {
+        profile: profile.name.clone(),
+        state_dir: layout.root.clone(),
+        services: start_order(services),
+        jwt_pairs: pairs,
+    })
+}
+
+/// A stable hash of everything that, when changed, requires a restart.
+fn spec_hash(s: &ServicePlan) -> String {
+    let json = serde_json::to_vec(s).unwrap_or_default();
+    hex::encode(&Sha256::digest(&json)[..8])
+}
+
+/// Dependencies first; ties broken by name so the order is stable. Validation has ruled
+/// out cycles; any left are appended rather than lost.
+fn start_order(mut services: BTreeMap<String, ServicePlan>) -> Vec<ServicePlan> {
+    let mut out: Vec<ServicePlan> = Vec::new();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let ready: Vec<String> = services
+            .values()
+            .filter(|s| s.depends_on.iter().all(|d| done.contains(d) || !services.contains_key(d)))
+            .map(|s| s.name.clone())
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for n in ready {
+            done.insert(n.clone());
+            out.extend(services.remove(&n));
+        }
+    }
+    out.extend(services.into_values());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{load, Protocol, Source};
+
+    fn profile(text: &str) -> Profile {
+        load(Source { label: "t.yaml".into(), path: None, text: text.into() }).unwrap().profile
+    }
+
+    #[test]
+    fn resolves_placeholders_pairs_order_and_defaults() {
+        let p = profile(
+            "name: t\nservices:\n  cl:\n    command: [node, '--engine=http://127.0.0.1:{{port.el.engine}}', '--jwt={{jwt_path}}']\n    drives: [el]\n  el:\n    command: [./bin/el, '--datadir={{data_dir}}', '--authrpc.port={{port.engine}}', '--jwt={{jwt_path.cl}}']\n    ports: {engine: auto, p2p: {protocol: both}}\n    env: {CHAIN: '{{chain_id}}'}\n",
+        );
+        let mut ports = Allocation::new();
+        ports.entry("el".into()).or_default().insert("engine".into(), Assigned { port: 20001, protocol: Protocol::Tcp });
+        ports.entry("el".into()).or_default().insert("p2p".into(), Assigned { port: 20002, protocol: Protocol::Both });
+        let layout = Layout::new("/state");
+        let plan = build(&p, &layout, &ports, Path::new("/profiles")).unwrap();
+        let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["el", "cl"], "execution clients start before the consensus node that drives them");
+        let el = plan.service("el").unwrap();
+        let cl = plan.service("cl").unwrap();
+        assert_eq!(el.argv[0], "/profiles/./bin/el");
+        assert_eq!(el.argv[1], "--datadir=/state/data/el");
+        assert_eq!(el.argv[2], "--authrpc.port=20001");
+        assert_eq!(el.argv[3], "--jwt=/state/secrets/jwt/cl--el.hex");
+        assert_eq!(cl.argv[2], "--jwt=/state/secrets/jwt/cl--el.hex", "both ends read the same file");
+        assert_eq!(cl.argv[1], "--engine=http://127.0.0.1:20001");
+        assert_eq!(el.env["CHAIN"], "1337");
+        assert_eq!(el.ready_ports, vec![20001, 20002]);
+        assert_eq!(cl.depends_on, vec!["el".to_string()]);
+        assert_eq!(el.stop_grace, Dur::secs(30));
+        assert_eq!(plan.jwt_pairs.len(), 1);
+        // Same inputs, same plan (and hash); a changed port changes only that service's hash.
+        let again = build(&p, &layout, &ports, Path::new("/profiles")).unwrap();
+        assert_eq!(plan, again);
+        ports.get_mut("el").unwrap().get_mut("engine").unwrap().port = 20005;
+        let moved = build(&p, &layout, &ports, Path::new("/profiles")).unwrap();
+        assert_ne!(moved.service("el").unwrap().spec_hash, el.spec_hash);
+    }
+}

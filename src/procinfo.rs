@@ -1,0 +1,114 @@
+//! Facts about processes and sockets read from `/proc`: start times (to tell a live
+//! service from a recycled pid), process groups, and who holds a port.
+
+use crate::profile::Protocol;
+use std::fs;
+
+/// The kernel's boot id: pids and start times are only comparable within one boot.
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Fields of `/proc/PID/stat` after the command name (which may contain spaces).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    Some(after.split_whitespace().map(String::from).collect())
+}
+
+/// Start time of a process in clock ticks since boot, `None` if it does not exist.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    // Field 22 of stat; index 19 after the command name (fields 3.. start at index 0).
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Whether the process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    matches!(stat_fields(pid), Some(f) if f.first().map(String::as_str) != Some("Z"))
+}
+
+/// Whether `pid` is alive and is the same process that started at `ticks`.
+pub fn same_process(pid: i32, ticks: u64) -> bool {
+    alive(pid) && start_ticks(pid) == Some(ticks)
+}
+
+/// Process group of a process.
+pub fn pgid(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(2)?.parse().ok()
+}
+
+/// Live (non-zombie) members of a process group.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if let Some(f) = stat_fields(pid) {
+            if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && f.first().map(String::as_str) != Some("Z") {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The command name of a process.
+pub fn comm(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+}
+
+/// Socket inodes bound to `port` in `/proc/net/{tcp,tcp6,udp,udp6}`.
+fn socket_inodes(port: u16, protocol: Protocol) -> Vec<String> {
+    let mut files = Vec::new();
+    if protocol.tcp() {
+        files.extend(["/proc/net/tcp", "/proc/net/tcp6"]);
+    }
+    if protocol.udp() {
+        files.extend(["/proc/net/udp", "/proc/net/udp6"]);
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let Ok(text) = fs::read_to_string(f) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let Some(local) = cols.get(1) else { continue };
+            let Some((_, hexport)) = local.rsplit_once(':') else { continue };
+            if u16::from_str_radix(hexport, 16).ok() == Some(port) {
+                if let Some(inode) = cols.get(9) {
+                    if *inode != "0" {
+                        out.push(inode.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// "pid N (comm)" of a process holding `port`, when `/proc` shows it (other users'
+/// processes may be hidden without privileges).
+pub fn port_holder(port: u16, protocol: Protocol) -> Option<String> {
+    let inodes = socket_inodes(port, protocol);
+    if inodes.is_empty() {
+        return None;
+    }
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    for e in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(link) = fs::read_link(fd.path()) {
+                if targets.iter().any(|t| link.as_os_str() == t.as_str()) {
+                    return Some(format!("pid {pid} ({})", comm(pid).unwrap_or_else(|| "?".into())));
+                }
+            }
+        }
+    }
+    Some("another program (its process is not visible to this user)".into())
+}
+
+/// The holder's pid, if visible.
+pub fn port_holder_pid(port: u16, protocol: Protocol) -> Option<i32> {
+    let h = port_holder(port, protocol)?;
+    h.strip_prefix("pid ")?.split_whitespace().next()?.parse().ok()
+}

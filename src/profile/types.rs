@@ -1,0 +1,690 @@
+//! The profile's data model: what a user declares in YAML (see `profiles/example-full.yaml`).
+
+use super::duration::Dur;
+use schemars::JsonSchema;
+use serde::{de, Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// A whole profile: one network and the services that make it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Profile name: lowercase letters, digits and `-`; names the default state dir.
+    pub name: String,
+    /// Where chainctl keeps ports, secrets, logs, data and its state file
+    /// (default: `$XDG_STATE_HOME/chainctl/<name>`, `~/.local/state/chainctl/<name>`,
+    /// or `/var/lib/chainctl/<name>` for root). `--state-dir` overrides it.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The chain every node of this profile runs.
+    #[serde(default)]
+    pub chain: Chain,
+    /// The BFT validator set (the consensus node arrives with issue #4).
+    #[serde(default)]
+    pub validators: Validators,
+    /// Execution clients by name (engine adapters arrive with issues #3 and #8).
+    #[serde(default)]
+    pub execution: BTreeMap<String, ExecutionClient>,
+    /// Generic services by name: any program, with placeholders such as `{{port.http}}`.
+    #[serde(default)]
+    pub services: BTreeMap<String, CommandService>,
+    /// Where services run.
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    /// The port range chainctl allocates from, and ports it must never hand out.
+    #[serde(default)]
+    pub ports: PortsConfig,
+    /// Listen addresses of the endpoints chainctl exposes.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Health probing (used by the health issue #5).
+    #[serde(default)]
+    pub health: Health,
+    /// Failover between execution clients (used by issue #5).
+    #[serde(default)]
+    pub failover: Failover,
+    /// Supervisor defaults: restart backoff, give-up limit, stop grace, logs.
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+}
+
+/// Chain parameters shared by every node.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Chain {
+    /// EIP-155 chain id.
+    #[serde(default = "default_chain_id")]
+    pub chain_id: u64,
+    /// Target block time; at least 1s because Engine API timestamps are whole seconds.
+    #[serde(default = "default_block_time")]
+    pub block_time: Dur,
+    /// Fork rules from genesis.
+    #[serde(default)]
+    pub fork: Fork,
+    /// Genesis allocation: address → account.
+    #[serde(default)]
+    pub alloc: BTreeMap<String, GenesisAccount>,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            chain_id: default_chain_id(),
+            block_time: default_block_time(),
+            fork: Fork::default(),
+            alloc: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_chain_id() -> u64 {
+    1337
+}
+fn default_block_time() -> Dur {
+    Dur::secs(1)
+}
+
+/// Fork rules active at genesis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Fork {
+    /// Prague (Pectra).
+    Prague,
+    /// Osaka (Fusaka), what mainnet runs today.
+    #[default]
+    Osaka,
+}
+
+/// One genesis account.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccount {
+    /// Balance in wei, decimal or 0x-hex, as a string.
+    pub balance: String,
+}
+
+/// The validator set.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Validators {
+    /// Number of validators (N = 3f + 1 tolerates f faulty); 0 runs no consensus.
+    #[serde(default)]
+    pub count: u32,
+    /// `generate` (chainctl makes one ed25519 key per validator) or a list of key files.
+    #[serde(default)]
+    pub keys: ValidatorKeys,
+}
+
+/// Where validator keys come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ValidatorKeys {
+    /// chainctl generates keys (mode 0600) in the state dir.
+    #[default]
+    Generate,
+    /// Existing key files, one per validator.
+    Files(Vec<PathBuf>),
+}
+
+impl<'de> Deserialize<'de> for ValidatorKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ValidatorKeys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`generate` or a list of key file paths")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v == "generate" {
+                    Ok(ValidatorKeys::Generate)
+                } else {
+                    Err(E::custom(format!(
+                        "unknown key source `{v}`: expected `generate` or a list of key file paths"
+                    )))
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut files = Vec::new();
+                while let Some(p) = seq.next_element::<PathBuf>()? {
+                    files.push(p);
+                }
+                Ok(ValidatorKeys::Files(files))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One execution client.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionClient {
+    /// Which client.
+    pub kind: ExecutionKind,
+    /// Index of the validator this client serves.
+    #[serde(default)]
+    pub validator: u32,
+    /// Path or name of the binary (default: the kind's usual binary name on PATH).
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// Extra arguments appended to the command line chainctl renders.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Pinned ports by name (`http`, `ws`, `engine`, `p2p`, `metrics`).
+    #[serde(default)]
+    pub ports: BTreeMap<String, PortSpec>,
+}
+
+/// Execution client implementations chainctl knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionKind {
+    /// The built-in revm engine (`chainctl node evm`).
+    Builtin,
+    /// Reth.
+    Reth,
+    /// Geth.
+    Geth,
+    /// Erigon.
+    Erigon,
+}
+
+/// A generic service: any program chainctl starts, watches and restarts.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandService {
+    /// Program and arguments; placeholders like `{{port.http}}` are resolved by the planner.
+    pub command: Vec<String>,
+    /// Extra environment variables (values may use placeholders).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the service's data dir).
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// Ports to allocate, by name: `auto`, a pinned number, or `{port, protocol}`.
+    #[serde(default)]
+    pub ports: BTreeMap<String, PortSpec>,
+    /// Services that must be ready before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Execution services this one drives through the Engine API: one JWT secret per
+    /// pair, and this service starts after them.
+    #[serde(default)]
+    pub drives: Vec<String>,
+    /// Which ports must accept TCP connections for the service to count as ready
+    /// (default: all its TCP ports).
+    #[serde(default)]
+    pub ready_ports: Option<Vec<String>>,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart: RestartConfig,
+    /// How to stop it.
+    #[serde(default)]
+    pub stop: Option<StopConfig>,
+    /// How long it may take to become ready before it is reported unhealthy.
+    #[serde(default)]
+    pub startup_grace: Option<Dur>,
+}
+
+/// A port request: `auto`, a pinned number, or a map with protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PortSpec {
+    /// Pinned number, or none for `auto`.
+    pub port: Option<u64>,
+    /// TCP, UDP, or both on the same number (P2P).
+    pub protocol: Protocol,
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            #[serde(default)]
+            port: Option<AutoOrNumber>,
+            #[serde(default)]
+            protocol: Protocol,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum AutoOrNumber {
+            Number(u64),
+            Word(String),
+        }
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = PortSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`auto`, a port number, or {port, protocol}")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortSpec, E> {
+                Ok(PortSpec { port: Some(v), protocol: Protocol::Tcp })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortSpec, E> {
+                Err(E::custom(format!("port {v} is negative: use a number in 1024-65535 or `auto`")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortSpec, E> {
+                if v == "auto" {
+                    Ok(PortSpec { port: None, protocol: Protocol::Tcp })
+                } else {
+                    Err(E::custom(format!(
+                        "invalid port `{v}`: expected `auto`, a number in 1024-65535, or {{port, protocol}}"
+                    )))
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<PortSpec, A::Error> {
+                let full = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let port = match full.port {
+                    None => None,
+                    Some(AutoOrNumber::Number(n)) => Some(n),
+                    Some(AutoOrNumber::Word(w)) if w == "auto" => None,
+                    Some(AutoOrNumber::Word(w)) => {
+                        return Err(de::Error::custom(format!(
+                            "invalid port `{w}`: expected `auto` or a number in 1024-65535"
+                        )))
+                    }
+                };
+                Ok(PortSpec { port, protocol: full.protocol })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP only.
+    #[default]
+    Tcp,
+    /// UDP only.
+    Udp,
+    /// TCP and UDP on the same number (devp2p uses both).
+    Both,
+}
+
+impl Protocol {
+    /// Whether the port needs TCP.
+    pub fn tcp(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Both)
+    }
+    /// Whether the port needs UDP.
+    pub fn udp(self) -> bool {
+        matches!(self, Protocol::Udp | Protocol::Both)
+    }
+    /// Whether two requests on one number would collide.
+    pub fn overlaps(self, other: Protocol) -> bool {
+        (self.tcp() && other.tcp()) || (self.udp() && other.udp())
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Both => "tcp+udp",
+        })
+    }
+}
+
+/// When a service is restarted after it exits.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// `always`, `on-failure` (default) or `never`.
+    #[serde(default)]
+    pub policy: RestartPolicy,
+    /// Exit codes that count as a clean exit (default `[0]`).
+    #[serde(default = "default_success_codes")]
+    pub success_exit_codes: Vec<i64>,
+    /// Exit codes that mean "retrying cannot help" (e.g. a config error): the service
+    /// goes straight to `given-up` (default `[78]`, EX_CONFIG).
+    #[serde(default = "default_prevent_codes")]
+    pub prevent_exit_codes: Vec<i64>,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            policy: RestartPolicy::default(),
+            success_exit_codes: default_success_codes(),
+            prevent_exit_codes: default_prevent_codes(),
+        }
+    }
+}
+
+fn default_success_codes() -> Vec<i64> {
+    vec![0]
+}
+fn default_prevent_codes() -> Vec<i64> {
+    vec![78]
+}
+
+/// Restart policy names, as in systemd's `Restart=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart after any exit.
+    Always,
+    /// Restart unless the exit status is in `success_exit_codes`.
+    #[default]
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// How a service is stopped.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopConfig {
+    /// Signal sent to the process group first.
+    #[serde(default)]
+    pub signal: StopSignal,
+    /// Time between that signal and SIGKILL of the whole group.
+    #[serde(default)]
+    pub grace: Option<Dur>,
+}
+
+/// Signals a service may ask to be stopped with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum StopSignal {
+    /// SIGTERM.
+    #[default]
+    Term,
+    /// SIGINT.
+    Int,
+    /// SIGQUIT.
+    Quit,
+    /// SIGHUP.
+    Hup,
+}
+
+/// Where services run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Child processes of the supervisor.
+    #[default]
+    Process,
+    /// Docker containers (issue #7).
+    Docker,
+    /// systemd units (issue #7).
+    Systemd,
+}
+
+/// Port range and reserved ports.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortsConfig {
+    /// First port chainctl may allocate.
+    #[serde(default = "default_range_start")]
+    pub start: u64,
+    /// Last port chainctl may allocate (inclusive).
+    #[serde(default = "default_range_end")]
+    pub end: u64,
+    /// Ports inside the range chainctl must never hand out (kept for other programs).
+    #[serde(default)]
+    pub reserved: Vec<u64>,
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig { start: default_range_start(), end: default_range_end(), reserved: Vec::new() }
+    }
+}
+
+fn default_range_start() -> u64 {
+    30000
+}
+fn default_range_end() -> u64 {
+    39999
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Address of JSON-RPC endpoints (default loopback).
+    #[serde(default = "loopback")]
+    pub rpc: IpAddr,
+    /// Address of chainctl's API and metrics (default loopback).
+    #[serde(default = "loopback")]
+    pub api: IpAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { rpc: loopback(), api: loopback() }
+    }
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+/// Health probing settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Probe interval.
+    #[serde(default = "default_probe_interval")]
+    pub interval: Dur,
+    /// Consecutive failed probes before a service is unhealthy.
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+    /// Consecutive passing probes before it is healthy again.
+    #[serde(default = "default_successes")]
+    pub successes: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { interval: default_probe_interval(), failures: default_failures(), successes: default_successes() }
+    }
+}
+
+fn default_probe_interval() -> Dur {
+    Dur::secs(1)
+}
+fn default_failures() -> u32 {
+    3
+}
+fn default_successes() -> u32 {
+    2
+}
+
+/// Failover settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Failover {
+    /// Whether chainctl switches a validator to a healthy backup EL by itself.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// No switch back within this time unless the new EL fails too (anti-flap).
+    #[serde(default = "default_hold")]
+    pub hold: Dur,
+    /// Blocks behind the second-highest head that count as lagging.
+    #[serde(default = "default_max_lag")]
+    pub max_lag_blocks: u64,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover { enabled: true, hold: default_hold(), max_lag_blocks: default_max_lag() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_hold() -> Dur {
+    Dur::secs(30)
+}
+fn default_max_lag() -> u64 {
+    5
+}
+
+/// Supervisor defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// Restart backoff.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// When to stop restarting.
+    #[serde(default)]
+    pub give_up: GiveUpConfig,
+    /// Default grace between the stop signal and SIGKILL, per kind of service.
+    #[serde(default)]
+    pub stop_grace: StopGraceConfig,
+    /// Default time a service may take to become ready.
+    #[serde(default = "default_startup_grace")]
+    pub startup_grace: Dur,
+    /// Per-service log files.
+    #[serde(default)]
+    pub logs: LogConfig,
+}
+
+fn default_startup_grace() -> Dur {
+    Dur::secs(60)
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First delay.
+    #[serde(default = "default_initial")]
+    pub initial: Dur,
+    /// Largest delay.
+    #[serde(default = "default_max_backoff")]
+    pub max: Dur,
+    /// Growth factor per consecutive failure.
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    /// Random spread, as a fraction of the delay (0.25 = ±25 %).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Uptime after which the failure streak is forgotten.
+    #[serde(default = "default_reset_after")]
+    pub reset_after: Dur,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: default_initial(),
+            max: default_max_backoff(),
+            factor: default_factor(),
+            jitter: default_jitter(),
+            reset_after: default_reset_after(),
+        }
+    }
+}
+
+fn default_initial() -> Dur {
+    Dur::secs(1)
+}
+fn default_max_backoff() -> Dur {
+    Dur::secs(300)
+}
+fn default_factor() -> f64 {
+    2.0
+}
+fn default_jitter() -> f64 {
+    0.25
+}
+fn default_reset_after() -> Dur {
+    Dur::secs(600)
+}
+
+/// The give-up limit: this many failures within the window.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GiveUpConfig {
+    /// Failures that make chainctl give up.
+    #[serde(default = "default_give_up_failures")]
+    pub failures: u32,
+    /// The window they are counted in.
+    #[serde(default = "default_give_up_window")]
+    pub window: Dur,
+}
+
+impl Default for GiveUpConfig {
+    fn default() -> Self {
+        GiveUpConfig { failures: default_give_up_failures(), window: default_give_up_window() }
+    }
+}
+
+fn default_give_up_failures() -> u32 {
+    10
+}
+fn default_give_up_window() -> Dur {
+    Dur::secs(1800)
+}
+
+/// Default stop grace per kind of service.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopGraceConfig {
+    /// Generic services.
+    #[serde(default = "default_grace_command")]
+    pub command: Dur,
+    /// Execution clients: their databases need minutes to close cleanly.
+    #[serde(default = "default_grace_execution")]
+    pub execution: Dur,
+    /// Consensus nodes.
+    #[serde(default = "default_grace_command")]
+    pub consensus: Dur,
+}
+
+impl Default for StopGraceConfig {
+    fn default() -> Self {
+        StopGraceConfig {
+            command: default_grace_command(),
+            execution: default_grace_execution(),
+            consensus: default_grace_command(),
+        }
+    }
+}
+
+fn default_grace_command() -> Dur {
+    Dur::secs(30)
+}
+fn default_grace_execution() -> Dur {
+    Dur::secs(300)
+}
+
+/// Log file rotation.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Rotate a service's log when it reaches this many bytes.
+    #[serde(default = "default_log_size")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`name.log.1` … `name.log.N`).
+    #[serde(default = "default_log_keep")]
+    pub keep: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { max_bytes: default_log_size(), keep: default_log_keep() }
+    }
+}
+
+fn default_log_size() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_log_keep() -> u32 {
+    5
+}

@@ -1,0 +1,142 @@
+//! Files the supervisor keeps in the state dir: the state file (what runs, with pid and
+//! start time, written atomically), the port allocation, and the one-supervisor lock.
+
+use crate::plan::ServicePlan;
+use crate::ports::Allocation;
+use crate::runtime::Handle;
+use crate::supervisor::policy::Exit;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// What the supervisor knows about one service, persisted so a new supervisor can adopt it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// The plan it was started with (so it can be stopped even if the profile dropped it).
+    pub plan: ServicePlan,
+    /// The running instance, if any.
+    pub handle: Option<Handle>,
+    /// When the instance started (unix ms).
+    pub started_at_ms: Option<u64>,
+    /// Automatic restarts so far.
+    pub restarts: u32,
+    /// How the last instance ended.
+    pub last_exit: Option<Exit>,
+    /// Display state when written.
+    pub state: String,
+}
+
+/// The state file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Kernel boot id: records from another boot are not adopted.
+    pub boot_id: String,
+    /// The supervisor that wrote it.
+    pub supervisor_pid: Option<i32>,
+    /// The profile file it supervises (none for the embedded default).
+    pub profile_path: Option<PathBuf>,
+    /// Profile name.
+    pub profile: String,
+    /// Services by name.
+    pub services: BTreeMap<String, ServiceRecord>,
+}
+
+/// Reads a JSON file, `None` if it does not exist.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+            anyhow::anyhow!("{} is corrupt ({e}); remove it to start afresh", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes a JSON file atomically (temp, fsync, rename).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)?;
+    crate::secrets::write_atomic(path, &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// The persisted port allocation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortsFile {
+    /// Service → port name → assignment.
+    pub services: Allocation,
+}
+
+/// Holds the state dir's supervisor lock until dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another supervisor runs.
+    #[error("another chainctl supervisor (pid {pid}) already runs for state dir {dir}: use `chainctl status`, or `chainctl down` first")]
+    Held {
+        /// Its pid, or 0 if unknown.
+        pid: i32,
+        /// The state dir.
+        dir: String,
+    },
+    /// The lock file cannot be opened.
+    #[error("cannot open lock file {path}: {why}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        why: String,
+    },
+}
+
+fn open_lock(path: &Path) -> Result<File, LockError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| LockError::Io { path: path.display().to_string(), why: e.to_string() })
+}
+
+fn try_flock(f: &File) -> bool {
+    // SAFETY: flock on an owned, open descriptor.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Takes the lock (non-blocking) and writes our pid into it.
+pub fn lock(path: &Path) -> Result<Lock, LockError> {
+    let mut f = open_lock(path)?;
+    if !try_flock(&f) {
+        return Err(LockError::Held {
+            pid: holder(path).unwrap_or(0),
+            dir: path.parent().unwrap_or(Path::new(".")).display().to_string(),
+        });
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = write!(f, "{}", std::process::id());
+    let _ = f.sync_all();
+    Ok(Lock { _file: f })
+}
+
+/// The pid of the supervisor holding the lock, `None` if nobody holds it.
+pub fn holder(path: &Path) -> Option<i32> {
+    let mut f = OpenOptions::new().read(true).open(path).ok()?;
+    if try_flock(&f) {
+        // SAFETY: unlocking the descriptor we just locked.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        return None;
+    }
+    let mut s = String::new();
+    f.read_to_string(&mut s).ok()?;
+    Some(s.trim().parse().unwrap_or(0))
+}

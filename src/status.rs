@@ -1,0 +1,139 @@
+//! What `chainctl status` shows: one row per service, as a table or JSON.
+
+use crate::ports::Assigned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// One service's observed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Name.
+    pub name: String,
+    /// Kind (`command`, …).
+    pub kind: String,
+    /// Backend (`process`, …).
+    pub backend: String,
+    /// Main pid while running.
+    pub pid: Option<i32>,
+    /// waiting / starting / ready / healthy / unhealthy / backoff / given-up / stopping / stopped.
+    pub state: String,
+    /// Why it is in that state, when that matters.
+    pub detail: Option<String>,
+    /// Seconds since it started.
+    pub uptime_secs: Option<u64>,
+    /// Automatic restarts.
+    pub restarts: u32,
+    /// How the last instance ended.
+    pub last_exit: Option<String>,
+    /// Its ports.
+    pub ports: BTreeMap<String, Assigned>,
+    /// CPU use of the main process, percent of one core.
+    pub cpu_percent: Option<f32>,
+    /// Resident memory of the main process, bytes.
+    pub memory_bytes: Option<u64>,
+}
+
+/// The whole status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Profile name.
+    pub profile: String,
+    /// State dir.
+    pub state_dir: PathBuf,
+    /// The supervisor's pid, if one runs.
+    pub supervisor_pid: Option<i32>,
+    /// Services in start order.
+    pub services: Vec<ServiceStatus>,
+}
+
+impl StatusReport {
+    /// Whether every service reached a state that will not change by itself soon.
+    pub fn settled(&self) -> bool {
+        self.services.iter().all(|s| !matches!(s.state.as_str(), "waiting" | "starting" | "stopping"))
+    }
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.1}G", b as f64 / (1u64 << 30) as f64)
+    } else if b >= 1 << 20 {
+        format!("{:.1}M", b as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{}K", b / 1024)
+    }
+}
+
+/// Renders the table `chainctl status` prints.
+pub fn table(r: &StatusReport) -> String {
+    let header = ["SERVICE", "KIND", "BACKEND", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM", "PORTS"];
+    let rows: Vec<Vec<String>> = r
+        .services
+        .iter()
+        .map(|s| {
+            let dash = || "-".to_string();
+            vec![
+                s.name.clone(),
+                s.kind.clone(),
+                s.backend.clone(),
+                s.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+                s.state.clone(),
+                s.uptime_secs.map(human_secs).unwrap_or_else(dash),
+                s.restarts.to_string(),
+                s.last_exit.clone().unwrap_or_else(dash),
+                s.cpu_percent.map(|c| format!("{c:.1}%")).unwrap_or_else(dash),
+                s.memory_bytes.map(human_bytes).unwrap_or_else(dash),
+                if s.ports.is_empty() {
+                    dash()
+                } else {
+                    s.ports.iter().map(|(n, a)| format!("{n}={}/{}", a.port, a.protocol)).collect::<Vec<_>>().join(" ")
+                },
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, header.iter().map(|s| s.to_string()).collect());
+    for row in rows {
+        line(&mut out, row);
+    }
+    for s in r.services.iter().filter(|s| s.detail.is_some()) {
+        let _ = writeln!(out, "  {}: {}", s.name, s.detail.as_deref().unwrap_or(""));
+    }
+    match r.supervisor_pid {
+        Some(pid) => {
+            let _ = writeln!(out, "supervisor: pid {pid}, state dir {}", r.state_dir.display());
+        }
+        None => {
+            let _ = writeln!(out, "supervisor: not running (state dir {}); start it with `chainctl up`", r.state_dir.display());
+        }
+    }
+    out
+}

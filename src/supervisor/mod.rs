@@ -1,0 +1,696 @@
+//! The supervisor: a reconcile loop that drives every planned service towards "running"
+//! through a [`Backend`], applies the restart policy, stops things in dependency order,
+//! adopts what an earlier supervisor left running, and reloads its profile live.
+//!
+//! Everything happens on one thread fed by a channel (signals, control requests, profile
+//! edits, ticks), so state has a single owner and no locks.
+
+pub mod policy;
+pub mod setup;
+
+use crate::control::{Request, Response};
+use crate::layout::Layout;
+use crate::plan::{Plan, ServicePlan};
+use crate::procinfo;
+use crate::runtime::{Backend, BackendEvent, Handle};
+use crate::state::{ServiceRecord, StateFile};
+use crate::status::{ServiceStatus, StatusReport};
+use policy::{Decision, Exit, History};
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{debug, error, info, warn};
+
+/// How often the loop runs when nothing happens.
+pub const IDLE_TICK: Duration = Duration::from_secs(2);
+/// How often it runs while a service is starting or stopping.
+pub const BUSY_TICK: Duration = Duration::from_millis(100);
+/// A service with no ports to probe counts as ready after running this long.
+pub const PORTLESS_READY_AFTER: Duration = Duration::from_secs(1);
+/// How long the rest of a group gets after its main process died, before SIGKILL.
+pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+/// How often CPU and memory figures are refreshed.
+pub const USAGE_REFRESH: Duration = Duration::from_secs(5);
+
+/// Something that wakes the loop.
+pub enum Event {
+    /// SIGINT or SIGTERM: stop everything (a second one kills at once).
+    Shutdown,
+    /// SIGCHLD: a child exited.
+    Child,
+    /// SIGHUP or a profile edit: reload the profile.
+    Reload,
+    /// A control-socket request and where to answer.
+    Control(Request, Sender<Response>),
+}
+
+/// What follows a stop.
+#[derive(Debug, Clone, PartialEq)]
+enum After {
+    /// Stay stopped (shutdown).
+    Rest,
+    /// Start again, with this plan (a restart request or a changed spec).
+    Restart(Box<ServicePlan>),
+    /// Forget the service (removed from the profile).
+    Remove,
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Waiting for its dependencies to be ready.
+    Waiting,
+    /// Running, not yet ready.
+    Starting,
+    /// Running and its ports accept connections.
+    Ready,
+    /// Running but not ready after its startup grace.
+    Unhealthy(String),
+    /// Exited; starts again at this time.
+    Backoff(Instant),
+    /// Failed too often (or with a "prevent" code); `chainctl restart` clears it.
+    GivenUp(String),
+    /// Signalled; SIGKILL at the deadline.
+    Stopping { deadline: Instant, after: After, killed: bool },
+    /// Not running and not meant to be.
+    Stopped(String),
+}
+
+struct Svc {
+    plan: ServicePlan,
+    phase: Phase,
+    handle: Option<Handle>,
+    started: Option<(Instant, SystemTime)>,
+    restarts: u32,
+    last_exit: Option<Exit>,
+    history: History,
+    /// Main process gone but group members left: SIGKILL them at this time.
+    leftovers_deadline: Option<Instant>,
+}
+
+impl Svc {
+    fn new(plan: ServicePlan) -> Self {
+        Svc { plan, phase: Phase::Waiting, handle: None, started: None, restarts: 0, last_exit: None, history: History::default(), leftovers_deadline: None }
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Waiting => "waiting",
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Unhealthy(_) => "unhealthy",
+            Phase::Backoff(_) => "backoff",
+            Phase::GivenUp(_) => "given-up",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Stopped(_) => "stopped",
+        }
+    }
+}
+
+/// Reports progress while `up` waits for the network to come up.
+pub type Progress = Box<dyn FnMut(&StatusReport, &[(String, String)])>;
+
+/// The supervisor of one state dir.
+pub struct Supervisor {
+    layout: Layout,
+    profile_name: String,
+    profile_path: Option<PathBuf>,
+    backend: Box<dyn Backend>,
+    services: Vec<Svc>,
+    shutting_down: bool,
+    reload_at: Option<Instant>,
+    reloader: Box<dyn FnMut(&[String]) -> anyhow::Result<Plan>>,
+    last_written: Option<StateFile>,
+    sys: sysinfo::System,
+    usage_at: Option<Instant>,
+    progress: Option<Progress>,
+    last_states: BTreeMap<String, String>,
+    boot_id: String,
+}
+
+impl Supervisor {
+    /// A supervisor for `plan`. `reloader` re-reads the profile and plans again, given the
+    /// names of services that are running (their ports must not move).
+    pub fn new(
+        layout: Layout,
+        plan: Plan,
+        profile_path: Option<PathBuf>,
+        backend: Box<dyn Backend>,
+        reloader: Box<dyn FnMut(&[String]) -> anyhow::Result<Plan>>,
+    ) -> Self {
+        Supervisor {
+            layout,
+            profile_name: plan.profile.clone(),
+            profile_path,
+            backend,
+            services: plan.services.into_iter().map(Svc::new).collect(),
+            shutting_down: false,
+            reload_at: None,
+            reloader,
+            last_written: None,
+            sys: sysinfo::System::new(),
+            usage_at: None,
+            progress: None,
+            last_states: BTreeMap::new(),
+            boot_id: procinfo::boot_id(),
+        }
+    }
+
+    /// Prints progress lines until every service has settled.
+    pub fn with_progress(mut self, p: Progress) -> Self {
+        self.progress = Some(p);
+        self
+    }
+
+    /// Takes over the services an earlier supervisor recorded in the state file: live ones
+    /// are adopted (not restarted), dead ones are noticed and handled by the policy,
+    /// ones no longer in the profile are stopped.
+    pub fn adopt(&mut self, previous: Option<StateFile>) {
+        let Some(prev) = previous else { return };
+        if prev.boot_id != self.boot_id {
+            info!("state file is from an earlier boot: nothing to adopt");
+            return;
+        }
+        let now = Instant::now();
+        for (name, rec) in prev.services {
+            let Some(h) = rec.handle else { continue };
+            let idx = self.services.iter().position(|s| s.plan.name == name);
+            if !self.backend.adopt(&h) {
+                warn!(service = %name, pid = h.pid, "died while chainctl was not running");
+                if let Some(i) = idx {
+                    let s = &mut self.services[i];
+                    s.restarts = rec.restarts;
+                    s.last_exit = Some(Exit::Unknown);
+                    // It crashed unseen: count it as a failure for the policy.
+                    let up = Duration::ZERO;
+                    let unit = rand::thread_rng().gen::<f64>();
+                    s.phase = match policy::on_exit(&s.plan.restart, &mut s.history, Exit::Unknown, up, now, unit) {
+                        Decision::Restart(d) => Phase::Backoff(now + d),
+                        Decision::Done => Phase::Stopped("exited while chainctl was not running".into()),
+                        Decision::GiveUp(why) => Phase::GivenUp(why),
+                    };
+                }
+                continue;
+            }
+            let since = rec.started_at_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)).unwrap_or_else(SystemTime::now);
+            let elapsed = SystemTime::now().duration_since(since).unwrap_or_default();
+            let started = (now.checked_sub(elapsed).unwrap_or(now), since);
+            info!(service = %name, pid = h.pid, "adopted running service");
+            match idx {
+                Some(i) => {
+                    let s = &mut self.services[i];
+                    s.handle = Some(h);
+                    s.started = Some(started);
+                    s.restarts = rec.restarts;
+                    s.last_exit = rec.last_exit;
+                    s.phase = Phase::Starting;
+                    if rec.plan.spec_hash != s.plan.spec_hash {
+                        info!(service = %name, "its definition changed while chainctl was down: restarting it");
+                        let next = Box::new(s.plan.clone());
+                        s.plan = rec.plan;
+                        self.begin_stop(i, After::Restart(next));
+                    }
+                }
+                None => {
+                    info!(service = %name, "no longer in the profile: stopping it");
+                    let mut s = Svc::new(rec.plan);
+                    s.handle = Some(h);
+                    s.started = Some(started);
+                    s.phase = Phase::Starting;
+                    self.services.push(s);
+                    let i = self.services.len() - 1;
+                    self.begin_stop(i, After::Remove);
+                }
+            }
+        }
+    }
+
+    /// Runs until shut down and every service has stopped.
+    pub fn run(mut self, rx: Receiver<Event>) -> anyhow::Result<()> {
+        let mut interrupts = 0;
+        loop {
+            self.step(Instant::now());
+            self.persist();
+            self.report_progress();
+            if self.shutting_down && self.services.iter().all(|s| s.handle.is_none()) {
+                break;
+            }
+            let busy = self.services.iter().any(|s| matches!(s.phase, Phase::Starting | Phase::Stopping { .. } | Phase::Waiting))
+                || self.reload_at.is_some()
+                || self.services.iter().any(|s| s.leftovers_deadline.is_some());
+            let next_backoff = self
+                .services
+                .iter()
+                .filter_map(|s| match s.phase {
+                    Phase::Backoff(t) => Some(t.saturating_duration_since(Instant::now())),
+                    _ => None,
+                })
+                .min();
+            let mut wait = if busy { BUSY_TICK } else { IDLE_TICK };
+            if let Some(b) = next_backoff {
+                wait = wait.min(b.max(Duration::from_millis(5)));
+            }
+            match rx.recv_timeout(wait) {
+                Ok(Event::Child) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Event::Shutdown) => {
+                    interrupts += 1;
+                    if interrupts == 1 {
+                        info!("stopping every service (again to kill them at once)");
+                        self.shutting_down = true;
+                    } else {
+                        warn!("second interrupt: killing every service now");
+                        for i in 0..self.services.len() {
+                            if let Some(h) = self.services[i].handle {
+                                self.backend.kill(&h);
+                            }
+                        }
+                    }
+                }
+                Ok(Event::Reload) => self.reload_at = Some(Instant::now() + Duration::from_millis(300)),
+                Ok(Event::Control(req, reply)) => {
+                    let resp = self.control(req);
+                    let _ = reply.send(resp);
+                }
+                Err(RecvTimeoutError::Disconnected) => self.shutting_down = true,
+            }
+        }
+        self.persist();
+        info!("all services stopped");
+        Ok(())
+    }
+
+    /// One pass: collect exits, then move every service one step toward where it should be.
+    fn step(&mut self, now: Instant) {
+        for ev in self.backend.poll() {
+            let BackendEvent::Exited { pid, exit } = ev;
+            self.on_exit(pid, exit, now);
+        }
+        if self.reload_at.is_some_and(|t| now >= t) {
+            self.reload_at = None;
+            self.reload();
+        }
+        for i in 0..self.services.len() {
+            self.advance(i, now);
+        }
+        if self.shutting_down {
+            self.stop_in_order();
+        }
+        self.services.retain(|s| !matches!(&s.phase, Phase::Stopped(w) if w == REMOVED));
+    }
+
+    fn on_exit(&mut self, pid: i32, exit: Exit, now: Instant) {
+        let Some(i) = self.services.iter().position(|s| s.handle.is_some_and(|h| h.pid == pid)) else {
+            debug!(pid, %exit, "reaped a process that is not a service (log relay or orphan)");
+            return;
+        };
+        let name = self.services[i].plan.name.clone();
+        let s = &mut self.services[i];
+        let uptime = s.started.map(|(t, _)| now.duration_since(t)).unwrap_or_default();
+        s.last_exit = Some(exit);
+        if let Phase::Stopping { .. } = s.phase {
+            info!(service = %name, pid, %exit, "stopped");
+            return; // the group check in advance() finishes the stop
+        }
+        let h = s.handle.expect("matched by handle");
+        if self.backend.group_alive(&h) {
+            // Leave no orphans: the rest of the group gets a short grace, then SIGKILL.
+            let _ = self.backend.signal(&h, crate::profile::StopSignal::Term);
+            self.services[i].leftovers_deadline = Some(now + LEFTOVER_GRACE);
+        }
+        let s = &mut self.services[i];
+        if self.shutting_down {
+            s.phase = Phase::Stopped(format!("{exit} during shutdown"));
+            s.handle = if s.leftovers_deadline.is_some() { Some(h) } else { None };
+            return;
+        }
+        let unit = rand::thread_rng().gen::<f64>();
+        let decision = policy::on_exit(&s.plan.restart, &mut s.history, exit, uptime, now, unit);
+        s.handle = if s.leftovers_deadline.is_some() { Some(h) } else { None };
+        match decision {
+            Decision::Restart(d) => {
+                warn!(service = %name, pid, %exit, uptime_ms = uptime.as_millis() as u64, delay_ms = d.as_millis() as u64, "exited; restarting after backoff");
+                s.phase = Phase::Backoff(now + d);
+            }
+            Decision::Done => {
+                info!(service = %name, pid, %exit, "exited; restart policy does not restart it");
+                s.phase = Phase::Stopped(format!("{exit}"));
+            }
+            Decision::GiveUp(why) => {
+                error!(service = %name, pid, %exit, reason = %why, "given up");
+                s.phase = Phase::GivenUp(why);
+            }
+        }
+    }
+
+    fn deps_ready(&self, i: usize) -> bool {
+        self.services[i].plan.depends_on.iter().all(|d| {
+            self.services.iter().find(|s| &s.plan.name == d).is_none_or(|s| {
+                matches!(s.phase, Phase::Ready) || matches!(&s.phase, Phase::Stopped(w) if w.starts_with("exit code 0"))
+            })
+        })
+    }
+
+    fn advance(&mut self, i: usize, now: Instant) {
+        // Leftover processes of a group whose main process died.
+        if let Some(t) = self.services[i].leftovers_deadline {
+            let h = self.services[i].handle.expect("leftovers keep the handle");
+            if !self.backend.group_alive(&h) {
+                self.services[i].leftovers_deadline = None;
+                if !matches!(self.services[i].phase, Phase::Stopping { .. }) {
+                    self.services[i].handle = None;
+                }
+            } else if now >= t {
+                warn!(service = %self.services[i].plan.name, "killing processes left in its group");
+                self.backend.kill(&h);
+            }
+            return;
+        }
+        let phase = self.services[i].phase.clone();
+        match phase {
+            Phase::Waiting if !self.shutting_down && self.deps_ready(i) => self.start(i, now),
+            Phase::Backoff(t) if !self.shutting_down && now >= t => {
+                if self.deps_ready(i) {
+                    self.services[i].restarts += 1;
+                    self.start(i, now);
+                }
+            }
+            Phase::Starting | Phase::Unhealthy(_) => self.check_ready(i, now),
+            Phase::Stopping { deadline, after, killed } => {
+                let h = self.services[i].handle;
+                let alive = h.is_some_and(|h| self.backend.group_alive(&h));
+                if !alive {
+                    self.finish_stop(i, after, now);
+                } else if now >= deadline && !killed {
+                    let s = &mut self.services[i];
+                    warn!(service = %s.plan.name, grace_s = s.plan.stop_grace.get().as_secs(), "did not stop within its grace: SIGKILL to its process group");
+                    self.backend.kill(&h.expect("alive"));
+                    s.phase = Phase::Stopping { deadline, after, killed: true };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn start(&mut self, i: usize, now: Instant) {
+        let s = &mut self.services[i];
+        match self.backend.start(&s.plan) {
+            Ok(h) => {
+                info!(service = %s.plan.name, pid = h.pid, argv = ?s.plan.argv, "started");
+                s.handle = Some(h);
+                s.started = Some((now, SystemTime::now()));
+                s.phase = Phase::Starting;
+            }
+            Err(why) => {
+                let unit = rand::thread_rng().gen::<f64>();
+                s.last_exit = Some(Exit::Code(127));
+                match policy::on_exit(&s.plan.restart, &mut s.history, Exit::Code(127), Duration::ZERO, now, unit) {
+                    Decision::Restart(d) => {
+                        error!(service = %s.plan.name, error = %why, delay_ms = d.as_millis() as u64, "cannot start; retrying after backoff");
+                        s.phase = Phase::Backoff(now + d);
+                    }
+                    Decision::Done | Decision::GiveUp(_) => {
+                        error!(service = %s.plan.name, error = %why, "cannot start; given up");
+                        s.phase = Phase::GivenUp(why);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_ready(&mut self, i: usize, now: Instant) {
+        let s = &mut self.services[i];
+        let Some((t0, _)) = s.started else { return };
+        let up = now.duration_since(t0);
+        let ready = if s.plan.ready_ports.is_empty() {
+            up >= PORTLESS_READY_AFTER
+        } else {
+            s.plan.ready_ports.iter().all(|p| {
+                TcpStream::connect_timeout(&SocketAddr::new(s.plan.ready_host, *p), Duration::from_millis(100)).is_ok()
+            })
+        };
+        if ready {
+            if s.phase != Phase::Ready {
+                info!(service = %s.plan.name, after_ms = up.as_millis() as u64, "ready");
+            }
+            s.phase = Phase::Ready;
+        } else if s.phase == Phase::Starting && up >= s.plan.startup_grace.get() {
+            let closed: Vec<String> = s.plan.ready_ports.iter().map(|p| p.to_string()).collect();
+            let why = format!(
+                "not ready after {}: port(s) {} on {} refuse connections; see `chainctl logs {}`",
+                s.plan.startup_grace,
+                closed.join(", "),
+                s.plan.ready_host,
+                s.plan.name
+            );
+            warn!(service = %s.plan.name, reason = %why, "unhealthy");
+            s.phase = Phase::Unhealthy(why);
+        }
+    }
+
+    fn begin_stop(&mut self, i: usize, after: After) {
+        let now = Instant::now();
+        let s = &mut self.services[i];
+        match s.handle {
+            Some(h) => {
+                info!(service = %s.plan.name, pid = h.pid, signal = ?s.plan.stop_signal, grace_s = s.plan.stop_grace.get().as_secs(), "stopping");
+                if let Err(e) = self.backend.signal(&h, s.plan.stop_signal) {
+                    warn!(service = %s.plan.name, error = %e, "cannot signal");
+                }
+                s.phase = Phase::Stopping { deadline: now + s.plan.stop_grace.get(), after, killed: false };
+            }
+            None => self.finish_stop(i, after, now),
+        }
+    }
+
+    fn finish_stop(&mut self, i: usize, after: After, now: Instant) {
+        let s = &mut self.services[i];
+        s.handle = None;
+        s.leftovers_deadline = None;
+        match after {
+            After::Rest => s.phase = Phase::Stopped("stopped by chainctl".into()),
+            After::Remove => s.phase = Phase::Stopped(REMOVED.into()),
+            After::Restart(plan) => {
+                s.plan = *plan;
+                s.phase = Phase::Waiting;
+                if !self.shutting_down && self.deps_ready(i) {
+                    self.start(i, now);
+                }
+            }
+        }
+    }
+
+    /// During shutdown: stop each service once nothing that depends on it still runs.
+    fn stop_in_order(&mut self) {
+        for i in (0..self.services.len()).rev() {
+            let name = self.services[i].plan.name.clone();
+            let s = &self.services[i];
+            if matches!(s.phase, Phase::Stopping { .. }) {
+                continue;
+            }
+            if s.handle.is_none() {
+                if !matches!(s.phase, Phase::Stopped(_)) {
+                    self.services[i].phase = Phase::Stopped("stopped by chainctl".into());
+                }
+                continue;
+            }
+            if s.leftovers_deadline.is_some() {
+                continue;
+            }
+            let dependents_running = self.services.iter().any(|o| o.handle.is_some() && o.plan.depends_on.contains(&name));
+            if !dependents_running {
+                self.begin_stop(i, After::Rest);
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        let running: Vec<String> = self.services.iter().filter(|s| s.handle.is_some()).map(|s| s.plan.name.clone()).collect();
+        let plan = match (self.reloader)(&running) {
+            Ok(p) => p,
+            Err(e) => {
+                error!("profile change refused, the network keeps running as it was:\n{e:#}");
+                return;
+            }
+        };
+        info!("profile changed: reconciling");
+        let now = Instant::now();
+        let mut order = Vec::new();
+        for new in plan.services {
+            order.push(new.name.clone());
+            match self.services.iter().position(|s| s.plan.name == new.name) {
+                None => {
+                    info!(service = %new.name, "added");
+                    self.services.push(Svc::new(new));
+                }
+                Some(i) if self.services[i].plan.spec_hash != new.spec_hash => {
+                    info!(service = %new.name, "changed: restarting it alone");
+                    let s = &mut self.services[i];
+                    s.history.clear();
+                    if s.handle.is_some() {
+                        self.begin_stop(i, After::Restart(Box::new(new)));
+                    } else {
+                        s.plan = new;
+                        s.phase = Phase::Waiting;
+                        let _ = now;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        for i in 0..self.services.len() {
+            if !order.contains(&self.services[i].plan.name) && !matches!(self.services[i].phase, Phase::Stopping { after: After::Remove, .. }) {
+                info!(service = %self.services[i].plan.name, "removed from the profile: stopping it");
+                self.begin_stop(i, After::Remove);
+            }
+        }
+        // Keep start order as the new plan has it; removed ones go last.
+        self.services.sort_by_key(|s| order.iter().position(|n| n == &s.plan.name).unwrap_or(usize::MAX));
+    }
+
+    fn control(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => Response { ok: true, status: Some(self.report(true)), ..Default::default() },
+            Request::Shutdown => {
+                self.shutting_down = true;
+                Response::ok("stopping every service")
+            }
+            Request::Reload => {
+                self.reload_at = Some(Instant::now());
+                Response::ok("reloading the profile")
+            }
+            Request::Restart { service } => {
+                let Some(i) = self.services.iter().position(|s| s.plan.name == service) else {
+                    let names: Vec<&str> = self.services.iter().map(|s| s.plan.name.as_str()).collect();
+                    return Response::err(format!("no service named `{service}`; known: {}", names.join(", ")));
+                };
+                if self.shutting_down {
+                    return Response::err("the supervisor is shutting down");
+                }
+                let s = &mut self.services[i];
+                s.history.clear();
+                info!(service = %service, "restart requested");
+                if s.handle.is_some() && !matches!(s.phase, Phase::Stopping { .. }) {
+                    let plan = Box::new(s.plan.clone());
+                    self.begin_stop(i, After::Restart(plan));
+                } else if s.handle.is_none() {
+                    s.phase = Phase::Waiting;
+                }
+                Response::ok(format!("restarting {service}"))
+            }
+        }
+    }
+
+    fn refresh_usage(&mut self) {
+        let pids: Vec<sysinfo::Pid> = self.services.iter().filter_map(|s| s.handle).map(|h| sysinfo::Pid::from(h.pid as usize)).collect();
+        self.sys.refresh_processes_specifics(
+            sysinfo::ProcessesToUpdate::Some(&pids),
+            true,
+            sysinfo::ProcessRefreshKind::new().with_cpu().with_memory(),
+        );
+        self.usage_at = Some(Instant::now());
+    }
+
+    /// The status of every service.
+    pub fn report(&mut self, usage: bool) -> StatusReport {
+        if usage && self.usage_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+            self.refresh_usage();
+        }
+        let backend = self.backend.name().to_string();
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                let proc_ = s.handle.and_then(|h| self.sys.process(sysinfo::Pid::from(h.pid as usize)));
+                ServiceStatus {
+                    name: s.plan.name.clone(),
+                    kind: "command".into(),
+                    backend: backend.clone(),
+                    pid: s.handle.map(|h| h.pid),
+                    state: s.state_name().into(),
+                    detail: match &s.phase {
+                        Phase::Unhealthy(w) | Phase::GivenUp(w) => Some(w.clone()),
+                        Phase::Backoff(t) => Some(format!("restarting in {:.1}s", t.saturating_duration_since(Instant::now()).as_secs_f64())),
+                        Phase::Waiting if !s.plan.depends_on.is_empty() => Some(format!("waiting for {}", s.plan.depends_on.join(", "))),
+                        _ => None,
+                    },
+                    uptime_secs: s.handle.and(s.started).map(|(_, t)| SystemTime::now().duration_since(t).unwrap_or_default().as_secs()),
+                    restarts: s.restarts,
+                    last_exit: s.last_exit.map(|e| e.to_string()),
+                    ports: s.plan.ports.clone(),
+                    cpu_percent: if usage { proc_.map(|p| p.cpu_usage()) } else { None },
+                    memory_bytes: if usage { proc_.map(|p| p.memory()) } else { None },
+                }
+            })
+            .collect();
+        StatusReport {
+            profile: self.profile_name.clone(),
+            state_dir: self.layout.root.clone(),
+            supervisor_pid: Some(std::process::id() as i32),
+            services,
+        }
+    }
+
+    fn persist(&mut self) {
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.plan.name.clone(),
+                    ServiceRecord {
+                        plan: s.plan.clone(),
+                        handle: s.handle,
+                        started_at_ms: s.started.map(|(_, t)| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64),
+                        restarts: s.restarts,
+                        last_exit: s.last_exit,
+                        state: s.state_name().into(),
+                    },
+                )
+            })
+            .collect();
+        let st = StateFile {
+            boot_id: self.boot_id.clone(),
+            supervisor_pid: Some(std::process::id() as i32),
+            profile_path: self.profile_path.clone(),
+            profile: self.profile_name.clone(),
+            services,
+        };
+        if self.last_written.as_ref() == Some(&st) {
+            return;
+        }
+        if let Err(e) = crate::state::write_json(&self.layout.state_file(), &st) {
+            error!("{e:#}");
+            return;
+        }
+        self.last_written = Some(st);
+    }
+
+    fn report_progress(&mut self) {
+        if self.progress.is_none() {
+            return;
+        }
+        let report = self.report(false);
+        let mut changes = Vec::new();
+        for s in &report.services {
+            if self.last_states.get(&s.name) != Some(&s.state) {
+                self.last_states.insert(s.name.clone(), s.state.clone());
+                changes.push((s.name.clone(), s.state.clone()));
+            }
+        }
+        let settled = report.settled();
+        if let Some(p) = self.progress.as_mut() {
+            if !changes.is_empty() || settled {
+                p(&report, &changes);
+            }
+        }
+        if settled {
+            self.progress = None;
+        }
+    }
+}
+
+/// Marks a service whose stop means "forget it".
+const REMOVED: &str = "removed from the profile";

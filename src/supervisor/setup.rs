@@ -1,0 +1,247 @@
+//! Turns a profile and a state dir into a running supervisor: load and validate, allocate
+//! ports, write secrets, plan, take the lock, adopt survivors, then wire signals, the
+//! control socket and the profile watcher into the loop.
+
+use super::{Event, Progress, Supervisor};
+use crate::control::{Request, Response};
+use crate::layout::{default_state_dir, Layout};
+use crate::plan::{self, Plan};
+use crate::ports::{self, AllocInput, Allocation, BindProbe, HostProbe};
+use crate::profile::{self, Loaded, Source};
+use crate::runtime::process::ProcessBackend;
+use crate::state::{self, PortsFile, StateFile};
+use anyhow::{Context as _, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Which profile to use: a file, or the embedded default.
+pub fn source(profile: Option<&Path>) -> Result<Source, profile::ProfileError> {
+    match profile {
+        Some(p) => Source::from_file(p),
+        None => Ok(Source::embedded_default()),
+    }
+}
+
+/// Loads, validates and checks the binaries of a profile.
+pub fn load(profile: Option<&Path>) -> Result<Loaded, profile::ProfileError> {
+    let loaded = profile::load(source(profile)?)?;
+    profile::check_binaries(&loaded)?;
+    Ok(loaded)
+}
+
+/// The directory relative paths in the profile are resolved against.
+pub fn base_dir(loaded: &Loaded) -> PathBuf {
+    loaded
+        .source
+        .path
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .and_then(|p| p.canonicalize().ok())
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")))
+}
+
+/// The state dir: `--state-dir`, else the profile's `state_dir`, else the documented default.
+pub fn layout(loaded: &Loaded, flag: Option<&Path>) -> Layout {
+    let dir = match (flag, &loaded.profile.state_dir) {
+        (Some(f), _) => f.to_path_buf(),
+        (None, Some(d)) if d.is_relative() => base_dir(loaded).join(d),
+        (None, Some(d)) => d.clone(),
+        (None, None) => default_state_dir(&loaded.profile.name),
+    };
+    Layout::new(dir)
+}
+
+/// Names of services an earlier supervisor left running (per the state file).
+pub fn running_services(layout: &Layout) -> Vec<String> {
+    let Ok(Some(st)) = state::read_json::<StateFile>(&layout.state_file()) else { return Vec::new() };
+    if st.boot_id != crate::procinfo::boot_id() {
+        return Vec::new();
+    }
+    st.services
+        .into_iter()
+        .filter(|(_, r)| r.handle.is_some_and(|h| crate::procinfo::same_process(h.pid, h.start_ticks)))
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// Allocates ports against the persisted allocation and the host; `persist` writes the result.
+pub fn allocate(loaded: &Loaded, layout: &Layout, running: &[String], probe: &dyn HostProbe, persist: bool) -> Result<Allocation> {
+    let previous = state::read_json::<PortsFile>(&layout.ports_file())?.unwrap_or_default();
+    let p = &loaded.profile;
+    let reserved: Vec<u16> = p.ports.reserved.iter().filter_map(|r| u16::try_from(*r).ok()).collect();
+    let input = AllocInput {
+        start: p.ports.start as u16,
+        end: p.ports.end as u16,
+        reserved: &reserved,
+        previous: &previous.services,
+        running: &|s| running.iter().any(|r| r == s),
+        probe,
+    };
+    let (alloc, notes) = ports::allocate(&ports::requests(p), &input).map_err(|e| anyhow::anyhow!("{}: {e}", loaded.source.label))?;
+    for n in notes {
+        info!("ports: {n}");
+    }
+    if persist {
+        crate::secrets::private_dir(&layout.root).with_context(|| format!("cannot create state dir {}", layout.root.display()))?;
+        state::write_json(&layout.ports_file(), &PortsFile { services: alloc.clone() })?;
+    }
+    Ok(alloc)
+}
+
+/// Creates every missing JWT secret of the plan (0600 in a 0700 dir); never prints them.
+pub fn ensure_secrets(plan: &Plan) -> Result<()> {
+    for pair in &plan.jwt_pairs {
+        if crate::secrets::ensure(&pair.path).with_context(|| format!("cannot write {}", pair.path.display()))? {
+            info!(path = %pair.path.display(), consensus = %pair.consensus, execution = %pair.execution, "generated JWT secret");
+        }
+    }
+    Ok(())
+}
+
+/// Loads, allocates (persisting), writes secrets and plans: what `up` and a reload do.
+pub fn prepare(profile: Option<&Path>, state_dir: Option<&Path>, running: &[String]) -> Result<(Loaded, Layout, Plan)> {
+    let loaded = load(profile)?;
+    let layout = layout(&loaded, state_dir);
+    let alloc = allocate(&loaded, &layout, running, &BindProbe, true)?;
+    let plan = plan::build(&loaded.profile, &layout, &alloc, &base_dir(&loaded))?;
+    ensure_secrets(&plan)?;
+    Ok((loaded, layout, plan))
+}
+
+/// Runs the supervisor in this process until it is shut down.
+pub fn run(profile: Option<&Path>, state_dir: Option<&Path>, progress: Option<Progress>) -> Result<()> {
+    let loaded = load(profile)?;
+    let layout = layout(&loaded, state_dir);
+    crate::secrets::private_dir(&layout.root).with_context(|| format!("cannot create state dir {}", layout.root.display()))?;
+    let _lock = state::lock(&layout.lock_file())?;
+    let previous = state::read_json::<StateFile>(&layout.state_file())?;
+    let running = running_services(&layout);
+    let (loaded, layout, plan) = prepare(profile, Some(&layout.root), &running)?;
+    info!(profile = %loaded.profile.name, state_dir = %layout.root.display(), services = plan.services.len(), "supervisor starting");
+
+    // Orphaned grandchildren are re-parented to us and reaped, not left as zombies.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    let (tx, rx) = mpsc::channel();
+    spawn_signals(tx.clone())?;
+    let socket = layout.control_socket();
+    spawn_control(&socket, tx.clone())?;
+    let profile_path = loaded.source.path.clone().map(|p| p.canonicalize().unwrap_or(p));
+    let _watcher = match &profile_path {
+        Some(p) => Some(watch(p, tx.clone())?),
+        None => {
+            info!("running the embedded default profile: nothing to watch for edits");
+            None
+        }
+    };
+    let (rp, rs) = (profile.map(Path::to_path_buf), layout.root.clone());
+    let reloader = Box::new(move |running: &[String]| prepare(rp.as_deref(), Some(&rs), running).map(|(_, _, plan)| plan));
+    let self_exe = std::env::current_exe().context("cannot find the chainctl binary")?;
+    let backend = Box::new(ProcessBackend::new(self_exe));
+    let mut sup = Supervisor::new(layout.clone(), plan, profile_path, backend, reloader);
+    if let Some(p) = progress {
+        sup = sup.with_progress(p);
+    }
+    sup.adopt(previous);
+    let result = sup.run(rx);
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+fn spawn_signals(tx: Sender<Event>) -> Result<()> {
+    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            let ev = match sig {
+                SIGCHLD => Event::Child,
+                SIGHUP => Event::Reload,
+                _ => Event::Shutdown,
+            };
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn spawn_control(socket: &Path, tx: Sender<Event>) -> Result<()> {
+    // We hold the lock, so a socket file left here is stale.
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).with_context(|| {
+        format!("cannot listen on {} (a Unix socket path must be under 108 bytes; use a shorter --state-dir)", socket.display())
+    })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new().name("control".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            if BufReader::new(&conn).read_line(&mut line).is_err() {
+                continue;
+            }
+            let resp = match serde_json::from_str::<Request>(&line) {
+                Err(e) => Response::err(format!("bad request: {e}")),
+                Ok(req) => {
+                    let (rtx, rrx) = mpsc::channel();
+                    if tx.send(Event::Control(req, rtx)).is_err() {
+                        break;
+                    }
+                    rrx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| Response::err("the supervisor did not answer"))
+                }
+            };
+            let mut out = serde_json::to_string(&resp).unwrap_or_default();
+            out.push('\n');
+            let _ = conn.write_all(out.as_bytes());
+        }
+    })?;
+    Ok(())
+}
+
+fn watch(profile: &Path, tx: Sender<Event>) -> Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let name = profile.file_name().map(|n| n.to_os_string());
+    let dir = profile.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if ev.kind.is_access() {
+            return;
+        }
+        // Editors save by writing in place or by renaming a temp file over it: watch the
+        // directory and match the file name.
+        if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+            let _ = tx.send(Event::Reload);
+        }
+    })?;
+    w.watch(&dir, RecursiveMode::NonRecursive).with_context(|| format!("cannot watch {}", dir.display()))?;
+    info!(profile = %profile.display(), "watching the profile for edits");
+    Ok(w)
+}
+
+/// Polls a running supervisor until its services have settled or `deadline` passes.
+pub fn wait_settled(socket: &Path, deadline: Duration, child_alive: &mut dyn FnMut() -> bool) -> Result<crate::status::StatusReport> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(r) = crate::control::call(socket, &Request::Status, Duration::from_secs(5)) {
+            if let Some(st) = r.status {
+                if st.settled() || t0.elapsed() >= deadline {
+                    return Ok(st);
+                }
+            }
+        } else if !child_alive() {
+            anyhow::bail!("the supervisor exited during start-up");
+        } else if t0.elapsed() >= deadline {
+            warn!("the supervisor did not answer within {deadline:?}");
+            anyhow::bail!("the supervisor did not answer on {} in time", socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
