@@ -96,9 +96,10 @@ impl JwtSecret {
     }
 }
 
-/// Creates `dir` (and parents) and forces it to mode 0700.
+/// Creates `dir` and any missing parents with mode 0700, and forces `dir` itself to 0700.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 

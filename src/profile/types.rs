@@ -442,11 +442,12 @@ impl Default for PortsConfig {
     }
 }
 
+/// Below Linux's ephemeral range (32768-60999), so outgoing connections never take our ports.
 fn default_range_start() -> u64 {
-    30000
+    20000
 }
 fn default_range_end() -> u64 {
-    39999
+    29999
 }
 
 /// Listen addresses.
@@ -534,7 +535,7 @@ fn default_max_lag() -> u64 {
 }
 
 /// Supervisor defaults.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisorConfig {
     /// Restart backoff.
@@ -552,6 +553,18 @@ pub struct SupervisorConfig {
     /// Per-service log files.
     #[serde(default)]
     pub logs: LogConfig,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            backoff: BackoffConfig::default(),
+            give_up: GiveUpConfig::default(),
+            stop_grace: StopGraceConfig::default(),
+            startup_grace: default_startup_grace(),
+            logs: LogConfig::default(),
+        }
+    }
 }
 
 fn default_startup_grace() -> Dur {

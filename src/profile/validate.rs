@@ -250,7 +250,7 @@ fn check_var(p: &Profile, me: &str, pairs: &[&str], v: &Var) -> Option<String> {
             _ => None,
         },
         Var::JwtPath if pairs.len() != 1 => Some(format!(
-            "{v} needs exactly one Engine API pair, but `{me}` is in {}: use {{{{jwt_path.SERVICE}}}} or `drives:`",
+            "{v} needs exactly one Engine API pair, but `{me}` is in {} pair(s): use {{{{jwt_path.SERVICE}}}} or `drives:`",
             pairs.len()
         )),
         Var::JwtPathWith(other) if !pairs.contains(&other.as_str()) => Some(format!(

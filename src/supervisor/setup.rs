@@ -96,6 +96,10 @@ pub fn allocate(loaded: &Loaded, layout: &Layout, running: &[String], probe: &dy
 
 /// Creates every missing JWT secret of the plan (0600 in a 0700 dir); never prints them.
 pub fn ensure_secrets(plan: &Plan) -> Result<()> {
+    if !plan.jwt_pairs.is_empty() {
+        let dir = Layout::new(&plan.state_dir).secrets_dir();
+        crate::secrets::private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     for pair in &plan.jwt_pairs {
         if crate::secrets::ensure(&pair.path).with_context(|| format!("cannot write {}", pair.path.display()))? {
             info!(path = %pair.path.display(), consensus = %pair.consensus, execution = %pair.execution, "generated JWT secret");
@@ -110,6 +114,9 @@ pub fn prepare(profile: Option<&Path>, state_dir: Option<&Path>, running: &[Stri
     let layout = layout(&loaded, state_dir);
     let alloc = allocate(&loaded, &layout, running, &BindProbe, true)?;
     let plan = plan::build(&loaded.profile, &layout, &alloc, &base_dir(&loaded))?;
+    for d in [layout.data_root(), layout.log_dir()] {
+        crate::secrets::private_dir(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
     ensure_secrets(&plan)?;
     Ok((loaded, layout, plan))
 }

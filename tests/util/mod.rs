@@ -1,0 +1,141 @@
+//! Drives the real `chainctl` binary in a temp dir, so each test reads like the commands
+//! a user would type. Every environment stops what it started when dropped.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_chainctl"))
+}
+
+/// A temp dir holding one profile and its state dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { dir: tempfile::Builder::new().prefix("cc").tempdir_in("/tmp").unwrap() }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    pub fn profile(&self) -> PathBuf {
+        self.path("profile.yaml")
+    }
+
+    /// Writes the profile (atomically, as editors do, so a watcher never sees half a file).
+    pub fn write_profile(&self, yaml: &str) {
+        let tmp = self.path(".profile.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.profile()).unwrap();
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--profile").arg(self.profile()).arg("--state-dir").arg(self.state()).args(args);
+        c.env_remove("CHAINCTL_PROFILE").env_remove("CHAINCTL_STATE_DIR").env("CHAINCTL_LOG", "debug");
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs chainctl to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd(args);
+        c.stdin(Stdio::null());
+        c.output().unwrap()
+    }
+
+    /// Runs chainctl and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "chainctl {args:?} failed:\nstdout: {}\nstderr: {}", text(&o.stdout), text(&o.stderr));
+        text(&o.stdout)
+    }
+
+    /// `up --detach`, asserting it returns successfully.
+    pub fn up_detached(&self) -> String {
+        self.ok(&["up", "--detach"])
+    }
+
+    /// A foreground `up` as a child process.
+    pub fn up_foreground(&self) -> Child {
+        let mut c = self.cmd(&["up"]);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    }
+
+    /// `status --output json`.
+    pub fn status(&self) -> Value {
+        let out = self.ok(&["status", "--output", "json"]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// One service's status.
+    pub fn service(&self, name: &str) -> Value {
+        let st = self.status();
+        st["services"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap_or_else(|| panic!("no service {name} in {st}"))
+    }
+
+    pub fn supervisor_log(&self) -> String {
+        std::fs::read_to_string(self.state().join("supervisor.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Stop whatever the test left running, supervisor or orphans.
+        let _ = Command::new(bin())
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("down")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `f` until it returns `Some`, failing the test with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Reads pids written one per line into a file.
+pub fn read_pids(path: &Path) -> Vec<i64> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// A python3 one-liner that listens on a TCP port (for readiness).
+pub fn listener_cmd(port_placeholder: &str) -> String {
+    format!("[python3, -c, 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", int(\"{port_placeholder}\"))); s.listen(); time.sleep(100000)']")
+}
