@@ -216,7 +216,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn layout_of(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Layout> {
-    if let (Some(d), None) = (state_dir, profile) {
+    // An explicit state dir needs no profile, so status, logs, restart and down keep
+    // working while the profile file is being edited (or is broken).
+    if let Some(d) = state_dir {
         return Ok(Layout::new(d));
     }
     let loaded = crate::profile::load(setup::source(profile)?)?;

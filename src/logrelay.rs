@@ -29,8 +29,9 @@ pub fn rotate(file: &Path, keep: u32) -> io::Result<()> {
     fs::rename(file, rotated(file, 1))
 }
 
-/// Copies `input` into `file` until EOF, rotating whenever the next write would pass
-/// `max_bytes` (a single oversized chunk is written whole rather than split).
+/// Copies `input` into `file` until EOF, rotating so no file passes `max_bytes`. A
+/// chunk is cut at its last newline that fits, so lines stay whole unless a single
+/// line is longer than `max_bytes`.
 pub fn relay(mut input: impl Read, file: &Path, max_bytes: u64, keep: u32) -> io::Result<()> {
     let mut out = open(file)?;
     let mut size = out.metadata()?.len();
@@ -42,14 +43,27 @@ pub fn relay(mut input: impl Read, file: &Path, max_bytes: u64, keep: u32) -> io
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if size > 0 && size + n as u64 > max_bytes {
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            let room = max_bytes.saturating_sub(size) as usize;
+            if data.len() <= room {
+                out.write_all(data)?;
+                size += data.len() as u64;
+                break;
+            }
+            let at_newline = data[..room].iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+            let take = match at_newline {
+                Some(k) => k,
+                None if size == 0 => room.max(1), // one line longer than a whole file
+                None => 0,                        // start the line in a fresh file
+            };
+            out.write_all(&data[..take])?;
+            data = &data[take..];
             drop(out);
             rotate(file, keep)?;
             out = open(file)?;
             size = 0;
         }
-        out.write_all(&buf[..n])?;
-        size += n as u64;
     }
 }
 
@@ -92,5 +106,22 @@ mod tests {
         assert_eq!(fs::metadata(rotated(&f, 1)).unwrap().len(), 136);
         assert_eq!(fs::metadata(rotated(&f, 2)).unwrap().len(), 136);
         assert!(!rotated(&f, 3).exists());
+    }
+
+    #[test]
+    fn one_big_burst_is_split_at_line_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("svc.log");
+        let burst: String = (0..60).map(|i| format!("line {i:03} abcdef\n")).collect(); // 16 bytes a line
+        relay(burst.as_bytes(), &f, 100, 20).unwrap();
+        let mut all = String::new();
+        for n in (1..=20).rev() {
+            if let Ok(t) = fs::read_to_string(rotated(&f, n)) {
+                assert!(t.len() <= 100 && t.ends_with('\n'), "{n}: {t:?}");
+                all.push_str(&t);
+            }
+        }
+        all.push_str(&fs::read_to_string(&f).unwrap());
+        assert_eq!(all, burst, "nothing lost, order kept");
     }
 }
