@@ -21,7 +21,13 @@ use std::time::Duration;
 #[command(name = "chainctl", version, about, propagate_version = true)]
 pub struct Cli {
     /// Profile file (default: the embedded profiles/devnet.yaml).
-    #[arg(short = 'p', long, global = true, env = "CHAINCTL_PROFILE", value_name = "FILE")]
+    #[arg(
+        short = 'p',
+        long,
+        global = true,
+        env = "CHAINCTL_PROFILE",
+        value_name = "FILE"
+    )]
     pub profile: Option<PathBuf>,
     /// State dir (default: the profile's `state_dir`, else $XDG_STATE_HOME/chainctl/<name>).
     #[arg(long, global = true, env = "CHAINCTL_STATE_DIR", value_name = "DIR")]
@@ -175,7 +181,9 @@ fn init_logging(cli: &Cli) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("CHAINCTL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
@@ -188,12 +196,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let profile = cli.profile.as_deref();
     let state_dir = cli.state_dir.as_deref();
     match cli.command {
-        Command::Up { detach: _, supervisor: true } => setup::run(profile, state_dir, None).map(|_| ExitCode::SUCCESS),
-        Command::Up { detach: true, .. } => up_detached(&cli_args_for_child(&cli.profile, &cli.state_dir), profile, state_dir),
+        Command::Up {
+            detach: _,
+            supervisor: true,
+        } => setup::run(profile, state_dir, None).map(|_| ExitCode::SUCCESS),
+        Command::Up { detach: true, .. } => up_detached(
+            &cli_args_for_child(&cli.profile, &cli.state_dir),
+            profile,
+            state_dir,
+        ),
         Command::Up { .. } => up_foreground(profile, state_dir),
         Command::Down { purge, yes } => down(profile, state_dir, purge, yes),
         Command::Status { output } => status_cmd(profile, state_dir, output),
-        Command::Validate { file, output } => validate(file.as_deref().or(profile), state_dir, output),
+        Command::Validate { file, output } => {
+            validate(file.as_deref().or(profile), state_dir, output)
+        }
         Command::Schema => {
             let schema = schemars::schema_for!(Profile);
             println!("{}", serde_json::to_string_pretty(&schema)?);
@@ -207,9 +224,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", r.message.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Logs { service, follow, lines } => logs(profile, state_dir, &service, follow, lines),
-        Command::LogRelay { file, max_bytes, keep } => {
-            crate::logrelay::run(&file, max_bytes, keep).with_context(|| format!("log relay for {}", file.display()))?;
+        Command::Logs {
+            service,
+            follow,
+            lines,
+        } => logs(profile, state_dir, &service, follow, lines),
+        Command::LogRelay {
+            file,
+            max_bytes,
+            keep,
+        } => {
+            crate::logrelay::run(&file, max_bytes, keep)
+                .with_context(|| format!("log relay for {}", file.display()))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -226,18 +252,32 @@ fn layout_of(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Layout>
 }
 
 fn call_supervisor(layout: &Layout, req: &Request) -> Result<control::Response> {
-    let r = control::call(&layout.control_socket(), req, Duration::from_secs(30)).map_err(|_| {
-        anyhow::anyhow!("no chainctl supervisor is running for state dir {}: start one with `chainctl up`", layout.root.display())
-    })?;
+    let r =
+        control::call(&layout.control_socket(), req, Duration::from_secs(30)).map_err(|_| {
+            anyhow::anyhow!(
+                "no chainctl supervisor is running for state dir {}: start one with `chainctl up`",
+                layout.root.display()
+            )
+        })?;
     if !r.ok {
-        bail!("{}", r.error.unwrap_or_else(|| "the supervisor refused".into()));
+        bail!(
+            "{}",
+            r.error.unwrap_or_else(|| "the supervisor refused".into())
+        );
     }
     Ok(r)
 }
 
-fn cli_args_for_child(profile: &Option<PathBuf>, state_dir: &Option<PathBuf>) -> Vec<std::ffi::OsString> {
+fn cli_args_for_child(
+    profile: &Option<PathBuf>,
+    state_dir: &Option<PathBuf>,
+) -> Vec<std::ffi::OsString> {
     let mut args = Vec::new();
-    let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone()).into_os_string();
+    let abs = |p: &PathBuf| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .into_os_string()
+    };
     if let Some(p) = profile {
         args.push("--profile".into());
         args.push(abs(p));
@@ -251,13 +291,21 @@ fn cli_args_for_child(profile: &Option<PathBuf>, state_dir: &Option<PathBuf>) ->
 
 fn print_progress(report: &StatusReport, changes: &[(String, String)]) {
     let total = report.services.len();
-    let done = report.services.iter().filter(|s| !matches!(s.state.as_str(), "waiting" | "starting")).count();
+    let done = report
+        .services
+        .iter()
+        .filter(|s| !matches!(s.state.as_str(), "waiting" | "starting"))
+        .count();
     for (name, state) in changes {
         eprintln!("[{done}/{total}] {name}: {state}");
     }
     if report.settled() {
         print!("{}", status::table(report));
-        let bad: Vec<&ServiceStatus> = report.services.iter().filter(|s| !matches!(s.state.as_str(), "ready" | "healthy")).collect();
+        let bad: Vec<&ServiceStatus> = report
+            .services
+            .iter()
+            .filter(|s| !matches!(s.state.as_str(), "ready" | "healthy"))
+            .collect();
         if bad.is_empty() {
             println!("all {total} services are ready; supervising (Ctrl-C stops them all)");
         } else {
@@ -273,7 +321,11 @@ fn up_foreground(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn up_detached(child_args: &[std::ffi::OsString], profile: Option<&Path>, state_dir: Option<&Path>) -> Result<ExitCode> {
+fn up_detached(
+    child_args: &[std::ffi::OsString],
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+) -> Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     // Validate here so errors reach this terminal, not a log file.
     let loaded = setup::load(profile)?;
@@ -282,9 +334,16 @@ fn up_detached(child_args: &[std::ffi::OsString], profile: Option<&Path>, state_
         bail!("another chainctl supervisor (pid {pid}) already runs for state dir {}: use `chainctl status`, or `chainctl down` first", layout.root.display());
     }
     crate::secrets::private_dir(&layout.root)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(layout.supervisor_log())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.supervisor_log())?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(child_args).args(["up", "--supervisor"]).stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.args(child_args)
+        .args(["up", "--supervisor"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     // SAFETY: setsid between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -292,9 +351,20 @@ fn up_detached(child_args: &[std::ffi::OsString], profile: Option<&Path>, state_
             Ok(())
         });
     }
-    let mut child = cmd.spawn().context("cannot start the background supervisor")?;
-    let grace = loaded.profile.services.values().filter_map(|s| s.startup_grace).max().unwrap_or(loaded.profile.supervisor.startup_grace);
-    let deadline = grace.get().max(loaded.profile.supervisor.startup_grace.get()) + Duration::from_secs(15);
+    let mut child = cmd
+        .spawn()
+        .context("cannot start the background supervisor")?;
+    let grace = loaded
+        .profile
+        .services
+        .values()
+        .filter_map(|s| s.startup_grace)
+        .max()
+        .unwrap_or(loaded.profile.supervisor.startup_grace);
+    let deadline = grace
+        .get()
+        .max(loaded.profile.supervisor.startup_grace.get())
+        + Duration::from_secs(15);
     let mut alive = || matches!(child.try_wait(), Ok(None));
     match setup::wait_settled(&layout.control_socket(), deadline, &mut alive) {
         Ok(report) => {
@@ -304,7 +374,11 @@ fn up_detached(child_args: &[std::ffi::OsString], profile: Option<&Path>, state_
         }
         Err(e) => {
             let tail = tail_lines(&layout.supervisor_log(), 20).unwrap_or_default();
-            bail!("{e}; last lines of {}:\n{}", layout.supervisor_log().display(), tail)
+            bail!(
+                "{e}; last lines of {}:\n{}",
+                layout.supervisor_log().display(),
+                tail
+            )
         }
     }
 }
@@ -317,7 +391,9 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
         let mut recs: Vec<_> = st.services.values().collect();
         recs.sort_by_key(|r| r.plan.depends_on.len());
         for r in recs {
-            let alive = st.boot_id == boot && r.handle.is_some_and(|h| crate::procinfo::same_process(h.pid, h.start_ticks));
+            let alive = st.boot_id == boot
+                && r.handle
+                    .is_some_and(|h| crate::procinfo::same_process(h.pid, h.start_ticks));
             services.push(ServiceStatus {
                 name: r.plan.name.clone(),
                 kind: "command".into(),
@@ -359,9 +435,17 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
     })
 }
 
-fn status_cmd(profile: Option<&Path>, state_dir: Option<&Path>, output: Output) -> Result<ExitCode> {
+fn status_cmd(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    output: Output,
+) -> Result<ExitCode> {
     let layout = layout_of(profile, state_dir)?;
-    let report = match control::call(&layout.control_socket(), &Request::Status, Duration::from_secs(10)) {
+    let report = match control::call(
+        &layout.control_socket(),
+        &Request::Status,
+        Duration::from_secs(10),
+    ) {
         Ok(r) if r.status.is_some() => r.status.expect("checked"),
         _ => report_without_supervisor(&layout, profile)?,
     };
@@ -372,10 +456,18 @@ fn status_cmd(profile: Option<&Path>, state_dir: Option<&Path>, output: Output) 
     Ok(ExitCode::SUCCESS)
 }
 
-fn down(profile: Option<&Path>, state_dir: Option<&Path>, purge: bool, yes: bool) -> Result<ExitCode> {
+fn down(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    purge: bool,
+    yes: bool,
+) -> Result<ExitCode> {
     let layout = layout_of(profile, state_dir)?;
     if purge && !yes {
-        bail!("--purge deletes data dirs, secrets and logs under {}: add --yes to confirm", layout.root.display());
+        bail!(
+            "--purge deletes data dirs, secrets and logs under {}: add --yes to confirm",
+            layout.root.display()
+        );
     }
     if let Some(pid) = state::holder(&layout.lock_file()) {
         call_supervisor(&layout, &Request::Shutdown)?;
@@ -391,10 +483,16 @@ fn down(profile: Option<&Path>, state_dir: Option<&Path>, purge: bool, yes: bool
     if purge {
         for p in [layout.data_root(), layout.secrets_dir(), layout.log_dir()] {
             if p.exists() {
-                std::fs::remove_dir_all(&p).with_context(|| format!("cannot delete {}", p.display()))?;
+                std::fs::remove_dir_all(&p)
+                    .with_context(|| format!("cannot delete {}", p.display()))?;
             }
         }
-        for f in [layout.ports_file(), layout.state_file(), layout.supervisor_log(), layout.lock_file()] {
+        for f in [
+            layout.ports_file(),
+            layout.state_file(),
+            layout.supervisor_log(),
+            layout.lock_file(),
+        ] {
             let _ = std::fs::remove_file(f);
         }
         let _ = std::fs::remove_dir(&layout.root);
@@ -419,7 +517,11 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
     let live: Vec<_> = st
         .services
         .values()
-        .filter_map(|r| r.handle.filter(|h| crate::procinfo::same_process(h.pid, h.start_ticks)).map(|h| (r, h)))
+        .filter_map(|r| {
+            r.handle
+                .filter(|h| crate::procinfo::same_process(h.pid, h.start_ticks))
+                .map(|h| (r, h))
+        })
         .collect();
     if live.is_empty() {
         eprintln!("nothing is running for state dir {}", layout.root.display());
@@ -427,7 +529,10 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
     }
     let start = std::time::Instant::now();
     for (r, h) in &live {
-        eprintln!("stopping {} (pid {}, no supervisor running)", r.plan.name, h.pid);
+        eprintln!(
+            "stopping {} (pid {}, no supervisor running)",
+            r.plan.name, h.pid
+        );
         let sig = match r.plan.stop_signal {
             crate::profile::StopSignal::Term => Signal::SIGTERM,
             crate::profile::StopSignal::Int => Signal::SIGINT,
@@ -443,7 +548,10 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
                 continue;
             }
             if start.elapsed() >= r.plan.stop_grace.get() {
-                eprintln!("{} did not stop within {}: SIGKILL to its process group", r.plan.name, r.plan.stop_grace);
+                eprintln!(
+                    "{} did not stop within {}: SIGKILL to its process group",
+                    r.plan.name, r.plan.stop_grace
+                );
                 let _ = killpg(Pid::from_raw(h.pgid), Signal::SIGKILL);
             }
             left += 1;
@@ -464,7 +572,11 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
 }
 
 /// A plan for inspection commands: persisted ports where they exist, else a dry run.
-fn inspect_plan(profile: Option<&Path>, state_dir: Option<&Path>, probe: &dyn HostProbe) -> Result<(crate::profile::Loaded, Layout, Plan, bool)> {
+fn inspect_plan(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    probe: &dyn HostProbe,
+) -> Result<(crate::profile::Loaded, Layout, Plan, bool)> {
     let loaded = setup::load(profile)?;
     let layout = setup::layout(&loaded, state_dir);
     let persisted = layout.ports_file().exists();
@@ -481,10 +593,34 @@ fn validate(file: Option<&Path>, state_dir: Option<&Path>, output: Output) -> Re
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}: valid", loaded.source.label);
-    println!("profile {}, state dir {}{}", plan.profile, plan.state_dir.display(), if persisted { "" } else { " (ports not yet allocated: `chainctl up` persists these)" });
+    println!(
+        "profile {}, state dir {}{}",
+        plan.profile,
+        plan.state_dir.display(),
+        if persisted {
+            ""
+        } else {
+            " (ports not yet allocated: `chainctl up` persists these)"
+        }
+    );
     for s in &plan.services {
-        println!("\n{}  (start order after: {})", s.name, if s.depends_on.is_empty() { "-".to_string() } else { s.depends_on.join(", ") });
-        println!("  argv:     {}", s.argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
+        println!(
+            "\n{}  (start order after: {})",
+            s.name,
+            if s.depends_on.is_empty() {
+                "-".to_string()
+            } else {
+                s.depends_on.join(", ")
+            }
+        );
+        println!(
+            "  argv:     {}",
+            s.argv
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         for (k, v) in &s.env {
             println!("  env:      {k}={v}");
         }
@@ -492,18 +628,37 @@ fn validate(file: Option<&Path>, state_dir: Option<&Path>, output: Output) -> Re
             println!("  port:     {n} = {}/{}", a.port, a.protocol);
         }
         println!("  data dir: {}", s.data_dir.display());
-        println!("  log:      {} (rotated at {} bytes, {} kept)", s.log_file.display(), s.logs.max_bytes, s.logs.keep);
+        println!(
+            "  log:      {} (rotated at {} bytes, {} kept)",
+            s.log_file.display(),
+            s.logs.max_bytes,
+            s.logs.keep
+        );
         for p in &s.secrets {
             println!("  secret:   {}", p.display());
         }
-        println!("  restart:  {:?}, backoff {} → {} ×{}, give up after {} failures in {}", s.restart.policy, s.restart.backoff.initial, s.restart.backoff.max, s.restart.backoff.factor, s.restart.give_up.failures, s.restart.give_up.window);
-        println!("  stop:     SIG{:?}, then SIGKILL to the group after {}", s.stop_signal, s.stop_grace);
+        println!(
+            "  restart:  {:?}, backoff {} → {} ×{}, give up after {} failures in {}",
+            s.restart.policy,
+            s.restart.backoff.initial,
+            s.restart.backoff.max,
+            s.restart.backoff.factor,
+            s.restart.give_up.failures,
+            s.restart.give_up.window
+        );
+        println!(
+            "  stop:     SIG{:?}, then SIGKILL to the group after {}",
+            s.stop_signal, s.stop_grace
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+{}".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+{}".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -520,10 +675,22 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
     };
     // Our own services' pids and groups, so a port held by them is not a conflict.
     let ours: Vec<(String, i32)> = state::read_json::<StateFile>(&layout.state_file())?
-        .map(|st| st.services.into_iter().filter_map(|(n, r)| r.handle.map(|h| (n, h.pgid))).collect())
+        .map(|st| {
+            st.services
+                .into_iter()
+                .filter_map(|(n, r)| r.handle.map(|h| (n, h.pgid)))
+                .collect()
+        })
         .unwrap_or_default();
     let mut conflicts = 0;
-    println!("{:<24} {:<12} {:>6}  {:<8} {}", "SERVICE", "PORT", "NUMBER", "PROTO", if check { "HOST" } else { "" });
+    println!(
+        "{:<24} {:<12} {:>6}  {:<8} {}",
+        "SERVICE",
+        "PORT",
+        "NUMBER",
+        "PROTO",
+        if check { "HOST" } else { "" }
+    );
     for (svc, ports) in &alloc {
         for (name, a) in ports {
             let mut host = String::new();
@@ -532,7 +699,9 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
                     None => "free".into(),
                     Some(why) => {
                         let holder = crate::procinfo::port_holder_pid(a.port, a.protocol);
-                        let owner = holder.and_then(|pid| crate::procinfo::pgid(pid)).and_then(|g| ours.iter().find(|(_, pg)| *pg == g));
+                        let owner = holder
+                            .and_then(crate::procinfo::pgid)
+                            .and_then(|g| ours.iter().find(|(_, pg)| *pg == g));
                         match owner {
                             Some((n, _)) if n == svc => "in use by this service".into(),
                             _ => {
@@ -543,11 +712,18 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
                     }
                 };
             }
-            println!("{svc:<24} {name:<12} {:>6}  {:<8} {host}", a.port, a.protocol.to_string());
+            println!(
+                "{svc:<24} {name:<12} {:>6}  {:<8} {host}",
+                a.port,
+                a.protocol.to_string()
+            );
         }
     }
     if persisted.is_none() {
-        println!("(not yet persisted: `chainctl up` allocates and keeps these in {})", layout.ports_file().display());
+        println!(
+            "(not yet persisted: `chainctl up` allocates and keeps these in {})",
+            layout.ports_file().display()
+        );
     }
     if conflicts > 0 {
         eprintln!("{conflicts} port conflict(s): stop the programs holding them, or run `chainctl down` and `chainctl up` to move chainctl's ports");
@@ -566,25 +742,58 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
     match action {
         JwtAction::Generate => {
             for pair in &plan.jwt_pairs {
-                let created = crate::secrets::ensure(&pair.path).with_context(|| format!("cannot write {}", pair.path.display()))?;
-                println!("{} {}--{}: {}", if created { "created " } else { "kept    " }, pair.consensus, pair.execution, pair.path.display());
+                let created = crate::secrets::ensure(&pair.path)
+                    .with_context(|| format!("cannot write {}", pair.path.display()))?;
+                println!(
+                    "{} {}--{}: {}",
+                    if created { "created " } else { "kept    " },
+                    pair.consensus,
+                    pair.execution,
+                    pair.path.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         JwtAction::Rotate { pair } => {
-            let chosen: Vec<_> = plan.jwt_pairs.iter().filter(|p| pair.as_deref().is_none_or(|want| want == format!("{}--{}", p.consensus, p.execution))).collect();
+            let chosen: Vec<_> = plan
+                .jwt_pairs
+                .iter()
+                .filter(|p| {
+                    pair.as_deref()
+                        .is_none_or(|want| want == format!("{}--{}", p.consensus, p.execution))
+                })
+                .collect();
             if chosen.is_empty() {
-                let names: Vec<String> = plan.jwt_pairs.iter().map(|p| format!("{}--{}", p.consensus, p.execution)).collect();
-                bail!("no pair `{}`; pairs: {}", pair.unwrap_or_default(), names.join(", "));
+                let names: Vec<String> = plan
+                    .jwt_pairs
+                    .iter()
+                    .map(|p| format!("{}--{}", p.consensus, p.execution))
+                    .collect();
+                bail!(
+                    "no pair `{}`; pairs: {}",
+                    pair.unwrap_or_default(),
+                    names.join(", ")
+                );
             }
             let running = state::holder(&layout.lock_file()).is_some();
             for p in chosen {
-                crate::secrets::rotate(&p.path).with_context(|| format!("cannot rotate {}", p.path.display()))?;
-                println!("rotated {}--{}: {}", p.consensus, p.execution, p.path.display());
+                crate::secrets::rotate(&p.path)
+                    .with_context(|| format!("cannot rotate {}", p.path.display()))?;
+                println!(
+                    "rotated {}--{}: {}",
+                    p.consensus,
+                    p.execution,
+                    p.path.display()
+                );
                 if running {
                     // Both ends must read the new secret: the execution client first, then its driver.
                     for svc in [&p.execution, &p.consensus] {
-                        call_supervisor(&layout, &Request::Restart { service: svc.clone() })?;
+                        call_supervisor(
+                            &layout,
+                            &Request::Restart {
+                                service: svc.clone(),
+                            },
+                        )?;
                         println!("  restarting {svc}");
                     }
                 }
@@ -594,18 +803,29 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
         JwtAction::Verify => {
             let mut bad = 0;
             for p in &plan.jwt_pairs {
-                let mut problems: Vec<String> = crate::secrets::verify_file(&p.path).into_iter().map(|e| e.to_string()).collect();
+                let mut problems: Vec<String> = crate::secrets::verify_file(&p.path)
+                    .into_iter()
+                    .map(|e| e.to_string())
+                    .collect();
                 let path = p.path.display().to_string();
                 for end in [&p.consensus, &p.execution] {
                     let s = plan.service(end).expect("pair ends are services");
-                    if !s.argv.iter().chain(s.env.values()).any(|a| a.contains(&path)) {
+                    if !s
+                        .argv
+                        .iter()
+                        .chain(s.env.values())
+                        .any(|a| a.contains(&path))
+                    {
                         problems.push(format!(
                             "service `{end}` never passes {path} to its program: add {{{{jwt_path}}}} to services.{end}.command or env, or both ends will not share the secret"
                         ));
                     }
                 }
                 if problems.is_empty() {
-                    println!("ok      {}--{}: {path} (64 hex chars, mode 0600, both ends read it)", p.consensus, p.execution);
+                    println!(
+                        "ok      {}--{}: {path} (64 hex chars, mode 0600, both ends read it)",
+                        p.consensus, p.execution
+                    );
                 } else {
                     bad += problems.len();
                     println!("FAILED  {}--{}:", p.consensus, p.execution);
@@ -614,7 +834,11 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
                     }
                 }
             }
-            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -640,18 +864,29 @@ fn tail_lines(path: &Path, n: usize) -> std::io::Result<String> {
     Ok(lines[from..].iter().map(|l| format!("{l}\n")).collect())
 }
 
-fn logs(profile: Option<&Path>, state_dir: Option<&Path>, service: &str, follow: bool, n: usize) -> Result<ExitCode> {
+fn logs(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    service: &str,
+    follow: bool,
+    n: usize,
+) -> Result<ExitCode> {
     let layout = layout_of(profile, state_dir)?;
     let known: Vec<String> = match state::read_json::<StateFile>(&layout.state_file())? {
         Some(st) => st.services.keys().cloned().collect(),
-        None => crate::profile::load(setup::source(profile)?).map(|l| l.profile.services.keys().cloned().collect()).unwrap_or_default(),
+        None => crate::profile::load(setup::source(profile)?)
+            .map(|l| l.profile.services.keys().cloned().collect())
+            .unwrap_or_default(),
     };
     if !known.iter().any(|k| k == service) {
         bail!("no service named `{service}`; known: {}", known.join(", "));
     }
     let path = layout.log_file(service);
     if !path.exists() {
-        bail!("{} does not exist yet: `{service}` has not been started (run `chainctl up`)", path.display());
+        bail!(
+            "{} does not exist yet: `{service}` has not been started (run `chainctl up`)",
+            path.display()
+        );
     }
     let mut out = std::io::stdout().lock();
     out.write_all(tail_lines(&path, n)?.as_bytes())?;

@@ -41,11 +41,19 @@ pub struct Response {
 impl Response {
     /// Success with a message.
     pub fn ok(message: impl Into<String>) -> Self {
-        Response { ok: true, message: Some(message.into()), ..Default::default() }
+        Response {
+            ok: true,
+            message: Some(message.into()),
+            ..Default::default()
+        }
     }
     /// Failure with a reason.
     pub fn err(error: impl Into<String>) -> Self {
-        Response { ok: false, error: Some(error.into()), ..Default::default() }
+        Response {
+            ok: false,
+            error: Some(error.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -60,5 +68,6 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> std::io::Result<
     let mut r = BufReader::new(s);
     let mut answer = String::new();
     r.read_line(&mut answer)?;
-    serde_json::from_str(&answer).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }

@@ -67,7 +67,11 @@ impl Layout {
 /// The documented default state dir of a profile: `$XDG_STATE_HOME/chainctl/<name>`,
 /// else `$HOME/.local/state/chainctl/<name>`, else (root without HOME) `/var/lib/chainctl/<name>`.
 pub fn default_state_dir(profile_name: &str) -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(x) = env("XDG_STATE_HOME") {
         return x.join("chainctl").join(profile_name);
     }

@@ -14,7 +14,11 @@ fn rotated(file: &Path, n: u32) -> PathBuf {
 }
 
 fn open(file: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(0o600).open(file)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)
 }
 
 /// Shifts `x.log.(N-1)` → `x.log.N` … `x.log` → `x.log.1`, dropping the oldest.
@@ -51,7 +55,10 @@ pub fn relay(mut input: impl Read, file: &Path, max_bytes: u64, keep: u32) -> io
                 size += data.len() as u64;
                 break;
             }
-            let at_newline = data[..room].iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+            let at_newline = data[..room]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| i + 1);
             let take = match at_newline {
                 Some(k) => k,
                 None if size == 0 => room.max(1), // one line longer than a whole file
@@ -87,7 +94,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("svc.log");
         let line = "0123456789abcdef\n".repeat(4); // 68 bytes
-        // A reader that returns one chunk per read, like a pipe.
+                                                   // A reader that returns one chunk per read, like a pipe.
         struct Chunks(Vec<Vec<u8>>);
         impl Read for Chunks {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

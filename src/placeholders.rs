@@ -55,7 +55,8 @@ pub enum Segment {
 }
 
 /// The placeholders a user can write, for error messages.
-pub const KNOWN: &str = "{{port.NAME}}, {{port.SERVICE.NAME}}, {{data_dir}}, {{state_dir}}, {{name}}, \
+pub const KNOWN: &str =
+    "{{port.NAME}}, {{port.SERVICE.NAME}}, {{data_dir}}, {{state_dir}}, {{name}}, \
 {{chain_id}}, {{listen.rpc}}, {{listen.api}}, {{jwt_path}}, {{jwt_path.SERVICE}}";
 
 /// Splits a template into text and placeholders.
@@ -83,7 +84,9 @@ fn parse_var(name: &str) -> Result<Var, String> {
     let parts: Vec<&str> = name.split('.').collect();
     let var = match parts.as_slice() {
         ["port", p] if !p.is_empty() => Var::Port(p.to_string()),
-        ["port", s, p] if !s.is_empty() && !p.is_empty() => Var::OtherPort(s.to_string(), p.to_string()),
+        ["port", s, p] if !s.is_empty() && !p.is_empty() => {
+            Var::OtherPort(s.to_string(), p.to_string())
+        }
         ["data_dir"] => Var::DataDir,
         ["state_dir"] => Var::StateDir,
         ["name"] => Var::Name,
@@ -92,7 +95,11 @@ fn parse_var(name: &str) -> Result<Var, String> {
         ["listen", "api"] => Var::ListenApi,
         ["jwt_path"] => Var::JwtPath,
         ["jwt_path", s] if !s.is_empty() => Var::JwtPathWith(s.to_string()),
-        _ => return Err(format!("unknown placeholder `{{{{{name}}}}}`: expected one of {KNOWN}")),
+        _ => {
+            return Err(format!(
+                "unknown placeholder `{{{{{name}}}}}`: expected one of {KNOWN}"
+            ))
+        }
     };
     Ok(var)
 }
@@ -133,7 +140,9 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_unclosed() {
-        assert!(parse("{{prot.http}}").unwrap_err().contains("unknown placeholder `{{prot.http}}`"));
+        assert!(parse("{{prot.http}}")
+            .unwrap_err()
+            .contains("unknown placeholder `{{prot.http}}`"));
         assert!(parse("{{port.http").unwrap_err().contains("unclosed"));
     }
 }

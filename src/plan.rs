@@ -120,24 +120,43 @@ pub struct PlanError {
 }
 
 /// Builds the plan. `base_dir` resolves relative paths in the profile (its own directory).
-pub fn build(profile: &Profile, layout: &Layout, ports: &Allocation, base_dir: &Path) -> Result<Plan, PlanError> {
+pub fn build(
+    profile: &Profile,
+    layout: &Layout,
+    ports: &Allocation,
+    base_dir: &Path,
+) -> Result<Plan, PlanError> {
     let mut pairs = Vec::new();
     for (cl, s) in &profile.services {
         for el in &s.drives {
-            pairs.push(JwtPair { consensus: cl.clone(), execution: el.clone(), path: layout.jwt_file(cl, el) });
+            pairs.push(JwtPair {
+                consensus: cl.clone(),
+                execution: el.clone(),
+                path: layout.jwt_file(cl, el),
+            });
         }
     }
     let sup = &profile.supervisor;
     let no_ports = BTreeMap::new();
     let mut services = BTreeMap::new();
     for (name, s) in &profile.services {
-        let err = |why: String| PlanError { service: name.clone(), why };
+        let err = |why: String| PlanError {
+            service: name.clone(),
+            why,
+        };
         let my_ports = ports.get(name).unwrap_or(&no_ports);
         let data_dir = layout.data_dir(name);
-        let my_pairs: Vec<&JwtPair> = pairs.iter().filter(|p| &p.consensus == name || &p.execution == name).collect();
+        let my_pairs: Vec<&JwtPair> = pairs
+            .iter()
+            .filter(|p| &p.consensus == name || &p.execution == name)
+            .collect();
         let lookup = |v: &Var| -> Result<String, String> {
             Ok(match v {
-                Var::Port(p) => my_ports.get(p).ok_or(format!("no port `{p}` allocated"))?.port.to_string(),
+                Var::Port(p) => my_ports
+                    .get(p)
+                    .ok_or(format!("no port `{p}` allocated"))?
+                    .port
+                    .to_string(),
                 Var::OtherPort(svc, p) => ports
                     .get(svc)
                     .and_then(|m| m.get(p))
@@ -163,21 +182,44 @@ pub fn build(profile: &Profile, layout: &Layout, ports: &Allocation, base_dir: &
                     .to_string(),
             })
         };
-        let resolve = |t: &str| placeholders::parse(t).and_then(|segs| placeholders::render(&segs, &lookup)).map_err(&err);
-        let mut argv = s.command.iter().map(|t| resolve(t)).collect::<Result<Vec<_>, _>>()?;
+        let resolve = |t: &str| {
+            placeholders::parse(t)
+                .and_then(|segs| placeholders::render(&segs, &lookup))
+                .map_err(&err)
+        };
+        let mut argv = s
+            .command
+            .iter()
+            .map(|t| resolve(t))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(first) = argv.first_mut() {
             if first.contains('/') && Path::new(first.as_str()).is_relative() {
                 *first = base_dir.join(&*first).display().to_string();
             }
         }
-        let env = s.env.iter().map(|(k, v)| Ok((k.clone(), resolve(v)?))).collect::<Result<BTreeMap<_, _>, PlanError>>()?;
+        let env = s
+            .env
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), resolve(v)?)))
+            .collect::<Result<BTreeMap<_, _>, PlanError>>()?;
         let ready_ports = match &s.ready_ports {
-            Some(names) => names.iter().filter_map(|n| my_ports.get(n)).map(|a| a.port).collect(),
-            None => my_ports.values().filter(|a| a.protocol.tcp()).map(|a| a.port).collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| my_ports.get(n))
+                .map(|a| a.port)
+                .collect(),
+            None => my_ports
+                .values()
+                .filter(|a| a.protocol.tcp())
+                .map(|a| a.port)
+                .collect(),
         };
         let mut depends_on: BTreeSet<String> = s.depends_on.iter().cloned().collect();
         depends_on.extend(s.drives.iter().cloned());
-        let stop = s.stop.clone().unwrap_or(crate::profile::StopConfig { signal: StopSignal::Term, grace: None });
+        let stop = s.stop.clone().unwrap_or(crate::profile::StopConfig {
+            signal: StopSignal::Term,
+            grace: None,
+        });
         let workdir = match &s.workdir {
             Some(w) if w.is_relative() => base_dir.join(w),
             Some(w) => w.clone(),
@@ -192,7 +234,11 @@ pub fn build(profile: &Profile, layout: &Layout, ports: &Allocation, base_dir: &
             data_dir: data_dir.clone(),
             log_file: layout.log_file(name),
             ports: my_ports.clone(),
-            ready_host: if profile.listen.rpc.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { profile.listen.rpc },
+            ready_host: if profile.listen.rpc.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                profile.listen.rpc
+            },
             ready_ports,
             depends_on: depends_on.into_iter().collect(),
             secrets: my_pairs.iter().map(|p| p.path.clone()).collect(),
@@ -234,7 +280,11 @@ fn start_order(mut services: BTreeMap<String, ServicePlan>) -> Vec<ServicePlan> 
     loop {
         let ready: Vec<String> = services
             .values()
-            .filter(|s| s.depends_on.iter().all(|d| done.contains(d) || !services.contains_key(d)))
+            .filter(|s| {
+                s.depends_on
+                    .iter()
+                    .all(|d| done.contains(d) || !services.contains_key(d))
+            })
             .map(|s| s.name.clone())
             .collect();
         if ready.is_empty() {
@@ -255,7 +305,13 @@ mod tests {
     use crate::profile::{load, Protocol, Source};
 
     fn profile(text: &str) -> Profile {
-        load(Source { label: "t.yaml".into(), path: None, text: text.into() }).unwrap().profile
+        load(Source {
+            label: "t.yaml".into(),
+            path: None,
+            text: text.into(),
+        })
+        .unwrap()
+        .profile
     }
 
     #[test]
@@ -264,19 +320,38 @@ mod tests {
             "name: t\nservices:\n  cl:\n    command: [node, '--engine=http://127.0.0.1:{{port.el.engine}}', '--jwt={{jwt_path}}']\n    drives: [el]\n  el:\n    command: [./bin/el, '--datadir={{data_dir}}', '--authrpc.port={{port.engine}}', '--jwt={{jwt_path.cl}}']\n    ports: {engine: auto, p2p: {protocol: both}}\n    env: {CHAIN: '{{chain_id}}'}\n",
         );
         let mut ports = Allocation::new();
-        ports.entry("el".into()).or_default().insert("engine".into(), Assigned { port: 20001, protocol: Protocol::Tcp });
-        ports.entry("el".into()).or_default().insert("p2p".into(), Assigned { port: 20002, protocol: Protocol::Both });
+        ports.entry("el".into()).or_default().insert(
+            "engine".into(),
+            Assigned {
+                port: 20001,
+                protocol: Protocol::Tcp,
+            },
+        );
+        ports.entry("el".into()).or_default().insert(
+            "p2p".into(),
+            Assigned {
+                port: 20002,
+                protocol: Protocol::Both,
+            },
+        );
         let layout = Layout::new("/state");
         let plan = build(&p, &layout, &ports, Path::new("/profiles")).unwrap();
         let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["el", "cl"], "execution clients start before the consensus node that drives them");
+        assert_eq!(
+            names,
+            ["el", "cl"],
+            "execution clients start before the consensus node that drives them"
+        );
         let el = plan.service("el").unwrap();
         let cl = plan.service("cl").unwrap();
         assert_eq!(el.argv[0], "/profiles/./bin/el");
         assert_eq!(el.argv[1], "--datadir=/state/data/el");
         assert_eq!(el.argv[2], "--authrpc.port=20001");
         assert_eq!(el.argv[3], "--jwt=/state/secrets/jwt/cl--el.hex");
-        assert_eq!(cl.argv[2], "--jwt=/state/secrets/jwt/cl--el.hex", "both ends read the same file");
+        assert_eq!(
+            cl.argv[2], "--jwt=/state/secrets/jwt/cl--el.hex",
+            "both ends read the same file"
+        );
         assert_eq!(cl.argv[1], "--engine=http://127.0.0.1:20001");
         assert_eq!(el.env["CHAIN"], "1337");
         assert_eq!(el.ready_ports, vec![20001, 20002]);

@@ -105,7 +105,9 @@ impl HostProbe for BindProbe {
         if why.is_empty() {
             None
         } else {
-            let holder = crate::procinfo::port_holder(port, protocol).map(|h| format!(" by {h}")).unwrap_or_default();
+            let holder = crate::procinfo::port_holder(port, protocol)
+                .map(|h| format!(" by {h}"))
+                .unwrap_or_default();
             Some(format!("{}{}", why.join(", "), holder))
         }
     }
@@ -152,7 +154,7 @@ struct Taken {
 
 impl Taken {
     fn free(&self, p: u16, proto: Protocol) -> bool {
-        !(proto.tcp() && self.tcp.get(p)) && !(proto.udp() && self.udp.get(p))
+        !((proto.tcp() && self.tcp.get(p)) || (proto.udp() && self.udp.get(p)))
     }
     fn take(&mut self, p: u16, proto: Protocol) {
         if proto.tcp() {
@@ -182,23 +184,41 @@ pub struct AllocInput<'a> {
 
 /// Allocates every request. Pinned ports first, then previous assignments that are still
 /// valid, then new ports from the bottom of the range in request order.
-pub fn allocate(reqs: &[PortRequest], input: &AllocInput) -> Result<(Allocation, Vec<Note>), PortError> {
-    let mut taken = Taken { tcp: Bits::new(), udp: Bits::new() };
-    let mut host_busy = Taken { tcp: Bits::new(), udp: Bits::new() };
+pub fn allocate(
+    reqs: &[PortRequest],
+    input: &AllocInput,
+) -> Result<(Allocation, Vec<Note>), PortError> {
+    let mut taken = Taken {
+        tcp: Bits::new(),
+        udp: Bits::new(),
+    };
+    let mut host_busy = Taken {
+        tcp: Bits::new(),
+        udp: Bits::new(),
+    };
     let mut notes = Vec::new();
     let mut out: Allocation = BTreeMap::new();
     for &r in input.reserved {
         taken.take(r, Protocol::Both);
     }
     let assign = |out: &mut Allocation, r: &PortRequest, port: u16| {
-        out.entry(r.service.clone()).or_default().insert(r.name.clone(), Assigned { port, protocol: r.protocol });
+        out.entry(r.service.clone()).or_default().insert(
+            r.name.clone(),
+            Assigned {
+                port,
+                protocol: r.protocol,
+            },
+        );
     };
     // 1. Pinned ports (validation already refused duplicates and reserved ones).
     for r in reqs {
         let Some(port) = r.pinned else { continue };
         if !(input.running)(&r.service) {
             if let Some(why) = input.probe.busy(port, r.protocol) {
-                let holder = why.split_once(" by ").map(|(_, h)| format!(" by {h}")).unwrap_or_default();
+                let holder = why
+                    .split_once(" by ")
+                    .map(|(_, h)| format!(" by {h}"))
+                    .unwrap_or_default();
                 return Err(PortError::PinnedBusy {
                     service: r.service.clone(),
                     name: r.name.clone(),
@@ -216,7 +236,11 @@ pub fn allocate(reqs: &[PortRequest], input: &AllocInput) -> Result<(Allocation,
     for r in reqs.iter().filter(|r| r.pinned.is_none()) {
         let prev = input.previous.get(&r.service).and_then(|m| m.get(&r.name));
         match prev {
-            Some(a) if a.protocol == r.protocol && (input.start..=input.end).contains(&a.port) && taken.free(a.port, r.protocol) => {
+            Some(a)
+                if a.protocol == r.protocol
+                    && (input.start..=input.end).contains(&a.port)
+                    && taken.free(a.port, r.protocol) =>
+            {
                 if !(input.running)(&r.service) {
                     if let Some(why) = input.probe.busy(a.port, r.protocol) {
                         notes.push(format!(
@@ -258,7 +282,10 @@ pub fn allocate(reqs: &[PortRequest], input: &AllocInput) -> Result<(Allocation,
                 match input.probe.busy(port, r.protocol) {
                     None => break,
                     Some(why) => {
-                        notes.push(format!("{}.{}: skipped port {port}, in use on this host ({why})", r.service, r.name));
+                        notes.push(format!(
+                            "{}.{}: skipped port {port}, in use on this host ({why})",
+                            r.service, r.name
+                        ));
                         host_busy.take(port, Protocol::Both);
                     }
                 }
@@ -291,11 +318,28 @@ mod tests {
     }
 
     fn req(service: &str, name: &str, protocol: Protocol, pinned: Option<u16>) -> PortRequest {
-        PortRequest { service: service.into(), name: name.into(), protocol, pinned }
+        PortRequest {
+            service: service.into(),
+            name: name.into(),
+            protocol,
+            pinned,
+        }
     }
 
-    fn run(reqs: &[PortRequest], reserved: &[u16], prev: &Allocation, probe: &dyn HostProbe) -> Result<Allocation, PortError> {
-        let input = AllocInput { start: 20000, end: 20010, reserved, previous: prev, running: &|_| false, probe };
+    fn run(
+        reqs: &[PortRequest],
+        reserved: &[u16],
+        prev: &Allocation,
+        probe: &dyn HostProbe,
+    ) -> Result<Allocation, PortError> {
+        let input = AllocInput {
+            start: 20000,
+            end: 20010,
+            reserved,
+            previous: prev,
+            running: &|_| false,
+            probe,
+        };
         allocate(reqs, &input).map(|(a, _)| a)
     }
 
@@ -316,7 +360,11 @@ mod tests {
 
     #[test]
     fn tcp_and_udp_only_requests_share_a_number_but_both_does_not() {
-        let reqs = vec![req("a", "rpc", Protocol::Tcp, None), req("a", "disc", Protocol::Udp, None), req("b", "p2p", Protocol::Both, None)];
+        let reqs = vec![
+            req("a", "rpc", Protocol::Tcp, None),
+            req("a", "disc", Protocol::Udp, None),
+            req("b", "p2p", Protocol::Both, None),
+        ];
         let a = run(&reqs, &[], &Allocation::new(), &NoProbe).unwrap();
         assert_eq!(a["a"]["rpc"].port, 20000);
         assert_eq!(a["a"]["disc"].port, 20000);
@@ -325,10 +373,25 @@ mod tests {
 
     #[test]
     fn keeps_previous_ports_and_moves_busy_ones() {
-        let reqs = vec![req("a", "http", Protocol::Tcp, None), req("b", "http", Protocol::Tcp, None)];
+        let reqs = vec![
+            req("a", "http", Protocol::Tcp, None),
+            req("b", "http", Protocol::Tcp, None),
+        ];
         let mut prev = Allocation::new();
-        prev.entry("a".into()).or_default().insert("http".into(), Assigned { port: 20007, protocol: Protocol::Tcp });
-        prev.entry("b".into()).or_default().insert("http".into(), Assigned { port: 20008, protocol: Protocol::Tcp });
+        prev.entry("a".into()).or_default().insert(
+            "http".into(),
+            Assigned {
+                port: 20007,
+                protocol: Protocol::Tcp,
+            },
+        );
+        prev.entry("b".into()).or_default().insert(
+            "http".into(),
+            Assigned {
+                port: 20008,
+                protocol: Protocol::Tcp,
+            },
+        );
         let a = run(&reqs, &[], &prev, &Busy([20008].into())).unwrap();
         assert_eq!(a["a"]["http"].port, 20007);
         assert_eq!(a["b"]["http"].port, 20000);
@@ -338,12 +401,18 @@ mod tests {
     fn pinned_busy_port_is_an_error_naming_it() {
         let reqs = vec![req("a", "http", Protocol::Tcp, Some(20005))];
         let e = run(&reqs, &[], &Allocation::new(), &Busy([20005].into())).unwrap_err();
-        assert!(e.to_string().contains("port 20005/tcp pinned by services.a.ports.http is in use"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("port 20005/tcp pinned by services.a.ports.http is in use"),
+            "{e}"
+        );
     }
 
     #[test]
     fn exhausted_range_is_an_error() {
-        let reqs: Vec<_> = (0..12).map(|i| req(&format!("s{i:02}"), "p", Protocol::Tcp, None)).collect();
+        let reqs: Vec<_> = (0..12)
+            .map(|i| req(&format!("s{i:02}"), "p", Protocol::Tcp, None))
+            .collect();
         let e = run(&reqs, &[], &Allocation::new(), &NoProbe).unwrap_err();
         assert!(matches!(e, PortError::Exhausted { .. }), "{e}");
         assert!(e.to_string().contains("widen ports.start/ports.end"));

@@ -6,7 +6,9 @@ use std::fs;
 
 /// The kernel's boot id: pids and start times are only comparable within one boot.
 pub fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Fields of `/proc/PID/stat` after the command name (which may contain spaces).
@@ -40,11 +42,17 @@ pub fn pgid(pid: i32) -> Option<i32> {
 /// Live (non-zombie) members of a process group.
 pub fn group_members(pgid: i32) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else { return out };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Some(f) = stat_fields(pid) {
-            if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && f.first().map(String::as_str) != Some("Z") {
+            if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+                && f.first().map(String::as_str) != Some("Z")
+            {
                 out.push(pid);
             }
         }
@@ -54,7 +62,9 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 
 /// The command name of a process.
 pub fn comm(pid: i32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Socket inodes bound to `port` in `/proc/net/{tcp,tcp6,udp,udp6}`.
@@ -68,11 +78,15 @@ fn socket_inodes(port: u16, protocol: Protocol) -> Vec<String> {
     }
     let mut out = Vec::new();
     for f in files {
-        let Ok(text) = fs::read_to_string(f) else { continue };
+        let Ok(text) = fs::read_to_string(f) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             let Some(local) = cols.get(1) else { continue };
-            let Some((_, hexport)) = local.rsplit_once(':') else { continue };
+            let Some((_, hexport)) = local.rsplit_once(':') else {
+                continue;
+            };
             if u16::from_str_radix(hexport, 16).ok() == Some(port) {
                 if let Some(inode) = cols.get(9) {
                     if *inode != "0" {
@@ -94,12 +108,19 @@ pub fn port_holder(port: u16, protocol: Protocol) -> Option<String> {
     }
     let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     for e in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(link) = fs::read_link(fd.path()) {
                 if targets.iter().any(|t| link.as_os_str() == t.as_str()) {
-                    return Some(format!("pid {pid} ({})", comm(pid).unwrap_or_else(|| "?".into())));
+                    return Some(format!(
+                        "pid {pid} ({})",
+                        comm(pid).unwrap_or_else(|| "?".into())
+                    ));
                 }
             }
         }
@@ -110,5 +131,9 @@ pub fn port_holder(port: u16, protocol: Protocol) -> Option<String> {
 /// The holder's pid, if visible.
 pub fn port_holder_pid(port: u16, protocol: Protocol) -> Option<i32> {
     let h = port_holder(port, protocol)?;
-    h.strip_prefix("pid ")?.split_whitespace().next()?.parse().ok()
+    h.strip_prefix("pid ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -79,19 +79,25 @@ impl JwtSecret {
     pub fn parse(text: &str, path: &Path) -> Result<Self, SecretError> {
         let t = text.trim();
         let h = t.strip_prefix("0x").unwrap_or(t);
-        let malformed = |found: String| SecretError::Malformed { path: path.display().to_string(), found };
+        let malformed = |found: String| SecretError::Malformed {
+            path: path.display().to_string(),
+            found,
+        };
         if h.len() != 64 {
             return Err(malformed(format!("{} characters", h.len())));
         }
         let mut b = [0u8; 32];
-        hex::decode_to_slice(h, &mut b).map_err(|_| malformed("a character that is not hex".into()))?;
+        hex::decode_to_slice(h, &mut b)
+            .map_err(|_| malformed("a character that is not hex".into()))?;
         Ok(JwtSecret(b))
     }
 
     /// Reads and checks a secret file (content only; see [`verify_file`] for modes).
     pub fn read(path: &Path) -> Result<Self, SecretError> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| SecretError::Unreadable { path: path.display().to_string(), why: e.to_string() })?;
+        let text = fs::read_to_string(path).map_err(|e| SecretError::Unreadable {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
         Self::parse(&text, path)
     }
 }
@@ -99,7 +105,10 @@ impl JwtSecret {
 /// Creates `dir` and any missing parents with mode 0700, and forces `dir` itself to 0700.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
@@ -113,7 +122,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -154,14 +168,20 @@ pub fn verify_file(path: &Path) -> Vec<SecretError> {
     if let Ok(m) = fs::metadata(path) {
         let mode = m.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            out.push(SecretError::Mode { path: path.display().to_string(), mode });
+            out.push(SecretError::Mode {
+                path: path.display().to_string(),
+                mode,
+            });
         }
     }
     if let Some(dir) = path.parent() {
         if let Ok(m) = fs::metadata(dir) {
             let mode = m.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                out.push(SecretError::DirMode { path: dir.display().to_string(), mode });
+                out.push(SecretError::DirMode {
+                    path: dir.display().to_string(),
+                    mode,
+                });
             }
         }
     }
@@ -170,7 +190,11 @@ pub fn verify_file(path: &Path) -> Vec<SecretError> {
 
 /// The path list of a pair, for messages.
 pub fn describe(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Seconds of clock difference the Engine API tolerates in `iat`.
@@ -192,25 +216,41 @@ pub fn engine_token(secret: &JwtSecret, iat_unix: u64) -> String {
 pub fn verify_token(secret: &JwtSecret, token: &str, now_unix: u64) -> Result<(), SecretError> {
     let bad = |m: &str| SecretError::Token(m.to_string());
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(bad("not three dot-separated parts"));
     };
-    let header: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).map_err(|_| bad("header is not base64url"))?)
-            .map_err(|_| bad("header is not JSON"))?;
+    let header: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(h)
+            .map_err(|_| bad("header is not base64url"))?,
+    )
+    .map_err(|_| bad("header is not JSON"))?;
     if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
         return Err(bad("algorithm is not HS256"));
     }
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad("signature is not base64url"))?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad("signature is not base64url"))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC takes any key length");
     mac.update(format!("{h}.{c}").as_bytes());
-    mac.verify_slice(&sig).map_err(|_| bad("signature does not match the secret"))?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(c).map_err(|_| bad("claims are not base64url"))?)
-            .map_err(|_| bad("claims are not JSON"))?;
-    let iat = claims.get("iat").and_then(|v| v.as_u64()).ok_or_else(|| bad("no numeric iat claim"))?;
+    mac.verify_slice(&sig)
+        .map_err(|_| bad("signature does not match the secret"))?;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(c)
+            .map_err(|_| bad("claims are not base64url"))?,
+    )
+    .map_err(|_| bad("claims are not JSON"))?;
+    let iat = claims
+        .get("iat")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| bad("no numeric iat claim"))?;
     if iat.abs_diff(now_unix) > IAT_TOLERANCE_SECS {
-        return Err(bad("iat is more than 60 s away from now (check clock sync)"));
+        return Err(bad(
+            "iat is more than 60 s away from now (check clock sync)",
+        ));
     }
     Ok(())
 }
@@ -236,8 +276,15 @@ mod tests {
         let t = engine_token(&secret(), 1_700_000_000);
         assert!(verify_token(&secret(), &t, 1_700_000_061).is_err());
         assert!(verify_token(&JwtSecret::generate(), &t, 1_700_000_000).is_err());
-        let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(br#"{"iat":1700000000}"#));
-        assert!(verify_token(&secret(), &none, 1_700_000_000).unwrap_err().to_string().contains("not HS256"));
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(br#"{"iat":1700000000}"#)
+        );
+        assert!(verify_token(&secret(), &none, 1_700_000_000)
+            .unwrap_err()
+            .to_string()
+            .contains("not HS256"));
     }
 
     #[test]
@@ -249,9 +296,16 @@ mod tests {
 
     #[test]
     fn parse_names_the_problem_without_the_secret() {
-        let e = JwtSecret::parse("abcd", Path::new("/x/jwt.hex")).unwrap_err().to_string();
-        assert!(e.contains("/x/jwt.hex: expected 64 hex characters (32 bytes), found 4 characters"), "{e}");
-        let e = JwtSecret::parse(&"zz".repeat(32), Path::new("f")).unwrap_err().to_string();
+        let e = JwtSecret::parse("abcd", Path::new("/x/jwt.hex"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/x/jwt.hex: expected 64 hex characters (32 bytes), found 4 characters"),
+            "{e}"
+        );
+        let e = JwtSecret::parse(&"zz".repeat(32), Path::new("f"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not hex"), "{e}");
     }
 }

@@ -49,7 +49,10 @@ pub struct StateFile {
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option<T>> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
-            anyhow::anyhow!("{} is corrupt ({e}); remove it to start afresh", path.display())
+            anyhow::anyhow!(
+                "{} is corrupt ({e}); remove it to start afresh",
+                path.display()
+            )
         })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
@@ -59,7 +62,8 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Op
 /// Writes a JSON file atomically (temp, fsync, rename).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
-    crate::secrets::write_atomic(path, &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    crate::secrets::write_atomic(path, &bytes)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// The persisted port allocation.
@@ -104,7 +108,10 @@ fn open_lock(path: &Path) -> Result<File, LockError> {
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|e| LockError::Io { path: path.display().to_string(), why: e.to_string() })
+        .map_err(|e| LockError::Io {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })
 }
 
 fn try_flock(f: &File) -> bool {
@@ -118,7 +125,11 @@ pub fn lock(path: &Path) -> Result<Lock, LockError> {
     if !try_flock(&f) {
         return Err(LockError::Held {
             pid: holder(path).unwrap_or(0),
-            dir: path.parent().unwrap_or(Path::new(".")).display().to_string(),
+            dir: path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .display()
+                .to_string(),
         });
     }
     let _ = f.set_len(0);

@@ -51,7 +51,9 @@ pub struct StatusReport {
 impl StatusReport {
     /// Whether every service reached a state that will not change by itself soon.
     pub fn settled(&self) -> bool {
-        self.services.iter().all(|s| !matches!(s.state.as_str(), "waiting" | "starting" | "stopping"))
+        self.services
+            .iter()
+            .all(|s| !matches!(s.state.as_str(), "waiting" | "starting" | "stopping"))
     }
 }
 
@@ -76,7 +78,19 @@ fn human_bytes(b: u64) -> String {
 
 /// Renders the table `chainctl status` prints.
 pub fn table(r: &StatusReport) -> String {
-    let header = ["SERVICE", "KIND", "BACKEND", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM", "PORTS"];
+    let header = [
+        "SERVICE",
+        "KIND",
+        "BACKEND",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+        "CPU",
+        "MEM",
+        "PORTS",
+    ];
     let rows: Vec<Vec<String>> = r
         .services
         .iter()
@@ -91,12 +105,18 @@ pub fn table(r: &StatusReport) -> String {
                 s.uptime_secs.map(human_secs).unwrap_or_else(dash),
                 s.restarts.to_string(),
                 s.last_exit.clone().unwrap_or_else(dash),
-                s.cpu_percent.map(|c| format!("{c:.1}%")).unwrap_or_else(dash),
+                s.cpu_percent
+                    .map(|c| format!("{c:.1}%"))
+                    .unwrap_or_else(dash),
                 s.memory_bytes.map(human_bytes).unwrap_or_else(dash),
                 if s.ports.is_empty() {
                     dash()
                 } else {
-                    s.ports.iter().map(|(n, a)| format!("{n}={}/{}", a.port, a.protocol)).collect::<Vec<_>>().join(" ")
+                    s.ports
+                        .iter()
+                        .map(|(n, a)| format!("{n}={}/{}", a.port, a.protocol))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 },
             ]
         })
@@ -129,10 +149,18 @@ pub fn table(r: &StatusReport) -> String {
     }
     match r.supervisor_pid {
         Some(pid) => {
-            let _ = writeln!(out, "supervisor: pid {pid}, state dir {}", r.state_dir.display());
+            let _ = writeln!(
+                out,
+                "supervisor: pid {pid}, state dir {}",
+                r.state_dir.display()
+            );
         }
         None => {
-            let _ = writeln!(out, "supervisor: not running (state dir {}); start it with `chainctl up`", r.state_dir.display());
+            let _ = writeln!(
+                out,
+                "supervisor: not running (state dir {}); start it with `chainctl up`",
+                r.state_dir.display()
+            );
         }
     }
     out

@@ -49,10 +49,19 @@ fn every_malformed_profile_is_refused_with_file_line_column_and_fix() {
         let stderr = text(&out.stderr);
         let want = format!("{}:{expected}", env.profile().display());
         if out.status.success() || !stderr.contains(&want) || stderr.contains("panicked") {
-            failures.push(format!("case `{name}`:\n  expected: {want}\n  got ({}): {stderr}", out.status));
+            failures.push(format!(
+                "case `{name}`:\n  expected: {want}\n  got ({}): {stderr}",
+                out.status
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -64,7 +73,10 @@ fn empty_and_missing_profiles_are_named() {
     let out = env.run(&["validate", "/nonexistent/p.yaml"]);
     let err = text(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("/nonexistent/p.yaml: cannot read the profile"), "{err}");
+    assert!(
+        err.contains("/nonexistent/p.yaml: cannot read the profile"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,5 +91,9 @@ fn shipped_profiles_are_valid_and_schema_is_json() {
     let schema: serde_json::Value = serde_json::from_str(&env.ok(&["schema"])).unwrap();
     assert_eq!(schema["title"], "Profile");
     assert!(schema["properties"]["services"].is_object());
-    assert!(schema["required"].as_array().unwrap().iter().any(|r| r == "name"));
+    assert!(schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "name"));
 }

@@ -87,7 +87,8 @@ impl JsonSchema for Dur {
             ..Default::default()
         };
         s.string().pattern = Some(r"^\s*[0-9]+(\.[0-9]+)?\s*(ns|us|ms|s|sec|m|min|h|hr|d)(\s*[0-9]+\s*(ns|us|ms|s|sec|m|min|h|hr|d))*\s*$".into());
-        s.metadata().description = Some("A duration: a number and a unit, e.g. 500ms, 30s, 5m, 1h".into());
+        s.metadata().description =
+            Some("A duration: a number and a unit, e.g. 500ms, 30s, 5m, 1h".into());
         s.into()
     }
 }

@@ -28,7 +28,10 @@ pub struct Index {
 impl Index {
     /// Builds the index; a YAML syntax error yields an empty index (serde reports it).
     pub fn build(text: &str) -> Index {
-        let mut b = Builder { index: Index::default(), stack: Vec::new() };
+        let mut b = Builder {
+            index: Index::default(),
+            stack: Vec::new(),
+        };
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut b, false);
         b.index
@@ -36,12 +39,20 @@ impl Index {
 
     /// Position of a field's value, falling back to its key, then to its closest parent.
     pub fn value(&self, path: &str) -> Option<Pos> {
-        self.values.get(path).or_else(|| self.keys.get(path)).copied().or_else(|| self.parent(path))
+        self.values
+            .get(path)
+            .or_else(|| self.keys.get(path))
+            .copied()
+            .or_else(|| self.parent(path))
     }
 
     /// Position of a field's key, falling back to its value, then to its closest parent.
     pub fn key(&self, path: &str) -> Option<Pos> {
-        self.keys.get(path).or_else(|| self.values.get(path)).copied().or_else(|| self.parent(path))
+        self.keys
+            .get(path)
+            .or_else(|| self.values.get(path))
+            .copied()
+            .or_else(|| self.parent(path))
     }
 
     fn parent(&self, path: &str) -> Option<Pos> {
@@ -51,8 +62,15 @@ impl Index {
 }
 
 enum Frame {
-    Map { path: String, pending_key: Option<(String, Pos)>, seen: HashMap<String, Pos> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        pending_key: Option<(String, Pos)>,
+        seen: HashMap<String, Pos>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 struct Builder {
@@ -62,7 +80,10 @@ struct Builder {
 
 fn pos(m: &Marker) -> Pos {
     // yaml-rust2 counts lines from 1 and columns from 0.
-    Pos { line: m.line(), col: m.col() + 1 }
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
+    }
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -85,7 +106,11 @@ impl Builder {
                 self.index.keys.entry(p.clone()).or_insert(at);
                 Some(p)
             }
-            Some(Frame::Map { path, pending_key, seen }) => match pending_key.take() {
+            Some(Frame::Map {
+                path,
+                pending_key,
+                seen,
+            }) => match pending_key.take() {
                 Some((key, _kpos)) => {
                     let p = join(path, &key);
                     self.index.values.insert(p.clone(), at);
@@ -125,7 +150,11 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) => {
                 let path = self.enter_value(at, None).unwrap_or_default();
-                self.stack.push(Frame::Map { path, pending_key: None, seen: HashMap::new() });
+                self.stack.push(Frame::Map {
+                    path,
+                    pending_key: None,
+                    seen: HashMap::new(),
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 self.stack.pop();
@@ -141,13 +170,23 @@ mod tests {
 
     #[test]
     fn finds_nested_fields_and_list_items() {
-        let text = "name: x\nservices:\n  web:\n    command: [a, b]\n    ports:\n      http: 8080\n";
+        let text =
+            "name: x\nservices:\n  web:\n    command: [a, b]\n    ports:\n      http: 8080\n";
         let ix = Index::build(text);
         assert_eq!(ix.key("services.web"), Some(Pos { line: 3, col: 3 }));
-        assert_eq!(ix.value("services.web.ports.http"), Some(Pos { line: 6, col: 13 }));
-        assert_eq!(ix.value("services.web.command[1]"), Some(Pos { line: 4, col: 18 }));
+        assert_eq!(
+            ix.value("services.web.ports.http"),
+            Some(Pos { line: 6, col: 13 })
+        );
+        assert_eq!(
+            ix.value("services.web.command[1]"),
+            Some(Pos { line: 4, col: 18 })
+        );
         // Unknown paths fall back to the closest parent.
-        assert_eq!(ix.value("services.web.ports.ws"), Some(Pos { line: 5, col: 5 }));
+        assert_eq!(
+            ix.value("services.web.ports.ws"),
+            Some(Pos { line: 5, col: 5 })
+        );
     }
 
     #[test]

@@ -31,10 +31,16 @@ impl Source {
             file: path.display().to_string(),
             problems: vec![Problem {
                 pos: None,
-                message: format!("cannot read the profile: {e}; check the path given with -p/--profile"),
+                message: format!(
+                    "cannot read the profile: {e}; check the path given with -p/--profile"
+                ),
             }],
         })?;
-        Ok(Source { label: path.display().to_string(), path: Some(path.to_path_buf()), text })
+        Ok(Source {
+            label: path.display().to_string(),
+            path: Some(path.to_path_buf()),
+            text,
+        })
     }
 
     /// The embedded default profile (`profiles/devnet.yaml`).
@@ -95,7 +101,10 @@ pub struct Loaded {
 
 /// Parses and validates a profile (no I/O: binaries are checked by [`check_binaries`]).
 pub fn load(source: Source) -> Result<Loaded, ProfileError> {
-    let err = |problems: Vec<Problem>| ProfileError { file: source.label.clone(), problems };
+    let err = |problems: Vec<Problem>| ProfileError {
+        file: source.label.clone(),
+        problems,
+    };
     if source.text.trim().is_empty() {
         return Err(err(vec![Problem {
             pos: None,
@@ -117,33 +126,51 @@ pub fn load(source: Source) -> Result<Loaded, ProfileError> {
             .collect();
         return Err(err(problems));
     }
-    let profile: Profile = serde_yaml::from_str(&source.text).map_err(|e| err(vec![serde_problem(&e)]))?;
+    let profile: Profile =
+        serde_yaml::from_str(&source.text).map_err(|e| err(vec![serde_problem(&e)]))?;
     let mut problems = validate::validate(&profile, &index);
     problems.sort_by_key(|p| p.pos.map(|p| (p.line, p.col)));
     if !problems.is_empty() {
         return Err(err(problems));
     }
-    Ok(Loaded { profile, source, index })
+    Ok(Loaded {
+        profile,
+        source,
+        index,
+    })
 }
 
 /// Checks that every `command` names a program that exists and is executable.
 pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
-    let base = loaded.source.path.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
+    let base = loaded
+        .source
+        .path
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
     let mut problems = Vec::new();
     for (name, svc) in &loaded.profile.services {
-        let Some(program) = svc.command.first() else { continue };
+        let Some(program) = svc.command.first() else {
+            continue;
+        };
         if program.contains("{{") {
             continue; // resolved at plan time; checked when the service starts
         }
         if let Err(why) = resolve_program(program, base) {
             let field = format!("services.{name}.command[0]");
-            problems.push(Problem { pos: loaded.index.value(&field), message: format!("{field}: {why}") });
+            problems.push(Problem {
+                pos: loaded.index.value(&field),
+                message: format!("{field}: {why}"),
+            });
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(ProfileError { file: loaded.source.label.clone(), problems })
+        Err(ProfileError {
+            file: loaded.source.label.clone(),
+            problems,
+        })
     }
 }
 
@@ -152,11 +179,21 @@ pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
 pub fn resolve_program(program: &str, base: &Path) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
-        let p = if Path::new(program).is_absolute() { PathBuf::from(program) } else { base.join(program) };
+        let p = if Path::new(program).is_absolute() {
+            PathBuf::from(program)
+        } else {
+            base.join(program)
+        };
         match std::fs::metadata(&p) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(p),
-            Ok(_) => Err(format!("`{}` is not an executable file: chmod +x it or fix the path", p.display())),
-            Err(_) => Err(format!("program `{}` not found: fix the path or install it", p.display())),
+            Ok(_) => Err(format!(
+                "`{}` is not an executable file: chmod +x it or fix the path",
+                p.display()
+            )),
+            Err(_) => Err(format!(
+                "program `{}` not found: fix the path or install it",
+                p.display()
+            )),
         }
     } else {
         which::which(program).map_err(|_| {
@@ -175,15 +212,24 @@ fn serde_problem(e: &serde_yaml::Error) -> Problem {
         message = rest.to_string();
     }
     if message.starts_with("missing field") {
-        message = format!("{message}: add it (see `chainctl schema` or profiles/example-full.yaml)");
+        message =
+            format!("{message}: add it (see `chainctl schema` or profiles/example-full.yaml)");
     }
-    Problem { pos: e.location().map(|l| Pos { line: l.line(), col: l.column() }), message }
+    Problem {
+        pos: e.location().map(|l| Pos {
+            line: l.line(),
+            col: l.column(),
+        }),
+        message,
+    }
 }
 
 /// Checks a service or profile name: it becomes part of file names and unit names.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 40
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
 }

@@ -264,14 +264,22 @@ impl<'de> Deserialize<'de> for PortSpec {
                 f.write_str("`auto`, a port number, or {port, protocol}")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortSpec, E> {
-                Ok(PortSpec { port: Some(v), protocol: Protocol::Tcp })
+                Ok(PortSpec {
+                    port: Some(v),
+                    protocol: Protocol::Tcp,
+                })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortSpec, E> {
-                Err(E::custom(format!("port {v} is negative: use a number in 1024-65535 or `auto`")))
+                Err(E::custom(format!(
+                    "port {v} is negative: use a number in 1024-65535 or `auto`"
+                )))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<PortSpec, E> {
                 if v == "auto" {
-                    Ok(PortSpec { port: None, protocol: Protocol::Tcp })
+                    Ok(PortSpec {
+                        port: None,
+                        protocol: Protocol::Tcp,
+                    })
                 } else {
                     Err(E::custom(format!(
                         "invalid port `{v}`: expected `auto`, a number in 1024-65535, or {{port, protocol}}"
@@ -290,7 +298,10 @@ impl<'de> Deserialize<'de> for PortSpec {
                         )))
                     }
                 };
-                Ok(PortSpec { port, protocol: full.protocol })
+                Ok(PortSpec {
+                    port,
+                    protocol: full.protocol,
+                })
             }
         }
         d.deserialize_any(V)
@@ -298,7 +309,20 @@ impl<'de> Deserialize<'de> for PortSpec {
 }
 
 /// Transport protocol of a port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP only.
@@ -438,7 +462,11 @@ pub struct PortsConfig {
 
 impl Default for PortsConfig {
     fn default() -> Self {
-        PortsConfig { start: default_range_start(), end: default_range_end(), reserved: Vec::new() }
+        PortsConfig {
+            start: default_range_start(),
+            end: default_range_end(),
+            reserved: Vec::new(),
+        }
     }
 }
 
@@ -464,7 +492,10 @@ pub struct Listen {
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { rpc: loopback(), api: loopback() }
+        Listen {
+            rpc: loopback(),
+            api: loopback(),
+        }
     }
 }
 
@@ -489,7 +520,11 @@ pub struct Health {
 
 impl Default for Health {
     fn default() -> Self {
-        Health { interval: default_probe_interval(), failures: default_failures(), successes: default_successes() }
+        Health {
+            interval: default_probe_interval(),
+            failures: default_failures(),
+            successes: default_successes(),
+        }
     }
 }
 
@@ -520,7 +555,11 @@ pub struct Failover {
 
 impl Default for Failover {
     fn default() -> Self {
-        Failover { enabled: true, hold: default_hold(), max_lag_blocks: default_max_lag() }
+        Failover {
+            enabled: true,
+            hold: default_hold(),
+            max_lag_blocks: default_max_lag(),
+        }
     }
 }
 
@@ -634,7 +673,10 @@ pub struct GiveUpConfig {
 
 impl Default for GiveUpConfig {
     fn default() -> Self {
-        GiveUpConfig { failures: default_give_up_failures(), window: default_give_up_window() }
+        GiveUpConfig {
+            failures: default_give_up_failures(),
+            window: default_give_up_window(),
+        }
     }
 }
 
@@ -691,7 +733,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { max_bytes: default_log_size(), keep: default_log_keep() }
+        LogConfig {
+            max_bytes: default_log_size(),
+            keep: default_log_keep(),
+        }
     }
 }
 

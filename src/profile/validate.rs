@@ -18,19 +18,34 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn at(&mut self, field: &str, msg: impl Into<String>) {
         let msg = msg.into();
-        self.problems.push(Problem { pos: self.index.value(field), message: format!("{field}: {msg}") });
+        self.problems.push(Problem {
+            pos: self.index.value(field),
+            message: format!("{field}: {msg}"),
+        });
     }
     fn at_key(&mut self, field: &str, msg: impl Into<String>) {
         let msg = msg.into();
-        self.problems.push(Problem { pos: self.index.key(field), message: format!("{field}: {msg}") });
+        self.problems.push(Problem {
+            pos: self.index.key(field),
+            message: format!("{field}: {msg}"),
+        });
     }
 }
 
 /// All problems in a parsed profile, empty when it is valid.
 pub fn validate(p: &Profile, index: &Index) -> Vec<Problem> {
-    let mut c = Checker { index, problems: Vec::new() };
+    let mut c = Checker {
+        index,
+        problems: Vec::new(),
+    };
     if !valid_name(&p.name) {
-        c.at("name", format!("`{}` is not a valid name: use 1-40 lowercase letters, digits and `-`", p.name));
+        c.at(
+            "name",
+            format!(
+                "`{}` is not a valid name: use 1-40 lowercase letters, digits and `-`",
+                p.name
+            ),
+        );
     }
     chain(p, &mut c);
     unsupported(p, &mut c);
@@ -42,7 +57,10 @@ pub fn validate(p: &Profile, index: &Index) -> Vec<Problem> {
 
 fn chain(p: &Profile, c: &mut Checker) {
     if p.chain.chain_id == 0 {
-        c.at("chain.chain_id", "must be greater than 0 (EIP-155 reserves 0)");
+        c.at(
+            "chain.chain_id",
+            "must be greater than 0 (EIP-155 reserves 0)",
+        );
     }
     let bt = p.chain.block_time.get();
     if bt.as_secs() == 0 || bt.subsec_nanos() != 0 {
@@ -58,7 +76,10 @@ fn chain(p: &Profile, c: &mut Checker) {
         let field = format!("chain.alloc.{addr}");
         let hex = addr.strip_prefix("0x").unwrap_or("");
         if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            c.at_key(&field, "not an address: expected 0x followed by 40 hex digits");
+            c.at_key(
+                &field,
+                "not an address: expected 0x followed by 40 hex digits",
+            );
         }
         let b = acct.balance.trim();
         let ok = match b.strip_prefix("0x") {
@@ -66,7 +87,10 @@ fn chain(p: &Profile, c: &mut Checker) {
             None => b.parse::<u128>().is_ok(),
         };
         if !ok {
-            c.at(&format!("{field}.balance"), format!("`{b}` is not a balance: write wei in decimal or 0x-hex"));
+            c.at(
+                &format!("{field}.balance"),
+                format!("`{b}` is not a balance: write wei in decimal or 0x-hex"),
+            );
         }
     }
 }
@@ -104,11 +128,20 @@ fn ports(p: &Profile, c: &mut Checker) {
         }
     }
     if r.start > r.end {
-        c.at("ports.end", format!("the range ends ({}) before it starts ({}): swap them", r.end, r.start));
+        c.at(
+            "ports.end",
+            format!(
+                "the range ends ({}) before it starts ({}): swap them",
+                r.end, r.start
+            ),
+        );
     }
     for (i, v) in r.reserved.iter().enumerate() {
         if !(MIN_PORT..=MAX_PORT).contains(v) {
-            c.at(&format!("ports.reserved[{i}]"), format!("port {v} is outside {MIN_PORT}-{MAX_PORT}"));
+            c.at(
+                &format!("ports.reserved[{i}]"),
+                format!("port {v} is outside {MIN_PORT}-{MAX_PORT}"),
+            );
         }
     }
     let reserved: BTreeSet<u64> = r.reserved.iter().copied().collect();
@@ -125,11 +158,22 @@ fn ports(p: &Profile, c: &mut Checker) {
                 continue;
             }
             if reserved.contains(&n) {
-                c.at(&field, format!("port {n} is listed in ports.reserved: pick another or use `auto`"));
+                c.at(
+                    &field,
+                    format!("port {n} is listed in ports.reserved: pick another or use `auto`"),
+                );
             }
             let entry = pinned.entry(n).or_default();
-            if let Some((other, _)) = entry.iter().find(|(_, proto)| proto.overlaps(spec.protocol)) {
-                c.at(&field, format!("port {n} is already pinned by {other}: each port belongs to one service"));
+            if let Some((other, _)) = entry
+                .iter()
+                .find(|(_, proto)| proto.overlaps(spec.protocol))
+            {
+                c.at(
+                    &field,
+                    format!(
+                        "port {n} is already pinned by {other}: each port belongs to one service"
+                    ),
+                );
             }
             entry.push((field, spec.protocol));
         }
@@ -144,18 +188,27 @@ fn ports(p: &Profile, c: &mut Checker) {
 
 fn services(p: &Profile, c: &mut Checker) {
     if p.services.is_empty() && p.execution.is_empty() && p.validators.count == 0 {
-        c.at("services", "the profile declares no service: add one under `services:`");
+        c.at(
+            "services",
+            "the profile declares no service: add one under `services:`",
+        );
     }
     for name in p.execution.keys() {
         if p.services.contains_key(name) {
-            c.at_key(&format!("execution.{name}"), "this name is also used under `services:`; names must be unique");
+            c.at_key(
+                &format!("execution.{name}"),
+                "this name is also used under `services:`; names must be unique",
+            );
         }
     }
     // Who drives whom, for JWT pairs.
     let mut driven_by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (name, s) in &p.services {
         for el in &s.drives {
-            driven_by.entry(el.as_str()).or_default().push(name.as_str());
+            driven_by
+                .entry(el.as_str())
+                .or_default()
+                .push(name.as_str());
         }
     }
     for (name, s) in &p.services {
@@ -164,13 +217,22 @@ fn services(p: &Profile, c: &mut Checker) {
             c.at_key(&base, format!("`{name}` is not a valid service name: use 1-40 lowercase letters, digits and `-`"));
         }
         if s.command.is_empty() || s.command[0].trim().is_empty() {
-            c.at(&format!("{base}.command"), "is empty: give the program and its arguments, e.g. [\"/usr/bin/reth\", \"node\"]");
+            c.at(
+                &format!("{base}.command"),
+                "is empty: give the program and its arguments, e.g. [\"/usr/bin/reth\", \"node\"]",
+            );
         }
         for (i, d) in s.depends_on.iter().enumerate() {
             if d == name {
-                c.at(&format!("{base}.depends_on[{i}]"), "a service cannot depend on itself");
+                c.at(
+                    &format!("{base}.depends_on[{i}]"),
+                    "a service cannot depend on itself",
+                );
             } else if !p.services.contains_key(d) {
-                c.at(&format!("{base}.depends_on[{i}]"), format!("no service named `{d}`; known: {}", known(p)));
+                c.at(
+                    &format!("{base}.depends_on[{i}]"),
+                    format!("no service named `{d}`; known: {}", known(p)),
+                );
             }
         }
         for (i, d) in s.drives.iter().enumerate() {
@@ -179,7 +241,10 @@ fn services(p: &Profile, c: &mut Checker) {
                 c.at(&f, "a service cannot drive itself");
             } else if !p.services.contains_key(d) {
                 c.at(&f, format!("no service named `{d}`; known: {}", known(p)));
-            } else if driven_by.get(d.as_str()).is_some_and(|v| v.len() > 1 && v[0] != name) {
+            } else if driven_by
+                .get(d.as_str())
+                .is_some_and(|v| v.len() > 1 && v[0] != name)
+            {
                 c.at(
                     &f,
                     format!("`{d}` is already driven by `{}`: an execution client follows exactly one consensus client", driven_by[d.as_str()][0]),
@@ -189,18 +254,28 @@ fn services(p: &Profile, c: &mut Checker) {
         if let Some(ready) = &s.ready_ports {
             for (i, r) in ready.iter().enumerate() {
                 match s.ports.get(r) {
-                    None => c.at(&format!("{base}.ready_ports[{i}]"), format!("no port named `{r}` in {base}.ports")),
-                    Some(spec) if !spec.protocol.tcp() => {
-                        c.at(&format!("{base}.ready_ports[{i}]"), format!("port `{r}` is UDP only: readiness is a TCP connect"))
-                    }
+                    None => c.at(
+                        &format!("{base}.ready_ports[{i}]"),
+                        format!("no port named `{r}` in {base}.ports"),
+                    ),
+                    Some(spec) if !spec.protocol.tcp() => c.at(
+                        &format!("{base}.ready_ports[{i}]"),
+                        format!("port `{r}` is UDP only: readiness is a TCP connect"),
+                    ),
                     _ => {}
                 }
             }
         }
-        for (field, codes) in [("success_exit_codes", &s.restart.success_exit_codes), ("prevent_exit_codes", &s.restart.prevent_exit_codes)] {
+        for (field, codes) in [
+            ("success_exit_codes", &s.restart.success_exit_codes),
+            ("prevent_exit_codes", &s.restart.prevent_exit_codes),
+        ] {
             for (i, code) in codes.iter().enumerate() {
                 if !(0..=255).contains(code) {
-                    c.at(&format!("{base}.restart.{field}[{i}]"), format!("exit code {code} is outside 0-255"));
+                    c.at(
+                        &format!("{base}.restart.{field}[{i}]"),
+                        format!("exit code {code} is outside 0-255"),
+                    );
                 }
             }
         }
@@ -234,7 +309,10 @@ fn services(p: &Profile, c: &mut Checker) {
     }
     if let Some(cycle) = find_cycle(p) {
         let first = cycle[0].clone();
-        c.at(&format!("services.{first}.depends_on"), format!("dependency cycle: {}; remove one edge", cycle.join(" → ")));
+        c.at(
+            &format!("services.{first}.depends_on"),
+            format!("dependency cycle: {}; remove one edge", cycle.join(" → ")),
+        );
     }
 }
 
@@ -272,9 +350,17 @@ fn known(p: &Profile) -> String {
 /// A dependency cycle (`depends_on` and `drives` edges), as the list of names around it.
 fn find_cycle(p: &Profile) -> Option<Vec<String>> {
     fn edges<'a>(p: &'a Profile, n: &str) -> impl Iterator<Item = &'a String> {
-        p.services.get(n).into_iter().flat_map(|s| s.depends_on.iter().chain(s.drives.iter()))
+        p.services
+            .get(n)
+            .into_iter()
+            .flat_map(|s| s.depends_on.iter().chain(s.drives.iter()))
     }
-    fn visit(p: &Profile, n: &str, stack: &mut Vec<String>, done: &mut BTreeSet<String>) -> Option<Vec<String>> {
+    fn visit(
+        p: &Profile,
+        n: &str,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
         if let Some(i) = stack.iter().position(|s| s == n) {
             let mut cycle = stack[i..].to_vec();
             cycle.push(n.to_string());
@@ -306,25 +392,46 @@ fn supervisor(p: &Profile, c: &mut Checker) {
     let s = &p.supervisor;
     let b = &s.backoff;
     if b.initial.get().is_zero() {
-        c.at("supervisor.backoff.initial", "must be more than 0s, or a crashing service spins the CPU");
+        c.at(
+            "supervisor.backoff.initial",
+            "must be more than 0s, or a crashing service spins the CPU",
+        );
     }
     if b.max < b.initial {
-        c.at("supervisor.backoff.max", format!("{} is less than backoff.initial ({})", b.max, b.initial));
+        c.at(
+            "supervisor.backoff.max",
+            format!("{} is less than backoff.initial ({})", b.max, b.initial),
+        );
     }
     if !(b.factor >= 1.0 && b.factor <= 100.0) {
-        c.at("supervisor.backoff.factor", format!("{} is outside 1.0-100.0", b.factor));
+        c.at(
+            "supervisor.backoff.factor",
+            format!("{} is outside 1.0-100.0", b.factor),
+        );
     }
     if !(0.0..1.0).contains(&b.jitter) {
-        c.at("supervisor.backoff.jitter", format!("{} is outside 0.0-0.99 (a fraction of the delay)", b.jitter));
+        c.at(
+            "supervisor.backoff.jitter",
+            format!("{} is outside 0.0-0.99 (a fraction of the delay)", b.jitter),
+        );
     }
     if s.give_up.failures == 0 {
         c.at("supervisor.give_up.failures", "must be at least 1");
     }
     if s.logs.max_bytes < 4096 {
-        c.at("supervisor.logs.max_bytes", format!("{} bytes is too small to hold a log line; use 4096 or more", s.logs.max_bytes));
+        c.at(
+            "supervisor.logs.max_bytes",
+            format!(
+                "{} bytes is too small to hold a log line; use 4096 or more",
+                s.logs.max_bytes
+            ),
+        );
     }
     if s.logs.keep == 0 {
-        c.at("supervisor.logs.keep", "must be at least 1, or rotation would delete the log");
+        c.at(
+            "supervisor.logs.keep",
+            "must be at least 1, or rotation would delete the log",
+        );
     }
     if p.health.failures == 0 || p.health.successes == 0 {
         c.at("health", "failures and successes must both be at least 1");

@@ -20,7 +20,9 @@ use std::process::{Command, Stdio};
 
 /// Environment variables passed through from chainctl to every service; everything else
 /// a service sees is declared in its profile, so runs are reproducible.
-pub const PASSTHROUGH_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+pub const PASSTHROUGH_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR",
+];
 
 /// Runs services as child processes.
 pub struct ProcessBackend {
@@ -33,7 +35,10 @@ pub struct ProcessBackend {
 impl ProcessBackend {
     /// A backend that spawns log relays from `self_exe`.
     pub fn new(self_exe: PathBuf) -> Self {
-        ProcessBackend { self_exe, adopted: BTreeSet::new() }
+        ProcessBackend {
+            self_exe,
+            adopted: BTreeSet::new(),
+        }
     }
 }
 
@@ -55,12 +60,15 @@ impl Backend for ProcessBackend {
         let program = svc.argv.first().ok_or("empty command")?;
         let resolved = crate::profile::resolve_program(program, std::path::Path::new("/"))?;
         for d in [&svc.data_dir, &svc.workdir] {
-            crate::secrets::private_dir(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            crate::secrets::private_dir(d)
+                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
         if let Some(d) = svc.log_file.parent() {
-            crate::secrets::private_dir(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            crate::secrets::private_dir(d)
+                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let wr2 = wr.try_clone().map_err(|e| format!("dup: {e}"))?;
         // The relay runs in its own session: it outlives a supervisor restart and keeps
         // draining the service's output until every writer has gone.
@@ -83,11 +91,17 @@ impl Backend for ProcessBackend {
                 Ok(())
             });
         }
-        let relay = relay.spawn().map_err(|e| format!("cannot start the log relay: {e}"))?;
+        let relay = relay
+            .spawn()
+            .map_err(|e| format!("cannot start the log relay: {e}"))?;
         let mut cmd = Command::new(&resolved);
         cmd.args(&svc.argv[1..])
             .env_clear()
-            .envs(PASSTHROUGH_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+            .envs(
+                PASSTHROUGH_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+            )
             .env("CHAINCTL_SERVICE", &svc.name)
             .envs(&svc.env)
             .current_dir(&svc.workdir)
@@ -114,7 +128,12 @@ impl Backend for ProcessBackend {
         // The child is reaped by poll(); dropping std's handle neither waits nor kills.
         drop(child);
         let start_ticks = procinfo::start_ticks(pid).unwrap_or(0);
-        Ok(Handle { pid, pgid: pid, start_ticks, relay_pid: Some(relay.id() as i32) })
+        Ok(Handle {
+            pid,
+            pgid: pid,
+            start_ticks,
+            relay_pid: Some(relay.id() as i32),
+        })
     }
 
     fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), String> {
@@ -146,18 +165,30 @@ impl Backend for ProcessBackend {
         let mut out = Vec::new();
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => out.push(BackendEvent::Exited { pid: pid.as_raw(), exit: Exit::Code(code) }),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    out.push(BackendEvent::Exited { pid: pid.as_raw(), exit: Exit::Signal(sig as i32) })
-                }
+                Ok(WaitStatus::Exited(pid, code)) => out.push(BackendEvent::Exited {
+                    pid: pid.as_raw(),
+                    exit: Exit::Code(code),
+                }),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => out.push(BackendEvent::Exited {
+                    pid: pid.as_raw(),
+                    exit: Exit::Signal(sig as i32),
+                }),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             }
         }
-        let gone: Vec<i32> = self.adopted.iter().copied().filter(|p| !procinfo::alive(*p)).collect();
+        let gone: Vec<i32> = self
+            .adopted
+            .iter()
+            .copied()
+            .filter(|p| !procinfo::alive(*p))
+            .collect();
         for pid in gone {
             self.adopted.remove(&pid);
-            out.push(BackendEvent::Exited { pid, exit: Exit::Unknown });
+            out.push(BackendEvent::Exited {
+                pid,
+                exit: Exit::Unknown,
+            });
         }
         out
     }

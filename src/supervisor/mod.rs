@@ -74,7 +74,11 @@ enum Phase {
     /// Failed too often (or with a "prevent" code); `chainctl restart` clears it.
     GivenUp(String),
     /// Signalled; SIGKILL at the deadline.
-    Stopping { deadline: Instant, after: After, killed: bool },
+    Stopping {
+        deadline: Instant,
+        after: After,
+        killed: bool,
+    },
     /// Not running and not meant to be.
     Stopped(String),
 }
@@ -93,7 +97,16 @@ struct Svc {
 
 impl Svc {
     fn new(plan: ServicePlan) -> Self {
-        Svc { plan, phase: Phase::Waiting, handle: None, started: None, restarts: 0, last_exit: None, history: History::default(), leftovers_deadline: None }
+        Svc {
+            plan,
+            phase: Phase::Waiting,
+            handle: None,
+            started: None,
+            restarts: 0,
+            last_exit: None,
+            history: History::default(),
+            leftovers_deadline: None,
+        }
     }
 
     fn state_name(&self) -> &'static str {
@@ -110,6 +123,9 @@ impl Svc {
     }
 }
 
+/// Re-reads the profile and plans again, given the services now running (whose ports stay).
+pub type Reloader = Box<dyn FnMut(&[String]) -> anyhow::Result<Plan>>;
+
 /// Reports progress while `up` waits for the network to come up.
 pub type Progress = Box<dyn FnMut(&StatusReport, &[(String, String)])>;
 
@@ -122,7 +138,7 @@ pub struct Supervisor {
     services: Vec<Svc>,
     shutting_down: bool,
     reload_at: Option<Instant>,
-    reloader: Box<dyn FnMut(&[String]) -> anyhow::Result<Plan>>,
+    reloader: Reloader,
     last_written: Option<StateFile>,
     sys: sysinfo::System,
     usage_at: Option<Instant>,
@@ -139,7 +155,7 @@ impl Supervisor {
         plan: Plan,
         profile_path: Option<PathBuf>,
         backend: Box<dyn Backend>,
-        reloader: Box<dyn FnMut(&[String]) -> anyhow::Result<Plan>>,
+        reloader: Reloader,
     ) -> Self {
         Supervisor {
             layout,
@@ -187,15 +203,27 @@ impl Supervisor {
                     // It crashed unseen: count it as a failure for the policy.
                     let up = Duration::ZERO;
                     let unit = rand::thread_rng().gen::<f64>();
-                    s.phase = match policy::on_exit(&s.plan.restart, &mut s.history, Exit::Unknown, up, now, unit) {
+                    s.phase = match policy::on_exit(
+                        &s.plan.restart,
+                        &mut s.history,
+                        Exit::Unknown,
+                        up,
+                        now,
+                        unit,
+                    ) {
                         Decision::Restart(d) => Phase::Backoff(now + d),
-                        Decision::Done => Phase::Stopped("exited while chainctl was not running".into()),
+                        Decision::Done => {
+                            Phase::Stopped("exited while chainctl was not running".into())
+                        }
                         Decision::GiveUp(why) => Phase::GivenUp(why),
                     };
                 }
                 continue;
             }
-            let since = rec.started_at_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)).unwrap_or_else(SystemTime::now);
+            let since = rec
+                .started_at_ms
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+                .unwrap_or_else(SystemTime::now);
             let elapsed = SystemTime::now().duration_since(since).unwrap_or_default();
             let started = (now.checked_sub(elapsed).unwrap_or(now), since);
             info!(service = %name, pid = h.pid, "adopted running service");
@@ -238,8 +266,12 @@ impl Supervisor {
             if self.shutting_down && self.services.iter().all(|s| s.handle.is_none()) {
                 break;
             }
-            let busy = self.services.iter().any(|s| matches!(s.phase, Phase::Starting | Phase::Stopping { .. } | Phase::Waiting))
-                || self.reload_at.is_some()
+            let busy = self.services.iter().any(|s| {
+                matches!(
+                    s.phase,
+                    Phase::Starting | Phase::Stopping { .. } | Phase::Waiting
+                )
+            }) || self.reload_at.is_some()
                 || self.services.iter().any(|s| s.leftovers_deadline.is_some());
             let next_backoff = self
                 .services
@@ -269,7 +301,9 @@ impl Supervisor {
                         }
                     }
                 }
-                Ok(Event::Reload) => self.reload_at = Some(Instant::now() + Duration::from_millis(300)),
+                Ok(Event::Reload) => {
+                    self.reload_at = Some(Instant::now() + Duration::from_millis(300))
+                }
                 Ok(Event::Control(req, reply)) => {
                     let resp = self.control(req);
                     let _ = reply.send(resp);
@@ -298,17 +332,25 @@ impl Supervisor {
         if self.shutting_down {
             self.stop_in_order();
         }
-        self.services.retain(|s| !matches!(&s.phase, Phase::Stopped(w) if w == REMOVED));
+        self.services
+            .retain(|s| !matches!(&s.phase, Phase::Stopped(w) if w == REMOVED));
     }
 
     fn on_exit(&mut self, pid: i32, exit: Exit, now: Instant) {
-        let Some(i) = self.services.iter().position(|s| s.handle.is_some_and(|h| h.pid == pid)) else {
+        let Some(i) = self
+            .services
+            .iter()
+            .position(|s| s.handle.is_some_and(|h| h.pid == pid))
+        else {
             debug!(pid, %exit, "reaped a process that is not a service (log relay or orphan)");
             return;
         };
         let name = self.services[i].plan.name.clone();
         let s = &mut self.services[i];
-        let uptime = s.started.map(|(t, _)| now.duration_since(t)).unwrap_or_default();
+        let uptime = s
+            .started
+            .map(|(t, _)| now.duration_since(t))
+            .unwrap_or_default();
         s.last_exit = Some(exit);
         if let Phase::Stopping { .. } = s.phase {
             info!(service = %name, pid, %exit, "stopped");
@@ -323,12 +365,20 @@ impl Supervisor {
         let s = &mut self.services[i];
         if self.shutting_down {
             s.phase = Phase::Stopped(format!("{exit} during shutdown"));
-            s.handle = if s.leftovers_deadline.is_some() { Some(h) } else { None };
+            s.handle = if s.leftovers_deadline.is_some() {
+                Some(h)
+            } else {
+                None
+            };
             return;
         }
         let unit = rand::thread_rng().gen::<f64>();
         let decision = policy::on_exit(&s.plan.restart, &mut s.history, exit, uptime, now, unit);
-        s.handle = if s.leftovers_deadline.is_some() { Some(h) } else { None };
+        s.handle = if s.leftovers_deadline.is_some() {
+            Some(h)
+        } else {
+            None
+        };
         match decision {
             Decision::Restart(d) => {
                 warn!(service = %name, pid, %exit, uptime_ms = uptime.as_millis() as u64, delay_ms = d.as_millis() as u64, "exited; restarting after backoff");
@@ -347,9 +397,13 @@ impl Supervisor {
 
     fn deps_ready(&self, i: usize) -> bool {
         self.services[i].plan.depends_on.iter().all(|d| {
-            self.services.iter().find(|s| &s.plan.name == d).is_none_or(|s| {
-                matches!(s.phase, Phase::Ready) || matches!(&s.phase, Phase::Stopped(w) if w.starts_with("exit code 0"))
-            })
+            self.services
+                .iter()
+                .find(|s| &s.plan.name == d)
+                .is_none_or(|s| {
+                    matches!(s.phase, Phase::Ready)
+                        || matches!(&s.phase, Phase::Stopped(w) if w.starts_with("exit code 0"))
+                })
         })
     }
 
@@ -371,14 +425,16 @@ impl Supervisor {
         let phase = self.services[i].phase.clone();
         match phase {
             Phase::Waiting if !self.shutting_down && self.deps_ready(i) => self.start(i, now),
-            Phase::Backoff(t) if !self.shutting_down && now >= t => {
-                if self.deps_ready(i) {
-                    self.services[i].restarts += 1;
-                    self.start(i, now);
-                }
+            Phase::Backoff(t) if !self.shutting_down && now >= t && self.deps_ready(i) => {
+                self.services[i].restarts += 1;
+                self.start(i, now);
             }
             Phase::Starting | Phase::Unhealthy(_) => self.check_ready(i, now),
-            Phase::Stopping { deadline, after, killed } => {
+            Phase::Stopping {
+                deadline,
+                after,
+                killed,
+            } => {
                 let h = self.services[i].handle;
                 let alive = h.is_some_and(|h| self.backend.group_alive(&h));
                 if !alive {
@@ -387,7 +443,11 @@ impl Supervisor {
                     let s = &mut self.services[i];
                     warn!(service = %s.plan.name, grace_s = s.plan.stop_grace.get().as_secs(), "did not stop within its grace: SIGKILL to its process group");
                     self.backend.kill(&h.expect("alive"));
-                    s.phase = Phase::Stopping { deadline, after, killed: true };
+                    s.phase = Phase::Stopping {
+                        deadline,
+                        after,
+                        killed: true,
+                    };
                 }
             }
             _ => {}
@@ -406,7 +466,14 @@ impl Supervisor {
             Err(why) => {
                 let unit = rand::thread_rng().gen::<f64>();
                 s.last_exit = Some(Exit::Code(127));
-                match policy::on_exit(&s.plan.restart, &mut s.history, Exit::Code(127), Duration::ZERO, now, unit) {
+                match policy::on_exit(
+                    &s.plan.restart,
+                    &mut s.history,
+                    Exit::Code(127),
+                    Duration::ZERO,
+                    now,
+                    unit,
+                ) {
                     Decision::Restart(d) => {
                         error!(service = %s.plan.name, error = %why, delay_ms = d.as_millis() as u64, "cannot start; retrying after backoff");
                         s.phase = Phase::Backoff(now + d);
@@ -428,7 +495,11 @@ impl Supervisor {
             up >= PORTLESS_READY_AFTER
         } else {
             s.plan.ready_ports.iter().all(|p| {
-                TcpStream::connect_timeout(&SocketAddr::new(s.plan.ready_host, *p), Duration::from_millis(100)).is_ok()
+                TcpStream::connect_timeout(
+                    &SocketAddr::new(s.plan.ready_host, *p),
+                    Duration::from_millis(100),
+                )
+                .is_ok()
             })
         };
         if ready {
@@ -459,7 +530,11 @@ impl Supervisor {
                 if let Err(e) = self.backend.signal(&h, s.plan.stop_signal) {
                     warn!(service = %s.plan.name, error = %e, "cannot signal");
                 }
-                s.phase = Phase::Stopping { deadline: now + s.plan.stop_grace.get(), after, killed: false };
+                s.phase = Phase::Stopping {
+                    deadline: now + s.plan.stop_grace.get(),
+                    after,
+                    killed: false,
+                };
             }
             None => self.finish_stop(i, after, now),
         }
@@ -499,7 +574,10 @@ impl Supervisor {
             if s.leftovers_deadline.is_some() {
                 continue;
             }
-            let dependents_running = self.services.iter().any(|o| o.handle.is_some() && o.plan.depends_on.contains(&name));
+            let dependents_running = self
+                .services
+                .iter()
+                .any(|o| o.handle.is_some() && o.plan.depends_on.contains(&name));
             if !dependents_running {
                 self.begin_stop(i, After::Rest);
             }
@@ -507,7 +585,12 @@ impl Supervisor {
     }
 
     fn reload(&mut self) {
-        let running: Vec<String> = self.services.iter().filter(|s| s.handle.is_some()).map(|s| s.plan.name.clone()).collect();
+        let running: Vec<String> = self
+            .services
+            .iter()
+            .filter(|s| s.handle.is_some())
+            .map(|s| s.plan.name.clone())
+            .collect();
         let plan = match (self.reloader)(&running) {
             Ok(p) => p,
             Err(e) => {
@@ -541,18 +624,35 @@ impl Supervisor {
             }
         }
         for i in 0..self.services.len() {
-            if !order.contains(&self.services[i].plan.name) && !matches!(self.services[i].phase, Phase::Stopping { after: After::Remove, .. }) {
+            if !order.contains(&self.services[i].plan.name)
+                && !matches!(
+                    self.services[i].phase,
+                    Phase::Stopping {
+                        after: After::Remove,
+                        ..
+                    }
+                )
+            {
                 info!(service = %self.services[i].plan.name, "removed from the profile: stopping it");
                 self.begin_stop(i, After::Remove);
             }
         }
         // Keep start order as the new plan has it; removed ones go last.
-        self.services.sort_by_key(|s| order.iter().position(|n| n == &s.plan.name).unwrap_or(usize::MAX));
+        self.services.sort_by_key(|s| {
+            order
+                .iter()
+                .position(|n| n == &s.plan.name)
+                .unwrap_or(usize::MAX)
+        });
     }
 
     fn control(&mut self, req: Request) -> Response {
         match req {
-            Request::Status => Response { ok: true, status: Some(self.report(true)), ..Default::default() },
+            Request::Status => Response {
+                ok: true,
+                status: Some(self.report(true)),
+                ..Default::default()
+            },
             Request::Shutdown => {
                 self.shutting_down = true;
                 Response::ok("stopping every service")
@@ -563,8 +663,12 @@ impl Supervisor {
             }
             Request::Restart { service } => {
                 let Some(i) = self.services.iter().position(|s| s.plan.name == service) else {
-                    let names: Vec<&str> = self.services.iter().map(|s| s.plan.name.as_str()).collect();
-                    return Response::err(format!("no service named `{service}`; known: {}", names.join(", ")));
+                    let names: Vec<&str> =
+                        self.services.iter().map(|s| s.plan.name.as_str()).collect();
+                    return Response::err(format!(
+                        "no service named `{service}`; known: {}",
+                        names.join(", ")
+                    ));
                 };
                 if self.shutting_down {
                     return Response::err("the supervisor is shutting down");
@@ -584,7 +688,12 @@ impl Supervisor {
     }
 
     fn refresh_usage(&mut self) {
-        let pids: Vec<sysinfo::Pid> = self.services.iter().filter_map(|s| s.handle).map(|h| sysinfo::Pid::from(h.pid as usize)).collect();
+        let pids: Vec<sysinfo::Pid> = self
+            .services
+            .iter()
+            .filter_map(|s| s.handle)
+            .map(|h| sysinfo::Pid::from(h.pid as usize))
+            .collect();
         self.sys.refresh_processes_specifics(
             sysinfo::ProcessesToUpdate::Some(&pids),
             true,
@@ -595,7 +704,11 @@ impl Supervisor {
 
     /// The status of every service.
     pub fn report(&mut self, usage: bool) -> StatusReport {
-        if usage && self.usage_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+        if usage
+            && self
+                .usage_at
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(500))
+        {
             self.refresh_usage();
         }
         let backend = self.backend.name().to_string();
@@ -603,7 +716,9 @@ impl Supervisor {
             .services
             .iter()
             .map(|s| {
-                let proc_ = s.handle.and_then(|h| self.sys.process(sysinfo::Pid::from(h.pid as usize)));
+                let proc_ = s
+                    .handle
+                    .and_then(|h| self.sys.process(sysinfo::Pid::from(h.pid as usize)));
                 ServiceStatus {
                     name: s.plan.name.clone(),
                     kind: "command".into(),
@@ -612,16 +727,34 @@ impl Supervisor {
                     state: s.state_name().into(),
                     detail: match &s.phase {
                         Phase::Unhealthy(w) | Phase::GivenUp(w) => Some(w.clone()),
-                        Phase::Backoff(t) => Some(format!("restarting in {:.1}s", t.saturating_duration_since(Instant::now()).as_secs_f64())),
-                        Phase::Waiting if !s.plan.depends_on.is_empty() => Some(format!("waiting for {}", s.plan.depends_on.join(", "))),
+                        Phase::Backoff(t) => Some(format!(
+                            "restarting in {:.1}s",
+                            t.saturating_duration_since(Instant::now()).as_secs_f64()
+                        )),
+                        Phase::Waiting if !s.plan.depends_on.is_empty() => {
+                            Some(format!("waiting for {}", s.plan.depends_on.join(", ")))
+                        }
                         _ => None,
                     },
-                    uptime_secs: s.handle.and(s.started).map(|(_, t)| SystemTime::now().duration_since(t).unwrap_or_default().as_secs()),
+                    uptime_secs: s.handle.and(s.started).map(|(_, t)| {
+                        SystemTime::now()
+                            .duration_since(t)
+                            .unwrap_or_default()
+                            .as_secs()
+                    }),
                     restarts: s.restarts,
                     last_exit: s.last_exit.map(|e| e.to_string()),
                     ports: s.plan.ports.clone(),
-                    cpu_percent: if usage { proc_.map(|p| p.cpu_usage()) } else { None },
-                    memory_bytes: if usage { proc_.map(|p| p.memory()) } else { None },
+                    cpu_percent: if usage {
+                        proc_.map(|p| p.cpu_usage())
+                    } else {
+                        None
+                    },
+                    memory_bytes: if usage {
+                        proc_.map(|p| p.memory())
+                    } else {
+                        None
+                    },
                 }
             })
             .collect();
@@ -643,7 +776,9 @@ impl Supervisor {
                     ServiceRecord {
                         plan: s.plan.clone(),
                         handle: s.handle,
-                        started_at_ms: s.started.map(|(_, t)| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64),
+                        started_at_ms: s.started.map(|(_, t)| {
+                            t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+                        }),
                         restarts: s.restarts,
                         last_exit: s.last_exit,
                         state: s.state_name().into(),

@@ -25,7 +25,9 @@ impl fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit code {c}"),
             Exit::Signal(s) => {
-                let name = nix::sys::signal::Signal::try_from(*s).map(|s| s.as_str().to_string()).unwrap_or(s.to_string());
+                let name = nix::sys::signal::Signal::try_from(*s)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or(s.to_string());
                 write!(f, "killed by {name}")
             }
             Exit::Unknown => f.write_str("exited while adopted (status unknown)"),
@@ -74,7 +76,14 @@ pub fn jittered(d: Duration, jitter: f64, unit: f64) -> Duration {
 }
 
 /// Decides what follows an exit after `uptime` of running.
-pub fn on_exit(spec: &RestartSpec, hist: &mut History, exit: Exit, uptime: Duration, now: Instant, unit: f64) -> Decision {
+pub fn on_exit(
+    spec: &RestartSpec,
+    hist: &mut History,
+    exit: Exit,
+    uptime: Duration,
+    now: Instant,
+    unit: f64,
+) -> Decision {
     if uptime >= spec.backoff.reset_after.get() {
         hist.streak = 0;
     }
@@ -89,13 +98,21 @@ pub fn on_exit(spec: &RestartSpec, hist: &mut History, exit: Exit, uptime: Durat
     match (spec.policy, success) {
         (RestartPolicy::Never, _) | (RestartPolicy::OnFailure, true) => return Decision::Done,
         (RestartPolicy::Always, true) => {
-            return Decision::Restart(jittered(spec.backoff.initial.get(), spec.backoff.jitter, unit));
+            return Decision::Restart(jittered(
+                spec.backoff.initial.get(),
+                spec.backoff.jitter,
+                unit,
+            ));
         }
         _ => {}
     }
     let window = spec.give_up.window.get();
     hist.failures.push_back(now);
-    while hist.failures.front().is_some_and(|t| now.duration_since(*t) > window) {
+    while hist
+        .failures
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
         hist.failures.pop_front();
     }
     if hist.failures.len() >= spec.give_up.failures as usize {
@@ -121,7 +138,10 @@ mod tests {
             success_exit_codes: vec![0],
             prevent_exit_codes: vec![78],
             backoff: BackoffConfig::default(),
-            give_up: GiveUpConfig { failures: 10, window: crate::profile::Dur::secs(1800) },
+            give_up: GiveUpConfig {
+                failures: 10,
+                window: crate::profile::Dur::secs(1800),
+            },
         }
     }
 
@@ -133,11 +153,21 @@ mod tests {
         let mut prev = Duration::ZERO;
         for i in 0..9u32 {
             let unit = (i as f64 * 0.37) % 1.0;
-            let Decision::Restart(d) = on_exit(&s, &mut h, Exit::Code(1), Duration::from_secs(1), t0 + Duration::from_secs(i as u64 * 400), unit) else {
+            let Decision::Restart(d) = on_exit(
+                &s,
+                &mut h,
+                Exit::Code(1),
+                Duration::from_secs(1),
+                t0 + Duration::from_secs(i as u64 * 400),
+                unit,
+            ) else {
                 panic!("expected a restart")
             };
             let base = Duration::from_secs_f64((2f64.powi(i as i32)).min(300.0));
-            assert!(d >= base.mul_f64(0.75) && d <= base.mul_f64(1.25), "attempt {i}: {d:?} vs {base:?}");
+            assert!(
+                d >= base.mul_f64(0.75) && d <= base.mul_f64(1.25),
+                "attempt {i}: {d:?} vs {base:?}"
+            );
             if base < Duration::from_secs(300) {
                 assert!(d > prev, "delays grow: {d:?} after {prev:?}");
             }
@@ -153,12 +183,45 @@ mod tests {
         let mut h = History::default();
         let t0 = Instant::now();
         let up = Duration::from_millis(10);
-        assert!(matches!(on_exit(&s, &mut h, Exit::Code(1), up, t0, 0.5), Decision::Restart(_)));
+        assert!(matches!(
+            on_exit(&s, &mut h, Exit::Code(1), up, t0, 0.5),
+            Decision::Restart(_)
+        ));
         // The next failure is outside the window of the first, so still a restart.
-        assert!(matches!(on_exit(&s, &mut h, Exit::Code(1), up, t0 + Duration::from_secs(61), 0.5), Decision::Restart(_)));
-        assert!(matches!(on_exit(&s, &mut h, Exit::Signal(9), up, t0 + Duration::from_secs(62), 0.5), Decision::Restart(_)));
-        let d = on_exit(&s, &mut h, Exit::Code(2), up, t0 + Duration::from_secs(63), 0.5);
-        assert!(matches!(&d, Decision::GiveUp(m) if m.starts_with("3 failures within 1m")), "{d:?}");
+        assert!(matches!(
+            on_exit(
+                &s,
+                &mut h,
+                Exit::Code(1),
+                up,
+                t0 + Duration::from_secs(61),
+                0.5
+            ),
+            Decision::Restart(_)
+        ));
+        assert!(matches!(
+            on_exit(
+                &s,
+                &mut h,
+                Exit::Signal(9),
+                up,
+                t0 + Duration::from_secs(62),
+                0.5
+            ),
+            Decision::Restart(_)
+        ));
+        let d = on_exit(
+            &s,
+            &mut h,
+            Exit::Code(2),
+            up,
+            t0 + Duration::from_secs(63),
+            0.5,
+        );
+        assert!(
+            matches!(&d, Decision::GiveUp(m) if m.starts_with("3 failures within 1m")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -166,10 +229,42 @@ mod tests {
         let mut h = History::default();
         let now = Instant::now();
         let up = Duration::from_secs(1);
-        assert_eq!(on_exit(&spec(RestartPolicy::OnFailure), &mut h, Exit::Code(0), up, now, 0.5), Decision::Done);
-        assert!(matches!(on_exit(&spec(RestartPolicy::OnFailure), &mut h, Exit::Code(78), up, now, 0.5), Decision::GiveUp(m) if m.contains("prevent_exit_codes")));
-        assert_eq!(on_exit(&spec(RestartPolicy::Never), &mut h, Exit::Code(3), up, now, 0.5), Decision::Done);
-        assert!(matches!(on_exit(&spec(RestartPolicy::Always), &mut h, Exit::Code(0), up, now, 0.5), Decision::Restart(_)));
+        assert_eq!(
+            on_exit(
+                &spec(RestartPolicy::OnFailure),
+                &mut h,
+                Exit::Code(0),
+                up,
+                now,
+                0.5
+            ),
+            Decision::Done
+        );
+        assert!(
+            matches!(on_exit(&spec(RestartPolicy::OnFailure), &mut h, Exit::Code(78), up, now, 0.5), Decision::GiveUp(m) if m.contains("prevent_exit_codes"))
+        );
+        assert_eq!(
+            on_exit(
+                &spec(RestartPolicy::Never),
+                &mut h,
+                Exit::Code(3),
+                up,
+                now,
+                0.5
+            ),
+            Decision::Done
+        );
+        assert!(matches!(
+            on_exit(
+                &spec(RestartPolicy::Always),
+                &mut h,
+                Exit::Code(0),
+                up,
+                now,
+                0.5
+            ),
+            Decision::Restart(_)
+        ));
     }
 
     #[test]
@@ -181,7 +276,14 @@ mod tests {
             on_exit(&s, &mut h, Exit::Code(1), Duration::from_secs(1), now, 0.5);
         }
         assert_eq!(h.streak, 5);
-        let d = on_exit(&s, &mut h, Exit::Code(1), Duration::from_secs(601), now, 0.5);
+        let d = on_exit(
+            &s,
+            &mut h,
+            Exit::Code(1),
+            Duration::from_secs(601),
+            now,
+            0.5,
+        );
         assert_eq!(d, Decision::Restart(Duration::from_secs(1)));
     }
 }

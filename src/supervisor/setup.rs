@@ -41,7 +41,13 @@ pub fn base_dir(loaded: &Loaded) -> PathBuf {
         .path
         .as_deref()
         .and_then(Path::parent)
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .and_then(|p| p.canonicalize().ok())
         .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")))
 }
@@ -59,22 +65,38 @@ pub fn layout(loaded: &Loaded, flag: Option<&Path>) -> Layout {
 
 /// Names of services an earlier supervisor left running (per the state file).
 pub fn running_services(layout: &Layout) -> Vec<String> {
-    let Ok(Some(st)) = state::read_json::<StateFile>(&layout.state_file()) else { return Vec::new() };
+    let Ok(Some(st)) = state::read_json::<StateFile>(&layout.state_file()) else {
+        return Vec::new();
+    };
     if st.boot_id != crate::procinfo::boot_id() {
         return Vec::new();
     }
     st.services
         .into_iter()
-        .filter(|(_, r)| r.handle.is_some_and(|h| crate::procinfo::same_process(h.pid, h.start_ticks)))
+        .filter(|(_, r)| {
+            r.handle
+                .is_some_and(|h| crate::procinfo::same_process(h.pid, h.start_ticks))
+        })
         .map(|(n, _)| n)
         .collect()
 }
 
 /// Allocates ports against the persisted allocation and the host; `persist` writes the result.
-pub fn allocate(loaded: &Loaded, layout: &Layout, running: &[String], probe: &dyn HostProbe, persist: bool) -> Result<Allocation> {
+pub fn allocate(
+    loaded: &Loaded,
+    layout: &Layout,
+    running: &[String],
+    probe: &dyn HostProbe,
+    persist: bool,
+) -> Result<Allocation> {
     let previous = state::read_json::<PortsFile>(&layout.ports_file())?.unwrap_or_default();
     let p = &loaded.profile;
-    let reserved: Vec<u16> = p.ports.reserved.iter().filter_map(|r| u16::try_from(*r).ok()).collect();
+    let reserved: Vec<u16> = p
+        .ports
+        .reserved
+        .iter()
+        .filter_map(|r| u16::try_from(*r).ok())
+        .collect();
     let input = AllocInput {
         start: p.ports.start as u16,
         end: p.ports.end as u16,
@@ -83,13 +105,20 @@ pub fn allocate(loaded: &Loaded, layout: &Layout, running: &[String], probe: &dy
         running: &|s| running.iter().any(|r| r == s),
         probe,
     };
-    let (alloc, notes) = ports::allocate(&ports::requests(p), &input).map_err(|e| anyhow::anyhow!("{}: {e}", loaded.source.label))?;
+    let (alloc, notes) = ports::allocate(&ports::requests(p), &input)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", loaded.source.label))?;
     for n in notes {
         info!("ports: {n}");
     }
     if persist {
-        crate::secrets::private_dir(&layout.root).with_context(|| format!("cannot create state dir {}", layout.root.display()))?;
-        state::write_json(&layout.ports_file(), &PortsFile { services: alloc.clone() })?;
+        crate::secrets::private_dir(&layout.root)
+            .with_context(|| format!("cannot create state dir {}", layout.root.display()))?;
+        state::write_json(
+            &layout.ports_file(),
+            &PortsFile {
+                services: alloc.clone(),
+            },
+        )?;
     }
     Ok(alloc)
 }
@@ -98,10 +127,13 @@ pub fn allocate(loaded: &Loaded, layout: &Layout, running: &[String], probe: &dy
 pub fn ensure_secrets(plan: &Plan) -> Result<()> {
     if !plan.jwt_pairs.is_empty() {
         let dir = Layout::new(&plan.state_dir).secrets_dir();
-        crate::secrets::private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::secrets::private_dir(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     for pair in &plan.jwt_pairs {
-        if crate::secrets::ensure(&pair.path).with_context(|| format!("cannot write {}", pair.path.display()))? {
+        if crate::secrets::ensure(&pair.path)
+            .with_context(|| format!("cannot write {}", pair.path.display()))?
+        {
             info!(path = %pair.path.display(), consensus = %pair.consensus, execution = %pair.execution, "generated JWT secret");
         }
     }
@@ -109,23 +141,33 @@ pub fn ensure_secrets(plan: &Plan) -> Result<()> {
 }
 
 /// Loads, allocates (persisting), writes secrets and plans: what `up` and a reload do.
-pub fn prepare(profile: Option<&Path>, state_dir: Option<&Path>, running: &[String]) -> Result<(Loaded, Layout, Plan)> {
+pub fn prepare(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    running: &[String],
+) -> Result<(Loaded, Layout, Plan)> {
     let loaded = load(profile)?;
     let layout = layout(&loaded, state_dir);
     let alloc = allocate(&loaded, &layout, running, &BindProbe, true)?;
     let plan = plan::build(&loaded.profile, &layout, &alloc, &base_dir(&loaded))?;
     for d in [layout.data_root(), layout.log_dir()] {
-        crate::secrets::private_dir(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        crate::secrets::private_dir(&d)
+            .with_context(|| format!("cannot create {}", d.display()))?;
     }
     ensure_secrets(&plan)?;
     Ok((loaded, layout, plan))
 }
 
 /// Runs the supervisor in this process until it is shut down.
-pub fn run(profile: Option<&Path>, state_dir: Option<&Path>, progress: Option<Progress>) -> Result<()> {
+pub fn run(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    progress: Option<Progress>,
+) -> Result<()> {
     let loaded = load(profile)?;
     let layout = layout(&loaded, state_dir);
-    crate::secrets::private_dir(&layout.root).with_context(|| format!("cannot create state dir {}", layout.root.display()))?;
+    crate::secrets::private_dir(&layout.root)
+        .with_context(|| format!("cannot create state dir {}", layout.root.display()))?;
     let _lock = state::lock(&layout.lock_file())?;
     let previous = state::read_json::<StateFile>(&layout.state_file())?;
     let running = running_services(&layout);
@@ -140,7 +182,11 @@ pub fn run(profile: Option<&Path>, state_dir: Option<&Path>, progress: Option<Pr
     spawn_signals(tx.clone())?;
     let socket = layout.control_socket();
     spawn_control(&socket, tx.clone())?;
-    let profile_path = loaded.source.path.clone().map(|p| p.canonicalize().unwrap_or(p));
+    let profile_path = loaded
+        .source
+        .path
+        .clone()
+        .map(|p| p.canonicalize().unwrap_or(p));
     let _watcher = match &profile_path {
         Some(p) => Some(watch(p, tx.clone())?),
         None => {
@@ -149,7 +195,9 @@ pub fn run(profile: Option<&Path>, state_dir: Option<&Path>, progress: Option<Pr
         }
     };
     let (rp, rs) = (profile.map(Path::to_path_buf), layout.root.clone());
-    let reloader = Box::new(move |running: &[String]| prepare(rp.as_deref(), Some(&rs), running).map(|(_, _, plan)| plan));
+    let reloader = Box::new(move |running: &[String]| {
+        prepare(rp.as_deref(), Some(&rs), running).map(|(_, _, plan)| plan)
+    });
     let self_exe = std::env::current_exe().context("cannot find the chainctl binary")?;
     let backend = Box::new(ProcessBackend::new(self_exe));
     let mut sup = Supervisor::new(layout.clone(), plan, profile_path, backend, reloader);
@@ -165,18 +213,20 @@ pub fn run(profile: Option<&Path>, state_dir: Option<&Path>, progress: Option<Pr
 fn spawn_signals(tx: Sender<Event>) -> Result<()> {
     use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            let ev = match sig {
-                SIGCHLD => Event::Child,
-                SIGHUP => Event::Reload,
-                _ => Event::Shutdown,
-            };
-            if tx.send(ev).is_err() {
-                break;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let ev = match sig {
+                    SIGCHLD => Event::Child,
+                    SIGHUP => Event::Reload,
+                    _ => Event::Shutdown,
+                };
+                if tx.send(ev).is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -187,29 +237,32 @@ fn spawn_control(socket: &Path, tx: Sender<Event>) -> Result<()> {
         format!("cannot listen on {} (a Unix socket path must be under 108 bytes; use a shorter --state-dir)", socket.display())
     })?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-    std::thread::Builder::new().name("control".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut line = String::new();
-            if BufReader::new(&conn).read_line(&mut line).is_err() {
-                continue;
-            }
-            let resp = match serde_json::from_str::<Request>(&line) {
-                Err(e) => Response::err(format!("bad request: {e}")),
-                Ok(req) => {
-                    let (rtx, rrx) = mpsc::channel();
-                    if tx.send(Event::Control(req, rtx)).is_err() {
-                        break;
-                    }
-                    rrx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| Response::err("the supervisor did not answer"))
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut line = String::new();
+                if BufReader::new(&conn).read_line(&mut line).is_err() {
+                    continue;
                 }
-            };
-            let mut out = serde_json::to_string(&resp).unwrap_or_default();
-            out.push('\n');
-            let _ = conn.write_all(out.as_bytes());
-        }
-    })?;
+                let resp = match serde_json::from_str::<Request>(&line) {
+                    Err(e) => Response::err(format!("bad request: {e}")),
+                    Ok(req) => {
+                        let (rtx, rrx) = mpsc::channel();
+                        if tx.send(Event::Control(req, rtx)).is_err() {
+                            break;
+                        }
+                        rrx.recv_timeout(Duration::from_secs(30))
+                            .unwrap_or_else(|_| Response::err("the supervisor did not answer"))
+                    }
+                };
+                let mut out = serde_json::to_string(&resp).unwrap_or_default();
+                out.push('\n');
+                let _ = conn.write_all(out.as_bytes());
+            }
+        })?;
     Ok(())
 }
 
@@ -224,17 +277,26 @@ fn watch(profile: &Path, tx: Sender<Event>) -> Result<notify::RecommendedWatcher
         }
         // Editors save by writing in place or by renaming a temp file over it: watch the
         // directory and match the file name.
-        if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+        if ev
+            .paths
+            .iter()
+            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+        {
             let _ = tx.send(Event::Reload);
         }
     })?;
-    w.watch(&dir, RecursiveMode::NonRecursive).with_context(|| format!("cannot watch {}", dir.display()))?;
+    w.watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
     info!(profile = %profile.display(), "watching the profile for edits");
     Ok(w)
 }
 
 /// Polls a running supervisor until its services have settled or `deadline` passes.
-pub fn wait_settled(socket: &Path, deadline: Duration, child_alive: &mut dyn FnMut() -> bool) -> Result<crate::status::StatusReport> {
+pub fn wait_settled(
+    socket: &Path,
+    deadline: Duration,
+    child_alive: &mut dyn FnMut() -> bool,
+) -> Result<crate::status::StatusReport> {
     let t0 = std::time::Instant::now();
     loop {
         if let Ok(r) = crate::control::call(socket, &Request::Status, Duration::from_secs(5)) {
@@ -247,7 +309,10 @@ pub fn wait_settled(socket: &Path, deadline: Duration, child_alive: &mut dyn FnM
             anyhow::bail!("the supervisor exited during start-up");
         } else if t0.elapsed() >= deadline {
             warn!("the supervisor did not answer within {deadline:?}");
-            anyhow::bail!("the supervisor did not answer on {} in time", socket.display());
+            anyhow::bail!(
+                "the supervisor did not answer on {} in time",
+                socket.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -20,7 +20,12 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::Builder::new().prefix("cc").tempdir_in("/tmp").unwrap() }
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("cc")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -44,8 +49,14 @@ impl Env {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--profile").arg(self.profile()).arg("--state-dir").arg(self.state()).args(args);
-        c.env_remove("CHAINCTL_PROFILE").env_remove("CHAINCTL_STATE_DIR").env("CHAINCTL_LOG", "debug");
+        c.arg("--profile")
+            .arg(self.profile())
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(args);
+        c.env_remove("CHAINCTL_PROFILE")
+            .env_remove("CHAINCTL_STATE_DIR")
+            .env("CHAINCTL_LOG", "debug");
         c.current_dir(self.dir.path());
         c
     }
@@ -60,7 +71,12 @@ impl Env {
     /// Runs chainctl and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "chainctl {args:?} failed:\nstdout: {}\nstderr: {}", text(&o.stdout), text(&o.stderr));
+        assert!(
+            o.status.success(),
+            "chainctl {args:?} failed:\nstdout: {}\nstderr: {}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
         text(&o.stdout)
     }
 
@@ -72,7 +88,9 @@ impl Env {
     /// A foreground `up` as a child process.
     pub fn up_foreground(&self) -> Child {
         let mut c = self.cmd(&["up"]);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c.spawn().unwrap()
     }
 
@@ -85,7 +103,13 @@ impl Env {
     /// One service's status.
     pub fn service(&self, name: &str) -> Value {
         let st = self.status();
-        st["services"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap_or_else(|| panic!("no service {name} in {st}"))
+        st["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no service {name} in {st}"))
     }
 
     pub fn supervisor_log(&self) -> String {
@@ -117,7 +141,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -125,14 +152,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')).unwrap_or(false),
+        Ok(s) => s
+            .rsplit_once(") ")
+            .map(|(_, rest)| !rest.starts_with('Z'))
+            .unwrap_or(false),
         Err(_) => false,
     }
 }
 
 /// Reads pids written one per line into a file.
 pub fn read_pids(path: &Path) -> Vec<i64> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 /// A python3 one-liner that listens on a TCP port (for readiness).
