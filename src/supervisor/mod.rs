@@ -7,6 +7,8 @@
 
 pub mod policy;
 pub mod setup;
+#[cfg(test)]
+mod tests;
 
 use crate::control::{Request, Response};
 use crate::layout::Layout;
