@@ -393,7 +393,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
         for r in recs {
             let alive = st.boot_id == boot
                 && r.handle
-                    .is_some_and(|h| crate::procinfo::same_process(h.pid, h.start_ticks));
+                    .is_some_and(|h| crate::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks));
             services.push(ServiceStatus {
                 name: r.plan.name.clone(),
                 kind: "command".into(),
@@ -472,8 +472,50 @@ fn down(
     if let Some(pid) = state::holder(&layout.lock_file()) {
         call_supervisor(&layout, &Request::Shutdown)?;
         eprintln!("stopping services (supervisor pid {pid})…");
-        // The supervisor releases its lock once everything has stopped (within each grace).
+        // The supervisor releases its lock once everything has stopped: each service gets
+        // its grace, then SIGKILL. Wait for the longest grace plus a margin, saying what
+        // is still running now and then.
+        let longest = state::read_json::<StateFile>(&layout.state_file())
+            .ok()
+            .flatten()
+            .and_then(|st| st.services.values().map(|r| r.plan.stop_grace.get()).max())
+            .unwrap_or_default();
+        let limit = longest + Duration::from_secs(30);
+        let t0 = std::time::Instant::now();
+        let mut said = std::time::Instant::now();
         while state::holder(&layout.lock_file()).is_some() {
+            if said.elapsed() >= Duration::from_secs(5) {
+                said = std::time::Instant::now();
+                if let Ok(r) = control::call(
+                    &layout.control_socket(),
+                    &Request::Status,
+                    Duration::from_secs(5),
+                ) {
+                    let left: Vec<String> = r
+                        .status
+                        .map(|st| {
+                            st.services
+                                .into_iter()
+                                .filter(|s| s.pid.is_some())
+                                .map(|s| s.name)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    eprintln!(
+                        "still stopping after {}s: {}",
+                        t0.elapsed().as_secs(),
+                        left.join(", ")
+                    );
+                }
+            }
+            if t0.elapsed() >= limit {
+                bail!(
+                    "supervisor pid {pid} has not finished stopping after {}s (longest grace {}s); it keeps sending SIGKILL: see `chainctl status` and {}",
+                    limit.as_secs(),
+                    longest.as_secs(),
+                    layout.supervisor_log().display()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("all services stopped");
@@ -519,7 +561,7 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
         .values()
         .filter_map(|r| {
             r.handle
-                .filter(|h| crate::procinfo::same_process(h.pid, h.start_ticks))
+                .filter(|h| crate::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks))
                 .map(|h| (r, h))
         })
         .collect();
@@ -796,6 +838,11 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
                         )?;
                         println!("  restarting {svc}");
                     }
+                } else {
+                    println!(
+                        "  no supervisor is running: {} and {} read the new secret when they next start",
+                        p.execution, p.consensus
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -908,9 +955,17 @@ fn logs(
             continue;
         }
         std::thread::sleep(Duration::from_millis(200));
-        // Rotation renames the file: finish the old one (read above), then open the new.
+        // Rotation renames the file: finish the old one, then open the new.
         match std::fs::metadata(&path) {
             Ok(m) if m.ino() != ino || m.len() < pos => {
+                loop {
+                    let k = f.read(&mut buf)?;
+                    if k == 0 {
+                        break;
+                    }
+                    out.write_all(&buf[..k])?;
+                }
+                out.flush()?;
                 f = std::fs::File::open(&path)?;
                 ino = m.ino();
                 pos = 0;

@@ -33,27 +33,78 @@ pub fn rotate(file: &Path, keep: u32) -> io::Result<()> {
     fs::rename(file, rotated(file, 1))
 }
 
-/// Copies `input` into `file` until EOF, rotating so no file passes `max_bytes`. A
-/// chunk is cut at its last newline that fits, so lines stay whole unless a single
-/// line is longer than `max_bytes`.
-pub fn relay(mut input: impl Read, file: &Path, max_bytes: u64, keep: u32) -> io::Result<()> {
-    let mut out = open(file)?;
-    let mut size = out.metadata()?.len();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let mut data = &buf[..n];
+/// Writes to the current log file, rotating so no file passes `max_bytes`. After a write
+/// error (disk full, directory removed) it drops output rather than die, which would kill
+/// the service with SIGPIPE, and says how much it dropped once writing works again.
+struct Sink<'a> {
+    file: &'a Path,
+    max_bytes: u64,
+    keep: u32,
+    out: Option<File>,
+    size: u64,
+    dropped: u64,
+    retry_at: std::time::Instant,
+}
+
+impl Sink<'_> {
+    fn fail(&mut self, lost: usize) {
+        self.out = None;
+        self.dropped += lost as u64;
+        self.retry_at = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    }
+
+    fn ensure_open(&mut self) -> bool {
+        if self.out.is_some() {
+            return true;
+        }
+        if std::time::Instant::now() < self.retry_at {
+            return false;
+        }
+        match open(self.file) {
+            Ok(f) => {
+                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                self.out = Some(f);
+                if self.dropped > 0 {
+                    let note = format!("[chainctl log-relay: {} bytes of output dropped: the log could not be written]\n", self.dropped);
+                    self.dropped = 0;
+                    self.write_part(note.as_bytes());
+                }
+                true
+            }
+            Err(_) => {
+                self.fail(0);
+                false
+            }
+        }
+    }
+
+    fn write_part(&mut self, data: &[u8]) {
+        match self.out.as_mut().map(|o| o.write_all(data)) {
+            Some(Ok(())) => self.size += data.len() as u64,
+            _ => self.fail(data.len()),
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.out = None;
+        if rotate(self.file, self.keep).is_err() {
+            self.fail(0);
+        }
+        self.size = 0;
+    }
+
+    /// Writes a chunk, cut at its last newline that fits, so lines stay whole unless a
+    /// single line is longer than `max_bytes`.
+    fn write(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            let room = max_bytes.saturating_sub(size) as usize;
+            if !self.ensure_open() {
+                self.dropped += data.len() as u64;
+                return;
+            }
+            let room = self.max_bytes.saturating_sub(self.size) as usize;
             if data.len() <= room {
-                out.write_all(data)?;
-                size += data.len() as u64;
-                break;
+                self.write_part(data);
+                return;
             }
             let at_newline = data[..room]
                 .iter()
@@ -61,15 +112,34 @@ pub fn relay(mut input: impl Read, file: &Path, max_bytes: u64, keep: u32) -> io
                 .map(|i| i + 1);
             let take = match at_newline {
                 Some(k) => k,
-                None if size == 0 => room.max(1), // one line longer than a whole file
-                None => 0,                        // start the line in a fresh file
+                None if self.size == 0 => room.max(1), // one line longer than a whole file
+                None => 0,                             // start the line in a fresh file
             };
-            out.write_all(&data[..take])?;
+            self.write_part(&data[..take]);
             data = &data[take..];
-            drop(out);
-            rotate(file, keep)?;
-            out = open(file)?;
-            size = 0;
+            self.rotate();
+        }
+    }
+}
+
+/// Copies `input` into `file` until EOF, rotating so no file passes `max_bytes`.
+pub fn relay(mut input: impl Read, file: &Path, max_bytes: u64, keep: u32) -> io::Result<()> {
+    let mut sink = Sink {
+        file,
+        max_bytes,
+        keep,
+        out: None,
+        size: 0,
+        dropped: 0,
+        retry_at: std::time::Instant::now(),
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => sink.write(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -22,6 +22,14 @@ pub enum ServiceKind {
     Command,
 }
 
+impl std::fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServiceKind::Command => "command",
+        })
+    }
+}
+
 /// One consensus↔execution pair and the secret file both ends read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JwtPair {
@@ -243,7 +251,17 @@ pub fn build(
             depends_on: depends_on.into_iter().collect(),
             secrets: my_pairs.iter().map(|p| p.path.clone()).collect(),
             stop_signal: stop.signal,
-            stop_grace: stop.grace.unwrap_or(sup.stop_grace.command),
+            // An Engine API server (driven by another service) is an execution client:
+            // its database needs minutes to close; a driver is a consensus client.
+            stop_grace: stop.grace.unwrap_or(
+                if profile.services.values().any(|o| o.drives.contains(name)) {
+                    sup.stop_grace.execution
+                } else if !s.drives.is_empty() {
+                    sup.stop_grace.consensus
+                } else {
+                    sup.stop_grace.command
+                },
+            ),
             startup_grace: s.startup_grace.unwrap_or(sup.startup_grace),
             restart: RestartSpec {
                 policy: s.restart.policy,
@@ -266,9 +284,20 @@ pub fn build(
     })
 }
 
-/// A stable hash of everything that, when changed, requires a restart.
+/// A stable hash of what the running process was started with (program, arguments,
+/// environment, directories, ports, secrets): when it changes, the service must be
+/// restarted. Supervisor settings (backoff, grace, readiness) apply without a restart.
 fn spec_hash(s: &ServicePlan) -> String {
-    let json = serde_json::to_vec(s).unwrap_or_default();
+    let runtime = (
+        &s.argv,
+        &s.env,
+        &s.workdir,
+        &s.data_dir,
+        &s.log_file,
+        &s.ports,
+        &s.secrets,
+    );
+    let json = serde_json::to_vec(&runtime).unwrap_or_default();
     hex::encode(&Sha256::digest(&json)[..8])
 }
 
@@ -356,7 +385,12 @@ mod tests {
         assert_eq!(el.env["CHAIN"], "1337");
         assert_eq!(el.ready_ports, vec![20001, 20002]);
         assert_eq!(cl.depends_on, vec!["el".to_string()]);
-        assert_eq!(el.stop_grace, Dur::secs(30));
+        assert_eq!(
+            el.stop_grace,
+            Dur::secs(300),
+            "a driven service gets the execution-client grace"
+        );
+        assert_eq!(cl.stop_grace, Dur::secs(30));
         assert_eq!(plan.jwt_pairs.len(), 1);
         // Same inputs, same plan (and hash); a changed port changes only that service's hash.
         let again = build(&p, &layout, &ports, Path::new("/profiles")).unwrap();
@@ -364,5 +398,20 @@ mod tests {
         ports.get_mut("el").unwrap().get_mut("engine").unwrap().port = 20005;
         let moved = build(&p, &layout, &ports, Path::new("/profiles")).unwrap();
         assert_ne!(moved.service("el").unwrap().spec_hash, el.spec_hash);
+        assert_ne!(
+            moved.service("cl").unwrap().spec_hash,
+            cl.spec_hash,
+            "cl's argv names el's engine port, so it restarts too"
+        );
+        // Supervisor-wide settings change no process definition.
+        let mut p2 = p.clone();
+        p2.supervisor.backoff.jitter = 0.1;
+        p2.supervisor.stop_grace.execution = Dur::secs(600);
+        let tuned = build(&p2, &layout, &ports, Path::new("/profiles")).unwrap();
+        assert_eq!(
+            tuned.service("el").unwrap().spec_hash,
+            moved.service("el").unwrap().spec_hash
+        );
+        assert_eq!(tuned.service("el").unwrap().stop_grace, Dur::secs(600));
     }
 }

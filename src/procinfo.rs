@@ -34,6 +34,47 @@ pub fn same_process(pid: i32, ticks: u64) -> bool {
     alive(pid) && start_ticks(pid) == Some(ticks)
 }
 
+/// Whether `pid` is a zombie whose parent is `parent`.
+pub fn zombie_child_of(pid: i32, parent: i32) -> bool {
+    matches!(stat_fields(pid), Some(f) if f.first().map(String::as_str) == Some("Z")
+        && f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent))
+}
+
+/// Live children of `parent`.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            matches!(stat_fields(*p), Some(f) if f.get(1).and_then(|x| x.parse::<i32>().ok()) == Some(parent)
+                && f.first().map(String::as_str) != Some("Z"))
+        })
+        .collect()
+}
+
+/// Whether a process is one of chainctl's log relays (they drain output and exit on EOF).
+pub fn is_log_relay(pid: i32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).nth(1) == Some(&b"log-relay"[..]))
+        .unwrap_or(false)
+}
+
+/// Whether any live process of group `pgid` started at or after `ticks` (clock ticks since
+/// boot): a recorded group id may have been recycled once its group was gone.
+pub fn group_alive_since(pgid: i32, ticks: u64) -> bool {
+    group_members(pgid)
+        .into_iter()
+        .any(|p| start_ticks(p).is_some_and(|t| t >= ticks))
+}
+
+/// Whether a recorded service instance still has any process running: its main process,
+/// or members of its group that it left behind.
+pub fn instance_alive(pid: i32, pgid: i32, ticks: u64) -> bool {
+    same_process(pid, ticks) || group_alive_since(pgid, ticks)
+}
+
 /// Process group of a process.
 pub fn pgid(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(2)?.parse().ok()

@@ -28,6 +28,12 @@ pub struct ServiceRecord {
     pub last_exit: Option<Exit>,
     /// Display state when written.
     pub state: String,
+    /// Why it was given up, if it was (restored if the supervisor was killed).
+    #[serde(default)]
+    pub given_up: Option<String>,
+    /// How it completed, if it exited cleanly and is not restarted.
+    #[serde(default)]
+    pub completed: Option<String>,
 }
 
 /// The state file.
@@ -43,6 +49,9 @@ pub struct StateFile {
     pub profile: String,
     /// Services by name.
     pub services: BTreeMap<String, ServiceRecord>,
+    /// Whether the supervisor that wrote it stopped everything and exited normally.
+    #[serde(default)]
+    pub clean_shutdown: bool,
 }
 
 /// Reads a JSON file, `None` if it does not exist.

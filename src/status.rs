@@ -17,7 +17,7 @@ pub struct ServiceStatus {
     pub backend: String,
     /// Main pid while running.
     pub pid: Option<i32>,
-    /// waiting / starting / ready / healthy / unhealthy / backoff / given-up / stopping / stopped.
+    /// waiting / blocked / starting / ready / healthy / unhealthy / backoff / given-up / stopping / stopped.
     pub state: String,
     /// Why it is in that state, when that matters.
     pub detail: Option<String>,

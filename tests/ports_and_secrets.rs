@@ -199,6 +199,7 @@ fn jwt_rotate_is_atomic_and_restarts_the_pair() {
     env.up_detached();
     let path = env.state().join("secrets/jwt/cl--el.hex");
     let before = std::fs::read_to_string(&path).unwrap();
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
     let (el, cl) = (
         env.service("el")["pid"].as_i64().unwrap(),
         env.service("cl")["pid"].as_i64().unwrap(),
@@ -217,17 +218,33 @@ fn jwt_rotate_is_atomic_and_restarts_the_pair() {
             reads
         })
     };
-    for _ in 0..3 {
+    for i in 0..3 {
         env.ok(&["jwt", "rotate", "cl--el"]);
+        if i == 0 {
+            // While the old file exists the new one cannot get its inode: a new inode
+            // proves a rename, not an in-place rewrite.
+            let now = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+            assert_ne!(now, inode, "replaced by rename, not rewritten in place");
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().unwrap() > 10);
     let after = std::fs::read_to_string(&path).unwrap();
     assert_ne!(before, after);
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::ino(&meta),
+        inode,
+        "replaced by rename, not rewritten in place"
     );
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "cl--el.hex")
+        .collect();
+    assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
     wait_for("both ends restarted", Duration::from_secs(30), || {
         let (e, c) = (env.service("el"), env.service("cl"));
         (e["pid"].as_i64().is_some_and(|p| p != el)

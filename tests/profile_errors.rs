@@ -35,6 +35,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("drives unknown service", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    drives: [el]\n", "5:14: services.a.drives[0]: no service named `el`"),
     ("negative port", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    ports: {http: -5}\n", "5:19: services.a.ports.http: port -5 is negative"),
     ("bad alloc address", "name: x\nchain:\n  alloc:\n    '0x1234': {balance: '1'}\nservices:\n  a:\n    command: [sleep, '1']\n", "4:5: chain.alloc.0x1234: not an address"),
+    ("absurd duration", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    stop: {grace: 300000000000y}\n", "5:19: services.a.stop.grace: duration `300000000000y` is longer than 365 days"),
+    ("missing workdir", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    workdir: /nonexistent/dir\n", "5:14: services.a.workdir: `/nonexistent/dir` is not a directory"),
     ("empty command", "name: x\nservices:\n  a:\n    command: []\n", "4:14: services.a.command: is empty"),
 ];
 

@@ -407,3 +407,112 @@ fn logs_rotate_by_size_and_follow_sees_new_lines() {
     let bad = env.run(&["logs", "nosuch"]);
     assert!(text(&bad.stderr).contains("no service named `nosuch`; known: chatty"));
 }
+
+#[test]
+fn processes_left_in_the_group_are_killed_and_escaped_ones_stopped_at_down() {
+    let env = Env::new();
+    env.write_profile(
+        "name: orphans\nsupervisor:\n  backoff: {initial: 30s}\nservices:\n  leaky:\n    command: [sh, -c, 'sleep 1000 & echo $! > {{state_dir}}/left; exit 1']\n  escaper:\n    command: [sh, -c, 'setsid sleep 1001 & echo $! > {{state_dir}}/escaped; exec sleep infinity']\n",
+    );
+    env.up_detached();
+    let left = wait_for("left pid", T, || {
+        read_pids(&env.state().join("left")).first().copied()
+    });
+    let escaped = wait_for("escaped pid", T, || {
+        read_pids(&env.state().join("escaped")).first().copied()
+    });
+    // The main process of `leaky` exited: what it left in its group is killed.
+    wait_for("leftover killed", T, || (!alive(left)).then_some(()));
+    assert!(env
+        .supervisor_log()
+        .contains("leaving processes in its group"));
+    // A process that left its group (setsid) is stopped when everything stops.
+    assert!(alive(escaped));
+    env.ok(&["down"]);
+    wait_for("escaped stopped", T, || (!alive(escaped)).then_some(()));
+    assert!(env
+        .supervisor_log()
+        .contains("stopping processes that left their service's process group"));
+}
+
+#[test]
+fn after_kill_9_a_changed_service_restarts_and_a_dead_one_with_leftovers_is_cleaned_up() {
+    let env = Env::new();
+    let yaml = |arg: &str| {
+        let web = r#"python3 -c "import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", {{port.http}})); s.listen(); time.sleep(100000)" & echo $! > {{state_dir}}/web; wait"#;
+        format!(
+            "name: crash\nservices:\n  web:\n    command: [sh, -c, '{web}']\n    ports: {{http: auto}}\n  same:\n    command: [sleep, infinity]\n  edited:\n    command: [sleep, '{arg}']\n"
+        )
+    };
+    env.write_profile(&yaml("1000"));
+    env.up_detached();
+    let st = env.status();
+    let pid_of = |st: &serde_json::Value, n: &str| {
+        st["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()["pid"]
+            .as_i64()
+    };
+    let (sup, web, same, edited) = (
+        st["supervisor_pid"].as_i64().unwrap(),
+        pid_of(&st, "web").unwrap(),
+        pid_of(&st, "same").unwrap(),
+        pid_of(&st, "edited").unwrap(),
+    );
+    let port = env.service("web")["ports"]["http"]["port"]
+        .as_i64()
+        .unwrap();
+    let listener = read_pids(&env.state().join("web"))[0];
+    // chainctl dies; then `web`'s main process dies too, leaving its listener (same group);
+    // and the profile changes `edited`.
+    for p in [sup, web] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    wait_for("gone", T, || (!alive(sup) && !alive(web)).then_some(()));
+    assert!(alive(listener), "the listener outlives its main process");
+    env.write_profile(&yaml("2000"));
+    env.up_detached();
+    let st = wait_for("settled", T, || {
+        let st = env.status();
+        st["services"]
+            .as_array()?
+            .iter()
+            .all(|s| s["state"] == "ready")
+            .then_some(st)
+    });
+    assert_eq!(pid_of(&st, "same"), Some(same), "untouched service adopted");
+    assert_ne!(
+        pid_of(&st, "edited"),
+        Some(edited),
+        "changed service restarted"
+    );
+    assert!(!alive(edited));
+    assert!(
+        !alive(listener),
+        "the dead service's leftover was stopped before restarting it"
+    );
+    assert_eq!(
+        env.service("web")["ports"]["http"]["port"]
+            .as_i64()
+            .unwrap(),
+        port,
+        "same port, not moved"
+    );
+    assert_eq!(env.service("web")["restarts"], 1);
+    let log = env.supervisor_log();
+    assert!(
+        log.contains("its definition changed while chainctl was down"),
+        "{log}"
+    );
+    assert!(
+        log.contains("died while chainctl was not running, leaving processes in its group"),
+        "{log}"
+    );
+}

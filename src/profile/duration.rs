@@ -5,6 +5,10 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::time::Duration;
 
+/// The longest duration a profile may give: far beyond any sensible grace or backoff,
+/// and small enough that adding it to a clock reading never overflows.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A duration written as a number with a unit, e.g. `30s`; serialises back the same way.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
@@ -51,11 +55,17 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration such as 500ms, 30s, 5m or 1h")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
-                humantime::parse_duration(v.trim()).map(Dur).map_err(|_| {
+                let d = humantime::parse_duration(v.trim()).map_err(|_| {
                     E::custom(format!(
                         "invalid duration `{v}`: expected a number and a unit such as 500ms, 30s, 5m or 1h"
                     ))
-                })
+                })?;
+                if d > MAX {
+                    return Err(E::custom(format!(
+                        "duration `{v}` is longer than 365 days: use a shorter one"
+                    )));
+                }
+                Ok(Dur(d))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
                 Err(E::custom(format!(

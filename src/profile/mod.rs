@@ -150,6 +150,23 @@ pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
         .unwrap_or(Path::new("."));
     let mut problems = Vec::new();
     for (name, svc) in &loaded.profile.services {
+        if let Some(w) = &svc.workdir {
+            let dir = if w.is_relative() {
+                base.join(w)
+            } else {
+                w.clone()
+            };
+            if !dir.is_dir() {
+                let field = format!("services.{name}.workdir");
+                problems.push(Problem {
+                    pos: loaded.index.value(&field),
+                    message: format!(
+                        "{field}: `{}` is not a directory: create it or fix the path",
+                        dir.display()
+                    ),
+                });
+            }
+        }
         let Some(program) = svc.command.first() else {
             continue;
         };

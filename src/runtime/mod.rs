@@ -49,4 +49,7 @@ pub trait Backend {
     fn adopt(&mut self, h: &Handle) -> bool;
     /// Collects exits since the last call (children reaped, adopted ones polled).
     fn poll(&mut self) -> Vec<BackendEvent>;
+    /// After every service stopped: stop anything still running that the backend started
+    /// (e.g. descendants that left their process group). `known` are pids already handled.
+    fn cleanup(&mut self, _known: &[i32]) {}
 }

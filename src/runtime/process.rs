@@ -59,9 +59,15 @@ impl Backend for ProcessBackend {
     fn start(&mut self, svc: &ServicePlan) -> Result<Handle, String> {
         let program = svc.argv.first().ok_or("empty command")?;
         let resolved = crate::profile::resolve_program(program, std::path::Path::new("/"))?;
-        for d in [&svc.data_dir, &svc.workdir] {
-            crate::secrets::private_dir(d)
-                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        crate::secrets::private_dir(&svc.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", svc.data_dir.display()))?;
+        // A workdir other than the data dir is the user's: use it as it is, never chmod it.
+        if !svc.workdir.is_dir() {
+            return Err(format!(
+                "workdir {} is not a directory: create it or fix services.{}.workdir",
+                svc.workdir.display(),
+                svc.name
+            ));
         }
         if let Some(d) = svc.log_file.parent() {
             crate::secrets::private_dir(d)
@@ -127,6 +133,7 @@ impl Backend for ProcessBackend {
         let pid = child.id() as i32;
         // The child is reaped by poll(); dropping std's handle neither waits nor kills.
         drop(child);
+        // Read at once: even if the child already exited, its zombie keeps its stat.
         let start_ticks = procinfo::start_ticks(pid).unwrap_or(0);
         Ok(Handle {
             pid,
@@ -138,7 +145,12 @@ impl Backend for ProcessBackend {
 
     fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), String> {
         match killpg(Pid::from_raw(h.pgid), signal_of(sig)) {
-            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Ok(()) => {
+                // A stopped (SIGSTOP) process cannot act on the stop signal until continued.
+                let _ = killpg(Pid::from_raw(h.pgid), Signal::SIGCONT);
+                Ok(())
+            }
+            Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(format!("cannot signal process group {}: {e}", h.pgid)),
         }
     }
@@ -148,8 +160,17 @@ impl Backend for ProcessBackend {
     }
 
     fn group_alive(&self, h: &Handle) -> bool {
-        // killpg(0) also counts zombies; /proc tells the living apart.
-        killpg(Pid::from_raw(h.pgid), None).is_ok() && !procinfo::group_members(h.pgid).is_empty()
+        if killpg(Pid::from_raw(h.pgid), None).is_err() {
+            return false;
+        }
+        // Our own main process as an unreaped zombie still counts, so its exit status is
+        // collected before the stop is considered done.
+        if procinfo::zombie_child_of(h.pid, std::process::id() as i32) {
+            return true;
+        }
+        // Live members that started no earlier than the service (a group id can be
+        // recycled once the group is gone).
+        procinfo::group_alive_since(h.pgid, h.start_ticks)
     }
 
     fn adopt(&mut self, h: &Handle) -> bool {
@@ -191,5 +212,33 @@ impl Backend for ProcessBackend {
             });
         }
         out
+    }
+
+    fn cleanup(&mut self, known: &[i32]) {
+        // We are a child subreaper: descendants that escaped their service's process group
+        // (setsid, double fork) were re-parented to us. Stop them too: no orphans.
+        let me = std::process::id() as i32;
+        let strays: Vec<i32> = procinfo::children_of(me)
+            .into_iter()
+            .filter(|p| !known.contains(p) && !procinfo::is_log_relay(*p))
+            .collect();
+        if strays.is_empty() {
+            return;
+        }
+        tracing::warn!(pids = ?strays, "stopping processes that left their service's process group");
+        for p in &strays {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGTERM);
+        }
+        let t0 = std::time::Instant::now();
+        while strays.iter().any(|p| procinfo::alive(*p))
+            && t0.elapsed() < std::time::Duration::from_secs(5)
+        {
+            let _ = self.poll();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for p in strays.iter().filter(|p| procinfo::alive(**p)) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        let _ = self.poll();
     }
 }

@@ -3,7 +3,8 @@
 //! adopts what an earlier supervisor left running, and reloads its profile live.
 //!
 //! Everything happens on one thread fed by a channel (signals, control requests, profile
-//! edits, ticks), so state has a single owner and no locks.
+//! edits, ticks), so state has a single owner and no locks. Time comes in as a parameter
+//! (`now`), so the loop is tested against a fake backend and a fake clock.
 
 pub mod policy;
 pub mod setup;
@@ -34,8 +35,6 @@ pub const BUSY_TICK: Duration = Duration::from_millis(100);
 pub const PORTLESS_READY_AFTER: Duration = Duration::from_secs(1);
 /// How long the rest of a group gets after its main process died, before SIGKILL.
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
-/// How often CPU and memory figures are refreshed.
-pub const USAGE_REFRESH: Duration = Duration::from_secs(5);
 
 /// Something that wakes the loop.
 pub enum Event {
@@ -71,16 +70,14 @@ enum Phase {
     Ready,
     /// Running but not ready after its startup grace.
     Unhealthy(String),
-    /// Exited; starts again at this time.
+    /// Exited; starts again at this time (once its dependencies are ready).
     Backoff(Instant),
     /// Failed too often (or with a "prevent" code); `chainctl restart` clears it.
     GivenUp(String),
-    /// Signalled; SIGKILL at the deadline.
-    Stopping {
-        deadline: Instant,
-        after: After,
-        killed: bool,
-    },
+    /// Signalled; SIGKILL at the deadline (and on every tick after it).
+    Stopping { deadline: Instant, after: After },
+    /// Exited cleanly and its policy does not restart it: dependents may go on.
+    Completed(String),
     /// Not running and not meant to be.
     Stopped(String),
 }
@@ -95,6 +92,8 @@ struct Svc {
     history: History,
     /// Main process gone but group members left: SIGKILL them at this time.
     leftovers_deadline: Option<Instant>,
+    /// The next start is a restart (counted) rather than a first start.
+    restart_pending: bool,
 }
 
 impl Svc {
@@ -108,6 +107,7 @@ impl Svc {
             last_exit: None,
             history: History::default(),
             leftovers_deadline: None,
+            restart_pending: false,
         }
     }
 
@@ -120,16 +120,30 @@ impl Svc {
             Phase::Backoff(_) => "backoff",
             Phase::GivenUp(_) => "given-up",
             Phase::Stopping { .. } => "stopping",
-            Phase::Stopped(_) => "stopped",
+            Phase::Completed(_) | Phase::Stopped(_) => "stopped",
         }
+    }
+
+    /// Whether services that depend on this one may start.
+    fn satisfies_dependents(&self) -> bool {
+        matches!(self.phase, Phase::Ready | Phase::Completed(_))
+    }
+
+    /// Whether this one cannot become ready without outside help (or a long backoff),
+    /// so its dependents are blocked rather than about to start.
+    fn blocks_dependents(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::GivenUp(_) | Phase::Stopped(_) | Phase::Unhealthy(_) | Phase::Backoff(_)
+        )
     }
 }
 
-/// Re-reads the profile and plans again, given the services now running (whose ports stay).
-pub type Reloader = Box<dyn FnMut(&[String]) -> anyhow::Result<Plan>>;
-
 /// Reports progress while `up` waits for the network to come up.
 pub type Progress = Box<dyn FnMut(&StatusReport, &[(String, String)])>;
+
+/// Re-reads the profile and plans again, given the services now running (whose ports stay).
+pub type Reloader = Box<dyn FnMut(&[String]) -> anyhow::Result<Plan>>;
 
 /// The supervisor of one state dir.
 pub struct Supervisor {
@@ -147,11 +161,12 @@ pub struct Supervisor {
     progress: Option<Progress>,
     last_states: BTreeMap<String, String>,
     boot_id: String,
+    /// Whether the state file may be written (not in unit tests).
+    persisting: bool,
 }
 
 impl Supervisor {
-    /// A supervisor for `plan`. `reloader` re-reads the profile and plans again, given the
-    /// names of services that are running (their ports must not move).
+    /// A supervisor for `plan`. `reloader` re-reads the profile and plans again.
     pub fn new(
         layout: Layout,
         plan: Plan,
@@ -174,6 +189,7 @@ impl Supervisor {
             progress: None,
             last_states: BTreeMap::new(),
             boot_id: procinfo::boot_id(),
+            persisting: true,
         }
     }
 
@@ -184,8 +200,9 @@ impl Supervisor {
     }
 
     /// Takes over the services an earlier supervisor recorded in the state file: live ones
-    /// are adopted (not restarted), dead ones are noticed and handled by the policy,
-    /// ones no longer in the profile are stopped.
+    /// are adopted (not restarted), dead ones are noticed and handled by the policy (what is
+    /// left of their process group is stopped first), ones no longer in the profile are
+    /// stopped. If that supervisor was killed, given-up and completed services stay so.
     pub fn adopt(&mut self, previous: Option<StateFile>) {
         let Some(prev) = previous else { return };
         if prev.boot_id != self.boot_id {
@@ -194,22 +211,43 @@ impl Supervisor {
         }
         let now = Instant::now();
         for (name, rec) in prev.services {
-            let Some(h) = rec.handle else { continue };
             let idx = self.services.iter().position(|s| s.plan.name == name);
-            if !self.backend.adopt(&h) {
+            let same_spec =
+                idx.is_some_and(|i| self.services[i].plan.spec_hash == rec.plan.spec_hash);
+            let Some(h) = rec.handle else {
+                if let (Some(i), false, true) = (idx, prev.clean_shutdown, same_spec) {
+                    let s = &mut self.services[i];
+                    s.restarts = rec.restarts;
+                    s.last_exit = rec.last_exit;
+                    if let Some(why) = rec.given_up {
+                        info!(service = %name, "stays given up (from before chainctl restarted)");
+                        s.phase = Phase::GivenUp(why);
+                    } else if let Some(how) = rec.completed {
+                        s.phase = Phase::Completed(how);
+                    }
+                }
+                continue;
+            };
+            let since = rec
+                .started_at_ms
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+                .unwrap_or_else(SystemTime::now);
+            let elapsed = SystemTime::now().duration_since(since).unwrap_or_default();
+            let started = (now.checked_sub(elapsed).unwrap_or(now), since);
+            let alive = self.backend.adopt(&h);
+            if !alive && !self.backend.group_alive(&h) {
                 warn!(service = %name, pid = h.pid, "died while chainctl was not running");
                 if let Some(i) = idx {
                     let s = &mut self.services[i];
                     s.restarts = rec.restarts;
                     s.last_exit = Some(Exit::Unknown);
-                    // It crashed unseen: count it as a failure for the policy.
-                    let up = Duration::ZERO;
+                    s.restart_pending = true;
                     let unit = rand::thread_rng().gen::<f64>();
                     s.phase = match policy::on_exit(
                         &s.plan.restart,
                         &mut s.history,
                         Exit::Unknown,
-                        up,
+                        elapsed,
                         now,
                         unit,
                     ) {
@@ -222,38 +260,36 @@ impl Supervisor {
                 }
                 continue;
             }
-            let since = rec
-                .started_at_ms
-                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
-                .unwrap_or_else(SystemTime::now);
-            let elapsed = SystemTime::now().duration_since(since).unwrap_or_default();
-            let started = (now.checked_sub(elapsed).unwrap_or(now), since);
-            info!(service = %name, pid = h.pid, "adopted running service");
-            match idx {
-                Some(i) => {
-                    let s = &mut self.services[i];
-                    s.handle = Some(h);
-                    s.started = Some(started);
-                    s.restarts = rec.restarts;
-                    s.last_exit = rec.last_exit;
-                    s.phase = Phase::Starting;
-                    if rec.plan.spec_hash != s.plan.spec_hash {
-                        info!(service = %name, "its definition changed while chainctl was down: restarting it");
-                        let next = Box::new(s.plan.clone());
-                        s.plan = rec.plan;
-                        self.begin_stop(i, After::Restart(next));
-                    }
-                }
+            let i = match idx {
+                Some(i) => i,
                 None => {
-                    info!(service = %name, "no longer in the profile: stopping it");
-                    let mut s = Svc::new(rec.plan);
-                    s.handle = Some(h);
-                    s.started = Some(started);
-                    s.phase = Phase::Starting;
-                    self.services.push(s);
-                    let i = self.services.len() - 1;
-                    self.begin_stop(i, After::Remove);
+                    self.services.push(Svc::new(rec.plan.clone()));
+                    self.services.len() - 1
                 }
+            };
+            let s = &mut self.services[i];
+            s.handle = Some(h);
+            s.started = Some(started);
+            s.restarts = rec.restarts;
+            s.last_exit = rec.last_exit;
+            s.phase = Phase::Starting;
+            if !alive {
+                warn!(service = %name, pid = h.pid, "died while chainctl was not running, leaving processes in its group: stopping them, then restarting it");
+                s.last_exit = Some(Exit::Unknown);
+                s.restart_pending = true;
+                let next = Box::new(s.plan.clone());
+                s.plan = rec.plan;
+                self.begin_stop(i, After::Restart(next), now);
+            } else if idx.is_none() {
+                info!(service = %name, pid = h.pid, "adopted, but no longer in the profile: stopping it");
+                self.begin_stop(i, After::Remove, now);
+            } else if !same_spec {
+                info!(service = %name, pid = h.pid, "adopted, but its definition changed while chainctl was down: restarting it");
+                let next = Box::new(s.plan.clone());
+                s.plan = rec.plan;
+                self.begin_stop(i, After::Restart(next), now);
+            } else {
+                info!(service = %name, pid = h.pid, "adopted running service");
             }
         }
     }
@@ -262,32 +298,14 @@ impl Supervisor {
     pub fn run(mut self, rx: Receiver<Event>) -> anyhow::Result<()> {
         let mut interrupts = 0;
         loop {
-            self.step(Instant::now());
+            let now = Instant::now();
+            self.step(now);
             self.persist();
             self.report_progress();
             if self.shutting_down && self.services.iter().all(|s| s.handle.is_none()) {
                 break;
             }
-            let busy = self.services.iter().any(|s| {
-                matches!(
-                    s.phase,
-                    Phase::Starting | Phase::Stopping { .. } | Phase::Waiting
-                )
-            }) || self.reload_at.is_some()
-                || self.services.iter().any(|s| s.leftovers_deadline.is_some());
-            let next_backoff = self
-                .services
-                .iter()
-                .filter_map(|s| match s.phase {
-                    Phase::Backoff(t) => Some(t.saturating_duration_since(Instant::now())),
-                    _ => None,
-                })
-                .min();
-            let mut wait = if busy { BUSY_TICK } else { IDLE_TICK };
-            if let Some(b) = next_backoff {
-                wait = wait.min(b.max(Duration::from_millis(5)));
-            }
-            match rx.recv_timeout(wait) {
+            match rx.recv_timeout(self.next_wake(Instant::now())) {
                 Ok(Event::Child) | Err(RecvTimeoutError::Timeout) => {}
                 Ok(Event::Shutdown) => {
                     interrupts += 1;
@@ -296,8 +314,8 @@ impl Supervisor {
                         self.shutting_down = true;
                     } else {
                         warn!("second interrupt: killing every service now");
-                        for i in 0..self.services.len() {
-                            if let Some(h) = self.services[i].handle {
+                        for s in &self.services {
+                            if let Some(h) = s.handle {
                                 self.backend.kill(&h);
                             }
                         }
@@ -307,15 +325,45 @@ impl Supervisor {
                     self.reload_at = Some(Instant::now() + Duration::from_millis(300))
                 }
                 Ok(Event::Control(req, reply)) => {
-                    let resp = self.control(req);
+                    let resp = self.control(req, Instant::now());
                     let _ = reply.send(resp);
                 }
                 Err(RecvTimeoutError::Disconnected) => self.shutting_down = true,
             }
         }
-        self.persist();
+        let known: Vec<i32> = self
+            .services
+            .iter()
+            .filter_map(|s| s.handle)
+            .flat_map(|h| [Some(h.pid), h.relay_pid])
+            .flatten()
+            .collect();
+        self.backend.cleanup(&known);
+        self.persist_final();
         info!("all services stopped");
         Ok(())
+    }
+
+    /// How long the loop may sleep: short while something is in motion, until the next
+    /// due backoff, else the idle tick. A restart blocked on a dependency waits for that
+    /// dependency's own progress, so it never spins.
+    fn next_wake(&self, now: Instant) -> Duration {
+        let moving = self.reload_at.is_some()
+            || self.services.iter().any(|s| {
+                matches!(s.phase, Phase::Starting | Phase::Stopping { .. })
+                    || s.leftovers_deadline.is_some()
+            })
+            || (self.shutting_down && self.services.iter().any(|s| s.handle.is_some()));
+        let mut wait = if moving { BUSY_TICK } else { IDLE_TICK };
+        for s in &self.services {
+            if let Phase::Backoff(t) = s.phase {
+                wait = wait.min(
+                    t.saturating_duration_since(now)
+                        .max(Duration::from_millis(5)),
+                );
+            }
+        }
+        wait
     }
 
     /// One pass: collect exits, then move every service one step toward where it should be.
@@ -326,13 +374,15 @@ impl Supervisor {
         }
         if self.reload_at.is_some_and(|t| now >= t) {
             self.reload_at = None;
-            self.reload();
+            if !self.shutting_down {
+                self.reload(now);
+            }
         }
         for i in 0..self.services.len() {
             self.advance(i, now);
         }
         if self.shutting_down {
-            self.stop_in_order();
+            self.stop_in_order(now);
         }
         self.services
             .retain(|s| !matches!(&s.phase, Phase::Stopped(w) if w == REMOVED));
@@ -347,11 +397,11 @@ impl Supervisor {
             debug!(pid, %exit, "reaped a process that is not a service (log relay or orphan)");
             return;
         };
-        let name = self.services[i].plan.name.clone();
         let s = &mut self.services[i];
+        let name = s.plan.name.clone();
         let uptime = s
             .started
-            .map(|(t, _)| now.duration_since(t))
+            .map(|(t, _)| now.saturating_duration_since(t))
             .unwrap_or_default();
         s.last_exit = Some(exit);
         if let Phase::Stopping { .. } = s.phase {
@@ -361,34 +411,33 @@ impl Supervisor {
         let h = s.handle.expect("matched by handle");
         if self.backend.group_alive(&h) {
             // Leave no orphans: the rest of the group gets a short grace, then SIGKILL.
+            warn!(service = %name, "its main process exited, leaving processes in its group: SIGTERM, then SIGKILL in {LEFTOVER_GRACE:?}");
             let _ = self.backend.signal(&h, crate::profile::StopSignal::Term);
             self.services[i].leftovers_deadline = Some(now + LEFTOVER_GRACE);
         }
         let s = &mut self.services[i];
+        if s.leftovers_deadline.is_none() {
+            s.handle = None;
+        }
         if self.shutting_down {
             s.phase = Phase::Stopped(format!("{exit} during shutdown"));
-            s.handle = if s.leftovers_deadline.is_some() {
-                Some(h)
-            } else {
-                None
-            };
             return;
         }
         let unit = rand::thread_rng().gen::<f64>();
-        let decision = policy::on_exit(&s.plan.restart, &mut s.history, exit, uptime, now, unit);
-        s.handle = if s.leftovers_deadline.is_some() {
-            Some(h)
-        } else {
-            None
-        };
-        match decision {
+        match policy::on_exit(&s.plan.restart, &mut s.history, exit, uptime, now, unit) {
             Decision::Restart(d) => {
                 warn!(service = %name, pid, %exit, uptime_ms = uptime.as_millis() as u64, delay_ms = d.as_millis() as u64, "exited; restarting after backoff");
                 s.phase = Phase::Backoff(now + d);
+                s.restart_pending = true;
             }
             Decision::Done => {
-                info!(service = %name, pid, %exit, "exited; restart policy does not restart it");
-                s.phase = Phase::Stopped(format!("{exit}"));
+                info!(service = %name, pid, %exit, "exited; its restart policy does not restart it");
+                let success = matches!(exit, Exit::Code(c) if s.plan.restart.success_exit_codes.contains(&i64::from(c)));
+                s.phase = if success {
+                    Phase::Completed(format!("{exit}"))
+                } else {
+                    Phase::Stopped(format!("{exit}"))
+                };
             }
             Decision::GiveUp(why) => {
                 error!(service = %name, pid, %exit, reason = %why, "given up");
@@ -397,16 +446,16 @@ impl Supervisor {
         }
     }
 
+    fn dep(&self, name: &str) -> Option<&Svc> {
+        self.services.iter().find(|s| s.plan.name == name)
+    }
+
     fn deps_ready(&self, i: usize) -> bool {
-        self.services[i].plan.depends_on.iter().all(|d| {
-            self.services
-                .iter()
-                .find(|s| &s.plan.name == d)
-                .is_none_or(|s| {
-                    matches!(s.phase, Phase::Ready)
-                        || matches!(&s.phase, Phase::Stopped(w) if w.starts_with("exit code 0"))
-                })
-        })
+        self.services[i]
+            .plan
+            .depends_on
+            .iter()
+            .all(|d| self.dep(d).is_none_or(Svc::satisfies_dependents))
     }
 
     fn advance(&mut self, i: usize, now: Instant) {
@@ -427,29 +476,24 @@ impl Supervisor {
         let phase = self.services[i].phase.clone();
         match phase {
             Phase::Waiting if !self.shutting_down && self.deps_ready(i) => self.start(i, now),
-            Phase::Backoff(t) if !self.shutting_down && now >= t && self.deps_ready(i) => {
-                self.services[i].restarts += 1;
-                self.start(i, now);
+            Phase::Backoff(t) if !self.shutting_down && now >= t => {
+                if self.deps_ready(i) {
+                    self.start(i, now);
+                } else {
+                    // Its dependency is down: wait for it rather than poll a due timer.
+                    self.services[i].phase = Phase::Waiting;
+                }
             }
             Phase::Starting | Phase::Unhealthy(_) => self.check_ready(i, now),
-            Phase::Stopping {
-                deadline,
-                after,
-                killed,
-            } => {
+            Phase::Stopping { deadline, after } => {
                 let h = self.services[i].handle;
-                let alive = h.is_some_and(|h| self.backend.group_alive(&h));
-                if !alive {
+                if !h.is_some_and(|h| self.backend.group_alive(&h)) {
                     self.finish_stop(i, after, now);
-                } else if now >= deadline && !killed {
-                    let s = &mut self.services[i];
+                } else if now >= deadline {
+                    // Repeated on every tick: a process may be stopped or in a syscall.
+                    let s = &self.services[i];
                     warn!(service = %s.plan.name, grace_s = s.plan.stop_grace.get().as_secs(), "did not stop within its grace: SIGKILL to its process group");
                     self.backend.kill(&h.expect("alive"));
-                    s.phase = Phase::Stopping {
-                        deadline,
-                        after,
-                        killed: true,
-                    };
                 }
             }
             _ => {}
@@ -458,16 +502,22 @@ impl Supervisor {
 
     fn start(&mut self, i: usize, now: Instant) {
         let s = &mut self.services[i];
+        if std::mem::take(&mut s.restart_pending) {
+            s.restarts += 1;
+        }
         match self.backend.start(&s.plan) {
             Ok(h) => {
                 info!(service = %s.plan.name, pid = h.pid, argv = ?s.plan.argv, "started");
                 s.handle = Some(h);
                 s.started = Some((now, SystemTime::now()));
                 s.phase = Phase::Starting;
+                // Record the pid at once, so a supervisor killed right now cannot lose it.
+                self.persist();
             }
             Err(why) => {
                 let unit = rand::thread_rng().gen::<f64>();
                 s.last_exit = Some(Exit::Code(127));
+                s.restart_pending = true;
                 match policy::on_exit(
                     &s.plan.restart,
                     &mut s.history,
@@ -482,7 +532,7 @@ impl Supervisor {
                     }
                     Decision::Done | Decision::GiveUp(_) => {
                         error!(service = %s.plan.name, error = %why, "cannot start; given up");
-                        s.phase = Phase::GivenUp(why);
+                        s.phase = Phase::GivenUp(format!("cannot start: {why}"));
                     }
                 }
             }
@@ -492,7 +542,7 @@ impl Supervisor {
     fn check_ready(&mut self, i: usize, now: Instant) {
         let s = &mut self.services[i];
         let Some((t0, _)) = s.started else { return };
-        let up = now.duration_since(t0);
+        let up = now.saturating_duration_since(t0);
         let ready = if s.plan.ready_ports.is_empty() {
             up >= PORTLESS_READY_AFTER
         } else {
@@ -510,11 +560,11 @@ impl Supervisor {
             }
             s.phase = Phase::Ready;
         } else if s.phase == Phase::Starting && up >= s.plan.startup_grace.get() {
-            let closed: Vec<String> = s.plan.ready_ports.iter().map(|p| p.to_string()).collect();
+            let ports: Vec<String> = s.plan.ready_ports.iter().map(|p| p.to_string()).collect();
             let why = format!(
                 "not ready after {}: port(s) {} on {} refuse connections; see `chainctl logs {}`",
                 s.plan.startup_grace,
-                closed.join(", "),
+                ports.join(", "),
                 s.plan.ready_host,
                 s.plan.name
             );
@@ -523,19 +573,24 @@ impl Supervisor {
         }
     }
 
-    fn begin_stop(&mut self, i: usize, after: After) {
-        let now = Instant::now();
+    /// Signals a running service to stop (or just retargets a stop already under way).
+    fn begin_stop(&mut self, i: usize, after: After, now: Instant) {
         let s = &mut self.services[i];
+        if let Phase::Stopping { deadline, .. } = s.phase {
+            // Already stopping: keep its deadline, change only what follows.
+            s.phase = Phase::Stopping { deadline, after };
+            return;
+        }
         match s.handle {
             Some(h) => {
                 info!(service = %s.plan.name, pid = h.pid, signal = ?s.plan.stop_signal, grace_s = s.plan.stop_grace.get().as_secs(), "stopping");
                 if let Err(e) = self.backend.signal(&h, s.plan.stop_signal) {
                     warn!(service = %s.plan.name, error = %e, "cannot signal");
                 }
+                s.leftovers_deadline = None;
                 s.phase = Phase::Stopping {
                     deadline: now + s.plan.stop_grace.get(),
                     after,
-                    killed: false,
                 };
             }
             None => self.finish_stop(i, after, now),
@@ -557,13 +612,25 @@ impl Supervisor {
                 }
             }
         }
+        self.persist();
     }
 
     /// During shutdown: stop each service once nothing that depends on it still runs.
-    fn stop_in_order(&mut self) {
+    fn stop_in_order(&mut self, now: Instant) {
         for i in (0..self.services.len()).rev() {
             let name = self.services[i].plan.name.clone();
             let s = &self.services[i];
+            if let Phase::Stopping {
+                deadline,
+                after: After::Restart(_) | After::Remove,
+            } = s.phase
+            {
+                self.services[i].phase = Phase::Stopping {
+                    deadline,
+                    after: After::Rest,
+                };
+                continue;
+            }
             if matches!(s.phase, Phase::Stopping { .. }) {
                 continue;
             }
@@ -573,20 +640,17 @@ impl Supervisor {
                 }
                 continue;
             }
-            if s.leftovers_deadline.is_some() {
-                continue;
-            }
             let dependents_running = self
                 .services
                 .iter()
                 .any(|o| o.handle.is_some() && o.plan.depends_on.contains(&name));
             if !dependents_running {
-                self.begin_stop(i, After::Rest);
+                self.begin_stop(i, After::Rest, now);
             }
         }
     }
 
-    fn reload(&mut self) {
+    fn reload(&mut self, now: Instant) {
         let running: Vec<String> = self
             .services
             .iter()
@@ -601,42 +665,42 @@ impl Supervisor {
             }
         };
         info!("profile changed: reconciling");
-        let now = Instant::now();
         let mut order = Vec::new();
         for new in plan.services {
             order.push(new.name.clone());
-            match self.services.iter().position(|s| s.plan.name == new.name) {
-                None => {
-                    info!(service = %new.name, "added");
-                    self.services.push(Svc::new(new));
+            let Some(i) = self.services.iter().position(|s| s.plan.name == new.name) else {
+                info!(service = %new.name, "added");
+                self.services.push(Svc::new(new));
+                continue;
+            };
+            let s = &mut self.services[i];
+            let removing = matches!(
+                s.phase,
+                Phase::Stopping {
+                    after: After::Remove,
+                    ..
                 }
-                Some(i) if self.services[i].plan.spec_hash != new.spec_hash => {
-                    info!(service = %new.name, "changed: restarting it alone");
-                    let s = &mut self.services[i];
-                    s.history.clear();
-                    if s.handle.is_some() {
-                        self.begin_stop(i, After::Restart(Box::new(new)));
-                    } else {
-                        s.plan = new;
-                        s.phase = Phase::Waiting;
-                        let _ = now;
-                    }
+            );
+            if s.plan.spec_hash == new.spec_hash && !removing {
+                // Same process definition: new restart/stop settings apply from now on.
+                s.plan = new;
+                continue;
+            }
+            info!(service = %new.name, "changed: restarting it alone");
+            s.history.clear();
+            if s.handle.is_some() {
+                self.begin_stop(i, After::Restart(Box::new(new)), now);
+            } else {
+                s.plan = new;
+                if !matches!(s.phase, Phase::Stopping { .. }) {
+                    s.phase = Phase::Waiting;
                 }
-                Some(_) => {}
             }
         }
         for i in 0..self.services.len() {
-            if !order.contains(&self.services[i].plan.name)
-                && !matches!(
-                    self.services[i].phase,
-                    Phase::Stopping {
-                        after: After::Remove,
-                        ..
-                    }
-                )
-            {
+            if !order.contains(&self.services[i].plan.name) {
                 info!(service = %self.services[i].plan.name, "removed from the profile: stopping it");
-                self.begin_stop(i, After::Remove);
+                self.begin_stop(i, After::Remove, now);
             }
         }
         // Keep start order as the new plan has it; removed ones go last.
@@ -648,7 +712,7 @@ impl Supervisor {
         });
     }
 
-    fn control(&mut self, req: Request) -> Response {
+    fn control(&mut self, req: Request, now: Instant) -> Response {
         match req {
             Request::Status => Response {
                 ok: true,
@@ -660,7 +724,7 @@ impl Supervisor {
                 Response::ok("stopping every service")
             }
             Request::Reload => {
-                self.reload_at = Some(Instant::now());
+                self.reload_at = Some(now);
                 Response::ok("reloading the profile")
             }
             Request::Restart { service } => {
@@ -675,13 +739,13 @@ impl Supervisor {
                 if self.shutting_down {
                     return Response::err("the supervisor is shutting down");
                 }
+                info!(service = %service, "restart requested");
                 let s = &mut self.services[i];
                 s.history.clear();
-                info!(service = %service, "restart requested");
-                if s.handle.is_some() && !matches!(s.phase, Phase::Stopping { .. }) {
+                if s.handle.is_some() {
                     let plan = Box::new(s.plan.clone());
-                    self.begin_stop(i, After::Restart(plan));
-                } else if s.handle.is_none() {
+                    self.begin_stop(i, After::Restart(plan), now);
+                } else {
                     s.phase = Phase::Waiting;
                 }
                 Response::ok(format!("restarting {service}"))
@@ -704,6 +768,44 @@ impl Supervisor {
         self.usage_at = Some(Instant::now());
     }
 
+    /// The state shown to users: `waiting` becomes `blocked` when a dependency is down.
+    fn display_state(&self, s: &Svc) -> (&'static str, Option<String>) {
+        match &s.phase {
+            Phase::Waiting => {
+                let blocking: Vec<String> = s
+                    .plan
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| {
+                        self.dep(d)
+                            .filter(|d| d.blocks_dependents())
+                            .map(|d| format!("{} ({})", d.plan.name, d.state_name()))
+                    })
+                    .collect();
+                if blocking.is_empty() {
+                    let detail = (!s.plan.depends_on.is_empty())
+                        .then(|| format!("waiting for {}", s.plan.depends_on.join(", ")));
+                    ("waiting", detail)
+                } else {
+                    (
+                        "blocked",
+                        Some(format!("waiting for {}", blocking.join(", "))),
+                    )
+                }
+            }
+            Phase::Unhealthy(w) | Phase::GivenUp(w) => (s.state_name(), Some(w.clone())),
+            Phase::Backoff(t) => (
+                s.state_name(),
+                Some(format!(
+                    "restarting in {:.1}s",
+                    t.saturating_duration_since(Instant::now()).as_secs_f64()
+                )),
+            ),
+            Phase::Completed(w) => (s.state_name(), Some(format!("completed: {w}"))),
+            _ => (s.state_name(), None),
+        }
+    }
+
     /// The status of every service.
     pub fn report(&mut self, usage: bool) -> StatusReport {
         if usage
@@ -721,23 +823,14 @@ impl Supervisor {
                 let proc_ = s
                     .handle
                     .and_then(|h| self.sys.process(sysinfo::Pid::from(h.pid as usize)));
+                let (state, detail) = self.display_state(s);
                 ServiceStatus {
                     name: s.plan.name.clone(),
-                    kind: "command".into(),
+                    kind: s.plan.kind.to_string(),
                     backend: backend.clone(),
                     pid: s.handle.map(|h| h.pid),
-                    state: s.state_name().into(),
-                    detail: match &s.phase {
-                        Phase::Unhealthy(w) | Phase::GivenUp(w) => Some(w.clone()),
-                        Phase::Backoff(t) => Some(format!(
-                            "restarting in {:.1}s",
-                            t.saturating_duration_since(Instant::now()).as_secs_f64()
-                        )),
-                        Phase::Waiting if !s.plan.depends_on.is_empty() => {
-                            Some(format!("waiting for {}", s.plan.depends_on.join(", ")))
-                        }
-                        _ => None,
-                    },
+                    state: state.into(),
+                    detail,
                     uptime_secs: s.handle.and(s.started).map(|(_, t)| {
                         SystemTime::now()
                             .duration_since(t)
@@ -768,34 +861,44 @@ impl Supervisor {
         }
     }
 
-    fn persist(&mut self) {
+    fn state_file(&self, clean_shutdown: bool) -> StateFile {
         let services = self
             .services
             .iter()
             .map(|s| {
-                (
-                    s.plan.name.clone(),
-                    ServiceRecord {
-                        plan: s.plan.clone(),
-                        handle: s.handle,
-                        started_at_ms: s.started.map(|(_, t)| {
-                            t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-                        }),
-                        restarts: s.restarts,
-                        last_exit: s.last_exit,
-                        state: s.state_name().into(),
+                let record = ServiceRecord {
+                    plan: s.plan.clone(),
+                    handle: s.handle,
+                    started_at_ms: s.started.map(|(_, t)| {
+                        t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+                    }),
+                    restarts: s.restarts,
+                    last_exit: s.last_exit,
+                    state: s.state_name().into(),
+                    given_up: match &s.phase {
+                        Phase::GivenUp(w) => Some(w.clone()),
+                        _ => None,
                     },
-                )
+                    completed: match &s.phase {
+                        Phase::Completed(w) => Some(w.clone()),
+                        _ => None,
+                    },
+                };
+                (s.plan.name.clone(), record)
             })
             .collect();
-        let st = StateFile {
+        StateFile {
             boot_id: self.boot_id.clone(),
             supervisor_pid: Some(std::process::id() as i32),
             profile_path: self.profile_path.clone(),
             profile: self.profile_name.clone(),
             services,
-        };
-        if self.last_written.as_ref() == Some(&st) {
+            clean_shutdown,
+        }
+    }
+
+    fn write_state(&mut self, st: StateFile) {
+        if !self.persisting || self.last_written.as_ref() == Some(&st) {
             return;
         }
         if let Err(e) = crate::state::write_json(&self.layout.state_file(), &st) {
@@ -803,6 +906,17 @@ impl Supervisor {
             return;
         }
         self.last_written = Some(st);
+    }
+
+    fn persist(&mut self) {
+        let st = self.state_file(false);
+        self.write_state(st);
+    }
+
+    fn persist_final(&mut self) {
+        let mut st = self.state_file(true);
+        st.supervisor_pid = None;
+        self.write_state(st);
     }
 
     fn report_progress(&mut self) {

@@ -75,7 +75,7 @@ pub fn running_services(layout: &Layout) -> Vec<String> {
         .into_iter()
         .filter(|(_, r)| {
             r.handle
-                .is_some_and(|h| crate::procinfo::same_process(h.pid, h.start_ticks))
+                .is_some_and(|h| crate::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks))
         })
         .map(|(n, _)| n)
         .collect()

@@ -92,13 +92,14 @@ fn plan_of(yaml: &str) -> Plan {
 
 fn sup(yaml: &str) -> (Supervisor, Rc<RefCell<Fake>>) {
     let fake = Rc::new(RefCell::new(Fake::default()));
-    let s = Supervisor::new(
+    let mut s = Supervisor::new(
         Layout::new("/nonexistent"),
         plan_of(yaml),
         None,
         Box::new(FakeBackend(fake.clone())),
         Box::new(|_: &[String]| anyhow::bail!("no reload in tests")),
     );
+    s.persisting = false;
     (s, fake)
 }
 
@@ -193,6 +194,11 @@ fn shutdown_stops_dependents_first_and_kills_after_the_grace() {
         fake.borrow().killed.is_empty(),
         "no SIGKILL before the grace"
     );
+    s.step(t1 + Duration::from_millis(20_050));
+    assert!(
+        fake.borrow().killed.is_empty(),
+        "grace counts from the signal (t1 + 0.1 s)"
+    );
     s.step(t1 + Duration::from_millis(20_200));
     assert_eq!(fake.borrow().killed, ["cl"]);
     s.step(t1 + Duration::from_millis(20_300));
@@ -214,9 +220,12 @@ fn restart_request_clears_given_up_and_restarts_a_running_service() {
     s.step(t0);
     assert_eq!(state(&s, "a"), "given-up");
     assert!(
-        s.control(Request::Restart {
-            service: "a".into()
-        })
+        s.control(
+            Request::Restart {
+                service: "a".into()
+            },
+            t0
+        )
         .ok
     );
     s.step(t0 + Duration::from_secs(1));
@@ -225,16 +234,131 @@ fn restart_request_clears_given_up_and_restarts_a_running_service() {
     assert_eq!(state(&s, "a"), "ready");
     // A running service is stopped, then started again.
     assert!(
-        s.control(Request::Restart {
-            service: "a".into()
-        })
+        s.control(
+            Request::Restart {
+                service: "a".into()
+            },
+            t0
+        )
         .ok
     );
     assert_eq!(fake.borrow().signalled, ["a"]);
     s.step(t0 + Duration::from_secs(4));
     assert_eq!(fake.borrow().started.len(), 3);
-    let r = s.control(Request::Restart {
-        service: "zz".into(),
-    });
+    let r = s.control(
+        Request::Restart {
+            service: "zz".into(),
+        },
+        t0,
+    );
     assert!(!r.ok && r.error.unwrap().contains("no service named `zz`; known: a"));
+}
+
+/// A supervisor whose reloads return the plan of `yaml`, as edited by the test.
+fn sup_reloading(yaml: &str) -> (Supervisor, Rc<RefCell<Fake>>, Rc<RefCell<String>>) {
+    let (mut s, fake) = sup(yaml);
+    let text = Rc::new(RefCell::new(yaml.to_string()));
+    let t = text.clone();
+    s.reloader = Box::new(move |_: &[String]| Ok(plan_of(&t.borrow())));
+    (s, fake, text)
+}
+
+#[test]
+fn a_restart_waiting_on_a_given_up_dependency_is_blocked_and_does_not_spin() {
+    let (mut s, fake) = sup(
+        "name: t\nservices:\n  el:\n    command: [x]\n  cl:\n    command: [x]\n    drives: [el]\n",
+    );
+    let t0 = Instant::now();
+    s.step(t0);
+    s.step(t0 + Duration::from_millis(1100));
+    assert_eq!(fake.borrow().started, ["el", "cl"]);
+    // cl crashes (backoff), el exits with a "prevent" code (given up).
+    fake.borrow_mut().alive.clear();
+    fake.borrow_mut()
+        .exits
+        .extend([(2, Exit::Code(1)), (1, Exit::Code(78))]);
+    let t1 = t0 + Duration::from_secs(5);
+    s.step(t1);
+    assert_eq!((state(&s, "el"), state(&s, "cl")), ("given-up", "backoff"));
+    s.step(t1 + Duration::from_secs(3));
+    assert_eq!(
+        state(&s, "cl"),
+        "waiting",
+        "a due restart with a down dependency waits"
+    );
+    assert_eq!(
+        s.next_wake(t1 + Duration::from_secs(3)),
+        IDLE_TICK,
+        "and the loop sleeps"
+    );
+    assert_eq!(s.display_state(&s.services[1]).0, "blocked");
+    assert!(s.report(false).settled());
+    assert_eq!(fake.borrow().started.len(), 2);
+    // Once el is restarted by hand and ready, cl follows, counted as a restart.
+    s.control(
+        Request::Restart {
+            service: "el".into(),
+        },
+        t1,
+    );
+    s.step(t1 + Duration::from_secs(4));
+    s.step(t1 + Duration::from_secs(6));
+    assert_eq!(fake.borrow().started, ["el", "cl", "el", "cl"]);
+    assert_eq!(s.services[1].restarts, 1);
+}
+
+#[test]
+fn reload_restarts_only_changed_services_and_supervisor_settings_restart_nothing() {
+    let base = "name: t\nservices:\n  a:\n    command: [x, '1']\n  b:\n    command: [x, '2']\n";
+    let (mut s, fake, text) = sup_reloading(base);
+    let t0 = Instant::now();
+    s.step(t0);
+    s.step(t0 + Duration::from_millis(1100));
+    *text.borrow_mut() =
+        format!("{base}supervisor:\n  backoff: {{jitter: 0.1}}\n  stop_grace: {{command: 7s}}\n");
+    s.reload(t0 + Duration::from_secs(2));
+    assert!(
+        fake.borrow().signalled.is_empty(),
+        "no restart for supervisor-wide settings"
+    );
+    assert_eq!(
+        s.services[0].plan.stop_grace,
+        crate::profile::Dur::secs(7),
+        "new settings apply in place"
+    );
+    *text.borrow_mut() = base.replace("'2'", "'3'");
+    s.reload(t0 + Duration::from_secs(3));
+    assert_eq!(fake.borrow().signalled, ["b"]);
+    s.step(t0 + Duration::from_secs(4));
+    assert_eq!(fake.borrow().started, ["a", "b", "b"]);
+    assert_eq!(s.services[1].plan.argv, ["x", "3"]);
+}
+
+#[test]
+fn edits_during_a_slow_stop_keep_its_deadline_and_a_readded_service_comes_back() {
+    let yaml = "name: t\nservices:\n  a:\n    command: [x]\n  slow:\n    command: [x]\n    stop: {grace: 10s}\n";
+    let (mut s, fake, text) = sup_reloading(yaml);
+    fake.borrow_mut().stubborn.push("slow".into());
+    let t0 = Instant::now();
+    s.step(t0);
+    s.step(t0 + Duration::from_millis(1100));
+    // Remove `slow`: it is signalled and has 10 s.
+    *text.borrow_mut() = "name: t\nservices:\n  a:\n    command: [x]\n".into();
+    s.reload(t0 + Duration::from_secs(2));
+    assert_eq!(fake.borrow().signalled, ["slow"]);
+    // Re-add it while it is still stopping: no second signal, the deadline stays.
+    *text.borrow_mut() = yaml.into();
+    s.reload(t0 + Duration::from_secs(5));
+    assert_eq!(fake.borrow().signalled, ["slow"]);
+    s.step(t0 + Duration::from_millis(11_900));
+    assert!(fake.borrow().killed.is_empty());
+    s.step(t0 + Duration::from_millis(12_100));
+    assert_eq!(fake.borrow().killed, ["slow"]);
+    // It is restarted rather than forgotten.
+    s.step(t0 + Duration::from_millis(12_200));
+    assert_eq!(fake.borrow().started, ["a", "slow", "slow"]);
+    assert!(s
+        .services
+        .iter()
+        .any(|x| x.plan.name == "slow" && x.state_name() == "starting"));
 }
