@@ -2,7 +2,7 @@
 //! touching the host, and with the real bind probe on every candidate.
 
 use chainctl::ports::{
-    allocate, AllocInput, Allocation, BindProbe, HostProbe, NoProbe, PortRequest,
+    allocate, AllocInput, Allocation, BindProbe, HostPorts, HostProbe, NoProbe, PortRequest,
 };
 use chainctl::profile::Protocol;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -53,7 +53,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("from persisted allocation, no host probe", |b| {
         b.iter(|| run(&reqs, &previous, &NoProbe))
     });
-    g.bench_function("fresh, bind probe on the host", |b| {
+    g.bench_function(
+        "fresh, host socket tables read and probed (what `up` does)",
+        |b| b.iter(|| run(&reqs, &empty, &HostPorts::read())),
+    );
+    g.bench_function("fresh, a real bind per candidate", |b| {
         b.iter(|| run(&reqs, &empty, &BindProbe))
     });
     g.finish();

@@ -23,6 +23,17 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Proportional set size: shared pages (the chainctl binary's text) divided among the
+/// processes that map them, so a sum over processes is the real memory used.
+fn pss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo test --benches asks for a list; nothing to list.
@@ -76,10 +87,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let hz = 100.0; // USER_HZ on Linux
-    let cpu = (cpu_ticks(pid) - c0) as f64 / hz / w0.elapsed().as_secs_f64() * 100.0;
+    let ticks = cpu_ticks(pid) - c0;
+    let cpu = ticks as f64 / hz / w0.elapsed().as_secs_f64() * 100.0;
     // The log relays: one small process per service, outside the supervisor.
     let state_s = state.display().to_string();
-    let relay_kb: Vec<u64> = std::fs::read_dir("/proc")
+    let relay_pids: Vec<u32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -88,8 +100,9 @@ fn main() {
             let cmd = String::from_utf8_lossy(&cmd);
             cmd.contains("log-relay") && cmd.contains(&state_s)
         })
-        .map(rss_kb)
         .collect();
+    let relay_kb: Vec<u64> = relay_pids.iter().map(|p| rss_kb(*p)).collect();
+    let relay_pss: u64 = relay_pids.iter().map(|p| pss_kb(*p)).sum();
     println!(
         "supervisor overhead, 50 idle services ({ready} ready, up --detach took {:.2}s):",
         up_time.as_secs_f64()
@@ -98,12 +111,16 @@ fn main() {
         "  supervisor RSS: {:.1} MB (peak over {secs}s; target < 30 MB)",
         peak as f64 / 1024.0
     );
-    println!("  supervisor CPU: {cpu:.3} % of one core (target < 1 %)");
     println!(
-        "  log relays: {} processes, {:.1} MB RSS each on average, {:.1} MB in all",
+        "  supervisor CPU: {cpu:.3} % of one core ({ticks} clock ticks of 10 ms in {:.0}s; target < 1 %)",
+        w0.elapsed().as_secs_f64()
+    );
+    println!("  supervisor PSS: {:.1} MB", pss_kb(pid) as f64 / 1024.0);
+    println!(
+        "  log relays: {} processes, RSS {:.1} MB each (mostly the shared binary), PSS {:.1} MB in all",
         relay_kb.len(),
         relay_kb.iter().sum::<u64>() as f64 / 1024.0 / relay_kb.len().max(1) as f64,
-        relay_kb.iter().sum::<u64>() as f64 / 1024.0
+        relay_pss as f64 / 1024.0
     );
     cc(&["down"]);
 }

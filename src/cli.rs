@@ -629,7 +629,8 @@ fn inspect_plan(
 }
 
 fn validate(file: Option<&Path>, state_dir: Option<&Path>, output: Output) -> Result<ExitCode> {
-    let (loaded, _layout, plan, persisted) = inspect_plan(file, state_dir, &BindProbe)?;
+    let (loaded, _layout, plan, persisted) =
+        inspect_plan(file, state_dir, &crate::ports::HostPorts::read())?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(ExitCode::SUCCESS);
@@ -713,7 +714,13 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
     let persisted = state::read_json::<PortsFile>(&layout.ports_file())?;
     let alloc = match &persisted {
         Some(p) => p.services.clone(),
-        None => setup::allocate(&loaded, &layout, &[], &BindProbe, false)?,
+        None => setup::allocate(
+            &loaded,
+            &layout,
+            &[],
+            &crate::ports::HostPorts::read(),
+            false,
+        )?,
     };
     // Our own services' pids and groups, so a port held by them is not a conflict.
     let ours: Vec<(String, i32)> = state::read_json::<StateFile>(&layout.state_file())?

@@ -68,6 +68,10 @@ pub enum PortError {
 pub trait HostProbe {
     /// `Some(reason)` if binding `port` for `protocol` would fail.
     fn busy(&self, port: u16, protocol: Protocol) -> Option<String>;
+    /// The same for a port the user pinned (by default the same check).
+    fn busy_pinned(&self, port: u16, protocol: Protocol) -> Option<String> {
+        self.busy(port, protocol)
+    }
 }
 
 /// A probe that finds every port free (for planning without touching the host).
@@ -110,6 +114,100 @@ impl HostProbe for BindProbe {
                 .unwrap_or_default();
             Some(format!("{}{}", why.join(", "), holder))
         }
+    }
+}
+
+/// The host's sockets read once from `/proc/net/{tcp,tcp6,udp,udp6}`: every socket of
+/// this network namespace, listening or bound, whatever its owner. One read, then each
+/// lookup is a bit test, so allocating thousands of ports costs microseconds; ports a
+/// user pinned are still checked with a real bind ([`BindProbe`]).
+pub struct SnapshotProbe {
+    tcp: Vec<u64>,
+    udp: Vec<u64>,
+}
+
+impl SnapshotProbe {
+    /// Reads the socket tables now.
+    pub fn read() -> Self {
+        let mut p = SnapshotProbe {
+            tcp: vec![0; 1024],
+            udp: vec![0; 1024],
+        };
+        for (file, tcp) in [
+            ("/proc/net/tcp", true),
+            ("/proc/net/tcp6", true),
+            ("/proc/net/udp", false),
+            ("/proc/net/udp6", false),
+        ] {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                    continue;
+                };
+                // TIME_WAIT (06) does not stop a server that sets SO_REUSEADDR, as all do.
+                if tcp && *state == "06" {
+                    continue;
+                }
+                let Some(port) = local
+                    .rsplit_once(':')
+                    .and_then(|(_, h)| u16::from_str_radix(h, 16).ok())
+                else {
+                    continue;
+                };
+                let bits = if tcp { &mut p.tcp } else { &mut p.udp };
+                bits[port as usize / 64] |= 1 << (port % 64);
+            }
+        }
+        p
+    }
+}
+
+impl HostProbe for SnapshotProbe {
+    fn busy(&self, port: u16, protocol: Protocol) -> Option<String> {
+        let has = |bits: &[u64]| bits[port as usize / 64] & (1 << (port % 64)) != 0;
+        let tcp = protocol.tcp() && has(&self.tcp);
+        let udp = protocol.udp() && has(&self.udp);
+        if !tcp && !udp {
+            return None;
+        }
+        let what = match (tcp, udp) {
+            (true, true) => "tcp and udp in use",
+            (true, false) => "tcp in use",
+            _ => "udp in use",
+        };
+        let holder = crate::procinfo::port_holder(port, protocol)
+            .map(|h| format!(" by {h}"))
+            .unwrap_or_default();
+        Some(format!("{what}{holder}"))
+    }
+}
+
+/// The probe allocation uses: the socket-table snapshot for new ports, a real bind for
+/// pinned ones (where the kernel's own answer is worth the cost).
+pub struct HostPorts {
+    snapshot: SnapshotProbe,
+}
+
+impl HostPorts {
+    /// Reads the host's socket tables.
+    pub fn read() -> Self {
+        HostPorts {
+            snapshot: SnapshotProbe::read(),
+        }
+    }
+}
+
+impl HostProbe for HostPorts {
+    fn busy(&self, port: u16, protocol: Protocol) -> Option<String> {
+        self.snapshot.busy(port, protocol)
+    }
+    fn busy_pinned(&self, port: u16, protocol: Protocol) -> Option<String> {
+        BindProbe
+            .busy(port, protocol)
+            .or_else(|| self.snapshot.busy(port, protocol))
     }
 }
 
@@ -214,7 +312,7 @@ pub fn allocate(
     for r in reqs {
         let Some(port) = r.pinned else { continue };
         if !(input.running)(&r.service) {
-            if let Some(why) = input.probe.busy(port, r.protocol) {
+            if let Some(why) = input.probe.busy_pinned(port, r.protocol) {
                 let holder = why
                     .split_once(" by ")
                     .map(|(_, h)| format!(" by {h}"))

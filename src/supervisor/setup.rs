@@ -6,7 +6,7 @@ use super::{Event, Progress, Supervisor};
 use crate::control::{Request, Response};
 use crate::layout::{default_state_dir, Layout};
 use crate::plan::{self, Plan};
-use crate::ports::{self, AllocInput, Allocation, BindProbe, HostProbe};
+use crate::ports::{self, AllocInput, Allocation, HostPorts, HostProbe};
 use crate::profile::{self, Loaded, Source};
 use crate::runtime::process::ProcessBackend;
 use crate::state::{self, PortsFile, StateFile};
@@ -148,7 +148,7 @@ pub fn prepare(
 ) -> Result<(Loaded, Layout, Plan)> {
     let loaded = load(profile)?;
     let layout = layout(&loaded, state_dir);
-    let alloc = allocate(&loaded, &layout, running, &BindProbe, true)?;
+    let alloc = allocate(&loaded, &layout, running, &HostPorts::read(), true)?;
     let plan = plan::build(&loaded.profile, &layout, &alloc, &base_dir(&loaded))?;
     for d in [layout.data_root(), layout.log_dir()] {
         crate::secrets::private_dir(&d)
