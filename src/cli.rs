@@ -396,7 +396,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                     .is_some_and(|h| crate::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks));
             services.push(ServiceStatus {
                 name: r.plan.name.clone(),
-                kind: "command".into(),
+                kind: r.plan.kind.to_string(),
                 backend: "process".into(),
                 pid: if alive { r.handle.map(|h| h.pid) } else { None },
                 state: if alive { "running".into() } else { "stopped".into() },
