@@ -129,6 +129,18 @@ pub enum Command {
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
     },
+    /// Render the plan as files other tools run: systemd units or a compose project.
+    Render {
+        /// What to render.
+        #[arg(value_enum)]
+        what: RenderWhat,
+        /// Output directory (created if missing).
+        #[arg(short, long)]
+        out: PathBuf,
+        /// The user systemd units run as.
+        #[arg(long, default_value = "chainctl")]
+        user: String,
+    },
     /// Internal: copy stdin to a size-rotated log file.
     #[command(hide = true)]
     LogRelay {
@@ -142,6 +154,15 @@ pub enum Command {
         #[arg(long)]
         keep: u32,
     },
+}
+
+/// What `render` writes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RenderWhat {
+    /// One hardened unit per service, a target, a sysusers.d entry.
+    Systemd,
+    /// compose.yaml and .env.
+    Compose,
 }
 
 /// JWT subcommands.
@@ -229,6 +250,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             follow,
             lines,
         } => logs(profile, state_dir, &service, follow, lines),
+        Command::Render { what, out, user } => render(profile, state_dir, what, &out, &user),
         Command::LogRelay {
             file,
             max_bytes,
@@ -895,6 +917,56 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
             })
         }
     }
+}
+
+fn render(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    what: RenderWhat,
+    out: &Path,
+    user: &str,
+) -> Result<ExitCode> {
+    use crate::render;
+    let loaded = crate::profile::load(setup::source(profile)?)?;
+    let p = &loaded.profile;
+    // Units and containers see the system layout; ports come from that state dir when it
+    // has them, else a host-independent allocation, so rendering is reproducible.
+    let layout = Layout::new(
+        state_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| render::system_state_dir(&p.name)),
+    );
+    let alloc = setup::allocate(&loaded, &layout, &[], &crate::ports::NoProbe, false)?;
+    let base = setup::base_dir(&loaded);
+    let files = match what {
+        RenderWhat::Systemd => {
+            if !crate::profile::valid_name(user) {
+                bail!("--user `{user}` is not a valid user name: use lowercase letters, digits and `-`");
+            }
+            let plan = plan::build(p, &layout, &alloc, &base)?;
+            render::systemd::render(&plan, user)?
+        }
+        RenderWhat::Compose => {
+            let inside = Layout::new(render::system_state_dir(&p.name));
+            let plan = plan::build_for(p, &inside, &alloc, &base, plan::Target::Container)?;
+            render::compose::render(p, &plan, &layout.secrets_dir())?
+        }
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for f in &files {
+        let path = out.join(&f.name);
+        let unchanged = std::fs::read_to_string(&path).is_ok_and(|old| old == f.contents);
+        if !unchanged {
+            std::fs::write(&path, &f.contents)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        println!(
+            "{} {}",
+            if unchanged { "unchanged" } else { "wrote    " },
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn tail_lines(path: &Path, n: usize) -> std::io::Result<String> {

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod ports;
 pub mod procinfo;
 pub mod profile;
+pub mod render;
 pub mod runtime;
 pub mod secrets;
 pub mod state;

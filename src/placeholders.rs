@@ -22,6 +22,9 @@ pub enum Var {
     ListenRpc,
     /// `{{listen.api}}`: the API listen address.
     ListenApi,
+    /// `{{host.SERVICE}}`: the address another service is reached at (loopback for
+    /// processes and systemd units, the service's name on a compose network).
+    Host(String),
     /// `{{jwt_path}}`: the service's single Engine API secret file.
     JwtPath,
     /// `{{jwt_path.SERVICE}}`: the secret shared with that service.
@@ -39,6 +42,7 @@ impl fmt::Display for Var {
             Var::ChainId => f.write_str("{{chain_id}}"),
             Var::ListenRpc => f.write_str("{{listen.rpc}}"),
             Var::ListenApi => f.write_str("{{listen.api}}"),
+            Var::Host(s) => write!(f, "{{{{host.{s}}}}}"),
             Var::JwtPath => f.write_str("{{jwt_path}}"),
             Var::JwtPathWith(s) => write!(f, "{{{{jwt_path.{s}}}}}"),
         }
@@ -56,7 +60,7 @@ pub enum Segment {
 
 /// The placeholders a user can write, for error messages.
 pub const KNOWN: &str =
-    "{{port.NAME}}, {{port.SERVICE.NAME}}, {{data_dir}}, {{state_dir}}, {{name}}, \
+    "{{port.NAME}}, {{port.SERVICE.NAME}}, {{host.SERVICE}}, {{data_dir}}, {{state_dir}}, {{name}}, \
 {{chain_id}}, {{listen.rpc}}, {{listen.api}}, {{jwt_path}}, {{jwt_path.SERVICE}}";
 
 /// Splits a template into text and placeholders.
@@ -93,6 +97,7 @@ fn parse_var(name: &str) -> Result<Var, String> {
         ["chain_id"] => Var::ChainId,
         ["listen", "rpc"] => Var::ListenRpc,
         ["listen", "api"] => Var::ListenApi,
+        ["host", s] if !s.is_empty() => Var::Host(s.to_string()),
         ["jwt_path"] => Var::JwtPath,
         ["jwt_path", s] if !s.is_empty() => Var::JwtPathWith(s.to_string()),
         _ => {

@@ -93,6 +93,10 @@ pub struct ServicePlan {
     pub restart: RestartSpec,
     /// Log rotation.
     pub logs: LogConfig,
+    /// Container image, for compose.
+    pub image: Option<String>,
+    /// Whether the program needs writable+executable memory (a JIT).
+    pub jit: bool,
     /// Hash of everything above: a change means the service must be restarted.
     pub spec_hash: String,
 }
@@ -127,13 +131,45 @@ pub struct PlanError {
     pub why: String,
 }
 
-/// Builds the plan. `base_dir` resolves relative paths in the profile (its own directory).
+/// Where the planned services run, which decides how they reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// On this host (processes, systemd units): services bind to the profile's listen
+    /// address and reach each other there.
+    Host,
+    /// In containers on one network (compose): services bind to all addresses inside their
+    /// container and reach each other by service name; ports are published on the host.
+    Container,
+}
+
+/// Builds the plan for services on this host. `base_dir` resolves relative paths in the
+/// profile (its own directory).
 pub fn build(
     profile: &Profile,
     layout: &Layout,
     ports: &Allocation,
     base_dir: &Path,
 ) -> Result<Plan, PlanError> {
+    build_for(profile, layout, ports, base_dir, Target::Host)
+}
+
+/// Builds the plan for a target.
+pub fn build_for(
+    profile: &Profile,
+    layout: &Layout,
+    ports: &Allocation,
+    base_dir: &Path,
+    target: Target,
+) -> Result<Plan, PlanError> {
+    let host_addr = if profile.listen.rpc.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        profile.listen.rpc
+    };
+    let inside = |a: IpAddr| match target {
+        Target::Host => a.to_string(),
+        Target::Container => "0.0.0.0".to_string(),
+    };
     let mut pairs = Vec::new();
     for (cl, s) in &profile.services {
         for el in &s.drives {
@@ -175,8 +211,12 @@ pub fn build(
                 Var::StateDir => layout.root.display().to_string(),
                 Var::Name => name.clone(),
                 Var::ChainId => profile.chain.chain_id.to_string(),
-                Var::ListenRpc => profile.listen.rpc.to_string(),
-                Var::ListenApi => profile.listen.api.to_string(),
+                Var::ListenRpc => inside(profile.listen.rpc),
+                Var::ListenApi => inside(profile.listen.api),
+                Var::Host(svc) => match target {
+                    Target::Host => host_addr.to_string(),
+                    Target::Container => svc.clone(),
+                },
                 Var::JwtPath => match my_pairs.as_slice() {
                     [one] => one.path.display().to_string(),
                     _ => return Err(format!("{v} needs exactly one Engine API pair")),
@@ -242,11 +282,7 @@ pub fn build(
             data_dir: data_dir.clone(),
             log_file: layout.log_file(name),
             ports: my_ports.clone(),
-            ready_host: if profile.listen.rpc.is_unspecified() {
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                profile.listen.rpc
-            },
+            ready_host: host_addr,
             ready_ports,
             depends_on: depends_on.into_iter().collect(),
             secrets: my_pairs.iter().map(|p| p.path.clone()).collect(),
@@ -271,6 +307,8 @@ pub fn build(
                 give_up: sup.give_up.clone(),
             },
             logs: sup.logs.clone(),
+            image: s.image.clone(),
+            jit: s.jit,
             spec_hash: String::new(),
         };
         plan.spec_hash = spec_hash(&plan);

@@ -230,6 +230,13 @@ pub struct CommandService {
     /// How long it may take to become ready before it is reported unhealthy.
     #[serde(default)]
     pub startup_grace: Option<Dur>,
+    /// Container image that has the program (for `chainctl render compose`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The program JIT-compiles code (Node.js, Java): systemd units then allow memory
+    /// that is writable and executable (no `MemoryDenyWriteExecute=`).
+    #[serde(default)]
+    pub jit: bool,
 }
 
 /// A port request: `auto`, a pinned number, or a map with protocol.

@@ -327,6 +327,7 @@ fn check_var(p: &Profile, me: &str, pairs: &[&str], v: &Var) -> Option<String> {
             Some(o) if !o.ports.contains_key(port) => Some(format!("{v}: service `{other}` has no port `{port}`")),
             _ => None,
         },
+        Var::Host(other) if !p.services.contains_key(other) => Some(format!("{v}: no service named `{other}`")),
         Var::JwtPath if pairs.len() != 1 => Some(format!(
             "{v} needs exactly one Engine API pair, but `{me}` is in {} pair(s): use {{{{jwt_path.SERVICE}}}} or `drives:`",
             pairs.len()
