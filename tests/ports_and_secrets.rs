@@ -260,7 +260,7 @@ fn jwt_rotate_is_atomic_and_restarts_the_pair() {
 #[test]
 fn logs_follow_prints_new_lines() {
     let env = Env::new();
-    env.write_profile("name: f\nservices:\n  tick:\n    command: [sh, -c, 'i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done']\n");
+    env.write_profile("name: f\nports: {start: 21400, end: 21499}\nservices:\n  tick:\n    command: [sh, -c, 'i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done']\n");
     env.up_detached();
     let mut child = env
         .cmd(&["logs", "tick", "-f", "-n", "1"])

@@ -135,7 +135,7 @@ fn child_ignoring_sigterm_is_killed_after_its_grace_with_its_grandchildren() {
 fn kill_9_of_chainctl_then_up_adopts_the_survivors() {
     let env = Env::new();
     env.write_profile(&format!(
-        "name: adopt\nservices:\n  web:\n    command: {}\n    ports: {{http: auto}}\n  worker:\n    command: [sleep, infinity]\n    depends_on: [web]\n",
+        "name: adopt\nports: {{start: 21000, end: 21099}}\nservices:\n  web:\n    command: {}\n    ports: {{http: auto}}\n  worker:\n    command: [sleep, infinity]\n    depends_on: [web]\n",
         util::listener_cmd("{{port.http}}")
     ));
     env.up_detached();
@@ -255,7 +255,7 @@ fn a_service_that_died_while_chainctl_was_down_is_noticed_and_restarted() {
 fn foreground_up_prints_progress_and_table_and_ctrl_c_stops_everything() {
     let env = Env::new();
     env.write_profile(&format!(
-        "name: fg\nservices:\n  web:\n    command: {}\n    ports: {{http: auto}}\n  after:\n    command: [sleep, infinity]\n    depends_on: [web]\n",
+        "name: fg\nports: {{start: 21100, end: 21199}}\nservices:\n  web:\n    command: {}\n    ports: {{http: auto}}\n  after:\n    command: [sleep, infinity]\n    depends_on: [web]\n",
         util::listener_cmd("{{port.http}}")
     ));
     let child = env.up_foreground();
@@ -353,7 +353,7 @@ fn profile_edits_are_reconciled_live_and_invalid_edits_refused() {
 #[test]
 fn status_shows_cpu_memory_ports_and_down_purge_needs_yes() {
     let env = Env::new();
-    env.write_profile(&format!("name: st\nservices:\n  web:\n    command: {}\n    ports: {{http: auto, p2p: {{protocol: both}}}}\n    ready_ports: [http]\n", util::listener_cmd("{{port.http}}")));
+    env.write_profile(&format!("name: st\nports: {{start: 21200, end: 21299}}\nservices:\n  web:\n    command: {}\n    ports: {{http: auto, p2p: {{protocol: both}}}}\n    ready_ports: [http]\n", util::listener_cmd("{{port.http}}")));
     env.up_detached();
     let s = env.service("web");
     assert_eq!(s["state"], "ready");
@@ -441,7 +441,7 @@ fn after_kill_9_a_changed_service_restarts_and_a_dead_one_with_leftovers_is_clea
     let yaml = |arg: &str| {
         let web = r#"python3 -c "import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", {{port.http}})); s.listen(); time.sleep(100000)" & echo $! > {{state_dir}}/web; wait"#;
         format!(
-            "name: crash\nservices:\n  web:\n    command: [sh, -c, '{web}']\n    ports: {{http: auto}}\n  same:\n    command: [sleep, infinity]\n  edited:\n    command: [sleep, '{arg}']\n"
+            "name: crash\nports: {{start: 21300, end: 21399}}\nservices:\n  web:\n    command: [sh, -c, '{web}']\n    ports: {{http: auto}}\n  same:\n    command: [sleep, infinity]\n  edited:\n    command: [sleep, '{arg}']\n"
         )
     };
     env.write_profile(&yaml("1000"));
