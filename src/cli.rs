@@ -141,6 +141,12 @@ pub enum Command {
         #[arg(long, default_value = "chainctl")]
         user: String,
     },
+    /// Container images of chainctl itself.
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        action: ImageAction,
+    },
     /// Internal: copy stdin to a size-rotated log file.
     #[command(hide = true)]
     LogRelay {
@@ -153,6 +159,20 @@ pub enum Command {
         /// Rotated files kept.
         #[arg(long)]
         keep: u32,
+    },
+}
+
+/// Image subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImageAction {
+    /// Build `chainctl:<version>` from a static chainctl binary (FROM scratch, no registry).
+    Build {
+        /// Image tag.
+        #[arg(long, default_value = concat!("chainctl:", env!("CARGO_PKG_VERSION")))]
+        tag: String,
+        /// The static binary to put in the image (default: this chainctl).
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
 }
 
@@ -251,6 +271,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             lines,
         } => logs(profile, state_dir, &service, follow, lines),
         Command::Render { what, out, user } => render(profile, state_dir, what, &out, &user),
+        Command::Image {
+            action: ImageAction::Build { tag, binary },
+        } => {
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe().context("cannot find the chainctl binary")?,
+            };
+            let id = crate::image::build(&binary, &tag).map_err(|e| anyhow::anyhow!(e))?;
+            let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "built {tag} ({id}) from {} ({:.1} MB, static)",
+                binary.display(),
+                size as f64 / 1e6
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::LogRelay {
             file,
             max_bytes,

@@ -1,0 +1,102 @@
+//! `chainctl image build`: a FROM-scratch image from our static binary, made and run on
+//! this machine's Docker engine without any registry. A dynamically linked binary is
+//! refused with the command that builds a static one.
+
+mod util;
+use std::path::PathBuf;
+use std::process::Command;
+use util::{bin, text};
+
+/// The static binary: `CHAINCTL_STATIC_BIN`, else built here exactly as the docs say.
+fn static_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("CHAINCTL_STATIC_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--bin",
+            "chainctl",
+        ])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(st.success(), "the static build failed");
+    PathBuf::from(target).join("x86_64-unknown-linux-gnu/release/chainctl")
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    let o = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker is not installed: this test needs the Docker engine");
+    o
+}
+
+#[test]
+fn a_dynamic_binary_is_refused_with_the_fix() {
+    let o = Command::new(bin())
+        .args(["image", "build"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("is dynamically linked") && e.contains("target-feature=+crt-static"),
+        "{e}"
+    );
+}
+
+#[test]
+fn image_from_the_static_binary_runs_with_no_base_image() {
+    let binary = static_binary();
+    assert_eq!(
+        chainctl::image::interpreter(&binary).unwrap(),
+        None,
+        "{binary:?} must be static"
+    );
+    let tag = format!("chainctl-test:{}", std::process::id());
+    let o = Command::new(&binary)
+        .args(["image", "build", "--tag", &tag])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(&format!("built {tag} (sha256:")),
+        "{}",
+        text(&o.stdout)
+    );
+    let cleanup = || {
+        docker(&["rmi", "-f", &tag]);
+    };
+    let run = docker(&["run", "--rm", "--network", "none", &tag, "--version"]);
+    let schema = docker(&["run", "--rm", "--network", "none", &tag, "schema"]);
+    let inspect = docker(&["image", "inspect", "--format", "{{json .Config}}", &tag]);
+    let history = docker(&["image", "history", "--format", "{{.Size}}", &tag]);
+    cleanup();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        text(&run.stdout).trim(),
+        format!("chainctl {}", env!("CARGO_PKG_VERSION"))
+    );
+    let schema: serde_json::Value =
+        serde_json::from_slice(&schema.stdout).expect("schema JSON from the container");
+    assert_eq!(schema["title"], "Profile");
+    let config: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(config["User"], "65532:65532", "not root");
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/chainctl"]));
+    assert_eq!(
+        text(&history.stdout).lines().count(),
+        1,
+        "one layer: the binary alone"
+    );
+}
