@@ -965,27 +965,38 @@ fn render(
     use crate::render;
     let loaded = crate::profile::load(setup::source(profile)?)?;
     let p = &loaded.profile;
-    // Units and containers see the system layout; ports come from that state dir when it
-    // has them, else a host-independent allocation, so rendering is reproducible.
-    let layout = Layout::new(
-        state_dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| render::system_state_dir(&p.name)),
-    );
-    let alloc = setup::allocate(&loaded, &layout, &[], &crate::ports::NoProbe, false)?;
     let base = setup::base_dir(&loaded);
-    let files = match what {
+    // Ports come from the state dir's ports.json when it has one (as `up` would use),
+    // else from a host-independent allocation, so rendering is reproducible.
+    let (files, secrets) = match what {
         RenderWhat::Systemd => {
             if !crate::profile::valid_name(user) {
                 bail!("--user `{user}` is not a valid user name: use lowercase letters, digits and `-`");
             }
+            // Units see the system layout: --state-dir, else /var/lib/chainctl/NAME.
+            let layout = Layout::new(
+                state_dir
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| render::system_state_dir(&p.name)),
+            );
+            let alloc = setup::allocate(&loaded, &layout, &[], &crate::ports::NoProbe, false)?;
             let plan = plan::build(p, &layout, &alloc, &base)?;
-            render::systemd::render(&plan, user)?
+            let secrets: Vec<PathBuf> = plan.jwt_pairs.iter().map(|j| j.path.clone()).collect();
+            (render::systemd::render(&plan, user)?, secrets)
         }
         RenderWhat::Compose => {
+            // The host side is the same state dir `up` and `jwt generate` use; inside the
+            // containers, the system layout.
+            let layout = setup::layout(&loaded, state_dir);
+            let alloc = setup::allocate(&loaded, &layout, &[], &crate::ports::NoProbe, false)?;
             let inside = Layout::new(render::system_state_dir(&p.name));
             let plan = plan::build_for(p, &inside, &alloc, &base, plan::Target::Container)?;
-            render::compose::render(p, &plan, &layout.secrets_dir())?
+            let host = plan::build(p, &layout, &alloc, &base)?;
+            let secrets: Vec<PathBuf> = host.jwt_pairs.iter().map(|j| j.path.clone()).collect();
+            (
+                render::compose::render(p, &plan, &layout.secrets_dir())?,
+                secrets,
+            )
         }
     };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -1000,6 +1011,29 @@ fn render(
             "{} {}",
             if unchanged { "unchanged" } else { "wrote    " },
             path.display()
+        );
+    }
+    let missing: Vec<String> = secrets
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        let dir = secrets
+            .first()
+            .and_then(|p| p.parent())
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        eprintln!(
+            "note: {} secret file(s) do not exist yet ({}): run `chainctl -p PROFILE --state-dir {dir} jwt generate` first{}",
+            missing.len(),
+            missing.join(", "),
+            match what {
+                RenderWhat::Systemd => format!(", then `chown -R {user}: {dir}/secrets` so the units can read them"),
+                RenderWhat::Compose => " (docker would create directories in their place)".into(),
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

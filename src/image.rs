@@ -24,19 +24,40 @@ pub fn interpreter(path: &Path) -> Result<Option<String>, String> {
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
         return Err(not_elf());
     }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
-    let u64_at =
-        |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes")) as usize;
-    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20).ok_or_else(not_elf)?,
+        u16_at(0x36).ok_or_else(not_elf)?,
+        u16_at(0x38).ok_or_else(not_elf)?,
+    );
     for i in 0..phnum {
-        let h = phoff + i * phentsize;
-        if h + 0x28 > bytes.len() {
-            return Err(not_elf());
-        }
-        if u32_at(h) == PT_INTERP {
-            let (off, size) = (u64_at(h + 8), u64_at(h + 0x20));
-            let interp = bytes.get(off..off + size).ok_or_else(not_elf)?;
+        let h = i
+            .checked_mul(phentsize)
+            .and_then(|o| o.checked_add(phoff))
+            .ok_or_else(not_elf)?;
+        if u32_at(h).ok_or_else(not_elf)? == PT_INTERP {
+            let (off, size) = (
+                u64_at(h + 8).ok_or_else(not_elf)?,
+                u64_at(h + 0x20).ok_or_else(not_elf)?,
+            );
+            let interp = off
+                .checked_add(size)
+                .and_then(|end| bytes.get(off..end))
+                .ok_or_else(not_elf)?;
             return Ok(Some(
                 String::from_utf8_lossy(interp)
                     .trim_end_matches('\0')

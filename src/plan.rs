@@ -214,6 +214,8 @@ pub fn build_for(
                 Var::ListenRpc => inside(profile.listen.rpc),
                 Var::ListenApi => inside(profile.listen.api),
                 Var::Host(svc) => match target {
+                    // An address to put in a URL: IPv6 in brackets.
+                    Target::Host if host_addr.is_ipv6() => format!("[{host_addr}]"),
                     Target::Host => host_addr.to_string(),
                     Target::Container => svc.clone(),
                 },
@@ -240,7 +242,9 @@ pub fn build_for(
             .iter()
             .map(|t| resolve(t))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(first) = argv.first_mut() {
+        // Relative paths in the profile are relative to its directory on this host; inside
+        // a container they stay as written (and compose rendering refuses relative dirs).
+        if let Some(first) = argv.first_mut().filter(|_| target == Target::Host) {
             if first.contains('/') && Path::new(first.as_str()).is_relative() {
                 *first = base_dir.join(&*first).display().to_string();
             }
@@ -269,7 +273,7 @@ pub fn build_for(
             grace: None,
         });
         let workdir = match &s.workdir {
-            Some(w) if w.is_relative() => base_dir.join(w),
+            Some(w) if w.is_relative() && target == Target::Host => base_dir.join(w),
             Some(w) => w.clone(),
             None => data_dir.clone(),
         };

@@ -8,7 +8,7 @@ use crate::supervisor::policy::Exit;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -128,18 +128,28 @@ fn try_flock(f: &File) -> bool {
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
+/// How long a lock whose recorded holder has died may take to be released: a killed
+/// multi-threaded process shows as a zombie while its last threads still close files.
+const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Takes the lock (non-blocking) and writes our pid into it.
 pub fn lock(path: &Path) -> Result<Lock, LockError> {
     let mut f = open_lock(path)?;
-    if !try_flock(&f) {
-        return Err(LockError::Held {
-            pid: holder(path).unwrap_or(0),
-            dir: path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .display()
-                .to_string(),
-        });
+    let t0 = std::time::Instant::now();
+    while !try_flock(&f) {
+        let pid = read_pid(path);
+        let dead = pid != 0 && !crate::procinfo::alive(pid);
+        if !dead || t0.elapsed() >= DEAD_HOLDER_WAIT {
+            return Err(LockError::Held {
+                pid,
+                dir: path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .display()
+                    .to_string(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let _ = f.set_len(0);
     let _ = f.rewind();
@@ -148,15 +158,28 @@ pub fn lock(path: &Path) -> Result<Lock, LockError> {
     Ok(Lock { _file: f })
 }
 
-/// The pid of the supervisor holding the lock, `None` if nobody holds it.
+fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pid of the supervisor holding the lock, `None` if nobody holds it (waiting briefly
+/// for a lock whose holder has just died).
 pub fn holder(path: &Path) -> Option<i32> {
-    let mut f = OpenOptions::new().read(true).open(path).ok()?;
-    if try_flock(&f) {
-        // SAFETY: unlocking the descriptor we just locked.
-        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
-        return None;
+    let f = OpenOptions::new().read(true).open(path).ok()?;
+    let t0 = std::time::Instant::now();
+    loop {
+        if try_flock(&f) {
+            // SAFETY: unlocking the descriptor we just locked.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+            return None;
+        }
+        let pid = read_pid(path);
+        if pid == 0 || crate::procinfo::alive(pid) || t0.elapsed() >= DEAD_HOLDER_WAIT {
+            return Some(pid);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let mut s = String::new();
-    f.read_to_string(&mut s).ok()?;
-    Some(s.trim().parse().unwrap_or(0))
 }

@@ -82,6 +82,15 @@ fn image_from_the_static_binary_runs_with_no_base_image() {
     let schema = docker(&["run", "--rm", "--network", "none", &tag, "schema"]);
     let inspect = docker(&["image", "inspect", "--format", "{{json .Config}}", &tag]);
     let history = docker(&["image", "history", "--format", "{{.Size}}", &tag]);
+    // The file system: the binary and an empty /tmp with the sticky bit, nothing else.
+    let created = docker(&["create", &tag]);
+    let id = text(&created.stdout).trim().to_string();
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {id} | tar -tvf -"))
+        .output()
+        .unwrap();
+    docker(&["rm", "-f", &id]);
     cleanup();
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(
@@ -98,5 +107,18 @@ fn image_from_the_static_binary_runs_with_no_base_image() {
         text(&history.stdout).lines().count(),
         1,
         "one layer: the binary alone"
+    );
+    let listing = text(&listing.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("drwxrwxrwt") && l.trim_end().ends_with("tmp/")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x") && l.trim_end().ends_with("chainctl")),
+        "{listing}"
     );
 }

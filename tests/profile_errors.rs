@@ -37,6 +37,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("bad alloc address", "name: x\nchain:\n  alloc:\n    '0x1234': {balance: '1'}\nservices:\n  a:\n    command: [sleep, '1']\n", "4:5: chain.alloc.0x1234: not an address"),
     ("absurd duration", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    stop: {grace: 300000000000y}\n", "5:19: services.a.stop.grace: duration `300000000000y` is longer than 365 days"),
     ("missing workdir", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    workdir: /nonexistent/dir\n", "5:14: services.a.workdir: `/nonexistent/dir` is not a directory"),
+    ("zero stop grace", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    stop: {grace: 0s}\n", "5:19: services.a.stop.grace: must be more than 0s"),
     ("empty command", "name: x\nservices:\n  a:\n    command: []\n", "4:14: services.a.command: is empty"),
 ];
 

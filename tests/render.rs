@@ -21,11 +21,15 @@ fn tool(name: &str) -> Command {
 }
 
 fn render(profile: &str, what: &str, out: &Path) -> String {
-    let o = Command::new(bin())
-        .args(["-p", profile, "render", what, "-o"])
-        .arg(out)
-        .output()
-        .unwrap();
+    let state = out.with_extension("state");
+    let mut c = Command::new(bin());
+    c.args(["-p", profile])
+        .env_remove("CHAINCTL_STATE_DIR")
+        .env_remove("CHAINCTL_PROFILE");
+    if what == "compose" {
+        c.arg("--state-dir").arg(&state);
+    }
+    let o = c.args(["render", what, "-o"]).arg(out).output().unwrap();
     assert!(
         o.status.success(),
         "render {what} {profile}: {}",
@@ -169,14 +173,22 @@ fn compose_files_are_accepted_by_docker_compose_and_publish_on_loopback_only() {
     }
     let devnet = std::fs::read_to_string(env.path("compose-0/compose.yaml")).unwrap();
     assert!(
-        devnet.contains("ENGINE_URL: http://el-0:20001"),
+        devnet.contains("ENGINE_URL: \"http://el-0:20001\""),
         "services reach each other by name"
     );
     assert!(
         devnet.contains("cl-0--el-0.hex:ro"),
         "secrets are mounted read-only"
     );
-    assert!(devnet.contains("stop_grace_period: 300s"));
+    assert!(devnet.contains("stop_grace_period: \"300s\""));
+    for p in [
+        "127.0.0.1:20001:20001/tcp",
+        "127.0.0.1:20002:20002/tcp",
+        "127.0.0.1:20002:20002/udp",
+        "127.0.0.1:20000:20000/tcp",
+    ] {
+        assert!(devnet.contains(p), "{p} published");
+    }
 }
 
 #[test]
@@ -207,9 +219,13 @@ fn rendering_refuses_what_cannot_work() {
 fn the_rendered_default_profile_in_the_repo_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let env = Env::new();
-    for what in ["systemd", "compose"] {
+    for (what, extra) in [
+        ("systemd", vec![]),
+        ("compose", vec!["--state-dir", "/var/lib/chainctl/devnet"]),
+    ] {
         let out = env.path(what);
         let o = Command::new(bin())
+            .args(&extra)
             .args(["render", what, "-o"])
             .arg(&out)
             .env_remove("CHAINCTL_PROFILE")
@@ -217,16 +233,103 @@ fn the_rendered_default_profile_in_the_repo_is_current() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o.stderr));
-        for f in std::fs::read_dir(&out).unwrap().flatten() {
-            let fresh = std::fs::read_to_string(f.path()).unwrap();
-            let committed =
-                std::fs::read_to_string(root.join(what).join(f.file_name())).unwrap_or_default();
-            assert_eq!(
-                committed,
-                fresh,
-                "{what}/{} is out of date: run `cargo run -- render {what} -o {what}`",
-                f.file_name().to_string_lossy()
-            );
+        let fix = format!(
+            "run `cargo run -- {} render {what} -o {what}`",
+            extra.join(" ")
+        );
+        let names = |dir: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(&root.join(what)),
+            names(&out),
+            "{what}/ has stale or missing files: {fix}"
+        );
+        for name in names(&out) {
+            let fresh = std::fs::read_to_string(out.join(&name)).unwrap();
+            let committed = std::fs::read_to_string(root.join(what).join(&name)).unwrap();
+            assert_eq!(committed, fresh, "{what}/{name} is out of date: {fix}");
         }
     }
+}
+
+/// Values that would break a naive renderer, through the real tools.
+const HOSTILE: &str = "name: h\nservices:\n  a:\n    command: [sh, -c, 'echo \"$HOME\" 50% ; true', 'x y']\n    image: debian:bookworm-slim\n    env:\n      YES: 'on'\n      NO: 'no'\n      DOLLAR: '$HOME and $$'\n      QUOTE: 'say \"hi\"'\n      CR: \"a\\rUser=root\"\n    restart: {policy: never}\n";
+
+#[test]
+fn hostile_values_stay_values_in_units_and_compose() {
+    let env = Env::new();
+    env.write_profile(HOSTILE);
+    let units = env.path("units");
+    let o = Command::new(bin())
+        .arg("-p")
+        .arg(env.profile())
+        .args(["render", "systemd", "-o"])
+        .arg(&units)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let unit = std::fs::read_to_string(units.join("chainctl-h-a.service")).unwrap();
+    assert_eq!(
+        unit.lines().filter(|l| l.starts_with("User=")).count(),
+        1,
+        "a CR in a value must not start a new line:\n{unit}"
+    );
+    assert!(unit.contains("Restart=no"));
+    let v = tool("systemd-analyze")
+        .arg("verify")
+        .arg(units.join("chainctl-h-a.service"))
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "verify: {}", text(&v.stderr));
+    let show = text(&v.stderr);
+    assert!(show.trim().is_empty(), "{show}");
+
+    let out = env.path("compose");
+    render(env.profile().to_str().unwrap(), "compose", &out);
+    let c = tool("docker-compose")
+        .arg("--project-directory")
+        .arg(&out)
+        .arg("-f")
+        .arg(out.join("compose.yaml"))
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(
+        c.status.success(),
+        "docker-compose config: {}",
+        text(&c.stderr)
+    );
+    let cfg: serde_yaml::Value = serde_yaml::from_slice(&c.stdout).unwrap();
+    let a = &cfg["services"]["a"];
+    assert_eq!(
+        a["restart"].as_str(),
+        Some("no"),
+        "a string, not a boolean: {a:?}"
+    );
+    assert_eq!(a["environment"]["YES"].as_str(), Some("on"));
+    assert_eq!(a["environment"]["NO"].as_str(), Some("no"));
+    // compose prints values with `$` still escaped; unescaped, they are what we wrote.
+    assert_eq!(
+        a["environment"]["DOLLAR"]
+            .as_str()
+            .map(|v| v.replace("$$", "$"))
+            .as_deref(),
+        Some("$HOME and $$")
+    );
+    assert_eq!(a["environment"]["QUOTE"].as_str(), Some("say \"hi\""));
+    assert_eq!(a["entrypoint"][0].as_str(), Some("sh"));
+    assert_eq!(
+        a["command"][1]
+            .as_str()
+            .map(|v| v.replace("$$", "$"))
+            .as_deref(),
+        Some("echo \"$HOME\" 50% ; true")
+    );
 }

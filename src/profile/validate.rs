@@ -416,6 +416,32 @@ fn supervisor(p: &Profile, c: &mut Checker) {
             format!("{} is outside 0.0-0.99 (a fraction of the delay)", b.jitter),
         );
     }
+    // 0 would mean "no limit" to systemd (TimeoutStopSec=0, StartLimitIntervalSec=0).
+    let positive = [
+        ("supervisor.give_up.window", s.give_up.window),
+        ("supervisor.stop_grace.command", s.stop_grace.command),
+        ("supervisor.stop_grace.execution", s.stop_grace.execution),
+        ("supervisor.stop_grace.consensus", s.stop_grace.consensus),
+        ("supervisor.startup_grace", s.startup_grace),
+    ];
+    let per_service = p.services.iter().flat_map(|(n, svc)| {
+        [
+            (
+                format!("services.{n}.stop.grace"),
+                svc.stop.as_ref().and_then(|st| st.grace),
+            ),
+            (format!("services.{n}.startup_grace"), svc.startup_grace),
+        ]
+    });
+    for (field, d) in positive
+        .iter()
+        .map(|(f, d)| (f.to_string(), Some(*d)))
+        .chain(per_service)
+    {
+        if d.is_some_and(|d| d.get().is_zero()) {
+            c.at(&field, "must be more than 0s");
+        }
+    }
     if s.give_up.failures == 0 {
         c.at("supervisor.give_up.failures", "must be at least 1");
     }

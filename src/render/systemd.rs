@@ -24,17 +24,20 @@ pub fn target_name(profile: &str) -> String {
     format!("chainctl-{profile}.target")
 }
 
-/// Quotes one word for `ExecStart=`: inside double quotes, `\` and `"` are escaped, `%`
-/// (specifiers) becomes `%%` and `$` (variable expansion) becomes `$$`.
-pub fn quote_exec(word: &str) -> String {
+/// Quotes a word inside double quotes as systemd.syntax(7) reads it: `\\` and `"` escaped,
+/// control characters as `\xNN` (a raw newline, CR or NUL would end the line and let a
+/// value write a directive of its own), `%` (specifiers) doubled.
+fn quote(word: &str, dollar: bool) -> String {
     let mut s = String::from("\"");
     for c in word.chars() {
         match c {
             '\\' => s.push_str("\\\\"),
             '"' => s.push_str("\\\""),
             '%' => s.push_str("%%"),
-            '$' => s.push_str("$$"),
-            '\n' => s.push_str("\\n"),
+            '$' if dollar => s.push_str("$$"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                s.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => s.push(c),
         }
     }
@@ -42,28 +45,72 @@ pub fn quote_exec(word: &str) -> String {
     s
 }
 
-/// Quotes a `KEY=value` assignment for `Environment=` (no `$` expansion there).
-pub fn quote_env(key: &str, value: &str) -> String {
-    quote_exec(&format!("{key}={value}")).replace("$$", "$")
+/// Quotes one argument for `ExecStart=` (`$` doubled: systemd expands variables there).
+pub fn quote_exec(word: &str) -> String {
+    quote(word, true)
 }
 
-/// A duration as systemd reads it.
-fn span(d: std::time::Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
+/// Quotes the program of `ExecStart=`. systemd reads `-`, `@`, `+`, `!` and `:` at its
+/// start as flags even inside quotes (`+` would drop every sandboxing setting), so a
+/// program must start with `/` or a plain character; it is not variable-expanded.
+pub fn quote_program(program: &str) -> Result<String, RenderError> {
+    match program.chars().next() {
+        Some(c) if c == '/' || c == '.' || c == '_' || c.is_ascii_alphanumeric() => Ok(quote(program, false)),
+        _ => Err(RenderError(format!(
+            "program `{program}` starts with a character systemd reads as an ExecStart= flag: give a path or a plain name"
+        ))),
     }
+}
+
+/// Quotes a `KEY=value` assignment for `Environment=` (no `$` expansion there).
+pub fn quote_env(key: &str, value: &str) -> String {
+    quote(&format!("{key}={value}"), false)
+}
+
+/// A duration as systemd reads it, rounded up to whole milliseconds (never 0, which
+/// would mean "no limit" for TimeoutStopSec= and StartLimitIntervalSec=).
+fn span(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs().max(1))
+    } else {
+        format!("{}ms", d.as_nanos().div_ceil(1_000_000))
+    }
+}
+
+/// A path for `WorkingDirectory=`/`ReadWritePaths=`/`StateDirectory=`: absolute (or
+/// relative to /var/lib for StateDirectory), no whitespace or control characters (these
+/// settings split on whitespace), `%` doubled.
+fn unit_path(p: &Path, what: &str) -> Result<String, RenderError> {
+    let s = p.display().to_string();
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(RenderError(format!(
+            "{what} `{s}` contains whitespace or control characters, which unit files cannot hold"
+        )));
+    }
+    Ok(s.replace('%', "%%"))
 }
 
 /// Renders every file for `plan`, whose state dir must be where the units will find it.
 pub fn render(plan: &Plan, user: &str) -> Result<Vec<File>, RenderError> {
     let root = &plan.state_dir;
-    if root.starts_with("/home") || root.starts_with("/root") || root.starts_with("/run/user") {
+    let hidden = [
+        ("/home", "ProtectHome=yes"),
+        ("/root", "ProtectHome=yes"),
+        ("/run/user", "ProtectHome=yes"),
+        ("/tmp", "PrivateTmp=yes"),
+        ("/var/tmp", "PrivateTmp=yes"),
+    ];
+    if let Some((_, by)) = hidden.iter().find(|(p, _)| root.starts_with(p)) {
         return Err(RenderError(format!(
-            "state dir {} is hidden from the units by ProtectHome=yes: render with --state-dir under /var/lib (default /var/lib/chainctl/{})",
+            "state dir {} is hidden from the units by {by}: render with --state-dir under /var/lib (default /var/lib/chainctl/{})",
             root.display(),
             plan.profile
+        )));
+    }
+    if !root.is_absolute() {
+        return Err(RenderError(format!(
+            "state dir {} must be absolute for systemd units",
+            root.display()
         )));
     }
     let mut hb = Handlebars::new();
@@ -87,7 +134,7 @@ pub fn render(plan: &Plan, user: &str) -> Result<Vec<File>, RenderError> {
     for s in &plan.services {
         files.push(File {
             name: unit_name(&plan.profile, &s.name),
-            contents: render("service", unit_data(plan, s, user, &target, version))?,
+            contents: render("service", unit_data(plan, s, user, &target, version)?)?,
         });
     }
     let units: Vec<String> = plan
@@ -115,12 +162,17 @@ fn unit_data(
     user: &str,
     target: &str,
     version: &str,
-) -> serde_json::Value {
-    let state_directory = s
-        .data_dir
-        .strip_prefix("/var/lib")
-        .ok()
-        .map(|p| p.display().to_string());
+) -> Result<serde_json::Value, RenderError> {
+    let state_directory = match s.data_dir.strip_prefix("/var/lib") {
+        Ok(p) => Some(unit_path(p, "data dir")?),
+        Err(_) => None,
+    };
+    let (program, args) = s
+        .argv
+        .split_first()
+        .ok_or_else(|| RenderError(format!("service {} has no command", s.name)))?;
+    let mut exec = vec![quote_program(program)?];
+    exec.extend(args.iter().map(|a| quote_exec(a)));
     let mut env: Vec<String> = vec![quote_env("CHAINCTL_SERVICE", &s.name)];
     env.extend(s.env.iter().map(|(k, v)| quote_env(k, v)));
     let codes = |c: &[i64]| {
@@ -129,7 +181,7 @@ fn unit_data(
             .collect::<Vec<_>>()
             .join(" ")
     };
-    json!({
+    Ok(json!({
         "version": version,
         "profile": plan.profile,
         "name": s.name,
@@ -138,11 +190,11 @@ fn unit_data(
         "requires": s.depends_on.iter().map(|d| unit_name(&plan.profile, d)).collect::<Vec<_>>(),
         "start_limit_interval": span(s.restart.give_up.window.get()),
         "start_limit_burst": s.restart.give_up.failures,
-        "exec_start": s.argv.iter().map(|a| quote_exec(a)).collect::<Vec<_>>().join(" "),
-        "workdir": quote_path(&s.workdir),
+        "exec_start": exec.join(" "),
+        "workdir": unit_path(&s.workdir, "workdir")?,
         "env": env,
         "state_directory": state_directory,
-        "data_dir": quote_path(&s.data_dir),
+        "data_dir": unit_path(&s.data_dir, "data dir")?,
         "restart": match s.restart.policy {
             RestartPolicy::Always => "always",
             RestartPolicy::OnFailure => "on-failure",
@@ -159,12 +211,7 @@ fn unit_data(
         },
         "timeout_stop": span(s.stop_grace.get()),
         "memory_deny_write_execute": !s.jit,
-    })
-}
-
-/// Paths in `WorkingDirectory=`/`ReadWritePaths=` take no quotes; `%` still needs escaping.
-fn quote_path(p: &Path) -> String {
-    p.display().to_string().replace('%', "%%")
+    }))
 }
 
 #[cfg(test)]
@@ -177,9 +224,37 @@ mod tests {
         assert_eq!(quote_exec("50%"), "\"50%%\"");
         assert_eq!(quote_exec("$HOME"), "\"$$HOME\"");
         assert_eq!(quote_exec(r"C:\x"), r#""C:\\x""#);
+        assert_eq!(quote_exec("a;b"), "\"a;b\"");
         assert_eq!(
             quote_env("URL", "http://h:1/$x%"),
             "\"URL=http://h:1/$x%%\""
         );
+        // A CR, LF or NUL would end the line: they become \xNN escapes.
+        assert_eq!(
+            quote_env("A", "x\rUser=root\n\0"),
+            r#""A=x\x0dUser=root\x0a\x00""#
+        );
+    }
+
+    #[test]
+    fn programs_cannot_carry_execstart_flags() {
+        for bad in [
+            "+/bin/sh", "-/bin/sh", "@/bin/sh", "!/bin/sh", ":/bin/sh", "",
+        ] {
+            assert!(quote_program(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            quote_program("/opt/$x/reth").unwrap(),
+            "\"/opt/$x/reth\"",
+            "no $ expansion in the program"
+        );
+        assert_eq!(quote_program("python3").unwrap(), "\"python3\"");
+    }
+
+    #[test]
+    fn spans_never_round_to_zero() {
+        assert_eq!(span(std::time::Duration::from_micros(10)), "1ms");
+        assert_eq!(span(std::time::Duration::ZERO), "1s");
+        assert_eq!(span(std::time::Duration::from_millis(1500)), "1500ms");
     }
 }
