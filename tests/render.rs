@@ -38,6 +38,24 @@ fn render(profile: &str, what: &str, out: &Path) -> String {
     text(&o.stdout)
 }
 
+/// `docker-compose config` of a rendered project: it must accept it; returns its view.
+fn compose_config(out: &Path) -> serde_yaml::Value {
+    let c = tool("docker-compose")
+        .arg("--project-directory")
+        .arg(out)
+        .arg("-f")
+        .arg(out.join("compose.yaml"))
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(
+        c.status.success(),
+        "docker-compose config {out:?}: {}",
+        text(&c.stderr)
+    );
+    serde_yaml::from_slice(&c.stdout).unwrap()
+}
+
 fn profiles() -> Vec<String> {
     let root = env!("CARGO_MANIFEST_DIR");
     ["devnet.yaml", "example-full.yaml"]
@@ -145,20 +163,7 @@ fn compose_files_are_accepted_by_docker_compose_and_publish_on_loopback_only() {
     for (i, p) in profiles().iter().enumerate() {
         let out = env.path(&format!("compose-{i}"));
         render(p, "compose", &out);
-        let c = tool("docker-compose")
-            .arg("--project-directory")
-            .arg(&out)
-            .arg("-f")
-            .arg(out.join("compose.yaml"))
-            .arg("config")
-            .output()
-            .unwrap();
-        assert!(
-            c.status.success(),
-            "docker-compose config {p}: {}",
-            text(&c.stderr)
-        );
-        let cfg: serde_yaml::Value = serde_yaml::from_slice(&c.stdout).unwrap();
+        let cfg = compose_config(&out);
         for (name, svc) in cfg["services"].as_mapping().unwrap() {
             for port in svc["ports"].as_sequence().into_iter().flatten() {
                 // Short syntax (docker-compose 1.x) or long syntax (compose 2).
@@ -293,20 +298,7 @@ fn hostile_values_stay_values_in_units_and_compose() {
 
     let out = env.path("compose");
     render(env.profile().to_str().unwrap(), "compose", &out);
-    let c = tool("docker-compose")
-        .arg("--project-directory")
-        .arg(&out)
-        .arg("-f")
-        .arg(out.join("compose.yaml"))
-        .arg("config")
-        .output()
-        .unwrap();
-    assert!(
-        c.status.success(),
-        "docker-compose config: {}",
-        text(&c.stderr)
-    );
-    let cfg: serde_yaml::Value = serde_yaml::from_slice(&c.stdout).unwrap();
+    let cfg = compose_config(&out);
     let a = &cfg["services"]["a"];
     assert_eq!(
         a["restart"].as_str(),

@@ -141,16 +141,7 @@ fn kill_9_of_chainctl_then_up_adopts_the_survivors() {
     env.up_detached();
     let before = env.status();
     let sup = before["supervisor_pid"].as_i64().unwrap();
-    let pid_of = |st: &serde_json::Value, n: &str| {
-        st["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == n)
-            .unwrap()["pid"]
-            .as_i64()
-            .unwrap()
-    };
+    let pid_of = |st: &serde_json::Value, n: &str| util::pid_of(st, n).unwrap();
     let (web, worker) = (pid_of(&before, "web"), pid_of(&before, "worker"));
     let port = before["services"][0]["ports"]["http"]["port"]
         .as_i64()
@@ -447,15 +438,7 @@ fn after_kill_9_a_changed_service_restarts_and_a_dead_one_with_leftovers_is_clea
     env.write_profile(&yaml("1000"));
     env.up_detached();
     let st = env.status();
-    let pid_of = |st: &serde_json::Value, n: &str| {
-        st["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == n)
-            .unwrap()["pid"]
-            .as_i64()
-    };
+    let pid_of = util::pid_of;
     let (sup, web, same, edited) = (
         st["supervisor_pid"].as_i64().unwrap(),
         pid_of(&st, "web").unwrap(),

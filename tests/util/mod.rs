@@ -149,6 +149,15 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The pid of service `name` in a `status --output json` document, if it runs.
+pub fn pid_of(status: &Value, name: &str) -> Option<i64> {
+    status["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)?["pid"]
+        .as_i64()
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
