@@ -141,6 +141,12 @@ pub enum Command {
         #[arg(long, default_value = "chainctl")]
         user: String,
     },
+    /// Install, inspect and drive the profile's rendered units under systemd.
+    Systemd {
+        /// What to do.
+        #[command(subcommand)]
+        action: SystemdAction,
+    },
     /// Container images of chainctl itself.
     Image {
         /// What to do.
@@ -159,6 +165,44 @@ pub enum Command {
         /// Rotated files kept.
         #[arg(long)]
         keep: u32,
+    },
+}
+
+/// systemd subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SystemdAction {
+    /// Write the units (daemon-reload when any changed), create the user and secrets,
+    /// enable and start the target; changed services restart alone.
+    Install {
+        /// Where unit files go.
+        #[arg(long, default_value = crate::systemd::UNIT_DIR)]
+        unit_dir: PathBuf,
+        /// The user units run as.
+        #[arg(long, default_value = "chainctl")]
+        user: String,
+        /// Install and enable only; do not start or restart anything.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop, disable and remove the profile's units (data and secrets stay).
+    Uninstall {
+        /// Where unit files are.
+        #[arg(long, default_value = crate::systemd::UNIT_DIR)]
+        unit_dir: PathBuf,
+    },
+    /// Each unit's state, and drift between the files on disk and the profile (exit 1 on drift).
+    Status {
+        /// Where unit files are.
+        #[arg(long, default_value = crate::systemd::UNIT_DIR)]
+        unit_dir: PathBuf,
+        /// The user units run as (it is part of the rendered units).
+        #[arg(long, default_value = "chainctl")]
+        user: String,
+    },
+    /// Restart one service's unit.
+    Restart {
+        /// The service.
+        service: String,
     },
 }
 
@@ -271,6 +315,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             lines,
         } => logs(profile, state_dir, &service, follow, lines),
         Command::Render { what, out, user } => render(profile, state_dir, what, &out, &user),
+        Command::Systemd { action } => systemd_cmd(profile, state_dir, action),
         Command::Image {
             action: ImageAction::Build { tag, binary },
         } => {
@@ -955,6 +1000,134 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
     }
 }
 
+/// The systemd files for a profile: what `render systemd` writes and `systemd install`
+/// installs, with the plan they come from.
+fn systemd_files(
+    loaded: &crate::profile::Loaded,
+    state_dir: Option<&Path>,
+    user: &str,
+) -> Result<(Plan, Vec<crate::render::File>)> {
+    use crate::render;
+    if !crate::profile::valid_name(user) {
+        bail!("--user `{user}` is not a valid user name: use lowercase letters, digits and `-`");
+    }
+    let p = &loaded.profile;
+    // Units see the system layout: --state-dir, else /var/lib/chainctl/NAME.
+    let layout = Layout::new(
+        state_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| render::system_state_dir(&p.name)),
+    );
+    let alloc = setup::allocate(loaded, &layout, &[], &crate::ports::NoProbe, false)?;
+    let plan = plan::build(p, &layout, &alloc, &setup::base_dir(loaded))?;
+    let files = render::systemd::render(&plan, user)?;
+    Ok((plan, files))
+}
+
+fn systemd_cmd(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    action: SystemdAction,
+) -> Result<ExitCode> {
+    use crate::systemd;
+    let loaded = crate::profile::load(setup::source(profile)?)?;
+    let name = loaded.profile.name.clone();
+    match action {
+        SystemdAction::Install {
+            unit_dir,
+            user,
+            no_start,
+        } => {
+            let (plan, files) = systemd_files(&loaded, state_dir, &user)?;
+            let secrets: Vec<PathBuf> = plan.jwt_pairs.iter().map(|j| j.path.clone()).collect();
+            let lines = systemd::install(&systemd::Install {
+                profile: &name,
+                files: &files,
+                secrets: &secrets,
+                state_dir: &plan.state_dir,
+                user: &user,
+                unit_dir: &unit_dir,
+                start: !no_start,
+            })?;
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SystemdAction::Uninstall { unit_dir } => {
+            for l in systemd::uninstall(&name, &unit_dir)? {
+                println!("{l}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SystemdAction::Status { unit_dir, user } => {
+            let (plan, files) = systemd_files(&loaded, state_dir, &user)?;
+            let mut bad = false;
+            println!(
+                "{:<40} {:<10} {:<10} {:>8} {:>8} {:>9}",
+                "UNIT", "ACTIVE", "SUB", "PID", "RESTARTS", "LAST EXIT"
+            );
+            let mut unit_names: Vec<String> = plan
+                .services
+                .iter()
+                .map(|s| crate::render::systemd::unit_name(&name, &s.name))
+                .collect();
+            unit_names.push(crate::render::systemd::target_name(&name));
+            for u in &unit_names {
+                let p = systemd::show(u)?;
+                let get = |k: &str| p.get(k).cloned().unwrap_or_else(|| "-".into());
+                println!(
+                    "{u:<40} {:<10} {:<10} {:>8} {:>8} {:>9}",
+                    get("ActiveState"),
+                    get("SubState"),
+                    get("MainPID"),
+                    get("NRestarts"),
+                    get("ExecMainStatus")
+                );
+                if get("NeedDaemonReload") == "yes" {
+                    bad = true;
+                    println!("  {u}: its file changed on disk since systemd read it: run `chainctl systemd install` (it reloads)");
+                }
+            }
+            let d = systemd::drift(&name, &files, &unit_dir);
+            for (what, list) in [
+                ("missing", &d.missing),
+                ("differs from the profile", &d.changed),
+                ("no longer in the profile", &d.stale),
+            ] {
+                for u in list {
+                    bad = true;
+                    println!("drift: {u} {what}: run `chainctl systemd install`");
+                }
+            }
+            if !bad {
+                println!("no drift: the units on disk are what the profile renders");
+            }
+            Ok(if bad {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        SystemdAction::Restart { service } => {
+            if !loaded.profile.services.contains_key(&service) {
+                let known: Vec<&str> = loaded.profile.services.keys().map(String::as_str).collect();
+                bail!("no service named `{service}`; known: {}", known.join(", "));
+            }
+            let unit = crate::render::systemd::unit_name(&name, &service);
+            let st = std::process::Command::new("systemctl")
+                .args(["restart", &unit])
+                .status()
+                .context("cannot run systemctl")?;
+            if !st.success() {
+                bail!("systemctl restart {unit} failed: see `journalctl -u {unit}`");
+            }
+            println!("restarted {unit}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn render(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
@@ -970,19 +1143,9 @@ fn render(
     // else from a host-independent allocation, so rendering is reproducible.
     let (files, secrets) = match what {
         RenderWhat::Systemd => {
-            if !crate::profile::valid_name(user) {
-                bail!("--user `{user}` is not a valid user name: use lowercase letters, digits and `-`");
-            }
-            // Units see the system layout: --state-dir, else /var/lib/chainctl/NAME.
-            let layout = Layout::new(
-                state_dir
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| render::system_state_dir(&p.name)),
-            );
-            let alloc = setup::allocate(&loaded, &layout, &[], &crate::ports::NoProbe, false)?;
-            let plan = plan::build(p, &layout, &alloc, &base)?;
+            let (plan, files) = systemd_files(&loaded, state_dir, user)?;
             let secrets: Vec<PathBuf> = plan.jwt_pairs.iter().map(|j| j.path.clone()).collect();
-            (render::systemd::render(&plan, user)?, secrets)
+            (files, secrets)
         }
         RenderWhat::Compose => {
             // The host side is the same state dir `up` and `jwt generate` use; inside the

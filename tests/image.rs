@@ -3,36 +3,8 @@
 //! refused with the command that builds a static one.
 
 mod util;
-use std::path::PathBuf;
 use std::process::Command;
-use util::{bin, text};
-
-/// The static binary: `CHAINCTL_STATIC_BIN`, else built here exactly as the docs say.
-fn static_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("CHAINCTL_STATIC_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "--bin",
-            "chainctl",
-        ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(root)
-        .status()
-        .unwrap();
-    assert!(st.success(), "the static build failed");
-    PathBuf::from(target).join("x86_64-unknown-linux-gnu/release/chainctl")
-}
+use util::{bin, static_binary, text};
 
 fn docker(args: &[&str]) -> std::process::Output {
     let o = Command::new("docker")

@@ -131,7 +131,8 @@ fn unit_settings_follow_the_plan() {
     );
     assert!(cl.contains("TimeoutStopSec=30s"));
     assert!(
-        cl.contains("Requires=chainctl-devnet-el-0.service")
+        cl.contains("Wants=network-online.target chainctl-devnet-el-0.service")
+            && !cl.lines().any(|l| l.starts_with("Requires="))
             && cl.contains("After=network-online.target chainctl-devnet-el-0.service")
     );
     assert!(

@@ -8,6 +8,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A statically linked chainctl: `CHAINCTL_STATIC_BIN`, else built here exactly as the
+/// docs say (once; later calls find it built).
+pub fn static_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("CHAINCTL_STATIC_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--bin",
+            "chainctl",
+        ])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(st.success(), "the static build failed");
+    PathBuf::from(target).join("x86_64-unknown-linux-gnu/release/chainctl")
+}
+
 /// The binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_chainctl"))
