@@ -5,7 +5,7 @@ use crate::control::{self, Request};
 use crate::layout::Layout;
 use crate::plan::{self, Plan};
 use crate::ports::{BindProbe, HostProbe};
-use crate::profile::{Profile, Protocol};
+use crate::profile::Profile;
 use crate::state::{self, PortsFile, StateFile};
 use crate::status::{self, ServiceStatus, StatusReport};
 use crate::supervisor::setup;
@@ -678,13 +678,7 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
             "stopping {} (pid {}, no supervisor running)",
             r.plan.name, h.pid
         );
-        let sig = match r.plan.stop_signal {
-            crate::profile::StopSignal::Term => Signal::SIGTERM,
-            crate::profile::StopSignal::Int => Signal::SIGINT,
-            crate::profile::StopSignal::Quit => Signal::SIGQUIT,
-            crate::profile::StopSignal::Hup => Signal::SIGHUP,
-        };
-        let _ = killpg(Pid::from_raw(h.pgid), sig);
+        let _ = killpg(Pid::from_raw(h.pgid), r.plan.stop_signal.signal());
     }
     loop {
         let mut left = 0;
@@ -850,7 +844,10 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
                 host = match BindProbe.busy(a.port, a.protocol) {
                     None => "free".into(),
                     Some(why) => {
-                        let holder = crate::procinfo::port_holder_pid(a.port, a.protocol);
+                        let holder = match crate::procinfo::port_holder_of(a.port, a.protocol) {
+                            Some(crate::procinfo::Holder::Pid(pid)) => Some(pid),
+                            _ => None,
+                        };
                         let owner = holder
                             .and_then(crate::procinfo::pgid)
                             .and_then(|g| ours.iter().find(|(_, pg)| *pg == g));
@@ -881,7 +878,6 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
         eprintln!("{conflicts} port conflict(s): stop the programs holding them, or run `chainctl down` and `chainctl up` to move chainctl's ports");
         return Ok(ExitCode::FAILURE);
     }
-    let _ = Protocol::Tcp;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -140,9 +140,17 @@ fn socket_inodes(port: u16, protocol: Protocol) -> Vec<String> {
     out
 }
 
-/// "pid N (comm)" of a process holding `port`, when `/proc` shows it (other users'
-/// processes may be hidden without privileges).
-pub fn port_holder(port: u16, protocol: Protocol) -> Option<String> {
+/// Who holds a port, as far as `/proc` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// This process.
+    Pid(i32),
+    /// A socket is bound, but its process is not visible to this user.
+    Hidden,
+}
+
+/// The process holding `port`, `None` if no socket is bound to it.
+pub fn port_holder_of(port: u16, protocol: Protocol) -> Option<Holder> {
     let inodes = socket_inodes(port, protocol);
     if inodes.is_empty() {
         return None;
@@ -156,25 +164,21 @@ pub fn port_holder(port: u16, protocol: Protocol) -> Option<String> {
             continue;
         };
         for fd in fds.flatten() {
-            if let Ok(link) = fs::read_link(fd.path()) {
-                if targets.iter().any(|t| link.as_os_str() == t.as_str()) {
-                    return Some(format!(
-                        "pid {pid} ({})",
-                        comm(pid).unwrap_or_else(|| "?".into())
-                    ));
-                }
+            if fs::read_link(fd.path())
+                .is_ok_and(|link| targets.iter().any(|t| link.as_os_str() == t.as_str()))
+            {
+                return Some(Holder::Pid(pid));
             }
         }
     }
-    Some("another program (its process is not visible to this user)".into())
+    Some(Holder::Hidden)
 }
 
-/// The holder's pid, if visible.
-pub fn port_holder_pid(port: u16, protocol: Protocol) -> Option<i32> {
-    let h = port_holder(port, protocol)?;
-    h.strip_prefix("pid ")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// "pid N (comm)" of a process holding `port`, for messages (other users' processes may
+/// be hidden without privileges).
+pub fn port_holder(port: u16, protocol: Protocol) -> Option<String> {
+    Some(match port_holder_of(port, protocol)? {
+        Holder::Pid(pid) => format!("pid {pid} ({})", comm(pid).unwrap_or_else(|| "?".into())),
+        Holder::Hidden => "another program (its process is not visible to this user)".into(),
+    })
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A JWT secret. Its `Debug` never shows the bytes, so it cannot leak into logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -186,15 +186,6 @@ pub fn verify_file(path: &Path) -> Vec<SecretError> {
         }
     }
     out
-}
-
-/// The path list of a pair, for messages.
-pub fn describe(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Seconds of clock difference the Engine API tolerates in `iat`.

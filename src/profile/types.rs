@@ -439,6 +439,30 @@ pub enum StopSignal {
     Hup,
 }
 
+impl StopSignal {
+    /// The signal itself (its `as_str()` is the name systemd and compose take).
+    pub fn signal(self) -> nix::sys::signal::Signal {
+        use nix::sys::signal::Signal;
+        match self {
+            StopSignal::Term => Signal::SIGTERM,
+            StopSignal::Int => Signal::SIGINT,
+            StopSignal::Quit => Signal::SIGQUIT,
+            StopSignal::Hup => Signal::SIGHUP,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The same policy in systemd's `Restart=` and compose's `restart:` words.
+    pub fn service_manager_word(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "no",
+        }
+    }
+}
+
 /// Where services run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

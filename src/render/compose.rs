@@ -9,7 +9,7 @@
 
 use super::{File, RenderError};
 use crate::plan::Plan;
-use crate::profile::{Profile, Protocol, RestartPolicy, StopSignal};
+use crate::profile::{Profile, Protocol};
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::path::Path;
@@ -191,19 +191,11 @@ pub fn render(
                 Node::List(svc.depends_on.iter().map(lit).collect()),
             ));
         }
-        let restart = match svc.restart.policy {
-            RestartPolicy::Always => "always",
-            RestartPolicy::OnFailure => "on-failure",
-            RestartPolicy::Never => "no",
-        };
-        m.push(("restart".into(), lit(restart)));
-        let signal = match svc.stop_signal {
-            StopSignal::Term => "SIGTERM",
-            StopSignal::Int => "SIGINT",
-            StopSignal::Quit => "SIGQUIT",
-            StopSignal::Hup => "SIGHUP",
-        };
-        m.push(("stop_signal".into(), lit(signal)));
+        m.push((
+            "restart".into(),
+            lit(svc.restart.policy.service_manager_word()),
+        ));
+        m.push(("stop_signal".into(), lit(svc.stop_signal.signal().as_str())));
         m.push((
             "stop_grace_period".into(),
             lit(format!("{}s", svc.stop_grace.get().as_secs().max(1))),

@@ -5,7 +5,6 @@
 
 use super::{File, RenderError};
 use crate::plan::{Plan, ServicePlan};
-use crate::profile::{RestartPolicy, StopSignal};
 use handlebars::Handlebars;
 use serde_json::json;
 use std::path::Path;
@@ -195,20 +194,11 @@ fn unit_data(
         "env": env,
         "state_directory": state_directory,
         "data_dir": unit_path(&s.data_dir, "data dir")?,
-        "restart": match s.restart.policy {
-            RestartPolicy::Always => "always",
-            RestartPolicy::OnFailure => "on-failure",
-            RestartPolicy::Never => "no",
-        },
+        "restart": s.restart.policy.service_manager_word(),
         "restart_sec": span(s.restart.backoff.initial.get()),
         "success_exit_status": codes(&s.restart.success_exit_codes),
         "restart_prevent_exit_status": codes(&s.restart.prevent_exit_codes),
-        "kill_signal": match s.stop_signal {
-            StopSignal::Term => "SIGTERM",
-            StopSignal::Int => "SIGINT",
-            StopSignal::Quit => "SIGQUIT",
-            StopSignal::Hup => "SIGHUP",
-        },
+        "kill_signal": s.stop_signal.signal().as_str(),
         "timeout_stop": span(s.stop_grace.get()),
         "memory_deny_write_execute": !s.jit,
     }))

@@ -42,15 +42,6 @@ impl ProcessBackend {
     }
 }
 
-fn signal_of(s: StopSignal) -> Signal {
-    match s {
-        StopSignal::Term => Signal::SIGTERM,
-        StopSignal::Int => Signal::SIGINT,
-        StopSignal::Quit => Signal::SIGQUIT,
-        StopSignal::Hup => Signal::SIGHUP,
-    }
-}
-
 impl Backend for ProcessBackend {
     fn name(&self) -> &'static str {
         "process"
@@ -144,7 +135,7 @@ impl Backend for ProcessBackend {
     }
 
     fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), String> {
-        match killpg(Pid::from_raw(h.pgid), signal_of(sig)) {
+        match killpg(Pid::from_raw(h.pgid), sig.signal()) {
             Ok(()) => {
                 // A stopped (SIGSTOP) process cannot act on the stop signal until continued.
                 let _ = killpg(Pid::from_raw(h.pgid), Signal::SIGCONT);
