@@ -153,6 +153,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ImageAction,
     },
+    /// Run one node role of the network (what the supervisor starts).
+    Node {
+        /// The role.
+        #[command(subcommand)]
+        role: NodeRole,
+    },
     /// Internal: copy stdin to a size-rotated log file.
     #[command(hide = true)]
     LogRelay {
@@ -166,6 +172,13 @@ pub enum Command {
         #[arg(long)]
         keep: u32,
     },
+}
+
+/// Node roles.
+#[derive(Debug, Subcommand)]
+pub enum NodeRole {
+    /// The built-in execution engine: an Engine API server on revm.
+    Evm(crate::evm::node::EvmArgs),
 }
 
 /// systemd subcommands.
@@ -332,6 +345,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Node {
+            role: NodeRole::Evm(args),
+        } => crate::evm::node::run(args),
         Command::LogRelay {
             file,
             max_bytes,

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod evm;
 pub mod image;
 pub mod layout;
 pub mod logrelay;

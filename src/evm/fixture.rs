@@ -1,0 +1,265 @@
+//! `chainctl node evm import-fixture`: run Ethereum execution-spec-tests blockchain
+//! fixtures through the engine's block import.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alloy_consensus::{Block, Header, TxEnvelope};
+use alloy_eips::{eip7840::BlobParams, eip7892::BlobScheduleBlobParams};
+use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use alloy_rlp::Decodable;
+use revm::bytecode::Bytecode;
+use serde::Deserialize;
+
+use super::chain::{Chain, InsertError};
+use super::spec::ChainSpec;
+use super::state::{CodeStore, WorldState};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Case {
+    network: String,
+    #[serde(rename = "genesisRLP")]
+    genesis_rlp: Bytes,
+    genesis_block_header: HeaderHash,
+    pre: BTreeMap<Address, FixtureAccount>,
+    post_state: Option<BTreeMap<Address, FixtureAccount>>,
+    lastblockhash: B256,
+    config: Option<FixtureConfig>,
+    blocks: Vec<FixtureBlock>,
+}
+
+#[derive(Deserialize)]
+struct HeaderHash {
+    hash: B256,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FixtureConfig {
+    chainid: Option<U256>,
+    #[serde(default)]
+    blob_schedule: BTreeMap<String, FixtureBlobParams>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FixtureBlobParams {
+    target: U256,
+    max: U256,
+    base_fee_update_fraction: U256,
+}
+
+#[derive(Deserialize, Clone)]
+struct FixtureAccount {
+    balance: U256,
+    nonce: U256,
+    code: Bytes,
+    #[serde(default)]
+    storage: BTreeMap<U256, U256>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FixtureBlock {
+    rlp: Bytes,
+    expect_exception: Option<String>,
+    block_header: Option<HeaderHash>,
+}
+
+/// One case's outcome.
+pub struct CaseResult {
+    pub file: PathBuf,
+    pub name: String,
+    pub fork: String,
+    pub error: Option<String>,
+}
+
+fn blob_schedule(cfg: &Option<FixtureConfig>) -> BlobScheduleBlobParams {
+    let mut s = BlobScheduleBlobParams::mainnet();
+    if let Some(cfg) = cfg {
+        for (fork, p) in &cfg.blob_schedule {
+            let base = match fork.to_ascii_lowercase().as_str() {
+                "cancun" => &mut s.cancun,
+                "prague" => &mut s.prague,
+                "osaka" => &mut s.osaka,
+                _ => continue,
+            };
+            let upd: BlobParams = BlobParams {
+                target_blob_count: p.target.saturating_to(),
+                max_blob_count: p.max.saturating_to(),
+                update_fraction: p.base_fee_update_fraction.saturating_to(),
+                ..*base
+            };
+            *base = upd;
+        }
+    }
+    s
+}
+
+fn run_case(case: &Case) -> Result<(), String> {
+    let chain_id = case.config.as_ref().and_then(|c| c.chainid).map_or(1, |c| c.saturating_to());
+    let spec = Arc::new(ChainSpec::from_fixture_network(&case.network, chain_id, blob_schedule(&case.config))?);
+    let codes = CodeStore::default();
+    let mut state = WorldState::default();
+    for (addr, a) in &case.pre {
+        let code_hash = put_code(&codes, &a.code);
+        let storage: Vec<(U256, U256)> = a.storage.iter().map(|(k, v)| (*k, *v)).collect();
+        state.put(*addr, a.nonce.saturating_to(), a.balance, code_hash, &storage);
+    }
+    let genesis = Header::decode(&mut &case.genesis_rlp[..])
+        .or_else(|_| Block::<TxEnvelope>::decode(&mut &case.genesis_rlp[..]).map(|b| b.header))
+        .map_err(|e| format!("genesis RLP does not decode: {e}"))?;
+    if genesis.hash_slow() != case.genesis_block_header.hash {
+        return Err(format!("genesis hash {} differs from the fixture's {}", genesis.hash_slow(), case.genesis_block_header.hash));
+    }
+    if state.root() != genesis.state_root {
+        return Err(format!("pre-state root {} differs from the genesis state root {}", state.root(), genesis.state_root));
+    }
+    let mut chain = Chain::new(spec, codes.clone(), genesis, state);
+    for (i, fb) in case.blocks.iter().enumerate() {
+        let decoded = decode_block(&fb.rlp);
+        let outcome = match decoded {
+            Err(e) => Err(format!("does not decode: {e}")),
+            Ok(block) => {
+                let hash = block.header.hash_slow();
+                match chain.insert(block, hash) {
+                    Ok(b) => Ok(b.hash),
+                    Err(InsertError::UnknownParent) => Err("unknown parent".to_string()),
+                    Err(InsertError::Invalid { reason, .. }) => Err(reason),
+                }
+            }
+        };
+        match (outcome, &fb.expect_exception) {
+            (Ok(hash), None) => {
+                if let Some(h) = &fb.block_header {
+                    if h.hash != hash {
+                        return Err(format!("block {i}: hash {hash} differs from the fixture's {}", h.hash));
+                    }
+                }
+                chain.set_forkchoice(hash, B256::ZERO, B256::ZERO).map_err(|e| format!("block {i}: {e}"))?;
+            }
+            (Ok(hash), Some(exc)) => {
+                return Err(format!("block {i} ({hash}) was accepted, but the fixture expects {exc}"));
+            }
+            (Err(reason), None) => return Err(format!("block {i} rejected: {reason}")),
+            (Err(_), Some(_)) => {}
+        }
+    }
+    if chain.head().hash != case.lastblockhash {
+        return Err(format!("head {} differs from lastblockhash {}", chain.head().hash, case.lastblockhash));
+    }
+    if let Some(post) = &case.post_state {
+        check_post_state(&chain.head().state, &codes, post)?;
+    }
+    Ok(())
+}
+
+fn decode_block(rlp: &Bytes) -> Result<Block<TxEnvelope>, String> {
+    let mut buf = &rlp[..];
+    let b = Block::<TxEnvelope>::decode(&mut buf).map_err(|e| e.to_string())?;
+    if !buf.is_empty() {
+        return Err(format!("{} trailing bytes after the block", buf.len()));
+    }
+    Ok(b)
+}
+
+fn put_code(codes: &CodeStore, code: &Bytes) -> B256 {
+    if code.is_empty() {
+        return revm::primitives::KECCAK_EMPTY;
+    }
+    let hash = keccak256(code);
+    codes.insert(hash, Bytecode::new_raw(code.clone()));
+    hash
+}
+
+fn check_post_state(state: &WorldState, codes: &CodeStore, post: &BTreeMap<Address, FixtureAccount>) -> Result<(), String> {
+    let mut expected = WorldState::default();
+    for (addr, want) in post {
+        let Some(got) = state.account(addr) else {
+            return Err(format!("post-state: account {addr} missing"));
+        };
+        if got.balance != want.balance {
+            return Err(format!("post-state: {addr} balance {} expected {}", got.balance, want.balance));
+        }
+        if U256::from(got.nonce) != want.nonce {
+            return Err(format!("post-state: {addr} nonce {} expected {}", got.nonce, want.nonce));
+        }
+        let code = codes.get(&got.code_hash).map(|c| c.original_bytes()).unwrap_or_default();
+        if code != want.code {
+            return Err(format!("post-state: {addr} code differs"));
+        }
+        for (k, v) in &want.storage {
+            let g = state.storage(addr, k);
+            if g != *v {
+                return Err(format!("post-state: {addr} storage[{k:#x}] = {g:#x} expected {v:#x}"));
+            }
+        }
+        let storage: Vec<(U256, U256)> = want.storage.iter().map(|(k, v)| (*k, *v)).collect();
+        expected.put(*addr, want.nonce.saturating_to(), want.balance, got.code_hash, &storage);
+    }
+    // Same accounts and storage, nothing extra: the roots agree.
+    if expected.root() != state.root() {
+        return Err(format!(
+            "post-state: state has accounts or storage slots the fixture does not list (root {} expected {})",
+            state.root(),
+            expected.root()
+        ));
+    }
+    Ok(())
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() || e.extension().is_some_and(|x| x == "json") {
+                collect(&e, out)?;
+            }
+        }
+    } else {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+/// Run every case of every fixture file under `paths`.
+pub fn import(paths: &[PathBuf]) -> Result<Vec<CaseResult>, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, &mut files)?;
+    }
+    if files.is_empty() {
+        return Err("no fixture files (*.json) found under the given paths".into());
+    }
+    let mut results = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let cases: HashMap<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| format!("{}: not a fixture file: {e}", file.display()))?;
+        let mut names: Vec<_> = cases.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let value = cases[&name].clone();
+            let fork = value.get("network").and_then(|n| n.as_str()).unwrap_or("?").to_string();
+            let error = match serde_json::from_value::<Case>(value) {
+                Err(e) => Some(format!("not a blockchain test case: {e}")),
+                Ok(case) => {
+                    // A panic inside a dependency is a failed case, not a crashed run.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&case))) {
+                        Ok(r) => r.err(),
+                        Err(_) => Some("panicked during import".into()),
+                    }
+                }
+            };
+            results.push(CaseResult { file: file.clone(), name, fork, error });
+        }
+    }
+    Ok(results)
+}

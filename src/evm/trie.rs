@@ -1,0 +1,425 @@
+//! A persistent (structurally shared) Merkle-Patricia trie over 32-byte hashed keys.
+//!
+//! Every update returns a new trie that shares all untouched nodes with the old one, so
+//! each block keeps its own state snapshot for the price of the nodes it changed, and the
+//! root of a block costs hashing only the changed paths: node hashes are cached inside
+//! the nodes and survive in every snapshot that shares them.
+//!
+//! Keys are always 64 nibbles (keccak of an address or a storage slot), so no key is a
+//! prefix of another and branch nodes never carry values.
+
+use std::sync::{Arc, OnceLock};
+
+use alloy_primitives::{keccak256, B256};
+use alloy_rlp::{BufMut, Encodable, Header, EMPTY_STRING_CODE};
+
+/// The root of an empty trie: keccak256(rlp("")).
+pub const EMPTY_ROOT: B256 = alloy_trie::EMPTY_ROOT_HASH;
+
+/// What a leaf stores: the RLP bytes placed (as an RLP string) in the leaf node.
+pub trait TrieValue: Clone {
+    fn encode_value(&self, out: &mut Vec<u8>);
+}
+
+type Nibbles = Box<[u8]>;
+
+enum Kind<V> {
+    Leaf { path: Nibbles, value: V },
+    Ext { path: Nibbles, child: Arc<Node<V>> },
+    Branch { children: [Option<Arc<Node<V>>>; 16] },
+}
+
+struct Node<V> {
+    kind: Kind<V>,
+    /// The node's reference in its parent: its RLP when shorter than 32 bytes, else its hash.
+    reference: OnceLock<NodeRef>,
+}
+
+#[derive(Clone)]
+enum NodeRef {
+    Inline(Vec<u8>),
+    Hash(B256),
+}
+
+impl NodeRef {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            NodeRef::Inline(rlp) => out.extend_from_slice(rlp),
+            NodeRef::Hash(h) => h.encode(out),
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            NodeRef::Inline(rlp) => rlp.len(),
+            NodeRef::Hash(_) => 33,
+        }
+    }
+}
+
+/// A trie snapshot. Cloning is O(1).
+pub struct Trie<V> {
+    root: Option<Arc<Node<V>>>,
+}
+
+impl<V> Clone for Trie<V> {
+    fn clone(&self) -> Self {
+        Trie { root: self.root.clone() }
+    }
+}
+
+impl<V> Default for Trie<V> {
+    fn default() -> Self {
+        Trie { root: None }
+    }
+}
+
+impl<V> std::fmt::Debug for Trie<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trie").field("empty", &self.root.is_none()).finish()
+    }
+}
+
+fn nibbles(key: &B256) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (i, b) in key.iter().enumerate() {
+        out[2 * i] = b >> 4;
+        out[2 * i + 1] = b & 0x0f;
+    }
+    out
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn node<V>(kind: Kind<V>) -> Arc<Node<V>> {
+    Arc::new(Node { kind, reference: OnceLock::new() })
+}
+
+fn leaf<V>(path: &[u8], value: V) -> Arc<Node<V>> {
+    node(Kind::Leaf { path: path.into(), value })
+}
+
+fn concat(a: &[u8], b: &[u8]) -> Nibbles {
+    let mut v = Vec::with_capacity(a.len() + b.len());
+    v.extend_from_slice(a);
+    v.extend_from_slice(b);
+    v.into()
+}
+
+/// Put `prefix` in front of `n`, merging with a leaf or extension so that the trie stays
+/// in its canonical shape.
+fn prefixed<V: Clone>(prefix: &[u8], n: Arc<Node<V>>) -> Arc<Node<V>> {
+    if prefix.is_empty() {
+        return n;
+    }
+    match &n.kind {
+        Kind::Leaf { path, value } => node(Kind::Leaf { path: concat(prefix, path), value: value.clone() }),
+        Kind::Ext { path, child } => node(Kind::Ext { path: concat(prefix, path), child: child.clone() }),
+        Kind::Branch { .. } => node(Kind::Ext { path: prefix.into(), child: n }),
+    }
+}
+
+fn insert<V: Clone>(n: Option<&Arc<Node<V>>>, path: &[u8], value: V) -> Arc<Node<V>> {
+    let Some(n) = n else {
+        return leaf(path, value);
+    };
+    match &n.kind {
+        Kind::Leaf { path: lp, value: lv } => {
+            if **lp == *path {
+                return leaf(path, value);
+            }
+            let c = common_prefix(lp, path);
+            let mut children: [Option<Arc<Node<V>>>; 16] = Default::default();
+            children[lp[c] as usize] = Some(leaf(&lp[c + 1..], lv.clone()));
+            children[path[c] as usize] = Some(leaf(&path[c + 1..], value));
+            prefixed(&path[..c], node(Kind::Branch { children }))
+        }
+        Kind::Ext { path: ep, child } => {
+            let c = common_prefix(ep, path);
+            if c == ep.len() {
+                let child = insert(Some(child), &path[c..], value);
+                return node(Kind::Ext { path: ep.clone(), child });
+            }
+            let mut children: [Option<Arc<Node<V>>>; 16] = Default::default();
+            children[ep[c] as usize] = Some(prefixed(&ep[c + 1..], child.clone()));
+            children[path[c] as usize] = Some(leaf(&path[c + 1..], value));
+            prefixed(&path[..c], node(Kind::Branch { children }))
+        }
+        Kind::Branch { children } => {
+            let mut children = children.clone();
+            let i = path[0] as usize;
+            children[i] = Some(insert(children[i].as_ref(), &path[1..], value));
+            node(Kind::Branch { children })
+        }
+    }
+}
+
+/// Remove `path`; `None` if the subtrie became empty. Returns the same node when the key
+/// is absent, so untouched subtries keep their cached hashes.
+fn remove<V: Clone>(n: &Arc<Node<V>>, path: &[u8]) -> Option<Arc<Node<V>>> {
+    match &n.kind {
+        Kind::Leaf { path: lp, .. } => {
+            if **lp == *path {
+                None
+            } else {
+                Some(n.clone())
+            }
+        }
+        Kind::Ext { path: ep, child } => {
+            if !path.starts_with(ep) {
+                return Some(n.clone());
+            }
+            let new_child = remove(child, &path[ep.len()..])?;
+            if Arc::ptr_eq(&new_child, child) {
+                return Some(n.clone());
+            }
+            Some(prefixed(ep, new_child))
+        }
+        Kind::Branch { children } => {
+            let i = path[0] as usize;
+            let old = children[i].as_ref()?;
+            let new = remove(old, &path[1..]);
+            if new.as_ref().is_some_and(|x| Arc::ptr_eq(x, old)) {
+                return Some(n.clone());
+            }
+            let mut children = children.clone();
+            children[i] = new;
+            let mut present = children.iter().enumerate().filter_map(|(j, c)| c.as_ref().map(|c| (j, c)));
+            let first = present.next();
+            match (first, present.next()) {
+                (None, _) => None,
+                (Some((j, only)), None) => Some(prefixed(&[j as u8], only.clone())),
+                _ => Some(node(Kind::Branch { children })),
+            }
+        }
+    }
+}
+
+fn get<'a, V>(mut n: &'a Arc<Node<V>>, mut path: &[u8]) -> Option<&'a V> {
+    loop {
+        match &n.kind {
+            Kind::Leaf { path: lp, value } => return (**lp == *path).then_some(value),
+            Kind::Ext { path: ep, child } => {
+                path = path.strip_prefix(&ep[..])?;
+                n = child;
+            }
+            Kind::Branch { children } => {
+                n = children[*path.first()? as usize].as_ref()?;
+                path = &path[1..];
+            }
+        }
+    }
+}
+
+/// Hex-prefix encoding of a nibble path (yellow paper, appendix C).
+fn hex_prefix(path: &[u8], is_leaf: bool, out: &mut Vec<u8>) {
+    let flag = if is_leaf { 2u8 } else { 0 };
+    let mut bytes = Vec::with_capacity(path.len() / 2 + 1);
+    if path.len() % 2 == 1 {
+        bytes.push(((flag | 1) << 4) | path[0]);
+        for pair in path[1..].chunks(2) {
+            bytes.push((pair[0] << 4) | pair[1]);
+        }
+    } else {
+        bytes.push(flag << 4);
+        for pair in path.chunks(2) {
+            bytes.push((pair[0] << 4) | pair[1]);
+        }
+    }
+    bytes.as_slice().encode(out);
+}
+
+impl<V: TrieValue> Node<V> {
+    fn rlp(&self) -> Vec<u8> {
+        let mut payload = Vec::new();
+        match &self.kind {
+            Kind::Leaf { path, value } => {
+                hex_prefix(path, true, &mut payload);
+                let mut v = Vec::new();
+                value.encode_value(&mut v);
+                v.as_slice().encode(&mut payload);
+            }
+            Kind::Ext { path, child } => {
+                hex_prefix(path, false, &mut payload);
+                child.reference().encode(&mut payload);
+            }
+            Kind::Branch { children } => {
+                payload.reserve(children.iter().map(|c| c.as_ref().map_or(1, |c| c.reference().len())).sum::<usize>() + 1);
+                for c in children {
+                    match c {
+                        Some(c) => c.reference().encode(&mut payload),
+                        None => payload.put_u8(EMPTY_STRING_CODE),
+                    }
+                }
+                payload.put_u8(EMPTY_STRING_CODE);
+            }
+        }
+        let mut out = Vec::with_capacity(payload.len() + 3);
+        Header { list: true, payload_length: payload.len() }.encode(&mut out);
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    fn reference(&self) -> &NodeRef {
+        self.reference.get_or_init(|| {
+            let rlp = self.rlp();
+            if rlp.len() < 32 {
+                NodeRef::Inline(rlp)
+            } else {
+                NodeRef::Hash(keccak256(&rlp))
+            }
+        })
+    }
+}
+
+impl<V: TrieValue> Trie<V> {
+    pub fn is_empty(&self) -> bool {
+        self.root.is_none()
+    }
+
+    /// The value under `key` (already hashed).
+    pub fn get(&self, key: &B256) -> Option<&V> {
+        get(self.root.as_ref()?, &nibbles(key))
+    }
+
+    pub fn insert(&mut self, key: &B256, value: V) {
+        self.root = Some(insert(self.root.as_ref(), &nibbles(key), value));
+    }
+
+    pub fn remove(&mut self, key: &B256) {
+        if let Some(r) = &self.root {
+            self.root = remove(r, &nibbles(key));
+        }
+    }
+
+    /// The Merkle root. Cached per node: only nodes created since the last call are hashed.
+    pub fn root(&self) -> B256 {
+        match &self.root {
+            None => EMPTY_ROOT,
+            Some(r) => match r.reference() {
+                NodeRef::Hash(h) => *h,
+                NodeRef::Inline(rlp) => keccak256(rlp),
+            },
+        }
+    }
+
+    /// Every (key, value) in key order.
+    pub fn entries(&self) -> Vec<(B256, V)> {
+        fn walk<V: Clone>(n: &Arc<Node<V>>, prefix: &mut Vec<u8>, out: &mut Vec<(B256, V)>) {
+            match &n.kind {
+                Kind::Leaf { path, value } => {
+                    let full: Vec<u8> = prefix.iter().chain(path.iter()).copied().collect();
+                    let mut key = [0u8; 32];
+                    for (i, k) in key.iter_mut().enumerate() {
+                        *k = (full[2 * i] << 4) | full[2 * i + 1];
+                    }
+                    out.push((B256::from(key), value.clone()));
+                }
+                Kind::Ext { path, child } => {
+                    let len = prefix.len();
+                    prefix.extend_from_slice(path);
+                    walk(child, prefix, out);
+                    prefix.truncate(len);
+                }
+                Kind::Branch { children } => {
+                    for (i, c) in children.iter().enumerate() {
+                        if let Some(c) = c {
+                            prefix.push(i as u8);
+                            walk(c, prefix, out);
+                            prefix.pop();
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(r) = &self.root {
+            walk(r, &mut Vec::new(), &mut out);
+        }
+        out
+    }
+}
+
+/// Storage values: RLP of the big-endian integer without leading zeros.
+impl TrieValue for alloy_primitives::U256 {
+    fn encode_value(&self, out: &mut Vec<u8>) {
+        self.encode(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::U256;
+    use alloy_trie::{HashBuilder, Nibbles as ANibbles};
+    use rand::{Rng, SeedableRng};
+
+    /// Reference root from alloy-trie's HashBuilder over the sorted entries.
+    fn reference_root(entries: &std::collections::BTreeMap<B256, U256>) -> B256 {
+        let mut hb = HashBuilder::default();
+        for (k, v) in entries {
+            let mut enc = Vec::new();
+            v.encode(&mut enc);
+            hb.add_leaf(ANibbles::unpack(k), &enc);
+        }
+        hb.root()
+    }
+
+    #[test]
+    fn empty_root() {
+        assert_eq!(Trie::<U256>::default().root(), EMPTY_ROOT);
+    }
+
+    #[test]
+    fn matches_hash_builder_under_random_inserts_and_removes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..40 {
+            let mut model = std::collections::BTreeMap::new();
+            let mut trie = Trie::default();
+            let keyspace: Vec<B256> = (0..(round * 5 + 3)).map(|_| B256::from(rng.gen::<[u8; 32]>())).collect();
+            // keys sharing long prefixes exercise extensions
+            let mut keys = keyspace.clone();
+            for k in keyspace.iter().take(4) {
+                let mut near = *k;
+                near.0[31] ^= 1;
+                keys.push(near);
+                let mut near = *k;
+                near.0[20] ^= 0x10;
+                keys.push(near);
+            }
+            let mut snapshots = Vec::new();
+            for step in 0..(keys.len() * 3) {
+                let k = keys[rng.gen_range(0..keys.len())];
+                if rng.gen_bool(0.3) {
+                    trie.remove(&k);
+                    model.remove(&k);
+                } else {
+                    let v = U256::from(rng.gen_range(1u64..u64::MAX >> rng.gen_range(0..60)));
+                    trie.insert(&k, v);
+                    model.insert(k, v);
+                }
+                if step % 7 == 0 {
+                    assert_eq!(trie.root(), reference_root(&model), "round {round} step {step}");
+                    snapshots.push((trie.clone(), model.clone()));
+                }
+            }
+            assert_eq!(trie.root(), reference_root(&model));
+            for (k, v) in &model {
+                assert_eq!(trie.get(k), Some(v));
+            }
+            let listed: Vec<_> = trie.entries();
+            assert_eq!(listed, model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+            // old snapshots are untouched by later updates
+            for (t, m) in snapshots {
+                assert_eq!(t.root(), reference_root(&m));
+            }
+            // removing everything gives the empty trie
+            for k in model.keys() {
+                trie.remove(k);
+            }
+            assert!(trie.is_empty());
+            assert_eq!(trie.root(), EMPTY_ROOT);
+        }
+    }
+}
