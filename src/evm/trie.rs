@@ -178,7 +178,9 @@ fn remove<V: Clone>(n: &Arc<Node<V>>, path: &[u8]) -> Option<Arc<Node<V>>> {
         }
         Kind::Branch { children } => {
             let i = path[0] as usize;
-            let old = children[i].as_ref()?;
+            let Some(old) = children[i].as_ref() else {
+                return Some(n.clone());
+            };
             let new = remove(old, &path[1..]);
             if new.as_ref().is_some_and(|x| Arc::ptr_eq(x, old)) {
                 return Some(n.clone());
@@ -374,10 +376,10 @@ mod tests {
     #[test]
     fn matches_hash_builder_under_random_inserts_and_removes() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for round in 0..40 {
+        for round in 0..24 {
             let mut model = std::collections::BTreeMap::new();
             let mut trie = Trie::default();
-            let keyspace: Vec<B256> = (0..(round * 5 + 3)).map(|_| B256::from(rng.gen::<[u8; 32]>())).collect();
+            let keyspace: Vec<B256> = (0..(round * 4 + 3)).map(|_| B256::from(rng.gen::<[u8; 32]>())).collect();
             // keys sharing long prefixes exercise extensions
             let mut keys = keyspace.clone();
             for k in keyspace.iter().take(4) {
@@ -395,12 +397,13 @@ mod tests {
                     trie.remove(&k);
                     model.remove(&k);
                 } else {
-                    let v = U256::from(rng.gen_range(1u64..u64::MAX >> rng.gen_range(0..60)));
+                    let shift = rng.gen_range(0..60);
+                    let v = U256::from(rng.gen_range(1u64..u64::MAX >> shift));
                     trie.insert(&k, v);
                     model.insert(k, v);
                 }
-                if step % 7 == 0 {
-                    assert_eq!(trie.root(), reference_root(&model), "round {round} step {step}");
+                if step % 5 == 0 {
+                    assert_eq!(trie.root(), reference_root(&model), "round {round} step {step} key {k} present {:?}", model.get(&k));
                     snapshots.push((trie.clone(), model.clone()));
                 }
             }
