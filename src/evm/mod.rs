@@ -2,11 +2,21 @@
 //! through alloy-evm's block executor, state in persistent Merkle-Patricia tries, driven
 //! through the Engine API.
 
+pub mod call;
 pub mod chain;
+pub mod engine;
 pub mod exec;
 pub mod fixture;
 pub mod spec;
 pub mod state;
 pub mod trie;
+pub mod ws;
 pub mod node;
+pub mod pool;
+pub mod rpc;
 pub mod server;
+
+/// Lock a mutex, recovering the data if a panicking thread poisoned it.
+pub fn engine_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,13 +1,192 @@
-//! The engine's servers: the Engine API (JWT-authenticated) and JSON-RPC.
+//! The engine's servers: the Engine API on its JWT-authenticated port and the public
+//! JSON-RPC (HTTP and WebSocket) on another.
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use alloy_genesis::Genesis;
+use alloy_primitives::{keccak256, U256};
+use anyhow::{anyhow, Context};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
 use clap::Args;
+use revm::bytecode::Bytecode;
+
+use super::chain::Chain;
+use super::engine::Engine;
+use super::rpc::handle_body;
+use super::spec::ChainSpec;
+use super::state::{CodeStore, WorldState};
+use crate::secrets::{verify_token, JwtSecret};
+
+/// Largest Engine API request body (a payload of a full block and its requests).
+pub const ENGINE_BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// Largest public JSON-RPC request body.
+pub const RPC_BODY_LIMIT: usize = 5 * 1024 * 1024;
 
 /// How to run the engine.
 #[derive(Debug, Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// The network's genesis (go-ethereum genesis.json format).
+    #[arg(long)]
+    pub genesis: Option<PathBuf>,
+    /// Address of the public JSON-RPC server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub http_addr: IpAddr,
+    /// Port of the public JSON-RPC server (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8545)]
+    pub http_port: u16,
+    /// Address of the Engine API server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub authrpc_addr: IpAddr,
+    /// Port of the Engine API server (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8551)]
+    pub authrpc_port: u16,
+    /// The 32-byte hex JWT secret shared with the consensus client (required: the engine
+    /// never serves the Engine API without authentication).
+    #[arg(long)]
+    pub jwt_secret: Option<PathBuf>,
+}
 
-pub fn serve(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+/// Load a genesis file into a chain.
+pub fn load_genesis(path: &Path) -> anyhow::Result<Chain> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read genesis {}", path.display()))?;
+    let genesis: Genesis =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: not a genesis.json: {e}", path.display()))?;
+    chain_from_genesis(&genesis).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+pub fn chain_from_genesis(genesis: &Genesis) -> Result<Chain, String> {
+    let spec = ChainSpec::from_chain_config(&genesis.config)?;
+    let codes = CodeStore::default();
+    let mut state = WorldState::default();
+    for (addr, acct) in &genesis.alloc {
+        let code_hash = match &acct.code {
+            Some(code) if !code.is_empty() => {
+                let h = keccak256(code);
+                codes.insert(h, Bytecode::new_raw(code.clone()));
+                h
+            }
+            _ => revm::primitives::KECCAK_EMPTY,
+        };
+        let storage: Vec<(U256, U256)> = acct
+            .storage
+            .iter()
+            .flatten()
+            .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
+            .collect();
+        state.put(*addr, acct.nonce.unwrap_or(0), acct.balance, code_hash, &storage);
+    }
+    let header = spec.genesis_header(genesis, state.root());
+    Ok(Chain::new(Arc::new(spec), codes, header, state))
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    secret: Arc<JwtSecret>,
+}
+
+async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return (StatusCode::UNAUTHORIZED, "missing JWT: send Authorization: Bearer <HS256 token>").into_response();
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if let Err(e) = verify_token(&app.secret, token, now) {
+        tracing::warn!(reason = %e, "Engine API call refused");
+        return (StatusCode::UNAUTHORIZED, format!("invalid JWT: {e}")).into_response();
+    }
+    let engine = app.engine.clone();
+    let out = tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.call(m, p))).await;
+    respond(out)
+}
+
+async fn rpc_handler(State(app): State<AppState>, body: Bytes) -> Response {
+    let engine = app.engine.clone();
+    let out = tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.eth_call(m, p))).await;
+    respond(out)
+}
+
+fn respond(out: Result<Option<serde_json::Value>, tokio::task::JoinError>) -> Response {
+    match out {
+        Ok(Some(v)) => ([(axum::http::header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")).into_response(),
+    }
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let genesis = args.genesis.as_deref().ok_or_else(|| {
+        anyhow!("--genesis is required: the network's genesis.json (chainctl renders one per profile)")
+    })?;
+    let jwt = args.jwt_secret.as_deref().ok_or_else(|| {
+        anyhow!("--jwt-secret is required: the Engine API is never served without authentication (`chainctl jwt generate` makes one)")
+    })?;
+    let secret = JwtSecret::read(jwt).map_err(|e| anyhow!("{e}"))?;
+    let chain = load_genesis(genesis)?;
+    let genesis_hash = chain.genesis_hash();
+    let engine = Arc::new(Engine::new(chain));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let app = AppState { engine: engine.clone(), secret: Arc::new(secret) };
+        let engine_router = Router::new()
+            .route("/", post(engine_handler))
+            .layer(DefaultBodyLimit::max(ENGINE_BODY_LIMIT))
+            .with_state(app.clone());
+        let rpc_router = Router::new()
+            .route("/", post(rpc_handler).get(super::ws::upgrade))
+            .layer(DefaultBodyLimit::max(RPC_BODY_LIMIT))
+            .with_state(app.clone());
+        let bind = |addr: IpAddr, port: u16, what: &'static str| async move {
+            tokio::net::TcpListener::bind(SocketAddr::new(addr, port))
+                .await
+                .with_context(|| format!("cannot listen on {addr}:{port} for {what}: is the port in use? choose another with --{}-port", if what == "JSON-RPC" { "http" } else { "authrpc" }))
+        };
+        let rpc = bind(args.http_addr, args.http_port, "JSON-RPC").await?;
+        let auth = bind(args.authrpc_addr, args.authrpc_port, "the Engine API").await?;
+        let (rpc_addr, auth_addr) = (rpc.local_addr()?, auth.local_addr()?);
+        tracing::info!(%genesis_hash, rpc = %rpc_addr, engine = %auth_addr, "built-in engine listening");
+        println!(
+            "{}",
+            serde_json::json!({"event": "listening", "genesis": genesis_hash, "rpc": rpc_addr.to_string(), "engine": auth_addr.to_string()})
+        );
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+            }
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.changed().await;
+        };
+        let s1 = axum::serve(rpc, rpc_router).with_graceful_shutdown(wait(rx.clone()));
+        let s2 = axum::serve(auth, engine_router).with_graceful_shutdown(wait(rx));
+        let servers = async { tokio::try_join!(s1, s2) };
+        tokio::select! {
+            r = servers => { r.context("server failed")?; }
+            _ = shutdown => {
+                tracing::info!("stopping");
+                let _ = tx.send(true);
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

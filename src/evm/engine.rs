@@ -1,0 +1,371 @@
+//! The Engine API methods (execution-apis `src/engine/`): newPayload, forkchoiceUpdated,
+//! getPayload, payload bodies, capabilities and client version.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use alloy_consensus::{Transaction, TxEnvelope};
+use alloy_eips::eip7685::Requests;
+use alloy_primitives::{keccak256, Bytes, B256};
+use alloy_rpc_types_engine::{
+    BlobsBundleV1, BlobsBundleV2, CancunPayloadFields, ExecutionPayload, ExecutionPayloadBodyV1,
+    ExecutionPayloadEnvelopeV3, ExecutionPayloadEnvelopeV4, ExecutionPayloadEnvelopeV5, ExecutionPayloadSidecar,
+    ExecutionPayloadV3, ForkchoiceState, ForkchoiceUpdated, PayloadAttributes, PayloadId, PayloadStatus,
+    PayloadStatusEnum, PraguePayloadFields,
+};
+use serde_json::{json, Value};
+
+use super::chain::{Chain, InsertError};
+use super::exec::{BuildAttributes, ExecutedBlock};
+use super::pool::Pool;
+use super::rpc::RpcError;
+
+/// The methods this engine serves on its authenticated port.
+pub const CAPABILITIES: &[&str] = &[
+    "engine_exchangeCapabilities",
+    "engine_getClientVersionV1",
+    "engine_newPayloadV3",
+    "engine_newPayloadV4",
+    "engine_forkchoiceUpdatedV3",
+    "engine_getPayloadV3",
+    "engine_getPayloadV4",
+    "engine_getPayloadV5",
+    "engine_getPayloadBodiesByHashV1",
+    "engine_getPayloadBodiesByRangeV1",
+];
+
+/// Payloads kept for getPayload after they were built.
+const MAX_PAYLOADS: usize = 64;
+
+/// Shared engine state behind both servers.
+pub struct Engine {
+    chain: Mutex<Chain>,
+    pub pool: Mutex<Pool>,
+    payloads: Mutex<HashMap<PayloadId, Arc<ExecutedBlock>>>,
+    payload_order: Mutex<Vec<PayloadId>>,
+    /// Sends a head's hash to WebSocket subscribers on every canonical change.
+    pub heads: tokio::sync::broadcast::Sender<B256>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn params<T: serde::de::DeserializeOwned>(p: Value) -> Result<T, RpcError> {
+    serde_json::from_value(p).map_err(|e| RpcError::invalid_params(e.to_string()))
+}
+
+fn status(s: PayloadStatusEnum, latest_valid: Option<B256>) -> PayloadStatus {
+    PayloadStatus::new(s, latest_valid)
+}
+
+fn invalid(reason: String, latest_valid: Option<B256>) -> PayloadStatus {
+    status(PayloadStatusEnum::Invalid { validation_error: reason }, latest_valid)
+}
+
+impl Engine {
+    pub fn new(chain: Chain) -> Self {
+        let (heads, _) = tokio::sync::broadcast::channel(64);
+        Engine {
+            chain: Mutex::new(chain),
+            pool: Mutex::new(Pool::default()),
+            payloads: Mutex::new(HashMap::new()),
+            payload_order: Mutex::new(Vec::new()),
+            heads,
+        }
+    }
+
+    pub fn chain(&self) -> MutexGuard<'_, Chain> {
+        lock(&self.chain)
+    }
+
+    /// Dispatch one Engine API call.
+    pub fn call(&self, method: &str, p: Value) -> Result<Value, RpcError> {
+        let to_json = |v: &dyn erased::Ser| v.to_value();
+        match method {
+            "engine_exchangeCapabilities" => {
+                let _: (Vec<String>,) = params(p)?;
+                Ok(json!(CAPABILITIES))
+            }
+            "engine_getClientVersionV1" => Ok(json!([{
+                "code": "CT",
+                "name": "chainctl",
+                "version": env!("CARGO_PKG_VERSION"),
+                "commit": "0x00000000",
+            }])),
+            "engine_newPayloadV3" => {
+                let (payload, hashes, root): (ExecutionPayloadV3, Vec<B256>, B256) = params(p)?;
+                let ts = payload.timestamp();
+                self.require_fork(ts, "cancun", method)?;
+                let sidecar = ExecutionPayloadSidecar::v3(CancunPayloadFields::new(root, hashes));
+                Ok(to_json(&self.new_payload(payload, sidecar)))
+            }
+            "engine_newPayloadV4" => {
+                let (payload, hashes, root, requests): (ExecutionPayloadV3, Vec<B256>, B256, Vec<Bytes>) = params(p)?;
+                let ts = payload.timestamp();
+                let fork = self.chain().spec.fork_name(ts);
+                if fork != "prague" && fork != "osaka" {
+                    return Err(RpcError::unsupported_fork(format!("{method} is for Prague and Osaka; the payload's timestamp is in {fork}")));
+                }
+                check_requests(&requests)?;
+                let sidecar = ExecutionPayloadSidecar::v4(
+                    CancunPayloadFields::new(root, hashes),
+                    PraguePayloadFields::new(Requests::new(requests)),
+                );
+                Ok(to_json(&self.new_payload(payload, sidecar)))
+            }
+            "engine_forkchoiceUpdatedV3" => {
+                let (state, attrs): (ForkchoiceState, Option<PayloadAttributes>) = match p.as_array().map(|a| a.len()) {
+                    Some(1) => (params::<(ForkchoiceState,)>(p)?.0, None),
+                    _ => params(p)?,
+                };
+                self.forkchoice_updated(state, attrs).map(|r| to_json(&r))
+            }
+            "engine_getPayloadV3" | "engine_getPayloadV4" | "engine_getPayloadV5" => {
+                let (id,): (PayloadId,) = params(p)?;
+                let built = lock(&self.payloads).get(&id).cloned().ok_or_else(RpcError::unknown_payload)?;
+                let ts = built.header().timestamp;
+                let fork = self.chain().spec.fork_name(ts);
+                let want = match method {
+                    "engine_getPayloadV3" => "cancun",
+                    "engine_getPayloadV4" => "prague",
+                    _ => "osaka",
+                };
+                if fork != want {
+                    return Err(RpcError::unsupported_fork(format!("payload {id} is a {fork} block; {method} serves {want} payloads")));
+                }
+                Ok(self.envelope(&built, method))
+            }
+            "engine_getPayloadBodiesByHashV1" => {
+                let (hashes,): (Vec<B256>,) = params(p)?;
+                if hashes.len() > 1024 {
+                    return Err(RpcError::too_large(format!("{} hashes requested, at most 1024", hashes.len())));
+                }
+                let chain = self.chain();
+                let bodies: Vec<Option<ExecutionPayloadBodyV1>> =
+                    hashes.iter().map(|h| chain.block(h).map(|b| body(b))).collect();
+                Ok(serde_json::to_value(bodies).unwrap_or(Value::Null))
+            }
+            "engine_getPayloadBodiesByRangeV1" => {
+                let (start, count): (alloy_primitives::U64, alloy_primitives::U64) = params(p)?;
+                let (start, count) = (start.to::<u64>(), count.to::<u64>());
+                if start == 0 || count == 0 {
+                    return Err(RpcError::invalid_params("start and count must be at least 1"));
+                }
+                if count > 1024 {
+                    return Err(RpcError::too_large(format!("{count} blocks requested, at most 1024")));
+                }
+                let chain = self.chain();
+                let head = chain.head().number();
+                let bodies: Vec<Option<ExecutionPayloadBodyV1>> = (start..start.saturating_add(count))
+                    .take_while(|n| *n <= head)
+                    .map(|n| chain.canonical(n).map(|b| body(b)))
+                    .collect();
+                Ok(serde_json::to_value(bodies).unwrap_or(Value::Null))
+            }
+            _ => Err(RpcError::method_not_found(method)),
+        }
+    }
+
+    fn require_fork(&self, ts: u64, want: &str, method: &str) -> Result<(), RpcError> {
+        let fork = self.chain().spec.fork_name(ts);
+        if fork != want {
+            return Err(RpcError::unsupported_fork(format!("{method} is for {want}; the payload's timestamp is in {fork}")));
+        }
+        Ok(())
+    }
+
+    fn new_payload(&self, payload: ExecutionPayloadV3, sidecar: ExecutionPayloadSidecar) -> PayloadStatus {
+        let claimed = payload.payload_inner.payload_inner.block_hash;
+        let block = match ExecutionPayload::V3(payload).try_into_block_with_sidecar::<TxEnvelope>(&sidecar) {
+            Ok(b) => b,
+            Err(e) => return invalid(format!("payload does not form a block: {e}"), None),
+        };
+        let hash = block.header.hash_slow();
+        if hash != claimed {
+            return invalid(format!("block hash mismatch: payload says {claimed}, header hashes to {hash}"), None);
+        }
+        let blob_hashes: Vec<B256> =
+            block.body.transactions.iter().filter_map(|t| t.blob_versioned_hashes()).flatten().copied().collect();
+        if Some(&blob_hashes) != sidecar.versioned_hashes() {
+            return invalid("expected blob versioned hashes differ from the block's blob transactions".into(), None);
+        }
+        let number = block.header.number;
+        let result = self.chain().insert(block, hash);
+        match result {
+            Ok(_) => {
+                tracing::debug!(%hash, number, "payload VALID");
+                status(PayloadStatusEnum::Valid, Some(hash))
+            }
+            Err(InsertError::UnknownParent) => status(PayloadStatusEnum::Syncing, None),
+            Err(InsertError::Invalid { latest_valid, reason }) => {
+                tracing::warn!(%hash, number, %reason, "payload INVALID");
+                invalid(reason, latest_valid)
+            }
+        }
+    }
+
+    fn forkchoice_updated(
+        &self,
+        state: ForkchoiceState,
+        attrs: Option<PayloadAttributes>,
+    ) -> Result<ForkchoiceUpdated, RpcError> {
+        let mut chain = self.chain();
+        let head = state.head_block_hash;
+        if let Some((latest_valid, reason)) = chain.invalid(&head) {
+            return Ok(ForkchoiceUpdated::new(invalid(reason, latest_valid)));
+        }
+        if chain.block(&head).is_none() {
+            return Ok(ForkchoiceUpdated::new(status(PayloadStatusEnum::Syncing, None)));
+        }
+        let old_head = chain.head().hash;
+        chain
+            .set_forkchoice(head, state.safe_block_hash, state.finalized_block_hash)
+            .map_err(RpcError::invalid_forkchoice)?;
+        let head_block = chain.head().clone();
+        if old_head != head {
+            lock(&self.pool).prune(&head_block.state);
+            let _ = self.heads.send(head);
+        }
+        let valid = status(PayloadStatusEnum::Valid, Some(head));
+        let Some(attrs) = attrs else {
+            return Ok(ForkchoiceUpdated::new(valid));
+        };
+        let ts = attrs.timestamp;
+        if ts <= head_block.header().timestamp {
+            return Err(RpcError::invalid_attributes(format!(
+                "timestamp {ts} is not after the head's {}",
+                head_block.header().timestamp
+            )));
+        }
+        let spec = chain.spec.clone();
+        if !spec.cancun(ts) {
+            return Err(RpcError::unsupported_fork(format!("forkchoiceUpdatedV3 builds Cancun or later blocks; {ts} is in {}", spec.fork_name(ts))));
+        }
+        let Some(beacon_root) = attrs.parent_beacon_block_root else {
+            return Err(RpcError::invalid_params("parentBeaconBlockRoot is required by forkchoiceUpdatedV3"));
+        };
+        if attrs.withdrawals.is_none() {
+            return Err(RpcError::invalid_params("withdrawals are required by forkchoiceUpdatedV3"));
+        }
+        let id = payload_id(&head, &attrs);
+        if lock(&self.payloads).contains_key(&id) {
+            return Ok(ForkchoiceUpdated::new(valid).with_payload_id(id));
+        }
+        let build = BuildAttributes {
+            timestamp: ts,
+            prev_randao: attrs.prev_randao,
+            fee_recipient: attrs.suggested_fee_recipient,
+            withdrawals: attrs.withdrawals.clone(),
+            parent_beacon_block_root: Some(beacon_root),
+            gas_limit: head_block.header().gas_limit,
+            extra_data: Bytes::from_static(concat!("chainctl/", env!("CARGO_PKG_VERSION")).as_bytes()),
+        };
+        let base_fee = head_block
+            .header()
+            .next_block_base_fee(alloy_eips::eip1559::BaseFeeParams::ethereum())
+            .unwrap_or_default();
+        let candidates = lock(&self.pool).best(&head_block.state, base_fee);
+        let mut dropped = Vec::new();
+        let built = chain
+            .build(&head, &build, &mut candidates.into_iter(), &mut |tx, sender, why| {
+                tracing::debug!(tx = %tx.tx_hash(), %why, "left out of the block");
+                if !why.contains("remaining gas") {
+                    dropped.push((*sender, tx.nonce()));
+                }
+            })
+            .map_err(|e| RpcError::internal(format!("building a block on {head} failed: {e}")))?;
+        {
+            let mut pool = lock(&self.pool);
+            for (s, n) in dropped {
+                pool.drop_tx(&s, n);
+            }
+        }
+        let built = Arc::new(built);
+        tracing::info!(payload = %id, number = built.number(), txs = built.block.body.transactions.len(), "built payload");
+        chain.insert_built(built.clone());
+        drop(chain);
+        let mut payloads = lock(&self.payloads);
+        let mut order = lock(&self.payload_order);
+        payloads.insert(id, built);
+        order.push(id);
+        if order.len() > MAX_PAYLOADS {
+            let old = order.remove(0);
+            payloads.remove(&old);
+        }
+        Ok(ForkchoiceUpdated::new(valid).with_payload_id(id))
+    }
+
+    fn envelope(&self, built: &ExecutedBlock, method: &str) -> Value {
+        let payload = ExecutionPayloadV3::from_block_unchecked(built.hash, &built.block.clone().map_transactions(|t| t));
+        let value = built.fees;
+        match method {
+            "engine_getPayloadV3" => json!(ExecutionPayloadEnvelopeV3 {
+                execution_payload: payload,
+                block_value: value,
+                blobs_bundle: BlobsBundleV1::empty(),
+                should_override_builder: false,
+            }),
+            "engine_getPayloadV4" => json!(ExecutionPayloadEnvelopeV4 {
+                envelope_inner: ExecutionPayloadEnvelopeV3 {
+                    execution_payload: payload,
+                    block_value: value,
+                    blobs_bundle: BlobsBundleV1::empty(),
+                    should_override_builder: false,
+                },
+                execution_requests: built.requests.clone(),
+            }),
+            _ => json!(ExecutionPayloadEnvelopeV5 {
+                execution_payload: payload,
+                block_value: value,
+                blobs_bundle: BlobsBundleV2::empty(),
+                should_override_builder: false,
+                execution_requests: built.requests.clone(),
+            }),
+        }
+    }
+}
+
+/// EIP-7685 in the Engine API: each request is its type byte followed by non-empty data,
+/// types strictly ascending.
+fn check_requests(requests: &[Bytes]) -> Result<(), RpcError> {
+    let mut last: Option<u8> = None;
+    for (i, r) in requests.iter().enumerate() {
+        if r.len() < 2 {
+            return Err(RpcError::invalid_params(format!("executionRequests[{i}] is empty (empty request lists must be left out)")));
+        }
+        if last.is_some_and(|l| r[0] <= l) {
+            return Err(RpcError::invalid_params(format!("executionRequests[{i}] is out of order: types must be strictly ascending")));
+        }
+        last = Some(r[0]);
+    }
+    Ok(())
+}
+
+/// Deterministic id of a build job: the head and the attributes.
+fn payload_id(head: &B256, attrs: &PayloadAttributes) -> PayloadId {
+    let mut buf = head.to_vec();
+    buf.extend_from_slice(serde_json::to_string(attrs).unwrap_or_default().as_bytes());
+    let h = keccak256(&buf);
+    PayloadId::new(h[..8].try_into().expect("8 bytes"))
+}
+
+fn body(b: &ExecutedBlock) -> ExecutionPayloadBodyV1 {
+    use alloy_eips::eip2718::Encodable2718;
+    ExecutionPayloadBodyV1 {
+        transactions: b.block.body.transactions.iter().map(|t| t.encoded_2718().into()).collect(),
+        withdrawals: b.block.body.withdrawals.clone().map(|w| w.into_inner()),
+    }
+}
+
+/// Serialize anything serde can, without naming its type at the call site.
+mod erased {
+    pub trait Ser {
+        fn to_value(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_value(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
