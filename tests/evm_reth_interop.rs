@@ -7,14 +7,16 @@ use alloy_consensus::TxEnvelope;
 use alloy_eips::eip7685::Requests;
 use alloy_primitives::{Bytes, B256};
 use alloy_rpc_types_engine::{
-    CancunPayloadFields, ExecutionPayload, ExecutionPayloadSidecar, ExecutionPayloadV3, PraguePayloadFields,
+    CancunPayloadFields, ExecutionPayload, ExecutionPayloadSidecar, ExecutionPayloadV3,
+    PraguePayloadFields,
 };
 use evmutil::{fixtures, Evm};
 use serde_json::{json, Value};
 
 fn chain() -> (std::path::PathBuf, Value) {
     let dir = fixtures().join("reth-interop");
-    let chain: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("chain.json")).unwrap()).unwrap();
+    let chain: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("chain.json")).unwrap()).unwrap();
     (dir.join("genesis.json"), chain)
 }
 
@@ -22,7 +24,11 @@ fn chain() -> (std::path::PathBuf, Value) {
 fn replays_reths_chain_to_the_same_head_and_state() {
     let (genesis, chain) = chain();
     let evm = Evm::start(&genesis);
-    assert_eq!(evm.genesis, chain["genesisHash"].as_str().unwrap(), "genesis hash differs from Reth's");
+    assert_eq!(
+        evm.genesis,
+        chain["genesisHash"].as_str().unwrap(),
+        "genesis hash differs from Reth's"
+    );
     let g = evm.rpc("eth_getBlockByNumber", json!(["0x0", false]));
     assert_eq!(g["hash"], chain["genesisHash"]);
 
@@ -44,12 +50,16 @@ fn replays_reths_chain_to_the_same_head_and_state() {
     let latest = evm.rpc("eth_getBlockByNumber", json!(["latest", false]));
     assert_eq!(latest["hash"], head);
     assert_eq!(latest["stateRoot"], chain["stateRoot"]);
-    assert_eq!(evm.rpc("eth_blockNumber", json!([])), json!(format!("{:#x}", chain["blocks"].as_array().unwrap().len())));
+    assert_eq!(
+        evm.rpc("eth_blockNumber", json!([])),
+        json!(format!("{:#x}", chain["blocks"].as_array().unwrap().len()))
+    );
 
     let checks = chain["checks"].as_array().unwrap();
     assert!(!checks.is_empty());
     let norm = |v: &Value| v.as_str().unwrap().to_lowercase();
-    let qty = |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let qty =
+        |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     for c in checks {
         let a = &c["address"];
         let bal = evm.rpc("eth_getBalance", json!([a, "latest"]));
@@ -67,15 +77,27 @@ fn replays_reths_chain_to_the_same_head_and_state() {
     for b in chain["blocks"].as_array().unwrap() {
         for raw in b["params"][0]["transactions"].as_array().unwrap() {
             let bytes: Bytes = serde_json::from_value(raw.clone()).unwrap();
-            let tx: TxEnvelope = alloy_eips::eip2718::Decodable2718::decode_2718(&mut &bytes[..]).unwrap();
+            let tx: TxEnvelope =
+                alloy_eips::eip2718::Decodable2718::decode_2718(&mut &bytes[..]).unwrap();
             let r = evm.rpc("eth_getTransactionReceipt", json!([tx.tx_hash()]));
-            assert_eq!(r["blockHash"], b["blockHash"], "receipt of {}", tx.tx_hash());
+            assert_eq!(
+                r["blockHash"],
+                b["blockHash"],
+                "receipt of {}",
+                tx.tx_hash()
+            );
             logs_in_receipts += r["logs"].as_array().unwrap().len();
         }
     }
-    let logs = evm.rpc("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}]));
+    let logs = evm.rpc(
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "toBlock": "latest"}]),
+    );
     assert_eq!(logs.as_array().unwrap().len(), logs_in_receipts);
-    assert!(logs_in_receipts > 0, "the chain has contract calls that emit logs");
+    assert!(
+        logs_in_receipts > 0,
+        "the chain has contract calls that emit logs"
+    );
 }
 
 /// The payload of block `i` with its state root replaced and its block hash recomputed,
@@ -90,7 +112,9 @@ fn with_bad_state_root(params: &Value) -> Value {
         CancunPayloadFields::new(root, hashes),
         PraguePayloadFields::new(Requests::new(requests)),
     );
-    let block = ExecutionPayload::V3(payload.clone()).try_into_block_with_sidecar::<TxEnvelope>(&sidecar).unwrap();
+    let block = ExecutionPayload::V3(payload.clone())
+        .try_into_block_with_sidecar::<TxEnvelope>(&sidecar)
+        .unwrap();
     payload.payload_inner.payload_inner.block_hash = block.header.hash_slow();
     let mut p = params.clone();
     p[0] = serde_json::to_value(payload).unwrap();
@@ -104,22 +128,38 @@ fn a_block_with_a_wrong_state_root_is_invalid_and_its_successors_never_valid() {
     let blocks = chain["blocks"].as_array().unwrap();
     let bad = 6;
     for (i, b) in blocks.iter().enumerate() {
-        let params = if i == bad { with_bad_state_root(&b["params"]) } else { b["params"].clone() };
+        let params = if i == bad {
+            with_bad_state_root(&b["params"])
+        } else {
+            b["params"].clone()
+        };
         let status = evm.engine("engine_newPayloadV4", params.clone());
         match i.cmp(&bad) {
-            std::cmp::Ordering::Less => assert_eq!(status["status"], "VALID", "block {i}: {status}"),
+            std::cmp::Ordering::Less => {
+                assert_eq!(status["status"], "VALID", "block {i}: {status}")
+            }
             std::cmp::Ordering::Equal => {
                 assert_eq!(status["status"], "INVALID", "{status}");
                 let why = status["validationError"].as_str().unwrap_or_default();
-                assert!(why.contains("state root"), "reason names the state root: {why}");
-                assert_eq!(status["latestValidHash"], blocks[i - 1]["blockHash"], "latest valid is the parent");
+                assert!(
+                    why.contains("state root"),
+                    "reason names the state root: {why}"
+                );
+                assert_eq!(
+                    status["latestValidHash"],
+                    blocks[i - 1]["blockHash"],
+                    "latest valid is the parent"
+                );
                 // The verdict is remembered.
                 let again = evm.engine("engine_newPayloadV4", params);
                 assert_eq!(again["status"], "INVALID");
             }
             std::cmp::Ordering::Greater => {
                 let s = status["status"].as_str().unwrap();
-                assert!(s == "SYNCING" || s == "INVALID", "block {i} after the bad one: {status}");
+                assert!(
+                    s == "SYNCING" || s == "INVALID",
+                    "block {i} after the bad one: {status}"
+                );
             }
         }
     }
@@ -143,5 +183,8 @@ fn a_payload_whose_block_hash_does_not_match_is_invalid() {
     let status = evm.engine("engine_newPayloadV4", params);
     assert_eq!(status["status"], "INVALID");
     assert_eq!(status["latestValidHash"], Value::Null);
-    assert!(status["validationError"].as_str().unwrap().contains("block hash"));
+    assert!(status["validationError"]
+        .as_str()
+        .unwrap()
+        .contains("block hash"));
 }

@@ -26,7 +26,8 @@ impl Simulator<'_> {
     fn run(&self, req: &TransactionRequest, gas: u64) -> Result<ExecutionResult, RpcError> {
         let spec = &self.chain.spec;
         let h = self.block.header();
-        let mut env = EvmEnv::for_eth_block(h, &**spec, spec.chain_id, spec.blob_params(h.timestamp));
+        let mut env =
+            EvmEnv::for_eth_block(h, &**spec, spec.chain_id, spec.blob_params(h.timestamp));
         env.cfg_env.disable_nonce_check = true;
         env.cfg_env.disable_base_fee = true;
         env.cfg_env.disable_block_gas_limit = true;
@@ -38,8 +39,13 @@ impl Simulator<'_> {
         }
         let caller = req.from.unwrap_or_default();
         let ancestors = |n: u64| self.chain.canonical_hash(n);
-        let view = StateView { state: &self.block.state, codes: &self.chain.codes, block_hash: &ancestors };
-        let mut evm = EthEvmFactory::default().create_evm(State::builder().with_database(view).build(), env);
+        let view = StateView {
+            state: &self.block.state,
+            codes: &self.chain.codes,
+            block_hash: &ancestors,
+        };
+        let mut evm =
+            EthEvmFactory::default().create_evm(State::builder().with_database(view).build(), env);
         let tx = TxEnv {
             tx_type: if req.max_fee_per_gas.is_some() { 2 } else { 0 },
             caller,
@@ -54,21 +60,31 @@ impl Simulator<'_> {
             access_list: req.access_list.clone().unwrap_or_default(),
             ..Default::default()
         };
-        let r = evm.transact(tx).map_err(|e| RpcError::server(format!("{e}")))?;
+        let r = evm
+            .transact(tx)
+            .map_err(|e| RpcError::server(format!("{e}")))?;
         Ok(r.result)
     }
 
     fn cap(&self, req: &TransactionRequest) -> u64 {
         let block_limit = self.block.header().gas_limit;
-        let cap = if self.chain.spec.osaka(self.block.header().timestamp) { super::pool::TX_GAS_CAP } else { block_limit };
-        req.gas.unwrap_or(cap.min(block_limit)).min(block_limit.max(cap))
+        let cap = if self.chain.spec.osaka(self.block.header().timestamp) {
+            super::pool::TX_GAS_CAP
+        } else {
+            block_limit
+        };
+        req.gas
+            .unwrap_or(cap.min(block_limit))
+            .min(block_limit.max(cap))
     }
 
     pub fn call(&self, req: &TransactionRequest) -> Result<Bytes, RpcError> {
         match self.run(req, self.cap(req))? {
             ExecutionResult::Success { output, .. } => Ok(output.into_data()),
             ExecutionResult::Revert { output, .. } => Err(reverted(&output)),
-            ExecutionResult::Halt { reason, .. } => Err(RpcError::server(format!("execution halted: {reason:?}"))),
+            ExecutionResult::Halt { reason, .. } => {
+                Err(RpcError::server(format!("execution halted: {reason:?}")))
+            }
         }
     }
 
@@ -79,7 +95,9 @@ impl Simulator<'_> {
             ExecutionResult::Success { gas, .. } => gas.tx_gas_used(),
             ExecutionResult::Revert { output, .. } => return Err(reverted(&output)),
             ExecutionResult::Halt { reason, .. } => {
-                return Err(RpcError::server(format!("gas required exceeds allowance ({hi}) or always failing: {reason:?}")))
+                return Err(RpcError::server(format!(
+                    "gas required exceeds allowance ({hi}) or always failing: {reason:?}"
+                )))
             }
         };
         let (mut lo, mut hi) = (used.saturating_sub(1), hi);
@@ -95,7 +113,10 @@ impl Simulator<'_> {
 }
 
 fn reverted(output: &Bytes) -> RpcError {
-    let mut e = RpcError { code: 3, message: "execution reverted".into() };
+    let mut e = RpcError {
+        code: 3,
+        message: "execution reverted".into(),
+    };
     if output.len() >= 68 && output[..4] == [0x08, 0xc3, 0x79, 0xa0] {
         // Error(string)
         let len = U256::from_be_slice(&output[36..68]).saturating_to::<usize>();
@@ -110,7 +131,10 @@ fn reverted(output: &Bytes) -> RpcError {
 pub fn logs(chain: &Chain, filter: &Filter) -> Result<Value, RpcError> {
     let head = chain.head().number();
     let blocks: Vec<std::sync::Arc<ExecutedBlock>> = if let Some(h) = filter.get_block_hash() {
-        vec![chain.block(&h).cloned().ok_or_else(|| RpcError::server("unknown block"))?]
+        vec![chain
+            .block(&h)
+            .cloned()
+            .ok_or_else(|| RpcError::server("unknown block"))?]
     } else {
         let num = |b: Option<BlockNumberOrTag>| -> u64 {
             match b {
@@ -127,9 +151,13 @@ pub fn logs(chain: &Chain, filter: &Filter) -> Result<Value, RpcError> {
             return Ok(json!([]));
         }
         if to - from >= MAX_LOG_RANGE {
-            return Err(RpcError::server(format!("query exceeds the maximum block range of {MAX_LOG_RANGE}")));
+            return Err(RpcError::server(format!(
+                "query exceeds the maximum block range of {MAX_LOG_RANGE}"
+            )));
         }
-        (from..=to).filter_map(|n| chain.canonical(n).cloned()).collect()
+        (from..=to)
+            .filter_map(|n| chain.canonical(n).cloned())
+            .collect()
     };
     let mut out = Vec::new();
     for b in blocks {

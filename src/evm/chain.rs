@@ -20,7 +20,10 @@ pub enum InsertError {
     /// The parent is not known: the caller must supply it first.
     UnknownParent,
     /// This block (or an ancestor) is invalid. `latest_valid` is the newest valid ancestor.
-    Invalid { latest_valid: Option<B256>, reason: String },
+    Invalid {
+        latest_valid: Option<B256>,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +50,14 @@ impl Chain {
     pub fn new(spec: Arc<ChainSpec>, codes: CodeStore, genesis: Header, state: WorldState) -> Self {
         let withdrawals = genesis.withdrawals_root.map(|_| Default::default());
         let hash = genesis.hash_slow();
-        let block = Block { header: genesis, body: BlockBody { transactions: vec![], ommers: vec![], withdrawals } };
+        let block = Block {
+            header: genesis,
+            body: BlockBody {
+                transactions: vec![],
+                ommers: vec![],
+                withdrawals,
+            },
+        };
         let executed = ExecutedBlock {
             hash,
             block,
@@ -94,14 +104,18 @@ impl Chain {
         self.blocks.get(&self.canonical_hash(number)?)
     }
     pub fn is_canonical(&self, hash: &B256) -> bool {
-        self.blocks.get(hash).is_some_and(|b| self.canonical_hash(b.number()) == Some(*hash))
+        self.blocks
+            .get(hash)
+            .is_some_and(|b| self.canonical_hash(b.number()) == Some(*hash))
     }
     pub fn tx_location(&self, tx: &B256) -> Option<(B256, usize)> {
         self.tx_index.get(tx).copied()
     }
     /// A remembered INVALID verdict: (latest valid ancestor, reason).
     pub fn invalid(&self, hash: &B256) -> Option<(Option<B256>, String)> {
-        self.invalid.get(hash).map(|i| (i.latest_valid, i.reason.clone()))
+        self.invalid
+            .get(hash)
+            .map(|i| (i.latest_valid, i.reason.clone()))
     }
 
     /// Hashes of `from` and its ancestors, by number, at most `BLOCKHASH_WINDOW` deep.
@@ -120,7 +134,9 @@ impl Chain {
 
     /// Whether `ancestor` is `hash` or one of its ancestors.
     pub fn is_ancestor(&self, ancestor: &B256, hash: &B256) -> bool {
-        let Some(a) = self.blocks.get(ancestor) else { return false };
+        let Some(a) = self.blocks.get(ancestor) else {
+            return false;
+        };
         let mut cur = *hash;
         while let Some(b) = self.blocks.get(&cur) {
             if cur == *ancestor {
@@ -137,31 +153,54 @@ impl Chain {
     fn with_parent<T>(&self, parent: &ExecutedBlock, f: impl FnOnce(&ParentCtx<'_>) -> T) -> T {
         let ancestors = self.ancestors(parent.hash);
         let lookup = move |n: u64| ancestors.get(&n).copied();
-        let ctx = ParentCtx { header: parent.header(), hash: parent.hash, state: &parent.state, ancestor_hash: &lookup };
+        let ctx = ParentCtx {
+            header: parent.header(),
+            hash: parent.hash,
+            state: &parent.state,
+            ancestor_hash: &lookup,
+        };
         f(&ctx)
     }
 
     /// Validate, execute and remember `block`. Known blocks return their earlier result;
     /// a verdict never changes.
-    pub fn insert(&mut self, block: Block<TxEnvelope>, hash: B256) -> Result<Arc<ExecutedBlock>, InsertError> {
+    pub fn insert(
+        &mut self,
+        block: Block<TxEnvelope>,
+        hash: B256,
+    ) -> Result<Arc<ExecutedBlock>, InsertError> {
         if let Some(b) = self.blocks.get(&hash) {
             return Ok(b.clone());
         }
         if let Some(i) = self.invalid.get(&hash) {
-            return Err(InsertError::Invalid { latest_valid: i.latest_valid, reason: i.reason.clone() });
+            return Err(InsertError::Invalid {
+                latest_valid: i.latest_valid,
+                reason: i.reason.clone(),
+            });
         }
         let parent_hash = block.header.parent_hash;
         if let Some(i) = self.invalid.get(&parent_hash).cloned() {
             let reason = format!("links to invalid ancestor {parent_hash}: {}", i.reason);
-            self.invalid.insert(hash, Invalid { latest_valid: i.latest_valid, reason: reason.clone() });
-            return Err(InsertError::Invalid { latest_valid: i.latest_valid, reason });
+            self.invalid.insert(
+                hash,
+                Invalid {
+                    latest_valid: i.latest_valid,
+                    reason: reason.clone(),
+                },
+            );
+            return Err(InsertError::Invalid {
+                latest_valid: i.latest_valid,
+                reason,
+            });
         }
         let Some(parent) = self.blocks.get(&parent_hash).cloned() else {
             return Err(InsertError::UnknownParent);
         };
         let spec = self.spec.clone();
         let codes = self.codes.clone();
-        let result = self.with_parent(&parent, |ctx| exec::execute_block(&spec, &codes, ctx, block, hash));
+        let result = self.with_parent(&parent, |ctx| {
+            exec::execute_block(&spec, &codes, ctx, block, hash)
+        });
         match result {
             Ok(executed) => {
                 let executed = Arc::new(executed);
@@ -169,8 +208,17 @@ impl Chain {
                 Ok(executed)
             }
             Err(reason) => {
-                self.invalid.insert(hash, Invalid { latest_valid: Some(parent_hash), reason: reason.clone() });
-                Err(InsertError::Invalid { latest_valid: Some(parent_hash), reason })
+                self.invalid.insert(
+                    hash,
+                    Invalid {
+                        latest_valid: Some(parent_hash),
+                        reason: reason.clone(),
+                    },
+                );
+                Err(InsertError::Invalid {
+                    latest_valid: Some(parent_hash),
+                    reason,
+                })
             }
         }
     }
@@ -183,13 +231,21 @@ impl Chain {
 
     /// Make `head` canonical with `safe` and `finalized` (zero hash: unchanged).
     /// Refuses a head that would revert the finalized block.
-    pub fn set_forkchoice(&mut self, head: B256, safe: B256, finalized: B256) -> Result<(), String> {
+    /// Returns the transactions of blocks that left the canonical chain (for the pool).
+    pub fn set_forkchoice(
+        &mut self,
+        head: B256,
+        safe: B256,
+        finalized: B256,
+    ) -> Result<Vec<(TxEnvelope, alloy_primitives::Address)>, String> {
         if !self.blocks.contains_key(&head) {
             return Err(format!("unknown head {head}"));
         }
         for (name, h) in [("finalized", finalized), ("safe", safe)] {
             if h != B256::ZERO && !self.is_ancestor(&h, &head) {
-                return Err(format!("{name} block {h} is not an ancestor of head {head}"));
+                return Err(format!(
+                    "{name} block {h} is not an ancestor of head {head}"
+                ));
             }
         }
         if !self.is_ancestor(&self.finalized, &head) {
@@ -199,9 +255,12 @@ impl Chain {
             ));
         }
         if finalized != B256::ZERO && !self.is_ancestor(&self.finalized, &finalized) {
-            return Err(format!("finalized block {finalized} is older than the current finalized {}", self.finalized));
+            return Err(format!(
+                "finalized block {finalized} is older than the current finalized {}",
+                self.finalized
+            ));
         }
-        self.reorg_to(head);
+        let dropped = self.reorg_to(head);
         if safe != B256::ZERO {
             self.safe = safe;
         }
@@ -211,12 +270,13 @@ impl Chain {
         if !self.is_ancestor(&self.safe, &head) {
             self.safe = self.finalized;
         }
-        Ok(())
+        Ok(dropped)
     }
 
-    fn reorg_to(&mut self, head: B256) {
+    fn reorg_to(&mut self, head: B256) -> Vec<(TxEnvelope, alloy_primitives::Address)> {
+        let mut dropped_txs = Vec::new();
         if head == self.head {
-            return;
+            return dropped_txs;
         }
         // New branch back to the first block already canonical.
         let mut branch = Vec::new();
@@ -232,8 +292,9 @@ impl Chain {
         let fork_number = self.blocks[&cur].number();
         for dropped in self.canonical.drain(fork_number as usize + 1..) {
             if let Some(b) = self.blocks.get(&dropped) {
-                for tx in &b.block.body.transactions {
+                for (tx, sender) in b.block.body.transactions.iter().zip(&b.senders) {
                     self.tx_index.remove(tx.tx_hash());
+                    dropped_txs.push((tx.clone(), *sender));
                 }
             }
         }
@@ -245,6 +306,9 @@ impl Chain {
             self.canonical.push(h);
         }
         self.head = head;
+        // Transactions that are on the new branch too are not dropped.
+        dropped_txs.retain(|(tx, _)| !self.tx_index.contains_key(tx.tx_hash()));
+        dropped_txs
     }
 
     /// Build a block on `parent` from `candidates`.
@@ -255,12 +319,17 @@ impl Chain {
         candidates: &mut dyn Iterator<Item = (TxEnvelope, alloy_primitives::Address)>,
         skipped: &mut dyn FnMut(&TxEnvelope, &alloy_primitives::Address, String),
     ) -> Result<ExecutedBlock, String> {
-        let parent = self.blocks.get(parent).ok_or_else(|| format!("unknown parent {parent}"))?.clone();
-        self.with_parent(&parent, |ctx| exec::build_block(&self.spec, &self.codes, ctx, attrs, candidates, skipped))
+        let parent = self
+            .blocks
+            .get(parent)
+            .ok_or_else(|| format!("unknown parent {parent}"))?
+            .clone();
+        self.with_parent(&parent, |ctx| {
+            exec::build_block(&self.spec, &self.codes, ctx, attrs, candidates, skipped)
+        })
     }
 
-    /// Drop the post-states of blocks that can no longer be needed: canonical blocks deeper
-    /// than `keep` below the head keep their block and receipts but give their state back.
+    /// The state after block `hash`.
     pub fn state_at(&self, hash: &B256) -> Option<&WorldState> {
         self.blocks.get(hash).map(|b| &b.state)
     }

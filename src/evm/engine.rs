@@ -9,9 +9,9 @@ use alloy_eips::eip7685::Requests;
 use alloy_primitives::{keccak256, Bytes, B256};
 use alloy_rpc_types_engine::{
     BlobsBundleV1, BlobsBundleV2, CancunPayloadFields, ExecutionPayload, ExecutionPayloadBodyV1,
-    ExecutionPayloadEnvelopeV3, ExecutionPayloadEnvelopeV4, ExecutionPayloadEnvelopeV5, ExecutionPayloadSidecar,
-    ExecutionPayloadV3, ForkchoiceState, ForkchoiceUpdated, PayloadAttributes, PayloadId, PayloadStatus,
-    PayloadStatusEnum, PraguePayloadFields,
+    ExecutionPayloadEnvelopeV3, ExecutionPayloadEnvelopeV4, ExecutionPayloadEnvelopeV5,
+    ExecutionPayloadSidecar, ExecutionPayloadV3, ForkchoiceState, ForkchoiceUpdated,
+    PayloadAttributes, PayloadId, PayloadStatus, PayloadStatusEnum, PraguePayloadFields,
 };
 use serde_json::{json, Value};
 
@@ -60,7 +60,12 @@ fn status(s: PayloadStatusEnum, latest_valid: Option<B256>) -> PayloadStatus {
 }
 
 fn invalid(reason: String, latest_valid: Option<B256>) -> PayloadStatus {
-    status(PayloadStatusEnum::Invalid { validation_error: reason }, latest_valid)
+    status(
+        PayloadStatusEnum::Invalid {
+            validation_error: reason,
+        },
+        latest_valid,
+    )
 }
 
 impl Engine {
@@ -101,11 +106,18 @@ impl Engine {
                 Ok(to_json(&self.new_payload(payload, sidecar)))
             }
             "engine_newPayloadV4" => {
-                let (payload, hashes, root, requests): (ExecutionPayloadV3, Vec<B256>, B256, Vec<Bytes>) = params(p)?;
+                let (payload, hashes, root, requests): (
+                    ExecutionPayloadV3,
+                    Vec<B256>,
+                    B256,
+                    Vec<Bytes>,
+                ) = params(p)?;
                 let ts = payload.timestamp();
                 let fork = self.chain().spec.fork_name(ts);
                 if fork != "prague" && fork != "osaka" {
-                    return Err(RpcError::unsupported_fork(format!("{method} is for Prague and Osaka; the payload's timestamp is in {fork}")));
+                    return Err(RpcError::unsupported_fork(format!(
+                        "{method} is for Prague and Osaka; the payload's timestamp is in {fork}"
+                    )));
                 }
                 check_requests(&requests)?;
                 let sidecar = ExecutionPayloadSidecar::v4(
@@ -115,15 +127,19 @@ impl Engine {
                 Ok(to_json(&self.new_payload(payload, sidecar)))
             }
             "engine_forkchoiceUpdatedV3" => {
-                let (state, attrs): (ForkchoiceState, Option<PayloadAttributes>) = match p.as_array().map(|a| a.len()) {
-                    Some(1) => (params::<(ForkchoiceState,)>(p)?.0, None),
-                    _ => params(p)?,
-                };
+                let (state, attrs): (ForkchoiceState, Option<PayloadAttributes>) =
+                    match p.as_array().map(|a| a.len()) {
+                        Some(1) => (params::<(ForkchoiceState,)>(p)?.0, None),
+                        _ => params(p)?,
+                    };
                 self.forkchoice_updated(state, attrs).map(|r| to_json(&r))
             }
             "engine_getPayloadV3" | "engine_getPayloadV4" | "engine_getPayloadV5" => {
                 let (id,): (PayloadId,) = params(p)?;
-                let built = lock(&self.payloads).get(&id).cloned().ok_or_else(RpcError::unknown_payload)?;
+                let built = lock(&self.payloads)
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(RpcError::unknown_payload)?;
                 let ts = built.header().timestamp;
                 let fork = self.chain().spec.fork_name(ts);
                 let want = match method {
@@ -132,32 +148,44 @@ impl Engine {
                     _ => "osaka",
                 };
                 if fork != want {
-                    return Err(RpcError::unsupported_fork(format!("payload {id} is a {fork} block; {method} serves {want} payloads")));
+                    return Err(RpcError::unsupported_fork(format!(
+                        "payload {id} is a {fork} block; {method} serves {want} payloads"
+                    )));
                 }
                 Ok(self.envelope(&built, method))
             }
             "engine_getPayloadBodiesByHashV1" => {
                 let (hashes,): (Vec<B256>,) = params(p)?;
                 if hashes.len() > 1024 {
-                    return Err(RpcError::too_large(format!("{} hashes requested, at most 1024", hashes.len())));
+                    return Err(RpcError::too_large(format!(
+                        "{} hashes requested, at most 1024",
+                        hashes.len()
+                    )));
                 }
                 let chain = self.chain();
-                let bodies: Vec<Option<ExecutionPayloadBodyV1>> =
-                    hashes.iter().map(|h| chain.block(h).map(|b| body(b))).collect();
+                let bodies: Vec<Option<ExecutionPayloadBodyV1>> = hashes
+                    .iter()
+                    .map(|h| chain.block(h).map(|b| body(b)))
+                    .collect();
                 Ok(serde_json::to_value(bodies).unwrap_or(Value::Null))
             }
             "engine_getPayloadBodiesByRangeV1" => {
                 let (start, count): (alloy_primitives::U64, alloy_primitives::U64) = params(p)?;
                 let (start, count) = (start.to::<u64>(), count.to::<u64>());
                 if start == 0 || count == 0 {
-                    return Err(RpcError::invalid_params("start and count must be at least 1"));
+                    return Err(RpcError::invalid_params(
+                        "start and count must be at least 1",
+                    ));
                 }
                 if count > 1024 {
-                    return Err(RpcError::too_large(format!("{count} blocks requested, at most 1024")));
+                    return Err(RpcError::too_large(format!(
+                        "{count} blocks requested, at most 1024"
+                    )));
                 }
                 let chain = self.chain();
                 let head = chain.head().number();
-                let bodies: Vec<Option<ExecutionPayloadBodyV1>> = (start..start.saturating_add(count))
+                let bodies: Vec<Option<ExecutionPayloadBodyV1>> = (start
+                    ..start.saturating_add(count))
                     .take_while(|n| *n <= head)
                     .map(|n| chain.canonical(n).map(|b| body(b)))
                     .collect();
@@ -170,25 +198,45 @@ impl Engine {
     fn require_fork(&self, ts: u64, want: &str, method: &str) -> Result<(), RpcError> {
         let fork = self.chain().spec.fork_name(ts);
         if fork != want {
-            return Err(RpcError::unsupported_fork(format!("{method} is for {want}; the payload's timestamp is in {fork}")));
+            return Err(RpcError::unsupported_fork(format!(
+                "{method} is for {want}; the payload's timestamp is in {fork}"
+            )));
         }
         Ok(())
     }
 
-    fn new_payload(&self, payload: ExecutionPayloadV3, sidecar: ExecutionPayloadSidecar) -> PayloadStatus {
+    fn new_payload(
+        &self,
+        payload: ExecutionPayloadV3,
+        sidecar: ExecutionPayloadSidecar,
+    ) -> PayloadStatus {
         let claimed = payload.payload_inner.payload_inner.block_hash;
-        let block = match ExecutionPayload::V3(payload).try_into_block_with_sidecar::<TxEnvelope>(&sidecar) {
+        let block = match ExecutionPayload::V3(payload)
+            .try_into_block_with_sidecar::<TxEnvelope>(&sidecar)
+        {
             Ok(b) => b,
             Err(e) => return invalid(format!("payload does not form a block: {e}"), None),
         };
         let hash = block.header.hash_slow();
         if hash != claimed {
-            return invalid(format!("block hash mismatch: payload says {claimed}, header hashes to {hash}"), None);
+            return invalid(
+                format!("block hash mismatch: payload says {claimed}, header hashes to {hash}"),
+                None,
+            );
         }
-        let blob_hashes: Vec<B256> =
-            block.body.transactions.iter().filter_map(|t| t.blob_versioned_hashes()).flatten().copied().collect();
+        let blob_hashes: Vec<B256> = block
+            .body
+            .transactions
+            .iter()
+            .filter_map(|t| t.blob_versioned_hashes())
+            .flatten()
+            .copied()
+            .collect();
         if Some(&blob_hashes) != sidecar.versioned_hashes() {
-            return invalid("expected blob versioned hashes differ from the block's blob transactions".into(), None);
+            return invalid(
+                "expected blob versioned hashes differ from the block's blob transactions".into(),
+                None,
+            );
         }
         let number = block.header.number;
         let result = self.chain().insert(block, hash);
@@ -198,7 +246,10 @@ impl Engine {
                 status(PayloadStatusEnum::Valid, Some(hash))
             }
             Err(InsertError::UnknownParent) => status(PayloadStatusEnum::Syncing, None),
-            Err(InsertError::Invalid { latest_valid, reason }) => {
+            Err(InsertError::Invalid {
+                latest_valid,
+                reason,
+            }) => {
                 tracing::warn!(%hash, number, %reason, "payload INVALID");
                 invalid(reason, latest_valid)
             }
@@ -216,15 +267,38 @@ impl Engine {
             return Ok(ForkchoiceUpdated::new(invalid(reason, latest_valid)));
         }
         if chain.block(&head).is_none() {
-            return Ok(ForkchoiceUpdated::new(status(PayloadStatusEnum::Syncing, None)));
+            return Ok(ForkchoiceUpdated::new(status(
+                PayloadStatusEnum::Syncing,
+                None,
+            )));
         }
         let old_head = chain.head().hash;
-        chain
+        let dropped = chain
             .set_forkchoice(head, state.safe_block_hash, state.finalized_block_hash)
             .map_err(RpcError::invalid_forkchoice)?;
         let head_block = chain.head().clone();
         if old_head != head {
-            lock(&self.pool).prune(&head_block.state);
+            let mut pool = lock(&self.pool);
+            pool.prune(&head_block.state);
+            if !dropped.is_empty() {
+                // A reorg: what the old branch included goes back to the pool.
+                let ts = head_block.header().timestamp + 1;
+                let rules = super::pool::Rules {
+                    chain_id: chain.spec.chain_id,
+                    state: &head_block.state,
+                    base_fee: super::rpc::next_base_fee(&head_block),
+                    block_gas_limit: head_block.header().gas_limit,
+                    osaka: chain.spec.osaka(ts),
+                    prague: chain.spec.prague(ts),
+                };
+                let n = dropped.len();
+                let back = dropped
+                    .into_iter()
+                    .filter(|(tx, s)| pool.add(tx.clone(), *s, &rules).is_ok())
+                    .count();
+                tracing::info!(%head, dropped = n, reinjected = back, "reorg");
+            }
+            drop(pool);
             let _ = self.heads.send(head);
         }
         let valid = status(PayloadStatusEnum::Valid, Some(head));
@@ -240,13 +314,20 @@ impl Engine {
         }
         let spec = chain.spec.clone();
         if !spec.cancun(ts) {
-            return Err(RpcError::unsupported_fork(format!("forkchoiceUpdatedV3 builds Cancun or later blocks; {ts} is in {}", spec.fork_name(ts))));
+            return Err(RpcError::unsupported_fork(format!(
+                "forkchoiceUpdatedV3 builds Cancun or later blocks; {ts} is in {}",
+                spec.fork_name(ts)
+            )));
         }
         let Some(beacon_root) = attrs.parent_beacon_block_root else {
-            return Err(RpcError::invalid_params("parentBeaconBlockRoot is required by forkchoiceUpdatedV3"));
+            return Err(RpcError::invalid_params(
+                "parentBeaconBlockRoot is required by forkchoiceUpdatedV3",
+            ));
         };
         if attrs.withdrawals.is_none() {
-            return Err(RpcError::invalid_params("withdrawals are required by forkchoiceUpdatedV3"));
+            return Err(RpcError::invalid_params(
+                "withdrawals are required by forkchoiceUpdatedV3",
+            ));
         }
         let id = payload_id(&head, &attrs);
         if lock(&self.payloads).contains_key(&id) {
@@ -259,7 +340,9 @@ impl Engine {
             withdrawals: attrs.withdrawals.clone(),
             parent_beacon_block_root: Some(beacon_root),
             gas_limit: head_block.header().gas_limit,
-            extra_data: Bytes::from_static(concat!("chainctl/", env!("CARGO_PKG_VERSION")).as_bytes()),
+            extra_data: Bytes::from_static(
+                concat!("chainctl/", env!("CARGO_PKG_VERSION")).as_bytes(),
+            ),
         };
         let base_fee = head_block
             .header()
@@ -268,12 +351,17 @@ impl Engine {
         let candidates = lock(&self.pool).best(&head_block.state, base_fee);
         let mut dropped = Vec::new();
         let built = chain
-            .build(&head, &build, &mut candidates.into_iter(), &mut |tx, sender, why| {
-                tracing::debug!(tx = %tx.tx_hash(), %why, "left out of the block");
-                if !why.contains("remaining gas") {
-                    dropped.push((*sender, tx.nonce()));
-                }
-            })
+            .build(
+                &head,
+                &build,
+                &mut candidates.into_iter(),
+                &mut |tx, sender, why| {
+                    tracing::debug!(tx = %tx.tx_hash(), %why, "left out of the block");
+                    if !why.contains("remaining gas") {
+                        dropped.push((*sender, tx.nonce()));
+                    }
+                },
+            )
             .map_err(|e| RpcError::internal(format!("building a block on {head} failed: {e}")))?;
         {
             let mut pool = lock(&self.pool);
@@ -297,7 +385,10 @@ impl Engine {
     }
 
     fn envelope(&self, built: &ExecutedBlock, method: &str) -> Value {
-        let payload = ExecutionPayloadV3::from_block_unchecked(built.hash, &built.block.clone().map_transactions(|t| t));
+        let payload = ExecutionPayloadV3::from_block_unchecked(
+            built.hash,
+            &built.block.clone().map_transactions(|t| t),
+        );
         let value = built.fees;
         match method {
             "engine_getPayloadV3" => json!(ExecutionPayloadEnvelopeV3 {
@@ -332,10 +423,14 @@ fn check_requests(requests: &[Bytes]) -> Result<(), RpcError> {
     let mut last: Option<u8> = None;
     for (i, r) in requests.iter().enumerate() {
         if r.len() < 2 {
-            return Err(RpcError::invalid_params(format!("executionRequests[{i}] is empty (empty request lists must be left out)")));
+            return Err(RpcError::invalid_params(format!(
+                "executionRequests[{i}] is empty (empty request lists must be left out)"
+            )));
         }
         if last.is_some_and(|l| r[0] <= l) {
-            return Err(RpcError::invalid_params(format!("executionRequests[{i}] is out of order: types must be strictly ascending")));
+            return Err(RpcError::invalid_params(format!(
+                "executionRequests[{i}] is out of order: types must be strictly ascending"
+            )));
         }
         last = Some(r[0]);
     }
@@ -353,7 +448,13 @@ fn payload_id(head: &B256, attrs: &PayloadAttributes) -> PayloadId {
 fn body(b: &ExecutedBlock) -> ExecutionPayloadBodyV1 {
     use alloy_eips::eip2718::Encodable2718;
     ExecutionPayloadBodyV1 {
-        transactions: b.block.body.transactions.iter().map(|t| t.encoded_2718().into()).collect(),
+        transactions: b
+            .block
+            .body
+            .transactions
+            .iter()
+            .map(|t| t.encoded_2718().into())
+            .collect(),
         withdrawals: b.block.body.withdrawals.clone().map(|w| w.into_inner()),
     }
 }

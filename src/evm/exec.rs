@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use alloy_consensus::{
-    constants::EMPTY_OMMER_ROOT_HASH, proofs, Block, BlockBody, Header, ReceiptEnvelope, Transaction,
-    TxEnvelope, TxReceipt,
+    constants::EMPTY_OMMER_ROOT_HASH, proofs, Block, BlockBody, Header, ReceiptEnvelope,
+    Transaction, TxEnvelope, TxReceipt,
 };
 use alloy_eips::{
-    eip1559::BaseFeeParams, eip4844::DATA_GAS_PER_BLOB, eip4895::Withdrawal,
-    eip7685::Requests,
+    eip1559::BaseFeeParams, eip4844::DATA_GAS_PER_BLOB, eip4895::Withdrawal, eip7685::Requests,
 };
 use alloy_evm::{
     block::{BlockExecutionError, BlockExecutor, BlockExecutorFactory},
@@ -76,10 +75,16 @@ pub fn check_standalone(spec: &ChainSpec, block: &Block<TxEnvelope>) -> Result<(
         return Err(fail("nonce must be 0 after the merge"));
     }
     if h.extra_data.len() > 32 {
-        return Err(format!("extra data is {} bytes, at most 32 allowed", h.extra_data.len()));
+        return Err(format!(
+            "extra data is {} bytes, at most 32 allowed",
+            h.extra_data.len()
+        ));
     }
     if h.gas_used > h.gas_limit {
-        return Err(format!("gas used {} exceeds gas limit {}", h.gas_used, h.gas_limit));
+        return Err(format!(
+            "gas used {} exceeds gas limit {}",
+            h.gas_used, h.gas_limit
+        ));
     }
     if h.gas_limit > i64::MAX as u64 {
         return Err(fail("gas limit above 2^63-1"));
@@ -89,13 +94,22 @@ pub fn check_standalone(spec: &ChainSpec, block: &Block<TxEnvelope>) -> Result<(
     }
     let tx_root = proofs::calculate_transaction_root(&block.body.transactions);
     if tx_root != h.transactions_root {
-        return Err(format!("transactions root mismatch: header {} computed {tx_root}", h.transactions_root));
+        return Err(format!(
+            "transactions root mismatch: header {} computed {tx_root}",
+            h.transactions_root
+        ));
     }
-    match (spec.shanghai(ts), &block.body.withdrawals, h.withdrawals_root) {
+    match (
+        spec.shanghai(ts),
+        &block.body.withdrawals,
+        h.withdrawals_root,
+    ) {
         (true, Some(w), Some(root)) => {
             let got = proofs::calculate_withdrawals_root(w);
             if got != root {
-                return Err(format!("withdrawals root mismatch: header {root} computed {got}"));
+                return Err(format!(
+                    "withdrawals root mismatch: header {root} computed {got}"
+                ));
             }
         }
         (true, _, _) => return Err(fail("missing withdrawals (Shanghai is active)")),
@@ -106,47 +120,83 @@ pub fn check_standalone(spec: &ChainSpec, block: &Block<TxEnvelope>) -> Result<(
     for (name, present) in [
         ("blob gas used", h.blob_gas_used.is_some()),
         ("excess blob gas", h.excess_blob_gas.is_some()),
-        ("parent beacon block root", h.parent_beacon_block_root.is_some()),
+        (
+            "parent beacon block root",
+            h.parent_beacon_block_root.is_some(),
+        ),
     ] {
         if present != cancun {
-            return Err(if cancun { format!("missing {name} (Cancun is active)") } else { format!("{name} present before Cancun") });
+            return Err(if cancun {
+                format!("missing {name} (Cancun is active)")
+            } else {
+                format!("{name} present before Cancun")
+            });
         }
     }
     if spec.prague(ts) != h.requests_hash.is_some() {
-        return Err(if spec.prague(ts) { fail("missing requests hash (Prague is active)") } else { fail("requests hash present before Prague") });
+        return Err(if spec.prague(ts) {
+            fail("missing requests hash (Prague is active)")
+        } else {
+            fail("requests hash present before Prague")
+        });
     }
     if let Some(params) = spec.blob_params(ts) {
         let used = h.blob_gas_used.unwrap_or_default();
-        if used % DATA_GAS_PER_BLOB != 0 {
-            return Err(format!("blob gas used {used} is not a multiple of {DATA_GAS_PER_BLOB}"));
+        if !used.is_multiple_of(DATA_GAS_PER_BLOB) {
+            return Err(format!(
+                "blob gas used {used} is not a multiple of {DATA_GAS_PER_BLOB}"
+            ));
         }
         if used > params.max_blob_gas_per_block() {
-            return Err(format!("blob gas used {used} exceeds the maximum {}", params.max_blob_gas_per_block()));
+            return Err(format!(
+                "blob gas used {used} exceeds the maximum {}",
+                params.max_blob_gas_per_block()
+            ));
         }
-        let sum: u64 = block.body.transactions.iter().filter_map(|t| t.blob_gas_used()).sum();
+        let sum: u64 = block
+            .body
+            .transactions
+            .iter()
+            .filter_map(|t| t.blob_gas_used())
+            .sum();
         if sum != used {
-            return Err(format!("blob gas used {used} differs from the transactions' {sum}"));
+            return Err(format!(
+                "blob gas used {used} differs from the transactions' {sum}"
+            ));
         }
     }
     if spec.osaka(ts) {
         let size = block.length();
         if size > MAX_RLP_BLOCK_SIZE {
-            return Err(format!("block is {size} bytes RLP, above the Osaka limit {MAX_RLP_BLOCK_SIZE}"));
+            return Err(format!(
+                "block is {size} bytes RLP, above the Osaka limit {MAX_RLP_BLOCK_SIZE}"
+            ));
         }
     }
     Ok(())
 }
 
 /// Header checks against the parent.
-pub fn check_against_parent(spec: &ChainSpec, h: &Header, parent: &Header, parent_hash: B256) -> Result<(), String> {
+pub fn check_against_parent(
+    spec: &ChainSpec,
+    h: &Header,
+    parent: &Header,
+    parent_hash: B256,
+) -> Result<(), String> {
     if h.parent_hash != parent_hash {
         return Err(fail("parent hash mismatch"));
     }
     if h.number != parent.number + 1 {
-        return Err(format!("block number {} does not follow parent {}", h.number, parent.number));
+        return Err(format!(
+            "block number {} does not follow parent {}",
+            h.number, parent.number
+        ));
     }
     if h.timestamp <= parent.timestamp {
-        return Err(format!("timestamp {} is not after the parent's {}", h.timestamp, parent.timestamp));
+        return Err(format!(
+            "timestamp {} is not after the parent's {}",
+            h.timestamp, parent.timestamp
+        ));
     }
     let limit = parent.gas_limit / 1024;
     if h.gas_limit.abs_diff(parent.gas_limit) >= limit {
@@ -158,14 +208,22 @@ pub fn check_against_parent(spec: &ChainSpec, h: &Header, parent: &Header, paren
     if h.gas_limit < 5000 {
         return Err(fail("gas limit below 5000"));
     }
-    let expected = parent.next_block_base_fee(BaseFeeParams::ethereum()).unwrap_or(alloy_eips::eip1559::INITIAL_BASE_FEE);
+    let expected = parent
+        .next_block_base_fee(BaseFeeParams::ethereum())
+        .unwrap_or(alloy_eips::eip1559::INITIAL_BASE_FEE);
     if h.base_fee_per_gas != Some(expected) {
-        return Err(format!("base fee {:?} is not the expected {expected}", h.base_fee_per_gas));
+        return Err(format!(
+            "base fee {:?} is not the expected {expected}",
+            h.base_fee_per_gas
+        ));
     }
     if let Some(params) = spec.blob_params(h.timestamp) {
         let expected = parent.next_block_excess_blob_gas(params).unwrap_or(0);
         if h.excess_blob_gas != Some(expected) {
-            return Err(format!("excess blob gas {:?} is not the expected {expected}", h.excess_blob_gas));
+            return Err(format!(
+                "excess blob gas {:?} is not the expected {expected}",
+                h.excess_blob_gas
+            ));
         }
     }
     Ok(())
@@ -179,7 +237,10 @@ pub fn recover_senders(block: &Block<TxEnvelope>) -> Result<Vec<Address>, String
         .transactions
         .iter()
         .enumerate()
-        .map(|(i, tx)| tx.recover_signer().map_err(|e| format!("transaction {i} ({}): bad signature: {e}", tx.tx_hash())))
+        .map(|(i, tx)| {
+            tx.recover_signer()
+                .map_err(|e| format!("transaction {i} ({}): bad signature: {e}", tx.tx_hash()))
+        })
         .collect()
 }
 
@@ -207,12 +268,23 @@ fn run(
     building: bool,
     skipped: &mut dyn FnMut(&TxEnvelope, &Address, String),
 ) -> Result<Outcome, String> {
-    let view = StateView { state: parent.state, codes, block_hash: parent.ancestor_hash };
-    let mut db = State::builder().with_database(view).with_bundle_update().build();
+    let view = StateView {
+        state: parent.state,
+        codes,
+        block_hash: parent.ancestor_hash,
+    };
+    let mut db = State::builder()
+        .with_database(view)
+        .with_bundle_update()
+        .build();
     let basefee = env.block_env.basefee;
     let timestamp: u64 = env.block_env.timestamp.saturating_to();
     let gas_limit = env.block_env.gas_limit;
-    let factory = EthBlockExecutorFactory::new(AlloyReceiptBuilder::default(), spec.clone(), EthEvmFactory::default());
+    let factory = EthBlockExecutorFactory::new(
+        AlloyReceiptBuilder::default(),
+        spec.clone(),
+        EthEvmFactory::default(),
+    );
     let evm = EthEvmFactory::default().create_evm(&mut db, env);
     let ctx = EthBlockExecutionCtx {
         parent_hash: parent.hash,
@@ -224,13 +296,19 @@ fn run(
         slot_number: None,
     };
     let mut executor = factory.create_executor(evm, ctx);
-    executor.apply_pre_execution_changes().map_err(|e| format!("pre-block system call failed: {e}"))?;
+    executor
+        .apply_pre_execution_changes()
+        .map_err(|e| format!("pre-block system call failed: {e}"))?;
     let mut included = Vec::new();
     let mut fees = U256::ZERO;
     let mut cumulative = 0u64;
     for (i, (tx, sender)) in txs.enumerate() {
         if building && tx.gas_limit() > gas_limit.saturating_sub(cumulative) {
-            skipped(&tx, &sender, "does not fit in the block's remaining gas".into());
+            skipped(
+                &tx,
+                &sender,
+                "does not fit in the block's remaining gas".into(),
+            );
             continue;
         }
         let rec = Recovered::new_unchecked(&tx, sender);
@@ -262,10 +340,19 @@ fn run(
         // EIP-7002 and EIP-7251: a block whose request contracts have no code is invalid
         // (the system calls cannot create code, so the post-state tells).
         for (eip, addr) in [
-            ("EIP-7002", alloy_eips::eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS),
-            ("EIP-7251", alloy_eips::eip7251::CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS),
+            (
+                "EIP-7002",
+                alloy_eips::eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS,
+            ),
+            (
+                "EIP-7251",
+                alloy_eips::eip7251::CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS,
+            ),
         ] {
-            if state.account(&addr).is_none_or(|a| a.code_hash == revm::primitives::KECCAK_EMPTY) {
+            if state
+                .account(&addr)
+                .is_none_or(|a| a.code_hash == revm::primitives::KECCAK_EMPTY)
+            {
                 return Err(format!("{eip} system contract {addr} has no code"));
             }
         }
@@ -302,7 +389,12 @@ pub fn execute_block(
     let senders = recover_senders(&block)?;
     let h = &block.header;
     let env = EvmEnv::for_eth_block(h, &**spec, spec.chain_id, spec.blob_params(h.timestamp));
-    let mut txs = block.body.transactions.iter().cloned().zip(senders.iter().copied());
+    let mut txs = block
+        .body
+        .transactions
+        .iter()
+        .cloned()
+        .zip(senders.iter().copied());
     let out = run(
         spec,
         codes,
@@ -315,14 +407,23 @@ pub fn execute_block(
         &mut |_, _, _| {},
     )?;
     if out.gas_used != h.gas_used {
-        return Err(format!("gas used mismatch: header {} execution {}", h.gas_used, out.gas_used));
+        return Err(format!(
+            "gas used mismatch: header {} execution {}",
+            h.gas_used, out.gas_used
+        ));
     }
     if spec.cancun(h.timestamp) && Some(out.blob_gas_used) != h.blob_gas_used {
-        return Err(format!("blob gas used mismatch: header {:?} execution {}", h.blob_gas_used, out.blob_gas_used));
+        return Err(format!(
+            "blob gas used mismatch: header {:?} execution {}",
+            h.blob_gas_used, out.blob_gas_used
+        ));
     }
     let receipts_root = proofs::calculate_receipt_root(&out.receipts);
     if receipts_root != h.receipts_root {
-        return Err(format!("receipts root mismatch: header {} computed {receipts_root}", h.receipts_root));
+        return Err(format!(
+            "receipts root mismatch: header {} computed {receipts_root}",
+            h.receipts_root
+        ));
     }
     let bloom = logs_bloom(&out.receipts);
     if bloom != h.logs_bloom {
@@ -331,12 +432,17 @@ pub fn execute_block(
     if let Some(rh) = h.requests_hash {
         let got = out.requests.requests_hash();
         if got != rh {
-            return Err(format!("requests hash mismatch: header {rh} computed {got}"));
+            return Err(format!(
+                "requests hash mismatch: header {rh} computed {got}"
+            ));
         }
     }
     let root = out.state.root();
     if root != h.state_root {
-        return Err(format!("state root mismatch: header {} computed {root}", h.state_root));
+        return Err(format!(
+            "state root mismatch: header {} computed {root}",
+            h.state_root
+        ));
     }
     Ok(ExecutedBlock {
         hash,
@@ -373,7 +479,10 @@ pub fn build_block(
 ) -> Result<ExecutedBlock, String> {
     let ts = attrs.timestamp;
     let blob_params = spec.blob_params(ts);
-    let base_fee = parent.header.next_block_base_fee(BaseFeeParams::ethereum()).unwrap_or(alloy_eips::eip1559::INITIAL_BASE_FEE);
+    let base_fee = parent
+        .header
+        .next_block_base_fee(BaseFeeParams::ethereum())
+        .unwrap_or(alloy_eips::eip1559::INITIAL_BASE_FEE);
     let excess_blob_gas =
         blob_params.map(|p| parent.header.next_block_excess_blob_gas(p).unwrap_or(0));
     let mut header = Header {
@@ -410,12 +519,30 @@ pub fn build_block(
     header.receipts_root = proofs::calculate_receipt_root(&out.receipts);
     header.logs_bloom = logs_bloom(&out.receipts);
     header.gas_used = out.gas_used;
-    header.withdrawals_root = attrs.withdrawals.as_deref().map(proofs::calculate_withdrawals_root);
+    header.withdrawals_root = attrs
+        .withdrawals
+        .as_deref()
+        .map(proofs::calculate_withdrawals_root);
     header.blob_gas_used = spec.cancun(ts).then_some(out.blob_gas_used);
     header.requests_hash = spec.prague(ts).then(|| out.requests.requests_hash());
-    let block = Block { header, body: BlockBody { transactions: txs, ommers: vec![], withdrawals: attrs.withdrawals.clone().map(Into::into) } };
+    let block = Block {
+        header,
+        body: BlockBody {
+            transactions: txs,
+            ommers: vec![],
+            withdrawals: attrs.withdrawals.clone().map(Into::into),
+        },
+    };
     let hash = block.header.hash_slow();
-    Ok(ExecutedBlock { hash, block, senders, receipts: out.receipts, requests: out.requests, state: out.state, fees: out.fees })
+    Ok(ExecutedBlock {
+        hash,
+        block,
+        senders,
+        receipts: out.receipts,
+        requests: out.requests,
+        state: out.state,
+        fees: out.fees,
+    })
 }
 
 /// Cumulative gas of receipt `i` minus that of `i - 1`.

@@ -99,23 +99,45 @@ fn blob_schedule(cfg: &Option<FixtureConfig>) -> BlobScheduleBlobParams {
 }
 
 fn run_case(case: &Case) -> Result<(), String> {
-    let chain_id = case.config.as_ref().and_then(|c| c.chainid).map_or(1, |c| c.saturating_to());
-    let spec = Arc::new(ChainSpec::from_fixture_network(&case.network, chain_id, blob_schedule(&case.config))?);
+    let chain_id = case
+        .config
+        .as_ref()
+        .and_then(|c| c.chainid)
+        .map_or(1, |c| c.saturating_to());
+    let spec = Arc::new(ChainSpec::from_fixture_network(
+        &case.network,
+        chain_id,
+        blob_schedule(&case.config),
+    )?);
     let codes = CodeStore::default();
     let mut state = WorldState::default();
     for (addr, a) in &case.pre {
         let code_hash = put_code(&codes, &a.code);
         let storage: Vec<(U256, U256)> = a.storage.iter().map(|(k, v)| (*k, *v)).collect();
-        state.put(*addr, a.nonce.saturating_to(), a.balance, code_hash, &storage);
+        state.put(
+            *addr,
+            a.nonce.saturating_to(),
+            a.balance,
+            code_hash,
+            &storage,
+        );
     }
     let genesis = Header::decode(&mut &case.genesis_rlp[..])
         .or_else(|_| Block::<TxEnvelope>::decode(&mut &case.genesis_rlp[..]).map(|b| b.header))
         .map_err(|e| format!("genesis RLP does not decode: {e}"))?;
     if genesis.hash_slow() != case.genesis_block_header.hash {
-        return Err(format!("genesis hash {} differs from the fixture's {}", genesis.hash_slow(), case.genesis_block_header.hash));
+        return Err(format!(
+            "genesis hash {} differs from the fixture's {}",
+            genesis.hash_slow(),
+            case.genesis_block_header.hash
+        ));
     }
     if state.root() != genesis.state_root {
-        return Err(format!("pre-state root {} differs from the genesis state root {}", state.root(), genesis.state_root));
+        return Err(format!(
+            "pre-state root {} differs from the genesis state root {}",
+            state.root(),
+            genesis.state_root
+        ));
     }
     let mut chain = Chain::new(spec, codes.clone(), genesis, state);
     for (i, fb) in case.blocks.iter().enumerate() {
@@ -135,20 +157,31 @@ fn run_case(case: &Case) -> Result<(), String> {
             (Ok(hash), None) => {
                 if let Some(h) = &fb.block_header {
                     if h.hash != hash {
-                        return Err(format!("block {i}: hash {hash} differs from the fixture's {}", h.hash));
+                        return Err(format!(
+                            "block {i}: hash {hash} differs from the fixture's {}",
+                            h.hash
+                        ));
                     }
                 }
-                chain.set_forkchoice(hash, B256::ZERO, B256::ZERO).map_err(|e| format!("block {i}: {e}"))?;
+                chain
+                    .set_forkchoice(hash, B256::ZERO, B256::ZERO)
+                    .map_err(|e| format!("block {i}: {e}"))?;
             }
             (Ok(hash), Some(exc)) => {
-                return Err(format!("block {i} ({hash}) was accepted, but the fixture expects {exc}"));
+                return Err(format!(
+                    "block {i} ({hash}) was accepted, but the fixture expects {exc}"
+                ));
             }
             (Err(reason), None) => return Err(format!("block {i} rejected: {reason}")),
             (Err(_), Some(_)) => {}
         }
     }
     if chain.head().hash != case.lastblockhash {
-        return Err(format!("head {} differs from lastblockhash {}", chain.head().hash, case.lastblockhash));
+        return Err(format!(
+            "head {} differs from lastblockhash {}",
+            chain.head().hash,
+            case.lastblockhash
+        ));
     }
     if let Some(post) = &case.post_state {
         check_post_state(&chain.head().state, &codes, post)?;
@@ -174,30 +207,51 @@ fn put_code(codes: &CodeStore, code: &Bytes) -> B256 {
     hash
 }
 
-fn check_post_state(state: &WorldState, codes: &CodeStore, post: &BTreeMap<Address, FixtureAccount>) -> Result<(), String> {
+fn check_post_state(
+    state: &WorldState,
+    codes: &CodeStore,
+    post: &BTreeMap<Address, FixtureAccount>,
+) -> Result<(), String> {
     let mut expected = WorldState::default();
     for (addr, want) in post {
         let Some(got) = state.account(addr) else {
             return Err(format!("post-state: account {addr} missing"));
         };
         if got.balance != want.balance {
-            return Err(format!("post-state: {addr} balance {} expected {}", got.balance, want.balance));
+            return Err(format!(
+                "post-state: {addr} balance {} expected {}",
+                got.balance, want.balance
+            ));
         }
         if U256::from(got.nonce) != want.nonce {
-            return Err(format!("post-state: {addr} nonce {} expected {}", got.nonce, want.nonce));
+            return Err(format!(
+                "post-state: {addr} nonce {} expected {}",
+                got.nonce, want.nonce
+            ));
         }
-        let code = codes.get(&got.code_hash).map(|c| c.original_bytes()).unwrap_or_default();
+        let code = codes
+            .get(&got.code_hash)
+            .map(|c| c.original_bytes())
+            .unwrap_or_default();
         if code != want.code {
             return Err(format!("post-state: {addr} code differs"));
         }
         for (k, v) in &want.storage {
             let g = state.storage(addr, k);
             if g != *v {
-                return Err(format!("post-state: {addr} storage[{k:#x}] = {g:#x} expected {v:#x}"));
+                return Err(format!(
+                    "post-state: {addr} storage[{k:#x}] = {g:#x} expected {v:#x}"
+                ));
             }
         }
         let storage: Vec<(U256, U256)> = want.storage.iter().map(|(k, v)| (*k, *v)).collect();
-        expected.put(*addr, want.nonce.saturating_to(), want.balance, got.code_hash, &storage);
+        expected.put(
+            *addr,
+            want.nonce.saturating_to(),
+            want.balance,
+            got.code_hash,
+            &storage,
+        );
     }
     // Same accounts and storage, nothing extra: the roots agree.
     if expected.root() != state.root() {
@@ -240,25 +294,36 @@ pub fn import(paths: &[PathBuf]) -> Result<Vec<CaseResult>, String> {
     }
     let mut results = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let cases: HashMap<String, serde_json::Value> =
-            serde_json::from_str(&text).map_err(|e| format!("{}: not a fixture file: {e}", file.display()))?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let cases: HashMap<String, serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a fixture file: {e}", file.display()))?;
         let mut names: Vec<_> = cases.keys().cloned().collect();
         names.sort();
         for name in names {
             let value = cases[&name].clone();
-            let fork = value.get("network").and_then(|n| n.as_str()).unwrap_or("?").to_string();
+            let fork = value
+                .get("network")
+                .and_then(|n| n.as_str())
+                .unwrap_or("?")
+                .to_string();
             let error = match serde_json::from_value::<Case>(value) {
                 Err(e) => Some(format!("not a blockchain test case: {e}")),
                 Ok(case) => {
                     // A panic inside a dependency is a failed case, not a crashed run.
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&case))) {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&case)))
+                    {
                         Ok(r) => r.err(),
                         Err(_) => Some("panicked during import".into()),
                     }
                 }
             };
-            results.push(CaseResult { file: file.clone(), name, fork, error });
+            results.push(CaseResult {
+                file: file.clone(),
+                name,
+                fork,
+                error,
+            });
         }
     }
     Ok(results)

@@ -7,14 +7,14 @@ pub mod chain;
 pub mod engine;
 pub mod exec;
 pub mod fixture;
-pub mod spec;
-pub mod state;
-pub mod trie;
-pub mod ws;
 pub mod node;
 pub mod pool;
 pub mod rpc;
 pub mod server;
+pub mod spec;
+pub mod state;
+pub mod trie;
+pub mod ws;
 
 /// Lock a mutex, recovering the data if a panicking thread poisoned it.
 pub fn engine_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -53,7 +53,12 @@ fn import_fixture(paths: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> 
             }
             Some(err) => {
                 e.1 += 1;
-                println!("FAIL {} :: {} ({}): {err}", r.file.display(), r.name, r.fork);
+                println!(
+                    "FAIL {} :: {} ({}): {err}",
+                    r.file.display(),
+                    r.name,
+                    r.fork
+                );
             }
         }
     }
@@ -64,5 +69,9 @@ fn import_fixture(paths: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> 
         failed += f;
     }
     println!("total: {passed} passed, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

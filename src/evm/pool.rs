@@ -40,7 +40,12 @@ pub struct Rules<'a> {
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool { by_sender: HashMap::new(), by_hash: HashMap::new(), max_per_sender: 64, max_total: 10_000 }
+        Pool {
+            by_sender: HashMap::new(),
+            by_hash: HashMap::new(),
+            max_per_sender: 64,
+            max_total: 10_000,
+        }
     }
 }
 
@@ -61,7 +66,11 @@ pub fn intrinsic_gas(tx: &TxEnvelope, prague: bool) -> (u64, u64) {
     if let Some(auth) = tx.authorization_list() {
         gas += 25_000 * auth.len() as u64;
     }
-    let floor = if prague { 21_000 + 10 * (zeros + 4 * nonzeros) } else { 0 };
+    let floor = if prague {
+        21_000 + 10 * (zeros + 4 * nonzeros)
+    } else {
+        0
+    };
     (gas, floor)
 }
 
@@ -82,40 +91,79 @@ impl Pool {
     /// Decode, check and add a raw transaction; the error says why it was refused.
     pub fn add_raw(&mut self, raw: &[u8], rules: &Rules<'_>) -> Result<B256, String> {
         if raw.len() > MAX_TX_BYTES {
-            return Err(format!("oversized data: transaction is {} bytes, at most {MAX_TX_BYTES}", raw.len()));
+            return Err(format!(
+                "oversized data: transaction is {} bytes, at most {MAX_TX_BYTES}",
+                raw.len()
+            ));
         }
-        let tx = TxEnvelope::decode_2718_exact(raw).map_err(|e| format!("transaction does not decode: {e}"))?;
-        let sender = tx.recover_signer().map_err(|e| format!("invalid signature: {e}"))?;
+        let tx = TxEnvelope::decode_2718_exact(raw)
+            .map_err(|e| format!("transaction does not decode: {e}"))?;
+        let sender = tx
+            .recover_signer()
+            .map_err(|e| format!("invalid signature: {e}"))?;
         self.add(tx, sender, rules)
     }
 
-    pub fn add(&mut self, tx: TxEnvelope, sender: Address, rules: &Rules<'_>) -> Result<B256, String> {
+    pub fn add(
+        &mut self,
+        tx: TxEnvelope,
+        sender: Address,
+        rules: &Rules<'_>,
+    ) -> Result<B256, String> {
         let hash = *tx.tx_hash();
         if self.by_hash.contains_key(&hash) {
             return Err(format!("already known: {hash}"));
         }
         if tx.is_eip4844() {
-            return Err("blob transactions are not accepted by this pool (no blob sidecar support)".into());
+            return Err(
+                "blob transactions are not accepted by this pool (no blob sidecar support)".into(),
+            );
         }
         match tx.chain_id() {
             Some(id) if id == rules.chain_id => {}
-            Some(id) => return Err(format!("invalid chain id: transaction is for chain {id}, this chain is {}", rules.chain_id)),
-            None => return Err(format!("unprotected transaction (no chain id, pre-EIP-155): sign it for chain {}", rules.chain_id)),
+            Some(id) => {
+                return Err(format!(
+                    "invalid chain id: transaction is for chain {id}, this chain is {}",
+                    rules.chain_id
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "unprotected transaction (no chain id, pre-EIP-155): sign it for chain {}",
+                    rules.chain_id
+                ))
+            }
         }
-        let (account_nonce, balance) =
-            rules.state.account(&sender).map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
+        let (account_nonce, balance) = rules
+            .state
+            .account(&sender)
+            .map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
         if tx.nonce() < account_nonce {
-            return Err(format!("nonce too low: next nonce {account_nonce}, tx nonce {}", tx.nonce()));
+            return Err(format!(
+                "nonce too low: next nonce {account_nonce}, tx nonce {}",
+                tx.nonce()
+            ));
         }
         if rules.osaka && tx.gas_limit() > TX_GAS_CAP {
-            return Err(format!("exceeds the transaction gas cap: gas {} above {TX_GAS_CAP} (EIP-7825)", tx.gas_limit()));
+            return Err(format!(
+                "exceeds the transaction gas cap: gas {} above {TX_GAS_CAP} (EIP-7825)",
+                tx.gas_limit()
+            ));
         }
         if tx.gas_limit() > rules.block_gas_limit {
-            return Err(format!("exceeds block gas limit: gas {} above {}", tx.gas_limit(), rules.block_gas_limit));
+            return Err(format!(
+                "exceeds block gas limit: gas {} above {}",
+                tx.gas_limit(),
+                rules.block_gas_limit
+            ));
         }
         let (intrinsic, floor) = intrinsic_gas(&tx, rules.prague);
         if tx.gas_limit() < intrinsic.max(floor) {
-            return Err(format!("intrinsic gas too low: gas {}, needs at least {}", tx.gas_limit(), intrinsic.max(floor)));
+            return Err(format!(
+                "intrinsic gas too low: gas {}, needs at least {}",
+                tx.gas_limit(),
+                intrinsic.max(floor)
+            ));
         }
         if tx.max_fee_per_gas() < rules.base_fee as u128 {
             return Err(format!(
@@ -131,20 +179,33 @@ impl Pool {
         }
         let cost = U256::from(tx.gas_limit()) * U256::from(tx.max_fee_per_gas()) + tx.value();
         if balance < cost {
-            return Err(format!("insufficient funds for gas * price + value: balance {balance}, cost {cost}"));
+            return Err(format!(
+                "insufficient funds for gas * price + value: balance {balance}, cost {cost}"
+            ));
         }
         let queue = self.by_sender.entry(sender).or_default();
         if let Some(old) = queue.get(&tx.nonce()) {
             let bumped = |old: u128, new: u128| new >= old + old / 10;
-            let old_tip = old.tx.max_priority_fee_per_gas().unwrap_or(old.tx.max_fee_per_gas());
-            let new_tip = tx.max_priority_fee_per_gas().unwrap_or(tx.max_fee_per_gas());
-            if !bumped(old.tx.max_fee_per_gas(), tx.max_fee_per_gas()) || !bumped(old_tip, new_tip) {
-                return Err("replacement transaction underpriced: raise both fees by at least 10%".into());
+            let old_tip = old
+                .tx
+                .max_priority_fee_per_gas()
+                .unwrap_or(old.tx.max_fee_per_gas());
+            let new_tip = tx
+                .max_priority_fee_per_gas()
+                .unwrap_or(tx.max_fee_per_gas());
+            if !bumped(old.tx.max_fee_per_gas(), tx.max_fee_per_gas()) || !bumped(old_tip, new_tip)
+            {
+                return Err(
+                    "replacement transaction underpriced: raise both fees by at least 10%".into(),
+                );
             }
             let old_hash = old.hash;
             self.by_hash.remove(&old_hash);
         } else if queue.len() >= self.max_per_sender {
-            return Err(format!("txpool is full for this sender ({} pending transactions)", self.max_per_sender));
+            return Err(format!(
+                "txpool is full for this sender ({} pending transactions)",
+                self.max_per_sender
+            ));
         }
         let nonce = tx.nonce();
         queue.insert(nonce, PoolTx { tx, sender, hash });
@@ -167,7 +228,9 @@ impl Pool {
         if let Some((sender, nonce, hash)) = victim {
             self.remove(&sender, nonce);
             if hash == new {
-                return Err("txpool is full and this transaction pays less than every pending one".into());
+                return Err(
+                    "txpool is full and this transaction pays less than every pending one".into(),
+                );
             }
         }
         Ok(())
@@ -201,23 +264,23 @@ impl Pool {
     pub fn best(&self, state: &WorldState, base_fee: u64) -> Vec<(TxEnvelope, Address)> {
         let mut queues: HashMap<Address, Vec<&PoolTx>> = HashMap::new();
         for (sender, q) in &self.by_sender {
-            let mut next = state.account(sender).map_or(0, |a| a.nonce);
-            let mut run = Vec::new();
-            for (n, t) in q.range(next..) {
-                if *n != next {
-                    break;
-                }
-                run.push(t);
-                next += 1;
-            }
+            let first = state.account(sender).map_or(0, |a| a.nonce);
+            let mut run: Vec<&PoolTx> = q
+                .range(first..)
+                .zip(first..)
+                .take_while(|((n, _), want)| **n == *want)
+                .map(|((_, t), _)| t)
+                .collect();
             if !run.is_empty() {
                 run.reverse();
                 queues.insert(*sender, run);
             }
         }
         let tip = |t: &PoolTx| t.tx.effective_tip_per_gas(base_fee).unwrap_or(0);
-        let mut heap: BinaryHeap<(u128, std::cmp::Reverse<Address>)> =
-            queues.iter().map(|(s, q)| (tip(q.last().expect("non-empty")), std::cmp::Reverse(*s))).collect();
+        let mut heap: BinaryHeap<(u128, std::cmp::Reverse<Address>)> = queues
+            .iter()
+            .map(|(s, q)| (tip(q.last().expect("non-empty")), std::cmp::Reverse(*s)))
+            .collect();
         let mut out = Vec::new();
         while let Some((_, std::cmp::Reverse(s))) = heap.pop() {
             let q = queues.get_mut(&s).expect("queued sender");

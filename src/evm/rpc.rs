@@ -22,7 +22,10 @@ pub struct RpcError {
 
 impl RpcError {
     fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into() }
+        RpcError {
+            code,
+            message: message.into(),
+        }
     }
     pub fn parse(m: impl Into<String>) -> Self {
         Self::new(-32700, m)
@@ -31,7 +34,10 @@ impl RpcError {
         Self::new(-32600, m)
     }
     pub fn method_not_found(method: &str) -> Self {
-        Self::new(-32601, format!("the method {method} does not exist/is not available"))
+        Self::new(
+            -32601,
+            format!("the method {method} does not exist/is not available"),
+        )
     }
     pub fn invalid_params(m: impl Into<String>) -> Self {
         Self::new(-32602, format!("invalid params: {}", m.into()))
@@ -67,23 +73,40 @@ impl RpcError {
 pub const MAX_BATCH: usize = 100;
 
 /// Handle a request body (single call or batch). `None`: nothing to answer (notifications only).
-pub fn handle_body(body: &[u8], call: &dyn Fn(&str, Value) -> Result<Value, RpcError>) -> Option<Value> {
+pub fn handle_body(
+    body: &[u8],
+    call: &dyn Fn(&str, Value) -> Result<Value, RpcError>,
+) -> Option<Value> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return Some(response(Value::Null, Err(RpcError::parse(format!("parse error: {e}"))))),
+        Err(e) => {
+            return Some(response(
+                Value::Null,
+                Err(RpcError::parse(format!("parse error: {e}"))),
+            ))
+        }
     };
     match v {
         Value::Array(items) => {
             if items.is_empty() {
-                return Some(response(Value::Null, Err(RpcError::invalid_request("empty batch"))));
+                return Some(response(
+                    Value::Null,
+                    Err(RpcError::invalid_request("empty batch")),
+                ));
             }
             if items.len() > MAX_BATCH {
                 return Some(response(
                     Value::Null,
-                    Err(RpcError::invalid_request(format!("batch of {} calls, at most {MAX_BATCH}", items.len()))),
+                    Err(RpcError::invalid_request(format!(
+                        "batch of {} calls, at most {MAX_BATCH}",
+                        items.len()
+                    ))),
                 ));
             }
-            let out: Vec<Value> = items.into_iter().filter_map(|i| handle_one(i, call)).collect();
+            let out: Vec<Value> = items
+                .into_iter()
+                .filter_map(|i| handle_one(i, call))
+                .collect();
             if out.is_empty() {
                 None
             } else {
@@ -96,21 +119,35 @@ pub fn handle_body(body: &[u8], call: &dyn Fn(&str, Value) -> Result<Value, RpcE
 
 fn handle_one(v: Value, call: &dyn Fn(&str, Value) -> Result<Value, RpcError>) -> Option<Value> {
     let Value::Object(mut o) = v else {
-        return Some(response(Value::Null, Err(RpcError::invalid_request("a call must be a JSON object"))));
+        return Some(response(
+            Value::Null,
+            Err(RpcError::invalid_request("a call must be a JSON object")),
+        ));
     };
     let id = o.remove("id");
     let is_notification = id.is_none();
     let id = id.unwrap_or(Value::Null);
     if o.get("jsonrpc").and_then(|v| v.as_str()) != Some("2.0") {
-        return Some(response(id, Err(RpcError::invalid_request("jsonrpc must be \"2.0\""))));
+        return Some(response(
+            id,
+            Err(RpcError::invalid_request("jsonrpc must be \"2.0\"")),
+        ));
     }
     let Some(method) = o.get("method").and_then(|m| m.as_str()).map(str::to_string) else {
-        return Some(response(id, Err(RpcError::invalid_request("method must be a string"))));
+        return Some(response(
+            id,
+            Err(RpcError::invalid_request("method must be a string")),
+        ));
     };
     let params = match o.remove("params") {
         None | Some(Value::Null) => Value::Array(vec![]),
         Some(p @ Value::Array(_)) => p,
-        Some(_) => return Some(response(id, Err(RpcError::invalid_params("params must be an array")))),
+        Some(_) => {
+            return Some(response(
+                id,
+                Err(RpcError::invalid_params("params must be an array")),
+            ))
+        }
     };
     let result = call(&method, params);
     if is_notification {
@@ -131,16 +168,29 @@ fn params<T: serde::de::DeserializeOwned>(p: Value) -> Result<T, RpcError> {
 }
 
 /// Parameters with optional trailing elements (`[address]` or `[address, block]`).
-fn params_opt<A: serde::de::DeserializeOwned, B: serde::de::DeserializeOwned>(p: Value) -> Result<(A, Option<B>), RpcError> {
+fn params_opt<A: serde::de::DeserializeOwned, B: serde::de::DeserializeOwned>(
+    p: Value,
+) -> Result<(A, Option<B>), RpcError> {
     let mut arr = match p {
         Value::Array(a) => a,
         _ => return Err(RpcError::invalid_params("params must be an array")),
     };
     if arr.is_empty() || arr.len() > 2 {
-        return Err(RpcError::invalid_params(format!("expected 1 or 2 params, got {}", arr.len())));
+        return Err(RpcError::invalid_params(format!(
+            "expected 1 or 2 params, got {}",
+            arr.len()
+        )));
     }
-    let b = if arr.len() == 2 { Some(serde_json::from_value(arr.pop().expect("2")).map_err(|e| RpcError::invalid_params(e.to_string()))?) } else { None };
-    let a = serde_json::from_value(arr.pop().expect("1")).map_err(|e| RpcError::invalid_params(e.to_string()))?;
+    let b = if arr.len() == 2 {
+        Some(
+            serde_json::from_value(arr.pop().expect("2"))
+                .map_err(|e| RpcError::invalid_params(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let a = serde_json::from_value(arr.pop().expect("1"))
+        .map_err(|e| RpcError::invalid_params(e.to_string()))?;
     Ok((a, b))
 }
 
@@ -188,15 +238,25 @@ pub fn rpc_header(b: &ExecutedBlock) -> Value {
 fn rpc_block(b: &ExecutedBlock, full: bool) -> Value {
     let mut v = rpc_header(b);
     let txs: Vec<Value> = if full {
-        (0..b.block.body.transactions.len()).map(|i| rpc_tx(b, i)).collect()
+        (0..b.block.body.transactions.len())
+            .map(|i| rpc_tx(b, i))
+            .collect()
     } else {
-        b.block.body.transactions.iter().map(|t| json!(t.tx_hash())).collect()
+        b.block
+            .body
+            .transactions
+            .iter()
+            .map(|t| json!(t.tx_hash()))
+            .collect()
     };
     if let Value::Object(o) = &mut v {
         o.insert("transactions".into(), Value::Array(txs));
         o.insert("uncles".into(), json!([]));
         if let Some(w) = &b.block.body.withdrawals {
-            o.insert("withdrawals".into(), serde_json::to_value(w).unwrap_or(Value::Null));
+            o.insert(
+                "withdrawals".into(),
+                serde_json::to_value(w).unwrap_or(Value::Null),
+            );
         }
     }
     v
@@ -228,8 +288,7 @@ fn rpc_receipts(b: &ExecutedBlock) -> Vec<Value> {
                 })
                 .collect();
             let inner = map_receipt_logs(r, logs);
-            let contract_address =
-                tx.is_create().then(|| b.senders[i].create(tx.nonce()));
+            let contract_address = tx.is_create().then(|| b.senders[i].create(tx.nonce()));
             let receipt = alloy_rpc_types_eth::TransactionReceipt {
                 inner,
                 transaction_hash: *tx.tx_hash(),
@@ -249,9 +308,13 @@ fn rpc_receipts(b: &ExecutedBlock) -> Vec<Value> {
         .collect()
 }
 
-fn map_receipt_logs(r: &ReceiptEnvelope, logs: Vec<alloy_rpc_types_eth::Log>) -> ReceiptEnvelope<alloy_rpc_types_eth::Log> {
+fn map_receipt_logs(
+    r: &ReceiptEnvelope,
+    logs: Vec<alloy_rpc_types_eth::Log>,
+) -> ReceiptEnvelope<alloy_rpc_types_eth::Log> {
     let mut logs = logs.into_iter();
-    r.clone().map_logs(|_| logs.next().expect("one rpc log per log"))
+    r.clone()
+        .map_logs(|_| logs.next().expect("one rpc log per log"))
 }
 
 impl Engine {
@@ -262,7 +325,11 @@ impl Engine {
             "net_version" => Ok(json!(self.chain().spec.chain_id.to_string())),
             "net_peerCount" => Ok(json!("0x0")),
             "net_listening" => Ok(json!(true)),
-            "web3_clientVersion" => Ok(json!(concat!("chainctl/v", env!("CARGO_PKG_VERSION"), "/linux"))),
+            "web3_clientVersion" => Ok(json!(concat!(
+                "chainctl/v",
+                env!("CARGO_PKG_VERSION"),
+                "/linux"
+            ))),
             "eth_syncing" => Ok(json!(false)),
             "eth_blockNumber" => Ok(json!(U64::from(self.chain().head().number()))),
             "eth_gasPrice" => {
@@ -301,7 +368,9 @@ impl Engine {
             "eth_getBlockTransactionCountByNumber" | "eth_getBlockTransactionCountByHash" => {
                 let (id,): (BlockId,) = params(p)?;
                 let chain = self.chain();
-                Ok(resolve(&chain, Some(id)).map_or(Value::Null, |b| json!(U64::from(b.block.body.transactions.len()))))
+                Ok(resolve(&chain, Some(id)).map_or(Value::Null, |b| {
+                    json!(U64::from(b.block.body.transactions.len()))
+                }))
             }
             "eth_getBalance" | "eth_getTransactionCount" | "eth_getCode" => {
                 let (addr, id): (Address, Option<BlockId>) = params_opt(p)?;
@@ -336,7 +405,10 @@ impl Engine {
                 let (hash,): (B256,) = params(p)?;
                 let chain = self.chain();
                 if let Some((bh, i)) = chain.tx_location(&hash) {
-                    let b = chain.block(&bh).cloned().ok_or_else(|| RpcError::internal("indexed block missing"))?;
+                    let b = chain
+                        .block(&bh)
+                        .cloned()
+                        .ok_or_else(|| RpcError::internal("indexed block missing"))?;
                     return Ok(rpc_tx(&b, i));
                 }
                 drop(chain);
@@ -356,8 +428,13 @@ impl Engine {
             "eth_getTransactionReceipt" => {
                 let (hash,): (B256,) = params(p)?;
                 let chain = self.chain();
-                let Some((bh, i)) = chain.tx_location(&hash) else { return Ok(Value::Null) };
-                let b = chain.block(&bh).cloned().ok_or_else(|| RpcError::internal("indexed block missing"))?;
+                let Some((bh, i)) = chain.tx_location(&hash) else {
+                    return Ok(Value::Null);
+                };
+                let b = chain
+                    .block(&bh)
+                    .cloned()
+                    .ok_or_else(|| RpcError::internal("indexed block missing"))?;
                 Ok(rpc_receipts(&b).swap_remove(i))
             }
             "eth_sendRawTransaction" => {
@@ -380,7 +457,10 @@ impl Engine {
                 let (req, id): (TransactionRequest, Option<BlockId>) = params_opt(p)?;
                 let chain = self.chain();
                 let b = resolve(&chain, id)?;
-                let sim = super::call::Simulator { chain: &chain, block: &b };
+                let sim = super::call::Simulator {
+                    chain: &chain,
+                    block: &b,
+                };
                 if method == "eth_call" {
                     sim.call(&req).map(|out| json!(out))
                 } else {
@@ -395,7 +475,9 @@ impl Engine {
             "eth_feeHistory" => {
                 let arr = p.as_array().cloned().unwrap_or_default();
                 if arr.len() < 2 {
-                    return Err(RpcError::invalid_params("expected [blockCount, newestBlock, rewardPercentiles?]"));
+                    return Err(RpcError::invalid_params(
+                        "expected [blockCount, newestBlock, rewardPercentiles?]",
+                    ));
                 }
                 let count: U64 = params(arr[0].clone())?;
                 let newest: BlockNumberOrTag = params(arr[1].clone())?;
@@ -406,7 +488,9 @@ impl Engine {
                 let mut base = Vec::new();
                 let mut ratio = Vec::new();
                 for n in first..=newest.number() {
-                    let b = chain.canonical(n).ok_or_else(|| RpcError::server("header not found"))?;
+                    let b = chain
+                        .canonical(n)
+                        .ok_or_else(|| RpcError::server("header not found"))?;
                     base.push(U256::from(b.header().base_fee_per_gas.unwrap_or_default()));
                     ratio.push(b.header().gas_used as f64 / b.header().gas_limit.max(1) as f64);
                 }
@@ -427,7 +511,9 @@ impl Engine {
 }
 
 pub fn next_base_fee(b: &ExecutedBlock) -> u64 {
-    b.header().next_block_base_fee(alloy_eips::eip1559::BaseFeeParams::ethereum()).unwrap_or_default()
+    b.header()
+        .next_block_base_fee(alloy_eips::eip1559::BaseFeeParams::ethereum())
+        .unwrap_or_default()
 }
 
 /// `to` of a call request (None: contract creation).

@@ -57,9 +57,10 @@ pub struct ServeArgs {
 
 /// Load a genesis file into a chain.
 pub fn load_genesis(path: &Path) -> anyhow::Result<Chain> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read genesis {}", path.display()))?;
-    let genesis: Genesis =
-        serde_json::from_str(&text).map_err(|e| anyhow!("{}: not a genesis.json: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read genesis {}", path.display()))?;
+    let genesis: Genesis = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: not a genesis.json: {e}", path.display()))?;
     chain_from_genesis(&genesis).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
@@ -82,7 +83,13 @@ pub fn chain_from_genesis(genesis: &Genesis) -> Result<Chain, String> {
             .flatten()
             .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
             .collect();
-        state.put(*addr, acct.nonce.unwrap_or(0), acct.balance, code_hash, &storage);
+        state.put(
+            *addr,
+            acct.nonce.unwrap_or(0),
+            acct.balance,
+            code_hash,
+            &storage,
+        );
     }
     let header = spec.genesis_header(genesis, state.root());
     Ok(Chain::new(Arc::new(spec), codes, header, state))
@@ -100,35 +107,54 @@ async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: B
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(token) = token else {
-        return (StatusCode::UNAUTHORIZED, "missing JWT: send Authorization: Bearer <HS256 token>").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing JWT: send Authorization: Bearer <HS256 token>",
+        )
+            .into_response();
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     if let Err(e) = verify_token(&app.secret, token, now) {
         tracing::warn!(reason = %e, "Engine API call refused");
         return (StatusCode::UNAUTHORIZED, format!("invalid JWT: {e}")).into_response();
     }
     let engine = app.engine.clone();
-    let out = tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.call(m, p))).await;
+    let out =
+        tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.call(m, p))).await;
     respond(out)
 }
 
 async fn rpc_handler(State(app): State<AppState>, body: Bytes) -> Response {
     let engine = app.engine.clone();
-    let out = tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.eth_call(m, p))).await;
+    let out =
+        tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.eth_call(m, p)))
+            .await;
     respond(out)
 }
 
 fn respond(out: Result<Option<serde_json::Value>, tokio::task::JoinError>) -> Response {
     match out {
-        Ok(Some(v)) => ([(axum::http::header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        Ok(Some(v)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            v.to_string(),
+        )
+            .into_response(),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
+            .into_response(),
     }
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let genesis = args.genesis.as_deref().ok_or_else(|| {
-        anyhow!("--genesis is required: the network's genesis.json (chainctl renders one per profile)")
+        anyhow!(
+            "--genesis is required: the network's genesis.json (chainctl renders one per profile)"
+        )
     })?;
     let jwt = args.jwt_secret.as_deref().ok_or_else(|| {
         anyhow!("--jwt-secret is required: the Engine API is never served without authentication (`chainctl jwt generate` makes one)")

@@ -5,7 +5,8 @@
 
 use alloy_consensus::{constants::EMPTY_OMMER_ROOT_HASH, Header, EMPTY_ROOT_HASH};
 use alloy_eips::{
-    eip1559::INITIAL_BASE_FEE, eip7685::EMPTY_REQUESTS_HASH, eip7840::BlobParams, eip7892::BlobScheduleBlobParams,
+    eip1559::INITIAL_BASE_FEE, eip7685::EMPTY_REQUESTS_HASH, eip7840::BlobParams,
+    eip7892::BlobScheduleBlobParams,
 };
 use alloy_evm::eth::spec::EthExecutorSpec;
 use alloy_genesis::{ChainConfig, Genesis};
@@ -85,12 +86,18 @@ impl ChainSpec {
             }
         }
         if cfg.amsterdam_time.is_some() || cfg.bogota_time.is_some() {
-            return Err("config.amsterdamTime / bogotaTime: forks after Osaka (and its BPO forks) are not \
+            return Err(
+                "config.amsterdamTime / bogotaTime: forks after Osaka (and its BPO forks) are not \
                         supported by the built-in engine; remove them"
-                .into());
+                    .into(),
+            );
         }
         let times = [
-            (EthereumHardfork::Shanghai, "shanghaiTime", cfg.shanghai_time),
+            (
+                EthereumHardfork::Shanghai,
+                "shanghaiTime",
+                cfg.shanghai_time,
+            ),
             (EthereumHardfork::Cancun, "cancunTime", cfg.cancun_time),
             (EthereumHardfork::Prague, "pragueTime", cfg.prague_time),
             (EthereumHardfork::Osaka, "osakaTime", cfg.osaka_time),
@@ -107,7 +114,9 @@ impl ChainSpec {
             match at {
                 Some(t) => {
                     if let Some(g) = gap {
-                        return Err(format!("config.{name} is set but the earlier fork's {g} is not; set {g}"));
+                        return Err(format!(
+                            "config.{name} is set but the earlier fork's {g} is not; set {g}"
+                        ));
                     }
                     if let Some((pn, pt)) = prev {
                         if t < pt {
@@ -125,22 +134,34 @@ impl ChainSpec {
         if !cfg.blob_schedule.contains_key("cancun") {
             blobs.cancun = BlobParams::cancun();
         }
-        Ok(Self::new(cfg.chain_id, forks, cfg.deposit_contract_address, blobs))
+        Ok(Self::new(
+            cfg.chain_id,
+            forks,
+            cfg.deposit_contract_address,
+            blobs,
+        ))
     }
 
     /// Rules named as execution-spec-tests names them: `Osaka`, `CancunToPragueAtTime15k`, ….
-    pub fn from_fixture_network(network: &str, chain_id: u64, blobs: BlobScheduleBlobParams) -> Result<Self, String> {
+    pub fn from_fixture_network(
+        network: &str,
+        chain_id: u64,
+        blobs: BlobScheduleBlobParams,
+    ) -> Result<Self, String> {
         let order = ["Shanghai", "Cancun", "Prague", "Osaka"];
         let idx = |n: &str| order.iter().position(|o| *o == n);
         let (base, next) = match network.split_once("To") {
             Some((a, rest)) => {
-                let b = rest.strip_suffix("AtTime15k").ok_or_else(|| format!("unknown fixture network {network:?}"))?;
+                let b = rest
+                    .strip_suffix("AtTime15k")
+                    .ok_or_else(|| format!("unknown fixture network {network:?}"))?;
                 (a, Some(b))
             }
             None => (network, None),
         };
         let base_i = idx(base).ok_or_else(|| format!("unsupported fixture network {network:?}"))?;
-        let mut forks: Vec<(EthereumHardfork, u64)> = TIME_FORKS[..=base_i].iter().map(|f| (*f, 0)).collect();
+        let mut forks: Vec<(EthereumHardfork, u64)> =
+            TIME_FORKS[..=base_i].iter().map(|f| (*f, 0)).collect();
         if let Some(n) = next {
             let n_i = idx(n).ok_or_else(|| format!("unsupported fixture network {network:?}"))?;
             forks.extend(TIME_FORKS[base_i + 1..=n_i].iter().map(|f| (*f, 15_000)));
@@ -156,14 +177,28 @@ impl ChainSpec {
         deposit_contract: Option<Address>,
         blobs: BlobScheduleBlobParams,
     ) -> Self {
-        let mut all: Vec<(EthereumHardfork, ForkCondition)> =
-            BLOCK_FORKS.iter().map(|f| (*f, ForkCondition::Block(0))).collect();
-        all.extend(forks.iter().map(|(f, t)| (*f, ForkCondition::Timestamp(*t))));
-        ChainSpec { chain_id, hardforks: EthereumChainHardforks::new(all), forks, deposit_contract, blobs }
+        let mut all: Vec<(EthereumHardfork, ForkCondition)> = BLOCK_FORKS
+            .iter()
+            .map(|f| (*f, ForkCondition::Block(0)))
+            .collect();
+        all.extend(
+            forks
+                .iter()
+                .map(|(f, t)| (*f, ForkCondition::Timestamp(*t))),
+        );
+        ChainSpec {
+            chain_id,
+            hardforks: EthereumChainHardforks::new(all),
+            forks,
+            deposit_contract,
+            blobs,
+        }
     }
 
     fn active(&self, fork: EthereumHardfork, timestamp: u64) -> bool {
-        self.forks.iter().any(|(f, t)| *f == fork && timestamp >= *t)
+        self.forks
+            .iter()
+            .any(|(f, t)| *f == fork && timestamp >= *t)
     }
 
     pub fn shanghai(&self, ts: u64) -> bool {
@@ -208,10 +243,12 @@ impl ChainSpec {
                 | EthereumHardfork::Bpo2
                 | EthereumHardfork::Bpo3
                 | EthereumHardfork::Bpo4
-                | EthereumHardfork::Bpo5 => match self.blobs.active_scheduled_params_at_timestamp(ts) {
-                    Some(p) => *p,
-                    None => continue,
-                },
+                | EthereumHardfork::Bpo5 => {
+                    match self.blobs.active_scheduled_params_at_timestamp(ts) {
+                        Some(p) => *p,
+                        None => continue,
+                    }
+                }
                 EthereumHardfork::Osaka => self.blobs.osaka,
                 EthereumHardfork::Prague => self.blobs.prague,
                 EthereumHardfork::Cancun => self.blobs.cancun,
@@ -243,7 +280,12 @@ impl ChainSpec {
             extra_data: genesis.extra_data.clone(),
             mix_hash: genesis.mix_hash,
             nonce: B64::from(genesis.nonce),
-            base_fee_per_gas: Some(genesis.base_fee_per_gas.map(|b| b as u64).unwrap_or(INITIAL_BASE_FEE)),
+            base_fee_per_gas: Some(
+                genesis
+                    .base_fee_per_gas
+                    .map(|b| b as u64)
+                    .unwrap_or(INITIAL_BASE_FEE),
+            ),
             withdrawals_root: self.shanghai(ts).then_some(EMPTY_ROOT_HASH),
             blob_gas_used: cancun.then(|| genesis.blob_gas_used.unwrap_or(0)),
             excess_blob_gas: cancun.then(|| genesis.excess_blob_gas.unwrap_or(0)),
@@ -272,7 +314,8 @@ mod tests {
 
     #[test]
     fn fixture_networks() {
-        let s = ChainSpec::from_fixture_network("CancunToPragueAtTime15k", 1, Default::default()).unwrap();
+        let s = ChainSpec::from_fixture_network("CancunToPragueAtTime15k", 1, Default::default())
+            .unwrap();
         assert!(s.cancun(0) && !s.prague(14_999) && s.prague(15_000) && !s.osaka(20_000));
         assert_eq!(s.blob_params(0).unwrap().max_blob_count, 6);
         assert_eq!(s.blob_params(15_000).unwrap().max_blob_count, 9);
@@ -283,7 +326,9 @@ mod tests {
 
     #[test]
     fn refuses_pre_merge_configs() {
-        let g: Genesis = serde_json::from_str(r#"{"config":{"chainId":1,"homesteadBlock":5},"alloc":{}}"#).unwrap();
+        let g: Genesis =
+            serde_json::from_str(r#"{"config":{"chainId":1,"homesteadBlock":5},"alloc":{}}"#)
+                .unwrap();
         let e = ChainSpec::from_chain_config(&g.config).unwrap_err();
         assert!(e.contains("homesteadBlock"), "{e}");
     }

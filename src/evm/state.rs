@@ -25,15 +25,26 @@ pub struct Account {
 
 impl Account {
     pub fn info(&self) -> AccountInfo {
-        AccountInfo { balance: self.balance, nonce: self.nonce, code_hash: self.code_hash, code: None, ..Default::default() }
+        AccountInfo {
+            balance: self.balance,
+            nonce: self.nonce,
+            code_hash: self.code_hash,
+            code: None,
+            ..Default::default()
+        }
     }
 }
 
 impl TrieValue for Account {
     fn encode_value(&self, out: &mut Vec<u8>) {
         let root = self.storage.root();
-        let payload = self.nonce.length() + self.balance.length() + root.length() + self.code_hash.length();
-        Header { list: true, payload_length: payload }.encode(out);
+        let payload =
+            self.nonce.length() + self.balance.length() + root.length() + self.code_hash.length();
+        Header {
+            list: true,
+            payload_length: payload,
+        }
+        .encode(out);
         self.nonce.encode(out);
         self.balance.encode(out);
         root.encode(out);
@@ -50,10 +61,17 @@ impl CodeStore {
         if *hash == KECCAK_EMPTY {
             return Some(Bytecode::default());
         }
-        self.0.read().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hash)
+            .cloned()
     }
     pub fn insert(&self, hash: B256, code: Bytecode) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(hash, code);
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, code);
     }
 }
 
@@ -79,14 +97,29 @@ impl WorldState {
     }
 
     /// Put an account with its whole storage (genesis, fixtures).
-    pub fn put(&mut self, address: Address, nonce: u64, balance: U256, code_hash: B256, storage: &[(U256, U256)]) {
+    pub fn put(
+        &mut self,
+        address: Address,
+        nonce: u64,
+        balance: U256,
+        code_hash: B256,
+        storage: &[(U256, U256)],
+    ) {
         let mut st = Trie::default();
         for (k, v) in storage {
             if !v.is_zero() {
                 st.insert(&keccak256(k.to_be_bytes::<32>()), *v);
             }
         }
-        self.accounts.insert(&keccak256(address), Account { nonce, balance, code_hash, storage: st });
+        self.accounts.insert(
+            &keccak256(address),
+            Account {
+                nonce,
+                balance,
+                code_hash,
+                storage: st,
+            },
+        );
     }
 
     /// Apply the changes of executing one block.
@@ -170,7 +203,9 @@ pub struct StateView<'a> {
 
 impl std::fmt::Debug for StateView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateView").field("root", &self.state.root()).finish()
+        f.debug_struct("StateView")
+            .field("root", &self.state.root())
+            .finish()
     }
 }
 

@@ -24,9 +24,17 @@ pub trait TrieValue: Clone {
 type Nibbles = Box<[u8]>;
 
 enum Kind<V> {
-    Leaf { path: Nibbles, value: V },
-    Ext { path: Nibbles, child: Arc<Node<V>> },
-    Branch { children: [Option<Arc<Node<V>>>; 16] },
+    Leaf {
+        path: Nibbles,
+        value: V,
+    },
+    Ext {
+        path: Nibbles,
+        child: Arc<Node<V>>,
+    },
+    Branch {
+        children: [Option<Arc<Node<V>>>; 16],
+    },
 }
 
 struct Node<V> {
@@ -63,7 +71,9 @@ pub struct Trie<V> {
 
 impl<V> Clone for Trie<V> {
     fn clone(&self) -> Self {
-        Trie { root: self.root.clone() }
+        Trie {
+            root: self.root.clone(),
+        }
     }
 }
 
@@ -75,7 +85,9 @@ impl<V> Default for Trie<V> {
 
 impl<V> std::fmt::Debug for Trie<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trie").field("empty", &self.root.is_none()).finish()
+        f.debug_struct("Trie")
+            .field("empty", &self.root.is_none())
+            .finish()
     }
 }
 
@@ -93,11 +105,17 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 }
 
 fn node<V>(kind: Kind<V>) -> Arc<Node<V>> {
-    Arc::new(Node { kind, reference: OnceLock::new() })
+    Arc::new(Node {
+        kind,
+        reference: OnceLock::new(),
+    })
 }
 
 fn leaf<V>(path: &[u8], value: V) -> Arc<Node<V>> {
-    node(Kind::Leaf { path: path.into(), value })
+    node(Kind::Leaf {
+        path: path.into(),
+        value,
+    })
 }
 
 fn concat(a: &[u8], b: &[u8]) -> Nibbles {
@@ -114,9 +132,18 @@ fn prefixed<V: Clone>(prefix: &[u8], n: Arc<Node<V>>) -> Arc<Node<V>> {
         return n;
     }
     match &n.kind {
-        Kind::Leaf { path, value } => node(Kind::Leaf { path: concat(prefix, path), value: value.clone() }),
-        Kind::Ext { path, child } => node(Kind::Ext { path: concat(prefix, path), child: child.clone() }),
-        Kind::Branch { .. } => node(Kind::Ext { path: prefix.into(), child: n }),
+        Kind::Leaf { path, value } => node(Kind::Leaf {
+            path: concat(prefix, path),
+            value: value.clone(),
+        }),
+        Kind::Ext { path, child } => node(Kind::Ext {
+            path: concat(prefix, path),
+            child: child.clone(),
+        }),
+        Kind::Branch { .. } => node(Kind::Ext {
+            path: prefix.into(),
+            child: n,
+        }),
     }
 }
 
@@ -125,7 +152,10 @@ fn insert<V: Clone>(n: Option<&Arc<Node<V>>>, path: &[u8], value: V) -> Arc<Node
         return leaf(path, value);
     };
     match &n.kind {
-        Kind::Leaf { path: lp, value: lv } => {
+        Kind::Leaf {
+            path: lp,
+            value: lv,
+        } => {
             if **lp == *path {
                 return leaf(path, value);
             }
@@ -139,7 +169,10 @@ fn insert<V: Clone>(n: Option<&Arc<Node<V>>>, path: &[u8], value: V) -> Arc<Node
             let c = common_prefix(ep, path);
             if c == ep.len() {
                 let child = insert(Some(child), &path[c..], value);
-                return node(Kind::Ext { path: ep.clone(), child });
+                return node(Kind::Ext {
+                    path: ep.clone(),
+                    child,
+                });
             }
             let mut children: [Option<Arc<Node<V>>>; 16] = Default::default();
             children[ep[c] as usize] = Some(prefixed(&ep[c + 1..], child.clone()));
@@ -187,7 +220,10 @@ fn remove<V: Clone>(n: &Arc<Node<V>>, path: &[u8]) -> Option<Arc<Node<V>>> {
             }
             let mut children = children.clone();
             children[i] = new;
-            let mut present = children.iter().enumerate().filter_map(|(j, c)| c.as_ref().map(|c| (j, c)));
+            let mut present = children
+                .iter()
+                .enumerate()
+                .filter_map(|(j, c)| c.as_ref().map(|c| (j, c)));
             let first = present.next();
             match (first, present.next()) {
                 (None, _) => None,
@@ -247,7 +283,13 @@ impl<V: TrieValue> Node<V> {
                 child.reference().encode(&mut payload);
             }
             Kind::Branch { children } => {
-                payload.reserve(children.iter().map(|c| c.as_ref().map_or(1, |c| c.reference().len())).sum::<usize>() + 1);
+                payload.reserve(
+                    children
+                        .iter()
+                        .map(|c| c.as_ref().map_or(1, |c| c.reference().len()))
+                        .sum::<usize>()
+                        + 1,
+                );
                 for c in children {
                     match c {
                         Some(c) => c.reference().encode(&mut payload),
@@ -258,7 +300,11 @@ impl<V: TrieValue> Node<V> {
             }
         }
         let mut out = Vec::with_capacity(payload.len() + 3);
-        Header { list: true, payload_length: payload.len() }.encode(&mut out);
+        Header {
+            list: true,
+            payload_length: payload.len(),
+        }
+        .encode(&mut out);
         out.extend_from_slice(&payload);
         out
     }
@@ -379,7 +425,9 @@ mod tests {
         for round in 0..24 {
             let mut model = std::collections::BTreeMap::new();
             let mut trie = Trie::default();
-            let keyspace: Vec<B256> = (0..(round * 4 + 3)).map(|_| B256::from(rng.gen::<[u8; 32]>())).collect();
+            let keyspace: Vec<B256> = (0..(round * 4 + 3))
+                .map(|_| B256::from(rng.gen::<[u8; 32]>()))
+                .collect();
             // keys sharing long prefixes exercise extensions
             let mut keys = keyspace.clone();
             for k in keyspace.iter().take(4) {
@@ -403,7 +451,12 @@ mod tests {
                     model.insert(k, v);
                 }
                 if step % 5 == 0 {
-                    assert_eq!(trie.root(), reference_root(&model), "round {round} step {step} key {k} present {:?}", model.get(&k));
+                    assert_eq!(
+                        trie.root(),
+                        reference_root(&model),
+                        "round {round} step {step} key {k} present {:?}",
+                        model.get(&k)
+                    );
                     snapshots.push((trie.clone(), model.clone()));
                 }
             }
@@ -412,7 +465,10 @@ mod tests {
                 assert_eq!(trie.get(k), Some(v));
             }
             let listed: Vec<_> = trie.entries();
-            assert_eq!(listed, model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+            assert_eq!(
+                listed,
+                model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+            );
             // old snapshots are untouched by later updates
             for (t, m) in snapshots {
                 assert_eq!(t.root(), reference_root(&m));

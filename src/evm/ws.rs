@@ -20,7 +20,8 @@ enum Sub {
 
 pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let engine = app.engine.clone();
-    ws.max_message_size(RPC_BODY_LIMIT).on_upgrade(move |socket| session(socket, engine))
+    ws.max_message_size(RPC_BODY_LIMIT)
+        .on_upgrade(move |socket| session(socket, engine))
 }
 
 fn subscribe(subs: &Mutex<HashMap<String, Sub>>, params: Value) -> Result<Value, RpcError> {
@@ -30,15 +31,22 @@ fn subscribe(subs: &Mutex<HashMap<String, Sub>>, params: Value) -> Result<Value,
         "newHeads" => Sub::NewHeads,
         "logs" => {
             let filter: Filter = match arr.get(1) {
-                Some(f) => serde_json::from_value(f.clone()).map_err(|e| RpcError::invalid_params(e.to_string()))?,
+                Some(f) => serde_json::from_value(f.clone())
+                    .map_err(|e| RpcError::invalid_params(e.to_string()))?,
                 None => Filter::default(),
             };
             Sub::Logs(Box::new(filter))
         }
-        other => return Err(RpcError::invalid_params(format!("unsupported subscription {other:?}: use newHeads or logs"))),
+        other => {
+            return Err(RpcError::invalid_params(format!(
+                "unsupported subscription {other:?}: use newHeads or logs"
+            )))
+        }
     };
     let id = format!("0x{}", hex::encode(rand::random::<[u8; 16]>()));
-    subs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), sub);
+    subs.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), sub);
     Ok(json!(id))
 }
 

@@ -48,7 +48,15 @@ impl Evm {
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
         std::fs::set_permissions(&jwt, perms).unwrap();
         let mut child = Command::new(bin())
-            .args(["node", "evm", "--http-port", "0", "--authrpc-port", "0", "--genesis"])
+            .args([
+                "node",
+                "evm",
+                "--http-port",
+                "0",
+                "--authrpc-port",
+                "0",
+                "--genesis",
+            ])
             .arg(genesis)
             .arg("--jwt-secret")
             .arg(&jwt)
@@ -57,8 +65,11 @@ impl Evm {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("engine did not start ({e}): {line:?}"));
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("engine did not start ({e}): {line:?}"));
         Evm {
             child,
             rpc: format!("http://{}", v["rpc"].as_str().unwrap()),
@@ -79,18 +90,29 @@ impl Evm {
     }
 
     pub fn rpc_raw(&self, method: &str, params: Value) -> Value {
-        post(&self.rpc, None, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).1
+        post(
+            &self.rpc,
+            None,
+            &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+        )
+        .1
     }
 
     pub fn token(&self) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         engine_token(&self.secret, now)
     }
 
     /// An Engine API call with a fresh token; returns the whole response.
     pub fn engine_raw(&self, method: &str, params: Value) -> Value {
-        let (status, v) =
-            post(&self.engine, Some(&self.token()), &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
+        let (status, v) = post(
+            &self.engine,
+            Some(&self.token()),
+            &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+        );
         assert_eq!(status, 200, "{method}: HTTP {status} {v}");
         v
     }
@@ -113,7 +135,9 @@ impl Drop for Evm {
 
 /// POST JSON; returns (HTTP status, body as JSON or as a string).
 pub fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-    let mut req = ureq::post(url).timeout(Duration::from_secs(60)).set("content-type", "application/json");
+    let mut req = ureq::post(url)
+        .timeout(Duration::from_secs(60))
+        .set("content-type", "application/json");
     if let Some(t) = token {
         req = req.set("authorization", &format!("Bearer {t}"));
     }
@@ -121,9 +145,14 @@ pub fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
         Ok(r) => {
             let status = r.status();
             let text = r.into_string().unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
         }
-        Err(ureq::Error::Status(code, r)) => (code, Value::String(r.into_string().unwrap_or_default())),
+        Err(ureq::Error::Status(code, r)) => {
+            (code, Value::String(r.into_string().unwrap_or_default()))
+        }
         Err(e) => panic!("POST {url}: {e}"),
     }
 }

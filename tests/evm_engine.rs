@@ -1,0 +1,707 @@
+//! Issue 3: a chain built only through the Engine API, as a consensus client builds it
+//! (forkchoiceUpdatedV3 with attributes → getPayloadV5 → newPayloadV4 → forkchoiceUpdatedV3),
+//! with transfers, a contract deployed from checked-in bytecode, logs, an EIP-7702
+//! delegation and a reorg to a sibling; invalid payloads; JWT refusals.
+
+mod evmutil;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEip7702, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_eips::eip7685::Requests;
+use alloy_eips::eip7702::Authorization;
+use alloy_primitives::{address, Address, Bytes, TxKind, B256, U256};
+use alloy_rpc_types_engine::{
+    CancunPayloadFields, ExecutionPayload, ExecutionPayloadSidecar, ExecutionPayloadV3,
+    PraguePayloadFields,
+};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use base64::Engine as _;
+use evmutil::{fixtures, post, Evm};
+use serde_json::{json, Value};
+
+const CHAIN_ID: u64 = 7331;
+/// The funded account of the reth-interop genesis (the well-known test key #0).
+const KEY0: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+/// Test key #1, unfunded at genesis.
+const KEY1: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+fn signer(hex_key: &str) -> PrivateKeySigner {
+    hex_key.parse().unwrap()
+}
+
+fn eip1559(nonce: u64, to: TxKind, value: U256, input: Bytes, gas: u64) -> TxEip1559 {
+    TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: gas,
+        max_fee_per_gas: 20_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to,
+        value,
+        access_list: Default::default(),
+        input,
+    }
+}
+
+fn signed<T: SignableTransaction<alloy_primitives::Signature>>(
+    key: &PrivateKeySigner,
+    tx: T,
+) -> Bytes
+where
+    TxEnvelope: From<alloy_consensus::Signed<T>>,
+{
+    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let env: TxEnvelope = tx.into_signed(sig).into();
+    env.encoded_2718().into()
+}
+
+fn qty(v: &Value) -> u128 {
+    u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Ask the engine to build on `head` (forkchoiceUpdatedV3 with attributes, then
+/// getPayloadV5); returns the envelope.
+fn propose(evm: &Evm, head: &Value, ts: u64, randao: u8) -> Value {
+    let attrs = json!({
+        "timestamp": format!("{ts:#x}"),
+        "prevRandao": B256::repeat_byte(randao),
+        "suggestedFeeRecipient": Address::repeat_byte(0x11),
+        "withdrawals": [],
+        "parentBeaconBlockRoot": B256::repeat_byte(randao),
+    });
+    let fcu = evm.engine(
+        "engine_forkchoiceUpdatedV3",
+        json!([{"headBlockHash": head, "safeBlockHash": B256::ZERO, "finalizedBlockHash": B256::ZERO}, attrs]),
+    );
+    assert_eq!(fcu["payloadStatus"]["status"], "VALID", "{fcu}");
+    let id = fcu["payloadId"].clone();
+    assert!(id.is_string(), "no payload id: {fcu}");
+    evm.engine("engine_getPayloadV5", json!([id]))
+}
+
+/// newPayloadV4 of an envelope built with `randao` as beacon root; returns its hash.
+fn import(evm: &Evm, env: &Value, randao: u8) -> Value {
+    let payload = env["executionPayload"].clone();
+    let status = evm.engine(
+        "engine_newPayloadV4",
+        json!([
+            payload,
+            [],
+            B256::repeat_byte(randao),
+            env["executionRequests"]
+        ]),
+    );
+    assert_eq!(status["status"], "VALID", "{status}");
+    payload["blockHash"].clone()
+}
+
+/// One consensus round: build on `head` and import. Returns the new block's hash and
+/// its getPayload envelope.
+fn build(evm: &Evm, head: &Value, ts: u64, randao: u8) -> (Value, Value) {
+    let env = propose(evm, head, ts, randao);
+    (import(evm, &env, randao), env)
+}
+
+fn set_head(evm: &Evm, head: &Value, finalized: &Value) -> Value {
+    evm.engine_raw(
+        "engine_forkchoiceUpdatedV3",
+        json!([{"headBlockHash": head, "safeBlockHash": head, "finalizedBlockHash": finalized}, null]),
+    )
+}
+
+fn receipt(evm: &Evm, tx: &Value) -> Value {
+    let r = evm.rpc("eth_getTransactionReceipt", json!([tx]));
+    assert!(r.is_object(), "no receipt for {tx}");
+    r
+}
+
+#[test]
+fn builds_a_chain_through_the_engine_api() {
+    let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let (k0, k1) = (signer(KEY0), signer(KEY1));
+    let (a0, a1) = (k0.address(), k1.address());
+    let mut head = json!(evm.genesis);
+    let mut ts = now();
+
+    // Block 1: two transfers (one funds key #1) and a contract deployment.
+    let code = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/counter.hex"
+    ))
+    .unwrap();
+    let initcode: Bytes = code.trim().parse().unwrap();
+    let one_eth = U256::from(10u128.pow(18));
+    let t1 = evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(0, TxKind::Call(a1), one_eth, Bytes::new(), 21_000)
+        )]),
+    );
+    let burn = address!("000000000000000000000000000000000000dEaD");
+    let t2 = evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(1, TxKind::Call(burn), U256::from(7), Bytes::new(), 21_000)
+        )]),
+    );
+    let t3 = evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(2, TxKind::Create, U256::ZERO, initcode, 200_000)
+        )]),
+    );
+    ts += 1;
+    let (b1, env1) = build(&evm, &head, ts, 1);
+    assert_eq!(
+        env1["executionPayload"]["transactions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "{env1}"
+    );
+    assert!(
+        qty(&env1["blockValue"]) > 0,
+        "priority fees are the block value"
+    );
+    let r = set_head(&evm, &b1, &json!(B256::ZERO));
+    assert_eq!(r["result"]["payloadStatus"]["status"], "VALID", "{r}");
+    head = b1.clone();
+    for t in [&t1, &t2, &t3] {
+        assert_eq!(receipt(&evm, t)["status"], "0x1");
+    }
+    let counter: Address =
+        serde_json::from_value(receipt(&evm, &t3)["contractAddress"].clone()).unwrap();
+    assert_eq!(counter, a0.create(2));
+    assert_eq!(
+        evm.rpc("eth_getCode", json!([counter, "latest"])),
+        json!("0x600054600101806000556000523360206000a100")
+    );
+    assert_eq!(qty(&evm.rpc("eth_getBalance", json!([burn, "latest"]))), 7);
+    assert_eq!(
+        qty(&evm.rpc("eth_getBalance", json!([a1, "latest"]))),
+        10u128.pow(18)
+    );
+
+    // Block 2: call the contract (storage write + log), and delegate key #1's account to
+    // it with an EIP-7702 authorization (sponsored by key #0).
+    let call = evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(3, TxKind::Call(counter), U256::ZERO, Bytes::new(), 100_000)
+        )]),
+    );
+    let auth = Authorization {
+        chain_id: U256::from(CHAIN_ID),
+        address: counter,
+        nonce: 0,
+    };
+    let auth = auth
+        .clone()
+        .into_signed(k1.sign_hash_sync(&auth.signature_hash()).unwrap());
+    let delegate = TxEip7702 {
+        chain_id: CHAIN_ID,
+        nonce: 4,
+        gas_limit: 100_000,
+        max_fee_per_gas: 20_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: a1,
+        value: U256::ZERO,
+        access_list: Default::default(),
+        authorization_list: vec![auth],
+        input: Bytes::new(),
+    };
+    let d = evm.rpc("eth_sendRawTransaction", json!([signed(&k0, delegate)]));
+    ts += 1;
+    let (b2, _) = build(&evm, &head, ts, 2);
+    set_head(&evm, &b2, &json!(B256::ZERO));
+    head = b2.clone();
+    let rc = receipt(&evm, &call);
+    assert_eq!(rc["status"], "0x1");
+    let log = &rc["logs"][0];
+    assert_eq!(
+        log["address"].as_str().unwrap().to_lowercase(),
+        format!("{counter:#x}")
+    );
+    assert_eq!(
+        log["topics"][0],
+        json!(B256::left_padding_from(a0.as_slice()))
+    );
+    assert_eq!(qty(&log["data"]), 1);
+    assert_eq!(receipt(&evm, &d)["status"], "0x1");
+    let slot0 = evm.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]));
+    assert_eq!(qty(&slot0), 1);
+    // The delegation transaction called key #1's account after the authorization took
+    // effect, so the counter's code already ran once in that account's storage.
+    assert_eq!(
+        qty(&evm.rpc("eth_getStorageAt", json!([a1, "0x0", "latest"]))),
+        1
+    );
+    let delegated = evm.rpc("eth_getCode", json!([a1, "latest"]));
+    assert_eq!(
+        delegated.as_str().unwrap().to_lowercase(),
+        format!("0xef0100{}", hex::encode(counter))
+    );
+    assert_eq!(
+        qty(&evm.rpc("eth_getTransactionCount", json!([a1, "latest"]))),
+        1,
+        "the authorization bumped its nonce"
+    );
+    let logs = evm.rpc(
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "toBlock": "latest", "address": counter}]),
+    );
+    assert_eq!(logs.as_array().unwrap().len(), 1);
+
+    // Block 3: call the delegated account: the counter's code runs in its own storage.
+    let via = evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(5, TxKind::Call(a1), U256::ZERO, Bytes::new(), 100_000)
+        )]),
+    );
+    ts += 1;
+    let (b3, _) = build(&evm, &head, ts, 3);
+    set_head(&evm, &b3, &json!(B256::ZERO));
+    assert_eq!(receipt(&evm, &via)["status"], "0x1");
+    assert_eq!(
+        qty(&evm.rpc("eth_getStorageAt", json!([a1, "0x0", "latest"]))),
+        2
+    );
+    assert_eq!(
+        qty(&evm.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))),
+        1,
+        "the contract's own storage is untouched"
+    );
+    // eth_call sees the state; a read-only call does not change it.
+    let out = evm.rpc("eth_call", json!([{"from": a0, "to": counter}, "latest"]));
+    assert_eq!(out, json!("0x"));
+    let gas = qty(&evm.rpc("eth_estimateGas", json!([{"from": a0, "to": counter}])));
+    assert!((21_000..100_000).contains(&gas), "estimate {gas}");
+    head = b3.clone();
+
+    // A reorg to a sibling: two proposals on block 3, one made before a transaction
+    // arrived (empty) and one after (holding it). The chain first follows the one with the
+    // transaction, then reorgs to the empty sibling: the transaction returns to the pool
+    // and is included again on the new branch. Finalized blocks are never reverted.
+    ts += 1;
+    let sibling_env = propose(&evm, &head, ts, 5);
+    assert_eq!(
+        sibling_env["executionPayload"]["transactions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let t = evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(6, TxKind::Call(burn), U256::from(1), Bytes::new(), 21_000)
+        )]),
+    );
+    let (with_tx, _) = build(&evm, &head, ts, 4);
+    set_head(&evm, &with_tx, &json!(B256::ZERO));
+    assert_eq!(receipt(&evm, &t)["blockHash"], with_tx);
+    let bodies = evm.engine("engine_getPayloadBodiesByRangeV1", json!(["0x1", "0x3"]));
+    let counts: Vec<usize> = bodies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["transactions"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(counts, vec![3, 2, 1]);
+    let sibling = import(&evm, &sibling_env, 5);
+    assert_ne!(sibling, with_tx);
+    let r = set_head(&evm, &sibling, &json!(B256::ZERO));
+    assert_eq!(r["result"]["payloadStatus"]["status"], "VALID", "{r}");
+    assert_eq!(
+        evm.rpc("eth_getBlockByNumber", json!(["latest", false]))["hash"],
+        sibling
+    );
+    assert_eq!(
+        evm.rpc("eth_getTransactionReceipt", json!([t])),
+        Value::Null,
+        "not on the canonical chain"
+    );
+    ts += 1;
+    let (b5, env5) = build(&evm, &sibling, ts, 6);
+    assert_eq!(
+        env5["executionPayload"]["transactions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "re-included after the reorg"
+    );
+    let r = set_head(&evm, &b5, &sibling);
+    assert_eq!(r["result"]["payloadStatus"]["status"], "VALID");
+    assert_eq!(receipt(&evm, &t)["blockHash"], b5);
+    // The old branch is now below a finalized block: going back is refused.
+    let r = set_head(&evm, &with_tx, &json!(B256::ZERO));
+    assert_eq!(r["error"]["code"], -38002, "{r}");
+    assert_eq!(
+        evm.rpc("eth_getBlockByNumber", json!(["finalized", false]))["hash"],
+        sibling
+    );
+}
+
+/// newPayloadV4 parameters from a getPayload envelope with `edit` applied to the payload,
+/// and the block hash recomputed so that only the edited field can be at fault.
+fn resealed(
+    env: &Value,
+    beacon_root: B256,
+    edit: impl FnOnce(&mut ExecutionPayloadV3),
+    requests: Option<Vec<Bytes>>,
+) -> Value {
+    let mut payload: ExecutionPayloadV3 =
+        serde_json::from_value(env["executionPayload"].clone()).unwrap();
+    edit(&mut payload);
+    let requests: Vec<Bytes> = requests
+        .unwrap_or_else(|| serde_json::from_value(env["executionRequests"].clone()).unwrap());
+    let sidecar = ExecutionPayloadSidecar::v4(
+        CancunPayloadFields::new(beacon_root, vec![]),
+        PraguePayloadFields::new(Requests::new(requests.clone())),
+    );
+    let block = ExecutionPayload::V3(payload.clone())
+        .try_into_block_with_sidecar::<TxEnvelope>(&sidecar)
+        .unwrap();
+    payload.payload_inner.payload_inner.block_hash = block.header.hash_slow();
+    json!([payload, [], beacon_root, requests])
+}
+
+#[test]
+fn invalid_payloads_are_refused_with_a_reason() {
+    let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let k0 = signer(KEY0);
+    let genesis = json!(evm.genesis);
+    evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(
+                0,
+                TxKind::Call(Address::repeat_byte(9)),
+                U256::from(1),
+                Bytes::new(),
+                21_000
+            )
+        )]),
+    );
+    let ts = now();
+    let attrs = json!({
+        "timestamp": format!("{ts:#x}"), "prevRandao": B256::ZERO, "suggestedFeeRecipient": Address::ZERO,
+        "withdrawals": [], "parentBeaconBlockRoot": B256::ZERO,
+    });
+    let fcu = evm.engine(
+        "engine_forkchoiceUpdatedV3",
+        json!([{"headBlockHash": genesis, "safeBlockHash": B256::ZERO, "finalizedBlockHash": B256::ZERO}, attrs]),
+    );
+    let env = evm.engine("engine_getPayloadV5", json!([fcu["payloadId"]]));
+    assert_eq!(
+        env["executionPayload"]["transactions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let root = B256::ZERO;
+    let expect_invalid = |params: Value, needle: &str| {
+        let s = evm.engine("engine_newPayloadV4", params);
+        assert_eq!(s["status"], "INVALID", "{needle}: {s}");
+        let why = s["validationError"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            why.to_lowercase().contains(needle),
+            "reason {why:?} should mention {needle:?}"
+        );
+        assert_eq!(
+            s["latestValidHash"], genesis,
+            "{needle}: the parent is the latest valid block"
+        );
+    };
+    let genesis_ts = 0u64;
+    expect_invalid(
+        resealed(
+            &env,
+            root,
+            |p| p.payload_inner.payload_inner.state_root = B256::repeat_byte(1),
+            None,
+        ),
+        "state root",
+    );
+    expect_invalid(
+        resealed(
+            &env,
+            root,
+            |p| p.payload_inner.payload_inner.timestamp = genesis_ts,
+            None,
+        ),
+        "timestamp",
+    );
+    expect_invalid(
+        resealed(
+            &env,
+            root,
+            |p| {
+                // r = 0: no signer can be recovered.
+                let raw = &p.payload_inner.payload_inner.transactions[0];
+                let TxEnvelope::Eip1559(tx) =
+                    alloy_eips::eip2718::Decodable2718::decode_2718(&mut &raw[..]).unwrap()
+                else {
+                    panic!("expected an EIP-1559 transaction")
+                };
+                let bad = alloy_primitives::Signature::new(U256::ZERO, U256::from(1), false);
+                let forged = TxEnvelope::Eip1559(alloy_consensus::Signed::new_unhashed(
+                    tx.strip_signature(),
+                    bad,
+                ));
+                p.payload_inner.payload_inner.transactions[0] = forged.encoded_2718().into();
+            },
+            None,
+        ),
+        "signature",
+    );
+    let mut fake_request = vec![0x01u8];
+    fake_request.extend_from_slice(&[0u8; 76]);
+    expect_invalid(
+        resealed(&env, root, |_| {}, Some(vec![fake_request.into()])),
+        "requests hash",
+    );
+    expect_invalid(
+        resealed(
+            &env,
+            root,
+            |p| p.payload_inner.payload_inner.gas_used += 1,
+            None,
+        ),
+        "gas used",
+    );
+    // Unknown parent: SYNCING, not INVALID.
+    let s = evm.engine(
+        "engine_newPayloadV4",
+        resealed(
+            &env,
+            root,
+            |p| p.payload_inner.payload_inner.parent_hash = B256::repeat_byte(0xaa),
+            None,
+        ),
+    );
+    assert_eq!(s["status"], "SYNCING", "{s}");
+    // Requests out of order are bad params.
+    let mut p = resealed(&env, root, |_| {}, None);
+    p[3] = json!(["0x0201", "0x0101"]);
+    assert_eq!(
+        evm.engine_raw("engine_newPayloadV4", p)["error"]["code"],
+        -32602
+    );
+    // The untouched payload is still VALID: verdicts are per block hash.
+    let s = evm.engine(
+        "engine_newPayloadV4",
+        json!([env["executionPayload"], [], root, env["executionRequests"]]),
+    );
+    assert_eq!(s["status"], "VALID", "{s}");
+    // Spec errors: unknown payload id, wrong getPayload version, bad attributes.
+    assert_eq!(
+        evm.engine_raw("engine_getPayloadV5", json!(["0x0000000000000001"]))["error"]["code"],
+        -38001
+    );
+    assert_eq!(
+        evm.engine_raw("engine_getPayloadV4", json!([fcu["payloadId"]]))["error"]["code"],
+        -38005
+    );
+    let stale = json!({"timestamp": "0x0", "prevRandao": B256::ZERO, "suggestedFeeRecipient": Address::ZERO, "withdrawals": [], "parentBeaconBlockRoot": B256::ZERO});
+    let r = evm.engine_raw(
+        "engine_forkchoiceUpdatedV3",
+        json!([{"headBlockHash": genesis, "safeBlockHash": B256::ZERO, "finalizedBlockHash": B256::ZERO}, stale]),
+    );
+    assert_eq!(r["error"]["code"], -38003, "{r}");
+    let r = evm.engine_raw(
+        "engine_forkchoiceUpdatedV3",
+        json!([{"headBlockHash": genesis, "safeBlockHash": B256::repeat_byte(5), "finalizedBlockHash": B256::ZERO}, null]),
+    );
+    assert_eq!(r["error"]["code"], -38002, "{r}");
+    let r = evm.engine("engine_forkchoiceUpdatedV3", json!([{"headBlockHash": B256::repeat_byte(6), "safeBlockHash": B256::ZERO, "finalizedBlockHash": B256::ZERO}, null]));
+    assert_eq!(r["payloadStatus"]["status"], "SYNCING");
+}
+
+fn b64(v: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[test]
+fn the_engine_api_refuses_bad_tokens() {
+    let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let call =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "engine_exchangeCapabilities", "params": [[]]});
+    let (status, _) = post(&evm.engine, Some(&evm.token()), &call);
+    assert_eq!(status, 200);
+    let (status, body) = post(&evm.engine, None, &call);
+    assert_eq!(status, 401, "missing token: {body}");
+    let other = chainctl::secrets::JwtSecret::generate();
+    let (status, body) = post(
+        &evm.engine,
+        Some(&chainctl::secrets::engine_token(&other, now())),
+        &call,
+    );
+    assert_eq!(status, 401, "wrong secret: {body}");
+    let (status, body) = post(
+        &evm.engine,
+        Some(&chainctl::secrets::engine_token(&evm.secret, now() - 120)),
+        &call,
+    );
+    assert_eq!(status, 401, "stale iat: {body}");
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&json!({"iat": now()}))
+    );
+    let (status, body) = post(&evm.engine, Some(&none), &call);
+    assert_eq!(status, 401, "alg none: {body}");
+    // The public port has no Engine API.
+    let r = evm.rpc_raw("engine_newPayloadV4", json!([]));
+    assert_eq!(r["error"]["code"], -32601);
+}
+
+#[test]
+fn malformed_json_rpc_gets_errors_not_hangs() {
+    let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let raw = |body: &str| {
+        let r = ureq::post(&evm.rpc)
+            .set("content-type", "application/json")
+            .send_string(body);
+        match r {
+            Ok(r) => serde_json::from_str::<Value>(&r.into_string().unwrap()).unwrap(),
+            Err(ureq::Error::Status(code, _)) => json!({"http": code}),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(raw("{not json")["error"]["code"], -32700);
+    assert_eq!(
+        raw(r#"{"jsonrpc":"2.0","id":1,"method":"eth_nope","params":[]}"#)["error"]["code"],
+        -32601
+    );
+    assert_eq!(
+        raw(r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0x12"]}"#)["error"]
+            ["code"],
+        -32602
+    );
+    assert_eq!(raw("[]")["error"]["code"], -32600);
+    let batch: Vec<Value> = (0..3)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_chainId", "params": []}))
+        .collect();
+    let r = raw(&serde_json::to_string(&batch).unwrap());
+    assert_eq!(r.as_array().unwrap().len(), 3);
+    assert_eq!(r[0]["result"], format!("{CHAIN_ID:#x}"));
+    let big: Vec<Value> = (0..101)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_chainId"}))
+        .collect();
+    assert_eq!(
+        raw(&serde_json::to_string(&big).unwrap())["error"]["code"],
+        -32600
+    );
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["{}"]}}"#,
+        "a".repeat(6 << 20)
+    );
+    assert_eq!(raw(&huge)["http"], 413);
+    // Refused transactions say why.
+    let k0 = signer(KEY0);
+    let wrong_chain = TxEip1559 {
+        chain_id: 1,
+        ..eip1559(
+            0,
+            TxKind::Call(Address::ZERO),
+            U256::ZERO,
+            Bytes::new(),
+            21_000,
+        )
+    };
+    let r = evm.rpc_raw("eth_sendRawTransaction", json!([signed(&k0, wrong_chain)]));
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("chain id"),
+        "{r}"
+    );
+    let low_gas = eip1559(
+        0,
+        TxKind::Call(Address::ZERO),
+        U256::ZERO,
+        Bytes::new(),
+        20_000,
+    );
+    let r = evm.rpc_raw("eth_sendRawTransaction", json!([signed(&k0, low_gas)]));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("intrinsic gas too low"),
+        "{r}"
+    );
+    let poor = eip1559(
+        0,
+        TxKind::Call(Address::ZERO),
+        U256::ZERO,
+        Bytes::new(),
+        21_000,
+    );
+    let r = evm.rpc_raw(
+        "eth_sendRawTransaction",
+        json!([signed(&signer(KEY1), poor)]),
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient funds"),
+        "{r}"
+    );
+    let ok = evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(
+                0,
+                TxKind::Call(Address::ZERO),
+                U256::ZERO,
+                Bytes::new(),
+                21_000
+            )
+        )]),
+    );
+    assert!(ok.is_string());
+    let same_fee = TxEip1559 {
+        value: U256::from(1),
+        ..eip1559(
+            0,
+            TxKind::Call(Address::ZERO),
+            U256::ZERO,
+            Bytes::new(),
+            21_000,
+        )
+    };
+    let r = evm.rpc_raw("eth_sendRawTransaction", json!([signed(&k0, same_fee)]));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("underpriced"),
+        "{r}"
+    );
+}
