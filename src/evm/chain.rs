@@ -328,9 +328,4 @@ impl Chain {
             exec::build_block(&self.spec, &self.codes, ctx, attrs, candidates, skipped)
         })
     }
-
-    /// The state after block `hash`.
-    pub fn state_at(&self, hash: &B256) -> Option<&WorldState> {
-        self.blocks.get(hash).map(|b| &b.state)
-    }
 }

@@ -86,7 +86,6 @@ impl Engine {
 
     /// Dispatch one Engine API call.
     pub fn call(&self, method: &str, p: Value) -> Result<Value, RpcError> {
-        let to_json = |v: &dyn erased::Ser| v.to_value();
         match method {
             "engine_exchangeCapabilities" => {
                 let _: (Vec<String>,) = params(p)?;
@@ -459,14 +458,6 @@ fn body(b: &ExecutedBlock) -> ExecutionPayloadBodyV1 {
     }
 }
 
-/// Serialize anything serde can, without naming its type at the call site.
-mod erased {
-    pub trait Ser {
-        fn to_value(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_value(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-        }
-    }
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use alloy_consensus::{transaction::SignerRecoverable, Transaction, TxEnvelope};
-use alloy_eips::{eip2718::Decodable2718, eip2718::Encodable2718};
+use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, B256, U256};
 
 use super::state::WorldState;
@@ -296,10 +296,5 @@ impl Pool {
     /// Forget a transaction that can never be included (it failed during building).
     pub fn drop_tx(&mut self, sender: &Address, nonce: u64) {
         self.remove(sender, nonce);
-    }
-
-    /// Encoded bytes of a pooled transaction.
-    pub fn raw(&self, hash: &B256) -> Option<Vec<u8>> {
-        self.get(hash).map(|t| t.tx.encoded_2718())
     }
 }

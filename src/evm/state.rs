@@ -168,15 +168,6 @@ impl WorldState {
             }
         }
     }
-
-    /// Every account with its storage, in hashed-key order (for fixture post-state checks).
-    pub fn len(&self) -> usize {
-        self.accounts.entries().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty()
-    }
 }
 
 fn apply_slots(trie: &mut Trie<U256>, wipe: bool, slots: &[(U256, U256)]) {
