@@ -183,6 +183,20 @@ fn builds_a_chain_through_the_engine_api() {
     for t in [&t1, &t2, &t3] {
         assert_eq!(receipt(&evm, t)["status"], "0x1");
     }
+    // Fee history: each transfer paid its full 1 gwei tip, so every percentile is 1 gwei.
+    let fh = evm.rpc(
+        "eth_feeHistory",
+        json!(["0x1", "latest", [10.0, 50.0, 90.0]]),
+    );
+    assert_eq!(fh["oldestBlock"], "0x1");
+    assert_eq!(
+        fh["reward"],
+        json!([["0x3b9aca00", "0x3b9aca00", "0x3b9aca00"]]),
+        "{fh}"
+    );
+    assert_eq!(fh["baseFeePerGas"].as_array().unwrap().len(), 2);
+    let bad = evm.rpc_raw("eth_feeHistory", json!(["0x1", "latest", [90.0, 10.0]]));
+    assert_eq!(bad["error"]["code"], -32602);
     let counter: Address =
         serde_json::from_value(receipt(&evm, &t3)["contractAddress"].clone()).unwrap();
     assert_eq!(counter, a0.create(2));
@@ -553,6 +567,19 @@ fn the_engine_api_refuses_bad_tokens() {
         json!({"jsonrpc": "2.0", "id": 1, "method": "engine_exchangeCapabilities", "params": [[]]});
     let (status, _) = post(&evm.engine, Some(&evm.token()), &call);
     assert_eq!(status, 200);
+    // The client version names the commit the binary was built from.
+    let v = evm.engine(
+        "engine_getClientVersionV1",
+        json!([{"code": "RH", "name": "reth", "version": "x", "commit": "0x00000000"}]),
+    );
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&git.stdout);
+    assert_eq!(v[0]["commit"], format!("0x{}", &head.trim()[..8]), "{v}");
+    assert_eq!(v[0]["name"], "chainctl");
     let (status, body) = post(&evm.engine, None, &call);
     assert_eq!(status, 401, "missing token: {body}");
     let other = chainctl::secrets::JwtSecret::generate();

@@ -38,7 +38,9 @@ impl Simulator<'_> {
             env.cfg_env.disable_balance_check = req.value.is_none_or(|v| v.is_zero());
         }
         let caller = req.from.unwrap_or_default();
-        let ancestors = |n: u64| self.chain.canonical_hash(n);
+        // BLOCKHASH sees the block's own branch, canonical or not.
+        let hashes = self.chain.ancestors(self.block.hash);
+        let ancestors = |n: u64| hashes.get(&n).copied();
         let view = StateView {
             state: &self.block.state,
             codes: &self.chain.codes,
@@ -66,16 +68,16 @@ impl Simulator<'_> {
         Ok(r.result)
     }
 
+    /// The gas a call may use: as asked, at most the block gas limit (and the Osaka
+    /// transaction cap when nothing was asked).
     fn cap(&self, req: &TransactionRequest) -> u64 {
         let block_limit = self.block.header().gas_limit;
-        let cap = if self.chain.spec.osaka(self.block.header().timestamp) {
-            super::pool::TX_GAS_CAP
+        let default = if self.chain.spec.osaka(self.block.header().timestamp) {
+            super::pool::TX_GAS_CAP.min(block_limit)
         } else {
             block_limit
         };
-        req.gas
-            .unwrap_or(cap.min(block_limit))
-            .min(block_limit.max(cap))
+        req.gas.unwrap_or(default).min(block_limit)
     }
 
     pub fn call(&self, req: &TransactionRequest) -> Result<Bytes, RpcError> {
@@ -168,16 +170,7 @@ pub fn logs(chain: &Chain, filter: &Filter) -> Result<Value, RpcError> {
         for (i, r) in b.receipts.iter().enumerate() {
             for l in r.logs() {
                 if filter.matches(l) {
-                    out.push(alloy_rpc_types_eth::Log {
-                        inner: l.clone(),
-                        block_hash: Some(b.hash),
-                        block_number: Some(b.number()),
-                        block_timestamp: Some(b.header().timestamp),
-                        transaction_hash: Some(*b.block.body.transactions[i].tx_hash()),
-                        transaction_index: Some(i as u64),
-                        log_index: Some(index),
-                        removed: false,
-                    });
+                    out.push(super::rpc::rpc_log(&b, i, index, l));
                 }
                 index += 1;
             }

@@ -119,7 +119,7 @@ impl Chain {
     }
 
     /// Hashes of `from` and its ancestors, by number, at most `BLOCKHASH_WINDOW` deep.
-    fn ancestors(&self, from: B256) -> HashMap<u64, B256> {
+    pub fn ancestors(&self, from: B256) -> HashMap<u64, B256> {
         let mut out = HashMap::new();
         let mut cur = from;
         while let Some(b) = self.blocks.get(&cur) {

@@ -1,7 +1,7 @@
 //! The Engine API methods (execution-apis `src/engine/`): newPayload, forkchoiceUpdated,
 //! getPayload, payload bodies, capabilities and client version.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use alloy_consensus::{Transaction, TxEnvelope};
@@ -41,8 +41,8 @@ const MAX_PAYLOADS: usize = 64;
 pub struct Engine {
     chain: Mutex<Chain>,
     pub pool: Mutex<Pool>,
-    payloads: Mutex<HashMap<PayloadId, Arc<ExecutedBlock>>>,
-    payload_order: Mutex<Vec<PayloadId>>,
+    /// Built payloads, oldest first (at most `MAX_PAYLOADS`).
+    payloads: Mutex<VecDeque<(PayloadId, Arc<ExecutedBlock>)>>,
     /// Sends a head's hash to WebSocket subscribers on every canonical change.
     pub heads: tokio::sync::broadcast::Sender<B256>,
 }
@@ -74,8 +74,7 @@ impl Engine {
         Engine {
             chain: Mutex::new(chain),
             pool: Mutex::new(Pool::default()),
-            payloads: Mutex::new(HashMap::new()),
-            payload_order: Mutex::new(Vec::new()),
+            payloads: Mutex::new(VecDeque::new()),
             heads,
         }
     }
@@ -95,7 +94,8 @@ impl Engine {
                 "code": "CT",
                 "name": "chainctl",
                 "version": env!("CARGO_PKG_VERSION"),
-                "commit": "0x00000000",
+                // First 4 bytes of the commit built from (build.rs); zeros when unknown.
+                "commit": format!("0x{}", env!("CHAINCTL_COMMIT")),
             }])),
             "engine_newPayloadV3" => {
                 let (payload, hashes, root): (ExecutionPayloadV3, Vec<B256>, B256) = params(p)?;
@@ -135,10 +135,7 @@ impl Engine {
             }
             "engine_getPayloadV3" | "engine_getPayloadV4" | "engine_getPayloadV5" => {
                 let (id,): (PayloadId,) = params(p)?;
-                let built = lock(&self.payloads)
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(RpcError::unknown_payload)?;
+                let built = self.payload(&id).ok_or_else(RpcError::unknown_payload)?;
                 let ts = built.header().timestamp;
                 let fork = self.chain().spec.fork_name(ts);
                 let want = match method {
@@ -281,15 +278,7 @@ impl Engine {
             pool.prune(&head_block.state);
             if !dropped.is_empty() {
                 // A reorg: what the old branch included goes back to the pool.
-                let ts = head_block.header().timestamp + 1;
-                let rules = super::pool::Rules {
-                    chain_id: chain.spec.chain_id,
-                    state: &head_block.state,
-                    base_fee: super::rpc::next_base_fee(&head_block),
-                    block_gas_limit: head_block.header().gas_limit,
-                    osaka: chain.spec.osaka(ts),
-                    prague: chain.spec.prague(ts),
-                };
+                let rules = super::pool::Rules::after(&chain.spec, &head_block);
                 let n = dropped.len();
                 let back = dropped
                     .into_iter()
@@ -329,7 +318,7 @@ impl Engine {
             ));
         }
         let id = payload_id(&head, &attrs);
-        if lock(&self.payloads).contains_key(&id) {
+        if self.payload(&id).is_some() {
             return Ok(ForkchoiceUpdated::new(valid).with_payload_id(id));
         }
         let build = BuildAttributes {
@@ -343,10 +332,7 @@ impl Engine {
                 concat!("chainctl/", env!("CARGO_PKG_VERSION")).as_bytes(),
             ),
         };
-        let base_fee = head_block
-            .header()
-            .next_block_base_fee(alloy_eips::eip1559::BaseFeeParams::ethereum())
-            .unwrap_or_default();
+        let base_fee = super::exec::next_base_fee(head_block.header());
         let candidates = lock(&self.pool).best(&head_block.state, base_fee);
         let mut dropped = Vec::new();
         let built = chain
@@ -373,14 +359,18 @@ impl Engine {
         chain.insert_built(built.clone());
         drop(chain);
         let mut payloads = lock(&self.payloads);
-        let mut order = lock(&self.payload_order);
-        payloads.insert(id, built);
-        order.push(id);
-        if order.len() > MAX_PAYLOADS {
-            let old = order.remove(0);
-            payloads.remove(&old);
+        payloads.push_back((id, built));
+        if payloads.len() > MAX_PAYLOADS {
+            payloads.pop_front();
         }
         Ok(ForkchoiceUpdated::new(valid).with_payload_id(id))
+    }
+
+    fn payload(&self, id: &PayloadId) -> Option<Arc<ExecutedBlock>> {
+        lock(&self.payloads)
+            .iter()
+            .find(|(p, _)| p == id)
+            .map(|(_, b)| b.clone())
     }
 
     fn envelope(&self, built: &ExecutedBlock, method: &str) -> Value {

@@ -11,7 +11,7 @@ use alloy_eips::{
     eip1559::BaseFeeParams, eip4844::DATA_GAS_PER_BLOB, eip4895::Withdrawal, eip7685::Requests,
 };
 use alloy_evm::{
-    block::{BlockExecutionError, BlockExecutor, BlockExecutorFactory},
+    block::{BlockExecutor, BlockExecutorFactory},
     eth::{receipt_builder::AlloyReceiptBuilder, EthBlockExecutionCtx, EthBlockExecutorFactory},
     EthEvmFactory, EvmEnv, EvmFactory,
 };
@@ -208,9 +208,7 @@ pub fn check_against_parent(
     if h.gas_limit < 5000 {
         return Err(fail("gas limit below 5000"));
     }
-    let expected = parent
-        .next_block_base_fee(BaseFeeParams::ethereum())
-        .unwrap_or(alloy_eips::eip1559::INITIAL_BASE_FEE);
+    let expected = next_base_fee(parent);
     if h.base_fee_per_gas != Some(expected) {
         return Err(format!(
             "base fee {:?} is not the expected {expected}",
@@ -227,6 +225,13 @@ pub fn check_against_parent(
         }
     }
     Ok(())
+}
+
+/// The base fee of the block after `parent` (EIP-1559, Ethereum parameters).
+pub fn next_base_fee(parent: &Header) -> u64 {
+    parent
+        .next_block_base_fee(BaseFeeParams::ethereum())
+        .unwrap_or(alloy_eips::eip1559::INITIAL_BASE_FEE)
 }
 
 /// Recover every sender; a bad signature makes the block invalid. Large blocks are split
@@ -277,7 +282,27 @@ pub fn recover_senders(block: &Block<TxEnvelope>) -> Result<Vec<Address>, String
     Ok(out)
 }
 
+impl Outcome {
+    fn into_block(
+        self,
+        hash: B256,
+        block: Block<TxEnvelope>,
+        senders: Vec<Address>,
+    ) -> ExecutedBlock {
+        ExecutedBlock {
+            hash,
+            block,
+            senders,
+            receipts: self.receipts,
+            requests: self.requests,
+            state: self.state,
+            fees: self.fees,
+        }
+    }
+}
+
 struct Outcome {
+    /// The transactions included (building mode only; a validated block has its own).
     included: Vec<(TxEnvelope, Address)>,
     receipts: Vec<ReceiptEnvelope>,
     requests: Requests,
@@ -351,10 +376,12 @@ fn run(
                 cumulative += used;
                 let tip = tx.effective_tip_per_gas(basefee).unwrap_or_default();
                 fees += U256::from(tip) * U256::from(used);
-                included.push((tx, sender));
+                if building {
+                    included.push((tx, sender));
+                }
             }
             Err(e) => {
-                let msg = describe(&e);
+                let msg = e.to_string();
                 if building {
                     skipped(&tx, &sender, msg);
                     continue;
@@ -363,7 +390,7 @@ fn run(
             }
         }
     }
-    let (_evm, result) = executor.finish().map_err(|e| describe(&e))?;
+    let (_evm, result) = executor.finish().map_err(|e| e.to_string())?;
     db.merge_transitions(BundleRetention::PlainState);
     let bundle = db.take_bundle();
     let changes = bundle.to_plain_state(OriginalValuesKnown::Yes);
@@ -399,10 +426,6 @@ fn run(
         state,
         fees,
     })
-}
-
-fn describe(e: &BlockExecutionError) -> String {
-    e.to_string()
 }
 
 fn logs_bloom(receipts: &[ReceiptEnvelope]) -> Bloom {
@@ -477,15 +500,7 @@ pub fn execute_block(
             h.state_root
         ));
     }
-    Ok(ExecutedBlock {
-        hash,
-        block,
-        senders,
-        receipts: out.receipts,
-        requests: out.requests,
-        state: out.state,
-        fees: out.fees,
-    })
+    Ok(out.into_block(hash, block, senders))
 }
 
 /// What a consensus client asks for in `forkchoiceUpdated` with attributes.
@@ -512,10 +527,7 @@ pub fn build_block(
 ) -> Result<ExecutedBlock, String> {
     let ts = attrs.timestamp;
     let blob_params = spec.blob_params(ts);
-    let base_fee = parent
-        .header
-        .next_block_base_fee(BaseFeeParams::ethereum())
-        .unwrap_or(alloy_eips::eip1559::INITIAL_BASE_FEE);
+    let base_fee = next_base_fee(parent.header);
     let excess_blob_gas =
         blob_params.map(|p| parent.header.next_block_excess_blob_gas(p).unwrap_or(0));
     let mut header = Header {
@@ -535,7 +547,7 @@ pub fn build_block(
         ..Default::default()
     };
     let env = EvmEnv::for_eth_block(&header, &**spec, spec.chain_id, blob_params);
-    let out = run(
+    let mut out = run(
         spec,
         codes,
         parent,
@@ -546,7 +558,7 @@ pub fn build_block(
         true,
         skipped,
     )?;
-    let (txs, senders): (Vec<_>, Vec<_>) = out.included.into_iter().unzip();
+    let (txs, senders): (Vec<_>, Vec<_>) = std::mem::take(&mut out.included).into_iter().unzip();
     header.state_root = out.state.root();
     header.transactions_root = proofs::calculate_transaction_root(&txs);
     header.receipts_root = proofs::calculate_receipt_root(&out.receipts);
@@ -567,15 +579,7 @@ pub fn build_block(
         },
     };
     let hash = block.header.hash_slow();
-    Ok(ExecutedBlock {
-        hash,
-        block,
-        senders,
-        receipts: out.receipts,
-        requests: out.requests,
-        state: out.state,
-        fees: out.fees,
-    })
+    Ok(out.into_block(hash, block, senders))
 }
 
 /// Cumulative gas of receipt `i` minus that of `i - 1`.

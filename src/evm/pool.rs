@@ -38,6 +38,21 @@ pub struct Rules<'a> {
     pub prague: bool,
 }
 
+impl<'a> Rules<'a> {
+    /// The rules for a transaction entering the pool while `head` is the chain's head.
+    pub fn after(spec: &super::spec::ChainSpec, head: &'a super::exec::ExecutedBlock) -> Self {
+        let ts = head.header().timestamp + 1;
+        Rules {
+            chain_id: spec.chain_id,
+            state: &head.state,
+            base_fee: super::exec::next_base_fee(head.header()),
+            block_gas_limit: head.header().gas_limit,
+            osaka: spec.osaka(ts),
+            prague: spec.prague(ts),
+        }
+    }
+}
+
 impl Default for Pool {
     fn default() -> Self {
         Pool {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::chain::Chain;
 use super::engine::Engine;
-use super::exec::{gas_used_by, ExecutedBlock};
+use super::exec::{gas_used_by, next_base_fee, ExecutedBlock};
 use super::pool::Rules;
 
 /// A JSON-RPC error object.
@@ -262,48 +262,66 @@ fn rpc_block(b: &ExecutedBlock, full: bool) -> Value {
     v
 }
 
-fn rpc_receipts(b: &ExecutedBlock) -> Vec<Value> {
+/// Log `log` of transaction `i` of `b`, with its position in the block.
+pub fn rpc_log(
+    b: &ExecutedBlock,
+    i: usize,
+    log_index: u64,
+    log: &alloy_primitives::Log,
+) -> alloy_rpc_types_eth::Log {
+    alloy_rpc_types_eth::Log {
+        inner: log.clone(),
+        block_hash: Some(b.hash),
+        block_number: Some(b.number()),
+        block_timestamp: Some(b.header().timestamp),
+        transaction_hash: Some(*b.block.body.transactions[i].tx_hash()),
+        transaction_index: Some(i as u64),
+        log_index: Some(log_index),
+        removed: false,
+    }
+}
+
+/// The receipt of transaction `i`; `first_log` is the block-wide index of its first log.
+fn rpc_receipt(b: &ExecutedBlock, i: usize, first_log: u64, blob_gas_price: Option<u128>) -> Value {
     let base = b.header().base_fee_per_gas.unwrap_or_default();
-    let mut log_index = 0u64;
+    let tx = &b.block.body.transactions[i];
+    let r = &b.receipts[i];
+    let logs: Vec<_> = r
+        .logs()
+        .iter()
+        .enumerate()
+        .map(|(n, l)| rpc_log(b, i, first_log + n as u64, l))
+        .collect();
+    let receipt = alloy_rpc_types_eth::TransactionReceipt {
+        inner: map_receipt_logs(r, logs),
+        transaction_hash: *tx.tx_hash(),
+        transaction_index: Some(i as u64),
+        block_hash: Some(b.hash),
+        block_number: Some(b.number()),
+        gas_used: gas_used_by(&b.receipts, i),
+        effective_gas_price: tx.effective_gas_price(Some(base)),
+        blob_gas_used: tx.blob_gas_used(),
+        blob_gas_price: tx.blob_gas_used().and(blob_gas_price),
+        from: b.senders[i],
+        to: tx.to(),
+        contract_address: tx.is_create().then(|| b.senders[i].create(tx.nonce())),
+    };
+    serde_json::to_value(receipt).unwrap_or(Value::Null)
+}
+
+fn blob_gas_price(chain: &Chain, b: &ExecutedBlock) -> Option<u128> {
+    let params = chain.spec.blob_params(b.header().timestamp)?;
+    Some(params.calc_blob_fee(b.header().excess_blob_gas?))
+}
+
+fn rpc_receipts(chain: &Chain, b: &ExecutedBlock) -> Vec<Value> {
+    let price = blob_gas_price(chain, b);
+    let mut first_log = 0u64;
     (0..b.receipts.len())
         .map(|i| {
-            let tx = &b.block.body.transactions[i];
-            let r = &b.receipts[i];
-            let logs: Vec<alloy_rpc_types_eth::Log> = r
-                .logs()
-                .iter()
-                .map(|l| {
-                    let out = alloy_rpc_types_eth::Log {
-                        inner: l.clone(),
-                        block_hash: Some(b.hash),
-                        block_number: Some(b.number()),
-                        block_timestamp: Some(b.header().timestamp),
-                        transaction_hash: Some(*tx.tx_hash()),
-                        transaction_index: Some(i as u64),
-                        log_index: Some(log_index),
-                        removed: false,
-                    };
-                    log_index += 1;
-                    out
-                })
-                .collect();
-            let inner = map_receipt_logs(r, logs);
-            let contract_address = tx.is_create().then(|| b.senders[i].create(tx.nonce()));
-            let receipt = alloy_rpc_types_eth::TransactionReceipt {
-                inner,
-                transaction_hash: *tx.tx_hash(),
-                transaction_index: Some(i as u64),
-                block_hash: Some(b.hash),
-                block_number: Some(b.number()),
-                gas_used: gas_used_by(&b.receipts, i),
-                effective_gas_price: tx.effective_gas_price(Some(base)),
-                blob_gas_used: tx.blob_gas_used(),
-                blob_gas_price: None,
-                from: b.senders[i],
-                to: tx.to(),
-                contract_address,
-            };
-            serde_json::to_value(receipt).unwrap_or(Value::Null)
+            let v = rpc_receipt(b, i, first_log, price);
+            first_log += b.receipts[i].logs().len() as u64;
+            v
         })
         .collect()
 }
@@ -334,7 +352,7 @@ impl Engine {
             "eth_blockNumber" => Ok(json!(U64::from(self.chain().head().number()))),
             "eth_gasPrice" => {
                 let chain = self.chain();
-                let base = next_base_fee(chain.head());
+                let base = next_base_fee(chain.head().header());
                 Ok(json!(U256::from(base as u128 + 1_000_000_000)))
             }
             "eth_maxPriorityFeePerGas" => Ok(json!(U256::from(1_000_000_000u64))),
@@ -361,7 +379,7 @@ impl Engine {
                 let (id,): (BlockId,) = params(p)?;
                 let chain = self.chain();
                 match resolve(&chain, Some(id)) {
-                    Ok(b) => Ok(Value::Array(rpc_receipts(&b))),
+                    Ok(b) => Ok(Value::Array(rpc_receipts(&chain, &b))),
                     Err(_) => Ok(Value::Null),
                 }
             }
@@ -435,21 +453,14 @@ impl Engine {
                     .block(&bh)
                     .cloned()
                     .ok_or_else(|| RpcError::internal("indexed block missing"))?;
-                Ok(rpc_receipts(&b).swap_remove(i))
+                let first_log = b.receipts[..i].iter().map(|r| r.logs().len() as u64).sum();
+                Ok(rpc_receipt(&b, i, first_log, blob_gas_price(&chain, &b)))
             }
             "eth_sendRawTransaction" => {
                 let (raw,): (Bytes,) = params(p)?;
                 let chain = self.chain();
                 let head = chain.head().clone();
-                let ts = head.header().timestamp + 1;
-                let rules = Rules {
-                    chain_id: chain.spec.chain_id,
-                    state: &head.state,
-                    base_fee: next_base_fee(&head),
-                    block_gas_limit: head.header().gas_limit,
-                    osaka: chain.spec.osaka(ts),
-                    prague: chain.spec.prague(ts),
-                };
+                let rules = Rules::after(&chain.spec, &head);
                 let r = crate::evm::engine_lock(&self.pool).add_raw(&raw, &rules);
                 r.map(|h| json!(h)).map_err(RpcError::server)
             }
@@ -481,28 +492,40 @@ impl Engine {
                 }
                 let count: U64 = params(arr[0].clone())?;
                 let newest: BlockNumberOrTag = params(arr[1].clone())?;
+                let percentiles: Option<Vec<f64>> =
+                    arr.get(2).map(|p| params(p.clone())).transpose()?;
+                if let Some(ps) = &percentiles {
+                    if ps.iter().any(|p| !(0.0..=100.0).contains(p))
+                        || ps.windows(2).any(|w| w[0] > w[1])
+                    {
+                        return Err(RpcError::invalid_params(
+                            "rewardPercentiles must rise monotonically within 0..=100",
+                        ));
+                    }
+                }
                 let chain = self.chain();
                 let newest = resolve(&chain, Some(BlockId::Number(newest)))?;
                 let count = count.to::<u64>().clamp(1, 1024).min(newest.number() + 1);
                 let first = newest.number() + 1 - count;
                 let mut base = Vec::new();
                 let mut ratio = Vec::new();
+                let mut rewards = Vec::new();
                 for n in first..=newest.number() {
                     let b = chain
                         .canonical(n)
                         .ok_or_else(|| RpcError::server("header not found"))?;
                     base.push(U256::from(b.header().base_fee_per_gas.unwrap_or_default()));
                     ratio.push(b.header().gas_used as f64 / b.header().gas_limit.max(1) as f64);
+                    if let Some(ps) = &percentiles {
+                        rewards.push(block_rewards(b, ps));
+                    }
                 }
-                base.push(U256::from(next_base_fee(&newest)));
+                base.push(U256::from(next_base_fee(newest.header())));
                 Ok(json!({
                     "oldestBlock": U64::from(first),
                     "baseFeePerGas": base,
                     "gasUsedRatio": ratio,
-                    "reward": arr.get(2).map(|r| {
-                        let n = r.as_array().map_or(0, |a| a.len());
-                        (first..=newest.number()).map(|_| vec![U256::from(1_000_000_000u64); n]).collect::<Vec<_>>()
-                    }),
+                    "reward": percentiles.map(|_| rewards),
                 }))
             }
             _ => Err(RpcError::method_not_found(method)),
@@ -510,10 +533,35 @@ impl Engine {
     }
 }
 
-pub fn next_base_fee(b: &ExecutedBlock) -> u64 {
-    b.header()
-        .next_block_base_fee(alloy_eips::eip1559::BaseFeeParams::ethereum())
-        .unwrap_or_default()
+/// The effective tips at `percentiles` of a block's gas (as Geth computes them: the
+/// transactions sorted by tip, each weighted by the gas it used).
+fn block_rewards(b: &ExecutedBlock, percentiles: &[f64]) -> Vec<U256> {
+    let base = b.header().base_fee_per_gas.unwrap_or_default();
+    let mut txs: Vec<(u128, u64)> = (0..b.receipts.len())
+        .map(|i| {
+            let tip = b.block.body.transactions[i]
+                .effective_tip_per_gas(base)
+                .unwrap_or_default();
+            (tip, gas_used_by(&b.receipts, i))
+        })
+        .collect();
+    if txs.is_empty() {
+        return vec![U256::ZERO; percentiles.len()];
+    }
+    txs.sort_unstable();
+    let total: u64 = txs.iter().map(|t| t.1).sum();
+    percentiles
+        .iter()
+        .map(|p| {
+            let threshold = (total as f64 * p / 100.0) as u64;
+            let mut cum = 0u64;
+            let tip = txs.iter().find(|(_, g)| {
+                cum += g;
+                cum >= threshold
+            });
+            U256::from(tip.unwrap_or(txs.last().expect("non-empty")).0)
+        })
+        .collect()
 }
 
 /// `to` of a call request (None: contract creation).

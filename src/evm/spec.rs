@@ -26,7 +26,7 @@ const TIME_FORKS: [EthereumHardfork; 9] = [
     EthereumHardfork::Bpo5,
 ];
 
-const BLOCK_FORKS: [EthereumHardfork; 15] = [
+const BLOCK_FORKS: [EthereumHardfork; 14] = [
     EthereumHardfork::Frontier,
     EthereumHardfork::Homestead,
     EthereumHardfork::Tangerine,
@@ -41,7 +41,6 @@ const BLOCK_FORKS: [EthereumHardfork; 15] = [
     EthereumHardfork::ArrowGlacier,
     EthereumHardfork::GrayGlacier,
     EthereumHardfork::Paris,
-    EthereumHardfork::Frontier,
 ];
 
 /// The rules of one chain.
@@ -129,11 +128,8 @@ impl ChainSpec {
                 None => gap = gap.or(Some(name)),
             }
         }
-        let mut blobs = cfg.blob_schedule_blob_params();
         // Forks without an entry in blobSchedule take the mainnet values.
-        if !cfg.blob_schedule.contains_key("cancun") {
-            blobs.cancun = BlobParams::cancun();
-        }
+        let blobs = cfg.blob_schedule_blob_params();
         Ok(Self::new(
             cfg.chain_id,
             forks,
