@@ -179,6 +179,8 @@ pub enum Command {
 pub enum NodeRole {
     /// The built-in execution engine: an Engine API server on revm.
     Evm(crate::evm::node::EvmArgs),
+    /// A BFT validator (Malachite) driving its execution clients through the Engine API.
+    Consensus(crate::consensus::node::ConsensusArgs),
 }
 
 /// systemd subcommands.
@@ -348,6 +350,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node {
             role: NodeRole::Evm(args),
         } => crate::evm::node::run(args),
+        Command::Node {
+            role: NodeRole::Consensus(args),
+        } => crate::consensus::node::run(args),
         Command::LogRelay {
             file,
             max_bytes,

@@ -1,11 +1,13 @@
 //! chainctl: a supervisor for blockchain node stacks — profile → plan → supervised services.
 
 pub mod cli;
+pub mod consensus;
 pub mod control;
 pub mod evm;
 pub mod image;
 pub mod layout;
 pub mod logrelay;
+pub mod network;
 pub mod placeholders;
 pub mod plan;
 pub mod ports;

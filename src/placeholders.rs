@@ -29,6 +29,8 @@ pub enum Var {
     JwtPath,
     /// `{{jwt_path.SERVICE}}`: the secret shared with that service.
     JwtPathWith(String),
+    /// `{{chainctl}}`: the chainctl binary itself (its built-in node roles).
+    Chainctl,
 }
 
 impl fmt::Display for Var {
@@ -45,6 +47,7 @@ impl fmt::Display for Var {
             Var::Host(s) => write!(f, "{{{{host.{s}}}}}"),
             Var::JwtPath => f.write_str("{{jwt_path}}"),
             Var::JwtPathWith(s) => write!(f, "{{{{jwt_path.{s}}}}}"),
+            Var::Chainctl => f.write_str("{{chainctl}}"),
         }
     }
 }
@@ -61,7 +64,7 @@ pub enum Segment {
 /// The placeholders a user can write, for error messages.
 pub const KNOWN: &str =
     "{{port.NAME}}, {{port.SERVICE.NAME}}, {{host.SERVICE}}, {{data_dir}}, {{state_dir}}, {{name}}, \
-{{chain_id}}, {{listen.rpc}}, {{listen.api}}, {{jwt_path}}, {{jwt_path.SERVICE}}";
+{{chain_id}}, {{listen.rpc}}, {{listen.api}}, {{jwt_path}}, {{jwt_path.SERVICE}}, {{chainctl}}";
 
 /// Splits a template into text and placeholders.
 pub fn parse(template: &str) -> Result<Vec<Segment>, String> {
@@ -99,6 +102,7 @@ fn parse_var(name: &str) -> Result<Var, String> {
         ["listen", "api"] => Var::ListenApi,
         ["host", s] if !s.is_empty() => Var::Host(s.to_string()),
         ["jwt_path"] => Var::JwtPath,
+        ["chainctl"] => Var::Chainctl,
         ["jwt_path", s] if !s.is_empty() => Var::JwtPathWith(s.to_string()),
         _ => {
             return Err(format!(

@@ -223,6 +223,13 @@ pub fn build_for(
                     [one] => one.path.display().to_string(),
                     _ => return Err(format!("{v} needs exactly one Engine API pair")),
                 },
+                Var::Chainctl => match target {
+                    Target::Host => std::env::current_exe()
+                        .map_err(|e| format!("cannot find the chainctl binary: {e}"))?
+                        .display()
+                        .to_string(),
+                    Target::Container => "/chainctl".to_string(),
+                },
                 Var::JwtPathWith(other) => my_pairs
                     .iter()
                     .find(|p| &p.consensus == other || &p.execution == other)

@@ -300,3 +300,8 @@ mod tests {
         assert!(e.contains("not hex"), "{e}");
     }
 }
+
+/// Compare two secrets in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -133,6 +133,8 @@ pub fn load(source: Source) -> Result<Loaded, ProfileError> {
     if !problems.is_empty() {
         return Err(err(problems));
     }
+    let mut profile = profile;
+    crate::network::expand(&mut profile);
     Ok(Loaded {
         profile,
         source,

@@ -67,6 +67,12 @@ pub struct Chain {
     /// Genesis allocation: address → account.
     #[serde(default)]
     pub alloc: BTreeMap<String, GenesisAccount>,
+    /// Prefunded development accounts (1,000,000 ETH each) derived from the documented
+    /// test mnemonic `test test test test test test test test test test test junk`
+    /// (m/44'/60'/0'/0/i). Public knowledge: never use them on a network with value; set 0
+    /// to have none.
+    #[serde(default = "default_dev_accounts")]
+    pub dev_accounts: u32,
 }
 
 impl Default for Chain {
@@ -76,10 +82,14 @@ impl Default for Chain {
             block_time: default_block_time(),
             fork: Fork::default(),
             alloc: BTreeMap::new(),
+            dev_accounts: default_dev_accounts(),
         }
     }
 }
 
+fn default_dev_accounts() -> u32 {
+    10
+}
 fn default_chain_id() -> u64 {
     1337
 }
@@ -107,7 +117,7 @@ pub struct GenesisAccount {
 }
 
 /// The validator set.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Validators {
     /// Number of validators (N = 3f + 1 tolerates f faulty); 0 runs no consensus.
@@ -116,6 +126,28 @@ pub struct Validators {
     /// `generate` (chainctl makes one ed25519 key per validator) or a list of key files.
     #[serde(default)]
     pub keys: ValidatorKeys,
+    /// The execution clients each validator drives, in failover order (the first is active):
+    /// services `val-I-el-J` are generated for them.
+    #[serde(default = "default_validator_execution")]
+    pub execution: Vec<ExecutionKind>,
+    /// Fee recipient of the blocks validators propose (default: the zero address).
+    #[serde(default)]
+    pub fee_recipient: Option<String>,
+}
+
+impl Default for Validators {
+    fn default() -> Self {
+        Validators {
+            count: 0,
+            keys: ValidatorKeys::default(),
+            execution: default_validator_execution(),
+            fee_recipient: None,
+        }
+    }
+}
+
+fn default_validator_execution() -> Vec<ExecutionKind> {
+    vec![ExecutionKind::Builtin]
 }
 
 /// Where validator keys come from.
@@ -246,6 +278,14 @@ pub struct PortSpec {
     pub port: Option<u64>,
     /// TCP, UDP, or both on the same number (P2P).
     pub protocol: Protocol,
+}
+
+impl PortSpec {
+    /// An allocated TCP port.
+    pub const AUTO_TCP: PortSpec = PortSpec {
+        port: None,
+        protocol: Protocol::Tcp,
+    };
 }
 
 impl<'de> Deserialize<'de> for PortSpec {

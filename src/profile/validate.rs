@@ -98,19 +98,64 @@ fn chain(p: &Profile, c: &mut Checker) {
 /// Sections whose engines are not in this build yet: refuse them clearly rather than
 /// pretending to run them.
 fn unsupported(p: &Profile, c: &mut Checker) {
-    if p.validators.count > 0 {
-        c.at(
-            "validators.count",
-            "the consensus node (`chainctl node consensus`) is not in this build yet; set `count: 0` \
-             and run your consensus client as a service under `services:` with `drives:` meanwhile",
-        );
+    let v = &p.validators;
+    if v.count > 0 {
+        if v.execution.is_empty() {
+            c.at(
+                "validators.execution",
+                "is empty: each validator needs at least one execution client, e.g. [builtin, builtin]",
+            );
+        }
+        for (i, k) in v.execution.iter().enumerate() {
+            if *k != super::ExecutionKind::Builtin {
+                c.at(
+                    &format!("validators.execution[{i}]"),
+                    format!(
+                        "`{}` has no adapter in this build yet (Reth, Geth and Erigon arrive with their adapters); use `builtin`",
+                        serde_json::to_value(k).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        if v.count > 100 {
+            c.at("validators.count", "at most 100 validators run on one host");
+        }
+        if let super::ValidatorKeys::Files(files) = &v.keys {
+            if files.len() != v.count as usize {
+                c.at(
+                    "validators.keys",
+                    format!(
+                        "lists {} key files for {} validators: give one per validator, or `generate`",
+                        files.len(),
+                        v.count
+                    ),
+                );
+            }
+        }
+        if let Some(f) = &v.fee_recipient {
+            if f.parse::<alloy_primitives::Address>().is_err() {
+                c.at(
+                    "validators.fee_recipient",
+                    format!("`{f}` is not an address: expected 0x followed by 40 hex digits"),
+                );
+            }
+        }
+        for name in p.services.keys() {
+            if crate::network::is_generated_name(name, v.count, v.execution.len()) {
+                c.at_key(
+                    &format!("services.{name}"),
+                    "this name is taken by a service chainctl generates for the validators (val-I, val-I-el-J); rename it",
+                );
+            }
+        }
     }
     for (name, el) in &p.execution {
         c.at(
             &format!("execution.{name}.kind"),
             format!(
-                "execution client kind `{}` has no adapter in this build yet; run the client as a \
-                 service under `services:` (with {{{{jwt_path}}}} and {{{{port.NAME}}}} placeholders) meanwhile",
+                "named execution clients (`{}`) have no adapter in this build yet; built-in engines are \
+                 declared per validator with `validators.execution: [builtin, ...]`, other clients run \
+                 as a service under `services:` meanwhile",
                 serde_json::to_value(el.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
             ),
         );

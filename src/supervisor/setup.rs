@@ -155,6 +155,7 @@ pub fn prepare(
             .with_context(|| format!("cannot create {}", d.display()))?;
     }
     ensure_secrets(&plan)?;
+    crate::network::write_files(&loaded.profile, &layout, &plan)?;
     Ok((loaded, layout, plan))
 }
 

@@ -1,0 +1,9 @@
+//! The consensus node (`chainctl node consensus`): BFT validators on the Malachite
+//! library, each driving its execution clients through the Engine API.
+
+pub mod app;
+pub mod codec;
+pub mod el;
+pub mod node;
+pub mod store;
+pub mod types;

@@ -1,0 +1,492 @@
+//! `chainctl node consensus --home DIR`: a validator. `DIR/config.json` says where its key,
+//! the network genesis and its execution clients are; chainctl writes all of it at `up`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy_primitives::Address as EthAddress;
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use malachitebft_app_channel::app::config::{
+    ConsensusConfig, P2pConfig, TimeoutConfig, ValuePayload, ValueSyncConfig,
+};
+use malachitebft_app_channel::app::events::{RxEvent, TxEvent};
+use malachitebft_app_channel::app::node::{EngineHandle, Node, NodeConfig, NodeHandle};
+use malachitebft_app_channel::app::types::Keypair;
+use malachitebft_signing_ed25519::{PrivateKey, PublicKey};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::app::{App, Control, Report};
+use super::codec::WireCodec;
+use super::el::{El, ElConfig, Timeouts};
+use super::store::Store;
+use super::types::{Address, Ctx, Genesis, Signer};
+
+/// Arguments of `chainctl node consensus`.
+#[derive(Debug, Args)]
+pub struct ConsensusArgs {
+    /// The validator's home: config.json, and where it keeps its WAL and decided blocks.
+    #[arg(long, value_name = "DIR")]
+    pub home: PathBuf,
+}
+
+/// `config.json` of one validator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct NodeFile {
+    /// Name shown in logs and status.
+    pub moniker: String,
+    /// The network's consensus genesis (validator set, execution genesis hash).
+    pub genesis: PathBuf,
+    /// This validator's ed25519 key (hex, mode 0600).
+    pub key: PathBuf,
+    /// P2P listen address and port.
+    pub p2p_host: String,
+    pub p2p_port: u16,
+    /// The other validators' P2P addresses (`host:port`).
+    pub peers: Vec<String>,
+    /// Status and control endpoint.
+    pub status_addr: SocketAddr,
+    /// Token file for the control endpoint (mode 0600).
+    pub control_token: PathBuf,
+    /// Fee recipient of the blocks this validator proposes.
+    pub fee_recipient: EthAddress,
+    /// Execution clients, the first one active.
+    pub execution: Vec<ElConfig>,
+    /// Engine API call timeouts (ms).
+    #[serde(default)]
+    pub engine_timeouts: Timeouts,
+}
+
+impl NodeFile {
+    /// Read and check a config file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let f: NodeFile =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if f.execution.is_empty() {
+            return Err(format!(
+                "{}: execution: a validator needs at least one execution client",
+                path.display()
+            ));
+        }
+        Ok(f)
+    }
+}
+
+/// Write a validator key file (hex, mode 0600).
+pub fn write_key(path: &Path, key: &PrivateKey) -> std::io::Result<()> {
+    crate::secrets::write_atomic(path, hex::encode(key.inner().to_bytes()).as_bytes())
+}
+
+/// Generate a fresh validator key.
+pub fn generate_key() -> PrivateKey {
+    PrivateKey::generate(rand::rngs::OsRng)
+}
+
+/// Read a validator key; refuses files that others can read.
+pub fn read_key(path: &Path) -> Result<PrivateKey, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("validator key {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "validator key {} has mode {mode:o}: others can read it; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("validator key {}: {e}", path.display()))?;
+    let b = hex::decode(text.trim())
+        .map_err(|e| format!("validator key {}: not hex: {e}", path.display()))?;
+    let b: [u8; 32] = b.try_into().map_err(|_| {
+        format!(
+            "validator key {}: an ed25519 key is 32 bytes",
+            path.display()
+        )
+    })?;
+    Ok(PrivateKey::from(b))
+}
+
+/// The public key of a key (for the genesis).
+pub fn public_key_hex(key: &PrivateKey) -> String {
+    hex::encode(key.public_key().as_bytes())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct MalachiteConfig {
+    moniker: String,
+    consensus: ConsensusConfig,
+    value_sync: ValueSyncConfig,
+}
+
+impl NodeConfig for MalachiteConfig {
+    fn moniker(&self) -> &str {
+        &self.moniker
+    }
+    fn consensus(&self) -> &ConsensusConfig {
+        &self.consensus
+    }
+    fn value_sync(&self) -> &ValueSyncConfig {
+        &self.value_sync
+    }
+}
+
+struct Validator {
+    home: PathBuf,
+    key: PrivateKey,
+    config: MalachiteConfig,
+    genesis: Genesis,
+    domain: alloy_primitives::B256,
+}
+
+struct Handle {
+    engine: EngineHandle,
+    events: TxEvent<Ctx>,
+}
+
+#[async_trait]
+impl NodeHandle<Ctx> for Handle {
+    fn subscribe(&self) -> RxEvent<Ctx> {
+        self.events.subscribe()
+    }
+    async fn kill(&self, _reason: Option<String>) -> eyre::Result<()> {
+        self.engine.actor.kill_and_wait(None).await?;
+        self.engine.handle.abort();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Node for Validator {
+    type Context = Ctx;
+    type Config = MalachiteConfig;
+    type Genesis = Genesis;
+    type PrivateKeyFile = String;
+    type SigningProvider = Signer;
+    type NodeHandle = Handle;
+
+    async fn start(&self) -> eyre::Result<Handle> {
+        let ctx = Ctx {
+            domain: self.domain,
+        };
+        let set = self.genesis.validator_set().map_err(|e| eyre::eyre!(e))?;
+        let (channels, engine) = malachitebft_app_channel::start_engine(
+            ctx,
+            self.clone_for_engine(),
+            self.config.clone(),
+            WireCodec,
+            WireCodec,
+            None,
+            set,
+        )
+        .await?;
+        let events = channels.events.clone();
+        drop(channels);
+        Ok(Handle { engine, events })
+    }
+
+    async fn run(self) -> eyre::Result<()> {
+        let h = self.start().await?;
+        h.engine.handle.await?;
+        Ok(())
+    }
+
+    fn get_home_dir(&self) -> PathBuf {
+        self.home.clone()
+    }
+
+    fn load_config(&self) -> eyre::Result<MalachiteConfig> {
+        Ok(self.config.clone())
+    }
+
+    fn get_address(&self, pk: &PublicKey) -> Address {
+        Address::of(pk)
+    }
+
+    fn get_public_key(&self, sk: &PrivateKey) -> PublicKey {
+        sk.public_key()
+    }
+
+    fn get_keypair(&self, sk: PrivateKey) -> Keypair {
+        Keypair::ed25519_from_bytes(sk.inner().to_bytes()).expect("a 32-byte ed25519 secret")
+    }
+
+    fn load_private_key(&self, file: String) -> PrivateKey {
+        let _ = file;
+        self.key.clone()
+    }
+
+    fn load_private_key_file(&self) -> eyre::Result<String> {
+        Ok(hex::encode(self.key.inner().to_bytes()))
+    }
+
+    fn load_genesis(&self) -> eyre::Result<Genesis> {
+        Ok(self.genesis.clone())
+    }
+
+    fn get_signing_provider(&self, sk: PrivateKey) -> Signer {
+        Signer {
+            key: sk,
+            domain: self.domain,
+        }
+    }
+}
+
+impl Validator {
+    fn clone_for_engine(&self) -> Validator {
+        Validator {
+            home: self.home.clone(),
+            key: self.key.clone(),
+            config: self.config.clone(),
+            genesis: self.genesis.clone(),
+            domain: self.domain,
+        }
+    }
+}
+
+/// Malachite timeouts for a block time: the proposer waits up to one block time for its
+/// slot, so the propose timeout covers that plus building and streaming.
+fn timeouts(block_time: u64) -> TimeoutConfig {
+    TimeoutConfig {
+        timeout_propose: Duration::from_secs(block_time + 2),
+        timeout_propose_delta: Duration::from_millis(500),
+        timeout_prevote: Duration::from_secs(1),
+        timeout_prevote_delta: Duration::from_millis(500),
+        timeout_precommit: Duration::from_secs(1),
+        timeout_precommit_delta: Duration::from_millis(500),
+        ..TimeoutConfig::default()
+    }
+}
+
+fn multiaddr(hostport: &str) -> Result<String, String> {
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| format!("peer `{hostport}`: expected host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("peer `{hostport}`: `{port}` is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => format!("/ip4/{a}/tcp/{port}"),
+        Ok(std::net::IpAddr::V6(a)) => format!("/ip6/{a}/tcp/{port}"),
+        Err(_) => format!("/dns/{host}/tcp/{port}"),
+    })
+}
+
+/// Entry point of `chainctl node consensus`.
+pub fn run(args: ConsensusArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match rt.block_on(main(args)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("chainctl node consensus: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn main(args: ConsensusArgs) -> Result<(), String> {
+    let cfg_path = args.home.join("config.json");
+    let file = NodeFile::load(&cfg_path)?;
+    let gtext = std::fs::read_to_string(&file.genesis)
+        .map_err(|e| format!("genesis {}: {e}", file.genesis.display()))?;
+    let genesis: Genesis = serde_json::from_str(&gtext)
+        .map_err(|e| format!("genesis {}: {e}", file.genesis.display()))?;
+    let set = genesis
+        .validator_set()
+        .map_err(|e| format!("genesis {}: {e}", file.genesis.display()))?;
+    let key = read_key(&file.key)?;
+    let me = Address::of(&key.public_key());
+    if !set.0.iter().any(|v| v.address == me) {
+        return Err(format!(
+            "validator key {} (address {me}) is not in the validator set of genesis {}; \
+             use the key chainctl generated for this validator, or regenerate the genesis",
+            file.key.display(),
+            file.genesis.display()
+        ));
+    }
+    let domain = genesis.hash();
+    let control_token = crate::secrets::JwtSecret::read(&file.control_token)
+        .map_err(|e| e.to_string())?
+        .to_hex();
+    let mut els = Vec::new();
+    for c in &file.execution {
+        els.push(
+            El::new(c, file.engine_timeouts)
+                .map_err(|e| format!("{}: execution {}: {e}", cfg_path.display(), c.name))?,
+        );
+    }
+    let listen = multiaddr(&format!("{}:{}", file.p2p_host, file.p2p_port))?;
+    let mut peers = Vec::new();
+    for p in &file.peers {
+        peers.push(
+            multiaddr(p)?
+                .parse()
+                .map_err(|e| format!("peer `{p}`: {e}"))?,
+        );
+    }
+    let consensus = ConsensusConfig {
+        timeouts: timeouts(genesis.block_time_secs),
+        value_payload: ValuePayload::PartsOnly,
+        queue_capacity: 0,
+        p2p: P2pConfig {
+            listen_addr: listen.parse().map_err(|e| format!("p2p {listen}: {e}"))?,
+            persistent_peers: peers,
+            ..Default::default()
+        },
+    };
+    let value_sync = ValueSyncConfig {
+        status_update_interval: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        ..ValueSyncConfig::default()
+    };
+    let config = MalachiteConfig {
+        moniker: file.moniker.clone(),
+        consensus,
+        value_sync,
+    };
+    let store = Store::open(&args.home.join("decided.log"))?;
+    // Refuse early, with the port named, rather than wait forever for a listener that
+    // cannot bind (Malachite never reports ready then).
+    std::net::TcpListener::bind((file.p2p_host.as_str(), file.p2p_port)).map_err(|e| {
+        format!(
+            "p2p port {}:{} cannot be bound: {e}; another process holds it (see `chainctl ports --check`)",
+            file.p2p_host, file.p2p_port
+        )
+    })?;
+    let report = Arc::new(Mutex::new(Report::default()));
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let status = tokio::net::TcpListener::bind(file.status_addr)
+        .await
+        .map_err(|e| format!("status address {}: {e}", file.status_addr))?;
+    let router = Router::new()
+        .route("/status", get(status_handler))
+        .route("/failover", post(failover_handler))
+        .with_state(Api {
+            report: report.clone(),
+            control: control_tx,
+            token: Arc::new(control_token),
+        });
+    tokio::spawn(async move {
+        let _ = axum::serve(status, router).await;
+    });
+    let node = Validator {
+        home: args.home.clone(),
+        key: key.clone(),
+        config: config.clone(),
+        genesis: genesis.clone(),
+        domain,
+    };
+    let ctx = Ctx { domain };
+    let (channels, engine) = malachitebft_app_channel::start_engine(
+        ctx.clone(),
+        node,
+        config,
+        WireCodec,
+        WireCodec,
+        None,
+        set.clone(),
+    )
+    .await
+    .map_err(|e| format!("starting consensus: {e}"))?;
+    tracing::info!(moniker = %file.moniker, address = %me, genesis = %domain, "validator started");
+    let app = App::new(
+        ctx,
+        set,
+        me,
+        key,
+        genesis,
+        file.fee_recipient,
+        els,
+        store,
+        report,
+        file.moniker.clone(),
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let result = tokio::select! {
+        r = app.run(channels, control_rx) => r.map_err(|e| e.to_string()),
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    let _ = engine.actor.kill_and_wait(None).await;
+    engine.handle.abort();
+    result
+}
+
+#[derive(Clone)]
+struct Api {
+    report: Arc<Mutex<Report>>,
+    control: mpsc::Sender<Control>,
+    token: Arc<String>,
+}
+
+async fn status_handler(State(api): State<Api>) -> Json<Report> {
+    Json(api.report.lock().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+#[derive(Deserialize)]
+struct FailoverReq {
+    #[serde(default)]
+    to: Option<String>,
+}
+
+async fn failover_handler(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Option<Json<FailoverReq>>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| {
+            crate::secrets::constant_time_eq(t.trim().as_bytes(), api.token.as_bytes())
+        });
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(
+                serde_json::json!({"error": "missing or wrong bearer token (the validator's control.token)"}),
+            ),
+        );
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let to = body.and_then(|b| b.0.to);
+    if api
+        .control
+        .send(Control::Failover { to, reply: tx })
+        .await
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "the validator is stopping"})),
+        );
+    }
+    match rx.await {
+        Ok(Ok(active)) => (StatusCode::OK, Json(serde_json::json!({"active": active}))),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": e})),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "the validator is stopping"})),
+        ),
+    }
+}

@@ -1,0 +1,478 @@
+//! The network a profile with validators describes: the services chainctl generates for
+//! it (one consensus node per validator, its built-in execution clients) and the files
+//! they read (execution genesis, consensus genesis, validator keys, per-validator config).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use alloy_primitives::{Address, U256};
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value as Json};
+
+use crate::consensus::el::{ElConfig, Timeouts};
+use crate::consensus::node::{self as cnode, NodeFile};
+use crate::consensus::types::{Genesis, GenesisValidator};
+use crate::layout::Layout;
+use crate::plan::Plan;
+use crate::profile::{CommandService, Fork, PortSpec, Profile, ValidatorKeys};
+
+/// The documented development mnemonic (the one Hardhat, Anvil and Foundry use).
+pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
+/// Balance of each development account: 1,000,000 ETH.
+pub const DEV_BALANCE_WEI: u128 = 1_000_000 * 1_000_000_000_000_000_000;
+
+/// Service name of validator `i`.
+pub fn validator_name(i: u32) -> String {
+    format!("val-{i}")
+}
+
+/// Service name of execution client `j` of validator `i`.
+pub fn el_name(i: u32, j: usize) -> String {
+    format!("val-{i}-el-{j}")
+}
+
+/// Whether `name` is one chainctl generates for `count` validators with `els` ELs each.
+pub fn is_generated_name(name: &str, count: u32, els: usize) -> bool {
+    (0..count).any(|i| name == validator_name(i) || (0..els).any(|j| name == el_name(i, j)))
+}
+
+/// Add the generated services of the validators to the profile.
+pub fn expand(p: &mut Profile) {
+    let v = p.validators.clone();
+    for i in 0..v.count {
+        let els: Vec<String> = (0..v.execution.len()).map(|j| el_name(i, j)).collect();
+        for el in &els {
+            p.services.insert(el.clone(), builtin_el());
+        }
+        p.services.insert(
+            validator_name(i),
+            CommandService {
+                command: [
+                    "{{chainctl}}",
+                    "node",
+                    "consensus",
+                    "--home",
+                    "{{data_dir}}",
+                ]
+                .map(String::from)
+                .to_vec(),
+                env: BTreeMap::new(),
+                workdir: None,
+                ports: [("p2p", PortSpec::AUTO_TCP), ("status", PortSpec::AUTO_TCP)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                depends_on: Vec::new(),
+                drives: els,
+                ready_ports: Some(vec!["status".into()]),
+                restart: Default::default(),
+                stop: None,
+                startup_grace: None,
+                image: Some(image()),
+                jit: false,
+            },
+        );
+    }
+}
+
+fn image() -> String {
+    format!("chainctl:{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn builtin_el() -> CommandService {
+    CommandService {
+        command: [
+            "{{chainctl}}",
+            "node",
+            "evm",
+            "--genesis",
+            "{{state_dir}}/network/genesis.json",
+            "--http-addr",
+            "{{listen.rpc}}",
+            "--http-port",
+            "{{port.http}}",
+            "--authrpc-addr",
+            "{{listen.rpc}}",
+            "--authrpc-port",
+            "{{port.engine}}",
+            "--jwt-secret",
+            "{{jwt_path}}",
+        ]
+        .map(String::from)
+        .to_vec(),
+        env: BTreeMap::new(),
+        workdir: None,
+        ports: [("http", PortSpec::AUTO_TCP), ("engine", PortSpec::AUTO_TCP)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        depends_on: Vec::new(),
+        drives: Vec::new(),
+        ready_ports: None,
+        restart: Default::default(),
+        stop: None,
+        startup_grace: None,
+        image: Some(image()),
+        jit: false,
+    }
+}
+
+/// The network files of a state dir.
+pub fn network_dir(layout: &Layout) -> PathBuf {
+    layout.root.join("network")
+}
+
+/// Execution genesis (go-ethereum format) every EL of the network starts from.
+pub fn el_genesis_path(layout: &Layout) -> PathBuf {
+    network_dir(layout).join("genesis.json")
+}
+
+/// Consensus genesis: validator set and execution genesis hash.
+pub fn consensus_genesis_path(layout: &Layout) -> PathBuf {
+    network_dir(layout).join("consensus-genesis.json")
+}
+
+/// A validator's key file.
+pub fn key_path(layout: &Layout, i: u32) -> PathBuf {
+    layout
+        .secrets_dir()
+        .join("validators")
+        .join(format!("{}.key", validator_name(i)))
+}
+
+/// A validator's control-endpoint token.
+pub fn control_token_path(layout: &Layout, i: u32) -> PathBuf {
+    layout
+        .secrets_dir()
+        .join("validators")
+        .join(format!("{}.control", validator_name(i)))
+}
+
+/// Addresses of the development accounts.
+pub fn dev_accounts(n: u32) -> Result<Vec<Address>> {
+    (0..n)
+        .map(|i| {
+            let s = alloy_signer_local::MnemonicBuilder::<alloy_signer_local::coins_bip39::English>::default()
+                .phrase(DEV_MNEMONIC)
+                .index(i)
+                .context("derivation index")?
+                .build()
+                .context("deriving a development account")?;
+            Ok(s.address())
+        })
+        .collect()
+}
+
+fn parse_balance(b: &str) -> Result<U256> {
+    let b = b.trim();
+    Ok(match b.strip_prefix("0x") {
+        Some(h) => U256::from_str_radix(h, 16)?,
+        None => U256::from_str_radix(b, 10)?,
+    })
+}
+
+/// Render the execution genesis: every fork through Osaka (or Prague) active at 0, the
+/// system contracts, the deposit contract address, dev accounts and the profile's alloc.
+pub fn render_el_genesis(p: &Profile, timestamp: u64) -> Result<Json> {
+    use alloy_eips::{eip2935, eip4788, eip7002, eip7251};
+    let mut alloc = serde_json::Map::new();
+    for (addr, code) in [
+        (eip4788::BEACON_ROOTS_ADDRESS, &eip4788::BEACON_ROOTS_CODE),
+        (
+            eip2935::HISTORY_STORAGE_ADDRESS,
+            &eip2935::HISTORY_STORAGE_CODE,
+        ),
+        (
+            eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS,
+            &eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_CODE,
+        ),
+        (
+            eip7251::CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS,
+            &eip7251::CONSOLIDATION_REQUEST_PREDEPLOY_CODE,
+        ),
+    ] {
+        alloc.insert(
+            format!("{addr:#x}"),
+            json!({"balance": "0x0", "nonce": "0x1", "code": code}),
+        );
+    }
+    for a in dev_accounts(p.chain.dev_accounts)? {
+        alloc.insert(
+            format!("{a:#x}"),
+            json!({"balance": format!("{:#x}", U256::from(DEV_BALANCE_WEI))}),
+        );
+    }
+    for (addr, acct) in &p.chain.alloc {
+        let a: Address = addr
+            .parse()
+            .with_context(|| format!("chain.alloc.{addr}: not an address"))?;
+        let b =
+            parse_balance(&acct.balance).with_context(|| format!("chain.alloc.{addr}.balance"))?;
+        alloc.insert(format!("{a:#x}"), json!({"balance": format!("{b:#x}")}));
+    }
+    let osaka = p.chain.fork == Fork::Osaka;
+    let mut config = json!({
+        "chainId": p.chain.chain_id,
+        "homesteadBlock": 0, "eip150Block": 0, "eip155Block": 0, "eip158Block": 0,
+        "byzantiumBlock": 0, "constantinopleBlock": 0, "petersburgBlock": 0,
+        "istanbulBlock": 0, "berlinBlock": 0, "londonBlock": 0, "mergeNetsplitBlock": 0,
+        "terminalTotalDifficulty": 0, "terminalTotalDifficultyPassed": true,
+        "shanghaiTime": 0, "cancunTime": 0, "pragueTime": 0,
+        "depositContractAddress": "0x00000000219ab540356cbb839cbe05303d7705fa",
+        "blobSchedule": {
+            "cancun": {"target": 3, "max": 6, "baseFeeUpdateFraction": 3338477},
+            "prague": {"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716},
+            "osaka": {"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716}
+        }
+    });
+    if osaka {
+        config["osakaTime"] = json!(0);
+    }
+    Ok(json!({
+        "config": config,
+        "nonce": "0x0",
+        "timestamp": format!("{timestamp:#x}"),
+        "extraData": "0x",
+        "gasLimit": "0x3938700",
+        "difficulty": "0x0",
+        "mixHash": "0x0000000000000000000000000000000000000000000000000000000000000000",
+        "coinbase": "0x0000000000000000000000000000000000000000",
+        "baseFeePerGas": "0x3b9aca00",
+        "number": "0x0",
+        "gasUsed": "0x0",
+        "parentHash": "0x0000000000000000000000000000000000000000000000000000000000000000",
+        "alloc": alloc,
+    }))
+}
+
+/// The hash and timestamp of an execution genesis, as our engine (and Reth) compute them.
+pub fn el_genesis_hash(path: &Path) -> Result<(alloy_primitives::B256, u64)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let g: alloy_genesis::Genesis =
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let chain = crate::evm::server::chain_from_genesis(&g)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let head = chain.head();
+    Ok((head.hash, g.timestamp))
+}
+
+/// Write every file the validators and their ELs read. Keys and the execution genesis are
+/// made once and kept (the chain's identity); configs follow the current plan.
+pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
+    let v = &p.validators;
+    if v.count == 0 {
+        return Ok(());
+    }
+    let net = network_dir(layout);
+    crate::secrets::private_dir(&net)
+        .with_context(|| format!("cannot create {}", net.display()))?;
+    let keys_dir = layout.secrets_dir().join("validators");
+    crate::secrets::private_dir(&keys_dir)
+        .with_context(|| format!("cannot create {}", keys_dir.display()))?;
+
+    // Execution genesis: written once, then checked against the profile.
+    let gpath = el_genesis_path(layout);
+    if !gpath.exists() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let g = render_el_genesis(p, now)?;
+        crate::secrets::write_atomic(&gpath, serde_json::to_string_pretty(&g)?.as_bytes())
+            .with_context(|| format!("cannot write {}", gpath.display()))?;
+        tracing::info!(path = %gpath.display(), "wrote the execution genesis");
+    } else {
+        let g: Json = serde_json::from_str(&std::fs::read_to_string(&gpath)?)
+            .with_context(|| format!("{}", gpath.display()))?;
+        let id = g["config"]["chainId"].as_u64();
+        if id != Some(p.chain.chain_id) {
+            bail!(
+                "{}: this state dir's chain has chain id {:?}, the profile says {}; the chain \
+                 cannot change under a running network: use another --state-dir, or delete {} to start a new chain",
+                gpath.display(),
+                id,
+                p.chain.chain_id,
+                layout.root.display()
+            );
+        }
+    }
+    let (el_hash, genesis_time) = el_genesis_hash(&gpath)?;
+
+    // Keys.
+    let mut keys = Vec::new();
+    for i in 0..v.count {
+        let path = match &v.keys {
+            ValidatorKeys::Files(files) => files[i as usize].clone(),
+            ValidatorKeys::Generate => {
+                let path = key_path(layout, i);
+                if !path.exists() {
+                    cnode::write_key(&path, &cnode::generate_key())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    tracing::info!(path = %path.display(), "generated validator key");
+                }
+                path
+            }
+        };
+        let key = cnode::read_key(&path).map_err(|e| anyhow::anyhow!(e))?;
+        keys.push((path, key));
+        let tok = control_token_path(layout, i);
+        crate::secrets::ensure(&tok).with_context(|| format!("cannot write {}", tok.display()))?;
+    }
+
+    let genesis = Genesis {
+        chain_id: p.chain.chain_id,
+        execution_genesis_hash: el_hash,
+        genesis_time,
+        block_time_secs: p.chain.block_time.get().as_secs(),
+        validators: keys
+            .iter()
+            .enumerate()
+            .map(|(i, (_, k))| GenesisValidator {
+                name: validator_name(i as u32),
+                public_key: cnode::public_key_hex(k),
+                power: 1,
+            })
+            .collect(),
+    };
+    let cg = consensus_genesis_path(layout);
+    crate::secrets::write_atomic(&cg, serde_json::to_string_pretty(&genesis)?.as_bytes())
+        .with_context(|| format!("cannot write {}", cg.display()))?;
+
+    let fee_recipient: Address = match &v.fee_recipient {
+        Some(f) => f.parse().context("validators.fee_recipient")?,
+        None => Address::ZERO,
+    };
+    let host = |port: u16| -> String {
+        let a = plan
+            .services
+            .first()
+            .map(|s| s.ready_host)
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        if a.is_ipv6() {
+            format!("[{a}]:{port}")
+        } else {
+            format!("{a}:{port}")
+        }
+    };
+    let port_of = |svc: &str, name: &str| -> Result<u16> {
+        plan.service(svc)
+            .and_then(|s| s.ports.get(name))
+            .map(|a| a.port)
+            .ok_or_else(|| anyhow::anyhow!("the plan has no port `{name}` for `{svc}`"))
+    };
+    for i in 0..v.count {
+        let name = validator_name(i);
+        let svc = plan
+            .service(&name)
+            .ok_or_else(|| anyhow::anyhow!("the plan has no service `{name}`"))?;
+        let mut peers = Vec::new();
+        for k in 0..v.count {
+            if k != i {
+                peers.push(host(port_of(&validator_name(k), "p2p")?));
+            }
+        }
+        let mut execution = Vec::new();
+        for j in 0..v.execution.len() {
+            let el = el_name(i, j);
+            let pair = plan
+                .jwt_pairs
+                .iter()
+                .find(|pr| pr.consensus == name && pr.execution == el)
+                .ok_or_else(|| anyhow::anyhow!("no JWT pair {name}--{el} in the plan"))?;
+            execution.push(ElConfig {
+                name: el.clone(),
+                engine_url: format!("http://{}", host(port_of(&el, "engine")?)),
+                jwt_secret: pair.path.clone(),
+            });
+        }
+        let status = host(port_of(&name, "status")?);
+        let file = NodeFile {
+            moniker: name.clone(),
+            genesis: cg.clone(),
+            key: keys[i as usize].0.clone(),
+            p2p_host: svc.ready_host.to_string(),
+            p2p_port: port_of(&name, "p2p")?,
+            peers,
+            status_addr: status
+                .parse()
+                .with_context(|| format!("status address {status}"))?,
+            control_token: control_token_path(layout, i),
+            fee_recipient,
+            execution,
+            engine_timeouts: Timeouts::default(),
+        };
+        crate::secrets::private_dir(&svc.data_dir)
+            .with_context(|| format!("cannot create {}", svc.data_dir.display()))?;
+        let path = svc.data_dir.join("config.json");
+        crate::secrets::write_atomic(&path, serde_json::to_string_pretty(&file)?.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_accounts_are_the_documented_ones() {
+        let a = dev_accounts(2).unwrap();
+        assert_eq!(
+            a[0],
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+                .parse::<Address>()
+                .unwrap()
+        );
+        assert_eq!(
+            a[1],
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+                .parse::<Address>()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn rendered_genesis_matches_the_reth_interop_shape() {
+        // Same chain parameters as the Reth fixture's genesis (chain id 7331, one dev
+        // account, no extra alloc, timestamp 0) must give the hash Reth computed.
+        let dir = std::env::var_os("CHAINCTL_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+        let chain = dir.join("reth-interop/chain.json");
+        let text = std::fs::read_to_string(&chain).unwrap_or_else(|e| {
+            panic!(
+                "the Reth interop fixture is missing at {} ({e}); set CHAINCTL_FIXTURES",
+                chain.display()
+            )
+        });
+        let want: Json = serde_json::from_str(&text).unwrap();
+        let mut p: Profile =
+            serde_yaml::from_str("name: t\nchain: {chain_id: 7331, dev_accounts: 0}\n").unwrap();
+        p.chain.alloc.insert(
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
+            crate::profile::GenesisAccount {
+                balance: reth_balance(&dir),
+            },
+        );
+        let g = render_el_genesis(&p, 0).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("g.json");
+        std::fs::write(&path, serde_json::to_vec(&g).unwrap()).unwrap();
+        let (hash, _) = el_genesis_hash(&path).unwrap();
+        assert_eq!(
+            format!("{hash:#x}"),
+            want["genesisHash"].as_str().unwrap().to_lowercase()
+        );
+    }
+
+    fn reth_balance(dir: &Path) -> String {
+        let g: Json = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("reth-interop/genesis.json")).unwrap(),
+        )
+        .unwrap();
+        g["alloc"]["f39fd6e51aad88f6f4ce6ab8827279cfffb92266"]["balance"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
