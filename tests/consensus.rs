@@ -1,0 +1,287 @@
+//! The consensus devnet, as `chainctl up` runs it: 4 validators (Malachite BFT), each
+//! driving two built-in execution clients through the Engine API, real processes on
+//! loopback. Faults are real too: SIGSTOP freezes a validator, SIGKILL kills one.
+
+mod util;
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use util::{wait_for, Env};
+
+const VALIDATORS: u32 = 4;
+
+fn profile(name: &str, port_start: u16) -> String {
+    format!(
+        "name: {name}\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\n",
+        port_start + 99
+    )
+}
+
+/// A running devnet and the ways to look at it.
+struct Net {
+    env: Env,
+    ports: Value,
+}
+
+impl Net {
+    fn up(name: &str, port_start: u16) -> Net {
+        let env = Env::new();
+        env.write_profile(&profile(name, port_start));
+        env.up_detached();
+        let ports: Value =
+            serde_json::from_str(&std::fs::read_to_string(env.state().join("ports.json")).unwrap())
+                .unwrap();
+        Net { env, ports }
+    }
+
+    fn port(&self, svc: &str, name: &str) -> u16 {
+        self.ports["services"][svc][name]["port"].as_u64().unwrap() as u16
+    }
+
+    fn status(&self, v: u32) -> Option<Value> {
+        let url = format!(
+            "http://127.0.0.1:{}/status",
+            self.port(&format!("val-{v}"), "status")
+        );
+        ureq::get(&url)
+            .timeout(Duration::from_secs(2))
+            .call()
+            .ok()?
+            .into_json()
+            .ok()
+    }
+
+    fn decided(&self, v: u32) -> u64 {
+        self.status(v)
+            .and_then(|s| s["decided_blocks"].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn els(&self) -> Vec<String> {
+        (0..VALIDATORS)
+            .flat_map(|v| (0..2).map(move |j| format!("val-{v}-el-{j}")))
+            .collect()
+    }
+
+    fn rpc(&self, el: &str, method: &str, params: Value) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}", self.port(el, "http"));
+        let r: Value = ureq::post(&url)
+            .timeout(Duration::from_secs(2))
+            .send_json(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .ok()?
+            .into_json()
+            .ok()?;
+        r.get("result").cloned()
+    }
+
+    fn block_hash(&self, el: &str, n: u64) -> Option<String> {
+        let b = self.rpc(
+            el,
+            "eth_getBlockByNumber",
+            json!([format!("0x{n:x}"), false]),
+        )?;
+        b["hash"].as_str().map(String::from)
+    }
+
+    fn el_height(&self, el: &str) -> u64 {
+        self.rpc(el, "eth_blockNumber", json!([]))
+            .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0)
+    }
+
+    /// Wait until every listed validator has decided at least `h` heights.
+    fn wait_height(&self, vals: &[u32], h: u64, timeout: Duration) {
+        wait_for(
+            &format!("validators {vals:?} to decide {h} heights"),
+            timeout,
+            || vals.iter().all(|&v| self.decided(v) >= h).then_some(()),
+        );
+    }
+
+    /// Every EL in `els` has the same block at every height 1..=h (and has them all).
+    fn assert_agree(&self, els: &[String], h: u64) {
+        let mut canon: BTreeMap<u64, String> = BTreeMap::new();
+        for el in els {
+            wait_for(
+                &format!("{el} to reach block {h}"),
+                Duration::from_secs(60),
+                || (self.el_height(el) >= h).then_some(()),
+            );
+            for n in 1..=h {
+                let hash = self
+                    .block_hash(el, n)
+                    .unwrap_or_else(|| panic!("{el} has no block {n}"));
+                let first = canon.entry(n).or_insert_with(|| hash.clone());
+                assert_eq!(*first, hash, "{el} disagrees at height {n}: FORK");
+            }
+        }
+    }
+
+    fn pid(&self, svc: &str) -> i32 {
+        let st = self.env.status();
+        util::pid_of(&st, svc).unwrap_or_else(|| panic!("{svc} is not running: {st}")) as i32
+    }
+
+    fn signal(&self, svc: &str, sig: libc::c_int) {
+        let pid = self.pid(svc);
+        // SAFETY: sending a signal to a pid we started.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {svc}");
+    }
+}
+
+#[test]
+fn four_validators_agree_keep_going_without_one_and_a_restarted_one_catches_up() {
+    let net = Net::up("cons-a", 24000);
+    let t0 = Instant::now();
+    net.wait_height(&[0, 1, 2, 3], 1, Duration::from_secs(60));
+    eprintln!("first finalized block {:?} after up returned", t0.elapsed());
+    net.wait_height(&[0, 1, 2, 3], 20, Duration::from_secs(120));
+    net.assert_agree(&net.els(), 20);
+    let s = net.status(0).unwrap();
+    assert_eq!(s["validators"], 4);
+    assert_eq!(s["consensus_violations"], 0);
+    assert_eq!(s["active_el"], "val-0-el-0");
+    for el in s["els"].as_array().unwrap() {
+        assert_eq!(el["state"], "ok", "{el}");
+    }
+
+    // Freeze one validator: the other three (> 2/3) go on.
+    net.signal("val-3", libc::SIGSTOP);
+    let frozen_at = net.decided(0);
+    net.wait_height(&[0, 1, 2], frozen_at + 5, Duration::from_secs(60));
+    // Thaw it: it catches up (votes it missed come from value sync) and agrees.
+    net.signal("val-3", libc::SIGCONT);
+    let target = net.decided(0) + 2;
+    net.wait_height(&[3], target, Duration::from_secs(60));
+
+    // Kill it outright: the supervisor restarts it; it resumes from its decided-block log.
+    let before = net.decided(3);
+    net.signal("val-3", libc::SIGKILL);
+    wait_for("val-3 restarted", Duration::from_secs(30), || {
+        let st = net.env.status();
+        (util::pid_of(&st, "val-3").is_some() && net.status(3).is_some()).then_some(())
+    });
+    let target = net.decided(0) + 3;
+    net.wait_height(&[3], target.max(before + 3), Duration::from_secs(90));
+    let h = net.decided(0).min(net.decided(3));
+    net.assert_agree(&net.els(), h);
+    assert_eq!(net.status(3).unwrap()["consensus_violations"], 0);
+}
+
+#[test]
+fn with_two_of_four_down_the_chain_halts_without_forking_and_resumes() {
+    let net = Net::up("cons-b", 24100);
+    net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(90));
+    net.signal("val-2", libc::SIGSTOP);
+    net.signal("val-3", libc::SIGSTOP);
+    // Let an in-flight height finish, then nothing may be decided: 2 of 4 is no quorum.
+    std::thread::sleep(Duration::from_secs(3));
+    let halted = (net.decided(0), net.decided(1));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        (net.decided(0), net.decided(1)),
+        halted,
+        "decisions without a quorum"
+    );
+    // One comes back: 3 of 4 is a quorum again.
+    net.signal("val-3", libc::SIGCONT);
+    net.wait_height(
+        &[0, 1, 3],
+        halted.0.max(halted.1) + 3,
+        Duration::from_secs(120),
+    );
+    net.signal("val-2", libc::SIGCONT);
+    let h = net.decided(0);
+    net.wait_height(&[2], h, Duration::from_secs(90));
+    net.assert_agree(&net.els(), h);
+}
+
+#[test]
+fn killing_a_validators_active_el_fails_over_to_its_backup_and_the_el_is_resynced() {
+    let net = Net::up("cons-c", 24200);
+    net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(90));
+    let before = net.decided(1);
+    net.signal("val-0-el-0", libc::SIGKILL);
+    // val-0 keeps proposing (every 4th height) through its backup.
+    net.wait_height(&[0, 1, 2, 3], before + 8, Duration::from_secs(90));
+    let s = net.status(0).unwrap();
+    assert_eq!(s["active_el"], "val-0-el-1", "{s}");
+    assert!(s["el_switches"].as_u64().unwrap() >= 1, "{s}");
+    let log = s["switch_log"].as_array().unwrap();
+    assert_eq!(log[0]["from"], "val-0-el-0");
+    assert_eq!(log[0]["to"], "val-0-el-1");
+    // The supervisor restarted the killed EL empty; the validator replays the chain to it.
+    let h = net.decided(0);
+    net.assert_agree(
+        &[
+            "val-0-el-0".to_string(),
+            "val-0-el-1".to_string(),
+            "val-1-el-0".to_string(),
+        ],
+        h,
+    );
+    // Every height was decided: no gap in the chain, every block has its parent.
+    for n in before..h {
+        let b = net
+            .rpc(
+                "val-1-el-0",
+                "eth_getBlockByNumber",
+                json!([format!("0x{:x}", n + 1), false]),
+            )
+            .unwrap();
+        assert_eq!(
+            b["parentHash"].as_str(),
+            net.block_hash("val-1-el-0", n).as_deref()
+        );
+    }
+}
+
+#[test]
+fn after_kill_9_of_everything_up_continues_the_same_history() {
+    let net = Net::up("cons-d", 24300);
+    net.wait_height(&[0, 1, 2, 3], 5, Duration::from_secs(90));
+    let h = net.decided(0).min(net.decided(1));
+    let before: Vec<String> = (1..=h)
+        .map(|n| net.block_hash("val-1-el-0", n).unwrap())
+        .collect();
+    // kill -9 the supervisor and every service at once.
+    let st = net.env.status();
+    let sup: i32 = std::fs::read_to_string(net.env.state().join("supervisor.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut pids = vec![sup];
+    for s in st["services"].as_array().unwrap() {
+        if let Some(p) = s["pid"].as_i64() {
+            pids.push(p as i32);
+        }
+    }
+    for p in &pids {
+        // SAFETY: killing processes this test started.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    wait_for("everything dead", Duration::from_secs(10), || {
+        pids.iter().all(|p| !util::alive(*p as i64)).then_some(())
+    });
+    net.env.up_detached();
+    // The validators resume at their stored height; the (in-memory) ELs get the chain
+    // replayed, and new heights extend the same history.
+    net.wait_height(&[0, 1, 2, 3], h + 3, Duration::from_secs(120));
+    for el in net.els() {
+        wait_for(&format!("{el} resynced"), Duration::from_secs(60), || {
+            (net.el_height(&el) >= h).then_some(())
+        });
+        for (i, want) in before.iter().enumerate() {
+            assert_eq!(
+                net.block_hash(&el, i as u64 + 1).as_ref(),
+                Some(want),
+                "{el} rewrote history at height {}",
+                i + 1
+            );
+        }
+    }
+    let h2 = net.decided(0).min(net.decided(2));
+    net.assert_agree(&net.els(), h2);
+}
