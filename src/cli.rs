@@ -1017,6 +1017,22 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
     }
 }
 
+/// Validators' services read files `up` writes into the state dir (genesis, keys,
+/// per-validator config with host ports); rendering them elsewhere needs those files laid
+/// out for that target, which this build does not do yet.
+fn refuse_validators(p: &crate::profile::Profile, what: &str) -> Result<()> {
+    if p.validators.count > 0 {
+        bail!(
+            "profile `{}` has validators (validators.count = {}): rendering them as {what} is not in this \
+             build yet; run the network with `chainctl up`, or render a profile without validators \
+             (e.g. profiles/standins.yaml)",
+            p.name,
+            p.validators.count
+        );
+    }
+    Ok(())
+}
+
 /// The systemd files for a profile: what `render systemd` writes and `systemd install`
 /// installs, with the plan they come from.
 fn systemd_files(
@@ -1029,6 +1045,7 @@ fn systemd_files(
         bail!("--user `{user}` is not a valid user name: use lowercase letters, digits and `-`");
     }
     let p = &loaded.profile;
+    refuse_validators(p, "systemd units")?;
     // Units see the system layout: --state-dir, else /var/lib/chainctl/NAME.
     let layout = Layout::new(
         state_dir
@@ -1165,6 +1182,7 @@ fn render(
             (files, secrets)
         }
         RenderWhat::Compose => {
+            refuse_validators(p, "compose files")?;
             // The host side is the same state dir `up` and `jwt generate` use; inside the
             // containers, the system layout.
             let layout = setup::layout(&loaded, state_dir);

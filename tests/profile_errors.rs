@@ -86,7 +86,11 @@ fn empty_and_missing_profiles_are_named() {
 fn shipped_profiles_are_valid_and_schema_is_json() {
     let env = Env::new();
     let root = env!("CARGO_MANIFEST_DIR");
-    for p in ["profiles/devnet.yaml", "profiles/example-full.yaml"] {
+    for p in [
+        "profiles/devnet.yaml",
+        "profiles/standins.yaml",
+        "profiles/example-full.yaml",
+    ] {
         let out = env.run(&["validate", &format!("{root}/{p}")]);
         assert!(out.status.success(), "{p}: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains(": valid"));

@@ -58,7 +58,7 @@ fn compose_config(out: &Path) -> serde_yaml::Value {
 
 fn profiles() -> Vec<String> {
     let root = env!("CARGO_MANIFEST_DIR");
-    ["devnet.yaml", "example-full.yaml"]
+    ["standins.yaml", "example-full.yaml"]
         .iter()
         .map(|p| format!("{root}/profiles/{p}"))
         .collect()
@@ -123,20 +123,20 @@ fn unit_settings_follow_the_plan() {
     let env = Env::new();
     let out = env.path("units");
     render(&profiles()[0], "systemd", &out);
-    let el = std::fs::read_to_string(out.join("chainctl-devnet-el-0.service")).unwrap();
-    let cl = std::fs::read_to_string(out.join("chainctl-devnet-cl-0.service")).unwrap();
+    let el = std::fs::read_to_string(out.join("chainctl-standins-el-0.service")).unwrap();
+    let cl = std::fs::read_to_string(out.join("chainctl-standins-cl-0.service")).unwrap();
     assert!(
         el.contains("TimeoutStopSec=300s"),
         "execution client: minutes to stop"
     );
     assert!(cl.contains("TimeoutStopSec=30s"));
     assert!(
-        cl.contains("Wants=network-online.target chainctl-devnet-el-0.service")
+        cl.contains("Wants=network-online.target chainctl-standins-el-0.service")
             && !cl.lines().any(|l| l.starts_with("Requires="))
-            && cl.contains("After=network-online.target chainctl-devnet-el-0.service")
+            && cl.contains("After=network-online.target chainctl-standins-el-0.service")
     );
     assert!(
-        el.contains("StateDirectory=chainctl/devnet/data/el-0") && el.contains("User=chainctl")
+        el.contains("StateDirectory=chainctl/standins/data/el-0") && el.contains("User=chainctl")
     );
     assert!(
         el.contains("Restart=on-failure")
@@ -146,14 +146,14 @@ fn unit_settings_follow_the_plan() {
     assert!(
         el.contains("RestartPreventExitStatus=78") && el.contains("MemoryDenyWriteExecute=yes")
     );
-    let secret = "/var/lib/chainctl/devnet/secrets/jwt/cl-0--el-0.hex";
+    let secret = "/var/lib/chainctl/standins/secrets/jwt/cl-0--el-0.hex";
     assert!(
         el.contains(secret) && cl.contains(secret),
         "both ends read one secret"
     );
-    let target = std::fs::read_to_string(out.join("chainctl-devnet.target")).unwrap();
+    let target = std::fs::read_to_string(out.join("chainctl-standins.target")).unwrap();
     assert!(
-        target.contains("Wants=chainctl-devnet-el-0.service chainctl-devnet-cl-0.service"),
+        target.contains("Wants=chainctl-standins-el-0.service chainctl-standins-cl-0.service"),
         "{target}"
     );
 }
@@ -222,12 +222,20 @@ fn rendering_refuses_what_cannot_work() {
 }
 
 #[test]
-fn the_rendered_default_profile_in_the_repo_is_current() {
+fn the_rendered_standins_profile_in_the_repo_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let env = Env::new();
     for (what, extra) in [
-        ("systemd", vec![]),
-        ("compose", vec!["--state-dir", "/var/lib/chainctl/devnet"]),
+        ("systemd", vec!["-p", "profiles/standins.yaml"]),
+        (
+            "compose",
+            vec![
+                "-p",
+                "profiles/standins.yaml",
+                "--state-dir",
+                "/var/lib/chainctl/standins",
+            ],
+        ),
     ] {
         let out = env.path(what);
         let o = Command::new(bin())
@@ -236,6 +244,7 @@ fn the_rendered_default_profile_in_the_repo_is_current() {
             .arg(&out)
             .env_remove("CHAINCTL_PROFILE")
             .env_remove("CHAINCTL_STATE_DIR")
+            .current_dir(root)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o.stderr));

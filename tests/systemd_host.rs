@@ -160,21 +160,28 @@ fn devnet_under_real_systemd_install_drift_restart_uninstall() {
         &format!("{}:/usr/local/bin/chainctl", host.0),
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    host.ok("mkdir -p /etc/chainctl");
+    let o = docker(&[
+        "cp",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/standins.yaml"),
+        &format!("{}:/etc/chainctl/standins.yaml", host.0),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let (el, cl) = (
-        "chainctl-devnet-el-0.service",
-        "chainctl-devnet-cl-0.service",
+        "chainctl-standins-el-0.service",
+        "chainctl-standins-cl-0.service",
     );
     for u in [el, cl] {
         host.ok(&format!("mkdir -p /etc/systemd/system/{u}.d && printf '[Service]\\nPrivateUsers=no\\n' > /etc/systemd/system/{u}.d/container.conf"));
     }
 
-    let out = host.ok("chainctl systemd install");
+    let out = host.ok("chainctl -p /etc/chainctl/standins.yaml systemd install");
     assert!(
         out.contains("unit files changed: ran `systemctl daemon-reload`"),
         "{out}"
     );
     assert!(
-        out.contains("enabled and started chainctl-devnet.target"),
+        out.contains("enabled and started chainctl-standins.target"),
         "{out}"
     );
     wait_for("both units active", Duration::from_secs(30), || {
@@ -192,18 +199,20 @@ fn devnet_under_real_systemd_install_drift_restart_uninstall() {
         "runs as the dedicated user"
     );
     assert_eq!(
-        host.ok("stat -c %U:%a /var/lib/chainctl/devnet/secrets/jwt/cl-0--el-0.hex")
+        host.ok("stat -c %U:%a /var/lib/chainctl/standins/secrets/jwt/cl-0--el-0.hex")
             .trim(),
         "chainctl:600"
     );
-    assert!(host.ok("chainctl systemd status").contains("no drift"));
     assert!(host
-        .ok("chainctl systemd install")
+        .ok("chainctl -p /etc/chainctl/standins.yaml systemd status")
+        .contains("no drift"));
+    assert!(host
+        .ok("chainctl -p /etc/chainctl/standins.yaml systemd install")
         .contains("unit files unchanged: no daemon-reload needed"));
 
     // Someone edits a unit by hand: status reports the drift, install repairs and reloads.
     host.ok(&format!("echo '# hand edit' >> /etc/systemd/system/{el}"));
-    let st = host.sh("chainctl systemd status");
+    let st = host.sh("chainctl -p /etc/chainctl/standins.yaml systemd status");
     assert!(!st.status.success());
     assert!(
         text(&st.stdout).contains(&format!("drift: {el} differs from the profile")),
@@ -211,7 +220,7 @@ fn devnet_under_real_systemd_install_drift_restart_uninstall() {
         text(&st.stdout)
     );
     let pid_before = host.prop(el, "MainPID");
-    let out = host.ok("chainctl systemd install");
+    let out = host.ok("chainctl -p /etc/chainctl/standins.yaml systemd install");
     assert!(
         out.contains("ran `systemctl daemon-reload`") && out.contains(&format!("restarted {el}")),
         "{out}"
@@ -221,7 +230,9 @@ fn devnet_under_real_systemd_install_drift_restart_uninstall() {
         pid_before,
         "the changed unit restarted"
     );
-    assert!(host.ok("chainctl systemd status").contains("no drift"));
+    assert!(host
+        .ok("chainctl -p /etc/chainctl/standins.yaml systemd status")
+        .contains("no drift"));
 
     // The execution client is killed: systemd restarts it, its consensus client keeps running.
     let (el_pid, cl_pid) = (host.prop(el, "MainPID"), host.prop(cl, "MainPID"));
@@ -236,7 +247,7 @@ fn devnet_under_real_systemd_install_drift_restart_uninstall() {
     });
     assert_eq!(host.prop(cl, "MainPID"), cl_pid);
 
-    let out = host.ok("chainctl systemd uninstall");
+    let out = host.ok("chainctl -p /etc/chainctl/standins.yaml systemd uninstall");
     assert!(
         out.contains(&format!("removed {el}")) && out.contains("daemon-reload"),
         "{out}"
