@@ -552,6 +552,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
         }
     }
     Ok(StatusReport {
+        validators: Vec::new(),
         profile: st.map(|s| s.profile).unwrap_or_default(),
         state_dir: layout.root.clone(),
         supervisor_pid: None,
@@ -573,6 +574,8 @@ fn status_cmd(
         Ok(r) if r.status.is_some() => r.status.expect("checked"),
         _ => report_without_supervisor(&layout, profile)?,
     };
+    let mut report = report;
+    status::query_validators(&mut report);
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => print!("{}", status::table(&report)),

@@ -46,6 +46,125 @@ pub struct StatusReport {
     pub supervisor_pid: Option<i32>,
     /// Services in start order.
     pub services: Vec<ServiceStatus>,
+    /// What each validator's status endpoint says (height, round, active EL, …), read by
+    /// `chainctl status` from the running validators.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validators: Vec<ValidatorView>,
+}
+
+/// One validator as its status endpoint reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidatorView {
+    /// Service name.
+    pub name: String,
+    /// The endpoint's JSON, or why it could not be read.
+    pub status: Result<serde_json::Value, String>,
+}
+
+/// Ask every running validator (a service with a `status` port whose data dir holds a
+/// validator config) for its status.
+pub fn query_validators(r: &mut StatusReport) {
+    for s in &r.services {
+        let Some(port) = s.ports.get("status") else {
+            continue;
+        };
+        if !r
+            .state_dir
+            .join("data")
+            .join(&s.name)
+            .join("config.json")
+            .exists()
+        {
+            continue;
+        }
+        let status = if s.pid.is_none() {
+            Err("not running".to_string())
+        } else {
+            http_get_json(
+                std::net::SocketAddr::from(([127, 0, 0, 1], port.port)),
+                "/status",
+            )
+        };
+        r.validators.push(ValidatorView {
+            name: s.name.clone(),
+            status,
+        });
+    }
+}
+
+fn http_get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write as _};
+    let t = std::time::Duration::from_secs(2);
+    let mut c =
+        std::net::TcpStream::connect_timeout(&addr, t).map_err(|e| format!("{addr}: {e}"))?;
+    c.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+    write!(
+        c,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or(format!("{addr}: no HTTP response"))?;
+    serde_json::from_str(body).map_err(|e| format!("{addr}: bad status JSON: {e}"))
+}
+
+fn validators_table(r: &StatusReport) -> String {
+    let mut out = String::new();
+    if r.validators.is_empty() {
+        return out;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    out.push_str("\nVALIDATOR  HEIGHT  ROUND  LAST DECISION  ACTIVE EL  EXECUTION CLIENTS  SWITCHES  VIOLATIONS\n");
+    for v in &r.validators {
+        match &v.status {
+            Err(e) => {
+                let _ = writeln!(out, "{}  unavailable: {e}", v.name);
+            }
+            Ok(s) => {
+                let age = s["last_decided_at_ms"]
+                    .as_u64()
+                    .map(|t| format!("{:.1}s ago", now_ms.saturating_sub(t) as f64 / 1000.0))
+                    .unwrap_or_else(|| "never".into());
+                let els: Vec<String> = s["els"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|e| {
+                                format!(
+                                    "{}={}@{}",
+                                    e["name"].as_str().unwrap_or("?"),
+                                    e["state"].as_str().unwrap_or("?"),
+                                    e["head"]
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{}  {}  {}  {}  {}  {}  {}  {}",
+                    v.name,
+                    s["height"],
+                    s["round"],
+                    age,
+                    s["active_el"].as_str().unwrap_or("?"),
+                    els.join(" "),
+                    s["el_switches"],
+                    s["consensus_violations"],
+                );
+            }
+        }
+    }
+    out
 }
 
 impl StatusReport {
@@ -147,6 +266,7 @@ pub fn table(r: &StatusReport) -> String {
     for s in r.services.iter().filter(|s| s.detail.is_some()) {
         let _ = writeln!(out, "  {}: {}", s.name, s.detail.as_deref().unwrap_or(""));
     }
+    out.push_str(&validators_table(r));
     match r.supervisor_pid {
         Some(pid) => {
             let _ = writeln!(

@@ -858,6 +858,7 @@ impl Supervisor {
             state_dir: self.layout.root.clone(),
             supervisor_pid: Some(std::process::id() as i32),
             services,
+            validators: Vec::new(),
         }
     }
 
