@@ -26,9 +26,19 @@ struct Net {
 
 impl Net {
     fn up(name: &str, port_start: u16) -> Net {
+        Net::up_with(name, port_start, &[])
+    }
+
+    fn up_with(name: &str, port_start: u16, vars: &[(&str, &str)]) -> Net {
         let env = Env::new();
         env.write_profile(&profile(name, port_start));
-        env.up_detached();
+        let o = env
+            .cmd(&["up", "--detach"])
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "up: {}", util::text(&o.stderr));
         let ports: Value =
             serde_json::from_str(&std::fs::read_to_string(env.state().join("ports.json")).unwrap())
                 .unwrap();
@@ -284,4 +294,30 @@ fn after_kill_9_of_everything_up_continues_the_same_history() {
     }
     let h2 = net.decided(0).min(net.decided(2));
     net.assert_agree(&net.els(), h2);
+}
+
+#[test]
+fn a_proposer_with_a_wrong_state_root_gets_nil_votes_and_the_height_still_decides() {
+    // val-1 proposes at round 0 of heights 2, 6, 10, …: every one of its blocks claims a
+    // state root the others' engines do not compute.
+    let net = Net::up_with(
+        "cons-e",
+        24400,
+        &[("CHAINCTL_TEST_FAULT", "bad-state-root:val-1")],
+    );
+    net.wait_height(&[0, 1, 2, 3], 11, Duration::from_secs(180));
+    net.assert_agree(&net.els(), 10);
+    let log = std::fs::read_to_string(net.env.state().join("logs/val-0.log")).unwrap();
+    assert!(
+        log.contains("invalid proposal; voting nil") && log.contains("state root mismatch"),
+        "val-0 never refused val-1's proposal"
+    );
+    assert!(
+        std::fs::read_to_string(net.env.state().join("logs/val-1.log"))
+            .unwrap()
+            .contains("TEST FAULT")
+    );
+    for v in 0..VALIDATORS {
+        assert_eq!(net.status(v).unwrap()["consensus_violations"], 0);
+    }
 }

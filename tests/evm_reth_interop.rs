@@ -103,22 +103,7 @@ fn replays_reths_chain_to_the_same_head_and_state() {
 /// The payload of block `i` with its state root replaced and its block hash recomputed,
 /// so that only the state-root check can catch it.
 fn with_bad_state_root(params: &Value) -> Value {
-    let mut payload: ExecutionPayloadV3 = serde_json::from_value(params[0].clone()).unwrap();
-    let hashes: Vec<B256> = serde_json::from_value(params[1].clone()).unwrap();
-    let root: B256 = serde_json::from_value(params[2].clone()).unwrap();
-    let requests: Vec<Bytes> = serde_json::from_value(params[3].clone()).unwrap();
-    payload.payload_inner.payload_inner.state_root = B256::repeat_byte(0x42);
-    let sidecar = ExecutionPayloadSidecar::v4(
-        CancunPayloadFields::new(root, hashes),
-        PraguePayloadFields::new(Requests::new(requests)),
-    );
-    let block = ExecutionPayload::V3(payload.clone())
-        .try_into_block_with_sidecar::<TxEnvelope>(&sidecar)
-        .unwrap();
-    payload.payload_inner.payload_inner.block_hash = block.header.hash_slow();
-    let mut p = params.clone();
-    p[0] = serde_json::to_value(payload).unwrap();
-    p
+    chainctl::consensus::fault::with_bad_state_root(params).unwrap()
 }
 
 #[test]

@@ -135,6 +135,7 @@ pub struct App {
     pending: BTreeMap<u64, Vec<ProposedValue<Ctx>>>,
     streams: BTreeMap<(PeerId, StreamId), Partial>,
     report: Arc<Mutex<Report>>,
+    fault: Option<super::fault::Fault>,
 }
 
 fn now_ms() -> u64 {
@@ -197,6 +198,7 @@ impl App {
                 ..Default::default()
             })
             .collect();
+        let fault = super::fault::from_env(&moniker);
         let head = Head {
             height: 0,
             hash: genesis.execution_genesis_hash,
@@ -226,6 +228,7 @@ impl App {
             round: Round::Nil,
             undecided: BTreeMap::new(),
             pending: BTreeMap::new(),
+            fault,
             streams: BTreeMap::new(),
             report,
         }
@@ -658,7 +661,11 @@ impl App {
                     .collect()
             })
             .unwrap_or_default();
-        let params = json!([payload, hashes, beacon_root, requests]);
+        let mut params = json!([payload, hashes, beacon_root, requests]);
+        if self.fault == Some(super::fault::Fault::BadStateRoot) {
+            params = super::fault::with_bad_state_root(&params)?;
+            tracing::warn!("TEST FAULT: proposing a block with a wrong state root");
+        }
         let ph = header_of(&params)?;
         if ph.parent != self.head.hash || ph.number != self.head.height + 1 {
             return Err(format!(

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod codec;
 pub mod el;
+pub mod fault;
 pub mod node;
 pub mod store;
 pub mod types;

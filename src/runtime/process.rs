@@ -21,7 +21,16 @@ use std::process::{Command, Stdio};
 /// Environment variables passed through from chainctl to every service; everything else
 /// a service sees is declared in its profile, so runs are reproducible.
 pub const PASSTHROUGH_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    // Fault injection for tests of the network (see `consensus::fault`).
+    "CHAINCTL_TEST_FAULT",
 ];
 
 /// Runs services as child processes.
