@@ -246,6 +246,11 @@ pub fn verify_token(secret: &JwtSecret, token: &str, now_unix: u64) -> Result<()
     Ok(())
 }
 
+/// Compare two secrets in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,9 +304,4 @@ mod tests {
             .to_string();
         assert!(e.contains("not hex"), "{e}");
     }
-}
-
-/// Compare two secrets in time that does not depend on where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -4,12 +4,7 @@
 mod evmutil;
 
 use alloy_consensus::TxEnvelope;
-use alloy_eips::eip7685::Requests;
 use alloy_primitives::{Bytes, B256};
-use alloy_rpc_types_engine::{
-    CancunPayloadFields, ExecutionPayload, ExecutionPayloadSidecar, ExecutionPayloadV3,
-    PraguePayloadFields,
-};
 use evmutil::{fixtures, Evm};
 use serde_json::{json, Value};
 
