@@ -366,9 +366,11 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
             .service(&name)
             .ok_or_else(|| anyhow::anyhow!("the plan has no service `{name}`"))?;
         let mut peers = Vec::new();
+        let mut peer_status = Vec::new();
         for k in 0..v.count {
             if k != i {
                 peers.push(host(port_of(&validator_name(k), "p2p")?));
+                peer_status.push(host(port_of(&validator_name(k), "status")?));
             }
         }
         let mut execution = Vec::new();
@@ -393,6 +395,7 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
             p2p_host: svc.ready_host.to_string(),
             p2p_port: port_of(&name, "p2p")?,
             peers,
+            peer_status,
             status_addr: status
                 .parse()
                 .with_context(|| format!("status address {status}"))?,

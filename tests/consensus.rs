@@ -102,11 +102,33 @@ impl Net {
 
     /// Wait until every listed validator has decided at least `h` heights.
     fn wait_height(&self, vals: &[u32], h: u64, timeout: Duration) {
-        wait_for(
-            &format!("validators {vals:?} to decide {h} heights"),
-            timeout,
-            || vals.iter().all(|&v| self.decided(v) >= h).then_some(()),
-        );
+        let t0 = Instant::now();
+        while !vals.iter().all(|&v| self.decided(v) >= h) {
+            if t0.elapsed() > timeout {
+                // Say what the laggards were doing before failing.
+                for &v in vals.iter().filter(|&&v| self.decided(v) < h) {
+                    let log =
+                        std::fs::read_to_string(self.env.state().join(format!("logs/val-{v}.log")))
+                            .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    eprintln!("--- val-{v}: {:?}\n{}", self.status(v), tail.join("\n"));
+                }
+                for v in 0..VALIDATORS {
+                    let log =
+                        std::fs::read_to_string(self.env.state().join(format!("logs/val-{v}.log")))
+                            .unwrap_or_default();
+                    for l in log
+                        .lines()
+                        .filter(|l| l.contains("onnection") && !l.contains("DEBUG"))
+                    {
+                        eprintln!("val-{v}: {l}");
+                    }
+                }
+                panic!("timed out after {timeout:?} waiting for validators {vals:?} to decide {h} heights");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Every EL in `els` has the same block at every height 1..=h (and has them all).

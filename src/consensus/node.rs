@@ -53,6 +53,9 @@ pub struct NodeFile {
     pub p2p_port: u16,
     /// The other validators' P2P addresses (`host:port`).
     pub peers: Vec<String>,
+    /// The other validators' status endpoints (`host:port`), for the isolation watchdog.
+    #[serde(default)]
+    pub peer_status: Vec<String>,
     /// Status and control endpoint.
     pub status_addr: SocketAddr,
     /// Token file for the control endpoint (mode 0600).
@@ -369,6 +372,7 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
         )
     })?;
     let report = Arc::new(Mutex::new(Report::default()));
+    let report_for_watchdog = report.clone();
     let (control_tx, control_rx) = mpsc::channel(8);
     let status = tokio::net::TcpListener::bind(file.status_addr)
         .await
@@ -416,6 +420,7 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
         report,
         file.moniker.clone(),
     );
+    tokio::spawn(watchdog(report_for_watchdog, file.peer_status.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     let result = tokio::select! {
@@ -426,6 +431,82 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
     let _ = engine.actor.kill_and_wait(None).await;
     engine.handle.abort();
     result
+}
+
+/// Exit code of a validator that restarts itself to reconnect.
+pub const EXIT_ISOLATED: u8 = 75;
+
+/// Malachite 0.5 dials its persistent peers only at start: a connection lost while a
+/// peer was unreachable (frozen, partitioned) is never re-established. When this node
+/// has decided nothing for a while but its peers' status endpoints show the network
+/// moving on, it is cut off: it exits so its supervisor restarts it, which dials every
+/// peer again (it then resumes from its WAL and decided-block log, and syncs). A network
+/// that is halted as a whole (no quorum) does not trigger it.
+async fn watchdog(report: Arc<Mutex<Report>>, peers: Vec<String>) {
+    const STALL: Duration = Duration::from_secs(15);
+    if peers.is_empty() {
+        return;
+    }
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let started = std::time::Instant::now();
+    // Cut off on two checks in a row with no decision in between (a thawed node that
+    // still has its connections syncs within one check).
+    let mut suspect: Option<u64> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (ours, last_ms) = {
+            let r = report.lock().unwrap_or_else(|e| e.into_inner());
+            (r.decided_blocks, r.last_decided_at_ms)
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let stalled = match last_ms {
+            Some(t) => now_ms.saturating_sub(t) > STALL.as_millis() as u64,
+            None => started.elapsed() > STALL,
+        };
+        if !stalled {
+            suspect = None;
+            continue;
+        }
+        let mut best = 0u64;
+        for p in &peers {
+            let url = format!("http://{p}/status");
+            if let Ok(r) = http.get(&url).send().await {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    best = best.max(v["decided_blocks"].as_u64().unwrap_or(0));
+                }
+            }
+        }
+        if best <= ours + 2 {
+            suspect = None;
+            continue;
+        }
+        if suspect != Some(ours) {
+            tracing::warn!(
+                ours,
+                peers_at = best,
+                "no decision while the other validators decide: checking again"
+            );
+            suspect = Some(ours);
+            continue;
+        }
+        {
+            tracing::error!(
+                ours,
+                peers_at = best,
+                "cut off from the other validators (they decide, we do not): exiting so the supervisor restarts this validator and it dials its peers again"
+            );
+            std::process::exit(EXIT_ISOLATED as i32);
+        }
+    }
 }
 
 #[derive(Clone)]
