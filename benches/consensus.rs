@@ -146,16 +146,43 @@ fn main() {
         .unwrap_or(0);
 
     // The sender: batches every 100 ms.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let sender = {
         let (sent, stop, errors, active) =
             (sent.clone(), stop.clone(), errors.clone(), active.clone());
         std::thread::spawn(move || {
             if tps == 0 {
+                let _ = ready_tx.send(());
                 return 0u64;
             }
+            // Signed before the clock starts, so the offered rate is not capped by
+            // signing on a machine the devnet already keeps busy.
+            let n_total = (tps * (secs + 2)) as usize;
             let mut nonces = vec![0u64; signers.len()];
             let to = Address::repeat_byte(0x42);
-            let mut next = 0usize;
+            let mut signed: Vec<(B256, String)> = Vec::with_capacity(n_total);
+            for k in 0..n_total {
+                let i = k % signers.len();
+                let tx = TxEip1559 {
+                    chain_id,
+                    nonce: nonces[i],
+                    gas_limit: 21_000,
+                    max_fee_per_gas: 20_000_000_000,
+                    max_priority_fee_per_gas: 1_000_000_000,
+                    to: TxKind::Call(to),
+                    value: U256::from(1u64),
+                    ..Default::default()
+                };
+                nonces[i] += 1;
+                let sig = signers[i].sign_hash_sync(&tx.signature_hash()).unwrap();
+                let env: TxEnvelope = tx.into_signed(sig).into();
+                signed.push((
+                    *env.tx_hash(),
+                    format!("0x{}", hex::encode(env.encoded_2718())),
+                ));
+            }
+            let mut signed = signed.into_iter();
+            let _ = ready_tx.send(());
             let mut total = 0u64;
             let t0 = Instant::now();
             let tick = Duration::from_millis(100);
@@ -166,26 +193,11 @@ fn main() {
                 let n = due.saturating_sub(total).min(tps);
                 let mut batch = Vec::with_capacity(n as usize);
                 let mut hashes = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    let i = next % signers.len();
-                    next += 1;
-                    let mut tx = TxEip1559 {
-                        chain_id,
-                        nonce: nonces[i],
-                        gas_limit: 21_000,
-                        max_fee_per_gas: 20_000_000_000,
-                        max_priority_fee_per_gas: 1_000_000_000,
-                        to: TxKind::Call(to),
-                        value: U256::from(1u64),
-                        ..Default::default()
-                    };
-                    nonces[i] += 1;
-                    let sig = signers[i].sign_hash_sync(&tx.signature_hash()).unwrap();
-                    let env: TxEnvelope = tx.into_signed(sig).into();
-                    hashes.push(*env.tx_hash());
-                    batch.push(json!({"jsonrpc": "2.0", "id": batch.len(), "method": "eth_sendRawTransaction",
-                        "params": [format!("0x{}", hex::encode(env.encoded_2718()))]}));
+                for (h, raw) in signed.by_ref().take(n as usize) {
+                    hashes.push(h);
+                    batch.push(json!({"jsonrpc": "2.0", "id": batch.len(), "method": "eth_sendRawTransaction", "params": [raw]}));
                 }
+                let n = hashes.len() as u64;
                 let now = Instant::now();
                 {
                     let mut s = sent.lock().unwrap();
@@ -216,11 +228,16 @@ fn main() {
     };
 
     // The watcher: every finalized block, its arrival time and our transactions in it.
+    eprintln!("signing the load…");
+    ready_rx.recv().unwrap();
     let t_load = Instant::now();
     let mut latencies = Vec::new();
     let mut timestamps: Vec<u64> = Vec::new();
     let mut included = 0u64;
-    let mut seen = start_height;
+    // Blocks from here on are the window (the chain ran on while the load was signed).
+    let mut seen = call(watch, "eth_blockNumber", json!([]))
+        .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(start_height);
     let end = t_load + Duration::from_secs(secs);
     let mut drain_until = None;
     loop {

@@ -136,6 +136,8 @@ pub struct App {
     streams: BTreeMap<(PeerId, StreamId), Partial>,
     report: Arc<Mutex<Report>>,
     fault: Option<super::fault::Fault>,
+    /// When consensus became ready: the first proposal waits for peers to connect.
+    ready_at: Option<Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -249,6 +251,7 @@ impl App {
             undecided: BTreeMap::new(),
             pending: BTreeMap::new(),
             fault,
+            ready_at: None,
             streams: BTreeMap::new(),
             report,
         }
@@ -407,6 +410,7 @@ impl App {
                 let start = Height(self.head.height + 1);
                 tracing::info!(height = start.0, head = %self.head.hash, "consensus ready");
                 self.height = start;
+                self.ready_at = Some(Instant::now());
                 let _ = reply.send((start, self.set.clone()));
             }
             AppMsg::StartedRound {
@@ -582,6 +586,14 @@ impl App {
         }
         let started = Instant::now();
         let deadline = started + timeout.saturating_sub(Duration::from_millis(300));
+        // Proposal parts published before the peers' connections are up are lost (and the
+        // round times out): right after start, give the dials a moment.
+        if let Some(ready) = self.ready_at {
+            let grace = Duration::from_millis(1500).saturating_sub(ready.elapsed());
+            if !grace.is_zero() {
+                tokio::time::sleep(grace).await;
+            }
+        }
         // Wait for the slot: one block time after the parent, but leave time to build.
         let slot_ms = (self.head.timestamp + self.genesis.block_time_secs) * 1000;
         let now = now_ms();
