@@ -199,6 +199,31 @@ fn four_validators_agree_keep_going_without_one_and_a_restarted_one_catches_up()
     let h = net.decided(0).min(net.decided(3));
     net.assert_agree(&net.els(), h);
     assert_eq!(net.status(3).unwrap()["consensus_violations"], 0);
+
+    // Restarted from another genesis (same validators, another block time): it refuses
+    // to start, naming both hashes, instead of joining and never agreeing.
+    let cfg_path = net.env.state().join("data/val-3/config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut g: Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg["genesis"].as_str().unwrap()).unwrap())
+            .unwrap();
+    g["blockTimeSecs"] = json!(2);
+    let other = net.env.path("other-genesis.json");
+    std::fs::write(&other, serde_json::to_vec(&g).unwrap()).unwrap();
+    cfg["genesis"] = json!(other);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    net.signal("val-3", libc::SIGKILL);
+    wait_for(
+        "val-3 to refuse the other genesis",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(net.env.state().join("logs/val-3.log"))
+                .unwrap_or_default()
+                .contains("does not match the genesis of the validator at")
+                .then_some(())
+        },
+    );
 }
 
 #[test]

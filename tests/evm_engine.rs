@@ -648,7 +648,21 @@ fn malformed_json_rpc_gets_errors_not_hangs() {
         r#"{{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["{}"]}}"#,
         "a".repeat(6 << 20)
     );
-    assert_eq!(raw(&huge)["http"], 413);
+    // 413 — or, when the server refuses before the client has written it all, a reset
+    // or broken pipe on the client's side; either way the server is still there.
+    match ureq::post(&evm.rpc)
+        .set("content-type", "application/json")
+        .send_string(&huge)
+    {
+        Err(ureq::Error::Status(413, _)) => {}
+        Err(ureq::Error::Transport(t))
+            if t.to_string().contains("Broken pipe") || t.to_string().contains("reset") => {}
+        other => panic!("oversized body: {other:?}"),
+    }
+    assert_eq!(
+        raw(r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#)["result"],
+        format!("{CHAIN_ID:#x}")
+    );
     // Refused transactions say why.
     let k0 = signer(KEY0);
     let wrong_chain = TxEip1559 {

@@ -323,6 +323,7 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
         ));
     }
     let domain = genesis.hash();
+    check_peers_genesis(&file.peer_status, domain, &file.genesis).await?;
     let control_token = crate::secrets::JwtSecret::read(&file.control_token)
         .map_err(|e| e.to_string())?
         .to_hex();
@@ -431,6 +432,40 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
     let _ = engine.actor.kill_and_wait(None).await;
     engine.handle.abort();
     result
+}
+
+/// Refuse to start when a reachable peer runs from another consensus genesis: its votes
+/// would never verify against ours (every signature is bound to the genesis hash), so
+/// the two could only fail to agree. Peers that are not up yet are not waited for.
+async fn check_peers_genesis(
+    peers: &[String],
+    ours: alloy_primitives::B256,
+    path: &Path,
+) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    for p in peers {
+        let Ok(r) = http.get(format!("http://{p}/status")).send().await else {
+            continue;
+        };
+        let Ok(v) = r.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let Some(theirs) = v["genesis_hash"].as_str() else {
+            continue;
+        };
+        if theirs.parse::<alloy_primitives::B256>().ok() != Some(ours) {
+            return Err(format!(
+                "genesis {} (hash {ours}) does not match the genesis of the validator at {p} \
+                 (hash {theirs}): every validator must start from the same consensus genesis file; \
+                 copy the network's consensus-genesis.json here or fix the validator at {p}",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Exit code of a validator that restarts itself to reconnect.
