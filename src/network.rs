@@ -342,18 +342,13 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
         Some(f) => f.parse().context("validators.fee_recipient")?,
         None => Address::ZERO,
     };
-    let host = |port: u16| -> String {
-        let a = plan
-            .services
-            .first()
-            .map(|s| s.ready_host)
-            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-        if a.is_ipv6() {
-            format!("[{a}]:{port}")
-        } else {
-            format!("{a}:{port}")
-        }
-    };
+    // Every service of the plan binds and is reached at the same address (listen.rpc).
+    let ip = plan
+        .services
+        .first()
+        .map(|s| s.ready_host)
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let host = |port: u16| std::net::SocketAddr::new(ip, port).to_string();
     let port_of = |svc: &str, name: &str| -> Result<u16> {
         plan.service(svc)
             .and_then(|s| s.ports.get(name))
@@ -387,7 +382,6 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
                 jwt_secret: pair.path.clone(),
             });
         }
-        let status = host(port_of(&name, "status")?);
         let file = NodeFile {
             moniker: name.clone(),
             genesis: cg.clone(),
@@ -396,9 +390,7 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
             p2p_port: port_of(&name, "p2p")?,
             peers,
             peer_status,
-            status_addr: status
-                .parse()
-                .with_context(|| format!("status address {status}"))?,
+            status_addr: std::net::SocketAddr::new(ip, port_of(&name, "status")?),
             control_token: control_token_path(layout, i),
             fee_recipient,
             execution,

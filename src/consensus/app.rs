@@ -53,13 +53,44 @@ pub struct Head {
     pub timestamp: u64,
 }
 
+/// What an EL's last answer said about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ElState {
+    /// No call answered yet.
+    #[default]
+    Unknown,
+    /// Answered VALID.
+    Ok,
+    /// Answered SYNCING (or ACCEPTED): it lacks blocks.
+    Syncing,
+    /// Answered INVALID to a block.
+    Invalid,
+    /// Answered with a JSON-RPC error.
+    Error,
+    /// Did not answer (refused, reset, timed out).
+    Unreachable,
+}
+
+impl std::fmt::Display for ElState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ElState::Unknown => "unknown",
+            ElState::Ok => "ok",
+            ElState::Syncing => "syncing",
+            ElState::Invalid => "invalid",
+            ElState::Error => "error",
+            ElState::Unreachable => "unreachable",
+        })
+    }
+}
+
 /// State of one EL as the validator sees it.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ElReport {
     pub name: String,
     pub active: bool,
-    /// `ok`, `syncing`, `unreachable`, `invalid` (disagreed), or `unknown` before the first call.
-    pub state: String,
+    pub state: ElState,
     pub last_error: Option<String>,
     /// Highest decided height this EL accepted as its head.
     pub head: u64,
@@ -138,6 +169,9 @@ pub struct App {
     fault: Option<super::fault::Fault>,
     /// When consensus became ready: the first proposal waits for peers to connect.
     ready_at: Option<Instant>,
+    /// (block, EL) pairs of this height where the EL already holds the block (it built it
+    /// or answered VALID): at the decision they need only the forkchoice update.
+    holding: Vec<(B256, usize)>,
 }
 
 fn now_ms() -> u64 {
@@ -216,7 +250,6 @@ impl App {
             .map(|(i, e)| ElReport {
                 name: e.name.clone(),
                 active: i == 0,
-                state: "unknown".into(),
                 ..Default::default()
             })
             .collect();
@@ -252,6 +285,7 @@ impl App {
             pending: BTreeMap::new(),
             fault,
             ready_at: None,
+            holding: Vec::new(),
             streams: BTreeMap::new(),
             report,
         }
@@ -262,6 +296,7 @@ impl App {
         r.height = self.height.0;
         r.round = self.round.as_i64();
         r.last_decided = (self.head.height > 0).then_some(self.head);
+        r.decided_blocks = self.head.height;
         r.active_el = self.els[self.active].name.clone();
         r.els = self.el_reports.clone();
     }
@@ -270,22 +305,19 @@ impl App {
         let r = &mut self.el_reports[i];
         match result {
             Ok(s) if s.is_valid() => {
-                r.state = "ok".into();
+                r.state = ElState::Ok;
                 r.last_error = None;
             }
             Ok(s) if s.is_invalid() => {
-                r.state = "invalid".into();
+                r.state = ElState::Invalid;
                 r.last_error = s.validation_error.clone();
             }
-            Ok(s) => {
-                r.state = s.status.to_lowercase();
-            }
+            Ok(_) => r.state = ElState::Syncing,
             Err(e) => {
                 r.state = match e {
-                    ElError::Rpc { .. } => "error",
-                    _ => "unreachable",
-                }
-                .into();
+                    ElError::Rpc { .. } => ElState::Error,
+                    _ => ElState::Unreachable,
+                };
                 r.last_error = Some(e.to_string());
             }
         }
@@ -320,11 +352,11 @@ impl App {
         let order = (1..n).map(|k| (self.active + k) % n);
         order
             .clone()
-            .find(|&i| self.el_reports[i].state == "ok")
+            .find(|&i| self.el_reports[i].state == ElState::Ok)
             .or_else(|| {
                 order
                     .clone()
-                    .find(|&i| self.el_reports[i].state != "invalid")
+                    .find(|&i| self.el_reports[i].state != ElState::Invalid)
             })
     }
 
@@ -395,8 +427,6 @@ impl App {
                 hash: ph.hash,
                 timestamp: ph.timestamp,
             };
-            let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
-            r.decided_blocks = h.0;
         }
         Ok(())
     }
@@ -626,6 +656,11 @@ impl App {
             let i = self.active;
             match self.build_on(i, &attrs, beacon_root).await {
                 Ok(v) => {
+                    if self.fault.is_none() {
+                        // The builder holds its own block (a faulty proposer's altered
+                        // block it does not).
+                        self.holding.push((v.id.0, i));
+                    }
                     let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
                     r.proposals_built += 1;
                     tracing::info!(height = height.0, el = %self.els[i].name, block = %v.id, "built proposal");
@@ -633,7 +668,7 @@ impl App {
                 }
                 Err(e) => {
                     tracing::warn!(height = height.0, el = %self.els[i].name, error = %e, "building failed");
-                    self.el_reports[i].state = "unreachable".into();
+                    self.el_reports[i].state = ElState::Unreachable;
                     self.el_reports[i].last_error = Some(e.clone());
                     match self.next_el() {
                         Some(n) => self.switch_active(n, format!("building failed: {e}")),
@@ -930,7 +965,7 @@ impl App {
             tracing::warn!(height = height.0, block = %ph.hash, %why, "voting nil");
             return Validity::Invalid;
         }
-        let results = self.new_payload_all(&params).await;
+        let results = self.new_payload_all(ph.hash, &params).await;
         let valid: Vec<&str> = results
             .iter()
             .filter(|(_, r)| matches!(r, Ok(s) if s.is_valid()))
@@ -968,18 +1003,17 @@ impl App {
             tracing::warn!(height = height.0, block = %ph.hash, "no execution client could validate the proposal (syncing or down); voting nil");
             return Validity::Invalid;
         }
-        // The active EL answering SYNCING while another says VALID: it fell behind.
-        if let Some((_, Ok(s))) = results.get(self.active) {
-            if !s.is_valid() {
-                if let Some(n) = self.next_el() {
-                    self.switch_active(
-                        n,
-                        format!(
-                            "active EL answered {} to a block others found VALID",
-                            s.status
-                        ),
-                    );
-                }
+        // The active EL failing or answering SYNCING on a block another EL found VALID:
+        // it is down or fell behind, and would fail to build on it.
+        let why = match results.get(self.active) {
+            Some((_, Ok(s))) if s.is_valid() => None,
+            Some((_, Ok(s))) => Some(format!("answered {}", s.status)),
+            Some((_, Err(e))) => Some(e.to_string()),
+            None => None,
+        };
+        if let Some(why) = why {
+            if let Some(n) = self.next_el() {
+                self.switch_active(n, format!("active EL on a block others found VALID: {why}"));
             }
         }
         Validity::Valid
@@ -987,12 +1021,16 @@ impl App {
 
     async fn new_payload_all(
         &mut self,
+        block: B256,
         params: &Json,
     ) -> Vec<(String, Result<PayloadStatus, ElError>)> {
         let futs = self.els.iter().map(|el| el.new_payload(params));
         let results = futures::future::join_all(futs).await;
         for (i, r) in results.iter().enumerate() {
             self.note_el(i, r.as_ref());
+            if matches!(r, Ok(s) if s.is_valid()) {
+                self.holding.push((block, i));
+            }
         }
         self.els
             .iter()
@@ -1039,11 +1077,10 @@ impl App {
             hash: ph.hash,
             timestamp: ph.timestamp,
         };
-        {
-            let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
-            r.decided_blocks = h.0;
-            r.last_decided_at_ms = Some(now_ms());
-        }
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_decided_at_ms = Some(now_ms());
         tracing::info!(height = h.0, block = %ph.hash, round = %decided.certificate.round, "decided");
         self.undecided = self.undecided.split_off(&(h.0 + 1));
         self.pending = self.pending.split_off(&(h.0 + 1));
@@ -1063,10 +1100,17 @@ impl App {
     /// Give every EL the decided block and make it their head, safe and finalized block.
     async fn apply_head(&mut self, params: &Json) {
         let head = self.head.hash;
-        let futs = self.els.iter().map(|el| async move {
-            match el.new_payload(params).await {
-                Ok(s) if s.is_valid() => el.forkchoice(head, head, None).await.map(|(s, _)| s),
-                other => other,
+        let holding = std::mem::take(&mut self.holding);
+        let futs = self.els.iter().enumerate().map(|(i, el)| {
+            let held = holding.contains(&(head, i));
+            async move {
+                if !held {
+                    match el.new_payload(params).await {
+                        Ok(s) if s.is_valid() => {}
+                        other => return other,
+                    }
+                }
+                el.forkchoice(head, head, None).await.map(|(s, _)| s)
             }
         });
         let results = futures::future::join_all(futs).await;
@@ -1089,8 +1133,11 @@ impl App {
         for i in behind {
             self.catch_up(i).await;
         }
-        if self.el_reports[self.active].state != "ok" {
-            if let Some(n) = self.next_el().filter(|&n| self.el_reports[n].state == "ok") {
+        if self.el_reports[self.active].state != ElState::Ok {
+            if let Some(n) = self
+                .next_el()
+                .filter(|&n| self.el_reports[n].state == ElState::Ok)
+            {
                 let why = format!(
                     "active EL is {}: {}",
                     self.el_reports[self.active].state,

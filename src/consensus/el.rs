@@ -15,11 +15,11 @@ use crate::secrets::{self, JwtSecret};
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(with = "millis")]
     pub forkchoice: Duration,
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(with = "millis")]
     pub get_payload: Duration,
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(with = "millis")]
     pub new_payload: Duration,
 }
 
@@ -33,7 +33,7 @@ impl Default for Timeouts {
     }
 }
 
-mod humantime_serde_ms {
+mod millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

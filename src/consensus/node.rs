@@ -175,34 +175,19 @@ impl Node for Validator {
     type Context = Ctx;
     type Config = MalachiteConfig;
     type Genesis = Genesis;
-    type PrivateKeyFile = String;
+    type PrivateKeyFile = PrivateKey;
     type SigningProvider = Signer;
     type NodeHandle = Handle;
 
+    // Malachite's `start_engine` (called by `main`, which owns the application channels)
+    // uses only the key, address, signing and home-dir methods below; a node that starts
+    // itself has no application to answer consensus, so these refuse.
     async fn start(&self) -> eyre::Result<Handle> {
-        let ctx = Ctx {
-            domain: self.domain,
-        };
-        let set = self.genesis.validator_set().map_err(|e| eyre::eyre!(e))?;
-        let (channels, engine) = malachitebft_app_channel::start_engine(
-            ctx,
-            self.clone_for_engine(),
-            self.config.clone(),
-            WireCodec,
-            WireCodec,
-            None,
-            set,
-        )
-        .await?;
-        let events = channels.events.clone();
-        drop(channels);
-        Ok(Handle { engine, events })
+        eyre::bail!("a validator is started by `chainctl node consensus --home DIR`")
     }
 
     async fn run(self) -> eyre::Result<()> {
-        let h = self.start().await?;
-        h.engine.handle.await?;
-        Ok(())
+        eyre::bail!("a validator is started by `chainctl node consensus --home DIR`")
     }
 
     fn get_home_dir(&self) -> PathBuf {
@@ -225,13 +210,13 @@ impl Node for Validator {
         Keypair::ed25519_from_bytes(sk.inner().to_bytes()).expect("a 32-byte ed25519 secret")
     }
 
-    fn load_private_key(&self, file: String) -> PrivateKey {
-        let _ = file;
-        self.key.clone()
+    fn load_private_key(&self, file: PrivateKey) -> PrivateKey {
+        file
     }
 
-    fn load_private_key_file(&self) -> eyre::Result<String> {
-        Ok(hex::encode(self.key.inner().to_bytes()))
+    fn load_private_key_file(&self) -> eyre::Result<PrivateKey> {
+        // Read and permission-checked by `main` before the engine starts.
+        Ok(self.key.clone())
     }
 
     fn load_genesis(&self) -> eyre::Result<Genesis> {
@@ -241,18 +226,6 @@ impl Node for Validator {
     fn get_signing_provider(&self, sk: PrivateKey) -> Signer {
         Signer {
             key: sk,
-            domain: self.domain,
-        }
-    }
-}
-
-impl Validator {
-    fn clone_for_engine(&self) -> Validator {
-        Validator {
-            home: self.home.clone(),
-            key: self.key.clone(),
-            config: self.config.clone(),
-            genesis: self.genesis.clone(),
             domain: self.domain,
         }
     }
