@@ -153,6 +153,10 @@ pub enum Command {
         #[command(subcommand)]
         action: ImageAction,
     },
+    /// Send transactions at a steady rate and follow each into a finalized block:
+    /// finalized tx/s, inclusion latency, errors by kind (exit 1 unless every transaction
+    /// was finalized without error).
+    Load(LoadArgs),
     /// Run one node role of the network (what the supervisor starts).
     Node {
         /// The role.
@@ -172,6 +176,40 @@ pub enum Command {
         #[arg(long)]
         keep: u32,
     },
+}
+
+/// Arguments of `chainctl load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// JSON-RPC endpoint (default: the first execution client of the profile's running
+    /// network).
+    #[arg(long, value_name = "URL")]
+    rpc: Option<String>,
+    /// Transactions per second to send.
+    #[arg(long, default_value_t = 100)]
+    tps: u64,
+    /// How long to send.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Sending accounts, from the mnemonic (default: enough for 8 tx/s each).
+    #[arg(long)]
+    accounts: Option<u32>,
+    /// Index in the mnemonic of the first sending account.
+    #[arg(long, default_value_t = 0)]
+    first_account: u32,
+    /// What the transactions do.
+    #[arg(long, value_enum, default_value_t = crate::load::Kind::Transfer)]
+    kind: crate::load::Kind,
+    /// Mnemonic of the sending accounts (default: the documented development mnemonic
+    /// the network's genesis funds).
+    #[arg(long, env = "CHAINCTL_LOAD_MNEMONIC", hide_env_values = true)]
+    mnemonic: Option<String>,
+    /// After the last send, how long to wait for the rest to be finalized.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain: Duration,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
 }
 
 /// Node roles.
@@ -331,6 +369,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => logs(profile, state_dir, &service, follow, lines),
         Command::Render { what, out, user } => render(profile, state_dir, what, &out, &user),
         Command::Systemd { action } => systemd_cmd(profile, state_dir, action),
+        Command::Load(args) => load_cmd(profile, state_dir, args),
         Command::Image {
             action: ImageAction::Build { tag, binary },
         } => {
@@ -1323,4 +1362,62 @@ fn logs(
             _ => {}
         }
     }
+}
+
+/// The JSON-RPC URL of the profile's first execution client, from its port allocation.
+fn default_rpc(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<String> {
+    let layout = layout_of(profile, state_dir)?;
+    let ports = state::read_json::<PortsFile>(&layout.ports_file())?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no --rpc given and the profile's network is not up (no {}): run `chainctl up`, or pass --rpc URL",
+            layout.ports_file().display()
+        )
+    })?;
+    let first_el = crate::network::el_name(0, 0);
+    let pick = ports
+        .services
+        .get(&first_el)
+        .and_then(|p| p.get("http"))
+        .or_else(|| {
+            ports
+                .services
+                .values()
+                .find_map(|p| p.get("http").or_else(|| p.get("rpc")))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!("no --rpc given and the profile has no service with an `http` or `rpc` port: pass --rpc URL")
+        })?;
+    Ok(format!("http://127.0.0.1:{}", pick.port))
+}
+
+fn load_cmd(profile: Option<&Path>, state_dir: Option<&Path>, a: LoadArgs) -> Result<ExitCode> {
+    let rpc = match a.rpc {
+        Some(r) => r,
+        None => default_rpc(profile, state_dir)?,
+    };
+    let accounts = a
+        .accounts
+        .unwrap_or_else(|| a.tps.div_ceil(crate::load::MAX_TPS_PER_ACCOUNT).max(1) as u32);
+    let summary = crate::load::run(crate::load::Config {
+        rpc,
+        tps: a.tps,
+        duration: a.duration,
+        accounts,
+        first_account: a.first_account,
+        kind: a.kind,
+        mnemonic: a
+            .mnemonic
+            .unwrap_or_else(|| crate::network::DEV_MNEMONIC.to_string()),
+        drain: a.drain,
+        progress: true,
+    })?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        _ => summary.print(),
+    }
+    Ok(if summary.clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

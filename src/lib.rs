@@ -6,6 +6,7 @@ pub mod control;
 pub mod evm;
 pub mod image;
 pub mod layout;
+pub mod load;
 pub mod logrelay;
 pub mod network;
 pub mod placeholders;

@@ -39,10 +39,14 @@ pub fn is_generated_name(name: &str, count: u32, els: usize) -> bool {
 /// Add the generated services of the validators to the profile.
 pub fn expand(p: &mut Profile) {
     let v = p.validators.clone();
+    let all_els: Vec<String> = (0..v.count)
+        .flat_map(|i| (0..v.execution.len()).map(move |j| el_name(i, j)))
+        .collect();
     for i in 0..v.count {
         let els: Vec<String> = (0..v.execution.len()).map(|j| el_name(i, j)).collect();
         for el in &els {
-            p.services.insert(el.clone(), builtin_el());
+            let peers = all_els.iter().filter(|o| *o != el);
+            p.services.insert(el.clone(), builtin_el(peers));
         }
         p.services.insert(
             validator_name(i),
@@ -79,27 +83,36 @@ fn image() -> String {
     format!("chainctl:{}", env!("CARGO_PKG_VERSION"))
 }
 
-fn builtin_el() -> CommandService {
+/// A built-in EL; it passes the transactions users send it on to `peers` (the network's
+/// other ELs), as ELs gossip transactions.
+fn builtin_el<'a>(peers: impl Iterator<Item = &'a String>) -> CommandService {
+    let mut command: Vec<String> = [
+        "{{chainctl}}",
+        "node",
+        "evm",
+        "--genesis",
+        "{{state_dir}}/network/genesis.json",
+        "--http-addr",
+        "{{listen.rpc}}",
+        "--http-port",
+        "{{port.http}}",
+        "--authrpc-addr",
+        "{{listen.rpc}}",
+        "--authrpc-port",
+        "{{port.engine}}",
+        "--jwt-secret",
+        "{{jwt_path}}",
+    ]
+    .map(String::from)
+    .to_vec();
+    for peer in peers {
+        command.push("--tx-peer".into());
+        command.push(format!(
+            "http://{{{{host.{peer}}}}}:{{{{port.{peer}.http}}}}"
+        ));
+    }
     CommandService {
-        command: [
-            "{{chainctl}}",
-            "node",
-            "evm",
-            "--genesis",
-            "{{state_dir}}/network/genesis.json",
-            "--http-addr",
-            "{{listen.rpc}}",
-            "--http-port",
-            "{{port.http}}",
-            "--authrpc-addr",
-            "{{listen.rpc}}",
-            "--authrpc-port",
-            "{{port.engine}}",
-            "--jwt-secret",
-            "{{jwt_path}}",
-        ]
-        .map(String::from)
-        .to_vec(),
+        command,
         env: BTreeMap::new(),
         workdir: None,
         ports: [("http", PortSpec::AUTO_TCP), ("engine", PortSpec::AUTO_TCP)]
@@ -150,16 +163,28 @@ pub fn control_token_path(layout: &Layout, i: u32) -> PathBuf {
 
 /// Addresses of the development accounts.
 pub fn dev_accounts(n: u32) -> Result<Vec<Address>> {
-    (0..n)
-        .map(|i| {
-            let s = alloy_signer_local::MnemonicBuilder::<alloy_signer_local::coins_bip39::English>::default()
-                .phrase(DEV_MNEMONIC)
-                .index(i)
-                .context("derivation index")?
-                .build()
-                .context("deriving a development account")?;
-            Ok(s.address())
-        })
+    Ok(dev_signers(DEV_MNEMONIC, 0, n)?
+        .iter()
+        .map(|s| s.address())
+        .collect())
+}
+
+/// Signers of accounts `first..first + n` of `mnemonic` (BIP-44 path m/44'/60'/0'/0/i,
+/// as Foundry, Hardhat and go-ethereum's tools derive them). The seed is stretched once.
+pub fn dev_signers(
+    mnemonic: &str,
+    first: u32,
+    n: u32,
+) -> Result<Vec<alloy_signer_local::PrivateKeySigner>> {
+    let parent =
+        alloy_signer_local::MnemonicBuilder::<alloy_signer_local::coins_bip39::English>::default()
+            .phrase(mnemonic)
+            .build_parent_key()
+            .context("not a valid BIP-39 English mnemonic")?;
+    parent
+        .children_from(first)
+        .take(n as usize)
+        .map(|s| s.context("deriving a development account"))
         .collect()
 }
 

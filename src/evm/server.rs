@@ -53,7 +53,18 @@ pub struct ServeArgs {
     /// never serves the Engine API without authentication).
     #[arg(long)]
     pub jwt_secret: Option<PathBuf>,
+    /// JSON-RPC URL of another execution client of the network (repeatable): every
+    /// transaction this engine accepts from a user is passed on to each, as execution
+    /// clients gossip transactions over P2P, so that it reaches whichever validator
+    /// proposes next. Transactions received from a peer are not passed on again.
+    #[arg(long = "tx-peer", value_name = "URL")]
+    pub tx_peers: Vec<String>,
 }
+
+/// Header that marks a request as relayed by another engine (not to be relayed again).
+pub const RELAYED_HEADER: &str = "x-chainctl-relayed";
+/// Transactions waiting to be relayed, at most (beyond: dropped, counted in the log).
+const RELAY_BACKLOG: usize = 50_000;
 
 /// Load a genesis file into a chain.
 pub fn load_genesis(path: &Path) -> anyhow::Result<Chain> {
@@ -99,6 +110,9 @@ pub fn chain_from_genesis(genesis: &Genesis) -> Result<Chain, String> {
 pub struct AppState {
     pub engine: Arc<Engine>,
     secret: Arc<JwtSecret>,
+    /// Raw transactions (hex) accepted from users, to pass on to the peers; `None`
+    /// without peers.
+    relay: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -126,12 +140,89 @@ async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: B
     respond(out)
 }
 
-async fn rpc_handler(State(app): State<AppState>, body: Bytes) -> Response {
+async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let engine = app.engine.clone();
-    let out =
-        tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.eth_call(m, p)))
-            .await;
+    let relay = app.relay.filter(|_| !headers.contains_key(RELAYED_HEADER));
+    let out = tokio::task::spawn_blocking(move || {
+        handle_body(&body, &|m, p| {
+            let Some(relay) = relay.as_ref().filter(|_| m == "eth_sendRawTransaction") else {
+                return engine.eth_call(m, p);
+            };
+            let raw = p.get(0).and_then(|v| v.as_str()).map(str::to_owned);
+            let r = engine.eth_call(m, p);
+            if let (Ok(_), Some(raw)) = (&r, raw) {
+                let mut q = relay.lock().unwrap_or_else(|e| e.into_inner());
+                if q.len() < RELAY_BACKLOG {
+                    q.push(raw);
+                }
+            }
+            r
+        })
+    })
+    .await;
     respond(out)
+}
+
+/// Pass accepted transactions on to the peers every 50 ms, in batches; a peer that is
+/// down (restarting) misses them, as a disconnected P2P peer would.
+async fn relay_loop(queue: Arc<std::sync::Mutex<Vec<String>>>, peers: Vec<String>) {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    let mut failing = vec![false; peers.len()];
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let txs = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+        if txs.is_empty() {
+            continue;
+        }
+        let bodies: Vec<String> = txs
+            .chunks(super::rpc::MAX_BATCH)
+            .map(|c| {
+                let calls: Vec<serde_json::Value> = c
+                    .iter()
+                    .enumerate()
+                    .map(|(i, raw)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}))
+                    .collect();
+                serde_json::Value::Array(calls).to_string()
+            })
+            .collect();
+        let sends = peers.iter().map(|peer| {
+            let (client, bodies) = (&client, &bodies);
+            async move {
+                for body in bodies {
+                    client
+                        .post(peer)
+                        .header(RELAYED_HEADER, "1")
+                        .header(axum::http::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .and_then(|r| r.error_for_status())
+                        .map_err(|e| e.without_url().to_string())?;
+                }
+                Ok::<(), String>(())
+            }
+        });
+        for (i, r) in futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            match r {
+                Err(e) if !failing[i] => {
+                    tracing::warn!(peer = %peers[i], error = %e, "cannot pass transactions on to a peer (retried with the next ones)");
+                    failing[i] = true;
+                }
+                Ok(()) if failing[i] => {
+                    tracing::info!(peer = %peers[i], "peer takes transactions again");
+                    failing[i] = false;
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 fn respond(out: Result<Option<serde_json::Value>, tokio::task::JoinError>) -> Response {
@@ -160,6 +251,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow!("--jwt-secret is required: the Engine API is never served without authentication (`chainctl jwt generate` makes one)")
     })?;
     let secret = JwtSecret::read(jwt).map_err(|e| anyhow!("{e}"))?;
+    for peer in &args.tx_peers {
+        match reqwest::Url::parse(peer) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => anyhow::bail!("--tx-peer {peer:?} is not an http(s) URL: give the JSON-RPC URL of a peer execution client, e.g. http://127.0.0.1:8545"),
+        }
+    }
     let chain = load_genesis(genesis)?;
     let genesis_hash = chain.genesis_hash();
     let engine = Arc::new(Engine::new(chain));
@@ -169,7 +266,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let app = AppState { engine: engine.clone(), secret: Arc::new(secret) };
+        let relay = (!args.tx_peers.is_empty()).then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
+        if let Some(q) = &relay {
+            tokio::spawn(relay_loop(q.clone(), args.tx_peers.clone()));
+        }
+        let app = AppState { engine: engine.clone(), secret: Arc::new(secret), relay };
         let engine_router = Router::new()
             .route("/", post(engine_handler))
             .layer(DefaultBodyLimit::max(ENGINE_BODY_LIMIT))

@@ -1,0 +1,218 @@
+//! `chainctl load` against the consensus devnet (4 validators × 2 built-in ELs, 1 s
+//! blocks): every transaction is finalized, and the summary agrees with the chain.
+//!
+//! The load is sent to a backup EL, one that never builds a block: its transactions reach
+//! the proposers only because ELs pass transactions on to each other.
+
+mod util;
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use util::Env;
+
+fn rpc(port: u16, method: &str, params: Value) -> Value {
+    let r: Value = ureq::post(&format!("http://127.0.0.1:{port}"))
+        .timeout(Duration::from_secs(5))
+        .send_json(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    r.get("result")
+        .cloned()
+        .unwrap_or_else(|| panic!("{method}: {r}"))
+}
+
+fn q(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+fn up(env: &Env, port_start: u16, accounts: u32) -> Value {
+    env.write_profile(&format!(
+        "name: load\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s, dev_accounts: {accounts}}}\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\n",
+        port_start + 99
+    ));
+    let o = env
+        .cmd(&["up", "--detach"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "up: {}", util::text(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(env.state().join("ports.json")).unwrap()).unwrap()
+}
+
+fn load(env: &Env, args: &[&str]) -> (bool, Value, String) {
+    let mut a = vec!["load", "--output", "json"];
+    a.extend_from_slice(args);
+    let o = env
+        .cmd(&a)
+        .env("CHAINCTL_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = util::text(&o.stderr);
+    let summary = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("load printed no JSON summary ({e}); stderr:\n{stderr}"));
+    (o.status.success(), summary, stderr)
+}
+
+/// Transactions of blocks `a..=b` (all of them, any sender), full objects.
+fn txs_in(port: u16, a: u64, b: u64) -> Vec<Value> {
+    (a..=b)
+        .flat_map(|n| {
+            let blk = rpc(
+                port,
+                "eth_getBlockByNumber",
+                json!([format!("0x{n:x}"), true]),
+            );
+            blk["transactions"].as_array().unwrap().clone()
+        })
+        .collect()
+}
+
+#[test]
+fn load_at_200_tps_is_all_finalized_and_agrees_with_the_chain() {
+    let env = Env::new();
+    let ports = up(&env, 24500, 60);
+    let port = |svc: &str| ports["services"][svc]["http"]["port"].as_u64().unwrap() as u16;
+    let backup = format!("http://127.0.0.1:{}", port("val-2-el-1"));
+    let reader = port("val-1-el-0");
+
+    // Bad input is refused before anything is sent, each naming the fix.
+    let o = env
+        .cmd(&[
+            "load",
+            "--rpc",
+            &backup,
+            "--tps",
+            "1000",
+            "--accounts",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let e = util::text(&o.stderr);
+    assert!(!o.status.success() && e.contains("--accounts 125"), "{e}");
+    let o = env
+        .cmd(&["load", "--rpc", "ftp://x", "--tps", "10"])
+        .output()
+        .unwrap();
+    let e = util::text(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("not an http(s) URL"),
+        "{e}"
+    );
+    let o = env
+        .cmd(&[
+            "load",
+            "--rpc",
+            &backup,
+            "--tps",
+            "8",
+            "--accounts",
+            "1",
+            "--first-account",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    let e = util::text(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("chain.dev_accounts") && e.contains("#60"),
+        "{e}"
+    );
+
+    // 10 s at 200 tx/s of plain transfers, sent to a backup EL.
+    let (ok, s, stderr) = load(
+        &env,
+        &[
+            "--rpc",
+            &backup,
+            "--tps",
+            "200",
+            "--duration",
+            "10s",
+            "--accounts",
+            "25",
+        ],
+    );
+    eprintln!("{s:#}\n{stderr}");
+    assert_eq!(s["sent"], 2000, "every scheduled transaction accepted");
+    assert_eq!(s["included"], 2000, "zero lost");
+    assert_eq!(s["pending"], 0);
+    assert_eq!(s["reverted"], 0);
+    assert_eq!(s["errors"], json!({}));
+    assert!(ok, "exit status says clean");
+    // The summary agrees with the chain: the blocks from the first to the last holding
+    // the load hold exactly the load (nothing else was sent), and they are final.
+    let (a, b) = (
+        s["first_block"].as_u64().unwrap(),
+        s["last_block"].as_u64().unwrap(),
+    );
+    let txs = txs_in(reader, a, b);
+    assert_eq!(txs.len() as u64, s["included"].as_u64().unwrap());
+    assert_eq!(s["block_txs"].as_u64().unwrap(), txs.len() as u64);
+    assert_eq!(s["blocks"].as_u64().unwrap(), b - a + 1);
+    let fin = rpc(reader, "eth_getBlockByNumber", json!(["finalized", false]));
+    assert!(q(&fin["number"]) >= b);
+    // 25 senders × 80 nonces each, to the documented sink.
+    let mut per_sender = std::collections::BTreeMap::<String, u64>::new();
+    for t in &txs {
+        *per_sender
+            .entry(t["from"].as_str().unwrap().into())
+            .or_default() += 1;
+        assert_eq!(
+            t["to"].as_str().unwrap().to_lowercase(),
+            "0x000000000000000000000000000000000000c41d"
+        );
+    }
+    assert_eq!(per_sender.len(), 25);
+    assert!(per_sender.values().all(|n| *n == 80), "{per_sender:?}");
+    let l = &s["latency_s"];
+    assert!(l["p50"].as_f64().unwrap() > 0.0 && l["p50"].as_f64() <= l["p99"].as_f64());
+
+    // Mixed: half token transfers on a contract the run deploys; none reverts, and the
+    // sink's token balance is the number of token transfers in the window.
+    let (ok, s, stderr) = load(
+        &env,
+        &[
+            "--rpc",
+            &backup,
+            "--tps",
+            "100",
+            "--duration",
+            "5s",
+            "--accounts",
+            "30",
+            "--kind",
+            "mixed",
+        ],
+    );
+    eprintln!("{s:#}\n{stderr}");
+    assert!(ok, "mixed load not clean");
+    assert_eq!(s["included"], 500);
+    let token = s["token"].as_str().unwrap().to_lowercase();
+    let (a, b) = (
+        s["first_block"].as_u64().unwrap(),
+        s["last_block"].as_u64().unwrap(),
+    );
+    let txs = txs_in(reader, a, b);
+    assert_eq!(txs.len(), 500);
+    let token_txs = txs
+        .iter()
+        .filter(|t| t["to"].as_str().unwrap().to_lowercase() == token)
+        .count() as u64;
+    // Half, give or take the deployer's nonce (its deployment shifts its parity).
+    assert!(
+        (240..=260).contains(&token_txs),
+        "{token_txs} token transfers"
+    );
+    let bal = rpc(
+        reader,
+        "eth_call",
+        json!([{"to": token, "data": "0x70a08231000000000000000000000000000000000000000000000000000000000000c41d"}, "latest"]),
+    );
+    let bal =
+        alloy_primitives::U256::from_str_radix(bal.as_str().unwrap().trim_start_matches("0x"), 16)
+            .unwrap();
+    assert_eq!(bal, alloy_primitives::U256::from(token_txs));
+}
