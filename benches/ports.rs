@@ -4,29 +4,11 @@
 use chainctl::ports::{
     allocate, AllocInput, Allocation, BindProbe, HostPorts, HostProbe, NoProbe, PortRequest,
 };
-use chainctl::profile::Protocol;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
 fn requests() -> Vec<PortRequest> {
-    let mut out = Vec::with_capacity(10_000);
-    for s in 0..2_000 {
-        for (name, protocol) in [
-            ("http", Protocol::Tcp),
-            ("ws", Protocol::Tcp),
-            ("engine", Protocol::Tcp),
-            ("metrics", Protocol::Tcp),
-            ("p2p", Protocol::Both),
-        ] {
-            out.push(PortRequest {
-                service: format!("svc-{s:04}"),
-                name: name.into(),
-                protocol,
-                pinned: None,
-            });
-        }
-    }
-    out
+    chainctl::ports::synthetic_requests(2_000)
 }
 
 fn run(reqs: &[PortRequest], previous: &Allocation, probe: &dyn HostProbe) -> Allocation {

@@ -157,6 +157,10 @@ pub enum Command {
     /// finalized tx/s, inclusion latency, errors by kind (exit 1 unless every transaction
     /// was finalized without error).
     Load(LoadArgs),
+    /// Run the standard benchmark scenarios on this machine (a devnet of its own; up to
+    /// first block, sustained load, failover drills, port allocation, engine throughput)
+    /// and write bench.json and bench.md.
+    Bench(crate::bench::BenchArgs),
     /// Run one node role of the network (what the supervisor starts).
     Node {
         /// The role.
@@ -370,6 +374,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Render { what, out, user } => render(profile, state_dir, what, &out, &user),
         Command::Systemd { action } => systemd_cmd(profile, state_dir, action),
         Command::Load(args) => load_cmd(profile, state_dir, args),
+        Command::Bench(args) => {
+            let report = crate::bench::run(&args)?;
+            print!("{}", crate::bench::markdown(&report));
+            println!(
+                "written: {} and {}",
+                args.out.join("bench.json").display(),
+                args.out.join("bench.md").display()
+            );
+            Ok(if report.scenarios.iter().any(|o| o.status == "failed") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Image {
             action: ImageAction::Build { tag, binary },
         } => {

@@ -1,5 +1,6 @@
 //! chainctl: a supervisor for blockchain node stacks — profile → plan → supervised services.
 
+pub mod bench;
 pub mod cli;
 pub mod consensus;
 pub mod control;

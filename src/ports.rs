@@ -403,6 +403,29 @@ pub fn allocate(
     Ok((out, notes))
 }
 
+/// Benchmark input: `services` services of 5 ports each, as an EL has (http, ws, engine,
+/// metrics TCP; p2p TCP and UDP on one number).
+pub fn synthetic_requests(services: usize) -> Vec<PortRequest> {
+    let mut out = Vec::with_capacity(services * 5);
+    for s in 0..services {
+        for (name, protocol) in [
+            ("http", Protocol::Tcp),
+            ("ws", Protocol::Tcp),
+            ("engine", Protocol::Tcp),
+            ("metrics", Protocol::Tcp),
+            ("p2p", Protocol::Both),
+        ] {
+            out.push(PortRequest {
+                service: format!("svc-{s:04}"),
+                name: name.into(),
+                protocol,
+                pinned: None,
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,7 +92,7 @@ pub fn query_validators(r: &mut StatusReport) {
     }
 }
 
-fn http_get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+pub fn http_get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write as _};
     let t = std::time::Duration::from_secs(2);
     let mut c =

@@ -216,3 +216,82 @@ fn load_at_200_tps_is_all_finalized_and_agrees_with_the_chain() {
             .unwrap();
     assert_eq!(bal, alloy_primitives::U256::from(token_txs));
 }
+
+#[test]
+fn bench_measures_every_scenario_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let o = std::process::Command::new(util::bin())
+        .args([
+            "-q",
+            "bench",
+            "--out",
+            out.to_str().unwrap(),
+            "--tps",
+            "100",
+            "--duration",
+            "5s",
+            "--drills",
+            "2",
+            "--port-start",
+            "24600",
+            "--only",
+            "up,load,failover,gateway,ports",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = util::text(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", util::text(&o.stderr));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
+    let scen = |id: &str| -> Value {
+        r["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["scenario"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {r:#}"))
+            .clone()
+    };
+    let fig = |s: &Value, name: &str| -> f64 {
+        s["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no figure {name} in {s:#}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let up = scen("up");
+    assert_eq!(up["status"], "measured");
+    let t = fig(&up, "up to first finalized block");
+    assert!(t > 0.0 && t < 60.0, "{t}");
+    let load = scen("load");
+    assert_eq!(load["status"], "measured", "{load:#}");
+    assert_eq!(fig(&load, "sent"), 500.0);
+    assert_eq!(fig(&load, "finalized in all"), 500.0);
+    assert_eq!(fig(&load, "not finalized (lost)"), 0.0);
+    let fo = scen("failover");
+    assert_eq!(fo["status"], "measured", "{fo:#}");
+    assert_eq!(fig(&fo, "drills"), 2.0);
+    let gap = fig(&fo, "failover gap max");
+    assert!(gap > 0.0 && gap < 30.0, "{gap}");
+    let gw = scen("gateway");
+    assert_eq!(gw["status"], "skipped");
+    assert!(gw["reason"].as_str().unwrap().contains("gateway"));
+    assert_eq!(scen("ports")["status"], "measured");
+    // The Markdown says the same, and the devnet is gone.
+    assert!(md.contains("| finalized in all | 500 tx |"), "{md}");
+    assert!(md.contains("**skipped**"));
+    assert!(stdout.contains("bench.json"));
+    for port in 24600..24700u16 {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(),
+            "port {port} still answers after the bench"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! through alloy-evm's block executor, state in persistent Merkle-Patricia tries, driven
 //! through the Engine API.
 
+pub mod benchkit;
 pub mod call;
 pub mod chain;
 pub mod engine;

@@ -72,6 +72,30 @@ pub struct Config {
     pub progress: bool,
 }
 
+impl Config {
+    /// Refuse what cannot work, before anything is sent.
+    pub fn check(&self) -> Result<()> {
+        if self.tps == 0 {
+            bail!("--tps must be at least 1");
+        }
+        if self.duration.is_zero() {
+            bail!("--duration must be longer than 0 s, e.g. --duration 30s");
+        }
+        if self.accounts == 0 {
+            bail!("--accounts must be at least 1");
+        }
+        let need = self.tps.div_ceil(MAX_TPS_PER_ACCOUNT);
+        if (self.accounts as u64) < need {
+            bail!(
+            "--tps {} over --accounts {} is more than {MAX_TPS_PER_ACCOUNT} tx/s per account: execution clients hold only a few pending transactions per sender (Reth and Geth: 16), so the rest would be refused; use --accounts {need} or more (and at least as many funded accounts: chain.dev_accounts in the profile)",
+            self.tps,
+            self.accounts
+        );
+        }
+        Ok(())
+    }
+}
+
 /// Inclusion latency, seconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
@@ -373,23 +397,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// Run the load and return its summary.
 pub fn run(cfg: Config) -> Result<Summary> {
-    if cfg.tps == 0 {
-        bail!("--tps must be at least 1");
-    }
-    if cfg.duration.is_zero() {
-        bail!("--duration must be longer than 0 s, e.g. --duration 30s");
-    }
-    if cfg.accounts == 0 {
-        bail!("--accounts must be at least 1");
-    }
-    let need = cfg.tps.div_ceil(MAX_TPS_PER_ACCOUNT);
-    if (cfg.accounts as u64) < need {
-        bail!(
-            "--tps {} over --accounts {} is more than {MAX_TPS_PER_ACCOUNT} tx/s per account: execution clients hold only a few pending transactions per sender (Reth and Geth: 16), so the rest would be refused; use --accounts {need} or more (and at least as many funded accounts: chain.dev_accounts in the profile)",
-            cfg.tps,
-            cfg.accounts
-        );
-    }
+    cfg.check()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -398,7 +406,8 @@ pub fn run(cfg: Config) -> Result<Summary> {
     rt.block_on(run_async(cfg))
 }
 
-async fn run_async(cfg: Config) -> Result<Summary> {
+pub async fn run_async(cfg: Config) -> Result<Summary> {
+    cfg.check()?;
     let rpc = Rpc::new(&cfg.rpc)?;
     let chain_id = rpc.u64("eth_chainId", json!([])).await.with_context(|| {
         format!(
