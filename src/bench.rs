@@ -472,6 +472,7 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
     let r = async {
         let reader = net.rpc("val-3-el-0")?;
         let mut gaps = Vec::new();
+        let mut to_block = Vec::new();
         let mut worst_interval = 0u64;
         let mut missed = 0usize;
         let mut resync = Vec::new();
@@ -495,7 +496,11 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
                 nix::sys::signal::Signal::SIGKILL,
             )
             .with_context(|| format!("kill -9 of {active}"))?;
+            let mut next_block = None;
             let gap = loop {
+                if next_block.is_none() && finalized(&reader).await > h0 {
+                    next_block = Some(t0.elapsed());
+                }
                 let now = net.status(v).and_then(|s| s["active_el"].as_str().map(String::from));
                 if now.as_deref().is_some_and(|n| n != active) {
                     break t0.elapsed();
@@ -506,6 +511,15 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             };
             gaps.push(gap.as_secs_f64());
+            while next_block.is_none() {
+                if finalized(&reader).await > h0 {
+                    next_block = Some(t0.elapsed());
+                } else if t0.elapsed() > Duration::from_secs(30) {
+                    bail!("drill {k}: no finalized block within 30 s of the kill");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            to_block.push(next_block.unwrap_or_default().as_secs_f64());
             // The killed EL: restarted by the supervisor, replayed by its validator.
             let el = net.rpc(&active)?;
             let t1 = Instant::now();
@@ -537,11 +551,18 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
             );
         }
         gaps.sort_by(f64::total_cmp);
+        to_block.sort_by(f64::total_cmp);
         resync.sort_by(f64::total_cmp);
         o.fig("drills", drills as f64, "drills");
         o.fig("failover gap p50", pct(&gaps, 0.5), "s");
         o.fig("failover gap p90", pct(&gaps, 0.9), "s");
         o.fig("failover gap max", gaps.last().copied().unwrap_or(0.0), "s");
+        o.fig("kill to the next finalized block p50", pct(&to_block, 0.5), "s");
+        o.fig(
+            "kill to the next finalized block max",
+            to_block.last().copied().unwrap_or(0.0),
+            "s",
+        );
         o.fig("longest block interval during the drills", worst_interval as f64, "s");
         o.fig("missed slots during the drills", missed as f64, "slots");
         o.fig("killed EL back in sync p50", pct(&resync, 0.5), "s");

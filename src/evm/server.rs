@@ -140,26 +140,39 @@ async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: B
     respond(out)
 }
 
-async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let engine = app.engine.clone();
-    let relay = app.relay.filter(|_| !headers.contains_key(RELAYED_HEADER));
-    let out = tokio::task::spawn_blocking(move || {
-        handle_body(&body, &|m, p| {
-            let Some(relay) = relay.as_ref().filter(|_| m == "eth_sendRawTransaction") else {
-                return engine.eth_call(m, p);
-            };
-            let raw = p.get(0).and_then(|v| v.as_str()).map(str::to_owned);
-            let r = engine.eth_call(m, p);
-            if let (Ok(_), Some(raw)) = (&r, raw) {
-                let mut q = relay.lock().unwrap_or_else(|e| e.into_inner());
-                if q.len() < RELAY_BACKLOG {
-                    q.push(raw);
-                }
+impl AppState {
+    /// A public JSON-RPC call; a transaction accepted from a user (`relayed` false) is
+    /// queued for the peers.
+    pub fn call(
+        &self,
+        method: &str,
+        p: serde_json::Value,
+        relayed: bool,
+    ) -> Result<serde_json::Value, super::rpc::RpcError> {
+        let relay = self
+            .relay
+            .as_ref()
+            .filter(|_| !relayed && method == "eth_sendRawTransaction");
+        let Some(relay) = relay else {
+            return self.engine.eth_call(method, p);
+        };
+        let raw = p.get(0).and_then(|v| v.as_str()).map(str::to_owned);
+        let r = self.engine.eth_call(method, p);
+        if let (Ok(_), Some(raw)) = (&r, raw) {
+            let mut q = relay.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() < RELAY_BACKLOG {
+                q.push(raw);
             }
-            r
-        })
-    })
-    .await;
+        }
+        r
+    }
+}
+
+async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let relayed = headers.contains_key(RELAYED_HEADER);
+    let out =
+        tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| app.call(m, p, relayed)))
+            .await;
     respond(out)
 }
 

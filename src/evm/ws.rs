@@ -1,7 +1,7 @@
 //! JSON-RPC over WebSocket on the public port, with `eth_subscribe` (`newHeads`, `logs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use alloy_rpc_types_eth::{Filter, FilterBlockOption};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::engine::Engine;
 use super::rpc::{handle_body, RpcError};
 use super::server::{AppState, RPC_BODY_LIMIT};
 
@@ -19,9 +18,8 @@ enum Sub {
 }
 
 pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    let engine = app.engine.clone();
     ws.max_message_size(RPC_BODY_LIMIT)
-        .on_upgrade(move |socket| session(socket, engine))
+        .on_upgrade(move |socket| session(socket, app))
 }
 
 fn subscribe(subs: &Mutex<HashMap<String, Sub>>, params: Value) -> Result<Value, RpcError> {
@@ -50,7 +48,8 @@ fn subscribe(subs: &Mutex<HashMap<String, Sub>>, params: Value) -> Result<Value,
     Ok(json!(id))
 }
 
-async fn session(mut socket: WebSocket, engine: Arc<Engine>) {
+async fn session(mut socket: WebSocket, app: AppState) {
+    let engine = app.engine.clone();
     let mut heads = engine.heads.subscribe();
     let subs: Mutex<HashMap<String, Sub>> = Mutex::new(HashMap::new());
     loop {
@@ -68,7 +67,7 @@ async fn session(mut socket: WebSocket, engine: Arc<Engine>) {
                         let id = p.as_array().and_then(|a| a.first()).and_then(|v| v.as_str()).unwrap_or_default().to_string();
                         Ok(json!(subs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id).is_some()))
                     }
-                    _ => engine.eth_call(m, p),
+                    _ => app.call(m, p, false),
                 });
                 if let Some(r) = reply {
                     if socket.send(Message::Text(r.to_string().into())).await.is_err() {
