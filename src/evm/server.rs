@@ -63,7 +63,8 @@ pub struct ServeArgs {
 
 /// Header that marks a request as relayed by another engine (not to be relayed again).
 pub const RELAYED_HEADER: &str = "x-chainctl-relayed";
-/// Transactions waiting to be relayed, at most (beyond: dropped, counted in the log).
+/// Transactions waiting to be relayed, at most (beyond: not relayed; the sender's own
+/// pool still holds them).
 const RELAY_BACKLOG: usize = 50_000;
 
 /// Load a genesis file into a chain.
