@@ -27,7 +27,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::load::{quantity, Rpc};
+use crate::load::{pct, quantity, Rpc};
 
 /// The scenarios, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
@@ -231,44 +231,25 @@ impl Drop for Devnet {
     }
 }
 
-/// utime + stime (clock ticks) and RSS (bytes) of a process.
-fn proc_usage(pid: i32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let rss_pages = f.get(21)?.parse::<u64>().ok()?;
-    Some((ticks, rss_pages * 4096))
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
+/// Timestamps of blocks `a..=b` (a block that cannot be read is left out, so the
+/// interval across it counts as a missed slot).
 async fn block_timestamps(rpc: &Rpc, a: u64, b: u64) -> Vec<u64> {
     let mut out = Vec::new();
-    for n in a..=b {
-        if let Ok(blk) = rpc
-            .call("eth_getBlockByNumber", json!([format!("0x{n:x}"), false]))
-            .await
-        {
-            if let Some(t) = quantity(&blk["timestamp"]) {
-                out.push(t);
-            }
+    let numbers: Vec<u64> = (a..=b).collect();
+    for chunk in numbers.chunks(50) {
+        let calls: Vec<(&str, Value)> = chunk
+            .iter()
+            .map(|n| ("eth_getBlockByNumber", json!([format!("0x{n:x}"), false])))
+            .collect();
+        if let Ok(blocks) = rpc.batch(&calls).await {
+            out.extend(
+                blocks
+                    .iter()
+                    .filter_map(|b| quantity(&b.as_ref().ok()?["timestamp"])),
+            );
         }
     }
     out
-}
-
-async fn finalized(rpc: &Rpc) -> u64 {
-    rpc.call("eth_getBlockByNumber", json!(["finalized", false]))
-        .await
-        .ok()
-        .and_then(|b| quantity(&b["number"]))
-        .unwrap_or(0)
 }
 
 /// Run the benchmark; writes bench.json and bench.md under `args.out`.
@@ -411,11 +392,11 @@ async fn load_scenario(net: &Devnet, mut cfg: crate::load::Config, args: &BenchA
         // Sent to a backup EL: it passes them on, as any EL of the network would.
         cfg.rpc = format!("http://127.0.0.1:{}", net.port("val-1-el-1", "http")?);
         let sup = net.state_file().and_then(|s| s.supervisor_pid);
-        let before = sup.and_then(proc_usage);
+        let before = sup.and_then(crate::procinfo::usage);
         let t0 = Instant::now();
         let s = crate::load::run_async(cfg).await?;
         let window = t0.elapsed().as_secs_f64();
-        let after = sup.and_then(proc_usage);
+        let after = sup.and_then(crate::procinfo::usage);
         o.fig("offered", s.tps_offered as f64, "tx/s");
         o.fig("finalized", s.finalized_tps, "tx/s");
         o.fig("sent", s.sent as f64, "tx");
@@ -437,11 +418,10 @@ async fn load_scenario(net: &Devnet, mut cfg: crate::load::Config, args: &BenchA
             o.fig("block interval max", gaps.last().copied().unwrap_or(0.0), "s");
             o.fig("missed slots (interval > 1 s)", missed as f64, "slots");
         }
-        if let (Some((t0c, _)), Some((t1c, rss))) = (before, after) {
-            let hz = 100.0; // USER_HZ on Linux
+        if let (Some((cpu0, _)), Some((cpu1, rss))) = (before, after) {
             o.fig(
                 "supervisor CPU during the load",
-                (t1c - t0c) as f64 / hz / window * 100.0,
+                (cpu1 - cpu0) / window * 100.0,
                 "% of one core",
             );
             o.fig("supervisor RSS", rss as f64 / 1e6, "MB");
@@ -489,7 +469,7 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
                 .state_file()
                 .and_then(|s| s.services.get(&active)?.handle.as_ref().map(|h| h.pgid))
                 .ok_or_else(|| anyhow!("no running process for {active} in the state file"))?;
-            let h0 = finalized(&reader).await;
+            let h0 = reader.finalized().await;
             let t0 = Instant::now();
             nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pgid),
@@ -498,7 +478,7 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
             .with_context(|| format!("kill -9 of {active}"))?;
             let mut next_block = None;
             let gap = loop {
-                if next_block.is_none() && finalized(&reader).await > h0 {
+                if next_block.is_none() && reader.finalized().await > h0 {
                     next_block = Some(t0.elapsed());
                 }
                 let now = net.status(v).and_then(|s| s["active_el"].as_str().map(String::from));
@@ -512,7 +492,7 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
             };
             gaps.push(gap.as_secs_f64());
             while next_block.is_none() {
-                if finalized(&reader).await > h0 {
+                if reader.finalized().await > h0 {
                     next_block = Some(t0.elapsed());
                 } else if t0.elapsed() > Duration::from_secs(30) {
                     bail!("drill {k}: no finalized block within 30 s of the kill");
@@ -524,7 +504,7 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
             let el = net.rpc(&active)?;
             let t1 = Instant::now();
             loop {
-                let head = finalized(&reader).await;
+                let head = reader.finalized().await;
                 let its = el.u64("eth_blockNumber", json!([])).await.unwrap_or(0);
                 if its + 1 >= head && t1.elapsed() > Duration::from_millis(500) {
                     break;
@@ -535,7 +515,7 @@ async fn failover_scenario(net: &Devnet, drills: u32) -> Outcome {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             resync.push(t0.elapsed().as_secs_f64());
-            let h1 = finalized(&reader).await;
+            let h1 = reader.finalized().await;
             let ts = block_timestamps(&reader, h0, h1).await;
             for w in ts.windows(2) {
                 let d = w[1] - w[0];

@@ -24,6 +24,22 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
+/// CPU time (user + system) in seconds and resident memory in bytes of a process.
+pub fn usage(pid: i32) -> Option<(f64, u64)> {
+    let f = stat_fields(pid)?;
+    // Fields 14, 15 (utime, stime) and 24 (rss, pages); indices 11, 12, 21 here.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let pages: u64 = f.get(21)?.parse().ok()?;
+    // SAFETY: sysconf only reads system constants.
+    let (hz, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    Some((ticks as f64 / hz.max(1) as f64, pages * page.max(1) as u64))
+}
+
 /// Whether the process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     matches!(stat_fields(pid), Some(f) if f.first().map(String::as_str) != Some("Z"))
@@ -181,4 +197,21 @@ pub fn port_holder(port: u16, protocol: Protocol) -> Option<String> {
         Holder::Pid(pid) => format!("pid {pid} ({})", comm(pid).unwrap_or_else(|| "?".into())),
         Holder::Hidden => "another program (its process is not visible to this user)".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usage_reads_cpu_time_and_memory_of_a_process() {
+        // Burn some CPU so the counters move.
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let (cpu, rss) = super::usage(std::process::id() as i32).unwrap();
+        assert!(cpu > 0.0 && x > 0, "cpu {cpu}");
+        assert!(rss > 1_000_000, "rss {rss}");
+        assert!(super::usage(-1).is_none());
+    }
 }

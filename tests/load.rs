@@ -78,48 +78,35 @@ fn load_at_200_tps_is_all_finalized_and_agrees_with_the_chain() {
     let reader = port("val-1-el-0");
 
     // Bad input is refused before anything is sent, each naming the fix.
-    let o = env
-        .cmd(&[
-            "load",
-            "--rpc",
-            &backup,
-            "--tps",
-            "1000",
-            "--accounts",
-            "10",
-        ])
-        .output()
-        .unwrap();
-    let e = util::text(&o.stderr);
-    assert!(!o.status.success() && e.contains("--accounts 125"), "{e}");
-    let o = env
-        .cmd(&["load", "--rpc", "ftp://x", "--tps", "10"])
-        .output()
-        .unwrap();
-    let e = util::text(&o.stderr);
-    assert!(
-        !o.status.success() && e.contains("not an http(s) URL"),
-        "{e}"
-    );
-    let o = env
-        .cmd(&[
-            "load",
-            "--rpc",
-            &backup,
-            "--tps",
-            "8",
-            "--accounts",
-            "1",
-            "--first-account",
-            "60",
-        ])
-        .output()
-        .unwrap();
-    let e = util::text(&o.stderr);
-    assert!(
-        !o.status.success() && e.contains("chain.dev_accounts") && e.contains("#60"),
-        "{e}"
-    );
+    let refused = |args: &[&str]| {
+        let o = env.cmd(args).output().unwrap();
+        assert!(!o.status.success(), "{args:?} was not refused");
+        util::text(&o.stderr)
+    };
+    let e = refused(&[
+        "load",
+        "--rpc",
+        &backup,
+        "--tps",
+        "1000",
+        "--accounts",
+        "10",
+    ]);
+    assert!(e.contains("--accounts 125"), "{e}");
+    let e = refused(&["load", "--rpc", "ftp://x", "--tps", "10"]);
+    assert!(e.contains("not an http(s) URL"), "{e}");
+    let e = refused(&[
+        "load",
+        "--rpc",
+        &backup,
+        "--tps",
+        "8",
+        "--accounts",
+        "1",
+        "--first-account",
+        "60",
+    ]);
+    assert!(e.contains("chain.dev_accounts") && e.contains("#60"), "{e}");
 
     // 10 s at 200 tx/s of plain transfers, sent to a backup EL.
     let (ok, s, stderr) = load(

@@ -63,9 +63,11 @@ pub struct ServeArgs {
 
 /// Header that marks a request as relayed by another engine (not to be relayed again).
 pub const RELAYED_HEADER: &str = "x-chainctl-relayed";
-/// Transactions waiting to be relayed, at most (beyond: not relayed; the sender's own
-/// pool still holds them).
+/// Transactions waiting to be relayed to one peer, at most (beyond: not relayed to it;
+/// the sender's own pool still holds them).
 const RELAY_BACKLOG: usize = 50_000;
+
+type RelayQueue = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Load a genesis file into a chain.
 pub fn load_genesis(path: &Path) -> anyhow::Result<Chain> {
@@ -111,9 +113,9 @@ pub fn chain_from_genesis(genesis: &Genesis) -> Result<Chain, String> {
 pub struct AppState {
     pub engine: Arc<Engine>,
     secret: Arc<JwtSecret>,
-    /// Raw transactions (hex) accepted from users, to pass on to the peers; `None`
-    /// without peers.
-    relay: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    /// Raw transactions (hex) accepted from users, waiting to be passed on: one queue
+    /// per peer, so that a peer that hangs delays only itself.
+    relay: Arc<Vec<RelayQueue>>,
 }
 
 async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -150,19 +152,17 @@ impl AppState {
         p: serde_json::Value,
         relayed: bool,
     ) -> Result<serde_json::Value, super::rpc::RpcError> {
-        let relay = self
-            .relay
-            .as_ref()
-            .filter(|_| !relayed && method == "eth_sendRawTransaction");
-        let Some(relay) = relay else {
+        if relayed || self.relay.is_empty() || method != "eth_sendRawTransaction" {
             return self.engine.eth_call(method, p);
-        };
+        }
         let raw = p.get(0).and_then(|v| v.as_str()).map(str::to_owned);
         let r = self.engine.eth_call(method, p);
         if let (Ok(_), Some(raw)) = (&r, raw) {
-            let mut q = relay.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() < RELAY_BACKLOG {
-                q.push(raw);
+            for q in self.relay.iter() {
+                let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+                if q.len() < RELAY_BACKLOG {
+                    q.push(raw.clone());
+                }
             }
         }
         r
@@ -177,64 +177,46 @@ async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Byte
     respond(out)
 }
 
-/// Pass accepted transactions on to the peers every 50 ms, in batches; a peer that is
-/// down (restarting) misses them, as a disconnected P2P peer would.
-async fn relay_loop(queue: Arc<std::sync::Mutex<Vec<String>>>, peers: Vec<String>) {
+/// Pass accepted transactions on to one peer every 50 ms, in batches; while the peer is
+/// down (restarting) it misses them, as a disconnected P2P peer would.
+async fn relay_loop(queue: RelayQueue, peer: String) {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(2))
         .build()
         .unwrap_or_default();
-    let mut failing = vec![false; peers.len()];
+    let mut failing = false;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let txs = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
-        if txs.is_empty() {
-            continue;
+        let mut result = Ok(());
+        for chunk in txs.chunks(super::rpc::MAX_BATCH) {
+            let calls: Vec<serde_json::Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}))
+                .collect();
+            result = client
+                .post(&peer)
+                .header(RELAYED_HEADER, "1")
+                .json(&calls)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map(drop);
+            if result.is_err() {
+                break;
+            }
         }
-        let bodies: Vec<String> = txs
-            .chunks(super::rpc::MAX_BATCH)
-            .map(|c| {
-                let calls: Vec<serde_json::Value> = c
-                    .iter()
-                    .enumerate()
-                    .map(|(i, raw)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}))
-                    .collect();
-                serde_json::Value::Array(calls).to_string()
-            })
-            .collect();
-        let sends = peers.iter().map(|peer| {
-            let (client, bodies) = (&client, &bodies);
-            async move {
-                for body in bodies {
-                    client
-                        .post(peer)
-                        .header(RELAYED_HEADER, "1")
-                        .header(axum::http::header::CONTENT_TYPE, "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .and_then(|r| r.error_for_status())
-                        .map_err(|e| e.without_url().to_string())?;
-                }
-                Ok::<(), String>(())
+        match result {
+            Err(e) if !failing => {
+                tracing::warn!(%peer, error = %e.without_url(), "cannot pass transactions on to a peer (retried with the next ones)");
+                failing = true;
             }
-        });
-        for (i, r) in futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .enumerate()
-        {
-            match r {
-                Err(e) if !failing[i] => {
-                    tracing::warn!(peer = %peers[i], error = %e, "cannot pass transactions on to a peer (retried with the next ones)");
-                    failing[i] = true;
-                }
-                Ok(()) if failing[i] => {
-                    tracing::info!(peer = %peers[i], "peer takes transactions again");
-                    failing[i] = false;
-                }
-                _ => {}
+            Ok(()) if failing && !txs.is_empty() => {
+                tracing::info!(%peer, "peer takes transactions again");
+                failing = false;
             }
+            _ => {}
         }
     }
 }
@@ -280,10 +262,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let relay = (!args.tx_peers.is_empty()).then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
-        if let Some(q) = &relay {
-            tokio::spawn(relay_loop(q.clone(), args.tx_peers.clone()));
-        }
+        let relay: Vec<RelayQueue> = args
+            .tx_peers
+            .iter()
+            .map(|peer| {
+                let q = RelayQueue::default();
+                tokio::spawn(relay_loop(q.clone(), peer.clone()));
+                q
+            })
+            .collect();
+        let relay = Arc::new(relay);
         let app = AppState { engine: engine.clone(), secret: Arc::new(secret), relay };
         let engine_router = Router::new()
             .route("/", post(engine_handler))

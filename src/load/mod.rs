@@ -152,11 +152,8 @@ impl Summary {
     pub fn print(&self) {
         println!(
             "load: {} × {} tx/s for {:.0} s from {} accounts against {} (chain {})",
-            match self.kind {
-                Kind::Transfer => "transfer",
-                Kind::Erc20 => "erc20",
-                Kind::Mixed => "mixed",
-            },
+            clap::ValueEnum::to_possible_value(&self.kind)
+                .map_or_else(String::new, |v| v.get_name().to_string()),
             self.tps_offered,
             self.duration_s,
             self.accounts,
@@ -276,6 +273,15 @@ impl Rpc {
         Ok(out)
     }
 
+    /// Number of the finalized block, 0 when it cannot be read.
+    pub async fn finalized(&self) -> u64 {
+        self.call("eth_getBlockByNumber", json!(["finalized", false]))
+            .await
+            .ok()
+            .and_then(|b| quantity(&b["number"]))
+            .unwrap_or(0)
+    }
+
     pub async fn u64(&self, method: &str, params: Value) -> Result<u64> {
         let v = self
             .call(method, params)
@@ -388,7 +394,8 @@ fn lock(t: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
     t.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0..=1) of sorted values, 0 when there are none.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -714,12 +721,7 @@ async fn watch(
     let mut per_block: BTreeMap<u64, u64> = BTreeMap::new();
     let mut stopping = false;
     loop {
-        let head = rpc
-            .call("eth_getBlockByNumber", json!(["finalized", false]))
-            .await
-            .ok()
-            .and_then(|b| quantity(&b["number"]))
-            .unwrap_or(seen);
+        let head = rpc.finalized().await;
         while seen < head {
             let upto = head.min(seen + 20);
             let calls: Vec<(&str, Value)> = (seen + 1..=upto)
