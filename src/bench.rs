@@ -12,7 +12,9 @@
 //!   restarts it), each timed from the kill to the validator reporting another active EL,
 //!   with the longest block interval of the drill and the time the killed EL took to be
 //!   back in sync;
-//! - `gateway`: skipped until the JSON-RPC gateway exists (it says so);
+//! - `gateway`: `eth_blockNumber` through the gateway against the same EL called
+//!   directly, in the same run: the latency one request at a time (the overhead is the
+//!   difference of the medians) and the throughput of 64 concurrent keep-alive clients;
 //! - `ports`: allocation of 10,000 ports for 2,000 services, probing the host;
 //! - `engine`: the built-in engine's block build (getPayload) and import (newPayload)
 //!   throughput on blocks of 4,000 transfers.
@@ -165,7 +167,7 @@ impl Devnet {
         };
         std::fs::write(
             net.profile(),
-            format!("name: bench\nports: {{start: {port_start}, end: {end}}}\nchain: {{chain_id: 1337, block_time: 1s, dev_accounts: {dev_accounts}}}\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\n"),
+            format!("name: bench\nports: {{start: {port_start}, end: {end}}}\nchain: {{chain_id: 1337, block_time: 1s, dev_accounts: {dev_accounts}}}\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n"),
         )?;
         let t0 = Instant::now();
         let o = net.chainctl(&["up", "--detach"]).output()?;
@@ -284,9 +286,12 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create --out {}", args.out.display()))?;
     let mut scenarios = Vec::new();
-    let needs_net = only
-        .iter()
-        .any(|s| matches!(s, Scenario::Up | Scenario::Load | Scenario::Failover));
+    let needs_net = only.iter().any(|s| {
+        matches!(
+            s,
+            Scenario::Up | Scenario::Load | Scenario::Failover | Scenario::Gateway
+        )
+    });
     if needs_net {
         eprintln!("bench: starting a devnet of 4 validators × 2 built-in ELs…");
         let (net, first) = Devnet::start(args.port_start, load_cfg.accounts.max(10))?;
@@ -312,17 +317,11 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
             eprintln!("bench: {} failover drills…", args.drills);
             scenarios.push(rt.block_on(failover_scenario(&net, args.drills)));
         }
-    }
-    if only.contains(&Scenario::Gateway) {
-        let mut o = Outcome::new(
-            Scenario::Gateway,
-            "gateway overhead against calling an EL directly",
-            "chainctl bench --only gateway".into(),
-        );
-        o.status = "skipped".into();
-        o.reason =
-            Some("chainctl has no JSON-RPC gateway yet (issue 5); nothing to measure".into());
-        scenarios.push(o);
+        if only.contains(&Scenario::Gateway) {
+            eprintln!("bench: gateway against a direct EL…");
+            let secs = args.duration.as_secs_f64().clamp(1.0, 10.0);
+            scenarios.push(rt.block_on(gateway_scenario(&net, secs)));
+        }
     }
     if only.contains(&Scenario::Ports) {
         scenarios.push(ports_scenario());
@@ -434,6 +433,134 @@ async fn load_scenario(net: &Devnet, mut cfg: crate::load::Config, args: &BenchA
             s.accounts
         ));
         anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = r {
+        o.status = "failed".into();
+        o.reason = Some(format!("{e:#}"));
+    }
+    o
+}
+
+/// Sequential `eth_blockNumber` calls on one connection for `secs`: latencies (ms).
+async fn sequential(http: &reqwest::Client, url: &str, secs: f64) -> Result<Vec<f64>> {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        let r = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !r.starts_with(br#"{"jsonrpc":"2.0","id":1,"result":"0x"#) {
+            bail!("{url} answered {}", String::from_utf8_lossy(&r));
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
+/// `clients` concurrent keep-alive callers for `secs`: answered calls per second.
+async fn concurrent(url: &str, clients: usize, secs: f64) -> Result<f64> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .tcp_nodelay(true)
+        .build()?;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let ok = match http
+                        .post(&url)
+                        .body(body)
+                        .header("content-type", "application/json")
+                        .send()
+                        .await
+                    {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    n += u64::from(ok);
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    Ok(total as f64 / secs)
+}
+
+async fn gateway_scenario(net: &Devnet, secs: f64) -> Outcome {
+    let mut o = Outcome::new(
+        Scenario::Gateway,
+        "gateway overhead against calling an EL directly (eth_blockNumber)",
+        "chainctl bench --only gateway".into(),
+    );
+    let r = async {
+        let gw = format!("http://127.0.0.1:{}", net.port("chainctl", "gateway")?);
+        let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+        // Wait for the gateway to have an upstream, and learn which EL it serves from.
+        let t0 = Instant::now();
+        let upstream = loop {
+            let r = http
+                .post(&gw)
+                .header("content-type", "application/json")
+                .body(r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#)
+                .send()
+                .await?;
+            if let Some(u) = r.headers().get("x-chainctl-upstream") {
+                if r.status().is_success() {
+                    break u.to_str()?.to_string();
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("the gateway {gw} has no healthy upstream 30 s after up");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let direct = format!("http://127.0.0.1:{}", net.port(&upstream, "http")?);
+        // Warm both paths, then measure them back to back, twice, keeping each path's best.
+        sequential(&http, &direct, 0.5).await?;
+        sequential(&http, &gw, 0.5).await?;
+        let mut d_best: Option<Vec<f64>> = None;
+        let mut g_best: Option<Vec<f64>> = None;
+        for _ in 0..2 {
+            let d = sequential(&http, &direct, secs / 2.0).await?;
+            let g = sequential(&http, &gw, secs / 2.0).await?;
+            if d_best.as_ref().is_none_or(|b| pct(&d, 0.5) < pct(b, 0.5)) {
+                d_best = Some(d);
+            }
+            if g_best.as_ref().is_none_or(|b| pct(&g, 0.5) < pct(b, 0.5)) {
+                g_best = Some(g);
+            }
+        }
+        let (d, g) = (d_best.unwrap_or_default(), g_best.unwrap_or_default());
+        o.fig("direct p50", pct(&d, 0.5), "ms");
+        o.fig("gateway p50", pct(&g, 0.5), "ms");
+        o.fig("added at p50", pct(&g, 0.5) - pct(&d, 0.5), "ms");
+        o.fig("direct p99", pct(&d, 0.99), "ms");
+        o.fig("gateway p99", pct(&g, 0.99), "ms");
+        let d_rps = concurrent(&direct, 64, secs).await?;
+        let g_rps = concurrent(&gw, 64, secs).await?;
+        o.fig("direct throughput (64 clients)", d_rps, "req/s");
+        o.fig("gateway throughput (64 clients)", g_rps, "req/s");
+        o.notes.push(format!(
+            "same run, same EL ({upstream}, the gateway's pick); load generator, gateway and EL share this machine's cores"
+        ));
+        Ok::<_, anyhow::Error>(())
     }
     .await;
     if let Err(e) = r {

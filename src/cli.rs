@@ -118,6 +118,15 @@ pub enum Command {
         /// The service.
         service: String,
     },
+    /// Switch a validator to another of its execution clients now (through the running
+    /// supervisor's API); without --to, to its best healthy backup.
+    Failover {
+        /// The validator (`val-0`, …).
+        validator: String,
+        /// The execution client to make active (`val-0-el-1`, …).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Show a service's log.
     Logs {
         /// The service.
@@ -366,6 +375,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", r.message.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Failover { validator, to } => failover_cmd(profile, state_dir, validator, to),
         Command::Logs {
             service,
             follow,
@@ -588,6 +598,8 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                 ports: r.plan.ports.clone(),
                 cpu_percent: None,
                 memory_bytes: None,
+                health: None,
+                health_detail: None,
             });
         }
     } else if let Ok(loaded) = crate::profile::load(setup::source(profile)?) {
@@ -605,11 +617,14 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                 ports: Default::default(),
                 cpu_percent: None,
                 memory_bytes: None,
+                health: None,
+                health_detail: None,
             });
         }
     }
     Ok(StatusReport {
         validators: Vec::new(),
+        monitor: None,
         profile: st.map(|s| s.profile).unwrap_or_default(),
         state_dir: layout.root.clone(),
         supervisor_pid: None,
@@ -1438,4 +1453,33 @@ fn load_cmd(profile: Option<&Path>, state_dir: Option<&Path>, a: LoadArgs) -> Re
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn failover_cmd(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    validator: String,
+    to: Option<String>,
+) -> Result<ExitCode> {
+    let loaded = setup::load(profile)?;
+    let layout = setup::layout(&loaded, state_dir);
+    let (addr, token) = crate::monitor::api_endpoint(&layout, loaded.profile.listen.api)?;
+    let body = serde_json::json!({"validator": validator, "to": to});
+    let path = "/api/v1/failover";
+    let answer = crate::status::http_json(addr, "POST", path, Some(&token), Some(&body));
+    let (code, v) = answer.map_err(|e| {
+        anyhow::anyhow!("chainctl's API at {addr} does not answer ({e}): is the network up?")
+    })?;
+    if code == 200 {
+        println!(
+            "{validator}: active execution client is now {}",
+            v["active"].as_str().unwrap_or("?")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!(
+            "failover of {validator} refused: {}",
+            v["error"].as_str().unwrap_or("no reason given")
+        )
+    }
 }

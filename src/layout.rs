@@ -34,6 +34,10 @@ impl Layout {
     pub fn secrets_dir(&self) -> PathBuf {
         self.root.join("secrets")
     }
+    /// Bearer token of chainctl's API (mode 0600, generated at `up`).
+    pub fn api_token(&self) -> PathBuf {
+        self.secrets_dir().join("api.token")
+    }
     /// Engine API JWT secrets, one file per consensus↔execution pair.
     pub fn jwt_dir(&self) -> PathBuf {
         self.secrets_dir().join("jwt")

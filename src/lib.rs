@@ -9,6 +9,7 @@ pub mod image;
 pub mod layout;
 pub mod load;
 pub mod logrelay;
+pub mod monitor;
 pub mod network;
 pub mod placeholders;
 pub mod plan;

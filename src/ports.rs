@@ -224,6 +224,27 @@ pub fn requests(profile: &Profile) -> Vec<PortRequest> {
             });
         }
     }
+    // chainctl's own last, so they never move the services' ports.
+    for (name, spec) in chainctl_ports(profile) {
+        out.push(PortRequest {
+            service: CHAINCTL.into(),
+            name: name.into(),
+            protocol: spec.protocol,
+            pinned: spec.port.and_then(|p| u16::try_from(p).ok()),
+        });
+    }
+    out
+}
+
+/// The pseudo-service that owns the ports of chainctl's own endpoints.
+pub const CHAINCTL: &str = "chainctl";
+
+/// chainctl's own ports: the API always, the gateway when the profile has validators.
+pub fn chainctl_ports(profile: &Profile) -> Vec<(&'static str, crate::profile::PortSpec)> {
+    let mut out = vec![("api", profile.api.port.clone())];
+    if profile.gateway.enabled && profile.validators.count > 0 {
+        out.push(("gateway", profile.gateway.port.clone()));
+    }
     out
 }
 

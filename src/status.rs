@@ -33,6 +33,13 @@ pub struct ServiceStatus {
     pub cpu_percent: Option<f32>,
     /// Resident memory of the main process, bytes.
     pub memory_bytes: Option<u64>,
+    /// What chainctl's probes say (execution clients and validators): healthy,
+    /// unhealthy or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Why it is unhealthy, and what the probe measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_detail: Option<String>,
 }
 
 /// The whole status.
@@ -50,6 +57,26 @@ pub struct StatusReport {
     /// `chainctl status` from the running validators.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validators: Vec<ValidatorView>,
+    /// The monitor's summary: endpoints, readiness, recent health events and switches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorSummary>,
+}
+
+/// What `chainctl status` shows of health and failover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MonitorSummary {
+    /// The JSON-RPC gateway's address.
+    pub gateway: Option<String>,
+    /// chainctl's API address.
+    pub api: String,
+    /// Empty when ready; else what is not.
+    pub not_ready: Vec<String>,
+    /// Recent health changes, oldest first (`time service from→to: reason`).
+    pub events: Vec<String>,
+    /// Recent switches of active execution clients.
+    pub switches: Vec<String>,
+    /// Disk, memory and open-file warnings.
+    pub host: Vec<String>,
 }
 
 /// One validator as its status endpoint reports it.
@@ -93,25 +120,47 @@ pub fn query_validators(r: &mut StatusReport) {
 }
 
 pub fn http_get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    http_json(addr, "GET", path, None, None).map(|(_, v)| v)
+}
+
+/// One HTTP/1.0 request with an optional bearer token and JSON body; the status code and
+/// the JSON answer. For the CLI, which has no async runtime.
+pub fn http_json(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, serde_json::Value), String> {
     use std::io::{Read, Write as _};
-    let t = std::time::Duration::from_secs(2);
-    let mut c =
-        std::net::TcpStream::connect_timeout(&addr, t).map_err(|e| format!("{addr}: {e}"))?;
+    let t = std::time::Duration::from_secs(10);
+    let mut c = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+        .map_err(|e| format!("{addr}: {e}"))?;
     c.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         c,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .map_err(|e| format!("{addr}: {e}"))?;
     let mut buf = Vec::new();
     c.read_to_end(&mut buf)
         .map_err(|e| format!("{addr}: {e}"))?;
     let text = String::from_utf8_lossy(&buf);
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
         .ok_or(format!("{addr}: no HTTP response"))?;
-    serde_json::from_str(body).map_err(|e| format!("{addr}: bad status JSON: {e}"))
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let v = serde_json::from_str(body).map_err(|e| format!("{addr}{path}: bad JSON: {e}"))?;
+    Ok((code, v))
 }
 
 fn validators_table(r: &StatusReport) -> String {
@@ -203,6 +252,7 @@ pub fn table(r: &StatusReport) -> String {
         "BACKEND",
         "PID",
         "STATE",
+        "HEALTH",
         "UPTIME",
         "RESTARTS",
         "LAST EXIT",
@@ -221,6 +271,7 @@ pub fn table(r: &StatusReport) -> String {
                 s.backend.clone(),
                 s.pid.map(|p| p.to_string()).unwrap_or_else(dash),
                 s.state.clone(),
+                s.health.clone().unwrap_or_else(dash),
                 s.uptime_secs.map(human_secs).unwrap_or_else(dash),
                 s.restarts.to_string(),
                 s.last_exit.clone().unwrap_or_else(dash),
@@ -266,7 +317,44 @@ pub fn table(r: &StatusReport) -> String {
     for s in r.services.iter().filter(|s| s.detail.is_some()) {
         let _ = writeln!(out, "  {}: {}", s.name, s.detail.as_deref().unwrap_or(""));
     }
+    for s in r.services.iter().filter(|s| s.health_detail.is_some()) {
+        let _ = writeln!(
+            out,
+            "  {} health: {}",
+            s.name,
+            s.health_detail.as_deref().unwrap_or("")
+        );
+    }
     out.push_str(&validators_table(r));
+    if let Some(m) = &r.monitor {
+        if let Some(g) = &m.gateway {
+            let _ = writeln!(out, "gateway: http://{g} (JSON-RPC, HTTP and WebSocket)");
+        }
+        let _ = writeln!(out, "api: http://{} (/metrics, /ready)", m.api);
+        if m.not_ready.is_empty() {
+            let _ = writeln!(out, "ready: yes");
+        } else {
+            let _ = writeln!(out, "ready: NO");
+            for p in &m.not_ready {
+                let _ = writeln!(out, "  - {p}");
+            }
+        }
+        for h in &m.host {
+            let _ = writeln!(out, "host: {h}");
+        }
+        if !m.events.is_empty() {
+            let _ = writeln!(out, "health events (latest last):");
+            for e in &m.events {
+                let _ = writeln!(out, "  {e}");
+            }
+        }
+        if !m.switches.is_empty() {
+            let _ = writeln!(out, "execution client switches (latest last):");
+            for e in &m.switches {
+                let _ = writeln!(out, "  {e}");
+            }
+        }
+    }
     match r.supervisor_pid {
         Some(pid) => {
             let _ = writeln!(

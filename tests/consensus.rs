@@ -13,7 +13,7 @@ const VALIDATORS: u32 = 4;
 
 fn profile(name: &str, port_start: u16) -> String {
     format!(
-        "name: {name}\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\n",
+        "name: {name}\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n",
         port_start + 99
     )
 }

@@ -28,7 +28,7 @@ fn q(v: &Value) -> u64 {
 
 fn up(env: &Env, port_start: u16, accounts: u32) -> Value {
     env.write_profile(&format!(
-        "name: load\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s, dev_accounts: {accounts}}}\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\n",
+        "name: load\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s, dev_accounts: {accounts}}}\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n",
         port_start + 99
     ));
     let o = env
@@ -267,12 +267,15 @@ fn bench_measures_every_scenario_or_says_why_not() {
     let gap = fig(&fo, "failover gap max");
     assert!(gap > 0.0 && gap < 30.0, "{gap}");
     let gw = scen("gateway");
-    assert_eq!(gw["status"], "skipped");
-    assert!(gw["reason"].as_str().unwrap().contains("gateway"));
+    assert_eq!(gw["status"], "measured", "{gw:#}");
+    assert!(fig(&gw, "direct p50") > 0.0);
+    assert!(fig(&gw, "gateway p50") > 0.0);
+    assert!(fig(&gw, "added at p50").is_finite());
+    assert!(fig(&gw, "gateway throughput (64 clients)") > 0.0);
     assert_eq!(scen("ports")["status"], "measured");
     // The Markdown says the same, and the devnet is gone.
     assert!(md.contains("| finalized in all | 500 tx |"), "{md}");
-    assert!(md.contains("**skipped**"));
+    assert!(md.contains("| added at p50 |"), "{md}");
     assert!(stdout.contains("bench.json"));
     for port in 24600..24700u16 {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));

@@ -124,7 +124,13 @@ pub struct Switch {
     pub at_ms: u64,
     pub from: String,
     pub to: String,
+    /// Short cause, a metric label: `build_failed`, `el_not_ok`, `el_behind`, `forced`,
+    /// or what the supervisor gave (`unhealthy`, `syncing`, `lagging`).
+    pub kind: String,
     pub reason: String,
+    /// The decision interval the switch fell in: from the last decision before it to
+    /// the first after it (ms); none until that decision.
+    pub gap_ms: Option<u64>,
 }
 
 /// Requests from the control endpoint.
@@ -132,6 +138,9 @@ pub enum Control {
     /// Make this EL the active one.
     Failover {
         to: Option<String>,
+        /// Short cause (`forced` when none is given).
+        kind: Option<String>,
+        reason: Option<String>,
         reply: tokio::sync::oneshot::Sender<Result<String, String>>,
     },
 }
@@ -172,6 +181,57 @@ pub struct App {
     /// (block, EL) pairs of this height where the EL already holds the block (it built it
     /// or answered VALID): at the decision they need only the forkchoice update.
     holding: Vec<(B256, usize)>,
+}
+
+/// How long the other execution clients get once one has answered VALID.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(1);
+
+/// One call per execution client, all at once. Once one has answered VALID the others get
+/// [`STRAGGLER_GRACE`] more: a frozen or overloaded client must not hold the validator up
+/// for its whole Engine API timeout when another already has the block. A client cut off
+/// counts as not answering (it is switched away from if active, and caught up later).
+async fn all_with_grace<F>(
+    els: &[El],
+    method: &str,
+    futs: Vec<F>,
+) -> Vec<Result<PayloadStatus, ElError>>
+where
+    F: std::future::Future<Output = Result<PayloadStatus, ElError>>,
+{
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut out: Vec<Option<Result<PayloadStatus, ElError>>> = futs.iter().map(|_| None).collect();
+    let mut pending: FuturesUnordered<_> = futs
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| async move { (i, f.await) })
+        .collect();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            None => pending.next().await,
+            Some(d) => match tokio::time::timeout_at(d, pending.next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+        };
+        let Some((i, r)) = next else { break };
+        if deadline.is_none() && matches!(&r, Ok(s) if s.is_valid()) {
+            deadline = Some(tokio::time::Instant::now() + STRAGGLER_GRACE);
+        }
+        out[i] = Some(r);
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.unwrap_or_else(|| {
+                Err(ElError::Timeout {
+                    el: els[i].name.clone(),
+                    method: format!("{method} (another client answered VALID)"),
+                    timeout: STRAGGLER_GRACE,
+                })
+            })
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -323,7 +383,7 @@ impl App {
         }
     }
 
-    fn switch_active(&mut self, to: usize, reason: String) {
+    fn switch_active(&mut self, to: usize, kind: &str, reason: String) {
         if to == self.active {
             return;
         }
@@ -339,7 +399,9 @@ impl App {
             at_ms: now_ms(),
             from,
             to: to_name,
+            kind: kind.to_string(),
             reason,
+            gap_ms: None,
         });
         if r.switch_log.len() > 100 {
             r.switch_log.remove(0);
@@ -377,8 +439,8 @@ impl App {
                 }
                 Some(c) = control.recv() => {
                     match c {
-                        Control::Failover { to, reply } => {
-                            let _ = reply.send(self.force_failover(to));
+                        Control::Failover { to, kind, reason, reply } => {
+                            let _ = reply.send(self.force_failover(to, kind, reason));
                             self.publish_report();
                         }
                     }
@@ -388,7 +450,12 @@ impl App {
         Ok(())
     }
 
-    fn force_failover(&mut self, to: Option<String>) -> Result<String, String> {
+    fn force_failover(
+        &mut self,
+        to: Option<String>,
+        kind: Option<String>,
+        reason: Option<String>,
+    ) -> Result<String, String> {
         let idx = match to {
             Some(name) => self
                 .els
@@ -408,7 +475,9 @@ impl App {
                 .next_el()
                 .ok_or("this validator has only one execution client")?,
         };
-        self.switch_active(idx, "forced through the control endpoint".into());
+        let kind = kind.unwrap_or_else(|| "forced".into());
+        let reason = reason.unwrap_or_else(|| "forced through the control endpoint".into());
+        self.switch_active(idx, &kind, reason);
         Ok(self.els[idx].name.clone())
     }
 
@@ -671,7 +740,9 @@ impl App {
                     self.el_reports[i].state = ElState::Unreachable;
                     self.el_reports[i].last_error = Some(e.clone());
                     match self.next_el() {
-                        Some(n) => self.switch_active(n, format!("building failed: {e}")),
+                        Some(n) => {
+                            self.switch_active(n, "build_failed", format!("building failed: {e}"))
+                        }
                         None => break,
                     }
                 }
@@ -1013,7 +1084,11 @@ impl App {
         };
         if let Some(why) = why {
             if let Some(n) = self.next_el() {
-                self.switch_active(n, format!("active EL on a block others found VALID: {why}"));
+                self.switch_active(
+                    n,
+                    "el_behind",
+                    format!("active EL on a block others found VALID: {why}"),
+                );
             }
         }
         Validity::Valid
@@ -1024,8 +1099,8 @@ impl App {
         block: B256,
         params: &Json,
     ) -> Vec<(String, Result<PayloadStatus, ElError>)> {
-        let futs = self.els.iter().map(|el| el.new_payload(params));
-        let results = futures::future::join_all(futs).await;
+        let futs: Vec<_> = self.els.iter().map(|el| el.new_payload(params)).collect();
+        let results = all_with_grace(&self.els, "engine_newPayloadV4", futs).await;
         for (i, r) in results.iter().enumerate() {
             self.note_el(i, r.as_ref());
             if matches!(r, Ok(s) if s.is_valid()) {
@@ -1077,10 +1152,18 @@ impl App {
             hash: ph.hash,
             timestamp: ph.timestamp,
         };
-        self.report
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_decided_at_ms = Some(now_ms());
+        {
+            let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ms();
+            let before = r.last_decided_at_ms.replace(now);
+            // Switches since the last decision: this decision ends the gap they caused.
+            for sw in r.switch_log.iter_mut().rev() {
+                if sw.gap_ms.is_some() {
+                    break;
+                }
+                sw.gap_ms = Some(now.saturating_sub(before.unwrap_or(sw.at_ms)));
+            }
+        }
         tracing::info!(height = h.0, block = %ph.hash, round = %decided.certificate.round, "decided");
         self.undecided = self.undecided.split_off(&(h.0 + 1));
         self.pending = self.pending.split_off(&(h.0 + 1));
@@ -1101,19 +1184,24 @@ impl App {
     async fn apply_head(&mut self, params: &Json) {
         let head = self.head.hash;
         let holding = std::mem::take(&mut self.holding);
-        let futs = self.els.iter().enumerate().map(|(i, el)| {
-            let held = holding.contains(&(head, i));
-            async move {
-                if !held {
-                    match el.new_payload(params).await {
-                        Ok(s) if s.is_valid() => {}
-                        other => return other,
+        let futs: Vec<_> = self
+            .els
+            .iter()
+            .enumerate()
+            .map(|(i, el)| {
+                let held = holding.contains(&(head, i));
+                async move {
+                    if !held {
+                        match el.new_payload(params).await {
+                            Ok(s) if s.is_valid() => {}
+                            other => return other,
+                        }
                     }
+                    el.forkchoice(head, head, None).await.map(|(s, _)| s)
                 }
-                el.forkchoice(head, head, None).await.map(|(s, _)| s)
-            }
-        });
-        let results = futures::future::join_all(futs).await;
+            })
+            .collect();
+        let results = all_with_grace(&self.els, "engine_forkchoiceUpdatedV3", futs).await;
         let mut behind = Vec::new();
         for (i, r) in results.iter().enumerate() {
             self.note_el(i, r.as_ref());
@@ -1146,7 +1234,7 @@ impl App {
                         .clone()
                         .unwrap_or_default()
                 );
-                self.switch_active(n, why);
+                self.switch_active(n, "el_not_ok", why);
             }
         }
     }

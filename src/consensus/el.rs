@@ -211,12 +211,15 @@ impl El {
     ) -> Result<(PayloadStatus, Option<String>), ElError> {
         let m = "engine_forkchoiceUpdatedV3";
         let state = json!({"headBlockHash": head, "safeBlockHash": finalized, "finalizedBlockHash": finalized});
+        // Starting a build, a proposer cannot wait the full forkchoice timeout in a slot
+        // of a second or two: twice getPayload's, then it builds on another client.
+        let timeout = if attributes.is_some() {
+            self.timeouts.forkchoice.min(self.timeouts.get_payload * 2)
+        } else {
+            self.timeouts.forkchoice
+        };
         let r = self
-            .call(
-                m,
-                json!([state, attributes.unwrap_or(Json::Null)]),
-                self.timeouts.forkchoice,
-            )
+            .call(m, json!([state, attributes.unwrap_or(Json::Null)]), timeout)
             .await?;
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]

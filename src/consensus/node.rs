@@ -429,6 +429,10 @@ async fn check_peers_genesis(
         let Some(theirs) = v["genesis_hash"].as_str() else {
             continue;
         };
+        // A peer still starting reports no genesis yet (all zeros): not a mismatch.
+        if theirs.parse::<alloy_primitives::B256>().ok() == Some(alloy_primitives::B256::ZERO) {
+            continue;
+        }
         if theirs.parse::<alloy_primitives::B256>().ok() != Some(ours) {
             return Err(format!(
                 "genesis {} (hash {ours}) does not match the genesis of the validator at {p} \
@@ -485,15 +489,28 @@ async fn watchdog(report: Arc<Mutex<Report>>, peers: Vec<String>) {
             continue;
         }
         let mut best = 0u64;
+        let mut answering = 0usize;
         for p in &peers {
             let url = format!("http://{p}/status");
             if let Ok(r) = http.get(&url).send().await {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
+                    answering += 1;
                     best = best.max(v["decided_blocks"].as_u64().unwrap_or(0));
                 }
             }
         }
-        if best <= ours + 2 {
+        // Nobody ahead: the whole network is stuck. With a quorum of validators up (we
+        // and 2f others answer), that means connections were lost (a validator frozen
+        // past the transport's timeouts is never dialled again): after a long stall,
+        // restart to dial every peer again. Without a quorum up, it is a real halt:
+        // wait.
+        let n = peers.len() + 1;
+        let quorum_up = 3 * (answering + 1) > 2 * n;
+        let long_stall = match last_ms {
+            Some(t) => now_ms.saturating_sub(t) > 2 * STALL.as_millis() as u64,
+            None => started.elapsed() > 2 * STALL,
+        };
+        if best <= ours + 2 && !(quorum_up && long_stall) {
             suspect = None;
             continue;
         }
@@ -510,7 +527,8 @@ async fn watchdog(report: Arc<Mutex<Report>>, peers: Vec<String>) {
             tracing::error!(
                 ours,
                 peers_at = best,
-                "cut off from the other validators (they decide, we do not): exiting so the supervisor restarts this validator and it dials its peers again"
+                peers_answering = answering,
+                "cut off: the other validators decide and we do not, or a quorum is up and nothing was decided for 30 s; exiting so the supervisor restarts this validator and it dials its peers again"
             );
             std::process::exit(EXIT_ISOLATED as i32);
         }
@@ -532,6 +550,10 @@ async fn status_handler(State(api): State<Api>) -> Json<Report> {
 struct FailoverReq {
     #[serde(default)]
     to: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 async fn failover_handler(
@@ -555,10 +577,18 @@ async fn failover_handler(
         );
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let to = body.and_then(|b| b.0.to);
+    let (to, kind, reason) = match body {
+        Some(Json(b)) => (b.to, b.kind, b.reason),
+        None => (None, None, None),
+    };
     if api
         .control
-        .send(Control::Failover { to, reply: tx })
+        .send(Control::Failover {
+            to,
+            kind,
+            reason,
+            reply: tx,
+        })
         .await
         .is_err()
     {

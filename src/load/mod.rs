@@ -373,6 +373,22 @@ impl TxPlan {
     }
 }
 
+/// A signed 1-wei transfer from development account `account` (the documented mnemonic)
+/// with `nonce`: its hash and raw bytes (for tests and scripts).
+pub fn signed_transfer(chain_id: u64, account: u32, nonce: u64) -> Result<(B256, String)> {
+    let signer = crate::network::dev_signers(crate::network::DEV_MNEMONIC, account, 1)?
+        .pop()
+        .context("no signer derived")?;
+    TxPlan {
+        chain_id,
+        max_fee: 100_000_000_000,
+        tip: 1_000_000_000,
+        kind: Kind::Transfer,
+        token: None,
+    }
+    .sign(&signer, account, nonce)
+}
+
 #[derive(Default)]
 struct Tracker {
     /// Accepted, not yet seen finalized: hash → accepted at.

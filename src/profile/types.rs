@@ -43,9 +43,15 @@ pub struct Profile {
     /// Health probing (used by the health issue #5).
     #[serde(default)]
     pub health: Health,
-    /// Failover between execution clients (used by issue #5).
+    /// Failover between execution clients.
     #[serde(default)]
     pub failover: Failover,
+    /// The network's one JSON-RPC endpoint, in front of every execution client.
+    #[serde(default)]
+    pub gateway: Gateway,
+    /// chainctl's own HTTP API: `/metrics`, `/health`, `/ready`, `/api/v1/...`.
+    #[serde(default)]
+    pub api: Api,
     /// Supervisor defaults: restart backoff, give-up limit, stop grace, logs.
     #[serde(default)]
     pub supervisor: SupervisorConfig,
@@ -587,6 +593,15 @@ pub struct Health {
     /// Consecutive passing probes before it is healthy again.
     #[serde(default = "default_successes")]
     pub successes: u32,
+    /// Restart an execution client that has been unhealthy this long (`0s`: never).
+    #[serde(default = "default_restart_el_after")]
+    pub restart_el_after: Dur,
+    /// Used share of a data dir's file system that raises a warning (percent).
+    #[serde(default = "default_disk_warn")]
+    pub disk_warn_percent: f64,
+    /// Used share that is critical (percent): `/ready` answers 503.
+    #[serde(default = "default_disk_critical")]
+    pub disk_critical_percent: f64,
 }
 
 impl Default for Health {
@@ -595,8 +610,97 @@ impl Default for Health {
             interval: default_probe_interval(),
             failures: default_failures(),
             successes: default_successes(),
+            restart_el_after: default_restart_el_after(),
+            disk_warn_percent: default_disk_warn(),
+            disk_critical_percent: default_disk_critical(),
         }
     }
+}
+
+fn default_restart_el_after() -> Dur {
+    Dur::secs(30)
+}
+fn default_disk_warn() -> f64 {
+    80.0
+}
+fn default_disk_critical() -> f64 {
+    90.0
+}
+
+/// The JSON-RPC gateway.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Whether chainctl runs it (only for profiles with validators).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Its port on `listen.rpc` (HTTP and WebSocket on one port); `auto` allocates one.
+    #[serde(default = "default_gateway_port")]
+    pub port: PortSpec,
+    /// Largest request body in bytes (413 above it).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Most calls in one batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: u32,
+    /// Calls per second each client address may make (429 above it; 0: no limit).
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// How long one call may take upstream before the client gets an error.
+    #[serde(default = "default_gateway_timeout")]
+    pub timeout: Dur,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            enabled: true,
+            port: default_gateway_port(),
+            max_body_bytes: default_max_body(),
+            max_batch: default_max_batch(),
+            rate_limit: default_rate_limit(),
+            timeout: default_gateway_timeout(),
+        }
+    }
+}
+
+fn default_gateway_port() -> PortSpec {
+    PortSpec {
+        port: Some(8545),
+        protocol: Protocol::Tcp,
+    }
+}
+fn default_max_body() -> u64 {
+    5 * 1024 * 1024
+}
+fn default_max_batch() -> u32 {
+    1000
+}
+fn default_rate_limit() -> u32 {
+    20_000
+}
+fn default_gateway_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+/// chainctl's API.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Its port on `listen.api`; `auto` (the default) allocates one, recorded in the
+    /// state dir's `ports.json` (`chainctl ports` shows it).
+    #[serde(default = "auto_port")]
+    pub port: PortSpec,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api { port: auto_port() }
+    }
+}
+
+fn auto_port() -> PortSpec {
+    PortSpec::AUTO_TCP
 }
 
 fn default_probe_interval() -> Dur {

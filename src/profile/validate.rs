@@ -52,7 +52,51 @@ pub fn validate(p: &Profile, index: &Index) -> Vec<Problem> {
     ports(p, &mut c);
     services(p, &mut c);
     supervisor(p, &mut c);
+    monitoring(p, &mut c);
     c.problems
+}
+
+fn monitoring(p: &Profile, c: &mut Checker) {
+    let h = &p.health;
+    if h.interval.get() < std::time::Duration::from_millis(100) {
+        c.at(
+            "health.interval",
+            "probe at most every 100ms: use `100ms` or more",
+        );
+    }
+    if h.failures == 0 {
+        c.at("health.failures", "must be at least 1");
+    }
+    if h.successes == 0 {
+        c.at("health.successes", "must be at least 1");
+    }
+    for (field, v) in [
+        ("health.disk_warn_percent", h.disk_warn_percent),
+        ("health.disk_critical_percent", h.disk_critical_percent),
+    ] {
+        if !(v > 0.0 && v <= 100.0) {
+            c.at(field, format!("{v} is not a percentage in (0, 100]"));
+        }
+    }
+    if h.disk_warn_percent > h.disk_critical_percent {
+        c.at(
+            "health.disk_warn_percent",
+            format!(
+                "the warning threshold ({}) is above the critical one ({}): swap them",
+                h.disk_warn_percent, h.disk_critical_percent
+            ),
+        );
+    }
+    let g = &p.gateway;
+    if g.max_batch == 0 {
+        c.at("gateway.max_batch", "must be at least 1");
+    }
+    if g.max_body_bytes < 1024 {
+        c.at("gateway.max_body_bytes", "must be at least 1024 bytes");
+    }
+    if g.timeout.get().is_zero() {
+        c.at("gateway.timeout", "must be more than 0s");
+    }
 }
 
 fn chain(p: &Profile, c: &mut Checker) {
@@ -141,6 +185,12 @@ fn unsupported(p: &Profile, c: &mut Checker) {
             }
         }
         for name in p.services.keys() {
+            if name == crate::ports::CHAINCTL {
+                c.at_key(
+                    &format!("services.{name}"),
+                    "this name is taken by chainctl's own endpoints (API, gateway); rename it",
+                );
+            }
             if crate::network::is_generated_name(name, v.count, v.execution.len()) {
                 c.at_key(
                     &format!("services.{name}"),
@@ -193,8 +243,13 @@ fn ports(p: &Profile, c: &mut Checker) {
     let mut pinned: BTreeMap<u64, Vec<(String, Protocol)>> = BTreeMap::new();
     let mut pins = |c: &mut Checker, prefix: String, ports: &BTreeMap<String, super::PortSpec>| {
         for (pname, spec) in ports {
-            let field = format!("{prefix}.ports.{pname}");
-            if !valid_name(pname) {
+            // chainctl's own ports are one field each (`api.port`, `gateway.port`).
+            let field = if prefix.is_empty() {
+                pname.clone()
+            } else {
+                format!("{prefix}.ports.{pname}")
+            };
+            if !prefix.is_empty() && !valid_name(pname) {
                 c.at_key(&field, "port names use lowercase letters, digits and `-`");
             }
             let Some(n) = spec.port else { continue };
@@ -223,6 +278,11 @@ fn ports(p: &Profile, c: &mut Checker) {
             entry.push((field, spec.protocol));
         }
     };
+    let own: BTreeMap<String, super::PortSpec> = crate::ports::chainctl_ports(p)
+        .into_iter()
+        .map(|(name, spec)| (format!("{name}.port"), spec))
+        .collect();
+    pins(c, String::new(), &own);
     for (name, s) in &p.services {
         pins(c, format!("services.{name}"), &s.ports);
     }

@@ -163,6 +163,8 @@ pub struct Supervisor {
     boot_id: String,
     /// Whether the state file may be written (not in unit tests).
     persisting: bool,
+    /// Health, failover, gateway and API (none in unit tests).
+    monitor: Option<crate::monitor::Monitor>,
 }
 
 impl Supervisor {
@@ -190,7 +192,14 @@ impl Supervisor {
             last_states: BTreeMap::new(),
             boot_id: procinfo::boot_id(),
             persisting: true,
+            monitor: None,
         }
+    }
+
+    /// Runs health probes, failover, the gateway and the API beside the loop.
+    pub fn with_monitor(mut self, m: crate::monitor::Monitor) -> Self {
+        self.monitor = Some(m);
+        self
     }
 
     /// Prints progress lines until every service has settled.
@@ -300,6 +309,7 @@ impl Supervisor {
         loop {
             let now = Instant::now();
             self.step(now);
+            crate::monitor::reconcile_histogram().observe(now.elapsed());
             self.persist();
             self.report_progress();
             if self.shutting_down && self.services.iter().all(|s| s.handle.is_none()) {
@@ -312,6 +322,10 @@ impl Supervisor {
                     if interrupts == 1 {
                         info!("stopping every service (again to kill them at once)");
                         self.shutting_down = true;
+                        // No failover or health restarts while everything stops.
+                        if let Some(m) = self.monitor.take() {
+                            std::thread::spawn(move || drop(m));
+                        }
                     } else {
                         warn!("second interrupt: killing every service now");
                         for s in &self.services {
@@ -665,6 +679,9 @@ impl Supervisor {
             }
         };
         info!("profile changed: reconciling");
+        if let Some(m) = &self.monitor {
+            m.update(&plan);
+        }
         let mut order = Vec::new();
         for new in plan.services {
             order.push(new.name.clone());
@@ -721,6 +738,11 @@ impl Supervisor {
             },
             Request::Shutdown => {
                 self.shutting_down = true;
+                if let Some(m) = self.monitor.take() {
+                    // Joining waits for the monitor, which may be waiting for this
+                    // answer: let it go on its own thread.
+                    std::thread::spawn(move || drop(m));
+                }
                 Response::ok("stopping every service")
             }
             Request::Reload => {
@@ -850,15 +872,20 @@ impl Supervisor {
                     } else {
                         None
                     },
+                    health: None,
+                    health_detail: None,
                 }
             })
             .collect();
+        let mut services: Vec<ServiceStatus> = services;
+        let monitor = self.monitor.as_ref().map(|m| m.summary(&mut services));
         StatusReport {
             profile: self.profile_name.clone(),
             state_dir: self.layout.root.clone(),
             supervisor_pid: Some(std::process::id() as i32),
             services,
             validators: Vec::new(),
+            monitor,
         }
     }
 

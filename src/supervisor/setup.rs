@@ -197,11 +197,17 @@ pub fn run(
     };
     let (rp, rs) = (profile.map(Path::to_path_buf), layout.root.clone());
     let reloader = Box::new(move |running: &[String]| {
-        prepare(rp.as_deref(), Some(&rs), running).map(|(_, _, plan)| plan)
+        // chainctl's own ports are held by this process: keep them.
+        let mut running = running.to_vec();
+        running.push(crate::ports::CHAINCTL.to_string());
+        prepare(rp.as_deref(), Some(&rs), &running).map(|(_, _, plan)| plan)
     });
     let self_exe = std::env::current_exe().context("cannot find the chainctl binary")?;
     let backend = Box::new(ProcessBackend::new(self_exe));
-    let mut sup = Supervisor::new(layout.clone(), plan, profile_path, backend, reloader);
+    let settings = crate::monitor::Settings::new(&loaded.profile, &layout)?;
+    let monitor = crate::monitor::Monitor::start(settings, &plan, tx.clone())?;
+    let mut sup = Supervisor::new(layout.clone(), plan, profile_path, backend, reloader)
+        .with_monitor(monitor);
     if let Some(p) = progress {
         sup = sup.with_progress(p);
     }

@@ -1,0 +1,1009 @@
+//! The JSON-RPC gateway: one stable address (HTTP and WebSocket) in front of every
+//! execution client of the network.
+//!
+//! - Reads go to the best client (healthy, synced, least lag, lowest latency); on a
+//!   transport error they are retried once on the next best.
+//! - `eth_sendRawTransaction` goes to every healthy client's pool (marked as relayed, so
+//!   built-in clients do not pass it on again), and the first acceptance answers.
+//! - Limits: body size (413), batch size, calls per second per client address (429), a
+//!   timeout per request; a JSON-RPC error naming each client's state when none is usable.
+//! - WebSocket: plain calls as over HTTP; `newHeads` and `logs` subscriptions are served
+//!   from one head feed that follows the best client, so they survive a failover with no
+//!   head missed or repeated (the chain is final: heights never reorg).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value as Json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::metrics::{Exposition, Histogram, LATENCY_BUCKETS};
+use super::{Shared, Upstream};
+
+/// Header that tells a built-in client not to pass a transaction on (the gateway sends it
+/// to every client itself).
+const RELAYED: &str = "x-chainctl-relayed";
+
+/// Methods that change state: sent to every healthy client, never retried.
+fn is_send(method: &str) -> bool {
+    method == "eth_sendRawTransaction"
+}
+
+/// Methods counted under their own name in metrics (anything else is `other`, so a
+/// client cannot grow the metric's label set without bound).
+const KNOWN: &[&str] = &[
+    "eth_blockNumber",
+    "eth_call",
+    "eth_chainId",
+    "eth_estimateGas",
+    "eth_feeHistory",
+    "eth_gasPrice",
+    "eth_getBalance",
+    "eth_getBlockByHash",
+    "eth_getBlockByNumber",
+    "eth_getBlockReceipts",
+    "eth_getCode",
+    "eth_getLogs",
+    "eth_getStorageAt",
+    "eth_getTransactionByHash",
+    "eth_getTransactionCount",
+    "eth_getTransactionReceipt",
+    "eth_maxPriorityFeePerGas",
+    "eth_sendRawTransaction",
+    "eth_subscribe",
+    "eth_unsubscribe",
+    "eth_syncing",
+    "net_version",
+    "web3_clientVersion",
+];
+
+fn method_label(m: &str) -> &'static str {
+    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other")
+}
+
+/// (method, outcome) → calls.
+type PerUpstream = HashMap<(&'static str, &'static str), u64>;
+
+/// Gateway counters and latency.
+pub struct Stats {
+    /// upstream → (method, outcome) → calls (keyed so that counting allocates nothing).
+    calls: Mutex<HashMap<String, PerUpstream>>,
+    pub latency: Histogram,
+    pub failover_retries: AtomicU64,
+    pub ws_sessions: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            calls: Mutex::new(HashMap::new()),
+            latency: Histogram::new(LATENCY_BUCKETS),
+            failover_retries: AtomicU64::new(0),
+            ws_sessions: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Stats {
+    fn count(&self, method: &str, status: &'static str, upstream: &str, n: u64) {
+        let mut m = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (method_label(method), status);
+        match m.get_mut(upstream) {
+            Some(per) => *per.entry(key).or_default() += n,
+            None => {
+                m.insert(upstream.to_string(), [(key, n)].into());
+            }
+        }
+    }
+
+    /// Writes the gateway's families.
+    pub fn write(&self, w: &mut Exposition) {
+        w.family(
+            "chainctl_gateway_requests_total",
+            "counter",
+            "JSON-RPC calls through the gateway by method, outcome and upstream client.",
+        );
+        let m = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<_> = m
+            .iter()
+            .flat_map(|(up, per)| per.iter().map(move |((me, st), n)| (*me, *st, up, *n)))
+            .collect();
+        rows.sort();
+        for (method, status, up, n) in rows {
+            w.sample(
+                "chainctl_gateway_requests_total",
+                &[("method", method), ("status", status), ("upstream", up)],
+                n as f64,
+            );
+        }
+        drop(m);
+        w.histogram(
+            "chainctl_gateway_request_duration_seconds",
+            "Time from a request's arrival at the gateway to its answer.",
+            &self.latency,
+            &[],
+        );
+        w.family(
+            "chainctl_gateway_retries_total",
+            "counter",
+            "Reads retried on another client after a transport error.",
+        );
+        w.sample(
+            "chainctl_gateway_retries_total",
+            &[],
+            self.failover_retries.load(Ordering::Relaxed) as f64,
+        );
+        w.family(
+            "chainctl_gateway_websocket_sessions",
+            "gauge",
+            "Open WebSocket sessions.",
+        );
+        w.sample(
+            "chainctl_gateway_websocket_sessions",
+            &[],
+            self.ws_sessions.load(Ordering::Relaxed) as f64,
+        );
+    }
+}
+
+struct Gw {
+    sh: Arc<Shared>,
+    http: reqwest::Client,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    heads: broadcast::Sender<Arc<Json>>,
+}
+
+/// Serves the gateway on `listener` until the process ends.
+pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let http = match reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("gateway HTTP client: {e}");
+            return;
+        }
+    };
+    let (heads, _) = broadcast::channel(1024);
+    let gw = Arc::new(Gw {
+        sh,
+        http,
+        buckets: Mutex::new(HashMap::new()),
+        heads,
+    });
+    tokio::spawn(head_feed(gw.clone()));
+    let max_body = gw.sh.settings.gateway.max_body_bytes as usize;
+    let app = Router::new()
+        .route("/", get(ws_upgrade).post(http_call))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(gw);
+    let _ = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await;
+}
+
+/// A JSON-RPC error object (`id` as raw JSON text).
+fn error_json(id: &str, code: i64, message: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{}}}}}"#,
+        Json::String(message.to_string())
+    )
+}
+
+fn reply(status: StatusCode, body: impl Into<Body>, upstream: Option<&str>) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(u) = upstream.and_then(|u| HeaderValue::from_str(u).ok()) {
+        r.headers_mut().insert("x-chainctl-upstream", u);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct Call {
+    #[serde(default)]
+    id: Option<Box<RawValue>>,
+    method: String,
+    #[serde(default)]
+    params: Option<Box<RawValue>>,
+}
+
+impl Call {
+    fn id_text(&self) -> String {
+        self.id
+            .as_ref()
+            .map(|r| r.get().to_string())
+            .unwrap_or_else(|| "null".into())
+    }
+    fn to_json(&self) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":{},"params":{}}}"#,
+            self.id_text(),
+            Json::String(self.method.clone()),
+            self.params.as_ref().map(|p| p.get()).unwrap_or("[]")
+        )
+    }
+}
+
+/// An answer to a client: HTTP status, body, and the upstream that served it.
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+    upstream: String,
+}
+
+impl Answer {
+    fn error(status: StatusCode, id: &str, code: i64, message: &str) -> Answer {
+        Answer {
+            status,
+            body: Bytes::from(error_json(id, code, message)),
+            upstream: "none".into(),
+        }
+    }
+}
+
+async fn http_call(
+    State(gw): State<Arc<Gw>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let max = gw.sh.settings.gateway.max_body_bytes;
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let size = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| format!("{v} bytes"))
+                .unwrap_or_else(|| "the body".into());
+            gw.sh.gateway.count("", "too_large", "none", 1);
+            let a = Answer::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "null",
+                -32600,
+                &format!("request of {size} is over the gateway's limit of {max} bytes (gateway.max_body_bytes)"),
+            );
+            return reply(a.status, a.body, None);
+        }
+        Err(e) => {
+            let a = Answer::error(StatusCode::BAD_REQUEST, "null", -32600, &e.body_text());
+            return reply(a.status, a.body, None);
+        }
+    };
+    let t0 = Instant::now();
+    let a = gw.handle(peer.ip(), body).await;
+    gw.sh.gateway.latency.observe(t0.elapsed());
+    let mut r = reply(a.status, a.body, Some(&a.upstream));
+    if a.status == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+enum Parsed {
+    Single(Call),
+    Batch(Vec<Result<Call, String>>),
+}
+
+fn parse(body: &[u8]) -> Result<Parsed, Answer> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let items: Vec<Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
+            Answer::error(StatusCode::OK, "null", -32700, &format!("parse error: {e}"))
+        })?;
+        Ok(Parsed::Batch(
+            items
+                .into_iter()
+                .map(|raw| {
+                    serde_json::from_str::<Call>(raw.get())
+                        .map_err(|e| format!("invalid request: {e}"))
+                })
+                .collect(),
+        ))
+    } else {
+        match serde_json::from_slice::<Call>(body) {
+            Ok(c) => Ok(Parsed::Single(c)),
+            Err(e) if e.is_data() => Err(Answer::error(
+                StatusCode::OK,
+                "null",
+                -32600,
+                &format!("invalid request: {e} (a JSON-RPC call is an object with a `method`)"),
+            )),
+            Err(e) => Err(Answer::error(
+                StatusCode::OK,
+                "null",
+                -32700,
+                &format!("parse error: {e}"),
+            )),
+        }
+    }
+}
+
+/// Why an upstream call failed.
+enum UpErr {
+    /// No connection, reset, bad answer: another client may serve it.
+    Transport(String),
+    /// It did not answer in time.
+    Timeout,
+}
+
+impl Gw {
+    /// Token bucket per client address: `rate_limit` calls per second, bursts of one
+    /// second's worth.
+    fn admit(&self, ip: IpAddr, calls: usize) -> bool {
+        let rate = self.sh.settings.gateway.rate_limit as f64;
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() > 10_000 {
+            b.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(10));
+        }
+        let (tokens, at) = b.entry(ip).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= calls as f64 {
+            *tokens -= calls as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn post(&self, up: &Upstream, body: Bytes, relayed: bool) -> Result<Bytes, UpErr> {
+        let mut req = self
+            .http
+            .post(up.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if relayed {
+            req = req.header(RELAYED, "1");
+        }
+        let timeout = self.sh.settings.gateway.timeout.get();
+        match tokio::time::timeout(timeout, async {
+            let r = req.send().await?;
+            r.bytes().await
+        })
+        .await
+        {
+            Err(_) => Err(UpErr::Timeout),
+            Ok(Err(e)) => Err(UpErr::Transport(e.to_string())),
+            Ok(Ok(b)) => Ok(b),
+        }
+    }
+
+    /// A read: the best client, once more on the next after a transport error.
+    async fn read(&self, ups: &super::Upstreams, body: Bytes, id: &str) -> Answer {
+        let mut last = String::new();
+        for (i, up) in ups.ranked.iter().take(2).enumerate() {
+            if i > 0 {
+                self.sh
+                    .gateway
+                    .failover_retries
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            match self.post(up, body.clone(), false).await {
+                Ok(b) => {
+                    return Answer {
+                        status: StatusCode::OK,
+                        body: b,
+                        upstream: up.name.clone(),
+                    }
+                }
+                Err(UpErr::Timeout) => {
+                    return Answer::error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        id,
+                        -32000,
+                        &format!(
+                            "{} did not answer within {} (gateway.timeout)",
+                            up.name, self.sh.settings.gateway.timeout
+                        ),
+                    )
+                }
+                Err(UpErr::Transport(e)) => {
+                    tracing::debug!(upstream = %up.name, "gateway read failed: {e}");
+                    last = format!("{}: {e}", up.name);
+                }
+            }
+        }
+        Answer::error(
+            StatusCode::BAD_GATEWAY,
+            id,
+            -32000,
+            &format!("no execution client answered: {last}"),
+        )
+    }
+
+    /// Send to every healthy client at once; answers from each, in rank order.
+    async fn broadcast(&self, ups: &super::Upstreams, body: Bytes) -> Vec<(String, Option<Json>)> {
+        let mut order: Vec<&Upstream> = ups.ranked.iter().collect();
+        for h in &ups.healthy {
+            if !order.iter().any(|u| u.name == h.name) {
+                order.push(h);
+            }
+        }
+        let answers =
+            futures::future::join_all(order.iter().map(|u| self.post(u, body.clone(), true))).await;
+        order
+            .into_iter()
+            .zip(answers)
+            .map(|(u, a)| {
+                (
+                    u.name.clone(),
+                    a.ok().and_then(|b| serde_json::from_slice::<Json>(&b).ok()),
+                )
+            })
+            .collect()
+    }
+
+    async fn handle(&self, ip: IpAddr, body: Bytes) -> Answer {
+        let parsed = match parse(&body) {
+            Ok(p) => p,
+            Err(a) => {
+                self.sh.gateway.count("", "invalid", "none", 1);
+                return a;
+            }
+        };
+        let calls = match &parsed {
+            Parsed::Single(_) => 1,
+            Parsed::Batch(b) => b.len(),
+        };
+        let max_batch = self.sh.settings.gateway.max_batch as usize;
+        if let Parsed::Batch(b) = &parsed {
+            if b.is_empty() {
+                return Answer::error(
+                    StatusCode::OK,
+                    "null",
+                    -32600,
+                    "invalid request: empty batch",
+                );
+            }
+            if b.len() > max_batch {
+                self.sh.gateway.count("", "invalid", "none", 1);
+                return Answer::error(
+                    StatusCode::OK,
+                    "null",
+                    -32600,
+                    &format!(
+                        "batch of {} calls is over the gateway's limit of {max_batch} (gateway.max_batch): split it",
+                        b.len()
+                    ),
+                );
+            }
+        }
+        if !self.admit(ip, calls) {
+            self.sh
+                .gateway
+                .count("", "rate_limited", "none", calls as u64);
+            return Answer::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "null",
+                -32005,
+                &format!(
+                    "rate limit: {} calls per second per client address (gateway.rate_limit); retry after 1s",
+                    self.sh.settings.gateway.rate_limit
+                ),
+            );
+        }
+        let ups = self.sh.upstreams();
+        let id = match &parsed {
+            Parsed::Single(c) => c.id_text(),
+            _ => "null".into(),
+        };
+        if ups.ranked.is_empty() && ups.healthy.is_empty() {
+            let (m, n) = match &parsed {
+                Parsed::Single(c) => (c.method.as_str(), 1),
+                Parsed::Batch(b) => ("", b.len() as u64),
+            };
+            self.sh.gateway.count(m, "no_upstream", "none", n);
+            return Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &id,
+                -32000,
+                &format!("no healthy execution client: {}", ups.why_none),
+            );
+        }
+        match parsed {
+            Parsed::Single(c) if is_send(&c.method) => {
+                let answers = self.broadcast(&ups, body).await;
+                let pick = answers
+                    .iter()
+                    .find(|(_, a)| a.as_ref().is_some_and(|a| a.get("result").is_some()))
+                    .or_else(|| answers.iter().find(|(_, a)| a.is_some()));
+                match pick {
+                    Some((name, Some(a))) => {
+                        let status = if a.get("result").is_some() {
+                            "ok"
+                        } else {
+                            "error"
+                        };
+                        self.sh.gateway.count(&c.method, status, "all", 1);
+                        Answer {
+                            status: StatusCode::OK,
+                            body: Bytes::from(a.to_string()),
+                            upstream: name.clone(),
+                        }
+                    }
+                    _ => {
+                        self.sh.gateway.count(&c.method, "upstream_error", "all", 1);
+                        Answer::error(
+                            StatusCode::BAD_GATEWAY,
+                            &id,
+                            -32000,
+                            "no execution client took the transaction (none answered)",
+                        )
+                    }
+                }
+            }
+            Parsed::Single(c) => {
+                if ups.ranked.is_empty() {
+                    self.sh.gateway.count(&c.method, "no_upstream", "none", 1);
+                    return Answer::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &id,
+                        -32000,
+                        &format!("no synced execution client: {}", ups.why_none),
+                    );
+                }
+                let a = self.read(&ups, body, &id).await;
+                let status = if a.status != StatusCode::OK {
+                    "upstream_error"
+                } else if memchr(&a.body, br#""error""#) {
+                    "error"
+                } else {
+                    "ok"
+                };
+                self.sh.gateway.count(&c.method, status, &a.upstream, 1);
+                a
+            }
+            Parsed::Batch(items) => self.batch(&ups, body, items).await,
+        }
+    }
+
+    /// A batch: reads in one request to the best client, transactions to every healthy
+    /// one, answers put back in the order of the calls.
+    async fn batch(
+        &self,
+        ups: &super::Upstreams,
+        body: Bytes,
+        items: Vec<Result<Call, String>>,
+    ) -> Answer {
+        let any_invalid = items.iter().any(Result::is_err);
+        let sends = items
+            .iter()
+            .filter(|c| c.as_ref().is_ok_and(|c| is_send(&c.method)))
+            .count();
+        let reads = items.len() - sends - items.iter().filter(|c| c.is_err()).count();
+        // Fast path: only reads, all well formed: forward the body as it came.
+        if sends == 0 && !any_invalid && !ups.ranked.is_empty() {
+            let a = self.read(ups, body, "null").await;
+            for c in items.iter().flatten() {
+                self.sh.gateway.count(&c.method, "ok", &a.upstream, 1);
+            }
+            return a;
+        }
+        let join = |calls: Vec<&Call>| {
+            let parts: Vec<String> = calls.iter().map(|c| c.to_json()).collect();
+            Bytes::from(format!("[{}]", parts.join(",")))
+        };
+        let read_calls: Vec<&Call> = items
+            .iter()
+            .flatten()
+            .filter(|c| !is_send(&c.method))
+            .collect();
+        let send_calls: Vec<&Call> = items
+            .iter()
+            .flatten()
+            .filter(|c| is_send(&c.method))
+            .collect();
+        let mut read_answers: Vec<Json> = Vec::new();
+        let mut read_upstream = "none".to_string();
+        if reads > 0 {
+            if ups.ranked.is_empty() {
+                read_answers = read_calls
+                    .iter()
+                    .map(|c| {
+                        serde_json::from_str(&error_json(
+                            &c.id_text(),
+                            -32000,
+                            &format!("no synced execution client: {}", ups.why_none),
+                        ))
+                        .unwrap_or_default()
+                    })
+                    .collect();
+            } else {
+                let a = self.read(ups, join(read_calls.clone()), "null").await;
+                read_upstream = a.upstream.clone();
+                read_answers = match serde_json::from_slice::<Json>(&a.body) {
+                    Ok(Json::Array(v)) => v,
+                    Ok(one) => read_calls
+                        .iter()
+                        .map(|c| {
+                            let mut e = one.clone();
+                            e["id"] = serde_json::from_str(&c.id_text()).unwrap_or_default();
+                            e
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+            }
+        }
+        let send_answers = if sends > 0 {
+            self.broadcast(ups, join(send_calls.clone())).await
+        } else {
+            Vec::new()
+        };
+        // Answers by id, in call order (several with one id are matched in order).
+        let mut out: Vec<Json> = Vec::with_capacity(items.len());
+        let mut used_read = vec![false; read_answers.len()];
+        let mut used_send: Vec<Vec<bool>> = send_answers
+            .iter()
+            .map(|(_, a)| vec![false; a.as_ref().and_then(Json::as_array).map_or(0, Vec::len)])
+            .collect();
+        for item in &items {
+            let c = match item {
+                Err(why) => {
+                    self.sh.gateway.count("", "invalid", "none", 1);
+                    out.push(
+                        serde_json::from_str(&error_json("null", -32600, why)).unwrap_or_default(),
+                    );
+                    continue;
+                }
+                Ok(c) => c,
+            };
+            let id: Json = serde_json::from_str(&c.id_text()).unwrap_or_default();
+            if is_send(&c.method) {
+                let mut chosen: Option<Json> = None;
+                for (k, (_, a)) in send_answers.iter().enumerate() {
+                    let Some(arr) = a.as_ref().and_then(Json::as_array) else {
+                        continue;
+                    };
+                    if let Some(j) =
+                        (0..arr.len()).find(|&j| !used_send[k][j] && arr[j]["id"] == id)
+                    {
+                        let good = arr[j].get("result").is_some();
+                        if good || chosen.is_none() {
+                            used_send[k][j] = true;
+                            chosen = Some(arr[j].clone());
+                        }
+                        if good {
+                            break;
+                        }
+                    }
+                }
+                let status = match &chosen {
+                    Some(a) if a.get("result").is_some() => "ok",
+                    Some(_) => "error",
+                    None => "upstream_error",
+                };
+                self.sh.gateway.count(&c.method, status, "all", 1);
+                out.push(chosen.unwrap_or_else(|| {
+                    serde_json::from_str(&error_json(
+                        &c.id_text(),
+                        -32000,
+                        "no execution client took the transaction (none answered)",
+                    ))
+                    .unwrap_or_default()
+                }));
+            } else {
+                let j =
+                    (0..read_answers.len()).find(|&j| !used_read[j] && read_answers[j]["id"] == id);
+                let a = match j {
+                    Some(j) => {
+                        used_read[j] = true;
+                        read_answers[j].clone()
+                    }
+                    None => serde_json::from_str(&error_json(
+                        &c.id_text(),
+                        -32000,
+                        "the execution client's answer did not include this call",
+                    ))
+                    .unwrap_or_default(),
+                };
+                let status = if a.get("error").is_some() {
+                    "error"
+                } else {
+                    "ok"
+                };
+                self.sh.gateway.count(&c.method, status, &read_upstream, 1);
+                out.push(a);
+            }
+        }
+        Answer {
+            status: StatusCode::OK,
+            body: Bytes::from(Json::Array(out).to_string()),
+            upstream: if sends > 0 {
+                "all".into()
+            } else {
+                read_upstream
+            },
+        }
+    }
+
+    /// One call to the best client that answers it, for the head feed and subscriptions.
+    async fn call(&self, method: &str, params: Json) -> Option<Json> {
+        let body = Bytes::from(
+            json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}).to_string(),
+        );
+        let ups = self.sh.upstreams();
+        for up in ups.ranked.iter().take(2) {
+            if let Ok(b) = self.post(up, body.clone(), false).await {
+                if let Ok(v) = serde_json::from_slice::<Json>(&b) {
+                    if let Some(r) = v.get("result") {
+                        return Some(r.clone());
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+fn memchr(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Follows the chain on the best client and publishes every new block once, in order,
+/// while anyone is subscribed. After a failover the next client picks up from the last
+/// height published: nothing is skipped (missing heights are fetched) or repeated.
+async fn head_feed(gw: Arc<Gw>) {
+    let mut last: Option<u64> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if gw.heads.receiver_count() == 0 {
+            last = None;
+            continue;
+        }
+        let Some(n) = gw
+            .call("eth_blockNumber", json!([]))
+            .await
+            .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())
+        else {
+            continue;
+        };
+        let from = match last {
+            None => {
+                // Subscribers see blocks from the one after the head at their start.
+                last = Some(n);
+                continue;
+            }
+            Some(l) => l + 1,
+        };
+        for h in from..=n {
+            let Some(block) = gw
+                .call("eth_getBlockByNumber", json!([format!("0x{h:x}"), false]))
+                .await
+                .filter(|b| b.is_object())
+            else {
+                break;
+            };
+            let _ = gw.heads.send(Arc::new(block));
+            last = Some(h);
+        }
+    }
+}
+
+async fn ws_upgrade(
+    State(gw): State<Arc<Gw>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let max = gw.sh.settings.gateway.max_body_bytes as usize;
+    ws.max_message_size(max)
+        .on_upgrade(move |socket| ws_session(gw, peer.ip(), socket))
+        .into_response()
+}
+
+enum Sub {
+    Heads,
+    Logs(Json),
+}
+
+async fn ws_session(gw: Arc<Gw>, ip: IpAddr, socket: WebSocket) {
+    use futures::{SinkExt, StreamExt};
+    gw.sh.gateway.ws_sessions.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(4096);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(Message::Text(m.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let subs: Arc<Mutex<HashMap<String, Sub>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Subscribe to heads now: a subscription made later still sees every block after it.
+    let mut heads = gw.heads.subscribe();
+    let feeder = {
+        let (gw, subs, out) = (gw.clone(), subs.clone(), out_tx.clone());
+        tokio::spawn(async move {
+            loop {
+                let block = match heads.recv().await {
+                    Ok(b) => b,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "a WebSocket client reads too slowly: heads dropped"
+                        );
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                let list: Vec<(String, Option<Json>)> = {
+                    let s = subs.lock().unwrap_or_else(|e| e.into_inner());
+                    s.iter()
+                        .map(|(id, sub)| {
+                            (
+                                id.clone(),
+                                match sub {
+                                    Sub::Heads => None,
+                                    Sub::Logs(f) => Some(f.clone()),
+                                },
+                            )
+                        })
+                        .collect()
+                };
+                for (id, filter) in list {
+                    match filter {
+                        None => {
+                            let mut header = (*block).clone();
+                            if let Some(o) = header.as_object_mut() {
+                                o.remove("transactions");
+                            }
+                            let note = json!({"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":id,"result":header}});
+                            if out.send(note.to_string()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(mut f) => {
+                            f["blockHash"] = block["hash"].clone();
+                            if let Some(Json::Array(logs)) =
+                                gw.call("eth_getLogs", json!([f])).await
+                            {
+                                for l in logs {
+                                    let note = json!({"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":id,"result":l}});
+                                    if out.send(note.to_string()).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    while let Some(Ok(msg)) = stream.next().await {
+        let text = match msg {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let answer = match serde_json::from_str::<Call>(&text) {
+            Ok(c) if c.method == "eth_subscribe" || c.method == "eth_unsubscribe" => {
+                gw.sh.gateway.count(&c.method, "ok", "gateway", 1);
+                subscription(&subs, &c)
+            }
+            _ => {
+                let a = gw.handle(ip, Bytes::from(text)).await;
+                String::from_utf8_lossy(&a.body).into_owned()
+            }
+        };
+        if out_tx.send(answer).await.is_err() {
+            break;
+        }
+    }
+    feeder.abort();
+    drop(out_tx);
+    let _ = writer.await;
+    gw.sh.gateway.ws_sessions.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn subscription(subs: &Mutex<HashMap<String, Sub>>, c: &Call) -> String {
+    let id = c.id_text();
+    let params: Json = c
+        .params
+        .as_ref()
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or(Json::Null);
+    let mut s = subs.lock().unwrap_or_else(|e| e.into_inner());
+    if c.method == "eth_unsubscribe" {
+        let sid = params[0].as_str().unwrap_or_default();
+        return format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
+            s.remove(sid).is_some()
+        );
+    }
+    let sub = match params[0].as_str() {
+        Some("newHeads") => Sub::Heads,
+        Some("logs") => {
+            let mut f = params.get(1).cloned().unwrap_or_else(|| json!({}));
+            if !f.is_object() {
+                return error_json(&id, -32602, "logs filter must be an object");
+            }
+            if let Some(o) = f.as_object_mut() {
+                o.retain(|k, _| k == "address" || k == "topics");
+            }
+            Sub::Logs(f)
+        }
+        other => {
+            return error_json(
+                &id,
+                -32602,
+                &format!(
+                    "unsupported subscription {other:?}: the gateway serves newHeads and logs"
+                ),
+            )
+        }
+    };
+    let sid = format!("0x{}", hex::encode(rand::random::<[u8; 16]>()));
+    s.insert(sid.clone(), sub);
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"{sid}"}}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_tells_single_batch_and_garbage_apart() {
+        assert!(matches!(
+            parse(br#"{"jsonrpc":"2.0","id":7,"method":"eth_blockNumber"}"#),
+            Ok(Parsed::Single(c)) if c.id_text() == "7"
+        ));
+        match parse(br#" [{"id":1,"method":"a"}, {"id":2}] "#) {
+            Ok(Parsed::Batch(b)) => {
+                assert!(b[0].is_ok());
+                assert!(b[1].as_ref().is_err_and(|e| e.contains("method")));
+            }
+            _ => panic!("batch expected"),
+        }
+        let Err(a) = parse(b"{not json") else {
+            panic!("parse error expected")
+        };
+        assert!(String::from_utf8_lossy(&a.body).contains("-32700"));
+        let Err(a) = parse(br#"{"id":1}"#) else {
+            panic!("invalid request expected")
+        };
+        assert!(String::from_utf8_lossy(&a.body).contains("-32600"));
+    }
+
+    #[test]
+    fn calls_rebuild_as_json() {
+        let c: Call =
+            serde_json::from_str(r#"{"id":"x","method":"m","params":[1,{"a":2}]}"#).unwrap();
+        let v: Json = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","id":"x","method":"m","params":[1,{"a":2}]})
+        );
+        assert_eq!(method_label("eth_call"), "eth_call");
+        assert_eq!(method_label("evil_{}"), "other");
+    }
+}
