@@ -1463,10 +1463,18 @@ fn failover_cmd(
 ) -> Result<ExitCode> {
     let loaded = setup::load(profile)?;
     let layout = setup::layout(&loaded, state_dir);
-    let (addr, token) = crate::monitor::api_endpoint(&layout, loaded.profile.listen.api)?;
+    let api = crate::monitor::api_endpoint(&layout, &loaded.profile)?;
+    let addr = api.addr;
     let body = serde_json::json!({"validator": validator, "to": to});
     let path = "/api/v1/failover";
-    let answer = crate::status::http_json(addr, "POST", path, Some(&token), Some(&body));
+    let answer = crate::status::http_json(
+        addr,
+        api.tls_cert.as_deref(),
+        "POST",
+        path,
+        Some(&api.token),
+        Some(&body),
+    );
     let (code, v) = answer.map_err(|e| {
         anyhow::anyhow!("chainctl's API at {addr} does not answer ({e}): is the network up?")
     })?;

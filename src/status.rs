@@ -120,13 +120,14 @@ pub fn query_validators(r: &mut StatusReport) {
 }
 
 pub fn http_get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    http_json(addr, "GET", path, None, None).map(|(_, v)| v)
+    http_json(addr, None, "GET", path, None, None).map(|(_, v)| v)
 }
 
 /// One HTTP/1.0 request with an optional bearer token and JSON body; the status code and
 /// the JSON answer. For the CLI, which has no async runtime.
 pub fn http_json(
     addr: std::net::SocketAddr,
+    tls_cert: Option<&std::path::Path>,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -134,9 +135,14 @@ pub fn http_json(
 ) -> Result<(u16, serde_json::Value), String> {
     use std::io::{Read, Write as _};
     let t = std::time::Duration::from_secs(10);
-    let mut c = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+    let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
         .map_err(|e| format!("{addr}: {e}"))?;
-    c.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(t)).map_err(|e| e.to_string())?;
+    let mut c: Box<dyn ReadWrite> = match tls_cert {
+        Some(cert) => Box::new(crate::monitor::tls::connect(addr, tcp, cert)?),
+        None => Box::new(tcp),
+    };
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -148,8 +154,12 @@ pub fn http_json(
     )
     .map_err(|e| format!("{addr}: {e}"))?;
     let mut buf = Vec::new();
-    c.read_to_end(&mut buf)
-        .map_err(|e| format!("{addr}: {e}"))?;
+    match c.read_to_end(&mut buf) {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify after a whole response.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
+        Err(e) => return Err(format!("{addr}: {e}")),
+    }
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -163,6 +173,10 @@ pub fn http_json(
     Ok((code, v))
 }
 
+/// A byte stream: plain TCP or TLS over it.
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
 fn validators_table(r: &StatusReport) -> String {
     let mut out = String::new();
     if r.validators.is_empty() {
@@ -172,7 +186,7 @@ fn validators_table(r: &StatusReport) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    out.push_str("\nVALIDATOR  HEIGHT  ROUND  LAST DECISION  ACTIVE EL  EXECUTION CLIENTS  SWITCHES  VIOLATIONS\n");
+    out.push_str("\nVALIDATOR  HEIGHT  ROUND  PEERS  LAST DECISION  ACTIVE EL  EXECUTION CLIENTS  SWITCHES  VIOLATIONS\n");
     for v in &r.validators {
         match &v.status {
             Err(e) => {
@@ -200,10 +214,11 @@ fn validators_table(r: &StatusReport) -> String {
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{}  {}  {}  {}  {}  {}  {}  {}",
+                    "{}  {}  {}  {}  {}  {}  {}  {}  {}",
                     v.name,
                     s["height"],
                     s["round"],
+                    s["peers"].as_u64().map_or("?".into(), |p| p.to_string()),
                     age,
                     s["active_el"].as_str().unwrap_or("?"),
                     els.join(" "),

@@ -178,6 +178,17 @@ fn gateway_api_metrics_and_jwt_probe() {
     );
     assert_eq!(st["health"]["els"]["val-0-el-0"]["active"], true, "{st}");
     assert_eq!(st["health"]["validators"]["val-3"]["state"], "healthy");
+    // Each validator is connected to the three others (Malachite's own count).
+    wait_for(
+        "every validator to report 3 peers",
+        Duration::from_secs(20),
+        || {
+            let st = api_status(&api, &tok);
+            (0..4)
+                .all(|v| st["health"]["validators"][format!("val-{v}")]["peers"] == 3)
+                .then_some(())
+        },
+    );
 
     // Reads through the gateway, single and batched, agree with an EL.
     let el = format!(
@@ -383,6 +394,96 @@ fn gateway_api_metrics_and_jwt_probe() {
 /// A signed transfer from dev account 1 with `nonce`.
 fn signed_transfer(nonce: u64) -> String {
     chainctl::load::signed_transfer(1337, 1, nonce).unwrap().1
+}
+
+/// `curl` against the API over TLS, trusting `ca`: the status code and body.
+fn curl_tls(ca: &std::path::Path, url: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["-w", "\n%{http_code}", url]);
+    if let Some(t) = bearer {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let o = c
+        .output()
+        .expect("curl is missing: .ci/run installs it (Debian package `curl`)");
+    assert!(o.status.success(), "curl {url}: {}", util::text(&o.stderr));
+    let out = util::text(&o.stdout);
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn api_over_tls() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    // A CA and a server certificate for 127.0.0.1 signed by it, as an operator would
+    // bring them.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "chainctl API");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(env.path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(env.path("api.pem"), cert.pem()).unwrap();
+    std::fs::write(env.path("api.key"), key.serialize_pem()).unwrap();
+    let key_path = env.path("api.key");
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Relative paths are relative to the profile.
+    env.write_profile(
+        "name: tls\nports: {start: 24950, end: 24979}\napi: {tls: {cert: api.pem, key: api.key}}\nservices:\n  idle:\n    command: [sleep, '600']\n",
+    );
+
+    // A private key others can read is refused before anything starts, with the fix.
+    let o = env.run(&["up", "--detach"]);
+    assert!(!o.status.success());
+    let e = util::text(&o.stderr);
+    assert!(
+        e.contains("api.tls.key") && e.contains("chmod 600") && e.contains("0644"),
+        "{e}"
+    );
+
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.up_detached();
+    let port = own_port(&ports(&env), "api");
+    let https = format!("https://127.0.0.1:{port}");
+    let ca_path = env.path("ca.pem");
+    let (code, text) = wait_for("the API over TLS", Duration::from_secs(20), || {
+        let (c, t) = curl_tls(&ca_path, &format!("{https}/metrics"), None);
+        (c == 200).then_some((c, t))
+    });
+    assert_eq!(code, 200);
+    check_exposition(&text);
+    // The token is still required over TLS.
+    let (code, body) = curl_tls(&ca_path, &format!("{https}/api/v1/status"), None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = curl_tls(
+        &ca_path,
+        &format!("{https}/api/v1/status"),
+        Some(&token(&env)),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"idle\""), "{body}");
+    // Plain HTTP gets no answer from a TLS listener.
+    let plain = ureq::get(&format!("http://127.0.0.1:{port}/health"))
+        .timeout(Duration::from_secs(5))
+        .call();
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+    // The CLI reaches the API over TLS, pinning the configured certificate: the API
+    // itself answers (and refuses: this profile has no validators).
+    let o = env.run(&["failover", "val-0"]);
+    let e = util::text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(e.contains("failover of val-0 refused"), "{e}");
 }
 
 #[test]

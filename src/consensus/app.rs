@@ -114,6 +114,9 @@ pub struct Report {
     pub proposals_built: u64,
     pub decided_blocks: u64,
     pub validators: usize,
+    /// Other validators this one is connected to, as Malachite's consensus counts them
+    /// (none when Malachite has not reported yet).
+    pub peers: Option<u64>,
     /// Every EL switch: when, from, to, why.
     pub switch_log: Vec<Switch>,
 }

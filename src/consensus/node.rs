@@ -543,7 +543,45 @@ struct Api {
 }
 
 async fn status_handler(State(api): State<Api>) -> Json<Report> {
-    Json(api.report.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    let mut r = api.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    r.peers = connected_peers();
+    Json(r)
+}
+
+/// The peers Malachite's consensus actor counts as connected. Malachite 0.5 gives the
+/// application no call for it, but keeps it as a gauge in its metrics registry (one
+/// engine per process, so one series).
+fn connected_peers() -> Option<u64> {
+    let mut text = String::new();
+    malachitebft_app_channel::app::metrics::export(&mut text);
+    connected_peers_in(&text)
+}
+
+/// The `connected_peers` gauge of a Prometheus text exposition.
+fn connected_peers_in(text: &str) -> Option<u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.split(['{', ' '])
+                .next()
+                .is_some_and(|name| name.ends_with("_connected_peers"))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v.max(0.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_connected_peers_gauge() {
+        let text = "# HELP malachitebft_core_consensus_connected_peers Number of connected peers\n\
+                    # TYPE malachitebft_core_consensus_connected_peers gauge\n\
+                    malachitebft_core_consensus_height{moniker=\"val-0\"} 12\n\
+                    malachitebft_core_consensus_connected_peers{moniker=\"val-0\"} 3\n";
+        assert_eq!(super::connected_peers_in(text), Some(3));
+        assert_eq!(super::connected_peers_in("x_height 1\n"), None);
+    }
 }
 
 #[derive(Deserialize)]

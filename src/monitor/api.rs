@@ -16,8 +16,12 @@ use super::metrics::{Exposition, CONTENT_TYPE};
 use super::Shared;
 use crate::control::Request;
 
-/// Serves the API until the process ends.
-pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
+/// Serves the API until the process ends: over TLS when `tls` is given, else plain HTTP.
+pub async fn serve(
+    sh: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let app = Router::new()
         .route(
             "/health",
@@ -29,7 +33,12 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
         .route("/api/v1/services/{name}/restart", post(restart))
         .route("/api/v1/failover", post(failover))
         .with_state(sh);
-    let _ = axum::serve(listener, app).await;
+    match tls {
+        Some(cfg) => super::tls::serve(listener, cfg, app).await,
+        None => {
+            let _ = axum::serve(listener, app).await;
+        }
+    }
 }
 
 fn authorized(sh: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
@@ -291,7 +300,7 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
         );
     }
     let now = super::now_ms();
-    let vfamilies: [(&str, &str, &str); 6] = [
+    let vfamilies: [(&str, &str, &str); 7] = [
         (
             "chainctl_validator_health",
             "gauge",
@@ -318,6 +327,11 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
             "counter",
             "Consensus violations (equivocation, invalid certificates) the validator saw.",
         ),
+        (
+            "chainctl_validator_peers",
+            "gauge",
+            "Other validators this validator is connected to.",
+        ),
     ];
     for (i, (name, kind, help)) in vfamilies.iter().enumerate() {
         w.family(name, kind, help);
@@ -330,7 +344,8 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
                 4 => v
                     .last_decided_at_ms
                     .map(|t| now.saturating_sub(t) as f64 / 1000.0),
-                _ => Some(v.consensus_violations as f64),
+                5 => Some(v.consensus_violations as f64),
+                _ => v.peers.map(|p| p as f64),
             };
             if let Some(x) = val {
                 w.sample(name, &[("validator", vn.as_str())], x);

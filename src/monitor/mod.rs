@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod probe;
+pub mod tls;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +52,8 @@ pub struct Settings {
     pub api_addr: SocketAddr,
     /// The API's bearer token file.
     pub token_path: PathBuf,
+    /// The API's certificate and key (none: plain HTTP).
+    pub api_tls: Option<crate::profile::ApiTls>,
 }
 
 impl Settings {
@@ -75,6 +78,7 @@ impl Settings {
             gateway_addr,
             api_addr: SocketAddr::new(profile.listen.api, api_port),
             token_path: layout.api_token(),
+            api_tls: profile.api.tls.clone(),
         })
     }
 
@@ -193,6 +197,8 @@ pub struct ValidatorHealth {
     pub height: u64,
     pub round: i64,
     pub decided: u64,
+    /// Other validators it is connected to (Malachite's count).
+    pub peers: Option<u64>,
     pub active_el: Option<String>,
     pub last_decided_at_ms: Option<u64>,
     pub consensus_violations: u64,
@@ -486,6 +492,10 @@ impl Monitor {
                 settings.token_path.display()
             )
         })?;
+        let api_tls = match &settings.api_tls {
+            Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         let api_listener = std::net::TcpListener::bind(settings.api_addr).with_context(|| {
             format!(
                 "cannot listen on {} for chainctl's API (api.port): another process holds it; \
@@ -540,8 +550,9 @@ impl Monitor {
                             return;
                         }
                     };
-                    info!(addr = %sh.settings.api_addr, "API (metrics, health, /api/v1) listening");
-                    tokio::spawn(api::serve(sh.clone(), api));
+                    let scheme = if api_tls.is_some() { "https" } else { "http" };
+                    info!(addr = %sh.settings.api_addr, scheme, "API (metrics, health, /api/v1) listening");
+                    tokio::spawn(api::serve(sh.clone(), api, api_tls));
                     if let Some(l) = gw_listener {
                         match tokio::net::TcpListener::from_std(l) {
                             Ok(l) => {
@@ -854,6 +865,7 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
             v.height = s.height;
             v.round = s.round;
             v.decided = s.decided;
+            v.peers = s.peers;
             v.active_el = s.active_el.clone().or(v.active_el.take());
             v.last_decided_at_ms = s.last_decided_at_ms;
             v.consensus_violations = s.violations;
@@ -1154,8 +1166,16 @@ async fn act(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets) {
     let _ = t;
 }
 
-/// The address the API of a running supervisor listens on, and its token, for the CLI.
-pub fn api_endpoint(layout: &Layout, listen: IpAddr) -> Result<(SocketAddr, String)> {
+/// Where the CLI reaches the API of a running supervisor.
+pub struct ApiEndpoint {
+    pub addr: SocketAddr,
+    pub token: String,
+    /// The certificate the API serves (`api.tls.cert`), which the CLI pins; none: HTTP.
+    pub tls_cert: Option<PathBuf>,
+}
+
+/// The API of the supervisor running `profile`, from its state dir.
+pub fn api_endpoint(layout: &Layout, profile: &crate::profile::Profile) -> Result<ApiEndpoint> {
     let ports = crate::state::read_json::<crate::state::PortsFile>(&layout.ports_file())?
         .context("no ports.json: is the network up?")?;
     let port = ports
@@ -1166,10 +1186,15 @@ pub fn api_endpoint(layout: &Layout, listen: IpAddr) -> Result<(SocketAddr, Stri
         .context("ports.json has no API port: start the network with this chainctl")?;
     let token = std::fs::read_to_string(layout.api_token())
         .with_context(|| format!("cannot read the API token {}", layout.api_token().display()))?;
+    let listen = profile.listen.api;
     let host = if listen.is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
     } else {
         listen
     };
-    Ok((SocketAddr::new(host, port), token.trim().to_string()))
+    Ok(ApiEndpoint {
+        addr: SocketAddr::new(host, port),
+        token: token.trim().to_string(),
+        tls_cert: profile.api.tls.as_ref().map(|t| t.cert.clone()),
+    })
 }

@@ -261,6 +261,8 @@ pub struct ValidatorSample {
     pub height: u64,
     pub round: i64,
     pub decided: u64,
+    /// Connected peers (other validators), when the validator reports them.
+    pub peers: Option<u64>,
     pub active_el: Option<String>,
     pub last_decided_at_ms: Option<u64>,
     pub violations: u64,
@@ -308,6 +310,7 @@ pub async fn validator(
     s.height = v["height"].as_u64().unwrap_or(0);
     s.round = v["round"].as_i64().unwrap_or(-1);
     s.decided = v["decided_blocks"].as_u64().unwrap_or(0);
+    s.peers = v["peers"].as_u64();
     s.active_el = v["active_el"].as_str().map(String::from);
     s.last_decided_at_ms = v["last_decided_at_ms"].as_u64();
     s.violations = v["consensus_violations"].as_u64().unwrap_or(0);

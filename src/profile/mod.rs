@@ -135,6 +135,7 @@ pub fn load(source: Source) -> Result<Loaded, ProfileError> {
     }
     let mut profile = profile;
     crate::network::expand(&mut profile);
+    resolve_paths(&mut profile, &source);
     Ok(Loaded {
         profile,
         source,
@@ -183,6 +184,21 @@ pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
             });
         }
     }
+    if let Some(tls) = &loaded.profile.api.tls {
+        // Load exactly what the API will serve, so a bad file stops `up` before anything
+        // starts rather than leaving a network without its API.
+        if let Err(why) = crate::monitor::tls::server_config(&tls.cert, &tls.key) {
+            let field = if why.starts_with("api.tls.key") {
+                "api.tls.key"
+            } else {
+                "api.tls.cert"
+            };
+            problems.push(Problem {
+                pos: loaded.index.value(field),
+                message: why,
+            });
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -190,6 +206,24 @@ pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
             file: loaded.source.label.clone(),
             problems,
         })
+    }
+}
+
+/// Makes the profile's file paths absolute, relative to the profile's directory, so
+/// every reader (supervisor, CLI) finds the same files wherever it runs from.
+fn resolve_paths(profile: &mut Profile, source: &Source) {
+    let base = source
+        .path
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    if let Some(tls) = &mut profile.api.tls {
+        for p in [&mut tls.cert, &mut tls.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
     }
 }
 

@@ -691,12 +691,30 @@ pub struct Api {
     /// state dir's `ports.json` (`chainctl ports` shows it).
     #[serde(default = "auto_port")]
     pub port: PortSpec,
+    /// Serve the API over TLS with this certificate and key (PEM files; relative paths
+    /// are relative to the profile). Without it the API is plain HTTP, which is why it
+    /// listens on loopback by default.
+    #[serde(default)]
+    pub tls: Option<ApiTls>,
 }
 
 impl Default for Api {
     fn default() -> Self {
-        Api { port: auto_port() }
+        Api {
+            port: auto_port(),
+            tls: None,
+        }
     }
+}
+
+/// The API's TLS certificate and private key.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1), mode 0600 or stricter.
+    pub key: PathBuf,
 }
 
 fn auto_port() -> PortSpec {
