@@ -187,10 +187,9 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
         heads,
     });
     tokio::spawn(head_feed(gw.clone()));
-    let max_body = gw.sh.settings.gateway.max_body_bytes as usize;
+    // http_call enforces gateway.max_body_bytes itself (read_body).
     let app = Router::new()
         .route("/", get(ws_upgrade).post(http_call))
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(gw);
     let _ = axum::serve(
         listener,
@@ -263,16 +262,55 @@ impl Answer {
     }
 }
 
+/// How much of an oversized request body the gateway reads and throws away before it
+/// answers 413, and for how long.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(3);
+
+/// Why a request body was not read.
+enum BodyError {
+    TooLarge,
+    Broken(String),
+}
+
+/// Reads a request body of at most `max` bytes. The rest of a larger one is read and
+/// thrown away (up to [`DRAIN_CAP`], for [`DRAIN_TIME`]) before the 413 goes out: a
+/// client still writing its body when the server closes gets a broken pipe instead of
+/// the answer (nginx's lingering close exists for the same reason).
+async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, BodyError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        if buf.len() + chunk.len() > max {
+            let mut seen = buf.len() + chunk.len();
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while seen < DRAIN_CAP {
+                    match stream.next().await {
+                        Some(Ok(c)) => seen += c.len(),
+                        _ => break,
+                    }
+                }
+            })
+            .await;
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
 async fn http_call(
     State(gw): State<Arc<Gw>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let max = gw.sh.settings.gateway.max_body_bytes;
-    let body = match body {
+    let body = match read_body(body, max as usize).await {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(BodyError::TooLarge) => {
             let size = headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
@@ -287,8 +325,13 @@ async fn http_call(
             );
             return reply(a.status, a.body, None);
         }
-        Err(e) => {
-            let a = Answer::error(StatusCode::BAD_REQUEST, "null", -32600, &e.body_text());
+        Err(BodyError::Broken(e)) => {
+            let a = Answer::error(
+                StatusCode::BAD_REQUEST,
+                "null",
+                -32600,
+                &format!("cannot read the request body: {e}"),
+            );
             return reply(a.status, a.body, None);
         }
     };
