@@ -4,7 +4,7 @@
 use crate::control::{self, Request};
 use crate::layout::Layout;
 use crate::plan::{self, Plan};
-use crate::ports::{BindProbe, HostProbe};
+use crate::ports::HostProbe;
 use crate::profile::Profile;
 use crate::state::{self, PortsFile, StateFile};
 use crate::status::{self, ServiceStatus, StatusReport};
@@ -915,15 +915,9 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
             false,
         )?,
     };
-    // Our own services' pids and groups, so a port held by them is not a conflict.
-    let ours: Vec<(String, i32)> = state::read_json::<StateFile>(&layout.state_file())?
-        .map(|st| {
-            st.services
-                .into_iter()
-                .filter_map(|(n, r)| r.handle.map(|h| (n, h.pgid)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ours = crate::ports::Owners::from_state(
+        state::read_json::<StateFile>(&layout.state_file())?.as_ref(),
+    );
     let mut conflicts = 0;
     println!(
         "{:<24} {:<12} {:>6}  {:<8} {}",
@@ -937,23 +931,12 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
         for (name, a) in ports {
             let mut host = String::new();
             if check {
-                host = match BindProbe.busy(a.port, a.protocol) {
-                    None => "free".into(),
-                    Some(why) => {
-                        let holder = match crate::procinfo::port_holder_of(a.port, a.protocol) {
-                            Some(crate::procinfo::Holder::Pid(pid)) => Some(pid),
-                            _ => None,
-                        };
-                        let owner = holder
-                            .and_then(crate::procinfo::pgid)
-                            .and_then(|g| ours.iter().find(|(_, pg)| *pg == g));
-                        match owner {
-                            Some((n, _)) if n == svc => "in use by this service".into(),
-                            _ => {
-                                conflicts += 1;
-                                format!("CONFLICT: {why}")
-                            }
-                        }
+                host = match ours.host_use(svc, a) {
+                    crate::ports::HostUse::Free => "free".into(),
+                    crate::ports::HostUse::Ours => "in use by this service".into(),
+                    crate::ports::HostUse::Conflict(why) => {
+                        conflicts += 1;
+                        format!("CONFLICT: {why}")
                     }
                 };
             }
@@ -1052,24 +1035,8 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
         JwtAction::Verify => {
             let mut bad = 0;
             for p in &plan.jwt_pairs {
-                let mut problems: Vec<String> = crate::secrets::verify_file(&p.path)
-                    .into_iter()
-                    .map(|e| e.to_string())
-                    .collect();
-                let path = p.path.display().to_string();
-                for end in [&p.consensus, &p.execution] {
-                    let s = plan.service(end).expect("pair ends are services");
-                    if !s
-                        .argv
-                        .iter()
-                        .chain(s.env.values())
-                        .any(|a| a.contains(&path))
-                    {
-                        problems.push(format!(
-                            "service `{end}` never passes {path} to its program: add {{{{jwt_path}}}} to services.{end}.command or env, or both ends will not share the secret"
-                        ));
-                    }
-                }
+                let problems = crate::secrets::pair_problems(&plan, p);
+                let path = p.path.display();
                 if problems.is_empty() {
                     println!(
                         "ok      {}--{}: {path} (64 hex chars, mode 0600, both ends read it)",

@@ -560,3 +560,63 @@ mod tests {
         assert!(e.to_string().contains("widen ports.start/ports.end"));
     }
 }
+
+/// Which processes hold a running network's ports legitimately: each service's process
+/// group, and the supervisor itself for chainctl's own ports (API, gateway).
+#[derive(Debug, Default)]
+pub struct Owners {
+    groups: Vec<(String, i32)>,
+    supervisor: Option<i32>,
+}
+
+/// What holds one allocated port on this host.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostUse {
+    /// Nothing: the port is free.
+    Free,
+    /// The service it is allocated to (or the supervisor, for chainctl's ports).
+    Ours,
+    /// Another program, named as well as the host lets us.
+    Conflict(String),
+}
+
+impl Owners {
+    /// From the state file of a running (or stopped) network.
+    pub fn from_state(st: Option<&crate::state::StateFile>) -> Owners {
+        Owners {
+            groups: st
+                .map(|st| {
+                    st.services
+                        .iter()
+                        .filter_map(|(n, r)| r.handle.as_ref().map(|h| (n.clone(), h.pgid)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            supervisor: st.and_then(|s| s.supervisor_pid),
+        }
+    }
+
+    /// Whether `service`'s allocated port `a` is free, held by that service, or taken by
+    /// another program.
+    pub fn host_use(&self, service: &str, a: &Assigned) -> HostUse {
+        let Some(why) = BindProbe.busy(a.port, a.protocol) else {
+            return HostUse::Free;
+        };
+        let holder = match crate::procinfo::port_holder_of(a.port, a.protocol) {
+            Some(crate::procinfo::Holder::Pid(pid)) => Some(pid),
+            _ => None,
+        };
+        let ours = holder.is_some_and(|pid| {
+            if service == CHAINCTL {
+                return self.supervisor == Some(pid);
+            }
+            crate::procinfo::pgid(pid)
+                .is_some_and(|g| self.groups.iter().any(|(n, pg)| n == service && *pg == g))
+        });
+        if ours {
+            HostUse::Ours
+        } else {
+            HostUse::Conflict(why)
+        }
+    }
+}

@@ -125,6 +125,33 @@ pub fn comm(pid: i32) -> Option<String> {
 }
 
 /// Socket inodes bound to `port` in `/proc/net/{tcp,tcp6,udp,udp6}`.
+/// Whether a TCP socket listening on `port` is bound to every address (0.0.0.0 or ::),
+/// from /proc/net/tcp{,6}; none when nothing listens there.
+pub fn listens_on_all_addresses(port: u16) -> Option<bool> {
+    let mut found = None;
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(f) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                continue;
+            };
+            let Some((addr, hexport)) = local.rsplit_once(':') else {
+                continue;
+            };
+            // 0A: LISTEN.
+            if *state != "0A" || u16::from_str_radix(hexport, 16).ok() != Some(port) {
+                continue;
+            }
+            let all = addr.chars().all(|c| c == '0');
+            found = Some(found.unwrap_or(false) || all);
+        }
+    }
+    found
+}
+
 fn socket_inodes(port: u16, protocol: Protocol) -> Vec<String> {
     let mut files = Vec::new();
     if protocol.tcp() {

@@ -188,6 +188,30 @@ pub fn verify_file(path: &Path) -> Vec<SecretError> {
     out
 }
 
+/// Every problem with one consensus↔execution pair's secret: the file itself (content,
+/// modes), and each end that never passes it to its program.
+pub fn pair_problems(plan: &crate::plan::Plan, pair: &crate::plan::JwtPair) -> Vec<String> {
+    let mut problems: Vec<String> = verify_file(&pair.path)
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect();
+    let path = pair.path.display().to_string();
+    for end in [&pair.consensus, &pair.execution] {
+        let Some(s) = plan.service(end) else { continue };
+        if !s
+            .argv
+            .iter()
+            .chain(s.env.values())
+            .any(|a| a.contains(&path))
+        {
+            problems.push(format!(
+                "service `{end}` never passes {path} to its program: add {{{{jwt_path}}}} to services.{end}.command or env, or both ends will not share the secret"
+            ));
+        }
+    }
+    problems
+}
+
 /// Seconds of clock difference the Engine API tolerates in `iat`.
 pub const IAT_TOLERANCE_SECS: u64 = 60;
 

@@ -81,6 +81,14 @@ pub fn running_services(layout: &Layout) -> Vec<String> {
         .collect()
 }
 
+/// Whether an error comes from a bind to an address already in use.
+fn addr_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
 /// Allocates ports against the persisted allocation and the host; `persist` writes the result.
 pub fn allocate(
     loaded: &Loaded,
@@ -204,8 +212,25 @@ pub fn run(
     });
     let self_exe = std::env::current_exe().context("cannot find the chainctl binary")?;
     let backend = Box::new(ProcessBackend::new(self_exe));
-    let settings = crate::monitor::Settings::new(&loaded.profile, &layout)?;
-    let monitor = crate::monitor::Monitor::start(settings, &plan, tx.clone())?;
+    let mut attempt = 0;
+    let (mut loaded, mut layout, mut plan) = (loaded, layout, plan);
+    let monitor = loop {
+        let settings = crate::monitor::Settings::new(&loaded.profile, &layout)?;
+        match crate::monitor::Monitor::start(settings, &plan, tx.clone()) {
+            Ok(m) => break m,
+            // Another program (often another chainctl starting at the same moment, given
+            // the same free port) took an `auto` port of ours between allocation and bind:
+            // allocate again, which moves ours off the now busy port. A pinned port stays
+            // busy and fails after the last attempt with the error that names it.
+            Err(e) if attempt < 5 && addr_in_use(&e) => {
+                attempt += 1;
+                warn!("{e:#}; allocating chainctl's ports again");
+                std::thread::sleep(Duration::from_millis(rand::random::<u64>() % 200 + 20));
+                (loaded, layout, plan) = prepare(profile, Some(&layout.root), &running)?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let mut sup = Supervisor::new(layout.clone(), plan, profile_path, backend, reloader)
         .with_monitor(monitor);
     if let Some(p) = progress {
