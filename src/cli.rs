@@ -170,6 +170,28 @@ pub enum Command {
     /// first block, sustained load, failover drills, port allocation, engine throughput)
     /// and write bench.json and bench.md.
     Bench(crate::bench::BenchArgs),
+    /// A readiness report from live measurements of the running network: every check
+    /// with its evidence and remedy, a score, and the verdict. Exit code 0 READY, 1 NOT
+    /// READY, 2 could not run.
+    Report {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "md")]
+        format: crate::report::render::Format,
+        /// Write the report to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run a failover drill: kill -9 one validator's active execution client, measure
+        /// the switch and the chain, and wait until the client is back. Without it the
+        /// report says failover is untested and the verdict cannot be READY.
+        #[arg(long)]
+        drill: bool,
+        /// The window the rates and block times cover (e.g. 10m, 30s).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
+        /// Print the JSON Schema of the JSON report and exit.
+        #[arg(long)]
+        schema: bool,
+    },
     /// Run one node role of the network (what the supervisor starts).
     Node {
         /// The role.
@@ -384,6 +406,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Render { what, out, user } => render(profile, state_dir, what, &out, &user),
         Command::Systemd { action } => systemd_cmd(profile, state_dir, action),
         Command::Load(args) => load_cmd(profile, state_dir, args),
+        Command::Report {
+            format,
+            out,
+            drill,
+            window,
+            schema,
+        } => {
+            if schema {
+                print!("{}", crate::report::json_schema());
+                return Ok(ExitCode::SUCCESS);
+            }
+            report_cmd(profile, state_dir, format, out.as_deref(), drill, window)
+        }
         Command::Bench(args) => {
             let report = crate::bench::run(&args)?;
             print!("{}", crate::bench::markdown(&report));
@@ -1457,4 +1492,70 @@ fn failover_cmd(
             v["error"].as_str().unwrap_or("no reason given")
         )
     }
+}
+
+fn report_cmd(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    format: crate::report::render::Format,
+    out: Option<&Path>,
+    drill: bool,
+    window: std::time::Duration,
+) -> Result<ExitCode> {
+    // Exit 2, not 1, when the report cannot be made: a gate must not read "could not
+    // look" as "not ready" (or the reverse).
+    let could_not = |e: anyhow::Error| {
+        eprintln!("error: the readiness report could not run: {e:#}");
+        Ok(ExitCode::from(2))
+    };
+    let (loaded, layout, plan, _) = match inspect_plan(profile, state_dir, &crate::ports::NoProbe) {
+        Ok(x) => x,
+        Err(e) => return could_not(e),
+    };
+    let inputs = crate::report::evidence::Inputs {
+        profile: &loaded.profile,
+        layout: &layout,
+        plan: &plan,
+        window,
+        drill,
+    };
+    if drill {
+        eprintln!("failover drill: killing one validator's active execution client (it is restarted and checked)…");
+    }
+    let evidence = match crate::report::evidence::gather(&inputs) {
+        Ok(e) => e,
+        Err(e) => return could_not(e),
+    };
+    let report = crate::report::assemble(
+        loaded.profile.name.clone(),
+        window.as_secs(),
+        crate::report::checks::all(&evidence),
+        crate::report::checks::service_rows(&evidence),
+        evidence.ports.clone(),
+        evidence
+            .chain
+            .as_ref()
+            .map(|b| b.iter().map(|b| (b.number, b.timestamp, b.txs)).collect())
+            .unwrap_or_default(),
+    );
+    let text = crate::report::render::render(&report, format);
+    match out {
+        Some(p) => {
+            if let Err(e) = std::fs::write(p, &text) {
+                return could_not(anyhow::anyhow!("cannot write {}: {e}", p.display()));
+            }
+            eprintln!(
+                "{}: {} (score {:.1}) written to {}",
+                report.profile,
+                if report.verdict == crate::report::Verdict::Ready { "READY" } else { "NOT READY" },
+                report.score,
+                p.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(match report.verdict {
+        crate::report::Verdict::Ready => ExitCode::SUCCESS,
+        crate::report::Verdict::NotReady => ExitCode::from(1),
+    })
 }

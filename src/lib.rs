@@ -17,6 +17,7 @@ pub mod ports;
 pub mod procinfo;
 pub mod profile;
 pub mod render;
+pub mod report;
 pub mod runtime;
 pub mod secrets;
 pub mod state;

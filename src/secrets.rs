@@ -198,11 +198,17 @@ pub fn pair_problems(plan: &crate::plan::Plan, pair: &crate::plan::JwtPair) -> V
     let path = pair.path.display().to_string();
     for end in [&pair.consensus, &pair.execution] {
         let Some(s) = plan.service(end) else { continue };
+        // A validator reads its secrets from the config.json chainctl writes for it.
+        let in_config = || {
+            fs::read_to_string(s.data_dir.join("config.json"))
+                .is_ok_and(|c| c.contains(&serde_json::to_string(&path).unwrap_or_default()))
+        };
         if !s
             .argv
             .iter()
             .chain(s.env.values())
             .any(|a| a.contains(&path))
+            && !in_config()
         {
             problems.push(format!(
                 "service `{end}` never passes {path} to its program: add {{{{jwt_path}}}} to services.{end}.command or env, or both ends will not share the secret"

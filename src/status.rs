@@ -133,6 +133,22 @@ pub fn http_json(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> Result<(u16, serde_json::Value), String> {
+    let body = body.map(|b| b.to_string());
+    let (code, text) = http_text(addr, tls_cert, method, path, token, body.as_deref())?;
+    let v = serde_json::from_str(&text).map_err(|e| format!("{addr}{path}: bad JSON: {e}"))?;
+    Ok((code, v))
+}
+
+/// One HTTP/1.0 request (over TLS when `tls_cert` is given: the server must present that
+/// certificate); the status code and the body as text.
+pub fn http_text(
+    addr: std::net::SocketAddr,
+    tls_cert: Option<&std::path::Path>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write as _};
     let t = std::time::Duration::from_secs(10);
     let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
@@ -143,7 +159,7 @@ pub fn http_json(
         Some(cert) => Box::new(crate::monitor::tls::connect(addr, tcp, cert)?),
         None => Box::new(tcp),
     };
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let body = body.unwrap_or_default();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -169,8 +185,7 @@ pub fn http_json(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let v = serde_json::from_str(body).map_err(|e| format!("{addr}{path}: bad JSON: {e}"))?;
-    Ok((code, v))
+    Ok((code, body.to_string()))
 }
 
 /// A byte stream: plain TCP or TLS over it.
