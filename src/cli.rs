@@ -1547,7 +1547,11 @@ fn report_cmd(
             eprintln!(
                 "{}: {} (score {:.1}) written to {}",
                 report.profile,
-                if report.verdict == crate::report::Verdict::Ready { "READY" } else { "NOT READY" },
+                if report.verdict == crate::report::Verdict::Ready {
+                    "READY"
+                } else {
+                    "NOT READY"
+                },
                 report.score,
                 p.display()
             );

@@ -134,13 +134,14 @@ pub fn http_json(
     body: Option<&serde_json::Value>,
 ) -> Result<(u16, serde_json::Value), String> {
     let body = body.map(|b| b.to_string());
-    let (code, text) = http_text(addr, tls_cert, method, path, token, body.as_deref())?;
+    let t = std::time::Duration::from_secs(10);
+    let (code, text) = http_text(addr, tls_cert, method, path, token, body.as_deref(), t)?;
     let v = serde_json::from_str(&text).map_err(|e| format!("{addr}{path}: bad JSON: {e}"))?;
     Ok((code, v))
 }
 
 /// One HTTP/1.0 request (over TLS when `tls_cert` is given: the server must present that
-/// certificate); the status code and the body as text.
+/// certificate) that may take `t` to read or write; the status code and the body as text.
 pub fn http_text(
     addr: std::net::SocketAddr,
     tls_cert: Option<&std::path::Path>,
@@ -148,9 +149,9 @@ pub fn http_text(
     path: &str,
     token: Option<&str>,
     body: Option<&str>,
+    t: std::time::Duration,
 ) -> Result<(u16, String), String> {
     use std::io::{Read, Write as _};
-    let t = std::time::Duration::from_secs(10);
     let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
         .map_err(|e| format!("{addr}: {e}"))?;
     tcp.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;

@@ -138,7 +138,11 @@ fn infrastructure(c: &mut Checks) {
     } else {
         found(
             Status::Fail,
-            format!("{} of {} services are not running", not_up.len(), svcs.len()),
+            format!(
+                "{} of {} services are not running",
+                not_up.len(),
+                svcs.len()
+            ),
             not_up,
         )
     };
@@ -176,7 +180,10 @@ fn infrastructure(c: &mut Checks) {
     } else {
         found(
             Status::Warn,
-            format!("{} services restarted in the last {window}s", restarted.len()),
+            format!(
+                "{} services restarted in the last {window}s",
+                restarted.len()
+            ),
             restarted,
         )
     };
@@ -191,7 +198,11 @@ fn infrastructure(c: &mut Checks) {
     let down: Vec<String> = e
         .endpoints
         .iter()
-        .filter_map(|(s, n, p, r)| r.as_ref().err().map(|err| format!("{s}.{n} (port {p}): {err}")))
+        .filter_map(|(s, n, p, r)| {
+            r.as_ref()
+                .err()
+                .map(|err| format!("{s}.{n} (port {p}): {err}"))
+        })
         .collect();
     let mut ev: Vec<String> = vec![format!(
         "{} TCP endpoints connected to ({} answering)",
@@ -209,7 +220,11 @@ fn infrastructure(c: &mut Checks) {
     }
     let ws_bad = matches!(e.websocket, Some(Err(_)));
     let f = if e.endpoints.is_empty() {
-        found(Status::Fail, "no endpoint to probe: is ports.json there?", ev)
+        found(
+            Status::Fail,
+            "no endpoint to probe: is ports.json there?",
+            ev,
+        )
     } else if down.is_empty() && !ws_bad {
         found(
             Status::Pass,
@@ -236,12 +251,20 @@ fn infrastructure(c: &mut Checks) {
         .ports
         .iter()
         .filter(|p| p.host.starts_with("CONFLICT"))
-        .map(|p| format!("{}.{} {} ({}): {}", p.service, p.name, p.port, p.protocol, p.host))
+        .map(|p| {
+            format!(
+                "{}.{} {} ({}): {}",
+                p.service, p.name, p.port, p.protocol, p.host
+            )
+        })
         .collect();
     let f = if conflicts.is_empty() {
         found(
             Status::Pass,
-            format!("none of the {} allocated ports is held by another program", e.ports.len()),
+            format!(
+                "none of the {} allocated ports is held by another program",
+                e.ports.len()
+            ),
             vec![],
         )
     } else {
@@ -286,9 +309,17 @@ fn infrastructure(c: &mut Checks) {
     let critical = disks.iter().any(|d| d["level"] == "critical");
     let warning = disks.iter().any(|d| d["level"] == "warning");
     let f = if disks.is_empty() {
-        found(Status::Skipped, "not measured: the host probe has not run yet", ev)
+        found(
+            Status::Skipped,
+            "not measured: the host probe has not run yet",
+            ev,
+        )
     } else if critical {
-        found(Status::Fail, "a data dir's file system is over the critical threshold", ev)
+        found(
+            Status::Fail,
+            "a data dir's file system is over the critical threshold",
+            ev,
+        )
     } else if warning || !volatile.is_empty() {
         found(
             Status::Warn,
@@ -296,7 +327,11 @@ fn infrastructure(c: &mut Checks) {
             ev,
         )
     } else {
-        found(Status::Pass, "data dirs on persistent storage with free space", ev)
+        found(
+            Status::Pass,
+            "data dirs on persistent storage with free space",
+            ev,
+        )
     };
     c.add(
         "infra.storage",
@@ -312,7 +347,11 @@ fn consensus(c: &mut Checks) {
     let bt = e.profile.chain.block_time.get().as_secs_f64().max(0.001);
     let validators = e.profile.validators.count;
     let f = match &e.chain {
-        Err(err) => found(Status::Fail, format!("the chain could not be read: {err}"), vec![]),
+        Err(err) => found(
+            Status::Fail,
+            format!("the chain could not be read: {err}"),
+            vec![],
+        ),
         Ok(blocks) => {
             let iv = intervals(e);
             let span = blocks
@@ -442,7 +481,10 @@ fn consensus(c: &mut Checks) {
             } else {
                 found(
                     Status::Fail,
-                    format!("{bad} of {} execution clients disagree or do not answer", a.per_el.len()),
+                    format!(
+                        "{bad} of {} execution clients disagree or do not answer",
+                        a.per_el.len()
+                    ),
                     ev,
                 )
             }
@@ -490,7 +532,10 @@ fn consensus(c: &mut Checks) {
     } else {
         found(
             Status::Fail,
-            format!("{} clients produce blocks by themselves (dev mode)", producing.len()),
+            format!(
+                "{} clients produce blocks by themselves (dev mode)",
+                producing.len()
+            ),
             producing,
         )
     };
@@ -530,7 +575,10 @@ fn consensus(c: &mut Checks) {
 fn execution(c: &mut Checks) {
     let e = c.e;
     let max_lag = e.profile.failover.max_lag_blocks;
-    let els = e.status["health"]["els"].as_object().cloned().unwrap_or_default();
+    let els = e.status["health"]["els"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let mut bad = Vec::new();
     let mut ev = Vec::new();
     for (name, h) in &els {
@@ -555,13 +603,20 @@ fn execution(c: &mut Checks) {
     } else if bad.is_empty() {
         found(
             Status::Pass,
-            format!("all {} execution clients healthy and in sync (lag ≤ {max_lag})", els.len()),
+            format!(
+                "all {} execution clients healthy and in sync (lag ≤ {max_lag})",
+                els.len()
+            ),
             ev,
         )
     } else {
         found(
             Status::Fail,
-            format!("{} of {} execution clients unhealthy, syncing or lagging", bad.len(), els.len()),
+            format!(
+                "{} of {} execution clients unhealthy, syncing or lagging",
+                bad.len(),
+                els.len()
+            ),
             ev,
         )
     };
@@ -601,11 +656,25 @@ fn execution(c: &mut Checks) {
             } else {
                 format!(
                     "{v}: active {active}, backups {} none healthy and in sync",
-                    backups.iter().map(|(n, h)| format!("{n} ({} lag {})", h["state"].as_str().unwrap_or("?"), h["lag"])).collect::<Vec<_>>().join(", ")
+                    backups
+                        .iter()
+                        .map(|(n, h)| format!(
+                            "{n} ({} lag {})",
+                            h["state"].as_str().unwrap_or("?"),
+                            h["lag"]
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             });
         } else {
-            ev.push(format!("{v}: active {active}, backup in sync: {}", good.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+            ev.push(format!(
+                "{v}: active {active}, backup in sync: {}",
+                good.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
     }
     let f = if validators.is_empty() {
@@ -613,7 +682,10 @@ fn execution(c: &mut Checks) {
     } else if bad == 0 {
         found(
             Status::Pass,
-            format!("each of {} validators has a backup in sync", validators.len()),
+            format!(
+                "each of {} validators has a backup in sync",
+                validators.len()
+            ),
             ev,
         )
     } else {
@@ -711,17 +783,17 @@ fn security(c: &mut Checks) {
     );
 
     let f = match &e.api_without_token {
-        Ok(401) => found(
-            Status::Pass,
-            "/api/v1/status without a token: 401",
-            vec![],
-        ),
+        Ok(401) => found(Status::Pass, "/api/v1/status without a token: 401", vec![]),
         Ok(code) => found(
             Status::Fail,
             format!("/api/v1/status without a token answered {code}"),
             vec![],
         ),
-        Err(err) => found(Status::Fail, format!("the API did not answer: {err}"), vec![]),
+        Err(err) => found(
+            Status::Fail,
+            format!("the API did not answer: {err}"),
+            vec![],
+        ),
     };
     c.add(
         "security.api_token",
@@ -736,7 +808,10 @@ fn security(c: &mut Checks) {
         .iter()
         .map(|(s, n, p)| format!("{s}.{n} (port {p}) listens on every address"))
         .collect();
-    for (what, ip) in [("listen.rpc", e.profile.listen.rpc), ("listen.api", e.profile.listen.api)] {
+    for (what, ip) in [
+        ("listen.rpc", e.profile.listen.rpc),
+        ("listen.api", e.profile.listen.api),
+    ] {
         if ip.is_unspecified() {
             ev.push(format!("{what} is {ip}"));
         }
@@ -760,7 +835,11 @@ fn security(c: &mut Checks) {
 
     let loopback = e.api_addr.ip().is_loopback();
     let f = if e.api_tls {
-        found(Status::Pass, format!("the API at {} speaks HTTPS only", e.api_addr), vec![])
+        found(
+            Status::Pass,
+            format!("the API at {} speaks HTTPS only", e.api_addr),
+            vec![],
+        )
     } else if loopback {
         found(
             Status::Pass,
@@ -770,7 +849,10 @@ fn security(c: &mut Checks) {
     } else {
         found(
             Status::Warn,
-            format!("the API at {} is plain HTTP on a non-loopback address: the token travels in clear", e.api_addr),
+            format!(
+                "the API at {} is plain HTTP on a non-loopback address: the token travels in clear",
+                e.api_addr
+            ),
             vec![],
         )
     };
@@ -811,11 +893,22 @@ fn monitoring(c: &mut Checks) {
     let e = c.e;
     let f = match &e.metrics {
         Ok((200, text)) => {
-            let series = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
-            found(Status::Pass, format!("/metrics answers with {series} series"), vec![])
+            let series = text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .count();
+            found(
+                Status::Pass,
+                format!("/metrics answers with {series} series"),
+                vec![],
+            )
         }
         Ok((code, _)) => found(Status::Fail, format!("/metrics answered {code}"), vec![]),
-        Err(err) => found(Status::Fail, format!("/metrics did not answer: {err}"), vec![]),
+        Err(err) => found(
+            Status::Fail,
+            format!("/metrics did not answer: {err}"),
+            vec![],
+        ),
     };
     c.add(
         "monitoring.metrics",
@@ -829,15 +922,25 @@ fn monitoring(c: &mut Checks) {
         Err(err) => skipped(err.clone()),
         Ok(r) => match &r.promtool {
             Err(err) if err.contains("not installed") => skipped(err.clone()),
-            Err(err) => found(Status::Fail, "the alert rules do not load", vec![err.clone()]),
+            Err(err) => found(
+                Status::Fail,
+                "the alert rules do not load",
+                vec![err.clone()],
+            ),
             Ok(out) if r.missing.is_empty() => found(
                 Status::Pass,
-                format!("{} alert rules valid; every metric they use is served", r.rules),
+                format!(
+                    "{} alert rules valid; every metric they use is served",
+                    r.rules
+                ),
                 vec![out.clone()],
             ),
             Ok(out) => found(
                 Status::Warn,
-                format!("the rules use {} metrics /metrics does not serve", r.missing.len()),
+                format!(
+                    "the rules use {} metrics /metrics does not serve",
+                    r.missing.len()
+                ),
                 vec![out.clone(), r.missing.join(", ")],
             ),
         },
@@ -857,7 +960,12 @@ fn monitoring(c: &mut Checks) {
             e.plan
                 .services
                 .first()
-                .map(|s| vec![format!("rotated at {} bytes, {} kept", s.logs.max_bytes, s.logs.keep)])
+                .map(|s| {
+                    vec![format!(
+                        "rotated at {} bytes, {} kept",
+                        s.logs.max_bytes, s.logs.keep
+                    )]
+                })
                 .unwrap_or_default(),
         )
     } else {
@@ -892,7 +1000,10 @@ fn performance(c: &mut Checks) {
                 .max(1);
             found(
                 Status::Pass,
-                format!("{txs} transactions in {span}s: {:.1} tx/s", txs as f64 / span as f64),
+                format!(
+                    "{txs} transactions in {span}s: {:.1} tx/s",
+                    txs as f64 / span as f64
+                ),
                 vec![format!(
                     "blocks {}..{}",
                     b.first().map_or(0, |b| b.number),
@@ -913,11 +1024,22 @@ fn performance(c: &mut Checks) {
     let bt = e.profile.chain.block_time.get().as_secs_f64();
     let f = match (pct(50.0, &iv), pct(99.0, &iv)) {
         (Some(p50), Some(p99)) => {
-            let ev = vec![format!("{} intervals, p50 {p50}s, p99 {p99}s, target {bt}s", iv.len())];
+            let ev = vec![format!(
+                "{} intervals, p50 {p50}s, p99 {p99}s, target {bt}s",
+                iv.len()
+            )];
             if (p99 as f64) <= 2.0 * bt.max(1.0) {
-                found(Status::Pass, format!("block time p50 {p50}s, p99 {p99}s"), ev)
+                found(
+                    Status::Pass,
+                    format!("block time p50 {p50}s, p99 {p99}s"),
+                    ev,
+                )
             } else {
-                found(Status::Warn, format!("block time p99 {p99}s is over twice the target"), ev)
+                found(
+                    Status::Warn,
+                    format!("block time p99 {p99}s is over twice the target"),
+                    ev,
+                )
             }
         }
         _ => skipped("fewer than two blocks in the window"),
@@ -997,7 +1119,11 @@ pub fn service_rows(e: &Evidence) -> Vec<ServiceRow> {
                     h["peers"].as_u64(),
                     format!(
                         "{}{}",
-                        if h["active"] == true { "active EL of " } else { "backup EL of " },
+                        if h["active"] == true {
+                            "active EL of "
+                        } else {
+                            "backup EL of "
+                        },
                         h["validator"].as_str().unwrap_or("?")
                     ),
                 )
@@ -1007,7 +1133,10 @@ pub fn service_rows(e: &Evidence) -> Vec<ServiceRow> {
                     v["state"].as_str().map(String::from),
                     v["height"].as_u64(),
                     v["peers"].as_u64(),
-                    format!("validator, active EL {}", v["active_el"].as_str().unwrap_or("?")),
+                    format!(
+                        "validator, active EL {}",
+                        v["active_el"].as_str().unwrap_or("?")
+                    ),
                 )
             } else {
                 (None, None, None, String::new())
@@ -1016,7 +1145,13 @@ pub fn service_rows(e: &Evidence) -> Vec<ServiceRow> {
                 e.endpoints
                     .iter()
                     .find(|(svc, n, _, _)| svc == &name && n == port)
-                    .map(|(_, _, _, r)| if r.is_ok() { "ok".into() } else { "down".into() })
+                    .map(|(_, _, _, r)| {
+                        if r.is_ok() {
+                            "ok".into()
+                        } else {
+                            "down".into()
+                        }
+                    })
             };
             ServiceRow {
                 state: s["state"].as_str().unwrap_or("?").to_string(),

@@ -180,11 +180,7 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
         },
         agreement: agreement(&targets),
         undriven: Vec::new(),
-        engine_bad_token: targets
-            .els
-            .iter()
-            .map(|t| (t.name.clone(), bad_token(t.engine)))
-            .collect(),
+        engine_bad_token: parallel(&targets.els, |t| (t.name.clone(), bad_token(t.engine))),
         jwt: i
             .plan
             .jwt_pairs
@@ -246,7 +242,22 @@ fn raw_http(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
-    crate::status::http_text(addr, tls, method, path, bearer, body)
+    crate::status::http_text(addr, tls, method, path, bearer, body, CALL_TIMEOUT)
+}
+
+/// How long one call may take: a frozen client costs the report this much, not more.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `f` over every item at once (one thread each: the report talks to a dozen services,
+/// and a frozen one must not hold up the others).
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|i| s.spawn(|| f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a probe thread panicked"))
+            .collect()
+    })
 }
 
 /// A JSON-RPC request (single or batch) to `addr`.
@@ -330,7 +341,10 @@ fn window_blocks(addr: SocketAddr, window: Duration) -> Result<Vec<Block>, Strin
     // Genesis is not produced by consensus: its timestamp says nothing of block times.
     out.retain(|b| b.number > 0);
     // Keep one block before the window.
-    let first_in = out.iter().position(|b| b.timestamp >= since).unwrap_or(out.len());
+    let first_in = out
+        .iter()
+        .position(|b| b.timestamp >= since)
+        .unwrap_or(out.len());
     Ok(out.split_off(first_in.saturating_sub(1)))
 }
 
@@ -340,24 +354,20 @@ fn agreement(t: &Targets) -> Result<Agreement, String> {
         return Err("the profile has no validator-driven execution client".into());
     }
     let heads: Vec<(String, Result<u64, String>)> =
-        t.els.iter().map(|e| (e.name.clone(), head(e.http))).collect();
+        parallel(&t.els, |e| (e.name.clone(), head(e.http)));
     let to = heads
         .iter()
         .filter_map(|(_, h)| h.as_ref().ok().copied())
         .min()
         .ok_or("no execution client answers eth_blockNumber")?;
     let from = to.saturating_sub(AGREEMENT_HEIGHTS - 1).max(1).min(to);
-    let per_el = t
-        .els
-        .iter()
-        .zip(heads)
-        .map(|(e, (name, h))| {
-            let r = h.and_then(|_| {
-                blocks(e.http, from, to).map(|b| b.into_iter().map(|b| b.hash).collect())
-            });
-            (name, r)
-        })
-        .collect();
+    let pairs: Vec<_> = t.els.iter().zip(heads).collect();
+    let per_el = parallel(&pairs, |(e, (name, h))| {
+        let r = h.clone().and_then(|_| {
+            blocks(e.http, from, to).map(|b| b.into_iter().map(|b| b.hash).collect())
+        });
+        (name.clone(), r)
+    });
     Ok(Agreement { from, to, per_el })
 }
 
@@ -435,8 +445,7 @@ fn endpoints(layout: &Layout, status: &Value) -> Vec<(String, String, u16, Resul
         .filter(|s| s["pid"].is_number())
         .filter_map(|s| s["name"].as_str())
         .collect();
-    let Ok(Some(ports)) =
-        crate::state::read_json::<crate::state::PortsFile>(&layout.ports_file())
+    let Ok(Some(ports)) = crate::state::read_json::<crate::state::PortsFile>(&layout.ports_file())
     else {
         return Vec::new();
     };
@@ -514,16 +523,14 @@ fn ports(layout: &Layout) -> Result<Vec<PortRow>> {
 }
 
 fn wildcard_listeners(layout: &Layout) -> Vec<(String, String, u16)> {
-    let Ok(Some(ports)) =
-        crate::state::read_json::<crate::state::PortsFile>(&layout.ports_file())
+    let Ok(Some(ports)) = crate::state::read_json::<crate::state::PortsFile>(&layout.ports_file())
     else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (svc, m) in &ports.services {
         for (name, a) in m {
-            if a.protocol.tcp() && crate::procinfo::listens_on_all_addresses(a.port) == Some(true)
-            {
+            if a.protocol.tcp() && crate::procinfo::listens_on_all_addresses(a.port) == Some(true) {
                 out.push((svc.clone(), name.clone(), a.port));
             }
         }
@@ -621,7 +628,8 @@ fn oversized_logs(plan: &Plan) -> Vec<(PathBuf, u64)> {
         .iter()
         .filter_map(|s| {
             let len = std::fs::metadata(&s.log_file).ok()?.len();
-            (len > s.logs.max_bytes + s.logs.max_bytes / 10 + 65536).then(|| (s.log_file.clone(), len))
+            (len > s.logs.max_bytes + s.logs.max_bytes / 10 + 65536)
+                .then(|| (s.log_file.clone(), len))
         })
         .collect()
 }
@@ -713,9 +721,8 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
     let (validator, active) = st["health"]["validators"]
         .as_object()
         .and_then(|m| {
-            m.iter().find_map(|(name, v)| {
-                Some((name.clone(), v["active_el"].as_str()?.to_string()))
-            })
+            m.iter()
+                .find_map(|(name, v)| Some((name.clone(), v["active_el"].as_str()?.to_string())))
         })
         .ok_or("no validator with an active execution client to drill")?;
     let pid = st["supervisor"]["services"]
@@ -786,7 +793,9 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|s| s["name"] == active.as_str() && s["pid"].as_i64().is_some_and(|p| p != pid))
+                .any(|s| {
+                    s["name"] == active.as_str() && s["pid"].as_i64().is_some_and(|p| p != pid)
+                })
         {
             restored_after = Some(killed_at.elapsed());
             break;

@@ -86,7 +86,9 @@ fn context(r: &Report, markdown: bool) -> Value {
         .collect();
     let mut categories: Vec<Value> = Vec::new();
     for c in &r.checks {
-        let pos = categories.iter().position(|v| v["name"] == c.category.as_str());
+        let pos = categories
+            .iter()
+            .position(|v| v["name"] == c.category.as_str());
         let i = pos.unwrap_or_else(|| {
             categories.push(json!({"name": c.category, "checks": []}));
             categories.len() - 1
@@ -206,8 +208,14 @@ mod tests {
         let html = render(&r, Format::Html);
         assert!(html.contains("id=\"verdict\">NOT READY<"), "{html}");
         assert!(html.contains("value &lt;1&gt;"), "escaped: {html}");
-        assert!(html.contains("<svg") && html.contains("<polyline"), "{html}");
-        assert!(!html.contains("http://") || !html.contains("src=\"http"), "no external assets");
+        assert!(
+            html.contains("<svg") && html.contains("<polyline"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("http://") || !html.contains("src=\"http"),
+            "no external assets"
+        );
         let v: Value = serde_json::from_str(&render(&r, Format::Json)).unwrap();
         assert_eq!(v["verdict"], "NOT-READY");
         assert_eq!(v["checks"].as_array().unwrap().len(), 2);
@@ -218,7 +226,10 @@ mod tests {
         let svg = chart(&[(1, 100, 0), (2, 101, 0), (3, 104, 0)]);
         // Two intervals (1 s and 3 s): two points, the highest at the top.
         let pts = svg.split("points=\"").nth(1).unwrap();
-        assert_eq!(pts.split_whitespace().filter(|p| p.contains(',')).count(), 2);
+        assert_eq!(
+            pts.split_whitespace().filter(|p| p.contains(',')).count(),
+            2
+        );
         assert!(chart(&[(1, 1, 0)]).contains("No block intervals"));
     }
 }
