@@ -261,6 +261,24 @@ fn readiness_report_from_live_evidence() {
         "{r}"
     );
 
+    // A secret that reached a log file fails the scan, naming both files (not the secret).
+    let secret = std::fs::read_to_string(&jwt).unwrap();
+    let leak = env.state().join("logs/leak.log");
+    std::fs::write(&leak, format!("debug: jwt=0x{}\n", secret.trim())).unwrap();
+    let (_, r) = json_report(&env, &[]);
+    std::fs::remove_file(&leak).unwrap();
+    let c = check(&r, "security.secrets_in_logs");
+    assert_eq!(c["status"], "fail", "{c}");
+    let ev = c["evidence"].to_string();
+    assert!(
+        ev.contains("val-2--val-2-el-1.hex") && ev.contains("leak.log"),
+        "{ev}"
+    );
+    assert!(
+        !r.to_string().contains(secret.trim()),
+        "the report printed the secret"
+    );
+
     // A frozen EL (SIGSTOP: its port accepts, nothing answers): execution fails for it,
     // and its validator has no backup in sync.
     let st = env.status();
