@@ -27,6 +27,16 @@ fn found(status: Status, summary: impl Into<String>, evidence: Vec<String>) -> F
     }
 }
 
+/// Pass with `ok` when `problems` is empty; else `status` with `bad` and the problems as
+/// evidence.
+fn unless(problems: Vec<String>, ok: String, status: Status, bad: String) -> Found {
+    if problems.is_empty() {
+        found(Status::Pass, ok, vec![])
+    } else {
+        found(status, bad, problems)
+    }
+}
+
 fn skipped(reason: impl Into<String>) -> Found {
     let r = reason.into();
     Found {
@@ -171,22 +181,13 @@ fn infrastructure(c: &mut Checks) {
             )
         })
         .collect();
-    let f = if restarted.is_empty() {
-        found(
-            Status::Pass,
-            format!("no service restarted in the last {window}s"),
-            vec![],
-        )
-    } else {
-        found(
-            Status::Warn,
-            format!(
-                "{} services restarted in the last {window}s",
-                restarted.len()
-            ),
-            restarted,
-        )
-    };
+    let n = restarted.len();
+    let f = unless(
+        restarted,
+        format!("no service restarted in the last {window}s"),
+        Status::Warn,
+        format!("{n} services restarted in the last {window}s"),
+    );
     c.add(
         "infra.restarts",
         "No restarts in the window",
@@ -258,22 +259,16 @@ fn infrastructure(c: &mut Checks) {
             )
         })
         .collect();
-    let f = if conflicts.is_empty() {
-        found(
-            Status::Pass,
-            format!(
-                "none of the {} allocated ports is held by another program",
-                e.ports.len()
-            ),
-            vec![],
-        )
-    } else {
-        found(
-            Status::Fail,
-            format!("{} ports are held by other programs", conflicts.len()),
-            conflicts,
-        )
-    };
+    let n = conflicts.len();
+    let f = unless(
+        conflicts,
+        format!(
+            "none of the {} allocated ports is held by another program",
+            e.ports.len()
+        ),
+        Status::Fail,
+        format!("{n} ports are held by other programs"),
+    );
     c.add(
         "infra.port_conflicts",
         "No port conflicts with the host",
@@ -758,20 +753,16 @@ fn security(c: &mut Checks) {
         .collect();
     let f = if e.engine_bad_token.is_empty() {
         skipped("no Engine API in this profile")
-    } else if wrong.is_empty() {
-        found(
-            Status::Pass,
+    } else {
+        let n = wrong.len();
+        unless(
+            wrong,
             format!(
                 "all {} Engine APIs refuse a token signed with a random secret (401)",
                 e.engine_bad_token.len()
             ),
-            vec![],
-        )
-    } else {
-        found(
             Status::Fail,
-            format!("{} Engine APIs do not refuse a bad token", wrong.len()),
-            wrong,
+            format!("{n} Engine APIs do not refuse a bad token"),
         )
     };
     c.add(
@@ -816,15 +807,13 @@ fn security(c: &mut Checks) {
             ev.push(format!("{what} is {ip}"));
         }
     }
-    let f = if ev.is_empty() {
-        found(Status::Pass, "no listener on 0.0.0.0 or ::", vec![])
-    } else {
-        found(
-            Status::Warn,
-            format!("{} listeners reachable from other hosts", ev.len()),
-            ev,
-        )
-    };
+    let n = ev.len();
+    let f = unless(
+        ev,
+        "no listener on 0.0.0.0 or ::".into(),
+        Status::Warn,
+        format!("{n} listeners reachable from other hosts"),
+    );
     c.add(
         "security.listeners",
         "No listener on every address",

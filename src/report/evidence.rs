@@ -168,7 +168,7 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
         api_tls: api.tls_cert.is_some(),
         api_without_token: api_get(&api, "/api/v1/status", false).map(|r| r.0),
         metrics: api_get(&api, "/metrics", false),
-        endpoints: endpoints(i.layout, &status),
+        endpoints: endpoints(i.layout, i.plan, i.profile, &status),
         websocket: rpc
             .filter(|_| status["gateway"].is_string())
             .map(websocket_upgrade),
@@ -437,7 +437,12 @@ fn bad_token(engine: SocketAddr) -> Result<u16, String> {
 
 /// TCP connects to every allocated TCP port of the services the supervisor runs, and
 /// chainctl's own.
-fn endpoints(layout: &Layout, status: &Value) -> Vec<(String, String, u16, Result<(), String>)> {
+fn endpoints(
+    layout: &Layout,
+    plan: &Plan,
+    profile: &Profile,
+    status: &Value,
+) -> Vec<(String, String, u16, Result<(), String>)> {
     let running: Vec<&str> = status["supervisor"]["services"]
         .as_array()
         .into_iter()
@@ -458,7 +463,15 @@ fn endpoints(layout: &Layout, status: &Value) -> Vec<(String, String, u16, Resul
             if !a.protocol.tcp() {
                 continue;
             }
-            let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
+            // Where it listens: the service's address, chainctl's per endpoint.
+            let ip = match (svc.as_str(), name.as_str()) {
+                (crate::ports::CHAINCTL, "gateway") => profile.listen.rpc,
+                (crate::ports::CHAINCTL, _) => profile.listen.api,
+                _ => plan
+                    .service(svc)
+                    .map_or(profile.listen.rpc, |s| s.ready_host),
+            };
+            let addr = loopback_for(SocketAddr::new(ip, a.port));
             let r = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
                 .map(drop)
                 .map_err(|e| e.to_string());
@@ -733,11 +746,8 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
         .and_then(|s| s["pid"].as_i64())
         .ok_or_else(|| format!("{active} is not running: cannot drill"))?;
     let rpc = e.rpc.ok_or("no RPC endpoint to follow the chain")?;
-    let before = st["health"]["switches"].as_array().map_or(0, Vec::len);
-    let kill_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let kill_ms = crate::monitor::now_ms();
+    let kill_s = kill_ms / 1000;
     let h0 = head(rpc)?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -754,9 +764,10 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
         switch = st["health"]["switches"]
             .as_array()
             .and_then(|a| {
-                a.iter().skip(before.min(a.len())).find(|s| {
+                a.iter().find(|s| {
                     s["validator"] == validator.as_str()
                         && s["from"] == active.as_str()
+                        && s["at_ms"].as_u64().is_some_and(|t| t >= kill_ms)
                         && s["gap_ms"].is_u64()
                 })
             })
