@@ -158,27 +158,29 @@ impl Stats {
     }
 }
 
+/// The gateway's client to the execution clients: hyper's own pooled HTTP/1 client (a
+/// forwarded call needs nothing more, and every layer less is throughput).
+type UpstreamClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
 struct Gw {
     sh: Arc<Shared>,
-    http: reqwest::Client,
+    http: UpstreamClient,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     heads: broadcast::Sender<Arc<Json>>,
 }
 
 /// Serves the gateway on `listener` until the process ends.
 pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
-    let http = match reqwest::Client::builder()
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_max_idle_per_host(256)
         .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("gateway HTTP client: {e}");
-            return;
-        }
-    };
+        .build(connector);
     let (heads, _) = broadcast::channel(1024);
     let gw = Arc::new(Gw {
         sh,
@@ -385,6 +387,19 @@ fn parse(body: &[u8]) -> Result<Parsed, Answer> {
     }
 }
 
+/// A client error with its causes ("client error (Connect): tcp connect error: Connection
+/// refused"): hyper's top-level message alone does not say what happened.
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Why an upstream call failed.
 enum UpErr {
     /// No connection, reset, bad answer: another client may serve it.
@@ -418,23 +433,32 @@ impl Gw {
     }
 
     async fn post(&self, up: &Upstream, body: Bytes, relayed: bool) -> Result<Bytes, UpErr> {
-        let mut req = self
-            .http
-            .post(up.url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body);
+        use http_body_util::BodyExt;
+        let mut req = axum::http::Request::post(up.url.clone())
+            .header(header::CONTENT_TYPE, "application/json");
         if relayed {
             req = req.header(RELAYED, "1");
         }
+        let req = req
+            .body(http_body_util::Full::new(body))
+            .map_err(|e| UpErr::Transport(e.to_string()))?;
         let timeout = self.sh.settings.gateway.timeout.get();
         match tokio::time::timeout(timeout, async {
-            let r = req.send().await?;
-            r.bytes().await
+            let r = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| describe_client_error(&e))?;
+            r.into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|e| e.to_string())
         })
         .await
         {
             Err(_) => Err(UpErr::Timeout),
-            Ok(Err(e)) => Err(UpErr::Transport(e.to_string())),
+            Ok(Err(e)) => Err(UpErr::Transport(e)),
             Ok(Ok(b)) => Ok(b),
         }
     }

@@ -363,7 +363,7 @@ impl View {
 pub struct Upstream {
     pub name: String,
     /// Parsed once here, not on every forwarded call.
-    pub url: reqwest::Url,
+    pub url: hyper::Uri,
 }
 
 /// The gateway's choice of upstreams, recomputed after every probe round.
@@ -932,7 +932,7 @@ fn upstreams(view: &View, t: &Targets, max_lag: u64) -> Upstreams {
         t.els
             .iter()
             .find(|e| e.name == name)
-            .and_then(|e| reqwest::Url::parse(&format!("http://{}/", e.http)).ok())
+            .and_then(|e| format!("http://{}/", e.http).parse::<hyper::Uri>().ok())
     };
     let up = |i: usize| {
         url(names[i]).map(|url| Upstream {
