@@ -99,7 +99,7 @@ pub struct Evidence {
     pub api_without_token: Result<u16, String>,
     /// `/metrics`: its code and text.
     pub metrics: Result<(u16, String), String>,
-    /// TCP connects to every allocated TCP port of running services and chainctl.
+    /// Every allocated TCP port of running services and chainctl: does it answer?
     pub endpoints: Vec<(String, String, u16, Result<(), String>)>,
     /// WebSocket upgrades on the gateway.
     pub websocket: Option<Result<(), String>>,
@@ -168,7 +168,7 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
         api_tls: api.tls_cert.is_some(),
         api_without_token: api_get(&api, "/api/v1/status", false).map(|r| r.0),
         metrics: api_get(&api, "/metrics", false),
-        endpoints: endpoints(i.layout, i.plan, i.profile, &status),
+        endpoints: endpoints(i.layout, i.plan, i.profile, &targets, &status),
         websocket: rpc
             .filter(|_| status["gateway"].is_string())
             .map(websocket_upgrade),
@@ -435,12 +435,13 @@ fn bad_token(engine: SocketAddr) -> Result<u16, String> {
     .map(|r| r.0)
 }
 
-/// TCP connects to every allocated TCP port of the services the supervisor runs, and
-/// chainctl's own.
+/// Every allocated TCP port of the services the supervisor runs, and chainctl's own,
+/// probed with [`answers`].
 fn endpoints(
     layout: &Layout,
     plan: &Plan,
     profile: &Profile,
+    t: &Targets,
     status: &Value,
 ) -> Vec<(String, String, u16, Result<(), String>)> {
     let running: Vec<&str> = status["supervisor"]["services"]
@@ -472,16 +473,50 @@ fn endpoints(
                     .map_or(profile.listen.rpc, |s| s.ready_host),
             };
             let addr = loopback_for(SocketAddr::new(ip, a.port));
-            let r = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-                .map(drop)
-                .map_err(|e| e.to_string());
-            out.push((svc.clone(), name.clone(), a.port, r));
+            out.push((
+                svc.clone(),
+                name.clone(),
+                a.port,
+                answers(addr, svc, name, t),
+            ));
         }
     }
     out
 }
 
-/// Upgrades a WebSocket on the gateway and asks for the block number over it.
+/// Whether the endpoint `svc.name` at `addr` answers: a TCP connect for every port, and
+/// where chainctl knows the protocol, a real request — JSON-RPC `eth_chainId` on the
+/// execution clients it runs and on the gateway, `/status` on validators.
+fn answers(addr: SocketAddr, svc: &str, name: &str, t: &Targets) -> Result<(), String> {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    let el = t.els.iter().any(|e| e.name == svc);
+    let validator = t.validators.iter().any(|v| v.name == svc);
+    let gateway = svc == crate::ports::CHAINCTL && name == "gateway";
+    match name {
+        "http" if el => jsonrpc_answers(addr),
+        "gateway" if gateway => jsonrpc_answers(addr),
+        "status" if validator => match raw_http(addr, None, "GET", "/status", None, None)? {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("/status answered HTTP {code}: {}", body.trim())),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn jsonrpc_answers(addr: SocketAddr) -> Result<(), String> {
+    let v = rpc(
+        addr,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}),
+    )?;
+    if v["result"].is_string() {
+        Ok(())
+    } else {
+        Err(format!("eth_chainId answered {v}"))
+    }
+}
+
+/// Upgrades a WebSocket on the gateway.
 fn websocket_upgrade(addr: SocketAddr) -> Result<(), String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
