@@ -203,3 +203,55 @@ pub fn connect(
             .map_err(|e| format!("{addr}: {e}"))?;
     Ok(rustls::StreamOwned::new(conn, tcp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn bad_files_are_refused_naming_the_field_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let cert_p = write(d, "c.pem", &cert.pem(), 0o644);
+        let key_p = write(d, "k.pem", &key.serialize_pem(), 0o600);
+        assert!(server_config(&cert_p, &key_p).is_ok());
+
+        let e = server_config(&d.join("missing.pem"), &key_p).unwrap_err();
+        assert!(
+            e.starts_with("api.tls.cert") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let junk = write(d, "junk.pem", "not a certificate\n", 0o644);
+        let e = server_config(&junk, &key_p).unwrap_err();
+        assert!(e.contains("BEGIN CERTIFICATE"), "{e}");
+        let open = write(d, "open.pem", &key.serialize_pem(), 0o640);
+        let e = server_config(&cert_p, &open).unwrap_err();
+        assert!(e.contains("0640") && e.contains("chmod 600"), "{e}");
+        let e = server_config(&cert_p, &junk_key(d)).unwrap_err();
+        assert!(
+            e.starts_with("api.tls.key") && e.contains("no PEM private key"),
+            "{e}"
+        );
+        let wrong = write(d, "w.pem", &other.serialize_pem(), 0o600);
+        let e = server_config(&cert_p, &wrong).unwrap_err();
+        assert!(e.contains("does not go with the certificate"), "{e}");
+    }
+
+    fn junk_key(d: &Path) -> std::path::PathBuf {
+        write(d, "junk.key", "nothing here\n", 0o600)
+    }
+}
