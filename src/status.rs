@@ -170,12 +170,27 @@ pub fn http_text(
         body.len()
     )
     .map_err(|e| format!("{addr}: {e}"))?;
+    // The socket timeout bounds each read; this bounds the whole answer, so a peer that
+    // trickles bytes cannot hold the caller, and its size.
+    const MAX_ANSWER: usize = 256 * 1024 * 1024;
+    let deadline = std::time::Instant::now() + 2 * t;
     let mut buf = Vec::new();
-    match c.read_to_end(&mut buf) {
-        Ok(_) => {}
-        // A TLS peer that closes without close_notify after a whole response.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
-        Err(e) => return Err(format!("{addr}: {e}")),
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match c.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A TLS peer that closes without close_notify after a whole response.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+        if std::time::Instant::now() > deadline || buf.len() > MAX_ANSWER {
+            return Err(format!(
+                "{addr}: no complete answer within {:?} (or over {MAX_ANSWER} bytes)",
+                2 * t
+            ));
+        }
     }
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text

@@ -333,6 +333,29 @@ fn readiness_report_from_live_evidence() {
     let ev = c["evidence"].to_string();
     assert!(ev.contains("rogue") && ev.contains("NOT ours"), "{ev}");
 
+    // The chain halts (two of four validators frozen: no quorum). The time since the last
+    // block counts, so block production fails instead of reporting "none missed".
+    let st = env.status();
+    let frozen: Vec<nix::unistd::Pid> = ["val-2", "val-3"]
+        .iter()
+        .map(|v| nix::unistd::Pid::from_raw(util::pid_of(&st, v).unwrap() as i32))
+        .collect();
+    for p in &frozen {
+        nix::sys::signal::kill(*p, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let (code, r) = json_report(&env, &[]);
+    for p in &frozen {
+        let _ = nix::sys::signal::kill(*p, nix::sys::signal::Signal::SIGCONT);
+    }
+    assert_eq!(code, 1);
+    let c = check(&r, "consensus.block_production");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["summary"].as_str().unwrap().contains("longest gap"),
+        "{c}"
+    );
+
     // Could not run (no network): exit 2 with the reason.
     env.ok(&["down"]);
     let (code, out) = report(&env, &[]);

@@ -266,7 +266,7 @@ impl Answer {
 
 /// How much of an oversized request body the gateway reads and throws away before it
 /// answers 413, and for how long.
-const DRAIN_CAP: usize = 64 * 1024 * 1024;
+const DRAIN_CAP: usize = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(3);
 
 /// Why a request body was not read.
@@ -278,9 +278,17 @@ enum BodyError {
 /// Reads a request body of at most `max` bytes. The rest of a larger one is read and
 /// thrown away (up to [`DRAIN_CAP`], for [`DRAIN_TIME`]) before the 413 goes out: a
 /// client still writing its body when the server closes gets a broken pipe instead of
-/// the answer (nginx's lingering close exists for the same reason).
-async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, BodyError> {
+/// the answer (nginx's lingering close exists for the same reason). A body declared
+/// larger than that is refused without reading any of it.
+async fn read_body(
+    body: axum::body::Body,
+    declared: Option<u64>,
+    max: usize,
+) -> Result<Bytes, BodyError> {
     use futures::StreamExt;
+    if declared.is_some_and(|n| n > max as u64 && n > DRAIN_CAP as u64) {
+        return Err(BodyError::TooLarge);
+    }
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -310,7 +318,11 @@ async fn http_call(
     body: axum::body::Body,
 ) -> Response {
     let max = gw.sh.settings.gateway.max_body_bytes;
-    let body = match read_body(body, max as usize).await {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match read_body(body, declared, max as usize).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             let size = headers

@@ -96,12 +96,25 @@ fn pct(p: f64, v: &[u64]) -> Option<u64> {
 }
 
 /// Intervals (s) between consecutive blocks of the window.
+/// The time since the last block counts as the last interval: a chain that stopped
+/// shows as one long one, not as "none missed".
 fn intervals(e: &Evidence) -> Vec<u64> {
     match &e.chain {
-        Ok(b) => b
-            .windows(2)
-            .map(|w| w[1].timestamp.saturating_sub(w[0].timestamp))
-            .collect(),
+        Ok(b) => {
+            let mut iv: Vec<u64> = b
+                .windows(2)
+                .map(|w| w[1].timestamp.saturating_sub(w[0].timestamp))
+                .collect();
+            if let Some(last) = b.last() {
+                let since = (e.at_ms / 1000).saturating_sub(last.timestamp);
+                // Up to two block times after the last block, the next may still be on its
+                // way (built, not yet decided); later than that it is late.
+                if since as f64 > 2.0 * e.profile.chain.block_time.get().as_secs_f64() {
+                    iv.push(since);
+                }
+            }
+            iv
+        }
         Err(_) => vec![],
     }
 }
@@ -125,6 +138,8 @@ fn infrastructure(c: &mut Checks) {
     let not_up: Vec<String> = svcs
         .iter()
         .filter(|s| !matches!(s["state"].as_str(), Some("ready" | "healthy")))
+        // A one-shot job that finished cleanly (and is not restarted) is done, not down.
+        .filter(|s| !(s["state"] == "stopped" && s["last_exit"] == "exit code 0"))
         .map(|s| {
             format!(
                 "{}: {}{}",
@@ -305,8 +320,8 @@ fn infrastructure(c: &mut Checks) {
     let warning = disks.iter().any(|d| d["level"] == "warning");
     let f = if disks.is_empty() {
         found(
-            Status::Skipped,
-            "not measured: the host probe has not run yet",
+            Status::Fail,
+            "no measurement yet: the host probe has not run (run the report again in a few seconds)",
             ev,
         )
     } else if critical {
@@ -349,10 +364,7 @@ fn consensus(c: &mut Checks) {
         ),
         Ok(blocks) => {
             let iv = intervals(e);
-            let span = blocks
-                .first()
-                .zip(blocks.last())
-                .map_or(0, |(a, b)| b.timestamp.saturating_sub(a.timestamp));
+            let span: u64 = iv.iter().sum();
             let expected = (span as f64 / bt).round() as u64;
             let got = blocks.len().saturating_sub(1) as u64;
             let missed: u64 = iv
@@ -496,7 +508,9 @@ fn consensus(c: &mut Checks) {
     let producing: Vec<String> = e
         .undriven
         .iter()
-        .filter(|u| u.heads.1 > u.heads.0 || u.same_chain == Some(false))
+        // A follower of our own chain advances too; a head that moves on another chain
+        // (or one we cannot compare) is a client making its own blocks.
+        .filter(|u| u.heads.1 > u.heads.0 && u.same_chain != Some(true))
         .map(|u| {
             format!(
                 "{} ({}): head {} → {} in 2s, block 1 {}, and no validator of this network drives it",
@@ -551,8 +565,17 @@ fn consensus(c: &mut Checks) {
                 .collect()
         })
         .unwrap_or_default();
+    let probed = e.status["health"]["validators"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty());
     let f = if validators == 0 {
         skipped("the profile has no validators")
+    } else if !probed {
+        found(
+            Status::Fail,
+            "no probe of the validators yet (run the report again in a few seconds)",
+            vec![],
+        )
     } else if violations.is_empty() {
         found(Status::Pass, "zero consensus violations", vec![])
     } else {
@@ -593,7 +616,13 @@ fn execution(c: &mut Checks) {
         }
         ev.push(line);
     }
-    let f = if els.is_empty() {
+    let f = if els.is_empty() && e.profile.validators.count > 0 {
+        found(
+            Status::Fail,
+            "no probe of the execution clients yet (run the report again in a few seconds)",
+            vec![],
+        )
+    } else if els.is_empty() {
         skipped("the profile has no validator-driven execution client")
     } else if bad.is_empty() {
         found(
@@ -672,7 +701,13 @@ fn execution(c: &mut Checks) {
             ));
         }
     }
-    let f = if validators.is_empty() {
+    let f = if validators.is_empty() && e.profile.validators.count > 0 {
+        found(
+            Status::Fail,
+            "no probe of the validators yet (run the report again in a few seconds)",
+            vec![],
+        )
+    } else if validators.is_empty() {
         skipped("the profile has no validators")
     } else if bad == 0 {
         found(
@@ -822,7 +857,9 @@ fn security(c: &mut Checks) {
         f,
     );
 
-    let loopback = e.api_addr.ip().is_loopback();
+    // The listen address, not the one the report connected to (0.0.0.0 is reached
+    // through 127.0.0.1 but listens everywhere).
+    let loopback = e.profile.listen.api.is_loopback();
     let f = if e.api_tls {
         found(
             Status::Pass,

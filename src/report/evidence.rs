@@ -374,10 +374,15 @@ fn agreement(t: &Targets) -> Result<Agreement, String> {
 /// Services with an `http` or `rpc` port that no validator drives: their head twice,
 /// two seconds apart, and whether their block 1 is ours.
 fn undriven(plan: &Plan, t: &Targets, chain: &Result<Vec<Block>, String>) -> Vec<Undriven> {
+    // Clients something drives through the Engine API (validators, or a `drives:` pair)
+    // are not producing blocks by themselves.
+    let driven = |name: &str| {
+        t.els.iter().any(|e| e.name == name) || plan.jwt_pairs.iter().any(|p| p.execution == name)
+    };
     let candidates: Vec<(String, SocketAddr)> = plan
         .services
         .iter()
-        .filter(|s| !t.els.iter().any(|e| e.name == s.name))
+        .filter(|s| !driven(&s.name))
         .filter_map(|s| {
             let a = s.ports.get("http").or_else(|| s.ports.get("rpc"))?;
             Some((s.name.clone(), SocketAddr::new(s.ready_host, a.port)))
@@ -706,13 +711,17 @@ fn fs_type(path: &Path) -> String {
 pub const ALERT_RULES: &str = include_str!("../../docs/monitoring/alerts.yml");
 
 fn rules(metrics: &Result<(u16, String), String>) -> Result<Rules, String> {
-    let path = std::env::temp_dir().join(format!("chainctl-alerts-{}.yml", std::process::id()));
-    std::fs::write(&path, ALERT_RULES).map_err(|e| format!("{}: {e}", path.display()))?;
+    // A file of our own (created exclusively, 0600), not a guessable path in /tmp.
+    let mut file = tempfile::Builder::new()
+        .prefix("chainctl-alerts-")
+        .suffix(".yml")
+        .tempfile()
+        .map_err(|e| format!("a temporary file for the alert rules: {e}"))?;
+    std::io::Write::write_all(&mut file, ALERT_RULES.as_bytes()).map_err(|e| e.to_string())?;
     let out = std::process::Command::new("promtool")
         .args(["check", "rules"])
-        .arg(&path)
+        .arg(file.path())
         .output();
-    let _ = std::fs::remove_file(&path);
     let promtool = match out {
         Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()),
         Ok(o) => Err(format!(
@@ -765,7 +774,8 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
         }
         serde_json::from_str(&text).map_err(|e| e.to_string())
     };
-    let st = &e.status;
+    // Fresh: the evidence's status is seconds old, and a pid must not be stale.
+    let st = get_status()?;
     let (validator, active) = st["health"]["validators"]
         .as_object()
         .and_then(|m| {
@@ -780,7 +790,17 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
         .find(|s| s["name"] == active.as_str())
         .and_then(|s| s["pid"].as_i64())
         .ok_or_else(|| format!("{active} is not running: cannot drill"))?;
-    let rpc = e.rpc.ok_or("no RPC endpoint to follow the chain")?;
+    // Follow the chain through the gateway, or else through a client we do not kill.
+    let rpc = if st["gateway"].is_string() {
+        e.rpc
+    } else {
+        Targets::from_plan(&e.plan)
+            .els
+            .iter()
+            .find(|t| t.name != active)
+            .map(|t| t.http)
+    }
+    .ok_or("no RPC endpoint other than the killed client to follow the chain")?;
     let kill_ms = crate::monitor::now_ms();
     let kill_s = kill_ms / 1000;
     let h0 = head(rpc)?;
@@ -811,24 +831,31 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
             break;
         }
     }
-    // Ten seconds of chain after the kill.
+    // Ten seconds of chain after the kill; the time since the last block counts too, so
+    // a chain that stopped shows as one long interval.
     let wait = Duration::from_secs(10).saturating_sub(killed_at.elapsed());
     std::thread::sleep(wait);
     let h1 = head(rpc)?;
     let chain = blocks(rpc, h0.saturating_sub(1).max(1), h1)?;
-    let intervals: Vec<u64> = chain
+    let now_s = crate::monitor::now_ms() / 1000;
+    let mut spans: Vec<(u64, u64)> = chain
         .windows(2)
-        .filter(|w| w[1].timestamp + 1 >= kill_s)
-        .map(|w| w[1].timestamp.saturating_sub(w[0].timestamp))
+        .map(|w| (w[0].timestamp, w[1].timestamp))
         .collect();
+    if let Some(last) = chain.last() {
+        spans.push((last.timestamp, now_s.max(last.timestamp)));
+    }
+    spans.retain(|(_, end)| *end + 1 >= kill_s);
     let bt = block_time.as_secs().max(1);
-    let longest = intervals.iter().copied().max();
-    // The switch's own interval may be long; any other beyond two block times is a
-    // missed height.
-    let mut long: Vec<u64> = intervals.iter().copied().filter(|i| *i > 2 * bt).collect();
-    long.sort_unstable();
-    long.pop();
-    let missed_heights = long.iter().map(|i| i / bt - 1).sum();
+    let longest = spans.iter().map(|(a, b)| b - a).max();
+    // The interval the kill fell in is the failover's own (its gap is judged apart);
+    // any other over two block times is a missed height.
+    let missed_heights = spans
+        .iter()
+        .filter(|(a, b)| !(*a <= kill_s && kill_s <= *b))
+        .filter(|(a, b)| b - a > 2 * bt)
+        .map(|(a, b)| (b - a) / bt - 1)
+        .sum();
 
     // Restore: the supervisor restarts the client; wait until it is healthy again.
     let mut restored_after = None;

@@ -62,9 +62,18 @@ fn word<T: serde::Serialize>(v: T) -> String {
 
 /// Everything the templates show, as display strings.
 fn context(r: &Report, markdown: bool) -> Value {
+    // Text in the report comes from other programs too (error bodies, process names):
+    // in Markdown it must stay text — no table breaks, no HTML, no headings or links.
     let cell = |s: &str| {
         if markdown {
-            s.replace('|', "\\|").replace('\n', " ")
+            s.replace('\\', "\\\\")
+                .replace('|', "\\|")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('[', "\\[")
+                .replace(']', "\\]")
+                .replace('`', "\\`")
+                .replace('\n', " ")
         } else {
             s.to_string()
         }
@@ -77,7 +86,7 @@ fn context(r: &Report, markdown: bool) -> Value {
             json!({
                 "id": c.id, "title": c.title, "icon": icon(c.status),
                 "severity": word(c.severity), "status": word(c.status),
-                "summary": c.summary, "cell": cell(&c.summary),
+                "summary": cell(&c.summary), "cell": cell(&c.summary),
                 "evidence": c.evidence.iter().map(|e| cell(e)).collect::<Vec<_>>(),
                 "measured": time(c.measured_at_ms),
                 "remedy": c.remedy, "show_remedy": c.status != Status::Pass,
@@ -124,7 +133,11 @@ fn context(r: &Report, markdown: bool) -> Value {
         "score_formula": r.score_formula,
         "passed": r.passed, "warned": r.warned, "failed": r.failed, "skipped": r.skipped,
         "checks": checks, "categories": categories, "services": services,
-        "ports": r.ports, "chart": chart(&r.blocks),
+        "ports": r.ports.iter().map(|p| json!({
+            "service": p.service, "name": p.name, "port": p.port,
+            "protocol": p.protocol, "host": cell(&p.host),
+        })).collect::<Vec<_>>(),
+        "chart": chart(&r.blocks),
     })
 }
 
@@ -203,8 +216,9 @@ mod tests {
         let md = render(&r, Format::Md);
         assert!(md.contains("**Verdict: NOT READY**"), "{md}");
         assert!(md.contains("`security.a`") && md.contains(DRILL_ID), "{md}");
-        // Table cells cannot break the table.
+        // Table cells cannot break the table, and text from other programs stays text.
         assert!(md.contains("found \\| this"), "{md}");
+        assert!(md.contains("&lt;1&gt;") && !md.contains("<1>"), "{md}");
         let html = render(&r, Format::Html);
         assert!(html.contains("id=\"verdict\">NOT READY<"), "{html}");
         assert!(html.contains("value &lt;1&gt;"), "escaped: {html}");
