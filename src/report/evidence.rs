@@ -718,10 +718,12 @@ fn rules(metrics: &Result<(u16, String), String>) -> Result<Rules, String> {
         .tempfile()
         .map_err(|e| format!("a temporary file for the alert rules: {e}"))?;
     std::io::Write::write_all(&mut file, ALERT_RULES.as_bytes()).map_err(|e| e.to_string())?;
-    let out = std::process::Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(file.path())
-        .output();
+    let out = run_bounded(
+        std::process::Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(file.path()),
+        Duration::from_secs(20),
+    );
     let promtool = match out {
         Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()),
         Ok(o) => Err(format!(
@@ -729,9 +731,10 @@ fn rules(metrics: &Result<(u16, String), String>) -> Result<Rules, String> {
             String::from_utf8_lossy(&o.stdout).trim(),
             String::from_utf8_lossy(&o.stderr).trim()
         )),
-        Err(e) => Err(format!(
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
             "promtool is not installed ({e}): install Debian's `prometheus` package to check rules"
         )),
+        Err(e) => Err(format!("promtool check rules: {e}")),
     };
     let text = metrics.as_ref().map(|(_, t)| t.as_str()).unwrap_or("");
     let families: Vec<&str> = text
@@ -761,6 +764,32 @@ fn rules(metrics: &Result<(u16, String), String>) -> Result<Rules, String> {
         missing,
         rules,
     })
+}
+
+/// Runs a command to completion, killing it after `limit`.
+fn run_bounded(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let started = Instant::now();
+    while child.try_wait()?.is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {limit:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output()
 }
 
 /// Kills the active execution client of the first validator (SIGKILL), measures the
