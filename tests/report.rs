@@ -199,6 +199,19 @@ fn readiness_report_from_live_evidence() {
         }
         assert!(c["measured_at_ms"].as_u64().unwrap() > 0);
     }
+    // The service matrix: each EL answers RPC and WebSocket, each validator reports peers.
+    let svc = |n: &str| {
+        r["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {n} in the matrix"))
+    };
+    assert_eq!(svc("val-0-el-1")["rpc"], "ok");
+    assert_eq!(svc("val-0-el-1")["websocket"], "ok");
+    assert_eq!(svc("val-1")["peers"], 3);
     validate_against_schema(&r);
     // The published schema is the one this binary writes.
     let schema = env.ok(&["report", "--schema"]);

@@ -1166,6 +1166,16 @@ async fn act(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets) {
     let _ = t;
 }
 
+/// The address to connect to for a listener on `a`: a wildcard (0.0.0.0, ::) is
+/// reached on loopback.
+pub fn reachable(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port())
+    } else {
+        a
+    }
+}
+
 /// Where the CLI reaches the API of a running supervisor.
 pub struct ApiEndpoint {
     pub addr: SocketAddr,
@@ -1186,14 +1196,8 @@ pub fn api_endpoint(layout: &Layout, profile: &crate::profile::Profile) -> Resul
         .context("ports.json has no API port: start the network with this chainctl")?;
     let token = std::fs::read_to_string(layout.api_token())
         .with_context(|| format!("cannot read the API token {}", layout.api_token().display()))?;
-    let listen = profile.listen.api;
-    let host = if listen.is_unspecified() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        listen
-    };
     Ok(ApiEndpoint {
-        addr: SocketAddr::new(host, port),
+        addr: reachable(SocketAddr::new(profile.listen.api, port)),
         token: token.trim().to_string(),
         tls_cert: profile.api.tls.as_ref().map(|t| t.cert.clone()),
     })

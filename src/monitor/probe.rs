@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 
@@ -55,17 +55,6 @@ pub struct ElSample {
     pub engine_auth: Option<Result<(), String>>,
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn quantity(v: &Json) -> Option<u64> {
-    u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
-}
-
 /// Probe an execution client: `eth_blockNumber`, `eth_syncing`, `net_peerCount` and
 /// `web3_clientVersion` in one batch on its public port (TCP connect included), then an
 /// authenticated `engine_exchangeCapabilities` that proves the JWT pair matches.
@@ -101,7 +90,7 @@ pub async fn el(http: &reqwest::Client, t: &ElTarget, timeout: Duration) -> ElSa
         .and_then(|d| d.to_str().ok())
         .and_then(httpdate)
     {
-        s.clock_skew_s = Some(date as i64 - now_unix() as i64);
+        s.clock_skew_s = Some(date as i64 - (crate::monitor::now_ms() / 1000) as i64);
     }
     let status = resp.status();
     let replies: Result<Vec<Json>, _> = resp.json().await;
@@ -122,8 +111,8 @@ pub async fn el(http: &reqwest::Client, t: &ElTarget, timeout: Duration) -> ElSa
     };
     let by_id = |id: u64| replies.iter().find(|r| r["id"].as_u64() == Some(id));
     match by_id(1) {
-        Some(r) if r.get("result").and_then(quantity).is_some() => {
-            s.head = r.get("result").and_then(quantity)
+        Some(r) if r.get("result").and_then(crate::load::quantity).is_some() => {
+            s.head = r.get("result").and_then(crate::load::quantity)
         }
         Some(r) => {
             s.error = Some(format!(
@@ -135,7 +124,9 @@ pub async fn el(http: &reqwest::Client, t: &ElTarget, timeout: Duration) -> ElSa
     }
     // `false`, or an object while syncing.
     s.syncing = by_id(2).is_some_and(|r| r.get("result").is_some_and(|v| v.is_object()));
-    s.peers = by_id(3).and_then(|r| r.get("result")).and_then(quantity);
+    s.peers = by_id(3)
+        .and_then(|r| r.get("result"))
+        .and_then(crate::load::quantity);
     s.version = by_id(4)
         .and_then(|r| r["result"].as_str())
         .map(String::from);
@@ -162,7 +153,7 @@ async fn engine_auth(
             t.validator
         )
     })?;
-    let token = secrets::engine_token(&secret, now_unix());
+    let token = secrets::engine_token(&secret, crate::monitor::now_ms() / 1000);
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "engine_exchangeCapabilities",
         "params": [["engine_newPayloadV4", "engine_forkchoiceUpdatedV3", "engine_getPayloadV4"]]});
     let r = http
@@ -325,10 +316,7 @@ pub async fn validator(
             ));
         }
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = crate::monitor::now_ms();
     if let Some(at) = s.last_decided_at_ms {
         let since = Duration::from_millis(now_ms.saturating_sub(at));
         if since > stall {

@@ -85,17 +85,6 @@ fn services(e: &Evidence) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
-fn pct(p: f64, v: &[u64]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
-    Some(s[i.min(s.len() - 1)])
-}
-
-/// Intervals (s) between consecutive blocks of the window.
 /// The time since the last block counts as the last interval: a chain that stopped
 /// shows as one long one, not as "none missed".
 fn intervals(e: &Evidence) -> Vec<u64> {
@@ -211,49 +200,52 @@ fn infrastructure(c: &mut Checks) {
         f,
     );
 
-    let down: Vec<String> = e
-        .endpoints
+    let ws = e
+        .websocket
         .iter()
-        .filter_map(|(s, n, p, r)| {
-            r.as_ref()
-                .err()
-                .map(|err| format!("{s}.{n} (port {p}): {err}"))
-        })
-        .collect();
-    let mut ev: Vec<String> = vec![format!(
-        "{} TCP endpoints connected to ({} answering)",
-        e.endpoints.len(),
-        e.endpoints.len() - down.len()
-    )];
-    match &e.websocket {
-        Some(Ok(())) => ev.push("gateway WebSocket upgrade: 101 Switching Protocols".into()),
-        Some(Err(w)) => ev.push(format!("gateway WebSocket: {w}")),
-        None => {}
+        .map(|r| ("gateway".to_string(), r))
+        .chain(e.el_websocket.iter().map(|(n, r)| (n.clone(), r)));
+    let (mut down, mut ev) = (Vec::new(), Vec::new());
+    for (s, n, p, r) in &e.endpoints {
+        if let Err(err) = r {
+            down.push(format!("{s}.{n} (port {p}): {err}"));
+        }
     }
+    let mut ws_ok = 0;
+    for (s, r) in ws {
+        match r {
+            Ok(()) => ws_ok += 1,
+            Err(err) => down.push(format!("{s} WebSocket: {err}")),
+        }
+    }
+    ev.push(format!(
+        "{} ports probed ({} answering), {ws_ok} WebSocket upgrades answered",
+        e.endpoints.len(),
+        e.endpoints.iter().filter(|x| x.3.is_ok()).count()
+    ));
     match &e.metrics {
         Ok((code, _)) => ev.push(format!("API /metrics: HTTP {code}")),
         Err(m) => ev.push(format!("API /metrics: {m}")),
     }
-    let ws_bad = matches!(e.websocket, Some(Err(_)));
     let f = if e.endpoints.is_empty() {
         found(
             Status::Fail,
             "no endpoint to probe: is ports.json there?",
             ev,
         )
-    } else if down.is_empty() && !ws_bad {
+    } else if down.is_empty() {
         found(
             Status::Pass,
-            format!("all {} declared endpoints answer", e.endpoints.len()),
+            format!(
+                "all {} declared endpoints and {ws_ok} WebSocket endpoints answer",
+                e.endpoints.len()
+            ),
             ev,
         )
     } else {
-        ev.extend(down.iter().cloned());
-        found(
-            Status::Fail,
-            format!("{} endpoints do not answer", down.len() + ws_bad as usize),
-            ev,
-        )
+        let n = down.len();
+        ev.extend(down);
+        found(Status::Fail, format!("{n} endpoints do not answer"), ev)
     };
     c.add(
         "infra.endpoints",
@@ -1048,27 +1040,30 @@ fn performance(c: &mut Checks) {
 
     let iv = intervals(e);
     let bt = e.profile.chain.block_time.get().as_secs_f64();
-    let f = match (pct(50.0, &iv), pct(99.0, &iv)) {
-        (Some(p50), Some(p99)) => {
-            let ev = vec![format!(
-                "{} intervals, p50 {p50}s, p99 {p99}s, target {bt}s",
-                iv.len()
-            )];
-            if (p99 as f64) <= 2.0 * bt.max(1.0) {
-                found(
-                    Status::Pass,
-                    format!("block time p50 {p50}s, p99 {p99}s"),
-                    ev,
-                )
-            } else {
-                found(
-                    Status::Warn,
-                    format!("block time p99 {p99}s is over twice the target"),
-                    ev,
-                )
-            }
-        }
-        _ => skipped("fewer than two blocks in the window"),
+    let mut sorted: Vec<f64> = iv.iter().map(|&i| i as f64).collect();
+    sorted.sort_by(f64::total_cmp);
+    let (p50, p99) = (
+        crate::load::pct(&sorted, 0.5),
+        crate::load::pct(&sorted, 0.99),
+    );
+    let ev = vec![format!(
+        "{} intervals, p50 {p50}s, p99 {p99}s, target {bt}s",
+        iv.len()
+    )];
+    let f = if sorted.is_empty() {
+        skipped("fewer than two blocks in the window")
+    } else if p99 <= 2.0 * bt.max(1.0) {
+        found(
+            Status::Pass,
+            format!("block time p50 {p50}s, p99 {p99}s"),
+            ev,
+        )
+    } else {
+        found(
+            Status::Warn,
+            format!("block time p99 {p99}s is over twice the target"),
+            ev,
+        )
     };
     c.add(
         "performance.block_time",
@@ -1185,7 +1180,17 @@ pub fn service_rows(e: &Evidence) -> Vec<ServiceRow> {
                 height,
                 peers,
                 rpc: port_ok("http").or_else(|| port_ok("rpc")),
-                websocket: port_ok("ws"),
+                websocket: e
+                    .el_websocket
+                    .iter()
+                    .find(|(n, _)| n == &name)
+                    .map(|(_, r)| {
+                        if r.is_ok() {
+                            "ok".into()
+                        } else {
+                            "down".into()
+                        }
+                    }),
                 notes: note,
                 name,
             }

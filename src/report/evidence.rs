@@ -103,6 +103,8 @@ pub struct Evidence {
     pub endpoints: Vec<(String, String, u16, Result<(), String>)>,
     /// WebSocket upgrades on the gateway.
     pub websocket: Option<Result<(), String>>,
+    /// WebSocket upgrades on each execution client's RPC port (HTTP and WebSocket share it).
+    pub el_websocket: Vec<(String, Result<(), String>)>,
     pub ports: Vec<PortRow>,
     /// Where the chain was read (the gateway, else the first client).
     pub rpc: Option<SocketAddr>,
@@ -153,11 +155,18 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
     }
     let status: Value = serde_json::from_str(&status.1).context("the API's status is not JSON")?;
     let targets = Targets::from_plan(i.plan);
+    let allocation = crate::state::read_json::<crate::state::PortsFile>(&i.layout.ports_file())?
+        .unwrap_or_default();
     let rpc = status["gateway"]
         .as_str()
         .and_then(|g| g.parse::<SocketAddr>().ok())
-        .map(loopback_for)
+        .map(crate::monitor::reachable)
         .or_else(|| targets.els.first().map(|e| e.http));
+    let chain = match rpc {
+        Some(a) => window_blocks(a, i.window),
+        None => Err("no gateway and no execution client to read the chain from".into()),
+    };
+    let metrics = api_get(&api, "/metrics", false);
 
     let mut e = Evidence {
         at_ms: crate::monitor::now_ms(),
@@ -167,19 +176,20 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
         api_addr: api.addr,
         api_tls: api.tls_cert.is_some(),
         api_without_token: api_get(&api, "/api/v1/status", false).map(|r| r.0),
-        metrics: api_get(&api, "/metrics", false),
-        endpoints: endpoints(i.layout, i.plan, i.profile, &targets, &status),
+        rules: rules(&metrics),
+        metrics,
+        endpoints: endpoints(&allocation, i.plan, i.profile, &targets, &status),
         websocket: rpc
             .filter(|_| status["gateway"].is_string())
             .map(websocket_upgrade),
-        ports: ports(i.layout)?,
+        el_websocket: parallel(&targets.els, |t| {
+            (t.name.clone(), websocket_upgrade(t.http))
+        }),
+        ports: ports(i.layout, &allocation)?,
         rpc,
-        chain: match rpc {
-            Some(a) => window_blocks(a, i.window),
-            None => Err("no gateway and no execution client to read the chain from".into()),
-        },
+        undriven: undriven(i.plan, &targets, &chain),
+        chain,
         agreement: agreement(&targets),
-        undriven: Vec::new(),
         engine_bad_token: parallel(&targets.els, |t| (t.name.clone(), bad_token(t.engine))),
         jwt: i
             .plan
@@ -192,7 +202,7 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
                 )
             })
             .collect(),
-        wildcard_listeners: wildcard_listeners(i.layout),
+        wildcard_listeners: wildcard_listeners(&allocation),
         log_scan: scan_logs(i.layout),
         oversized_logs: oversized_logs(i.plan),
         data_fs: i
@@ -201,24 +211,13 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
             .iter()
             .map(|s| (s.name.clone(), s.data_dir.clone(), fs_type(&s.data_dir)))
             .collect(),
-        rules: Err(String::new()),
         drill: None,
         status,
     };
-    e.undriven = undriven(i.plan, &targets, &e.chain);
-    e.rules = rules(&e.metrics);
     if i.drill {
         e.drill = Some(drill(&api, &e, i.profile.chain.block_time.get()));
     }
     Ok(e)
-}
-
-fn loopback_for(a: SocketAddr) -> SocketAddr {
-    if a.ip().is_unspecified() {
-        SocketAddr::new([127, 0, 0, 1].into(), a.port())
-    } else {
-        a
-    }
 }
 
 /// GET on the API: status code and body text.
@@ -269,16 +268,13 @@ fn rpc(addr: SocketAddr, body: &Value) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{addr}: not JSON: {e}"))
 }
 
-fn quantity(v: &Value) -> Option<u64> {
-    u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok()
-}
-
 fn head(addr: SocketAddr) -> Result<u64, String> {
     let v = rpc(
         addr,
         &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"}),
     )?;
-    quantity(&v["result"]).ok_or_else(|| format!("{addr}: eth_blockNumber answered {v}"))
+    crate::load::quantity(&v["result"])
+        .ok_or_else(|| format!("{addr}: eth_blockNumber answered {v}"))
 }
 
 /// Blocks `from..=to` by number, in order.
@@ -305,9 +301,9 @@ fn blocks(addr: SocketAddr, from: u64, to: u64) -> Result<Vec<Block>, String> {
                 return Err(format!("{addr}: block {} is missing: {a}", a["id"]));
             }
             out.push(Block {
-                number: quantity(&b["number"]).unwrap_or(0),
+                number: crate::load::quantity(&b["number"]).unwrap_or(0),
                 hash: b["hash"].as_str().unwrap_or_default().to_string(),
-                timestamp: quantity(&b["timestamp"]).unwrap_or(0),
+                timestamp: crate::load::quantity(&b["timestamp"]).unwrap_or(0),
                 txs: b["transactions"].as_array().map_or(0, Vec::len),
             });
         }
@@ -320,11 +316,7 @@ fn blocks(addr: SocketAddr, from: u64, to: u64) -> Result<Vec<Block>, String> {
 /// so the first interval is known).
 fn window_blocks(addr: SocketAddr, window: Duration) -> Result<Vec<Block>, String> {
     let head = head(addr)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let since = now.saturating_sub(window.as_secs());
+    let since = (crate::monitor::now_ms() / 1000).saturating_sub(window.as_secs());
     let mut out: Vec<Block> = Vec::new();
     let mut to = head;
     loop {
@@ -422,11 +414,7 @@ fn undriven(plan: &Plan, t: &Targets, chain: &Result<Vec<Block>, String>) -> Vec
 /// The Engine API's status code for a well-formed token signed with a random secret.
 fn bad_token(engine: SocketAddr) -> Result<u16, String> {
     let secret = crate::secrets::JwtSecret::generate();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let token = crate::secrets::engine_token(&secret, now);
+    let token = crate::secrets::engine_token(&secret, crate::monitor::now_ms() / 1000);
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "engine_exchangeCapabilities",
                       "params": [["engine_newPayloadV4"]]});
     raw_http(
@@ -443,7 +431,7 @@ fn bad_token(engine: SocketAddr) -> Result<u16, String> {
 /// Every allocated TCP port of the services the supervisor runs, and chainctl's own,
 /// probed with [`answers`].
 fn endpoints(
-    layout: &Layout,
+    ports: &crate::state::PortsFile,
     plan: &Plan,
     profile: &Profile,
     t: &Targets,
@@ -456,10 +444,6 @@ fn endpoints(
         .filter(|s| s["pid"].is_number())
         .filter_map(|s| s["name"].as_str())
         .collect();
-    let Ok(Some(ports)) = crate::state::read_json::<crate::state::PortsFile>(&layout.ports_file())
-    else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
     for (svc, m) in &ports.services {
         if svc != crate::ports::CHAINCTL && !running.contains(&svc.as_str()) {
@@ -477,7 +461,7 @@ fn endpoints(
                     .service(svc)
                     .map_or(profile.listen.rpc, |s| s.ready_host),
             };
-            let addr = loopback_for(SocketAddr::new(ip, a.port));
+            let addr = crate::monitor::reachable(SocketAddr::new(ip, a.port));
             out.push((
                 svc.clone(),
                 name.clone(),
@@ -547,11 +531,7 @@ fn websocket_upgrade(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-fn ports(layout: &Layout) -> Result<Vec<PortRow>> {
-    let Some(ports) = crate::state::read_json::<crate::state::PortsFile>(&layout.ports_file())?
-    else {
-        return Ok(Vec::new());
-    };
+fn ports(layout: &Layout, ports: &crate::state::PortsFile) -> Result<Vec<PortRow>> {
     let owners = crate::ports::Owners::from_state(
         crate::state::read_json::<crate::state::StateFile>(&layout.state_file())?.as_ref(),
     );
@@ -575,11 +555,7 @@ fn ports(layout: &Layout) -> Result<Vec<PortRow>> {
     Ok(out)
 }
 
-fn wildcard_listeners(layout: &Layout) -> Vec<(String, String, u16)> {
-    let Ok(Some(ports)) = crate::state::read_json::<crate::state::PortsFile>(&layout.ports_file())
-    else {
-        return Vec::new();
-    };
+fn wildcard_listeners(ports: &crate::state::PortsFile) -> Vec<(String, String, u16)> {
     let mut out = Vec::new();
     for (svc, m) in &ports.services {
         for (name, a) in m {

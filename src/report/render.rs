@@ -227,7 +227,7 @@ mod tests {
             "{html}"
         );
         assert!(
-            !html.contains("http://") || !html.contains("src=\"http"),
+            !html.contains("src=\"http") && !html.contains("href=\"http"),
             "no external assets"
         );
         let v: Value = serde_json::from_str(&render(&r, Format::Json)).unwrap();
