@@ -852,7 +852,7 @@ fn inspect_plan(
     let persisted = layout.ports_file().exists();
     let running = setup::running_services(&layout);
     let alloc = setup::allocate(&loaded, &layout, &running, probe, false)?;
-    let plan = plan::build(&loaded.profile, &layout, &alloc, &setup::base_dir(&loaded))?;
+    let plan = plan::build_runtime(&loaded.profile, &layout, &alloc, &setup::base_dir(&loaded))?;
     Ok((loaded, layout, plan, persisted))
 }
 

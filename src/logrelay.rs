@@ -36,7 +36,7 @@ pub fn rotate(file: &Path, keep: u32) -> io::Result<()> {
 /// Writes to the current log file, rotating so no file passes `max_bytes`. After a write
 /// error (disk full, directory removed) it drops output rather than die, which would kill
 /// the service with SIGPIPE, and says how much it dropped once writing works again.
-struct Sink<'a> {
+pub struct Sink<'a> {
     file: &'a Path,
     max_bytes: u64,
     keep: u32,
@@ -46,7 +46,20 @@ struct Sink<'a> {
     retry_at: std::time::Instant,
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    /// A sink into `file`, rotated at `max_bytes` with `keep` old files.
+    pub fn new(file: &'a Path, max_bytes: u64, keep: u32) -> Self {
+        Sink {
+            file,
+            max_bytes,
+            keep,
+            out: None,
+            size: 0,
+            dropped: 0,
+            retry_at: std::time::Instant::now(),
+        }
+    }
+
     fn fail(&mut self, lost: usize) {
         self.out = None;
         self.dropped += lost as u64;
@@ -95,7 +108,7 @@ impl Sink<'_> {
 
     /// Writes a chunk, cut at its last newline that fits, so lines stay whole unless a
     /// single line is longer than `max_bytes`.
-    fn write(&mut self, mut data: &[u8]) {
+    pub fn write(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             if !self.ensure_open() {
                 self.dropped += data.len() as u64;
@@ -124,15 +137,7 @@ impl Sink<'_> {
 
 /// Copies `input` into `file` until EOF, rotating so no file passes `max_bytes`.
 pub fn relay(mut input: impl Read, file: &Path, max_bytes: u64, keep: u32) -> io::Result<()> {
-    let mut sink = Sink {
-        file,
-        max_bytes,
-        keep,
-        out: None,
-        size: 0,
-        dropped: 0,
-        retry_at: std::time::Instant::now(),
-    };
+    let mut sink = Sink::new(file, max_bytes, keep);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match input.read(&mut buf) {

@@ -13,7 +13,7 @@ use crate::consensus::el::{ElConfig, Timeouts};
 use crate::consensus::node::{self as cnode, NodeFile};
 use crate::consensus::types::{Genesis, GenesisValidator};
 use crate::layout::Layout;
-use crate::plan::Plan;
+use crate::plan::{Plan, Target};
 use crate::profile::{CommandService, Fork, PortSpec, Profile, ValidatorKeys};
 
 /// The documented development mnemonic (the one Hardhat, Anvil and Foundry use).
@@ -153,6 +153,19 @@ pub fn key_path(layout: &Layout, i: u32) -> PathBuf {
         .join(format!("{}.key", validator_name(i)))
 }
 
+/// The secret files validator `i` reads besides its Engine API secrets: its key (generated
+/// or the profile's) and its control token.
+pub fn validator_secrets(p: &Profile, layout: &Layout, i: u32) -> Vec<PathBuf> {
+    let key = match &p.validators.keys {
+        ValidatorKeys::Files(files) => files
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| key_path(layout, i)),
+        ValidatorKeys::Generate => key_path(layout, i),
+    };
+    vec![key, control_token_path(layout, i)]
+}
+
 /// A validator's control-endpoint token.
 pub fn control_token_path(layout: &Layout, i: u32) -> PathBuf {
     layout
@@ -282,8 +295,9 @@ pub fn el_genesis_hash(path: &Path) -> Result<(alloy_primitives::B256, u64)> {
 }
 
 /// Write every file the validators and their ELs read. Keys and the execution genesis are
-/// made once and kept (the chain's identity); configs follow the current plan.
-pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
+/// made once and kept (the chain's identity); configs follow the current plan and where
+/// it runs (`target`: addresses on this host, or service names between containers).
+pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan, target: Target) -> Result<()> {
     let v = &p.validators;
     if v.count == 0 {
         return Ok(());
@@ -367,18 +381,29 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
         Some(f) => f.parse().context("validators.fee_recipient")?,
         None => Address::ZERO,
     };
-    // Every service of the plan binds and is reached at the same address (listen.rpc).
+    // On this host every service binds and is reached at one address (listen.rpc); in
+    // containers each binds all addresses of its own and is reached by its service name.
     let ip = plan
         .services
         .first()
         .map(|s| s.ready_host)
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-    let host = |port: u16| std::net::SocketAddr::new(ip, port).to_string();
+    let bind_ip = match target {
+        Target::Host => ip,
+        Target::Container => std::net::IpAddr::from([0, 0, 0, 0]),
+    };
     let port_of = |svc: &str, name: &str| -> Result<u16> {
         plan.service(svc)
             .and_then(|s| s.ports.get(name))
             .map(|a| a.port)
             .ok_or_else(|| anyhow::anyhow!("the plan has no port `{name}` for `{svc}`"))
+    };
+    let addr = |svc: &str, name: &str| -> Result<String> {
+        let port = port_of(svc, name)?;
+        Ok(match target {
+            Target::Host => std::net::SocketAddr::new(ip, port).to_string(),
+            Target::Container => format!("{svc}:{port}"),
+        })
     };
     for i in 0..v.count {
         let name = validator_name(i);
@@ -389,8 +414,8 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
         let mut peer_status = Vec::new();
         for k in 0..v.count {
             if k != i {
-                peers.push(host(port_of(&validator_name(k), "p2p")?));
-                peer_status.push(host(port_of(&validator_name(k), "status")?));
+                peers.push(addr(&validator_name(k), "p2p")?);
+                peer_status.push(addr(&validator_name(k), "status")?);
             }
         }
         let mut execution = Vec::new();
@@ -403,7 +428,7 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("no JWT pair {name}--{el} in the plan"))?;
             execution.push(ElConfig {
                 name: el.clone(),
-                engine_url: format!("http://{}", host(port_of(&el, "engine")?)),
+                engine_url: format!("http://{}", addr(&el, "engine")?),
                 jwt_secret: pair.path.clone(),
             });
         }
@@ -411,11 +436,11 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan) -> Result<()> {
             moniker: name.clone(),
             genesis: cg.clone(),
             key: keys[i as usize].0.clone(),
-            p2p_host: svc.ready_host.to_string(),
+            p2p_host: bind_ip.to_string(),
             p2p_port: port_of(&name, "p2p")?,
             peers,
             peer_status,
-            status_addr: std::net::SocketAddr::new(ip, port_of(&name, "status")?),
+            status_addr: std::net::SocketAddr::new(bind_ip, port_of(&name, "status")?),
             control_token: control_token_path(layout, i),
             fee_recipient,
             execution,

@@ -137,9 +137,31 @@ pub enum Target {
     /// On this host (processes, systemd units): services bind to the profile's listen
     /// address and reach each other there.
     Host,
-    /// In containers on one network (compose): services bind to all addresses inside their
-    /// container and reach each other by service name; ports are published on the host.
+    /// In containers on one network (compose, the Docker backend): services bind to all
+    /// addresses inside their container and reach each other by service name; ports are
+    /// published on the host.
     Container,
+}
+
+impl Target {
+    /// Where the profile's `runtime` runs services.
+    pub fn of(profile: &Profile) -> Target {
+        match profile.runtime {
+            crate::profile::RuntimeKind::Docker => Target::Container,
+            _ => Target::Host,
+        }
+    }
+}
+
+/// Builds the plan `up` runs: for the profile's own runtime (`runtime: docker` plans
+/// containers, anything else this host).
+pub fn build_runtime(
+    profile: &Profile,
+    layout: &Layout,
+    ports: &Allocation,
+    base_dir: &Path,
+) -> Result<Plan, PlanError> {
+    build_for(profile, layout, ports, base_dir, Target::of(profile))
 }
 
 /// Builds the plan for services on this host. `base_dir` resolves relative paths in the
@@ -322,6 +344,13 @@ pub fn build_for(
             jit: s.jit,
             spec_hash: String::new(),
         };
+        // A validator also reads its key and its control token (see `network`).
+        if let Some(i) =
+            (0..profile.validators.count).find(|i| crate::network::validator_name(*i) == *name)
+        {
+            plan.secrets
+                .extend(crate::network::validator_secrets(profile, layout, i));
+        }
         plan.spec_hash = spec_hash(&plan);
         services.insert(name.clone(), plan);
     }

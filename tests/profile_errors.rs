@@ -39,6 +39,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("missing workdir", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    workdir: /nonexistent/dir\n", "5:14: services.a.workdir: `/nonexistent/dir` is not a directory"),
     ("zero stop grace", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    stop: {grace: 0s}\n", "5:19: services.a.stop.grace: must be more than 0s"),
     ("empty command", "name: x\nservices:\n  a:\n    command: []\n", "4:14: services.a.command: is empty"),
+    ("docker service without an image", "name: x\nruntime: docker\nservices:\n  a:\n    command: [sleep, '1']\n", "4:3: services.a: has no `image`, and under `runtime: docker` every service runs from one"),
+    ("systemd as a runtime", "name: x\nruntime: systemd\nservices:\n  a:\n    command: [sleep, '1']\n", "2:10: runtime: `up` does not run services through systemd: remove `runtime: systemd` and install the rendered units with `chainctl systemd install`"),
 ];
 
 #[test]

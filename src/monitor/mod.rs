@@ -157,7 +157,9 @@ impl Targets {
             }
             t.validators.push(ValidatorTarget {
                 name: s.name.clone(),
-                status: cfg.status_addr,
+                // Reached where chainctl reaches every service (in containers the node
+                // binds all addresses and its port is published there).
+                status: SocketAddr::new(s.ready_host, cfg.status_addr.port()),
                 token: cfg.control_token.clone(),
                 els: cfg.execution.iter().map(|e| e.name.clone()).collect(),
                 data_dir: s.data_dir.clone(),

@@ -152,7 +152,9 @@ pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
         .and_then(Path::parent)
         .unwrap_or(Path::new("."));
     let mut problems = Vec::new();
-    for (name, svc) in &loaded.profile.services {
+    // Under `runtime: docker` programs and working dirs are inside the images.
+    let on_host = loaded.profile.runtime != RuntimeKind::Docker;
+    for (name, svc) in loaded.profile.services.iter().filter(|_| on_host) {
         if let Some(w) = &svc.workdir {
             let dir = if w.is_relative() {
                 base.join(w)

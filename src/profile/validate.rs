@@ -210,8 +210,22 @@ fn unsupported(p: &Profile, c: &mut Checker) {
             ),
         );
     }
-    if p.runtime != super::RuntimeKind::Process {
-        c.at("runtime", "only `process` is available in this build; docker and systemd backends are not in it yet");
+    match p.runtime {
+        super::RuntimeKind::Process => {}
+        super::RuntimeKind::Docker => {
+            for (name, s) in &p.services {
+                if s.image.is_none() {
+                    c.at_key(
+                        &format!("services.{name}"),
+                        "has no `image`, and under `runtime: docker` every service runs from one: add e.g. `image: ghcr.io/paradigmxyz/reth:v1.9.3` (chainctl never pulls: load or build it first)",
+                    );
+                }
+            }
+        }
+        super::RuntimeKind::Systemd => c.at(
+            "runtime",
+            "`up` does not run services through systemd: remove `runtime: systemd` and install the rendered units with `chainctl systemd install` (see docs/render.md)",
+        ),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Backends run services. The supervisor's loop talks only to the [`Backend`] trait, so
 //! Docker and systemd backends plug in without touching it.
 
+pub mod docker;
 pub mod process;
 
 use crate::plan::ServicePlan;

@@ -157,13 +157,18 @@ pub fn prepare(
     let loaded = load(profile)?;
     let layout = layout(&loaded, state_dir);
     let alloc = allocate(&loaded, &layout, running, &HostPorts::read(), true)?;
-    let plan = plan::build(&loaded.profile, &layout, &alloc, &base_dir(&loaded))?;
+    let plan = plan::build_runtime(&loaded.profile, &layout, &alloc, &base_dir(&loaded))?;
     for d in [layout.data_root(), layout.log_dir()] {
         crate::secrets::private_dir(&d)
             .with_context(|| format!("cannot create {}", d.display()))?;
     }
     ensure_secrets(&plan)?;
-    crate::network::write_files(&loaded.profile, &layout, &plan)?;
+    crate::network::write_files(
+        &loaded.profile,
+        &layout,
+        &plan,
+        plan::Target::of(&loaded.profile),
+    )?;
     Ok((loaded, layout, plan))
 }
 
@@ -210,8 +215,25 @@ pub fn run(
         running.push(crate::ports::CHAINCTL.to_string());
         prepare(rp.as_deref(), Some(&rs), &running).map(|(_, _, plan)| plan)
     });
-    let self_exe = std::env::current_exe().context("cannot find the chainctl binary")?;
-    let backend = Box::new(ProcessBackend::new(self_exe));
+    let backend: Box<dyn crate::runtime::Backend> = match loaded.profile.runtime {
+        crate::profile::RuntimeKind::Docker => {
+            let mut d = crate::runtime::docker::DockerBackend::connect(
+                &loaded.profile.name,
+                &layout.root,
+                loaded.profile.listen.rpc,
+                Some(tx.clone()),
+            )
+            .map_err(anyhow::Error::msg)?;
+            // Fail before starting anything when an image is missing (chainctl never pulls).
+            d.check_images(&plan.services).map_err(anyhow::Error::msg)?;
+            d.set_logs(&plan.services);
+            Box::new(d)
+        }
+        _ => {
+            let self_exe = std::env::current_exe().context("cannot find the chainctl binary")?;
+            Box::new(ProcessBackend::new(self_exe))
+        }
+    };
     let mut attempt = 0;
     let (mut loaded, mut layout, mut plan) = (loaded, layout, plan);
     let monitor = loop {
