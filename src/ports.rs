@@ -562,7 +562,8 @@ mod tests {
 }
 
 /// Which processes hold a running network's ports legitimately: each service's process
-/// group, and the supervisor itself for chainctl's own ports (API, gateway).
+/// group (for a container, Docker's proxy forwarding to it), and the supervisor itself for
+/// chainctl's own ports (API, gateway).
 #[derive(Debug, Default)]
 pub struct Owners {
     groups: Vec<(String, i32)>,
@@ -606,12 +607,21 @@ impl Owners {
             Some(crate::procinfo::Holder::Pid(pid)) => Some(pid),
             _ => None,
         };
+        let mine = |g: i32| self.groups.iter().any(|(n, pg)| n == service && *pg == g);
         let ours = holder.is_some_and(|pid| {
             if service == CHAINCTL {
                 return self.supervisor == Some(pid);
             }
-            crate::procinfo::pgid(pid)
-                .is_some_and(|g| self.groups.iter().any(|(n, pg)| n == service && *pg == g))
+            // A container's published port is held by Docker's proxy, forwarding to the
+            // same port at one of the service's container addresses (its group is the
+            // container's init, in the container's network namespace).
+            if let Some((ip, port)) = crate::procinfo::docker_proxy_target(pid) {
+                return port == a.port
+                    && self.groups.iter().any(|(n, g)| {
+                        n == service && crate::procinfo::netns_local_addrs(*g).contains(&ip)
+                    });
+            }
+            crate::procinfo::pgid(pid).is_some_and(mine)
         });
         if ours {
             HostUse::Ours

@@ -77,6 +77,56 @@ pub fn is_log_relay(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Where a `docker-proxy` process forwards a published port: its `-container-ip` and
+/// `-container-port`. None for any other process.
+pub fn docker_proxy_target(pid: i32) -> Option<(std::net::IpAddr, u16)> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    proxy_target_in(&args)
+}
+
+fn proxy_target_in(args: &[String]) -> Option<(std::net::IpAddr, u16)> {
+    if !args.first()?.ends_with("docker-proxy") {
+        return None;
+    }
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
+    Some((
+        flag("-container-ip")?.parse().ok()?,
+        flag("-container-port")?.parse().ok()?,
+    ))
+}
+
+/// The local IPv4 addresses of the network namespace process `pid` is in (from its
+/// `net/fib_trie`): a container's own addresses, seen from the host.
+pub fn netns_local_addrs(pid: i32) -> Vec<std::net::IpAddr> {
+    fs::read_to_string(format!("/proc/{pid}/net/fib_trie"))
+        .map(|t| local_addrs_in(&t))
+        .unwrap_or_default()
+}
+
+fn local_addrs_in(fib_trie: &str) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut last: Option<std::net::IpAddr> = None;
+    for line in fib_trie.lines() {
+        let t = line.trim_start_matches([' ', '|', '+']);
+        if let Some(ip) = t.strip_prefix("-- ") {
+            last = ip.trim().parse().ok();
+        } else if t.trim_start().starts_with("/32 host LOCAL") {
+            if let Some(ip) = last.filter(|ip| !out.contains(ip)) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
 /// Whether any live process of group `pgid` started at or after `ticks` (clock ticks since
 /// boot): a recorded group id may have been recycled once its group was gone.
 pub fn group_alive_since(pgid: i32, ticks: u64) -> bool {

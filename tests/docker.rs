@@ -346,3 +346,26 @@ fn a_partitioned_validator_container_leaves_three_deciding_and_catches_up_when_r
     net.wait_height(&[0, 1, 2, 3], target + 2, Duration::from_secs(120));
     net.assert_agree(target);
 }
+
+#[test]
+fn a_missing_image_stops_up_before_anything_starts_with_the_command_that_provides_it() {
+    let env = Env::new();
+    env.write_profile(
+        "name: dk-c\nruntime: docker\nports: {start: 25290, end: 25299}\nservices:\n  el:\n    command: [reth, node]\n    image: chainctl-test-absent/reth:v0\n",
+    );
+    let o = env.run(&["up", "--detach"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(
+            "image `chainctl-test-absent/reth:v0` (services el) is not on this Docker engine"
+        ) && err.contains("chainctl never pulls")
+            && err.contains("docker pull chainctl-test-absent/reth:v0"),
+        "{err}"
+    );
+    let label = "label=io.chainctl.profile=dk-c";
+    assert_eq!(docker_ok(&["ps", "-aq", "--filter", label]), "");
+    assert!(!docker(&["network", "inspect", "chainctl-dk-c"])
+        .status
+        .success());
+}
