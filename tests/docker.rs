@@ -302,6 +302,40 @@ fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_af
     assert!(lines("val-1") > 0);
     net.assert_agree(h + 3);
 
+    // The readiness report reads the containers' evidence as it reads processes': their
+    // published ports (held by Docker's proxy) are not conflicts, their data dirs, logs,
+    // secrets and endpoints are where chainctl put them.
+    let out = net.env.path("report.json");
+    let r = net
+        .env
+        .run(&["report", "--format", "json", "--out", out.to_str().unwrap()]);
+    assert!(
+        r.status.code().is_some_and(|c| c < 2),
+        "{}",
+        text(&r.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for id in [
+        "infra.services_running",
+        "infra.endpoints",
+        "infra.port_conflicts",
+        "infra.storage",
+        "consensus.agreement",
+        "execution.synced",
+        "security.jwt_files",
+        "security.engine_auth",
+        "security.listeners",
+        "security.secrets_in_logs",
+    ] {
+        let c = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no check {id}"));
+        assert_eq!(c["status"], "pass", "{c}");
+    }
+
     // down stops and removes the containers and the network; data stays.
     net.env.ok(&["down"]);
     let label = format!("label=io.chainctl.profile={}", net.name);
