@@ -1094,15 +1094,16 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
     }
 }
 
-/// Validators' services read files `up` writes into the state dir (genesis, keys,
-/// per-validator config with host ports); rendering them elsewhere needs those files laid
-/// out for that target, which this build does not do yet.
+/// Validators' services read files chainctl writes into the state dir (genesis, keys,
+/// per-validator config with addresses); a compose project would need them laid out for
+/// its containers, which this build does not do yet (`up` with `runtime: docker` and
+/// `systemd install` do).
 fn refuse_validators(p: &crate::profile::Profile, what: &str) -> Result<()> {
     if p.validators.count > 0 {
         bail!(
             "profile `{}` has validators (validators.count = {}): rendering them as {what} is not in this \
-             build yet; run the network with `chainctl up`, or render a profile without validators \
-             (e.g. profiles/standins.yaml)",
+             build yet; run them as containers with `runtime: docker` and `chainctl up`, or under systemd \
+             with `chainctl systemd install`, or render a profile without validators (e.g. profiles/standins.yaml)",
             p.name,
             p.validators.count
         );
@@ -1122,7 +1123,6 @@ fn systemd_files(
         bail!("--user `{user}` is not a valid user name: use lowercase letters, digits and `-`");
     }
     let p = &loaded.profile;
-    refuse_validators(p, "systemd units")?;
     // Units see the system layout: --state-dir, else /var/lib/chainctl/NAME.
     let layout = Layout::new(
         state_dir
@@ -1151,10 +1151,38 @@ fn systemd_cmd(
         } => {
             let (plan, files) = systemd_files(&loaded, state_dir, &user)?;
             let secrets: Vec<PathBuf> = plan.jwt_pairs.iter().map(|j| j.path.clone()).collect();
+            // The validators' files (genesis, keys, control tokens, each one's config),
+            // laid out for this host's units, owned by the units' user.
+            let layout = Layout::new(&plan.state_dir);
+            use std::os::unix::fs::PermissionsExt as _;
+            // Laid out as systemd would: the state dir's parent and the data root stay
+            // traversable (0755, root's), each data dir is its service's (StateDirectory=).
+            for d in [plan.state_dir.parent(), Some(layout.data_root().as_path())]
+                .into_iter()
+                .flatten()
+            {
+                if !d.exists() {
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("cannot create {}", d.display()))?;
+                    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+                }
+            }
+            crate::secrets::private_dir(&plan.state_dir)
+                .with_context(|| format!("cannot create {}", plan.state_dir.display()))?;
+            crate::network::write_files(&loaded.profile, &layout, &plan, plan::Target::Host)?;
+            let mut owned = Vec::new();
+            if loaded.profile.validators.count > 0 {
+                owned.push(crate::network::network_dir(&layout));
+                owned.push(layout.secrets_dir().join("validators"));
+                for i in 0..loaded.profile.validators.count {
+                    owned.push(layout.data_dir(&crate::network::validator_name(i)));
+                }
+            }
             let lines = systemd::install(&systemd::Install {
                 profile: &name,
                 files: &files,
                 secrets: &secrets,
+                owned: &owned,
                 state_dir: &plan.state_dir,
                 user: &user,
                 unit_dir: &unit_dir,

@@ -19,6 +19,7 @@ pub mod profile;
 pub mod render;
 pub mod report;
 pub mod runtime;
+pub mod sdnotify;
 pub mod secrets;
 pub mod state;
 pub mod status;

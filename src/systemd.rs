@@ -98,6 +98,9 @@ pub struct Install<'a> {
     pub files: &'a [File],
     /// The JWT secret files the units read.
     pub secrets: &'a [PathBuf],
+    /// Files and directories chainctl wrote for the units (validators' genesis, keys,
+    /// configs): made the user's, recursively.
+    pub owned: &'a [PathBuf],
     /// The state dir the units use (owned by the user).
     pub state_dir: &'a Path,
     /// The user units run as.
@@ -106,6 +109,23 @@ pub struct Install<'a> {
     pub unit_dir: &'a Path,
     /// Start (or restart changed) units after installing.
     pub start: bool,
+}
+
+/// `chown -R`, without following symbolic links.
+fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
+    };
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+        .with_context(|| format!("cannot chown {}", p.display()))?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// Installs and starts; returns the lines to print.
@@ -154,6 +174,9 @@ pub fn install(i: &Install) -> Result<Vec<String>> {
             std::os::unix::fs::chown(p, Some(uid), Some(gid))
                 .with_context(|| format!("cannot chown {}", p.display()))?;
         }
+    }
+    for p in i.owned {
+        chown_tree(p, uid, gid)?;
     }
     // 4. Unit files: stop and remove units dropped from the profile, write changed ones.
     let d = drift(i.profile, i.files, i.unit_dir);

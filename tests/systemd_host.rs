@@ -95,7 +95,9 @@ struct Host(String);
 impl Host {
     fn boot() -> Host {
         image();
-        let name = format!("chainctl-systemd-{}", std::process::id());
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("chainctl-systemd-{}-{n}", std::process::id());
         let o = docker(&[
             "run",
             "-d",
@@ -259,4 +261,112 @@ fn devnet_under_real_systemd_install_drift_restart_uninstall() {
             == Some(1)
     );
     assert_ne!(host.prop(el, "ActiveState"), "active");
+}
+
+/// The JSON-RPC port of a rendered execution-client unit (`"--http-port" "N"`).
+fn http_port(unit_text: &str) -> u16 {
+    let at = unit_text
+        .find("\"--http-port\" \"")
+        .expect("the unit passes --http-port")
+        + "\"--http-port\" \"".len();
+    unit_text[at..].split('"').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_validator_devnet_runs_under_real_systemd_as_notify_units_and_survives_an_el_kill() {
+    let host = Host::boot();
+    let bin = static_binary();
+    let o = docker(&[
+        "cp",
+        bin.to_str().unwrap(),
+        &format!("{}:/usr/local/bin/chainctl", host.0),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    host.ok("mkdir -p /etc/chainctl");
+    let o = docker(&[
+        "cp",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/devnet.yaml"),
+        &format!("{}:/etc/chainctl/devnet.yaml", host.0),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut services = Vec::new();
+    for v in 0..4 {
+        services.push(format!("val-{v}"));
+        for j in 0..2 {
+            services.push(format!("val-{v}-el-{j}"));
+        }
+    }
+    let unit = |s: &str| format!("chainctl-devnet-{s}.service");
+    for s in &services {
+        // User namespaces are not available inside this container (see the test above).
+        host.ok(&format!("mkdir -p /etc/systemd/system/{0}.d && printf '[Service]\\nPrivateUsers=no\\n' > /etc/systemd/system/{0}.d/container.conf", unit(s)));
+    }
+    let out = host.ok("chainctl -p /etc/chainctl/devnet.yaml systemd install");
+    assert!(
+        out.contains("enabled and started chainctl-devnet.target"),
+        "{out}"
+    );
+    // Type=notify: `active` only after the node said READY=1.
+    wait_for("all 12 units active", Duration::from_secs(60), || {
+        services
+            .iter()
+            .all(|s| host.prop(&unit(s), "ActiveState") == "active")
+            .then_some(())
+    });
+    for s in &services {
+        assert_eq!(host.prop(&unit(s), "Type"), "notify", "{s}");
+        assert_eq!(host.prop(&unit(s), "WatchdogUSec"), "30s", "{s}");
+    }
+    // Every unit verifies, and the node units keep their hardening (at most 2.5).
+    host.ok("systemd-analyze verify /etc/systemd/system/chainctl-devnet-*.service /etc/systemd/system/chainctl-devnet.target");
+    for s in ["val-0", "val-0-el-0"] {
+        let out = host.ok(&format!("systemd-analyze security {}", unit(s)));
+        let score: f64 = out
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|l| l.split(": ").nth(1))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no score in {out}"));
+        assert!(score <= 2.5, "{s}: exposure {score}");
+    }
+    assert_eq!(
+        host.ok("stat -c %U:%a /var/lib/chainctl/devnet/secrets/validators/val-0.key")
+            .trim(),
+        "chainctl:600"
+    );
+    let port = http_port(&host.ok(&format!("cat /etc/systemd/system/{}", unit("val-1-el-0"))));
+    let height = || -> u64 {
+        let o = host.sh(&format!(
+            "python3 -c \"import json, urllib.request; r = urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{port}', data=json.dumps({{'jsonrpc': '2.0', 'id': 1, 'method': 'eth_blockNumber', 'params': []}}).encode(), headers={{'Content-Type': 'application/json'}}), timeout=2); print(int(json.load(r)['result'], 16))\""
+        ));
+        text(&o.stdout).trim().parse().unwrap_or(0)
+    };
+    wait_for("blocks under systemd", Duration::from_secs(90), || {
+        (height() >= 3).then_some(())
+    });
+
+    // systemd restarts a killed execution client; the chain goes on.
+    let el = unit("val-0-el-0");
+    let el_pid = host.prop(&el, "MainPID");
+    host.ok(&format!("systemctl kill -s KILL {el}"));
+    wait_for(
+        "val-0-el-0 restarted by systemd",
+        Duration::from_secs(60),
+        || {
+            let pid = host.prop(&el, "MainPID");
+            (host.prop(&el, "ActiveState") == "active"
+                && pid != "0"
+                && pid != el_pid
+                && host.prop(&el, "NRestarts") != "0")
+                .then_some(())
+        },
+    );
+    let h = height();
+    wait_for("blocks after the kill", Duration::from_secs(60), || {
+        (height() >= h + 3).then_some(())
+    });
+    assert!(host
+        .ok("chainctl -p /etc/chainctl/devnet.yaml systemd status")
+        .contains("no drift"));
 }

@@ -362,6 +362,8 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
     tokio::spawn(async move {
         let _ = axum::serve(status, router).await;
     });
+    // Under systemd (`Type=notify`): ready once the status endpoint serves.
+    crate::sdnotify::ready();
     let node = Validator {
         home: args.home.clone(),
         key: key.clone(),

@@ -294,6 +294,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::json!({"event": "listening", "genesis": genesis_hash, "rpc": rpc_addr.to_string(), "engine": auth_addr.to_string()})
         );
+        // Under systemd (`Type=notify`): ready once both ports listen.
+        crate::sdnotify::ready();
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {

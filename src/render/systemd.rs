@@ -170,6 +170,18 @@ fn unit_data(
         .argv
         .split_first()
         .ok_or_else(|| RenderError(format!("service {} has no command", s.name)))?;
+    let hidden = ["/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/"];
+    if let Some(h) = hidden.iter().find(|h| program.starts_with(*h)) {
+        return Err(RenderError(format!(
+            "service {}: its program {program} is under {h}, which the units' ProtectHome=/PrivateTmp= hide from it: install it under /usr/local/bin (or /opt) and render again",
+            s.name
+        )));
+    }
+    // chainctl's own node roles speak sd_notify.
+    let notify = args.first().map(String::as_str) == Some("node")
+        && Path::new(program)
+            .file_name()
+            .is_some_and(|n| n == "chainctl");
     let mut exec = vec![quote_program(program)?];
     exec.extend(args.iter().map(|a| quote_exec(a)));
     let mut env: Vec<String> = vec![quote_env("CHAINCTL_SERVICE", &s.name)];
@@ -201,6 +213,7 @@ fn unit_data(
         "kill_signal": s.stop_signal.signal().as_str(),
         "timeout_stop": span(s.stop_grace.get()),
         "memory_deny_write_execute": !s.jit,
+        "notify": notify,
     }))
 }
 
