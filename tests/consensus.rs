@@ -21,7 +21,14 @@ fn profile(name: &str, port_start: u16) -> String {
 /// A running devnet and the ways to look at it.
 struct Net {
     env: Env,
-    ports: Value,
+    chain: util::Chain,
+}
+
+impl std::ops::Deref for Net {
+    type Target = util::Chain;
+    fn deref(&self) -> &util::Chain {
+        &self.chain
+    }
 }
 
 impl Net {
@@ -39,65 +46,12 @@ impl Net {
             .output()
             .unwrap();
         assert!(o.status.success(), "up: {}", util::text(&o.stderr));
-        let ports: Value =
-            serde_json::from_str(&std::fs::read_to_string(env.state().join("ports.json")).unwrap())
-                .unwrap();
-        Net { env, ports }
-    }
-
-    fn port(&self, svc: &str, name: &str) -> u16 {
-        self.ports["services"][svc][name]["port"].as_u64().unwrap() as u16
-    }
-
-    fn status(&self, v: u32) -> Option<Value> {
-        let url = format!(
-            "http://127.0.0.1:{}/status",
-            self.port(&format!("val-{v}"), "status")
-        );
-        ureq::get(&url)
-            .timeout(Duration::from_secs(2))
-            .call()
-            .ok()?
-            .into_json()
-            .ok()
-    }
-
-    fn decided(&self, v: u32) -> u64 {
-        self.status(v)
-            .and_then(|s| s["decided_blocks"].as_u64())
-            .unwrap_or(0)
+        let chain = util::Chain::read(&env.state());
+        Net { env, chain }
     }
 
     fn els(&self) -> Vec<String> {
-        (0..VALIDATORS)
-            .flat_map(|v| (0..2).map(move |j| format!("val-{v}-el-{j}")))
-            .collect()
-    }
-
-    fn rpc(&self, el: &str, method: &str, params: Value) -> Option<Value> {
-        let url = format!("http://127.0.0.1:{}", self.port(el, "http"));
-        let r: Value = ureq::post(&url)
-            .timeout(Duration::from_secs(2))
-            .send_json(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-            .ok()?
-            .into_json()
-            .ok()?;
-        r.get("result").cloned()
-    }
-
-    fn block_hash(&self, el: &str, n: u64) -> Option<String> {
-        let b = self.rpc(
-            el,
-            "eth_getBlockByNumber",
-            json!([format!("0x{n:x}"), false]),
-        )?;
-        b["hash"].as_str().map(String::from)
-    }
-
-    fn el_height(&self, el: &str) -> u64 {
-        self.rpc(el, "eth_blockNumber", json!([]))
-            .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())
-            .unwrap_or(0)
+        self.chain.els(VALIDATORS)
     }
 
     /// Wait until every listed validator has decided at least `h` heights.

@@ -48,7 +48,14 @@ fn image() {
 struct Net {
     env: Env,
     name: String,
-    ports: Value,
+    chain: util::Chain,
+}
+
+impl std::ops::Deref for Net {
+    type Target = util::Chain;
+    fn deref(&self) -> &util::Chain {
+        &self.chain
+    }
 }
 
 impl Drop for Net {
@@ -75,16 +82,14 @@ impl Net {
             "name: {name}\nruntime: docker\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n",
             port_start + 99
         ));
+        // Made before `up`, so a failed start still removes what Docker has of the profile.
         let mut net = Net {
             env,
             name: name.to_string(),
-            ports: Value::Null,
+            chain: util::Chain { ports: Value::Null },
         };
         net.env.up_detached();
-        net.ports = serde_json::from_str(
-            &std::fs::read_to_string(net.env.state().join("ports.json")).unwrap(),
-        )
-        .unwrap();
+        net.chain = util::Chain::read(&net.env.state());
         net
     }
 
@@ -104,50 +109,8 @@ impl Net {
         (f[0].to_string(), f[1].to_string(), f[2] == "true")
     }
 
-    fn port(&self, svc: &str, name: &str) -> u16 {
-        self.ports["services"][svc][name]["port"].as_u64().unwrap() as u16
-    }
-
-    fn status(&self, v: u32) -> Option<Value> {
-        let url = format!(
-            "http://127.0.0.1:{}/status",
-            self.port(&format!("val-{v}"), "status")
-        );
-        ureq::get(&url)
-            .timeout(Duration::from_secs(2))
-            .call()
-            .ok()?
-            .into_json()
-            .ok()
-    }
-
-    fn decided(&self, v: u32) -> u64 {
-        self.status(v)
-            .and_then(|s| s["decided_blocks"].as_u64())
-            .unwrap_or(0)
-    }
-
     fn els(&self) -> Vec<String> {
-        (0..VALIDATORS)
-            .flat_map(|v| (0..2).map(move |j| format!("val-{v}-el-{j}")))
-            .collect()
-    }
-
-    fn rpc(&self, el: &str, method: &str, params: Value) -> Option<Value> {
-        let url = format!("http://127.0.0.1:{}", self.port(el, "http"));
-        let r: Value = ureq::post(&url)
-            .timeout(Duration::from_secs(2))
-            .send_json(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-            .ok()?
-            .into_json()
-            .ok()?;
-        r.get("result").cloned()
-    }
-
-    fn el_height(&self, el: &str) -> u64 {
-        self.rpc(el, "eth_blockNumber", json!([]))
-            .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())
-            .unwrap_or(0)
+        self.chain.els(VALIDATORS)
     }
 
     fn tail(&self, svc: &str) -> String {

@@ -126,6 +126,20 @@ impl Host {
         });
         h
     }
+    /// Copies the static chainctl to /usr/local/bin and the repo's profile `file` to
+    /// /etc/chainctl, as an operator would.
+    fn install(&self, file: &str) {
+        let bin = static_binary();
+        let profile = format!("{}/profiles/{file}", env!("CARGO_MANIFEST_DIR"));
+        self.ok("mkdir -p /etc/chainctl");
+        for (from, to) in [
+            (bin.to_str().unwrap(), "/usr/local/bin/chainctl".to_string()),
+            (profile.as_str(), format!("/etc/chainctl/{file}")),
+        ] {
+            let o = docker(&["cp", from, &format!("{}:{to}", self.0)]);
+            assert!(o.status.success(), "{}", text(&o.stderr));
+        }
+    }
     fn sh(&self, cmd: &str) -> Output {
         docker(&["exec", &self.0, "sh", "-c", cmd])
     }
@@ -155,20 +169,7 @@ impl Drop for Host {
 #[test]
 fn devnet_under_real_systemd_install_drift_restart_uninstall() {
     let host = Host::boot();
-    let bin = static_binary();
-    let o = docker(&[
-        "cp",
-        bin.to_str().unwrap(),
-        &format!("{}:/usr/local/bin/chainctl", host.0),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    host.ok("mkdir -p /etc/chainctl");
-    let o = docker(&[
-        "cp",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/standins.yaml"),
-        &format!("{}:/etc/chainctl/standins.yaml", host.0),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    host.install("standins.yaml");
     let (el, cl) = (
         "chainctl-standins-el-0.service",
         "chainctl-standins-cl-0.service",
@@ -275,20 +276,7 @@ fn http_port(unit_text: &str) -> u16 {
 #[test]
 fn the_validator_devnet_runs_under_real_systemd_as_notify_units_and_survives_an_el_kill() {
     let host = Host::boot();
-    let bin = static_binary();
-    let o = docker(&[
-        "cp",
-        bin.to_str().unwrap(),
-        &format!("{}:/usr/local/bin/chainctl", host.0),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    host.ok("mkdir -p /etc/chainctl");
-    let o = docker(&[
-        "cp",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/devnet.yaml"),
-        &format!("{}:/etc/chainctl/devnet.yaml", host.0),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    host.install("devnet.yaml");
     let mut services = Vec::new();
     for v in 0..4 {
         services.push(format!("val-{v}"));

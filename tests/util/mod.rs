@@ -210,3 +210,80 @@ pub fn read_pids(path: &Path) -> Vec<i64> {
 pub fn listener_cmd(port_placeholder: &str) -> String {
     format!("[python3, -c, 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", int(\"{port_placeholder}\"))); s.listen(); time.sleep(100000)']")
 }
+
+/// A running validator network seen from outside: its ports (the state dir's
+/// `ports.json`), each validator's status endpoint and each execution client's JSON-RPC.
+pub struct Chain {
+    pub ports: Value,
+}
+
+impl Chain {
+    /// Reads the allocation of the network in `state`.
+    pub fn read(state: &Path) -> Chain {
+        let text = std::fs::read_to_string(state.join("ports.json")).unwrap();
+        Chain {
+            ports: serde_json::from_str(&text).unwrap(),
+        }
+    }
+
+    pub fn port(&self, svc: &str, name: &str) -> u16 {
+        self.ports["services"][svc][name]["port"].as_u64().unwrap() as u16
+    }
+
+    /// Validator `v`'s `/status`, if it answers.
+    pub fn status(&self, v: u32) -> Option<Value> {
+        let url = format!(
+            "http://127.0.0.1:{}/status",
+            self.port(&format!("val-{v}"), "status")
+        );
+        ureq::get(&url)
+            .timeout(Duration::from_secs(2))
+            .call()
+            .ok()?
+            .into_json()
+            .ok()
+    }
+
+    /// Heights validator `v` has decided (0 when it does not answer).
+    pub fn decided(&self, v: u32) -> u64 {
+        self.status(v)
+            .and_then(|s| s["decided_blocks"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// The execution clients of `validators` validators with two each.
+    pub fn els(&self, validators: u32) -> Vec<String> {
+        (0..validators)
+            .flat_map(|v| (0..2).map(move |j| format!("val-{v}-el-{j}")))
+            .collect()
+    }
+
+    /// A JSON-RPC call to an execution client; its `result`.
+    pub fn rpc(&self, el: &str, method: &str, params: Value) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}", self.port(el, "http"));
+        let r: Value = ureq::post(&url)
+            .timeout(Duration::from_secs(2))
+            .send_json(
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+            )
+            .ok()?
+            .into_json()
+            .ok()?;
+        r.get("result").cloned()
+    }
+
+    pub fn block_hash(&self, el: &str, n: u64) -> Option<String> {
+        let b = self.rpc(
+            el,
+            "eth_getBlockByNumber",
+            serde_json::json!([format!("0x{n:x}"), false]),
+        )?;
+        b["hash"].as_str().map(String::from)
+    }
+
+    pub fn el_height(&self, el: &str) -> u64 {
+        self.rpc(el, "eth_blockNumber", serde_json::json!([]))
+            .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0)
+    }
+}
