@@ -1135,6 +1135,36 @@ fn systemd_files(
     Ok((plan, files))
 }
 
+/// For `systemd install`: the validators' files (genesis, keys, control tokens, each
+/// one's config with this host's addresses) in the system state dir, laid out as systemd
+/// would lay it out (the state dir's parent and the data root traversable, 0755 and
+/// root's). Returns what must become the units' user's (done by the install).
+fn systemd_network_files(p: &crate::profile::Profile, plan: &Plan) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let layout = Layout::new(&plan.state_dir);
+    for d in [plan.state_dir.parent(), Some(layout.data_root().as_path())]
+        .into_iter()
+        .flatten()
+    {
+        if !d.exists() {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    crate::secrets::private_dir(&plan.state_dir)
+        .with_context(|| format!("cannot create {}", plan.state_dir.display()))?;
+    crate::network::write_files(p, &layout, plan, plan::Target::Host)?;
+    let mut owned = Vec::new();
+    if p.validators.count > 0 {
+        owned.push(crate::network::network_dir(&layout));
+        owned.push(layout.secrets_dir().join("validators"));
+        for i in 0..p.validators.count {
+            owned.push(layout.data_dir(&crate::network::validator_name(i)));
+        }
+    }
+    Ok(owned)
+}
+
 fn systemd_cmd(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
@@ -1151,33 +1181,7 @@ fn systemd_cmd(
         } => {
             let (plan, files) = systemd_files(&loaded, state_dir, &user)?;
             let secrets: Vec<PathBuf> = plan.jwt_pairs.iter().map(|j| j.path.clone()).collect();
-            // The validators' files (genesis, keys, control tokens, each one's config),
-            // laid out for this host's units, owned by the units' user.
-            let layout = Layout::new(&plan.state_dir);
-            use std::os::unix::fs::PermissionsExt as _;
-            // Laid out as systemd would: the state dir's parent and the data root stay
-            // traversable (0755, root's), each data dir is its service's (StateDirectory=).
-            for d in [plan.state_dir.parent(), Some(layout.data_root().as_path())]
-                .into_iter()
-                .flatten()
-            {
-                if !d.exists() {
-                    std::fs::create_dir_all(d)
-                        .with_context(|| format!("cannot create {}", d.display()))?;
-                    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
-                }
-            }
-            crate::secrets::private_dir(&plan.state_dir)
-                .with_context(|| format!("cannot create {}", plan.state_dir.display()))?;
-            crate::network::write_files(&loaded.profile, &layout, &plan, plan::Target::Host)?;
-            let mut owned = Vec::new();
-            if loaded.profile.validators.count > 0 {
-                owned.push(crate::network::network_dir(&layout));
-                owned.push(layout.secrets_dir().join("validators"));
-                for i in 0..loaded.profile.validators.count {
-                    owned.push(layout.data_dir(&crate::network::validator_name(i)));
-                }
-            }
+            let owned = systemd_network_files(&loaded.profile, &plan)?;
             let lines = systemd::install(&systemd::Install {
                 profile: &name,
                 files: &files,

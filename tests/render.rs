@@ -219,6 +219,24 @@ fn rendering_refuses_what_cannot_work() {
         "{}",
         text(&o.stderr)
     );
+    // A program the units could not see (PrivateTmp=, ProtectHome=) is refused by name.
+    let prog = env.path("node");
+    std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.write_profile(&format!(
+        "name: r\nservices:\n  a:\n    command: [{}]\n",
+        prog.display()
+    ));
+    let o = env.run(&["render", "systemd", "-o", "u2"]);
+    assert!(
+        !o.status.success()
+            && text(&o.stderr).contains(&format!(
+                "service a: its program {} is under /tmp/",
+                prog.display()
+            )),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
