@@ -227,7 +227,19 @@ fn rendering_refuses_what_cannot_work() {
         "name: r\nservices:\n  a:\n    command: [{}]\n",
         prog.display()
     ));
-    let o = env.run(&["render", "systemd", "-o", "u2"]);
+    let o = Command::new(bin())
+        .arg("-p")
+        .arg(env.profile())
+        .args([
+            "--state-dir",
+            "/var/lib/chainctl/r",
+            "render",
+            "systemd",
+            "-o",
+        ])
+        .arg(env.path("u2"))
+        .output()
+        .unwrap();
     assert!(
         !o.status.success()
             && text(&o.stderr).contains(&format!(
