@@ -94,6 +94,12 @@ pub fn missing_image(image: &str, services: &[String]) -> String {
     )
 }
 
+fn no_image(service: &str) -> String {
+    format!(
+        "services.{service}.image is not set: under `runtime: docker` every service runs from an image; add e.g. `image: ghcr.io/paradigmxyz/reth:v1.9.3`"
+    )
+}
+
 fn not_found(e: &DockerError) -> bool {
     matches!(
         e,
@@ -128,6 +134,9 @@ pub struct DockerBackend {
     /// `uid:gid` the programs run as: the files chainctl wrote for them are this user's.
     user: String,
     running: BTreeMap<i32, Running>,
+    /// Running containers of this state dir (init pid, id, service), read at the first
+    /// adoption and forgotten when anything starts.
+    adoptable: Option<Vec<(i32, String, String)>>,
     /// Each service's log file and rotation, from the plan (for adopted containers too).
     logs: BTreeMap<String, (PathBuf, crate::profile::LogConfig)>,
     exits: Arc<Mutex<Vec<BackendEvent>>>,
@@ -174,6 +183,7 @@ impl DockerBackend {
                 format!("{uid}:{gid}")
             },
             running: BTreeMap::new(),
+            adoptable: None,
             logs: BTreeMap::new(),
             exits: Arc::new(Mutex::new(Vec::new())),
             wake,
@@ -195,12 +205,7 @@ impl DockerBackend {
         for s in services {
             match &s.image {
                 Some(i) => by_image.entry(i.clone()).or_default().push(s.name.clone()),
-                None => {
-                    return Err(format!(
-                        "services.{}.image is not set: under `runtime: docker` every service runs from an image",
-                        s.name
-                    ))
-                }
+                None => return Err(no_image(&s.name)),
             }
         }
         let mut missing = Vec::new();
@@ -472,12 +477,7 @@ impl DockerBackend {
     }
 
     async fn start_container(&self, svc: &ServicePlan) -> Result<(String, i64), String> {
-        let image = svc.image.as_deref().ok_or_else(|| {
-            format!(
-                "services.{}.image is not set: under `runtime: docker` every service runs from an image",
-                svc.name
-            )
-        })?;
+        let image = svc.image.as_deref().ok_or_else(|| no_image(&svc.name))?;
         let image_id = match self.docker.inspect_image(image).await {
             Ok(i) => i.id.unwrap_or_default(),
             Err(e) if not_found(&e) => {
@@ -628,6 +628,7 @@ impl Backend for DockerBackend {
             crate::secrets::private_dir(d)
                 .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
+        self.adoptable = None;
         let (id, since) = self.rt.block_on(self.start_container(svc))?;
         let (pid, running, code) = self.pid_of(&id)?;
         if !running || pid <= 0 {
@@ -666,29 +667,45 @@ impl Backend for DockerBackend {
     }
 
     fn adopt(&mut self, h: &Handle) -> bool {
-        for (id, running) in self.list(false) {
-            if !running {
-                continue;
+        // The supervisor adopts its services one by one: read the running containers once.
+        if self.adoptable.is_none() {
+            let mut found = Vec::new();
+            for (id, running) in self.list(false) {
+                let Some(c) = running
+                    .then(|| {
+                        self.rt
+                            .block_on(self.docker.inspect_container(&id, None))
+                            .ok()
+                    })
+                    .flatten()
+                else {
+                    continue;
+                };
+                let init = c.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as i32;
+                let service = c
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(LABEL_SERVICE).cloned());
+                if let Some(service) = service {
+                    found.push((init, id, service));
+                }
             }
-            let Ok(c) = self.rt.block_on(self.docker.inspect_container(&id, None)) else {
-                continue;
-            };
-            let init = c.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as i32;
-            let service = c
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.as_ref())
-                .and_then(|l| l.get(LABEL_SERVICE))
-                .cloned();
-            if init != h.pgid || !crate::procinfo::same_process(h.pid, h.start_ticks) {
-                continue;
-            }
-            let Some(service) = service else { continue };
-            self.follow(h.pid, &id, &service, now_secs());
-            tracing::info!(service = %service, container = %id, pid = h.pid, "adopted its running container");
-            return true;
+            self.adoptable = Some(found);
         }
-        false
+        let Some((_, id, service)) = self
+            .adoptable
+            .as_ref()
+            .and_then(|f| f.iter().find(|(init, ..)| *init == h.pgid))
+            .cloned()
+        else {
+            return false;
+        };
+        if !crate::procinfo::same_process(h.pid, h.start_ticks) {
+            return false;
+        }
+        self.follow(h.pid, &id, &service, now_secs());
+        tracing::info!(service = %service, container = %id, pid = h.pid, "adopted its running container");
+        true
     }
 
     fn poll(&mut self) -> Vec<BackendEvent> {
