@@ -149,6 +149,10 @@ pub enum Command {
         /// The user systemd units run as.
         #[arg(long, default_value = "chainctl")]
         user: String,
+        /// The chainctl binary systemd units run for chainctl's own roles (default: this
+        /// one), e.g. /usr/local/bin/chainctl for units rendered on another machine.
+        #[arg(long, value_name = "PATH")]
+        chainctl: Option<PathBuf>,
     },
     /// Install, inspect and drive the profile's rendered units under systemd.
     Systemd {
@@ -197,6 +201,31 @@ pub enum Command {
         /// The role.
         #[command(subcommand)]
         role: NodeRole,
+    },
+    /// Internal: a rendered compose project's `chainctl_init` service: make the secrets
+    /// and network files in the project's volumes and give each service its own secrets.
+    #[command(hide = true)]
+    ComposeInit {
+        /// The rendered port allocation.
+        #[arg(long)]
+        ports: PathBuf,
+        /// UID:GID the services run as.
+        #[arg(long)]
+        owner: String,
+        /// Where each service's secrets volume is mounted (DIR/SERVICE).
+        #[arg(long)]
+        distribute: PathBuf,
+        /// The digest compose.yaml holds of the rendered profile and ports.json.
+        #[arg(long)]
+        digest: String,
+    },
+    /// Internal: a container healthcheck: exit 0 when every port accepts a TCP
+    /// connection on 127.0.0.1, else 1 naming the first that does not.
+    #[command(hide = true)]
+    Healthcheck {
+        /// A port that must accept connections (repeatable).
+        #[arg(long, required = true)]
+        tcp: Vec<u16>,
     },
     /// Internal: copy stdin to a size-rotated log file.
     #[command(hide = true)]
@@ -403,7 +432,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             follow,
             lines,
         } => logs(profile, state_dir, &service, follow, lines),
-        Command::Render { what, out, user } => render(profile, state_dir, what, &out, &user),
+        Command::Render {
+            what,
+            out,
+            user,
+            chainctl,
+        } => render(profile, state_dir, what, &out, &user, chainctl.as_deref()),
         Command::Systemd { action } => systemd_cmd(profile, state_dir, action),
         Command::Load(args) => load_cmd(profile, state_dir, args),
         Command::Report {
@@ -455,6 +489,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node {
             role: NodeRole::Consensus(args),
         } => crate::consensus::node::run(args),
+        Command::ComposeInit {
+            ports,
+            owner,
+            distribute,
+            digest,
+        } => {
+            let loaded = crate::profile::load(setup::source(profile)?)?;
+            let state = state_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| crate::render::system_state_dir(&loaded.profile.name));
+            let lines = crate::compose_init::run(&crate::compose_init::Args {
+                loaded: &loaded,
+                state_dir: &state,
+                ports: &ports,
+                owner: crate::compose_init::parse_owner(&owner)?,
+                distribute: &distribute,
+                digest: &digest,
+            })?;
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { tcp } => {
+            for port in tcp {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                {
+                    eprintln!("127.0.0.1:{port} does not accept connections: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::LogRelay {
             file,
             max_bytes,
@@ -1094,29 +1162,13 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
     }
 }
 
-/// Validators' services read files chainctl writes into the state dir (genesis, keys,
-/// per-validator config with addresses); a compose project would need them laid out for
-/// its containers, which this build does not do yet (`up` with `runtime: docker` and
-/// `systemd install` do).
-fn refuse_validators(p: &crate::profile::Profile, what: &str) -> Result<()> {
-    if p.validators.count > 0 {
-        bail!(
-            "profile `{}` has validators (validators.count = {}): rendering them as {what} is not in this \
-             build yet; run them as containers with `runtime: docker` and `chainctl up`, or under systemd \
-             with `chainctl systemd install`, or render a profile without validators (e.g. profiles/standins.yaml)",
-            p.name,
-            p.validators.count
-        );
-    }
-    Ok(())
-}
-
 /// The systemd files for a profile: what `render systemd` writes and `systemd install`
 /// installs, with the plan they come from.
 fn systemd_files(
     loaded: &crate::profile::Loaded,
     state_dir: Option<&Path>,
     user: &str,
+    chainctl: Option<&Path>,
 ) -> Result<(Plan, Vec<crate::render::File>)> {
     use crate::render;
     if !crate::profile::valid_name(user) {
@@ -1130,7 +1182,25 @@ fn systemd_files(
             .unwrap_or_else(|| render::system_state_dir(&p.name)),
     );
     let alloc = setup::allocate(loaded, &layout, &[], &crate::ports::NoProbe, false)?;
-    let plan = plan::build(p, &layout, &alloc, &setup::base_dir(loaded))?;
+    let mut plan = plan::build(p, &layout, &alloc, &setup::base_dir(loaded))?;
+    if let Some(path) = chainctl {
+        if !path.is_absolute() {
+            bail!(
+                "--chainctl `{}` must be an absolute path: systemd runs the units' programs by absolute path",
+                path.display()
+            );
+        }
+        // The plan runs chainctl's own roles with this binary; the units run the given one.
+        let me = std::env::current_exe()
+            .context("cannot find the chainctl binary")?
+            .display()
+            .to_string();
+        for svc in &mut plan.services {
+            if svc.argv.first() == Some(&me) {
+                svc.argv[0] = path.display().to_string();
+            }
+        }
+    }
     let files = render::systemd::render(&plan, user)?;
     Ok((plan, files))
 }
@@ -1179,7 +1249,7 @@ fn systemd_cmd(
             user,
             no_start,
         } => {
-            let (plan, files) = systemd_files(&loaded, state_dir, &user)?;
+            let (plan, files) = systemd_files(&loaded, state_dir, &user, None)?;
             let secrets: Vec<PathBuf> = plan.jwt_pairs.iter().map(|j| j.path.clone()).collect();
             let owned = systemd_network_files(&loaded.profile, &plan)?;
             let lines = systemd::install(&systemd::Install {
@@ -1204,7 +1274,7 @@ fn systemd_cmd(
             Ok(ExitCode::SUCCESS)
         }
         SystemdAction::Status { unit_dir, user } => {
-            let (plan, files) = systemd_files(&loaded, state_dir, &user)?;
+            let (plan, files) = systemd_files(&loaded, state_dir, &user, None)?;
             let mut bad = false;
             println!(
                 "{:<40} {:<10} {:<10} {:>8} {:>8} {:>9}",
@@ -1277,6 +1347,7 @@ fn render(
     what: RenderWhat,
     out: &Path,
     user: &str,
+    chainctl: Option<&Path>,
 ) -> Result<ExitCode> {
     use crate::render;
     let loaded = crate::profile::load(setup::source(profile)?)?;
@@ -1286,24 +1357,25 @@ fn render(
     // else from a host-independent allocation, so rendering is reproducible.
     let (files, secrets) = match what {
         RenderWhat::Systemd => {
-            let (plan, files) = systemd_files(&loaded, state_dir, user)?;
+            let (plan, files) = systemd_files(&loaded, state_dir, user, chainctl)?;
             let secrets: Vec<PathBuf> = plan.jwt_pairs.iter().map(|j| j.path.clone()).collect();
             (files, secrets)
         }
         RenderWhat::Compose => {
-            refuse_validators(p, "compose files")?;
-            // The host side is the same state dir `up` and `jwt generate` use; inside the
-            // containers, the system layout.
+            // Ports as `up` with this state dir would have them; inside the containers,
+            // the system layout. Secrets are made by the project itself (chainctl_init).
             let layout = setup::layout(&loaded, state_dir);
             let alloc = setup::allocate(&loaded, &layout, &[], &crate::ports::NoProbe, false)?;
             let inside = Layout::new(render::system_state_dir(&p.name));
             let plan = plan::build_for(p, &inside, &alloc, &base, plan::Target::Container)?;
-            let host = plan::build(p, &layout, &alloc, &base)?;
-            let secrets: Vec<PathBuf> = host.jwt_pairs.iter().map(|j| j.path.clone()).collect();
-            (
-                render::compose::render(p, &plan, &layout.secrets_dir())?,
-                secrets,
-            )
+            let files = render::compose::render(&render::compose::Inputs {
+                profile: p,
+                plan: &plan,
+                profile_text: &loaded.source.text,
+                profile_label: &loaded.source.label,
+                ports: &alloc,
+            })?;
+            (files, Vec::new())
         }
     };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -1337,10 +1409,14 @@ fn render(
             "note: {} secret file(s) do not exist yet ({}): run `chainctl -p PROFILE --state-dir {dir} jwt generate` first{}",
             missing.len(),
             missing.join(", "),
-            match what {
-                RenderWhat::Systemd => format!(", then `chown -R {user}: {dir}/secrets` so the units can read them"),
-                RenderWhat::Compose => " (docker would create directories in their place)".into(),
-            }
+            format!(", then `chown -R {user}: {dir}/secrets` so the units can read them"),
+        );
+    }
+    if let RenderWhat::Compose = what {
+        println!(
+            "start it with `docker-compose up -d` in {} (the image {} must exist: `chainctl image build`)",
+            out.display(),
+            crate::network::chainctl_image()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod compose_init;
 pub mod consensus;
 pub mod control;
 pub mod evm;

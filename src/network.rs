@@ -72,14 +72,15 @@ pub fn expand(p: &mut Profile) {
                 restart: Default::default(),
                 stop: None,
                 startup_grace: None,
-                image: Some(image()),
+                image: Some(chainctl_image()),
                 jit: false,
             },
         );
     }
 }
 
-fn image() -> String {
+/// The image of chainctl's own services: `chainctl:<version>` (`chainctl image build`).
+pub fn chainctl_image() -> String {
     format!("chainctl:{}", env!("CARGO_PKG_VERSION"))
 }
 
@@ -125,7 +126,7 @@ fn builtin_el<'a>(peers: impl Iterator<Item = &'a String>) -> CommandService {
         restart: Default::default(),
         stop: None,
         startup_grace: None,
-        image: Some(image()),
+        image: Some(chainctl_image()),
         jit: false,
     }
 }

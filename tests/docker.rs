@@ -9,7 +9,6 @@ mod util;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use util::{text, wait_for, Env};
 
@@ -26,21 +25,6 @@ fn docker_ok(args: &[&str]) -> String {
     let o = docker(args);
     assert!(o.status.success(), "docker {args:?}: {}", text(&o.stderr));
     text(&o.stdout).trim().to_string()
-}
-
-/// `chainctl:VERSION`, the image the validators and their execution clients run, built
-/// once from the static binary.
-fn image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let bin = util::static_binary();
-        let tag = format!("chainctl:{}", env!("CARGO_PKG_VERSION"));
-        let o = Command::new(&bin)
-            .args(["image", "build", "--tag", &tag])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "image build: {}", text(&o.stderr));
-    });
 }
 
 /// A devnet under `runtime: docker`; dropping it stops chainctl and removes whatever
@@ -76,7 +60,7 @@ impl Drop for Net {
 
 impl Net {
     fn up(name: &str, port_start: u16) -> Net {
-        image();
+        util::chainctl_image();
         let env = Env::new();
         env.write_profile(&format!(
             "name: {name}\nruntime: docker\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n",

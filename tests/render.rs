@@ -21,6 +21,10 @@ fn tool(name: &str) -> Command {
 }
 
 fn render(profile: &str, what: &str, out: &Path) -> String {
+    render_with(profile, what, out, &[])
+}
+
+fn render_with(profile: &str, what: &str, out: &Path, extra: &[&str]) -> String {
     let state = out.with_extension("state");
     let mut c = Command::new(bin());
     c.args(["-p", profile])
@@ -29,7 +33,12 @@ fn render(profile: &str, what: &str, out: &Path) -> String {
     if what == "compose" {
         c.arg("--state-dir").arg(&state);
     }
-    let o = c.args(["render", what, "-o"]).arg(out).output().unwrap();
+    let o = c
+        .args(["render", what, "-o"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
     assert!(
         o.status.success(),
         "render {what} {profile}: {}",
@@ -58,7 +67,7 @@ fn compose_config(out: &Path) -> serde_yaml::Value {
 
 fn profiles() -> Vec<String> {
     let root = env!("CARGO_MANIFEST_DIR");
-    ["standins.yaml", "example-full.yaml"]
+    ["standins.yaml", "example-full.yaml", "devnet.yaml"]
         .iter()
         .map(|p| format!("{root}/profiles/{p}"))
         .collect()
@@ -67,9 +76,24 @@ fn profiles() -> Vec<String> {
 #[test]
 fn every_rendered_unit_verifies_and_scores_at_most_2_5() {
     let env = Env::new();
+    // The devnet's units run chainctl itself, which the build keeps where the units'
+    // ProtectHome=/PrivateTmp= would hide it: they run it through a link under /opt, as
+    // from an installed copy.
+    std::fs::create_dir_all("/opt").unwrap();
+    let opt = tempfile::Builder::new()
+        .prefix("chainctl-render-test")
+        .tempdir_in("/opt")
+        .unwrap();
+    let installed = opt.path().join("chainctl");
+    std::os::unix::fs::symlink(bin(), &installed).unwrap();
     for (i, p) in profiles().iter().enumerate() {
         let out = env.path(&format!("units-{i}"));
-        render(p, "systemd", &out);
+        render_with(
+            p,
+            "systemd",
+            &out,
+            &["--chainctl", installed.to_str().unwrap()],
+        );
         let mut units: Vec<_> = std::fs::read_dir(&out)
             .unwrap()
             .flatten()
@@ -175,6 +199,22 @@ fn compose_files_are_accepted_by_docker_compose_and_publish_on_loopback_only() {
                 assert_eq!(ip.as_deref(), Some("127.0.0.1"), "{name:?}: {port:?}");
             }
             assert!(svc["labels"]["io.chainctl.service"].is_string());
+            // Every container is hardened the same way.
+            assert_eq!(svc["read_only"].as_bool(), Some(true), "{name:?}");
+            assert_eq!(svc["cap_drop"][0].as_str(), Some("ALL"), "{name:?}");
+            assert_eq!(
+                svc["security_opt"][0].as_str(),
+                Some("no-new-privileges:true"),
+                "{name:?}"
+            );
+            if name.as_str() != Some("chainctl_init") {
+                assert_eq!(svc["user"].as_str(), Some("10001:10001"), "{name:?}");
+                assert_eq!(
+                    svc["depends_on"]["chainctl_init"]["condition"].as_str(),
+                    Some("service_completed_successfully"),
+                    "{name:?} starts after the volumes are ready"
+                );
+            }
         }
     }
     let devnet = std::fs::read_to_string(env.path("compose-0/compose.yaml")).unwrap();
@@ -183,8 +223,36 @@ fn compose_files_are_accepted_by_docker_compose_and_publish_on_loopback_only() {
         "services reach each other by name"
     );
     assert!(
-        devnet.contains("cl-0--el-0.hex:ro"),
-        "secrets are mounted read-only"
+        devnet.contains("\"cl-0-secrets:/var/lib/chainctl/standins/secrets:ro\"")
+            && devnet.contains("\"el-0-secrets:/var/lib/chainctl/standins/secrets:ro\""),
+        "each service mounts its own secrets volume, read-only"
+    );
+    assert!(
+        !devnet.contains("${"),
+        "nothing of the rendering host is needed"
+    );
+    // The validator devnet: validators wait for their ELs' healthchecks (our binary
+    // probes their ports), and only validators and ELs read the network volume.
+    let cfg = compose_config(&env.path("compose-2"));
+    let val = &cfg["services"]["val-0"];
+    assert_eq!(
+        val["depends_on"]["val-0-el-1"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    let el = &cfg["services"]["val-0-el-0"];
+    assert_eq!(el["healthcheck"]["test"][2].as_str(), Some("healthcheck"));
+    let vols = |s: &serde_yaml::Value| -> Vec<String> {
+        s["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{}", serde_yaml::to_string(v).unwrap().trim()))
+            .collect()
+    };
+    assert!(
+        vols(val).iter().any(|v| v.contains("chainctl_network")),
+        "{:?}",
+        vols(val)
     );
     assert!(devnet.contains("stop_grace_period: \"300s\""));
     for p in [
@@ -252,25 +320,38 @@ fn rendering_refuses_what_cannot_work() {
 }
 
 #[test]
-fn the_rendered_standins_profile_in_the_repo_is_current() {
+fn the_rendered_profiles_in_the_repo_are_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let env = Env::new();
     for (what, extra) in [
-        ("systemd", vec!["-p", "profiles/standins.yaml"]),
+        // The embedded default profile (the validator devnet), with a state dir that has
+        // no ports.json here, so the allocation does not depend on this host; the units
+        // run chainctl where `systemd install` documents it.
+        (
+            "systemd",
+            vec![
+                "--state-dir",
+                "/var/lib/chainctl/devnet",
+                "render",
+                "systemd",
+                "--chainctl",
+                "/usr/local/bin/chainctl",
+            ],
+        ),
         (
             "compose",
             vec![
-                "-p",
-                "profiles/standins.yaml",
                 "--state-dir",
-                "/var/lib/chainctl/standins",
+                "/var/lib/chainctl/devnet",
+                "render",
+                "compose",
             ],
         ),
     ] {
         let out = env.path(what);
         let o = Command::new(bin())
             .args(&extra)
-            .args(["render", what, "-o"])
+            .arg("-o")
             .arg(&out)
             .env_remove("CHAINCTL_PROFILE")
             .env_remove("CHAINCTL_STATE_DIR")
@@ -278,10 +359,7 @@ fn the_rendered_standins_profile_in_the_repo_is_current() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o.stderr));
-        let fix = format!(
-            "run `cargo run -- {} render {what} -o {what}`",
-            extra.join(" ")
-        );
+        let fix = format!("run `cargo run -- {} -o {what}`", extra.join(" "));
         let names = |dir: &Path| -> Vec<String> {
             let mut v: Vec<String> = std::fs::read_dir(dir)
                 .unwrap()

@@ -1,89 +1,64 @@
 //! A compose project from the plan: `compose.yaml` (one container per service on one
-//! user-defined network, named volumes for data dirs, secrets mounted read-only, ports
-//! published on the profile's listen address only) and `.env`.
+//! user-defined network, named volumes for data, ports published on the profile's listen
+//! address only, hardened containers, healthchecks and start order), `.env`, and the
+//! profile and port allocation the project's one-shot `chainctl_init` service reads.
 //!
-//! Written by a small emitter that double-quotes every string (JSON string syntax is
-//! valid YAML), so no value can change the file's structure and docker-compose 1.x,
-//! which reads YAML 1.1, never mistakes `no` or `on` for a boolean. `$` is doubled
-//! everywhere because compose interpolates variables in every value.
+//! Nothing secret is rendered. `chainctl_init` runs `chainctl compose-init` (see
+//! [`crate::compose_init`]) in the chainctl image before any other service starts: it
+//! makes the Engine API secrets, and for validators the genesis, keys and each
+//! validator's config, inside Docker volumes on the host that runs the project, and
+//! copies to each service's own secrets volume only the secrets that service reads. So
+//! a rendered directory can be committed or copied to a server, and every service sees
+//! its own secrets and no other's.
 
+use super::yaml::{emit, lit, Node};
 use super::{File, RenderError};
-use crate::plan::Plan;
+use crate::plan::{Plan, ServicePlan};
+use crate::ports::Allocation;
 use crate::profile::{Profile, Protocol};
-use std::fmt::Write;
+use crate::state::PortsFile;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// A YAML node of the small shape compose needs.
-enum Node {
-    Str(String),
-    List(Vec<Node>),
-    Map(Vec<(String, Node)>),
-}
+/// The one-shot service that prepares the volumes. Service names in a profile cannot
+/// hold `_`, so it never collides with one.
+pub const INIT_SERVICE: &str = "chainctl_init";
+/// The uid every service runs as: no user of the host or of the images has it, so the
+/// files in the project's volumes belong to the services and to nobody else.
+pub const SERVICE_UID: u32 = 10001;
+/// The gid every service runs as (see [`SERVICE_UID`]).
+pub const SERVICE_GID: u32 = 10001;
+/// Where `chainctl_init` mounts each service's secrets volume: `/init/SERVICE`.
+pub const INIT_DISTRIBUTE_DIR: &str = "/init";
+/// Where `chainctl_init` finds the rendered profile and port allocation.
+pub const INIT_INPUT_DIR: &str = "/etc/chainctl";
+/// The rendered copy of the profile, next to compose.yaml.
+pub const PROFILE_FILE: &str = "profile.yaml";
+/// The rendered port allocation, next to compose.yaml.
+pub const PORTS_FILE: &str = "ports.json";
+/// Volume holding the master copy of every secret (only `chainctl_init` mounts it). Its
+/// `_` keeps it apart from the `SERVICE-data` / `SERVICE-secrets` volumes.
+const MASTER_SECRETS_VOLUME: &str = "chainctl_secrets";
+/// Volume holding the network's public files (genesis, consensus genesis).
+const NETWORK_VOLUME: &str = "chainctl_network";
+/// Healthcheck cadence: a probe every 2 s, unhealthy after 3 failures (the supervisor's
+/// own defaults for readiness).
+const HEALTH_INTERVAL: &str = "2s";
+const HEALTH_RETRIES: u64 = 3;
 
-fn q(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialise")
-}
-
-/// A map key, plain where every YAML reader agrees it is a string, else quoted: YAML 1.1
-/// (docker-compose 1.x) reads `YES`, `no`, `On`, `null` or `1e3` as other types.
-fn key(k: &str) -> String {
-    const SPECIAL: &[&str] = &["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
-    let plain = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        && !SPECIAL.contains(&k.to_ascii_lowercase().as_str());
-    if plain {
-        k.to_string()
-    } else {
-        q(k)
-    }
-}
-
-fn emit(out: &mut String, node: &Node, indent: usize) {
-    let pad = " ".repeat(indent);
-    match node {
-        Node::Map(entries) => {
-            for (k, v) in entries {
-                match v {
-                    Node::Str(s) => {
-                        let _ = writeln!(out, "{pad}{}: {}", key(k), q(s));
-                    }
-                    Node::List(l) if l.is_empty() => {
-                        let _ = writeln!(out, "{pad}{}: []", key(k));
-                    }
-                    Node::Map(m) if m.is_empty() => {
-                        let _ = writeln!(out, "{pad}{}: {{}}", key(k));
-                    }
-                    _ => {
-                        let _ = writeln!(out, "{pad}{}:", key(k));
-                        emit(out, v, indent + 2);
-                    }
-                }
-            }
-        }
-        Node::List(items) => {
-            for item in items {
-                match item {
-                    Node::Str(s) => {
-                        let _ = writeln!(out, "{pad}- {}", q(s));
-                    }
-                    other => {
-                        let _ = writeln!(out, "{pad}-");
-                        emit(out, other, indent + 2);
-                    }
-                }
-            }
-        }
-        Node::Str(s) => {
-            let _ = writeln!(out, "{pad}{}", q(s));
-        }
-    }
-}
-
-/// A value compose reads literally: `$` doubled.
-fn lit(v: impl AsRef<str>) -> Node {
-    Node::Str(v.as_ref().replace('$', "$$"))
+/// What a compose project is rendered from.
+pub struct Inputs<'a> {
+    /// The validated profile (validators expanded).
+    pub profile: &'a Profile,
+    /// The plan built for containers ([`crate::plan::Target::Container`]) on the system
+    /// layout.
+    pub plan: &'a Plan,
+    /// The profile's text as the user wrote it (copied for `chainctl_init`).
+    pub profile_text: &'a str,
+    /// Where the profile came from (named in the copy's header).
+    pub profile_label: &'a str,
+    /// The port allocation the plan used.
+    pub ports: &'a Allocation,
 }
 
 fn abs(p: &Path, what: &str) -> Result<String, RenderError> {
@@ -96,14 +71,90 @@ fn abs(p: &Path, what: &str) -> Result<String, RenderError> {
     Ok(p.display().to_string())
 }
 
-/// Renders `compose.yaml` and `.env`. `plan` must be built for containers
-/// ([`crate::plan::Target::Container`]); `host_secrets` is the host directory holding the
-/// secrets (where `chainctl jwt generate` writes them for the same state dir).
-pub fn render(
-    profile: &Profile,
-    plan: &Plan,
-    host_secrets: &Path,
-) -> Result<Vec<File>, RenderError> {
+/// A service's secrets relative to the state dir's `secrets/`, which is where its own
+/// secrets volume is mounted.
+pub fn secrets_of(plan: &Plan, svc: &ServicePlan) -> Result<Vec<PathBuf>, RenderError> {
+    let root = plan.state_dir.join("secrets");
+    svc.secrets
+        .iter()
+        .map(|s| {
+            s.strip_prefix(&root).map(Path::to_path_buf).map_err(|_| {
+                RenderError(format!(
+                    "service {}: its secret {} is a file of this host, and a compose project makes every secret \
+                     inside its own volumes: drop `validators.keys` from the profile (chainctl_init then generates \
+                     the keys), or run the profile here with `runtime: docker`",
+                    svc.name,
+                    s.display()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// What ties compose.yaml to the profile.yaml and ports.json rendered with it: a hash
+/// of both, which `chainctl_init` checks before it plans anything from them.
+pub fn digest(profile_yaml: &str, ports_json: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for part in [profile_yaml, ports_json] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Whether the service runs our own binary (and so can run `chainctl healthcheck`).
+fn runs_chainctl(svc: &ServicePlan) -> bool {
+    svc.argv.first().map(String::as_str) == Some("/chainctl")
+}
+
+/// The healthcheck of a service on the chainctl image: its ready ports accept
+/// connections. Other images get none: compose cannot assume a probe tool inside them.
+fn healthcheck(svc: &ServicePlan) -> Option<Node> {
+    if !runs_chainctl(svc) || svc.ready_ports.is_empty() {
+        return None;
+    }
+    let mut test = vec!["CMD".to_string(), "/chainctl".into(), "healthcheck".into()];
+    for p in &svc.ready_ports {
+        test.push("--tcp".into());
+        test.push(p.to_string());
+    }
+    Some(Node::map([
+        ("test", Node::strs(test)),
+        ("interval", lit(HEALTH_INTERVAL)),
+        ("timeout", lit(HEALTH_INTERVAL)),
+        ("retries", Node::Num(HEALTH_RETRIES)),
+        (
+            "start_period",
+            lit(format!("{}s", svc.startup_grace.get().as_secs().max(1))),
+        ),
+    ]))
+}
+
+/// Hardening every container gets: no capabilities, no privilege gain, read-only root
+/// with a private /tmp, an init as PID 1 that reaps and forwards signals.
+fn hardening(m: &mut Vec<(String, Node)>) {
+    m.push(("init".into(), Node::Bool(true)));
+    m.push(("read_only".into(), Node::Bool(true)));
+    m.push(("tmpfs".into(), Node::strs(["/tmp"])));
+    m.push(("cap_drop".into(), Node::strs(["ALL"])));
+    m.push((
+        "security_opt".into(),
+        Node::strs(["no-new-privileges:true"]),
+    ));
+}
+
+fn labels(plan: &Plan, service: &str, spec_hash: &str) -> Node {
+    Node::map([
+        ("io.chainctl.profile", lit(&plan.profile)),
+        ("io.chainctl.service", lit(service)),
+        ("io.chainctl.spec-hash", lit(spec_hash)),
+    ])
+}
+
+/// Renders `compose.yaml`, `.env`, `profile.yaml` and `ports.json`.
+pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
+    let (profile, plan) = (input.profile, input.plan);
     let missing: Vec<String> = plan
         .services
         .iter()
@@ -116,23 +167,41 @@ pub fn render(
             missing.join(", ")
         )));
     }
-    let secrets_dir = host_secrets.display().to_string();
-    if !host_secrets.is_absolute()
-        || secrets_dir
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "$#'\"\\".contains(c))
-    {
-        return Err(RenderError(format!(
-            "secrets dir `{secrets_dir}` cannot go into .env: use an absolute --state-dir without spaces, quotes, `$` or `#`"
-        )));
-    }
+    let state = abs(&plan.state_dir, "state dir")?;
     let network = format!("chainctl-{}", plan.profile);
     let publish = match profile.listen.rpc {
         IpAddr::V6(a) => format!("[{a}]"),
         IpAddr::V4(a) => a.to_string(),
     };
+    let v = &profile.validators;
+    let reads_network = |name: &str| {
+        v.count > 0 && crate::network::is_generated_name(name, v.count, v.execution.len())
+    };
+    // chainctl_init runs on the image of our own services, else the default one.
+    let init_image = plan
+        .services
+        .iter()
+        .find(|s| runs_chainctl(s))
+        .and_then(|s| s.image.clone())
+        .unwrap_or_else(crate::network::chainctl_image);
+    let owner = format!("{SERVICE_UID}:{SERVICE_GID}");
+    let completed = || Node::map([("condition", lit("service_completed_successfully"))]);
+
     let mut services = Vec::new();
-    let mut volumes = Vec::new();
+    let mut volumes: Vec<(String, Node)> = vec![(MASTER_SECRETS_VOLUME.into(), Node::Map(vec![]))];
+    if v.count > 0 {
+        volumes.push((NETWORK_VOLUME.into(), Node::Map(vec![])));
+    }
+    let mut init_mounts = vec![
+        lit(format!(
+            "./{PROFILE_FILE}:{INIT_INPUT_DIR}/{PROFILE_FILE}:ro"
+        )),
+        lit(format!("./{PORTS_FILE}:{INIT_INPUT_DIR}/{PORTS_FILE}:ro")),
+        lit(format!("{MASTER_SECRETS_VOLUME}:{state}/secrets")),
+    ];
+    if v.count > 0 {
+        init_mounts.push(lit(format!("{NETWORK_VOLUME}:{state}/network")));
+    }
     for svc in &plan.services {
         let (program, args) = svc
             .argv
@@ -145,8 +214,8 @@ pub fn render(
             ),
             // The program replaces the image's entrypoint, so an image such as reth's,
             // whose entrypoint is the client, does not run it twice.
-            ("entrypoint".into(), Node::List(vec![lit(program)])),
-            ("command".into(), Node::List(args.iter().map(lit).collect())),
+            ("entrypoint".into(), Node::strs([program])),
+            ("command".into(), Node::strs(args)),
             (
                 "working_dir".into(),
                 lit(abs(
@@ -154,6 +223,7 @@ pub fn render(
                     &format!("services.{}.workdir", svc.name),
                 )?),
             ),
+            ("user".into(), lit(&owner)),
         ];
         let mut env = vec![("CHAINCTL_SERVICE".to_string(), lit(&svc.name))];
         env.extend(svc.env.iter().map(|(k, v)| (k.clone(), lit(v))));
@@ -169,27 +239,35 @@ pub fn render(
         if !ports.is_empty() {
             m.push(("ports".into(), Node::List(ports)));
         }
-        let volume = format!("{}-data", svc.name);
-        let mut mounts = vec![lit(format!("{volume}:{}", abs(&svc.data_dir, "data dir")?))];
-        volumes.push((volume, Node::Map(Vec::new())));
-        for secret in &svc.secrets {
-            let rel = secret
-                .strip_prefix(plan.state_dir.join("secrets"))
-                .unwrap_or(secret);
-            // `${CHAINCTL_SECRETS_DIR}` is the one variable compose should expand.
-            let inside = abs(secret, "secret")?.replace('$', "$$");
-            mounts.push(Node::Str(format!(
-                "${{CHAINCTL_SECRETS_DIR}}/{}:{inside}:ro",
-                rel.display().to_string().replace('$', "$$")
-            )));
+        let data_dir = abs(&svc.data_dir, "data dir")?;
+        let data = format!("{}-data", svc.name);
+        let mut mounts = vec![lit(format!("{data}:{data_dir}"))];
+        init_mounts.push(lit(format!("{data}:{data_dir}")));
+        volumes.push((data, Node::Map(vec![])));
+        if !secrets_of(plan, svc)?.is_empty() {
+            let own = format!("{}-secrets", svc.name);
+            mounts.push(lit(format!("{own}:{state}/secrets:ro")));
+            init_mounts.push(lit(format!("{own}:{INIT_DISTRIBUTE_DIR}/{}", svc.name)));
+            volumes.push((own, Node::Map(vec![])));
+        }
+        if reads_network(&svc.name) {
+            mounts.push(lit(format!("{NETWORK_VOLUME}:{state}/network:ro")));
         }
         m.push(("volumes".into(), Node::List(mounts)));
-        m.push(("networks".into(), Node::List(vec![lit(&network)])));
-        if !svc.depends_on.is_empty() {
-            m.push((
-                "depends_on".into(),
-                Node::List(svc.depends_on.iter().map(lit).collect()),
-            ));
+        m.push(("networks".into(), Node::strs([&network])));
+        let mut deps = vec![(INIT_SERVICE.to_string(), completed())];
+        for d in &svc.depends_on {
+            let healthy = plan.service(d).and_then(healthcheck).is_some();
+            let cond = if healthy {
+                "service_healthy"
+            } else {
+                "service_started"
+            };
+            deps.push((d.clone(), Node::map([("condition", lit(cond))])));
+        }
+        m.push(("depends_on".into(), Node::Map(deps)));
+        if let Some(h) = healthcheck(svc) {
+            m.push(("healthcheck".into(), h));
         }
         m.push((
             "restart".into(),
@@ -200,16 +278,71 @@ pub fn render(
             "stop_grace_period".into(),
             lit(format!("{}s", svc.stop_grace.get().as_secs().max(1))),
         ));
+        hardening(&mut m);
+        // Docker keeps at most the plan's rotation of each service's output.
         m.push((
-            "labels".into(),
-            Node::Map(vec![
-                ("io.chainctl.profile".into(), lit(&plan.profile)),
-                ("io.chainctl.service".into(), lit(&svc.name)),
-                ("io.chainctl.spec-hash".into(), lit(&svc.spec_hash)),
+            "logging".into(),
+            Node::map([
+                ("driver", lit("json-file")),
+                (
+                    "options",
+                    Node::map([
+                        ("max-size", lit(svc.logs.max_bytes.max(1).to_string())),
+                        ("max-file", lit((svc.logs.keep + 1).to_string())),
+                    ]),
+                ),
             ]),
         ));
+        m.push(("labels".into(), labels(plan, &svc.name, &svc.spec_hash)));
         services.push((svc.name.clone(), Node::Map(m)));
     }
+
+    let profile_copy = format!(
+        "# Copied by `chainctl render compose` from {}: {INIT_SERVICE} plans the network\n# from it. Edit the original and render again.\n{}",
+        input.profile_label.replace(['\n', '\r'], " "),
+        input.profile_text
+    );
+    let ports = serde_json::to_string_pretty(&PortsFile {
+        services: input.ports.clone(),
+    })
+    .map_err(|e| RenderError(format!("cannot write the port allocation: {e}")))?
+        + "\n";
+    let mut init = vec![
+        ("image".to_string(), lit(&init_image)),
+        ("entrypoint".into(), Node::strs(["/chainctl"])),
+        (
+            "command".into(),
+            Node::strs([
+                "-p".to_string(),
+                format!("{INIT_INPUT_DIR}/{PROFILE_FILE}"),
+                "--state-dir".into(),
+                state.clone(),
+                "compose-init".into(),
+                "--ports".into(),
+                format!("{INIT_INPUT_DIR}/{PORTS_FILE}"),
+                "--owner".into(),
+                owner.clone(),
+                "--distribute".into(),
+                INIT_DISTRIBUTE_DIR.into(),
+                "--digest".into(),
+                digest(&profile_copy, &ports),
+            ]),
+        ),
+        // Root, to hand the volumes to the services' user; with only the capabilities
+        // that takes, and no network at all.
+        ("user".into(), lit("0:0")),
+        ("network_mode".into(), lit("none")),
+        ("volumes".into(), Node::List(init_mounts)),
+        ("restart".into(), lit("no")),
+    ];
+    hardening(&mut init);
+    init.push((
+        "cap_add".into(),
+        Node::strs(["CHOWN", "DAC_OVERRIDE", "FOWNER"]),
+    ));
+    init.push(("labels".into(), labels(plan, INIT_SERVICE, "-")));
+    services.insert(0, (INIT_SERVICE.to_string(), Node::Map(init)));
+
     let root = Node::Map(vec![
         ("version".into(), Node::Str("3.8".into())),
         ("services".into(), Node::Map(services)),
@@ -217,15 +350,24 @@ pub fn render(
             "networks".into(),
             Node::Map(vec![(
                 network.clone(),
-                Node::Map(vec![("name".into(), lit(&network))]),
+                Node::map([("name", lit(&network))]),
             )]),
         ),
         ("volumes".into(), Node::Map(volumes)),
     ]);
     let version = env!("CARGO_PKG_VERSION");
     let mut body = format!(
-        "# Rendered by chainctl {version} from profile `{}`. Do not edit: change the profile,\n# then run `chainctl render compose` again. Ports are the plan's, published on {publish} only.\n",
-        plan.profile
+        "# Rendered by chainctl {version} from profile `{}`. Do not edit: change the profile,\n\
+         # then run `chainctl render compose` again. Start with `docker-compose up -d` here\n\
+         # (image {init_image}: `chainctl image build`; chainctl never pulls).\n\
+         # {INIT_SERVICE} makes the secrets{} in volumes first; each service mounts only its own.\n\
+         # Ports are the plan's, published on {publish} only.\n",
+        plan.profile,
+        if v.count > 0 {
+            ", genesis, keys and validator configs"
+        } else {
+            ""
+        },
     );
     if plan
         .services
@@ -237,13 +379,24 @@ pub fn render(
     }
     emit(&mut body, &root, 0);
     Ok(vec![
-        File { name: "compose.yaml".into(), contents: body },
+        File {
+            name: "compose.yaml".into(),
+            contents: body,
+        },
         File {
             name: ".env".into(),
             contents: format!(
-                "# Rendered by chainctl {version}: values compose.yaml reads.\nCOMPOSE_PROJECT_NAME=chainctl-{}\n# Where `chainctl jwt generate` writes the Engine API secrets for this state dir.\nCHAINCTL_SECRETS_DIR={secrets_dir}\n",
+                "# Rendered by chainctl {version}: values compose.yaml reads.\nCOMPOSE_PROJECT_NAME=chainctl-{}\n",
                 plan.profile
             ),
+        },
+        File {
+            name: PROFILE_FILE.into(),
+            contents: profile_copy,
+        },
+        File {
+            name: PORTS_FILE.into(),
+            contents: ports,
         },
     ])
 }

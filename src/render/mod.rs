@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod systemd;
+pub mod yaml;
 
 /// One rendered file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -98,6 +98,28 @@ pub fn allocate(
     persist: bool,
 ) -> Result<Allocation> {
     let previous = state::read_json::<PortsFile>(&layout.ports_file())?.unwrap_or_default();
+    let alloc = allocate_from(loaded, &previous.services, running, probe)?;
+    if persist {
+        crate::secrets::private_dir(&layout.root)
+            .with_context(|| format!("cannot create state dir {}", layout.root.display()))?;
+        state::write_json(
+            &layout.ports_file(),
+            &PortsFile {
+                services: alloc.clone(),
+            },
+        )?;
+    }
+    Ok(alloc)
+}
+
+/// Allocates every port of the profile, keeping `previous` assignments where they still
+/// fit (what [`allocate`] does with the state dir's ports.json).
+pub fn allocate_from(
+    loaded: &Loaded,
+    previous: &Allocation,
+    running: &[String],
+    probe: &dyn HostProbe,
+) -> Result<Allocation> {
     let p = &loaded.profile;
     let reserved: Vec<u16> = p
         .ports
@@ -109,7 +131,7 @@ pub fn allocate(
         start: p.ports.start as u16,
         end: p.ports.end as u16,
         reserved: &reserved,
-        previous: &previous.services,
+        previous,
         running: &|s| running.iter().any(|r| r == s),
         probe,
     };
@@ -117,16 +139,6 @@ pub fn allocate(
         .map_err(|e| anyhow::anyhow!("{}: {e}", loaded.source.label))?;
     for n in notes {
         info!("ports: {n}");
-    }
-    if persist {
-        crate::secrets::private_dir(&layout.root)
-            .with_context(|| format!("cannot create state dir {}", layout.root.display()))?;
-        state::write_json(
-            &layout.ports_file(),
-            &PortsFile {
-                services: alloc.clone(),
-            },
-        )?;
     }
     Ok(alloc)
 }

@@ -36,6 +36,21 @@ pub fn static_binary() -> PathBuf {
     PathBuf::from(target).join("x86_64-unknown-linux-gnu/release/chainctl")
 }
 
+/// `chainctl:VERSION`, the image the validators and their execution clients run, built
+/// once per test binary from the static binary (never pulled).
+pub fn chainctl_image() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let bin = static_binary();
+        let tag = format!("chainctl:{}", env!("CARGO_PKG_VERSION"));
+        let o = Command::new(&bin)
+            .args(["image", "build", "--tag", &tag])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "image build: {}", text(&o.stderr));
+    });
+}
+
 /// The binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_chainctl"))
