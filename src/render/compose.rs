@@ -400,3 +400,140 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
         },
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+    use crate::profile::{load, Source};
+
+    /// The project of a profile, rendered as `render compose` does on a fresh state dir.
+    fn project(yaml: &str) -> Result<(Vec<File>, serde_yaml::Value), RenderError> {
+        let loaded = load(Source {
+            text: yaml.into(),
+            label: "test.yaml".into(),
+            path: None,
+        })
+        .unwrap();
+        let alloc = crate::supervisor::setup::allocate_from(
+            &loaded,
+            &Allocation::default(),
+            &[],
+            &crate::ports::NoProbe,
+        )
+        .unwrap();
+        let plan = crate::plan::build_for(
+            &loaded.profile,
+            &Layout::new("/var/lib/chainctl/t"),
+            &alloc,
+            Path::new("/"),
+            crate::plan::Target::Container,
+        )
+        .unwrap();
+        let files = render(&Inputs {
+            profile: &loaded.profile,
+            plan: &plan,
+            profile_text: yaml,
+            profile_label: "test.yaml",
+            ports: &alloc,
+        })?;
+        let doc = serde_yaml::from_str(&files[0].contents).unwrap();
+        Ok((files, doc))
+    }
+
+    const DEVNET: &str = "name: t\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\n";
+
+    fn mounts(doc: &serde_yaml::Value, svc: &str) -> Vec<String> {
+        doc["services"][svc]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn each_service_mounts_only_its_own_secrets_and_waits_for_init() {
+        let (_, doc) = project(DEVNET).unwrap();
+        let services = doc["services"].as_mapping().unwrap();
+        assert_eq!(services.len(), 13, "12 services and chainctl_init");
+        for (name, svc) in services {
+            let name = name.as_str().unwrap();
+            if name == INIT_SERVICE {
+                continue;
+            }
+            let own = format!("{name}-secrets:/var/lib/chainctl/t/secrets:ro");
+            let secrets: Vec<String> = mounts(&doc, name)
+                .into_iter()
+                .filter(|m| m.contains("/secrets"))
+                .collect();
+            assert_eq!(secrets, vec![own], "{name}");
+            assert_eq!(
+                svc["depends_on"][INIT_SERVICE]["condition"].as_str(),
+                Some("service_completed_successfully")
+            );
+        }
+        // init mounts every service's secrets volume where it distributes them.
+        let init = mounts(&doc, INIT_SERVICE);
+        assert!(init.contains(&"val-2-el-1-secrets:/init/val-2-el-1".to_string()));
+        assert!(init.contains(&"chainctl_secrets:/var/lib/chainctl/t/secrets".to_string()));
+        // A validator starts once both its ELs answer their healthchecks.
+        let deps = &doc["services"]["val-1"]["depends_on"];
+        assert_eq!(
+            deps["val-1-el-0"]["condition"].as_str(),
+            Some("service_healthy")
+        );
+        assert_eq!(
+            deps["val-1-el-1"]["condition"].as_str(),
+            Some("service_healthy")
+        );
+    }
+
+    #[test]
+    fn the_digest_ties_compose_yaml_to_the_files_rendered_with_it() {
+        let (files, doc) = project(DEVNET).unwrap();
+        let cmd: Vec<&str> = doc["services"][INIT_SERVICE]["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let given = cmd[cmd.iter().position(|a| *a == "--digest").unwrap() + 1];
+        let file = |n: &str| files.iter().find(|f| f.name == n).unwrap().contents.clone();
+        assert_eq!(given, digest(&file(PROFILE_FILE), &file(PORTS_FILE)));
+        assert_ne!(given, digest(&file(PROFILE_FILE), "{}"));
+        assert!(
+            file(PROFILE_FILE).ends_with(DEVNET),
+            "the profile is copied verbatim"
+        );
+    }
+
+    #[test]
+    fn only_our_own_images_get_a_healthcheck() {
+        let (_, doc) = project(
+            "name: t\nservices:\n  el:\n    command: [reth, node, --http.port, '{{port.http}}']\n    image: reth:v1\n    ports: {http: auto}\n  cl:\n    command: ['{{chainctl}}', x]\n    image: chainctl:9\n    ports: {status: auto}\n    depends_on: [el]\n",
+        )
+        .unwrap();
+        assert!(doc["services"]["el"]["healthcheck"].is_null());
+        assert!(doc["services"]["cl"]["healthcheck"]["test"].is_sequence());
+        assert_eq!(
+            doc["services"]["cl"]["depends_on"]["el"]["condition"].as_str(),
+            Some("service_started"),
+            "compose cannot probe reth's image"
+        );
+        assert_eq!(
+            doc["services"][INIT_SERVICE]["image"].as_str(),
+            Some("chainctl:9"),
+            "init runs on the image our own services run"
+        );
+    }
+
+    #[test]
+    fn key_files_of_this_host_are_refused_with_the_fix() {
+        let e = project("name: t\nvalidators:\n  count: 1\n  keys: [/etc/k0.key]\n").unwrap_err();
+        assert!(
+            e.0.contains("/etc/k0.key") && e.0.contains("drop `validators.keys`"),
+            "{e}"
+        );
+    }
+}
