@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod clients;
 pub mod compose_init;
 pub mod consensus;
 pub mod control;

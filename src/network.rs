@@ -14,7 +14,7 @@ use crate::consensus::node::{self as cnode, NodeFile};
 use crate::consensus::types::{Genesis, GenesisValidator};
 use crate::layout::Layout;
 use crate::plan::{Plan, Target};
-use crate::profile::{CommandService, Fork, PortSpec, Profile, ValidatorKeys};
+use crate::profile::{CommandService, ExecutionKind, Fork, PortSpec, Profile, ValidatorKeys, Validators};
 
 /// The documented development mnemonic (the one Hardhat, Anvil and Foundry use).
 pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
@@ -31,22 +31,48 @@ pub fn el_name(i: u32, j: usize) -> String {
     format!("val-{i}-el-{j}")
 }
 
-/// Whether `name` is one chainctl generates for `count` validators with `els` ELs each.
-pub fn is_generated_name(name: &str, count: u32, els: usize) -> bool {
-    (0..count).any(|i| name == validator_name(i) || (0..els).any(|j| name == el_name(i, j)))
+/// Whether `name` is one chainctl generates for the validators.
+pub fn is_generated_name(name: &str, v: &Validators) -> bool {
+    (0..v.count).any(|i| {
+        name == validator_name(i) || (0..v.execution.of(i).len()).any(|j| name == el_name(i, j))
+    })
 }
 
-/// Add the generated services of the validators to the profile.
+/// The execution clients of validator `i`, with their service names.
+pub fn els_of(v: &Validators, i: u32) -> Vec<(String, ExecutionKind)> {
+    v.execution
+        .of(i)
+        .iter()
+        .enumerate()
+        .map(|(j, k)| (el_name(i, j), *k))
+        .collect()
+}
+
+/// Add the generated services of the validators to the profile: each execution client
+/// from its adapter ([`crate::clients`]), then the validator that drives them.
 pub fn expand(p: &mut Profile) {
     let v = p.validators.clone();
     let all_els: Vec<String> = (0..v.count)
-        .flat_map(|i| (0..v.execution.len()).map(move |j| el_name(i, j)))
+        .flat_map(|i| els_of(&v, i).into_iter().map(|(n, _)| n))
         .collect();
     for i in 0..v.count {
-        let els: Vec<String> = (0..v.execution.len()).map(|j| el_name(i, j)).collect();
-        for el in &els {
-            let peers = all_els.iter().filter(|o| *o != el);
-            p.services.insert(el.clone(), builtin_el(peers));
+        let els = els_of(&v, i);
+        for (el, kind) in &els {
+            let peers: Vec<String> = all_els.iter().filter(|o| *o != el).cloned().collect();
+            let settings = v.clients.of(*kind);
+            let binary = settings
+                .and_then(|c| c.binary.clone())
+                .unwrap_or_else(|| crate::clients::default_binary(*kind).to_string());
+            let ctx = crate::clients::ElContext {
+                name: el,
+                peers: &peers,
+                binary: &binary,
+                extra_args: settings.map(|c| c.args.as_slice()).unwrap_or(&[]),
+                image: settings.and_then(|c| c.image.clone()),
+                runtime: p.runtime,
+            };
+            p.services
+                .insert(el.clone(), crate::clients::service(*kind, &ctx));
         }
         p.services.insert(
             validator_name(i),
@@ -67,7 +93,7 @@ pub fn expand(p: &mut Profile) {
                     .map(|(k, v)| (k.to_string(), v))
                     .collect(),
                 depends_on: Vec::new(),
-                drives: els,
+                drives: els.into_iter().map(|(n, _)| n).collect(),
                 ready_ports: Some(vec!["status".into()]),
                 restart: Default::default(),
                 stop: None,
@@ -82,53 +108,6 @@ pub fn expand(p: &mut Profile) {
 /// The image of chainctl's own services: `chainctl:<version>` (`chainctl image build`).
 pub fn chainctl_image() -> String {
     format!("chainctl:{}", env!("CARGO_PKG_VERSION"))
-}
-
-/// A built-in EL; it passes the transactions users send it on to `peers` (the network's
-/// other ELs), as ELs gossip transactions.
-fn builtin_el<'a>(peers: impl Iterator<Item = &'a String>) -> CommandService {
-    let mut command: Vec<String> = [
-        "{{chainctl}}",
-        "node",
-        "evm",
-        "--genesis",
-        "{{state_dir}}/network/genesis.json",
-        "--http-addr",
-        "{{listen.rpc}}",
-        "--http-port",
-        "{{port.http}}",
-        "--authrpc-addr",
-        "{{listen.rpc}}",
-        "--authrpc-port",
-        "{{port.engine}}",
-        "--jwt-secret",
-        "{{jwt_path}}",
-    ]
-    .map(String::from)
-    .to_vec();
-    for peer in peers {
-        command.push("--tx-peer".into());
-        command.push(format!(
-            "http://{{{{host.{peer}}}}}:{{{{port.{peer}.http}}}}"
-        ));
-    }
-    CommandService {
-        command,
-        env: BTreeMap::new(),
-        workdir: None,
-        ports: [("http", PortSpec::AUTO_TCP), ("engine", PortSpec::AUTO_TCP)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        depends_on: Vec::new(),
-        drives: Vec::new(),
-        ready_ports: None,
-        restart: Default::default(),
-        stop: None,
-        startup_grace: None,
-        image: Some(chainctl_image()),
-        jit: false,
-    }
 }
 
 /// The network files of a state dir.
@@ -337,6 +316,17 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan, target: Target) ->
         }
     }
     let (el_hash, genesis_time) = el_genesis_hash(&gpath)?;
+    // Each other client reads the same chain in the form it requires.
+    let network_genesis: Json = serde_json::from_str(&std::fs::read_to_string(&gpath)?)
+        .with_context(|| format!("{}", gpath.display()))?;
+    for kind in v.execution.kinds() {
+        if kind != ExecutionKind::Builtin {
+            let path = net.join(crate::clients::genesis_file(kind));
+            let g = crate::clients::genesis_for(kind, &network_genesis);
+            crate::secrets::write_atomic(&path, serde_json::to_string_pretty(&g)?.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
 
     // Keys.
     let mut keys = Vec::new();
@@ -420,8 +410,7 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan, target: Target) ->
             }
         }
         let mut execution = Vec::new();
-        for j in 0..v.execution.len() {
-            let el = el_name(i, j);
+        for (el, _) in els_of(v, i) {
             let pair = plan
                 .jwt_pairs
                 .iter()

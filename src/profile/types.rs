@@ -133,12 +133,101 @@ pub struct Validators {
     #[serde(default)]
     pub keys: ValidatorKeys,
     /// The execution clients each validator drives, in failover order (the first is active):
-    /// services `val-I-el-J` are generated for them.
-    #[serde(default = "default_validator_execution")]
-    pub execution: Vec<ExecutionKind>,
+    /// one list for every validator (`[reth, builtin]`), or one list per validator
+    /// (`[[reth, builtin], [geth, builtin]]`); services `val-I-el-J` are generated for them.
+    #[serde(default)]
+    pub execution: ExecutionSpec,
     /// Fee recipient of the blocks validators propose (default: the zero address).
     #[serde(default)]
     pub fee_recipient: Option<String>,
+    /// Where Reth, Geth and Erigon come from (binary, image) and extra arguments.
+    #[serde(default)]
+    pub clients: Clients,
+}
+
+/// The execution clients of the validators: the same list for all, or one per validator.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a list of execution clients (builtin, reth, geth, erigon), e.g. [reth, builtin], or one such list per validator, e.g. [[reth, builtin], [geth, builtin]]"
+)]
+pub enum ExecutionSpec {
+    /// Every validator drives these.
+    Same(Vec<ExecutionKind>),
+    /// Validator `i` drives list `i`.
+    PerValidator(Vec<Vec<ExecutionKind>>),
+}
+
+impl Default for ExecutionSpec {
+    fn default() -> Self {
+        ExecutionSpec::Same(vec![ExecutionKind::Builtin])
+    }
+}
+
+impl ExecutionSpec {
+    /// The clients validator `i` drives (empty when a per-validator list lacks it).
+    pub fn of(&self, i: u32) -> &[ExecutionKind] {
+        match self {
+            ExecutionSpec::Same(v) => v,
+            ExecutionSpec::PerValidator(v) => v.get(i as usize).map(Vec::as_slice).unwrap_or(&[]),
+        }
+    }
+    /// Every kind named, once each, in order of first use.
+    pub fn kinds(&self) -> Vec<ExecutionKind> {
+        let all: Vec<ExecutionKind> = match self {
+            ExecutionSpec::Same(v) => v.clone(),
+            ExecutionSpec::PerValidator(v) => v.iter().flatten().copied().collect(),
+        };
+        let mut out = Vec::new();
+        for k in all {
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        out
+    }
+}
+
+/// Settings of the external execution clients.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Clients {
+    /// Reth.
+    #[serde(default)]
+    pub reth: ClientSettings,
+    /// Geth.
+    #[serde(default)]
+    pub geth: ClientSettings,
+    /// Erigon.
+    #[serde(default)]
+    pub erigon: ClientSettings,
+}
+
+impl Clients {
+    /// The settings of one kind (the built-in engine has none).
+    pub fn of(&self, kind: ExecutionKind) -> Option<&ClientSettings> {
+        match kind {
+            ExecutionKind::Builtin => None,
+            ExecutionKind::Reth => Some(&self.reth),
+            ExecutionKind::Geth => Some(&self.geth),
+            ExecutionKind::Erigon => Some(&self.erigon),
+        }
+    }
+}
+
+/// Where one client comes from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// Path or name of its binary (default: `reth`, `geth`, `erigon` on PATH).
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// Its image under `runtime: docker` (chainctl never pulls).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Arguments appended to the command line chainctl renders.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 impl Default for Validators {
@@ -146,14 +235,11 @@ impl Default for Validators {
         Validators {
             count: 0,
             keys: ValidatorKeys::default(),
-            execution: default_validator_execution(),
+            execution: ExecutionSpec::default(),
             fee_recipient: None,
+            clients: Clients::default(),
         }
     }
-}
-
-fn default_validator_execution() -> Vec<ExecutionKind> {
-    vec![ExecutionKind::Builtin]
 }
 
 /// Where validator keys come from.
@@ -220,7 +306,7 @@ pub struct ExecutionClient {
 }
 
 /// Execution client implementations chainctl knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionKind {
     /// The built-in revm engine (`chainctl node evm`).

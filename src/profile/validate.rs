@@ -144,21 +144,51 @@ fn chain(p: &Profile, c: &mut Checker) {
 fn unsupported(p: &Profile, c: &mut Checker) {
     let v = &p.validators;
     if v.count > 0 {
-        if v.execution.is_empty() {
-            c.at(
-                "validators.execution",
-                "is empty: each validator needs at least one execution client, e.g. [builtin, builtin]",
-            );
-        }
-        for (i, k) in v.execution.iter().enumerate() {
-            if *k != super::ExecutionKind::Builtin {
+        if let super::ExecutionSpec::PerValidator(lists) = &v.execution {
+            if lists.len() != v.count as usize {
                 c.at(
-                    &format!("validators.execution[{i}]"),
+                    "validators.execution",
                     format!(
-                        "`{}` has no adapter in this build yet (Reth, Geth and Erigon arrive with their adapters); use `builtin`",
-                        serde_json::to_value(k).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                        "lists execution clients for {} validators, and validators.count is {}: give one list per validator, or one list for all",
+                        lists.len(),
+                        v.count
                     ),
                 );
+            }
+        }
+        for i in 0..v.count {
+            let els = v.execution.of(i);
+            if els.is_empty() {
+                let field = match &v.execution {
+                    super::ExecutionSpec::Same(_) => "validators.execution".to_string(),
+                    super::ExecutionSpec::PerValidator(_) => format!("validators.execution[{i}]"),
+                };
+                c.at(
+                    &field,
+                    "is empty: each validator needs at least one execution client, e.g. [builtin, builtin]",
+                );
+                break;
+            }
+        }
+        for kind in v.execution.kinds() {
+            let name = crate::clients::kind_name(kind);
+            let settings = v.clients.of(kind);
+            if p.runtime == super::RuntimeKind::Docker && kind != super::ExecutionKind::Builtin {
+                if crate::clients::needs_init(kind) {
+                    c.at(
+                        "validators.execution",
+                        format!(
+                            "`{name}` needs its init step (`{name} init`) before it starts, which this build runs only on the host: use `runtime: process`, or reth/builtin under `runtime: docker`"
+                        ),
+                    );
+                } else if settings.and_then(|s| s.image.as_ref()).is_none() {
+                    c.at(
+                        "validators.execution",
+                        format!(
+                            "`{name}` under `runtime: docker` needs its image: set `validators.clients.{name}.image` (chainctl never pulls: load it first)"
+                        ),
+                    );
+                }
             }
         }
         if v.count > 100 {
@@ -191,7 +221,7 @@ fn unsupported(p: &Profile, c: &mut Checker) {
                     "this name is taken by chainctl's own endpoints (API, gateway); rename it",
                 );
             }
-            if crate::network::is_generated_name(name, v.count, v.execution.len()) {
+            if crate::network::is_generated_name(name, v) {
                 c.at_key(
                     &format!("services.{name}"),
                     "this name is taken by a service chainctl generates for the validators (val-I, val-I-el-J); rename it",

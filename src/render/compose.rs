@@ -175,7 +175,7 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
     };
     let v = &profile.validators;
     let reads_network = |name: &str| {
-        v.count > 0 && crate::network::is_generated_name(name, v.count, v.execution.len())
+        v.count > 0 && crate::network::is_generated_name(name, v)
     };
     // chainctl_init runs on the image of our own services, else the default one.
     let init_image = plan

@@ -1,0 +1,80 @@
+//! Erigon 3. Flags as documented in Erigon's CLI reference and defined in
+//! `cmd/utils/flags.go` and `turbo/cli/flags.go`; the genesis is written into the data
+//! dir by `erigon init` first, then Erigon starts with `--networkid` (never `--chain`,
+//! which would default to mainnet) and `--externalcl` (our consensus drives it, not its
+//! built-in Caplin).
+
+use super::{command_service, genesis_file, ports, words, wrapped, ElContext};
+use crate::profile::{CommandService, ExecutionKind};
+
+/// Erigon's service.
+pub fn service(ctx: &ElContext) -> CommandService {
+    let genesis = format!(
+        "{{{{state_dir}}}}/network/{}",
+        genesis_file(ExecutionKind::Erigon)
+    );
+    let init = vec![
+        ctx.binary.to_string(),
+        "init".into(),
+        "--datadir".into(),
+        "{{data_dir}}".into(),
+        genesis,
+    ];
+    let mut run = vec![ctx.binary.to_string()];
+    run.extend(words(&[
+        "--datadir",
+        "{{data_dir}}",
+        "--networkid",
+        "{{chain_id}}",
+        "--externalcl",
+        "--http",
+        "--http.addr",
+        "{{listen.rpc}}",
+        "--http.port",
+        "{{port.http}}",
+        "--http.api",
+        "eth,net,web3,txpool,erigon",
+        "--ws",
+        "--ws.port",
+        "{{port.ws}}",
+        "--authrpc.addr",
+        "{{listen.rpc}}",
+        "--authrpc.port",
+        "{{port.engine}}",
+        "--authrpc.jwtsecret",
+        "{{jwt_path}}",
+        // P2P: one eth protocol on one number (TCP and UDP), instead of one port per
+        // protocol from 30303-30307; no discovery
+        "--port",
+        "{{port.p2p}}",
+        "--p2p.protocol",
+        "68",
+        "--p2p.allowed-ports",
+        "{{port.p2p}}",
+        "--nodiscover",
+        "--metrics",
+        "--metrics.addr",
+        "{{listen.rpc}}",
+        "--metrics.port",
+        "{{port.metrics}}",
+        // ports Erigon opens by default (9090, 42069) on chainctl's allocation instead
+        "--private.api.addr",
+        "{{listen.rpc}}:{{port.grpc}}",
+        "--torrent.port",
+        "{{port.torrent}}",
+    ]));
+    let mut p = ports(&["grpc"]);
+    p.insert(
+        "torrent".into(),
+        crate::profile::PortSpec {
+            port: None,
+            protocol: crate::profile::Protocol::Both,
+        },
+    );
+    command_service(
+        wrapped(ExecutionKind::Erigon, ctx, init, run),
+        p,
+        ctx.image.clone(),
+        &["http", "engine"],
+    )
+}

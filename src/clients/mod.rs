@@ -1,0 +1,194 @@
+//! Execution client adapters: for each client chainctl runs behind a validator — the
+//! built-in engine, Reth, Geth, Erigon — the exact command line (data dir, genesis, HTTP
+//! and WebSocket RPC, Engine API with its JWT, P2P with discovery off, metrics), the
+//! ports it needs (so no client falls back to a default another one holds), the init step
+//! where the client needs one, the lock that tells its data dir is in use, its genesis
+//! file, and the versions known to work. One module per client; this one holds what they
+//! share. The planner resolves the `{{…}}` placeholders the adapters emit.
+
+pub mod builtin;
+pub mod erigon;
+pub mod geth;
+pub mod reth;
+pub mod version;
+
+use crate::profile::{CommandService, ExecutionKind, PortSpec, Protocol, RuntimeKind};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// What an adapter is given for one execution client of a validator.
+pub struct ElContext<'a> {
+    /// The service name (`val-0-el-1`).
+    pub name: &'a str,
+    /// The network's other execution clients (built-in ones relay transactions to them).
+    pub peers: &'a [String],
+    /// The program to run (`reth`, a path, …).
+    pub binary: &'a str,
+    /// Extra arguments the profile appends.
+    pub extra_args: &'a [String],
+    /// Image, under `runtime: docker`.
+    pub image: Option<String>,
+    /// Where the services run.
+    pub runtime: RuntimeKind,
+}
+
+/// How a client's data dir tells that a process has it open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// An flock(2) on the file (Geth's `geth/LOCK`, Erigon's `LOCK`).
+    Flock,
+    /// A file holding the owner's pid (Reth's `db/lock`: pid, then its start time).
+    PidFile,
+}
+
+impl LockKind {
+    /// The word `chainctl client-exec --lock-kind` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockKind::Flock => "flock",
+            LockKind::PidFile => "pid",
+        }
+    }
+}
+
+/// The lock file of a client's data dir (relative to it) and how it is held.
+pub fn data_dir_lock(kind: ExecutionKind) -> Option<(&'static str, LockKind)> {
+    match kind {
+        ExecutionKind::Builtin => None,
+        // crates/storage/db/src/lockfile.rs: `<datadir>/db/lock`, pid + start time.
+        ExecutionKind::Reth => Some(("db/lock", LockKind::PidFile)),
+        // node/node.go: flock on `<datadir>/geth/LOCK`.
+        ExecutionKind::Geth => Some(("geth/LOCK", LockKind::Flock)),
+        // flock on `<datadir>/LOCK`.
+        ExecutionKind::Erigon => Some(("LOCK", LockKind::Flock)),
+    }
+}
+
+/// Whether a client must initialise its data dir from the genesis before it starts.
+pub fn needs_init(kind: ExecutionKind) -> bool {
+    matches!(kind, ExecutionKind::Geth | ExecutionKind::Erigon)
+}
+
+/// The usual binary name of a client on PATH.
+pub fn default_binary(kind: ExecutionKind) -> &'static str {
+    match kind {
+        ExecutionKind::Builtin => "chainctl",
+        ExecutionKind::Reth => "reth",
+        ExecutionKind::Geth => "geth",
+        ExecutionKind::Erigon => "erigon",
+    }
+}
+
+/// The kind's name as profiles write it.
+pub fn kind_name(kind: ExecutionKind) -> &'static str {
+    match kind {
+        ExecutionKind::Builtin => "builtin",
+        ExecutionKind::Reth => "reth",
+        ExecutionKind::Geth => "geth",
+        ExecutionKind::Erigon => "erigon",
+    }
+}
+
+/// The genesis file a client reads, in the network dir.
+pub fn genesis_file(kind: ExecutionKind) -> String {
+    match kind {
+        ExecutionKind::Builtin => "genesis.json".into(),
+        other => format!("genesis-{}.json", kind_name(other)),
+    }
+}
+
+/// The service an adapter renders for one execution client.
+pub fn service(kind: ExecutionKind, ctx: &ElContext) -> CommandService {
+    match kind {
+        ExecutionKind::Builtin => builtin::service(ctx),
+        ExecutionKind::Reth => reth::service(ctx),
+        ExecutionKind::Geth => geth::service(ctx),
+        ExecutionKind::Erigon => erigon::service(ctx),
+    }
+}
+
+/// The genesis a client reads, from the one network genesis: the same chain (the same
+/// hash, which the tests prove with our own engine), in the form each client requires.
+pub fn genesis_for(kind: ExecutionKind, network: &Json) -> Json {
+    let mut g = network.clone();
+    if kind == ExecutionKind::Geth {
+        geth::complete_blob_schedule(&mut g);
+    }
+    g
+}
+
+/// Ports of an external client, each allocated by chainctl so none falls back to its
+/// default: P2P takes TCP and UDP on one number.
+fn ports(extra: &[&str]) -> BTreeMap<String, PortSpec> {
+    let mut m: BTreeMap<String, PortSpec> = ["http", "ws", "engine", "metrics"]
+        .iter()
+        .chain(extra)
+        .map(|k| (k.to_string(), PortSpec::AUTO_TCP))
+        .collect();
+    m.insert(
+        "p2p".into(),
+        PortSpec {
+            port: None,
+            protocol: Protocol::Both,
+        },
+    );
+    m
+}
+
+/// The command of an external client: run through `chainctl client-exec`, which refuses a
+/// data dir another process holds, runs the init step, then becomes the client (same
+/// pid, so signals and exit statuses are the client's). Under `runtime: docker` the
+/// client's image has no chainctl: the client runs directly (adapters with an init step
+/// are refused there by validation).
+fn wrapped(
+    kind: ExecutionKind,
+    ctx: &ElContext,
+    init: Vec<String>,
+    mut run: Vec<String>,
+) -> Vec<String> {
+    run.extend(ctx.extra_args.iter().cloned());
+    if ctx.runtime == RuntimeKind::Docker {
+        return run;
+    }
+    let mut argv: Vec<String> = vec!["{{chainctl}}".into(), "client-exec".into()];
+    if let Some((file, how)) = data_dir_lock(kind) {
+        argv.extend([
+            "--lock".into(),
+            format!("{{{{data_dir}}}}/{file}"),
+            "--lock-kind".into(),
+            how.as_str().into(),
+        ]);
+    }
+    argv.extend(["--init-argc".into(), init.len().to_string(), "--".into()]);
+    argv.extend(init);
+    argv.extend(run);
+    argv
+}
+
+/// A generated EL service with the given command and ports.
+fn command_service(
+    command: Vec<String>,
+    ports: BTreeMap<String, PortSpec>,
+    image: Option<String>,
+    ready: &[&str],
+) -> CommandService {
+    CommandService {
+        command,
+        env: BTreeMap::new(),
+        workdir: None,
+        ports,
+        depends_on: Vec::new(),
+        drives: Vec::new(),
+        ready_ports: Some(ready.iter().map(|s| s.to_string()).collect()),
+        restart: Default::default(),
+        stop: None,
+        startup_grace: None,
+        image,
+        jit: false,
+    }
+}
+
+/// Strings from `&str`s.
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}

@@ -1,0 +1,65 @@
+//! Reth (`reth node`). Flags as documented in Reth's CLI reference and defined in
+//! `crates/node/core/src/args/` (`rpc_server.rs`, `network.rs`, `metric.rs`,
+//! `datadir_args.rs`): no init step, the genesis is given with `--chain FILE`.
+
+use super::{command_service, genesis_file, ports, words, wrapped, ElContext};
+use crate::profile::{CommandService, ExecutionKind};
+
+/// Reth's service.
+pub fn service(ctx: &ElContext) -> CommandService {
+    let genesis = format!(
+        "{{{{state_dir}}}}/network/{}",
+        genesis_file(ExecutionKind::Reth)
+    );
+    let mut run = vec![ctx.binary.to_string(), "node".into()];
+    run.extend(words(&[
+        // datadir_args.rs
+        "--datadir",
+        "{{data_dir}}",
+        // chain spec from a genesis file (geth format)
+        "--chain",
+        &genesis,
+        // rpc_server.rs: HTTP and WebSocket JSON-RPC
+        "--http",
+        "--http.addr",
+        "{{listen.rpc}}",
+        "--http.port",
+        "{{port.http}}",
+        "--http.api",
+        "eth,net,web3,txpool",
+        "--ws",
+        "--ws.addr",
+        "{{listen.rpc}}",
+        "--ws.port",
+        "{{port.ws}}",
+        "--ws.api",
+        "eth,net,web3",
+        // rpc_server.rs: the authenticated Engine API and its JWT secret
+        "--authrpc.addr",
+        "{{listen.rpc}}",
+        "--authrpc.port",
+        "{{port.engine}}",
+        "--authrpc.jwtsecret",
+        "{{jwt_path}}",
+        // network.rs: P2P on TCP and discv4 on UDP, one number; every discovery off
+        // (discv5 would otherwise take UDP 9200, the same for every Reth on the host)
+        "--addr",
+        "{{listen.rpc}}",
+        "--port",
+        "{{port.p2p}}",
+        "--discovery.port",
+        "{{port.p2p}}",
+        "--disable-discovery",
+        // metric.rs: Prometheus endpoint
+        "--metrics",
+        "{{listen.rpc}}:{{port.metrics}}",
+        // the IPC socket is /tmp/reth.ipc for every Reth: off
+        "--ipcdisable",
+    ]));
+    command_service(
+        wrapped(ExecutionKind::Reth, ctx, Vec::new(), run),
+        ports(&[]),
+        ctx.image.clone(),
+        &["http", "engine"],
+    )
+}
