@@ -107,6 +107,10 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check this host before `up`: the programs and client versions the profile runs,
+    /// its ports, disk, clock sync, open-file limit, Docker when needed (exit 1 on a
+    /// problem, each printed with what to do).
+    Doctor,
     /// Manage Engine API JWT secrets.
     Jwt {
         /// What to do.
@@ -218,6 +222,23 @@ pub enum Command {
         /// The digest compose.yaml holds of the rendered profile and ports.json.
         #[arg(long)]
         digest: String,
+    },
+    /// Internal: how an external execution client starts: refuse a data dir another
+    /// process holds, run the init step, then become the client.
+    #[command(hide = true)]
+    ClientExec {
+        /// The client's data-dir lock file.
+        #[arg(long, requires = "lock_kind")]
+        lock: Option<PathBuf>,
+        /// How the lock is held: `flock` or `pid`.
+        #[arg(long)]
+        lock_kind: Option<String>,
+        /// How many of the words after `--` are the init step.
+        #[arg(long, default_value_t = 0)]
+        init_argc: usize,
+        /// The init step's words, then the client's.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
     },
     /// Internal: a container healthcheck: exit 0 when every port accepts a TCP
     /// connection on 127.0.0.1, else 1 naming the first that does not.
@@ -419,6 +440,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ports { check } => ports_cmd(profile, state_dir, check),
+        Command::Doctor => {
+            let loaded = crate::profile::load(setup::source(profile)?)?;
+            let layout = setup::layout(&loaded, state_dir);
+            let alloc = match state::read_json::<PortsFile>(&layout.ports_file())? {
+                Some(p) => p.services,
+                None => setup::allocate(
+                    &loaded,
+                    &layout,
+                    &[],
+                    &crate::ports::HostPorts::read(),
+                    false,
+                )?,
+            };
+            let findings = crate::doctor::run(&loaded, &layout, &alloc);
+            print!("{}", crate::doctor::print(&findings));
+            Ok(
+                if findings
+                    .iter()
+                    .any(|f| f.status == crate::doctor::Status::Fail)
+                {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
+        }
         Command::Jwt { action } => jwt(profile, state_dir, action),
         Command::Restart { service } => {
             let layout = layout_of(profile, state_dir)?;
@@ -511,6 +558,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{l}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::ClientExec {
+            lock,
+            lock_kind,
+            init_argc,
+            argv,
+        } => {
+            let lock = match (&lock, lock_kind.as_deref()) {
+                (Some(path), Some(k)) => Some((
+                    path.as_path(),
+                    crate::clients::LockKind::parse(k)
+                        .with_context(|| format!("--lock-kind `{k}`: expected `flock` or `pid`"))?,
+                )),
+                _ => None,
+            };
+            crate::clients::exec::run(lock, init_argc, &argv)?;
+            Ok(ExitCode::FAILURE)
         }
         Command::Healthcheck { tcp } => {
             for port in tcp {

@@ -6,6 +6,7 @@ pub mod clients;
 pub mod compose_init;
 pub mod consensus;
 pub mod control;
+pub mod doctor;
 pub mod evm;
 pub mod image;
 pub mod layout;

@@ -14,7 +14,9 @@ use crate::consensus::node::{self as cnode, NodeFile};
 use crate::consensus::types::{Genesis, GenesisValidator};
 use crate::layout::Layout;
 use crate::plan::{Plan, Target};
-use crate::profile::{CommandService, ExecutionKind, Fork, PortSpec, Profile, ValidatorKeys, Validators};
+use crate::profile::{
+    CommandService, ExecutionKind, Fork, PortSpec, Profile, ValidatorKeys, Validators,
+};
 
 /// The documented development mnemonic (the one Hardhat, Anvil and Foundry use).
 pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";

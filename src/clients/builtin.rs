@@ -36,7 +36,11 @@ pub fn service(ctx: &ElContext) -> CommandService {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-        Some(ctx.image.clone().unwrap_or_else(crate::network::chainctl_image)),
+        Some(
+            ctx.image
+                .clone()
+                .unwrap_or_else(crate::network::chainctl_image),
+        ),
         &[],
     );
     // Readiness: every port (the planner's default).

@@ -94,7 +94,9 @@ pub fn complete_blob_schedule(g: &mut Json) {
     };
     for fork in active {
         schedule.entry(fork).or_insert_with(|| match fork {
-            "cancun" => serde_json::json!({"target": 3, "max": 6, "baseFeeUpdateFraction": 3338477}),
+            "cancun" => {
+                serde_json::json!({"target": 3, "max": 6, "baseFeeUpdateFraction": 3338477})
+            }
             _ => serde_json::json!({"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716}),
         });
     }

@@ -8,6 +8,7 @@
 
 pub mod builtin;
 pub mod erigon;
+pub mod exec;
 pub mod geth;
 pub mod reth;
 pub mod version;
@@ -47,6 +48,14 @@ impl LockKind {
         match self {
             LockKind::Flock => "flock",
             LockKind::PidFile => "pid",
+        }
+    }
+    /// The kind a `--lock-kind` word names.
+    pub fn parse(s: &str) -> Option<LockKind> {
+        match s {
+            "flock" => Some(LockKind::Flock),
+            "pid" => Some(LockKind::PidFile),
+            _ => None,
         }
     }
 }

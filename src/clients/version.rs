@@ -127,11 +127,18 @@ pub fn check(kind: ExecutionKind, binary: &str) -> Result<Version, VersionError>
     }
     let _ = child.kill();
     let out = child.wait_with_output().map_err(|_| missing())?;
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let found = parse(kind, &said).ok_or_else(|| VersionError::Unreadable {
         binary: binary.to_string(),
         client,
-        said: said.lines().next().unwrap_or("").chars().take(120).collect(),
+        said: said
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect(),
         range: range.clone(),
     })?;
     match known_good(kind) {
@@ -152,10 +159,26 @@ mod tests {
     #[test]
     fn reads_each_clients_version_line() {
         let cases = [
-            (ExecutionKind::Reth, "Reth Version: 2.5.1\nCommit SHA: abc\n", Version(2, 5, 1)),
-            (ExecutionKind::Reth, "reth Version: 1.3.12-dev\n", Version(1, 3, 12)),
-            (ExecutionKind::Geth, "geth version 1.15.11-stable-36b2371c\n", Version(1, 15, 11)),
-            (ExecutionKind::Erigon, "erigon version 3.0.2-abcdef12\n", Version(3, 0, 2)),
+            (
+                ExecutionKind::Reth,
+                "Reth Version: 2.5.1\nCommit SHA: abc\n",
+                Version(2, 5, 1),
+            ),
+            (
+                ExecutionKind::Reth,
+                "reth Version: 1.3.12-dev\n",
+                Version(1, 3, 12),
+            ),
+            (
+                ExecutionKind::Geth,
+                "geth version 1.15.11-stable-36b2371c\n",
+                Version(1, 15, 11),
+            ),
+            (
+                ExecutionKind::Erigon,
+                "erigon version 3.0.2-abcdef12\n",
+                Version(3, 0, 2),
+            ),
         ];
         for (kind, out, want) in cases {
             assert_eq!(parse(kind, out), Some(want), "{out}");

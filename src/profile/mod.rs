@@ -143,6 +143,27 @@ pub fn load(source: Source) -> Result<Loaded, ProfileError> {
     })
 }
 
+/// The external execution clients the validators run, with the binary each runs.
+pub fn external_clients(loaded: &Loaded) -> Vec<(ExecutionKind, String)> {
+    let v = &loaded.profile.validators;
+    if v.count == 0 {
+        return Vec::new();
+    }
+    v.execution
+        .kinds()
+        .into_iter()
+        .filter(|k| *k != ExecutionKind::Builtin)
+        .map(|k| {
+            let binary = v
+                .clients
+                .of(k)
+                .and_then(|c| c.binary.clone())
+                .unwrap_or_else(|| crate::clients::default_binary(k).to_string());
+            (k, binary)
+        })
+        .collect()
+}
+
 /// Checks that every `command` names a program that exists and is executable.
 pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
     let base = loaded
@@ -183,6 +204,15 @@ pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
             problems.push(Problem {
                 pos: loaded.index.value(&field),
                 message: format!("{field}: {why}"),
+            });
+        }
+    }
+    // External execution clients: installed, and of a version known to work.
+    for (kind, binary) in external_clients(loaded).into_iter().filter(|_| on_host) {
+        if let Err(e) = crate::clients::version::check(kind, &binary) {
+            problems.push(Problem {
+                pos: loaded.index.value("validators.execution"),
+                message: format!("validators.execution: {e}"),
             });
         }
     }

@@ -306,7 +306,9 @@ pub struct ExecutionClient {
 }
 
 /// Execution client implementations chainctl knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionKind {
     /// The built-in revm engine (`chainctl node evm`).

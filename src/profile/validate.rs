@@ -173,6 +173,14 @@ fn unsupported(p: &Profile, c: &mut Checker) {
         for kind in v.execution.kinds() {
             let name = crate::clients::kind_name(kind);
             let settings = v.clients.of(kind);
+            if let Some(b) = settings.and_then(|s| s.binary.as_deref()) {
+                if b.contains('/') && !b.starts_with('/') {
+                    c.at(
+                        &format!("validators.clients.{name}.binary"),
+                        format!("`{b}` is a relative path, and the client runs in its data dir: give an absolute path, or a name on PATH"),
+                    );
+                }
+            }
             if p.runtime == super::RuntimeKind::Docker && kind != super::ExecutionKind::Builtin {
                 if crate::clients::needs_init(kind) {
                     c.at(

@@ -174,9 +174,7 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
         IpAddr::V4(a) => a.to_string(),
     };
     let v = &profile.validators;
-    let reads_network = |name: &str| {
-        v.count > 0 && crate::network::is_generated_name(name, v)
-    };
+    let reads_network = |name: &str| v.count > 0 && crate::network::is_generated_name(name, v);
     // chainctl_init runs on the image of our own services, else the default one.
     let init_image = plan
         .services

@@ -1,0 +1,82 @@
+//! `chainctl client-exec`: how an external client starts. It refuses a data dir that
+//! another process holds (the client's own lock file, read the client's way), runs the
+//! client's init step (`geth init`, `erigon init`), then replaces itself with the client,
+//! so the supervisor's pid, signals and exit statuses are the client's own.
+
+use super::LockKind;
+use anyhow::{bail, Context as _, Result};
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::Command;
+
+/// Who holds `lock`, if anyone but us: the holder's description for the message.
+pub fn lock_holder(lock: &Path, kind: LockKind) -> Result<Option<String>> {
+    if !lock.exists() {
+        return Ok(None);
+    }
+    match kind {
+        LockKind::Flock => {
+            use std::os::fd::AsRawFd as _;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(lock)
+                .with_context(|| format!("cannot open {}", lock.display()))?;
+            // SAFETY: flock on a descriptor we own; the lock goes with it when `f` drops.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(None);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Ok(Some("another process".into()))
+            } else {
+                Err(e).with_context(|| format!("cannot test the lock {}", lock.display()))
+            }
+        }
+        LockKind::PidFile => {
+            let text = std::fs::read_to_string(lock).unwrap_or_default();
+            let pid: Option<u32> = text.split_whitespace().next().and_then(|p| p.parse().ok());
+            Ok(pid
+                .filter(|p| *p != std::process::id() && Path::new(&format!("/proc/{p}")).exists())
+                .map(|p| format!("process {p}")))
+        }
+    }
+}
+
+/// Checks the lock, runs the first `init_argc` words as the init step, then becomes the
+/// rest. Returns only on failure.
+pub fn run(lock: Option<(&Path, LockKind)>, init_argc: usize, argv: &[String]) -> Result<()> {
+    if argv.len() <= init_argc {
+        bail!("client-exec: nothing to run after the {init_argc} words of the init step");
+    }
+    if let Some((file, kind)) = lock {
+        if let Some(who) = lock_holder(file, kind)? {
+            let dir = file
+                .ancestors()
+                .nth(if kind == LockKind::PidFile { 2 } else { 1 })
+                .unwrap_or(file);
+            bail!(
+                "the data dir {} is in use: {who} holds its lock {}. Two clients cannot share a data dir: stop the other one, or give this service a data dir of its own",
+                dir.display(),
+                file.display()
+            );
+        }
+    }
+    let (init, client) = argv.split_at(init_argc);
+    if let Some((program, args)) = init.split_first() {
+        let st = Command::new(program)
+            .args(args)
+            .status()
+            .with_context(|| format!("cannot run the init step `{program}`"))?;
+        if !st.success() {
+            bail!(
+                "the init step `{}` failed ({st}): see its output above",
+                init.join(" ")
+            );
+        }
+    }
+    let (program, args) = client.split_first().expect("checked above");
+    let e = Command::new(program).args(args).exec();
+    Err(e).with_context(|| format!("cannot run `{program}`"))
+}
