@@ -227,8 +227,11 @@ pub enum Command {
     /// process holds, run the init step, then become the client.
     #[command(hide = true)]
     ClientExec {
-        /// The client's data-dir lock file.
-        #[arg(long, requires = "lock_kind")]
+        /// The client's data dir.
+        #[arg(long, requires_all = ["lock", "lock_kind"])]
+        data_dir: Option<PathBuf>,
+        /// Its lock file, relative to the data dir.
+        #[arg(long)]
         lock: Option<PathBuf>,
         /// How the lock is held: `flock` or `pid`.
         #[arg(long)]
@@ -560,17 +563,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ClientExec {
+            data_dir,
             lock,
             lock_kind,
             init_argc,
             argv,
         } => {
-            let lock = match (&lock, lock_kind.as_deref()) {
-                (Some(path), Some(k)) => Some((
-                    path.as_path(),
-                    crate::clients::LockKind::parse(k)
+            let lock = match (&data_dir, &lock, lock_kind.as_deref()) {
+                (Some(dir), Some(file), Some(k)) => Some(crate::clients::exec::DataDirLock {
+                    dir,
+                    file,
+                    kind: crate::clients::LockKind::parse(k)
                         .with_context(|| format!("--lock-kind `{k}`: expected `flock` or `pid`"))?,
-                )),
+                }),
                 _ => None,
             };
             crate::clients::exec::run(lock, init_argc, &argv)?;

@@ -44,21 +44,28 @@ pub fn lock_holder(lock: &Path, kind: LockKind) -> Result<Option<String>> {
     }
 }
 
+/// A client's data dir and its lock file in it.
+pub struct DataDirLock<'a> {
+    /// The data dir.
+    pub dir: &'a Path,
+    /// The lock file, relative to it.
+    pub file: &'a Path,
+    /// How the client holds it.
+    pub kind: LockKind,
+}
+
 /// Checks the lock, runs the first `init_argc` words as the init step, then becomes the
 /// rest. Returns only on failure.
-pub fn run(lock: Option<(&Path, LockKind)>, init_argc: usize, argv: &[String]) -> Result<()> {
+pub fn run(lock: Option<DataDirLock>, init_argc: usize, argv: &[String]) -> Result<()> {
     if argv.len() <= init_argc {
         bail!("client-exec: nothing to run after the {init_argc} words of the init step");
     }
-    if let Some((file, kind)) = lock {
-        if let Some(who) = lock_holder(file, kind)? {
-            let dir = file
-                .ancestors()
-                .nth(if kind == LockKind::PidFile { 2 } else { 1 })
-                .unwrap_or(file);
+    if let Some(l) = lock {
+        let file = l.dir.join(l.file);
+        if let Some(who) = lock_holder(&file, l.kind)? {
             bail!(
                 "the data dir {} is in use: {who} holds its lock {}. Two clients cannot share a data dir: stop the other one, or give this service a data dir of its own",
-                dir.display(),
+                l.dir.display(),
                 file.display()
             );
         }

@@ -162,8 +162,10 @@ fn wrapped(
     let mut argv: Vec<String> = vec!["{{chainctl}}".into(), "client-exec".into()];
     if let Some((file, how)) = data_dir_lock(kind) {
         argv.extend([
+            "--data-dir".into(),
+            "{{data_dir}}".into(),
             "--lock".into(),
-            format!("{{{{data_dir}}}}/{file}"),
+            file.into(),
             "--lock-kind".into(),
             how.as_str().into(),
         ]);
@@ -200,4 +202,64 @@ fn command_service(
 /// Strings from `&str`s.
 fn words(w: &[&str]) -> Vec<String> {
     w.iter().map(|s| s.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Profile;
+
+    /// Every client's genesis file is the same chain for our engine: the same hash as the
+    /// network genesis the built-in engine reads.
+    #[test]
+    fn every_clients_genesis_has_the_network_genesis_hash() {
+        for fork in ["osaka", "prague"] {
+            let p: Profile = serde_yaml::from_str(&format!(
+                "name: t\nchain: {{chain_id: 1337, fork: {fork}, dev_accounts: 3}}\n"
+            ))
+            .unwrap();
+            let network = crate::network::render_el_genesis(&p, 1_700_000_000).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let hash = |g: &Json, name: &str| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, serde_json::to_vec(g).unwrap()).unwrap();
+                crate::network::el_genesis_hash(&path).unwrap().0
+            };
+            let want = hash(&network, "genesis.json");
+            for kind in [
+                ExecutionKind::Reth,
+                ExecutionKind::Geth,
+                ExecutionKind::Erigon,
+            ] {
+                let g = genesis_for(kind, &network);
+                assert_eq!(hash(&g, &genesis_file(kind)), want, "{kind:?} under {fork}");
+                // What every client needs: TTD 0 (Paris at genesis) and an explicit
+                // deposit contract (Reth would otherwise use mainnet's).
+                assert_eq!(g["config"]["terminalTotalDifficulty"], 0, "{kind:?}");
+                assert!(
+                    g["config"]["depositContractAddress"].is_string(),
+                    "{kind:?}"
+                );
+            }
+        }
+    }
+
+    /// Geth refuses a genesis whose blobSchedule lacks an active fork; its file gets every
+    /// entry, without changing the chain.
+    #[test]
+    fn geths_genesis_has_a_blob_schedule_entry_for_every_active_fork() {
+        let mut g = serde_json::json!({
+            "config": {"chainId": 1, "cancunTime": 0, "pragueTime": 0, "osakaTime": 0,
+                       "blobSchedule": {"cancun": {"target": 1, "max": 2, "baseFeeUpdateFraction": 3}}}
+        });
+        geth::complete_blob_schedule(&mut g);
+        let s = &g["config"]["blobSchedule"];
+        assert_eq!(s["cancun"]["target"], 1, "an entry given is kept");
+        assert_eq!(s["prague"]["max"], 9);
+        assert_eq!(s["osaka"]["baseFeeUpdateFraction"], 5007716);
+        let mut no_osaka = serde_json::json!({"config": {"cancunTime": 0, "pragueTime": 0}});
+        geth::complete_blob_schedule(&mut no_osaka);
+        assert!(no_osaka["config"]["blobSchedule"]["osaka"].is_null());
+        assert_eq!(no_osaka["config"]["blobSchedule"]["cancun"]["max"], 6);
+    }
 }

@@ -241,9 +241,9 @@ fn unsupported(p: &Profile, c: &mut Checker) {
         c.at(
             &format!("execution.{name}.kind"),
             format!(
-                "named execution clients (`{}`) have no adapter in this build yet; built-in engines are \
-                 declared per validator with `validators.execution: [builtin, ...]`, other clients run \
-                 as a service under `services:` meanwhile",
+                "named execution clients (`{}`) outside a validator are not in this build: declare the \
+                 clients each validator drives with `validators.execution: [reth, builtin]` (builtin, reth, \
+                 geth, erigon), or run a client as a service under `services:`",
                 serde_json::to_value(el.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
             ),
         );

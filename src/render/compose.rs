@@ -167,6 +167,18 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
             missing.join(", ")
         )));
     }
+    // External clients start through chainctl's client-exec (lock check, init step),
+    // which their own images do not hold.
+    if let Some(s) = plan
+        .services
+        .iter()
+        .find(|s| s.argv.get(1).map(String::as_str) == Some("client-exec"))
+    {
+        return Err(RenderError(format!(
+            "service {} runs an external execution client through `chainctl client-exec`, which its image does not hold:              compose projects with Reth, Geth or Erigon are not in this build; run the profile with `chainctl up`              (processes) or `chainctl systemd install`",
+            s.name
+        )));
+    }
     let state = abs(&plan.state_dir, "state dir")?;
     let network = format!("chainctl-{}", plan.profile);
     let publish = match profile.listen.rpc {

@@ -1,0 +1,300 @@
+//! Reth, Geth and Erigon at their boundary (the binaries cannot be installed here): the
+//! exact command line chainctl renders for each, compared with golden files; no port of
+//! one client on another's or on a client default; the versions `up` and `doctor`
+//! accept and refuse; and `client-exec`, which refuses a data dir another process holds
+//! and runs the init step before the client. Stand-in binaries print each client's real
+//! `--version` line.
+
+mod util;
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use util::{bin, text, Env};
+
+/// A stand-in `NAME` that prints `version_line` for `--version`.
+fn fake(dir: &Path, name: &str, version_line: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\necho '{version_line}'\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+const MIXED: &str = "name: mixed\nports: {start: 26000, end: 26199}\nchain: {chain_id: 1337}\nvalidators:\n  count: 4\n  execution: [[reth, builtin], [geth, builtin], [erigon, builtin], [reth, geth, erigon]]\n";
+
+/// The profile above with the clients' binaries in `bin_dir`.
+fn mixed(env: &Env, bin_dir: &Path) {
+    let b = bin_dir.display();
+    env.write_profile(&format!(
+        "{MIXED}  clients:\n    reth: {{binary: {b}/reth}}\n    geth: {{binary: {b}/geth}}\n    erigon: {{binary: {b}/erigon, args: [--log.console.verbosity, info]}}\n"
+    ));
+}
+
+fn good_clients(dir: &Path) {
+    fake(dir, "reth", "Reth Version: 2.5.1");
+    fake(dir, "geth", "geth version 1.16.3-stable-abcdef12");
+    fake(dir, "erigon", "erigon version 3.2.1-abcdef12");
+}
+
+/// The resolved plan, as `chainctl validate --output json` prints it.
+fn plan(env: &Env) -> Value {
+    let out = env.ok(&["validate", "--output", "json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn argv(plan: &Value, svc: &str) -> Vec<String> {
+    plan["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == svc)
+        .unwrap_or_else(|| panic!("no service {svc}"))["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn each_clients_command_line_is_the_golden_one() {
+    let env = Env::new();
+    let bins = env.path("bin");
+    good_clients(&bins);
+    mixed(&env, &bins);
+    let plan = plan(&env);
+    let state = env.state().display().to_string();
+    let chainctl = bin().display().to_string();
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/clients");
+    for (client, svc) in [
+        ("reth", "val-0-el-0"),
+        ("geth", "val-1-el-0"),
+        ("erigon", "val-2-el-0"),
+        ("builtin", "val-0-el-1"),
+    ] {
+        let got: String = argv(&plan, svc)
+            .iter()
+            .map(|a| {
+                a.replace(&state, "STATE")
+                    .replace(&chainctl, "CHAINCTL")
+                    .replace(&bins.display().to_string(), "BIN")
+                    + "\n"
+            })
+            .collect();
+        let golden = golden_dir.join(format!("{client}.argv"));
+        if std::env::var_os("CHAINCTL_BLESS").is_some() {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        assert_eq!(
+            got,
+            want,
+            "{client}'s command line differs from {}: if the change is meant, run `CHAINCTL_BLESS=1 cargo test --test clients` and review the diff",
+            golden.display()
+        );
+    }
+}
+
+#[test]
+fn no_client_takes_another_ones_port_or_a_default_port() {
+    let env = Env::new();
+    let bins = env.path("bin");
+    good_clients(&bins);
+    mixed(&env, &bins);
+    let plan = plan(&env);
+    // Defaults each client would fall back to: HTTP, WS, Engine API, P2P (and Erigon's
+    // per-protocol range), metrics, Erigon's private API and torrent, Reth's discv5.
+    let defaults: BTreeSet<u16> = [
+        8545, 8546, 8551, 30303, 30304, 30305, 30306, 30307, 6060, 6061, 9001, 9090, 42069, 9200,
+    ]
+    .into();
+    let mut seen: BTreeSet<(u16, bool)> = BTreeSet::new();
+    for s in plan["services"].as_array().unwrap() {
+        for (name, a) in s["ports"].as_object().unwrap() {
+            let port = a["port"].as_u64().unwrap() as u16;
+            assert!(
+                !defaults.contains(&port),
+                "{}.{name} on default {port}",
+                s["name"]
+            );
+            let proto = a["protocol"].as_str().unwrap();
+            for udp in [false, true] {
+                let used = if udp { proto != "tcp" } else { proto != "udp" };
+                if used {
+                    assert!(
+                        seen.insert((port, udp)),
+                        "{}.{name}: {port} taken twice",
+                        s["name"]
+                    );
+                }
+            }
+        }
+        // Every port a client is told is one of its own.
+        let own: BTreeSet<String> = s["ports"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|a| a["port"].to_string())
+            .collect();
+        let args = argv(&plan, s["name"].as_str().unwrap());
+        for w in args.windows(2) {
+            if w[0].ends_with(".port") || w[0] == "--port" {
+                assert!(
+                    own.contains(&w[1]),
+                    "{}: {} {} is not its port",
+                    s["name"],
+                    w[0],
+                    w[1]
+                );
+            }
+        }
+    }
+    // P2P is TCP and UDP on one number for each external client.
+    let reth = argv(&plan, "val-0-el-0");
+    let at = |flag: &str| reth[reth.iter().position(|a| a == flag).unwrap() + 1].clone();
+    assert_eq!(at("--port"), at("--discovery.port"));
+    // A validator with three clients drives all three, Reth first (active).
+    let val3 = plan["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "val-3")
+        .unwrap()
+        .clone();
+    let deps: Vec<&str> = val3["depends_on"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(deps, ["val-3-el-0", "val-3-el-1", "val-3-el-2"]);
+}
+
+#[test]
+fn up_and_doctor_refuse_missing_and_unsupported_clients_with_what_to_install() {
+    let env = Env::new();
+    let bins = env.path("bin");
+    fake(&bins, "reth", "Reth Version: 2.5.1");
+    fake(&bins, "geth", "geth version 1.13.15-stable-abcdef12");
+    // no erigon at all
+    mixed(&env, &bins);
+    let o = env.run(&["doctor"]);
+    let out = text(&o.stdout);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("ok    clients     reth 2.5.1"), "{out}");
+    assert!(
+        out.contains("FAIL  clients     ")
+            && out.contains("is geth 1.13.15, outside the versions chainctl knows to work (>= 1.16.0, < 1.18.0): install geth >= 1.16.0, < 1.18.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("/erigon: not found on PATH (or not executable): install erigon >= 3.2.0, < 4.0.0, or set its path under `validators.clients.erigon.binary`"),
+        "{out}"
+    );
+    assert!(out.contains("ok    ports"), "{out}");
+    // `up` stops before anything starts, naming the field.
+    let o = env.run(&["up", "--detach"]);
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("validators.execution: ")
+            && err.contains("geth 1.13.15"),
+        "{err}"
+    );
+    assert!(!env.state().join("state.json").exists(), "nothing started");
+    // A binary that is not the client says so.
+    fake(&bins, "geth", "Usage: something else");
+    let out = text(&env.run(&["doctor"]).stdout);
+    assert!(out.contains("--version printed no geth version"), "{out}");
+    // With good clients the host passes.
+    good_clients(&bins);
+    let o = env.run(&["doctor"]);
+    assert!(
+        !text(&o.stdout).contains("FAIL  clients"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn client_exec_refuses_a_data_dir_another_process_holds() {
+    let env = Env::new();
+    let data = env.path("data");
+    std::fs::create_dir_all(data.join("geth")).unwrap();
+    let lock = data.join("geth/LOCK");
+    std::fs::write(&lock, "").unwrap();
+    let marker = env.path("ran");
+    let exec = |lock: &Path, kind: &str| {
+        let file = if kind == "pid" {
+            "db/lock"
+        } else {
+            "geth/LOCK"
+        };
+        Command::new(bin())
+            .arg("client-exec")
+            .arg("--data-dir")
+            .arg(lock.parent().unwrap().parent().unwrap())
+            .args(["--lock", file])
+            .args(["--lock-kind", kind, "--init-argc", "3", "--", "sh", "-c"])
+            .arg(format!("echo init >> {}", marker.display()))
+            .args(["sh", "-c"])
+            .arg(format!("echo client $$ >> {}", marker.display()))
+            .output()
+            .unwrap()
+    };
+    // Free: the init step runs, then the client.
+    let o = exec(&lock, "flock");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&marker)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(' ').next().unwrap())
+            .collect::<Vec<_>>(),
+        ["init", "client"]
+    );
+    // Held (as Geth and Erigon hold it: flock): refused, nothing runs.
+    let f = std::fs::File::open(&lock).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
+        0
+    );
+    let o = exec(&lock, "flock");
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains(&format!("the data dir {} is in use", data.display()))
+            && err.contains("Two clients cannot share a data dir"),
+        "{err}"
+    );
+    drop(f);
+    // Reth's lock names its owner's pid: a live one refuses, a dead one does not.
+    let reth_lock = env.path("reth/db/lock");
+    std::fs::create_dir_all(reth_lock.parent().unwrap()).unwrap();
+    let sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(&reth_lock, format!("{}\n123456", sleeper.id())).unwrap();
+    let o = exec(&reth_lock, "pid");
+    assert!(
+        text(&o.stderr).contains(&format!("process {} holds its lock", sleeper.id())),
+        "{}",
+        text(&o.stderr)
+    );
+    let mut sleeper = sleeper;
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let o = exec(&reth_lock, "pid");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // A failing init step stops the client from starting.
+    let o = Command::new(bin())
+        .args(["client-exec", "--init-argc", "1", "--", "false", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("the init step `false` failed"),
+        "{}",
+        text(&o.stderr)
+    );
+}
