@@ -1475,10 +1475,9 @@ fn render(
             .map(|d| d.display().to_string())
             .unwrap_or_default();
         eprintln!(
-            "note: {} secret file(s) do not exist yet ({}): run `chainctl -p PROFILE --state-dir {dir} jwt generate` first{}",
+            "note: {} secret file(s) do not exist yet ({}): run `chainctl -p PROFILE --state-dir {dir} jwt generate` first, then `chown -R {user}: {dir}/secrets` so the units can read them",
             missing.len(),
             missing.join(", "),
-            format!(", then `chown -R {user}: {dir}/secrets` so the units can read them"),
         );
     }
     if let RenderWhat::Compose = what {

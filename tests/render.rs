@@ -246,7 +246,7 @@ fn compose_files_are_accepted_by_docker_compose_and_publish_on_loopback_only() {
             .as_sequence()
             .unwrap()
             .iter()
-            .map(|v| format!("{}", serde_yaml::to_string(v).unwrap().trim()))
+            .map(|v| serde_yaml::to_string(v).unwrap().trim().to_string())
             .collect()
     };
     assert!(

@@ -123,7 +123,7 @@ pub struct GenesisAccount {
 }
 
 /// The validator set.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Validators {
     /// Number of validators (N = 3f + 1 tolerates f faulty); 0 runs no consensus.
@@ -228,18 +228,6 @@ pub struct ClientSettings {
     /// Arguments appended to the command line chainctl renders.
     #[serde(default)]
     pub args: Vec<String>,
-}
-
-impl Default for Validators {
-    fn default() -> Self {
-        Validators {
-            count: 0,
-            keys: ValidatorKeys::default(),
-            execution: ExecutionSpec::default(),
-            fee_recipient: None,
-            clients: Clients::default(),
-        }
-    }
 }
 
 /// Where validator keys come from.
