@@ -231,10 +231,10 @@ pub enum Command {
         #[arg(long, requires_all = ["lock", "lock_kind"])]
         data_dir: Option<PathBuf>,
         /// Its lock file, relative to the data dir.
-        #[arg(long)]
+        #[arg(long, requires_all = ["data_dir", "lock_kind"])]
         lock: Option<PathBuf>,
         /// How the lock is held: `flock` or `pid`.
-        #[arg(long)]
+        #[arg(long, requires_all = ["data_dir", "lock"])]
         lock_kind: Option<String>,
         /// How many of the words after `--` are the init step.
         #[arg(long, default_value_t = 0)]

@@ -90,9 +90,18 @@ fn plan_of(a: &Args) -> Result<Plan> {
     )?)
 }
 
-/// Hands `path` to the services' user with `mode`.
+/// Hands `path` to the services' user with `mode`. A symlink is refused, never
+/// followed: data volumes are writable by the services, and init runs as root.
 fn own(path: &Path, owner: (u32, u32), mode: u32) -> Result<()> {
-    std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        bail!(
+            "{} is a symbolic link where chainctl writes its own file: refusing to follow it; remove it (`docker-compose down -v` starts the project afresh)",
+            path.display()
+        );
+    }
+    std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
         .with_context(|| format!("cannot chown {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {}", path.display()))
@@ -182,8 +191,13 @@ pub fn run(a: &Args) -> Result<Vec<String>> {
     }
     for svc in &plan.services {
         // Docker makes a new volume root's; the service's user must own its data dir.
-        std::fs::create_dir_all(&svc.data_dir)
-            .with_context(|| format!("cannot create {}", svc.data_dir.display()))?;
+        if !svc.data_dir.is_dir() {
+            bail!(
+                "{} is not mounted: service {}'s data volume is missing from compose.yaml; run `chainctl render compose` again",
+                svc.data_dir.display(),
+                svc.name
+            );
+        }
         own(&svc.data_dir, a.owner, 0o700)?;
         let config = svc.data_dir.join("config.json");
         let validator =

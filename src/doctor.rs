@@ -45,17 +45,20 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
     let mut out = Vec::new();
     let p = &loaded.profile;
 
-    // Programs and client versions (the checks `up` makes before starting anything).
-    for (kind, binary) in crate::profile::external_clients(loaded) {
-        if let Ok(v) = crate::clients::version::check(kind, &binary) {
-            out.push(finding(
-                "clients",
-                Status::Ok,
-                format!("{} {v} ({binary})", crate::clients::kind_name(kind)),
-            ));
+    // Client versions and programs (the checks `up` makes before starting anything).
+    if p.runtime != RuntimeKind::Docker {
+        for (kind, binary) in crate::profile::external_clients(loaded) {
+            out.push(match crate::clients::version::check(kind, &binary) {
+                Ok(v) => finding(
+                    "clients",
+                    Status::Ok,
+                    format!("{} {v} ({binary})", crate::clients::kind_name(kind)),
+                ),
+                Err(e) => finding("clients", Status::Fail, e.to_string()),
+            });
         }
     }
-    match crate::profile::check_binaries(loaded) {
+    match crate::profile::check_host(loaded, false) {
         Ok(()) => out.push(finding(
             "programs",
             Status::Ok,
@@ -63,10 +66,7 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
         )),
         Err(e) => {
             for pr in e.problems {
-                match pr.message.strip_prefix("validators.execution: ") {
-                    Some(client) => out.push(finding("clients", Status::Fail, client)),
-                    None => out.push(finding("programs", Status::Fail, pr.message)),
-                }
+                out.push(finding("programs", Status::Fail, pr.message));
             }
         }
     }

@@ -62,9 +62,7 @@ pub fn expand(p: &mut Profile) {
         for (el, kind) in &els {
             let peers: Vec<String> = all_els.iter().filter(|o| *o != el).cloned().collect();
             let settings = v.clients.of(*kind);
-            let binary = settings
-                .and_then(|c| c.binary.clone())
-                .unwrap_or_else(|| crate::clients::default_binary(*kind).to_string());
+            let binary = crate::clients::binary_of(&v.clients, *kind);
             let ctx = crate::clients::ElContext {
                 name: el,
                 peers: &peers,

@@ -40,6 +40,21 @@ pub fn usage(pid: i32) -> Option<(f64, u64)> {
     Some((ticks as f64 / hz.max(1) as f64, pages * page.max(1) as u64))
 }
 
+/// When `pid` started, in seconds since the Unix epoch (as sysinfo and Reth count it).
+pub fn start_time_unix(pid: i32) -> Option<u64> {
+    let ticks = start_ticks(pid)?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| btime + ticks / hz as u64)
+}
+
 /// Whether the process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     matches!(stat_fields(pid), Some(f) if f.first().map(String::as_str) != Some("Z"))

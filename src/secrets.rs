@@ -116,16 +116,19 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 /// fsync of the dir. Readers see the old content or the new, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    // A fresh name opened with O_EXCL|O_NOFOLLOW: a file or symlink someone else put
+    // there beforehand is never written through (the dir may be another user's volume).
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{:016x}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
+        std::process::id(),
+        rand::random::<u64>()
     ));
     {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(0o600))?;

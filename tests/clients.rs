@@ -140,9 +140,18 @@ fn no_client_takes_another_ones_port_or_a_default_port() {
             .collect();
         let args = argv(&plan, s["name"].as_str().unwrap());
         for w in args.windows(2) {
-            if w[0].ends_with(".port") || w[0] == "--port" {
+            // `--x.port N`, `--port N`, `--p2p.allowed-ports N`, and `ADDR:N` values
+            // (`--metrics`, `--private.api.addr`).
+            let port = if w[0].ends_with(".port") || w[0].ends_with("-ports") || w[0] == "--port" {
+                Some(w[1].clone())
+            } else if w[0].starts_with("--") && w[1].starts_with("127.0.0.1:") {
+                Some(w[1].rsplit(':').next().unwrap().to_string())
+            } else {
+                None
+            };
+            if let Some(port) = port {
                 assert!(
-                    own.contains(&w[1]),
+                    own.contains(&port),
                     "{}: {} {} is not its port",
                     s["name"],
                     w[0],
@@ -208,6 +217,20 @@ fn up_and_doctor_refuse_missing_and_unsupported_clients_with_what_to_install() {
     fake(&bins, "geth", "Usage: something else");
     let out = text(&env.run(&["doctor"]).stdout);
     assert!(out.contains("--version printed no geth version"), "{out}");
+    // The range's edges: its upper bounds are refused, its lower bounds accepted.
+    for (name, line, ok) in [
+        ("geth", "geth version 1.18.0-stable-abcdef12", false),
+        ("geth", "geth version 1.16.0-stable-abcdef12", true),
+        ("erigon", "erigon version 4.0.0-abcdef12", false),
+        ("erigon", "erigon version 3.2.0-abcdef12", true),
+        ("reth", "Reth Version: 3.0.0", false),
+        ("reth", "reth Version: 1.9.0", true),
+    ] {
+        good_clients(&bins);
+        fake(&bins, name, line);
+        let out = text(&env.run(&["doctor"]).stdout);
+        assert_eq!(!out.contains("FAIL  clients"), ok, "{line}: {out}");
+    }
     // With good clients the host passes.
     good_clients(&bins);
     let o = env.run(&["doctor"]);
@@ -275,13 +298,17 @@ fn client_exec_refuses_a_data_dir_another_process_holds() {
     let reth_lock = env.path("reth/db/lock");
     std::fs::create_dir_all(reth_lock.parent().unwrap()).unwrap();
     let sleeper = Command::new("sleep").arg("30").spawn().unwrap();
-    std::fs::write(&reth_lock, format!("{}\n123456", sleeper.id())).unwrap();
+    std::fs::write(&reth_lock, format!("{}\n", sleeper.id())).unwrap();
     let o = exec(&reth_lock, "pid");
     assert!(
         text(&o.stderr).contains(&format!("process {} holds its lock", sleeper.id())),
         "{}",
         text(&o.stderr)
     );
+    // The same pid with another start time is a later process: the lock is stale.
+    std::fs::write(&reth_lock, format!("{}\n1", sleeper.id())).unwrap();
+    let o = exec(&reth_lock, "pid");
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let mut sleeper = sleeper;
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
@@ -296,5 +323,27 @@ fn client_exec_refuses_a_data_dir_another_process_holds() {
         !o.status.success() && text(&o.stderr).contains("the init step `false` failed"),
         "{}",
         text(&o.stderr)
+    );
+}
+
+#[test]
+fn units_refuse_a_client_binary_their_hardening_would_hide() {
+    let env = Env::new();
+    env.write_profile(
+        "name: hid\nvalidators:\n  count: 1\n  execution: [geth]\n  clients:\n    geth: {binary: /tmp/clients/geth}\n",
+    );
+    let o = Command::new(bin())
+        .arg("-p")
+        .arg(env.profile())
+        .args(["--state-dir", "/var/lib/chainctl/hid", "render", "systemd"])
+        .args(["--chainctl", "/usr/local/bin/chainctl", "-o"])
+        .arg(env.path("units"))
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("service val-0-el-0: its program /tmp/clients/geth is under /tmp/"),
+        "{err}"
     );
 }

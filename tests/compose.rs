@@ -84,6 +84,8 @@ fn compose_init_gives_each_service_its_own_secrets_and_nothing_else() {
         {
             mounted.push(svc.to_string());
             std::fs::create_dir_all(init.join(svc)).unwrap();
+            // and its data volume
+            std::fs::create_dir_all(state.join("data").join(svc)).unwrap();
         }
     }
     assert_eq!(

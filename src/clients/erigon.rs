@@ -4,15 +4,12 @@
 //! which would default to mainnet) and `--externalcl` (our consensus drives it, not its
 //! built-in Caplin).
 
-use super::{command_service, genesis_file, ports, words, wrapped, ElContext};
+use super::{command_service, genesis_arg, ports, words, wrapped, ElContext};
 use crate::profile::{CommandService, ExecutionKind};
 
 /// Erigon's service.
 pub fn service(ctx: &ElContext) -> CommandService {
-    let genesis = format!(
-        "{{{{state_dir}}}}/network/{}",
-        genesis_file(ExecutionKind::Erigon)
-    );
+    let genesis = genesis_arg(ExecutionKind::Erigon);
     let init = vec![
         ctx.binary.to_string(),
         "init".into(),
@@ -52,6 +49,9 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "--p2p.allowed-ports",
         "{{port.p2p}}",
         "--nodiscover",
+        // no peers: blocks come from the validator, and the listener accepts none
+        "--maxpeers",
+        "0",
         "--metrics",
         "--metrics.addr",
         "{{listen.rpc}}",

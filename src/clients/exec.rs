@@ -35,10 +35,18 @@ pub fn lock_holder(lock: &Path, kind: LockKind) -> Result<Option<String>> {
             }
         }
         LockKind::PidFile => {
+            // Reth writes its pid and that process's start time: a pid alive now but
+            // started at another time is a later process, and the lock is stale.
             let text = std::fs::read_to_string(lock).unwrap_or_default();
-            let pid: Option<u32> = text.split_whitespace().next().and_then(|p| p.parse().ok());
+            let mut words = text.split_whitespace();
+            let pid: Option<i32> = words.next().and_then(|p| p.parse().ok());
+            let started: Option<u64> = words.next().and_then(|t| t.parse().ok());
             Ok(pid
-                .filter(|p| *p != std::process::id() && Path::new(&format!("/proc/{p}")).exists())
+                .filter(|p| *p as u32 != std::process::id() && crate::procinfo::alive(*p))
+                .filter(|p| match (started, crate::procinfo::start_time_unix(*p)) {
+                    (Some(want), Some(now)) => want.abs_diff(now) <= 1,
+                    _ => true,
+                })
                 .map(|p| format!("process {p}")))
         }
     }

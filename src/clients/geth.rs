@@ -2,16 +2,13 @@
 //! `cmd/utils/flags.go`; the genesis is written into the data dir by `geth init` first
 //! (`cmd/geth/chaincmd.go`), which also refuses a different genesis on an existing one.
 
-use super::{command_service, genesis_file, ports, words, wrapped, ElContext};
+use super::{command_service, genesis_arg, ports, words, wrapped, ElContext};
 use crate::profile::{CommandService, ExecutionKind};
 use serde_json::Value as Json;
 
 /// Geth's service.
 pub fn service(ctx: &ElContext) -> CommandService {
-    let genesis = format!(
-        "{{{{state_dir}}}}/network/{}",
-        genesis_file(ExecutionKind::Geth)
-    );
+    let genesis = genesis_arg(ExecutionKind::Geth);
     let init = vec![
         ctx.binary.to_string(),
         "--datadir".into(),
@@ -54,6 +51,9 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "--discovery.port",
         "{{port.p2p}}",
         "--nodiscover",
+        // no peers: blocks come from the validator, and the listener accepts none
+        "--maxpeers",
+        "0",
         // metrics: the server starts only with --metrics.addr
         "--metrics",
         "--metrics.addr",

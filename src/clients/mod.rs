@@ -106,6 +106,20 @@ pub fn genesis_file(kind: ExecutionKind) -> String {
     }
 }
 
+/// The genesis file as a client's argument (a placeholder the planner resolves).
+fn genesis_arg(kind: ExecutionKind) -> String {
+    format!("{{{{state_dir}}}}/network/{}", genesis_file(kind))
+}
+
+/// The binary a client runs: the profile's `validators.clients.KIND.binary`, else its
+/// usual name on PATH.
+pub fn binary_of(clients: &crate::profile::Clients, kind: ExecutionKind) -> String {
+    clients
+        .of(kind)
+        .and_then(|c| c.binary.clone())
+        .unwrap_or_else(|| default_binary(kind).to_string())
+}
+
 /// The service an adapter renders for one execution client.
 pub fn service(kind: ExecutionKind, ctx: &ElContext) -> CommandService {
     match kind {
@@ -226,6 +240,14 @@ mod tests {
                 crate::network::el_genesis_hash(&path).unwrap().0
             };
             let want = hash(&network, "genesis.json");
+            // A network genesis whose blobSchedule lacks entries (as a hand-written one
+            // may): Geth's file gains them, and the chain stays the same.
+            let mut sparse = network.clone();
+            sparse["config"]["blobSchedule"] = serde_json::json!({});
+            assert_eq!(hash(&sparse, "sparse.json"), want);
+            let geth = genesis_for(ExecutionKind::Geth, &sparse);
+            assert_ne!(geth, sparse, "Geth's file completes the schedule");
+            assert!(geth["config"]["blobSchedule"]["cancun"].is_object());
             for kind in [
                 ExecutionKind::Reth,
                 ExecutionKind::Geth,
@@ -233,6 +255,14 @@ mod tests {
             ] {
                 let g = genesis_for(kind, &network);
                 assert_eq!(hash(&g, &genesis_file(kind)), want, "{kind:?} under {fork}");
+                assert_eq!(
+                    hash(&genesis_for(kind, &sparse), "s2.json"),
+                    want,
+                    "{kind:?}"
+                );
+                if kind != ExecutionKind::Geth {
+                    assert_eq!(g, network, "{kind:?} reads the network genesis as it is");
+                }
                 // What every client needs: TTD 0 (Paris at genesis) and an explicit
                 // deposit contract (Reth would otherwise use mainnet's).
                 assert_eq!(g["config"]["terminalTotalDifficulty"], 0, "{kind:?}");

@@ -2,15 +2,12 @@
 //! `crates/node/core/src/args/` (`rpc_server.rs`, `network.rs`, `metric.rs`,
 //! `datadir_args.rs`): no init step, the genesis is given with `--chain FILE`.
 
-use super::{command_service, genesis_file, ports, words, wrapped, ElContext};
+use super::{command_service, genesis_arg, ports, words, wrapped, ElContext};
 use crate::profile::{CommandService, ExecutionKind};
 
 /// Reth's service.
 pub fn service(ctx: &ElContext) -> CommandService {
-    let genesis = format!(
-        "{{{{state_dir}}}}/network/{}",
-        genesis_file(ExecutionKind::Reth)
-    );
+    let genesis = genesis_arg(ExecutionKind::Reth);
     let mut run = vec![ctx.binary.to_string(), "node".into()];
     run.extend(words(&[
         // datadir_args.rs
@@ -55,6 +52,10 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "{{listen.rpc}}:{{port.metrics}}",
         // the IPC socket is /tmp/reth.ipc for every Reth: off
         "--ipcdisable",
+        // log.rs: Reth also logs to files, by default under the user's cache dir, shared
+        // by every Reth of the user (and unwritable in hardened units): its own data dir
+        "--log.file.directory",
+        "{{data_dir}}/logs",
     ]));
     command_service(
         wrapped(ExecutionKind::Reth, ctx, Vec::new(), run),

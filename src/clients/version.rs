@@ -78,6 +78,16 @@ pub enum VersionError {
         /// The known-good range.
         range: String,
     },
+    /// `--version` did not finish.
+    #[error(
+        "{binary} --version did not finish within 10 s: check that it is {client} and runs here"
+    )]
+    Timeout {
+        /// The binary.
+        binary: String,
+        /// The client.
+        client: &'static str,
+    },
     /// Outside the known-good range.
     #[error("{binary} is {client} {found}, outside the versions chainctl knows to work ({range}): install {client} {range}")]
     Unsupported {
@@ -114,21 +124,37 @@ pub fn check(kind: ExecutionKind, binary: &str) -> Result<Version, VersionError>
     } else {
         which::which(binary).map_err(|_| missing())?
     };
+    // Output goes to a file, not a pipe: a process the binary leaves behind cannot keep
+    // chainctl waiting for the end of its output.
+    let mut out = tempfile::tempfile().map_err(|_| missing())?;
     let mut child = Command::new(&path)
         .arg("--version")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out.try_clone().map_err(|_| missing())?)
+        .stderr(out.try_clone().map_err(|_| missing())?)
         .spawn()
         .map_err(|_| missing())?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(VersionError::Timeout {
+                    binary: binary.to_string(),
+                    client,
+                });
+            }
+        }
     }
-    let _ = child.kill();
-    let out = child.wait_with_output().map_err(|_| missing())?;
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut said = String::new();
+    {
+        use std::io::{Read as _, Seek as _};
+        let _ = out.rewind();
+        let _ = out.read_to_string(&mut said);
+    }
     let found = parse(kind, &said).ok_or_else(|| VersionError::Unreadable {
         binary: binary.to_string(),
         client,

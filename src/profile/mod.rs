@@ -153,19 +153,20 @@ pub fn external_clients(loaded: &Loaded) -> Vec<(ExecutionKind, String)> {
         .kinds()
         .into_iter()
         .filter(|k| *k != ExecutionKind::Builtin)
-        .map(|k| {
-            let binary = v
-                .clients
-                .of(k)
-                .and_then(|c| c.binary.clone())
-                .unwrap_or_else(|| crate::clients::default_binary(k).to_string());
-            (k, binary)
-        })
+        .map(|k| (k, crate::clients::binary_of(&v.clients, k)))
         .collect()
 }
 
-/// Checks that every `command` names a program that exists and is executable.
+/// Checks that every `command` names a program that exists and is executable, that every
+/// external execution client is installed in a version known to work, and that the API's
+/// TLS files load.
 pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
+    check_host(loaded, true)
+}
+
+/// What [`check_binaries`] checks, with or without the execution clients (`doctor`
+/// checks those itself, to print each version found).
+pub fn check_host(loaded: &Loaded, with_clients: bool) -> Result<(), ProfileError> {
     let base = loaded
         .source
         .path
@@ -208,7 +209,10 @@ pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
         }
     }
     // External execution clients: installed, and of a version known to work.
-    for (kind, binary) in external_clients(loaded).into_iter().filter(|_| on_host) {
+    for (kind, binary) in external_clients(loaded)
+        .into_iter()
+        .filter(|_| on_host && with_clients)
+    {
         if let Err(e) = crate::clients::version::check(kind, &binary) {
             problems.push(Problem {
                 pos: loaded.index.value("validators.execution"),

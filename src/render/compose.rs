@@ -175,7 +175,7 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
         .find(|s| s.argv.get(1).map(String::as_str) == Some("client-exec"))
     {
         return Err(RenderError(format!(
-            "service {} runs an external execution client through `chainctl client-exec`, which its image does not hold:              compose projects with Reth, Geth or Erigon are not in this build; run the profile with `chainctl up`              (processes) or `chainctl systemd install`",
+            "service {} runs an external execution client through `chainctl client-exec`, which its image does not hold: compose projects with Reth, Geth or Erigon are not in this build; run the profile with `chainctl up` (processes) or `chainctl systemd install`",
             s.name
         )));
     }
@@ -187,13 +187,8 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
     };
     let v = &profile.validators;
     let reads_network = |name: &str| v.count > 0 && crate::network::is_generated_name(name, v);
-    // chainctl_init runs on the image of our own services, else the default one.
-    let init_image = plan
-        .services
-        .iter()
-        .find(|s| runs_chainctl(s))
-        .and_then(|s| s.image.clone())
-        .unwrap_or_else(crate::network::chainctl_image);
+    // chainctl_init must plan exactly as this chainctl did: it runs this version's image.
+    let init_image = crate::network::chainctl_image();
     let owner = format!("{SERVICE_UID}:{SERVICE_GID}");
     let completed = || Node::map([("condition", lit("service_completed_successfully"))]);
 
@@ -533,8 +528,8 @@ mod tests {
         );
         assert_eq!(
             doc["services"][INIT_SERVICE]["image"].as_str(),
-            Some("chainctl:9"),
-            "init runs on the image our own services run"
+            Some(crate::network::chainctl_image().as_str()),
+            "init runs this chainctl's own version, which plans as the render did"
         );
     }
 

@@ -171,11 +171,29 @@ fn unit_data(
         .split_first()
         .ok_or_else(|| RenderError(format!("service {} has no command", s.name)))?;
     let hidden = ["/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/"];
-    if let Some(h) = hidden.iter().find(|h| program.starts_with(*h)) {
-        return Err(RenderError(format!(
-            "service {}: its program {program} is under {h}, which the units' ProtectHome=/PrivateTmp= hide from it: install it under /usr/local/bin (or /opt) and render again",
-            s.name
-        )));
+    // An external client runs through `chainctl client-exec … -- INIT… CLIENT…`: its
+    // programs must be visible too.
+    let mut programs = vec![program.as_str()];
+    if args.first().map(String::as_str) == Some("client-exec") {
+        let argc = args
+            .windows(2)
+            .find(|w| w[0] == "--init-argc")
+            .and_then(|w| w[1].parse::<usize>().ok())
+            .unwrap_or(0);
+        if let Some(dash) = args.iter().position(|a| a == "--") {
+            programs.extend(args.get(dash + 1).map(String::as_str));
+            if argc > 0 {
+                programs.extend(args.get(dash + 1 + argc).map(String::as_str));
+            }
+        }
+    }
+    for prog in programs {
+        if let Some(h) = hidden.iter().find(|h| prog.starts_with(*h)) {
+            return Err(RenderError(format!(
+                "service {}: its program {prog} is under {h}, which the units' ProtectHome=/PrivateTmp= hide from it: install it under /usr/local/bin (or /opt) and render again",
+                s.name
+            )));
+        }
     }
     // chainctl's own node roles speak sd_notify.
     let notify = args.first().map(String::as_str) == Some("node")
