@@ -446,16 +446,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor => {
             let loaded = crate::profile::load(setup::source(profile)?)?;
             let layout = setup::layout(&loaded, state_dir);
-            let alloc = match state::read_json::<PortsFile>(&layout.ports_file())? {
-                Some(p) => p.services,
-                None => setup::allocate(
-                    &loaded,
-                    &layout,
-                    &[],
-                    &crate::ports::HostPorts::read(),
-                    false,
-                )?,
-            };
+            let (alloc, _) = allocation_here(&loaded, &layout)?;
             let findings = crate::doctor::run(&loaded, &layout, &alloc);
             print!("{}", crate::doctor::print(&findings));
             Ok(
@@ -1073,20 +1064,25 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// The ports a state dir's network has (its ports.json), else those `up` would allocate
+/// on this host now; and whether they were persisted.
+fn allocation_here(
+    loaded: &crate::profile::Loaded,
+    layout: &Layout,
+) -> Result<(crate::ports::Allocation, bool)> {
+    Ok(match state::read_json::<PortsFile>(&layout.ports_file())? {
+        Some(p) => (p.services, true),
+        None => (
+            setup::allocate(loaded, layout, &[], &crate::ports::HostPorts::read(), false)?,
+            false,
+        ),
+    })
+}
+
 fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> Result<ExitCode> {
     let loaded = setup::load(profile)?;
     let layout = setup::layout(&loaded, state_dir);
-    let persisted = state::read_json::<PortsFile>(&layout.ports_file())?;
-    let alloc = match &persisted {
-        Some(p) => p.services.clone(),
-        None => setup::allocate(
-            &loaded,
-            &layout,
-            &[],
-            &crate::ports::HostPorts::read(),
-            false,
-        )?,
-    };
+    let (alloc, persisted) = allocation_here(&loaded, &layout)?;
     let ours = crate::ports::Owners::from_state(
         state::read_json::<StateFile>(&layout.state_file())?.as_ref(),
     );
@@ -1119,7 +1115,7 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
             );
         }
     }
-    if persisted.is_none() {
+    if !persisted {
         println!(
             "(not yet persisted: `chainctl up` allocates and keeps these in {})",
             layout.ports_file().display()

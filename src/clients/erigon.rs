@@ -4,7 +4,9 @@
 //! which would default to mainnet) and `--externalcl` (our consensus drives it, not its
 //! built-in Caplin).
 
-use super::{command_service, genesis_arg, ports, words, wrapped, ElContext};
+use super::{
+    command_service, engine_flags, genesis_arg, http_flags, ports, words, wrapped, ElContext,
+};
 use crate::profile::{CommandService, ExecutionKind};
 
 /// Erigon's service.
@@ -24,22 +26,11 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "--networkid",
         "{{chain_id}}",
         "--externalcl",
-        "--http",
-        "--http.addr",
-        "{{listen.rpc}}",
-        "--http.port",
-        "{{port.http}}",
-        "--http.api",
-        "eth,net,web3,txpool,erigon",
-        "--ws",
-        "--ws.port",
-        "{{port.ws}}",
-        "--authrpc.addr",
-        "{{listen.rpc}}",
-        "--authrpc.port",
-        "{{port.engine}}",
-        "--authrpc.jwtsecret",
-        "{{jwt_path}}",
+    ]));
+    run.extend(http_flags("eth,net,web3,txpool,erigon"));
+    run.extend(words(&["--ws", "--ws.port", "{{port.ws}}"]));
+    run.extend(engine_flags());
+    run.extend(words(&[
         // P2P: one eth protocol on one number (TCP and UDP), instead of one port per
         // protocol from 30303-30307; no discovery
         "--port",

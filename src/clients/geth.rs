@@ -2,7 +2,10 @@
 //! `cmd/utils/flags.go`; the genesis is written into the data dir by `geth init` first
 //! (`cmd/geth/chaincmd.go`), which also refuses a different genesis on an existing one.
 
-use super::{command_service, genesis_arg, ports, words, wrapped, ElContext};
+use super::{
+    command_service, engine_flags, genesis_arg, http_flags, ports, words, wrapped, ws_flags,
+    ElContext,
+};
 use crate::profile::{CommandService, ExecutionKind};
 use serde_json::Value as Json;
 
@@ -25,26 +28,11 @@ pub fn service(ctx: &ElContext) -> CommandService {
         // blocks come only from our consensus through the Engine API
         "--syncmode",
         "full",
-        "--http",
-        "--http.addr",
-        "{{listen.rpc}}",
-        "--http.port",
-        "{{port.http}}",
-        "--http.api",
-        "eth,net,web3,txpool",
-        "--ws",
-        "--ws.addr",
-        "{{listen.rpc}}",
-        "--ws.port",
-        "{{port.ws}}",
-        "--ws.api",
-        "eth,net,web3",
-        "--authrpc.addr",
-        "{{listen.rpc}}",
-        "--authrpc.port",
-        "{{port.engine}}",
-        "--authrpc.jwtsecret",
-        "{{jwt_path}}",
+    ]));
+    run.extend(http_flags("eth,net,web3,txpool"));
+    run.extend(ws_flags());
+    run.extend(engine_flags());
+    run.extend(words(&[
         // P2P: TCP and UDP on one number; no discovery
         "--port",
         "{{port.p2p}}",

@@ -213,6 +213,47 @@ fn command_service(
     }
 }
 
+/// The HTTP JSON-RPC flags Reth, Geth and Erigon share (the same names in Reth's
+/// `rpc_server.rs` and in Geth's and Erigon's `cmd/utils/flags.go`), serving `api`.
+fn http_flags(api: &str) -> Vec<String> {
+    let mut w = words(&[
+        "--http",
+        "--http.addr",
+        "{{listen.rpc}}",
+        "--http.port",
+        "{{port.http}}",
+        "--http.api",
+    ]);
+    w.push(api.into());
+    w
+}
+
+/// The authenticated Engine API flags the three share: address, port and the JWT secret
+/// of the client's pair.
+fn engine_flags() -> Vec<String> {
+    words(&[
+        "--authrpc.addr",
+        "{{listen.rpc}}",
+        "--authrpc.port",
+        "{{port.engine}}",
+        "--authrpc.jwtsecret",
+        "{{jwt_path}}",
+    ])
+}
+
+/// WebSocket JSON-RPC as Reth and Geth name it.
+fn ws_flags() -> Vec<String> {
+    words(&[
+        "--ws",
+        "--ws.addr",
+        "{{listen.rpc}}",
+        "--ws.port",
+        "{{port.ws}}",
+        "--ws.api",
+        "eth,net,web3",
+    ])
+}
+
 /// Strings from `&str`s.
 fn words(w: &[&str]) -> Vec<String> {
     w.iter().map(|s| s.to_string()).collect()

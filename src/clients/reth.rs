@@ -2,7 +2,10 @@
 //! `crates/node/core/src/args/` (`rpc_server.rs`, `network.rs`, `metric.rs`,
 //! `datadir_args.rs`): no init step, the genesis is given with `--chain FILE`.
 
-use super::{command_service, genesis_arg, ports, words, wrapped, ElContext};
+use super::{
+    command_service, engine_flags, genesis_arg, http_flags, ports, words, wrapped, ws_flags,
+    ElContext,
+};
 use crate::profile::{CommandService, ExecutionKind};
 
 /// Reth's service.
@@ -16,28 +19,13 @@ pub fn service(ctx: &ElContext) -> CommandService {
         // chain spec from a genesis file (geth format)
         "--chain",
         &genesis,
-        // rpc_server.rs: HTTP and WebSocket JSON-RPC
-        "--http",
-        "--http.addr",
-        "{{listen.rpc}}",
-        "--http.port",
-        "{{port.http}}",
-        "--http.api",
-        "eth,net,web3,txpool",
-        "--ws",
-        "--ws.addr",
-        "{{listen.rpc}}",
-        "--ws.port",
-        "{{port.ws}}",
-        "--ws.api",
-        "eth,net,web3",
-        // rpc_server.rs: the authenticated Engine API and its JWT secret
-        "--authrpc.addr",
-        "{{listen.rpc}}",
-        "--authrpc.port",
-        "{{port.engine}}",
-        "--authrpc.jwtsecret",
-        "{{jwt_path}}",
+    ]));
+    // rpc_server.rs: HTTP and WebSocket JSON-RPC, the authenticated Engine API and its
+    // JWT secret
+    run.extend(http_flags("eth,net,web3,txpool"));
+    run.extend(ws_flags());
+    run.extend(engine_flags());
+    run.extend(words(&[
         // network.rs: P2P on TCP and discv4 on UDP, one number; every discovery off
         // (discv5 would otherwise take UDP 9200, the same for every Reth on the host)
         "--addr",
