@@ -294,9 +294,7 @@ pub struct ExecutionClient {
 }
 
 /// Execution client implementations chainctl knows.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionKind {
     /// The built-in revm engine (`chainctl node evm`).
