@@ -307,6 +307,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.changed().await;
         };
+        // JSON-RPC answers go out as soon as they are written (no Nagle wait).
+        use axum::serve::ListenerExt;
+        let rpc = rpc.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let s1 = axum::serve(rpc, rpc_router).with_graceful_shutdown(wait(rx.clone()));
         let s2 = axum::serve(auth, engine_router).with_graceful_shutdown(wait(rx));
         let servers = async { tokio::try_join!(s1, s2) };

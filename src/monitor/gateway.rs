@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -193,6 +193,12 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
     let app = Router::new()
         .route("/", get(ws_upgrade).post(http_call))
         .with_state(gw);
+    // Answers go out as soon as they are written (no Nagle wait behind the client's
+    // delayed ACK).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let _ = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -290,11 +296,14 @@ async fn read_body(
         return Err(BodyError::TooLarge);
     }
     let mut stream = body.into_data_stream();
+    // A call usually arrives in one chunk: that chunk is the body, not copied.
+    let mut first: Option<Bytes> = None;
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
-        if buf.len() + chunk.len() > max {
-            let mut seen = buf.len() + chunk.len();
+        let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if have + chunk.len() > max {
+            let mut seen = have + chunk.len();
             let _ = tokio::time::timeout(DRAIN_TIME, async {
                 while seen < DRAIN_CAP {
                     match stream.next().await {
@@ -306,17 +315,27 @@ async fn read_body(
             .await;
             return Err(BodyError::TooLarge);
         }
-        buf.extend_from_slice(&chunk);
+        match first.take() {
+            None if buf.is_empty() => first = Some(chunk),
+            f => {
+                if let Some(f) = f {
+                    buf.extend_from_slice(&f);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(Bytes::from(buf))
+    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
 }
 
 async fn http_call(
     State(gw): State<Arc<Gw>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    req: axum::extract::Request,
 ) -> Response {
+    // The request taken whole: the headers are read in place, not copied out.
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
     let max = gw.sh.settings.gateway.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)

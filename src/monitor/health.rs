@@ -151,6 +151,35 @@ pub fn rank(els: &[ElView], max_lag: u64) -> Vec<usize> {
     idx
 }
 
+/// How far the gateway's current read client may fall behind the best one before reads
+/// move: one block (probes 1 s apart see clients on either side of the same block
+/// import), and twice the best probe latency plus 5 ms (a client serving the
+/// gateway's load answers probes slower than idle ones; that alone is no reason to
+/// move the load onto one of them, which would then look slower in turn).
+pub const STICKY_LAG_BLOCKS: u64 = 1;
+pub const STICKY_LATENCY_MS: f64 = 5.0;
+
+/// `ranked` (from [`rank`]) with the gateway's current read client first again while it
+/// is still fit and not clearly worse than the best: reads stay on one client instead of
+/// hopping between clients that are one block apart (`eth_blockNumber` going back by
+/// one) and opening a fresh set of connections at every hop.
+pub fn keep_current(els: &[ElView], mut ranked: Vec<usize>, current: Option<&str>) -> Vec<usize> {
+    let (Some(current), Some(&best)) = (current, ranked.first()) else {
+        return ranked;
+    };
+    let Some(pos) = ranked.iter().position(|&i| els[i].name == current) else {
+        return ranked;
+    };
+    let (c, b) = (&els[ranked[pos]], &els[best]);
+    let lag_ok = c.lag.unwrap_or(u64::MAX) <= b.lag.unwrap_or(0) + STICKY_LAG_BLOCKS;
+    let latency_ok = c.latency_ms <= 2.0 * b.latency_ms + STICKY_LATENCY_MS;
+    if pos > 0 && lag_ok && latency_ok {
+        let i = ranked.remove(pos);
+        ranked.insert(0, i);
+    }
+    ranked
+}
+
 /// Why the active client of a validator should be replaced, if it should.
 pub fn trouble(active: &ElView, max_lag: u64) -> Option<(&'static str, String)> {
     if active.state == State::Unhealthy {
@@ -320,6 +349,55 @@ mod tests {
             lag: Some(lag),
             latency_ms: latency,
         }
+    }
+
+    #[test]
+    fn reads_stay_on_their_client_until_it_is_clearly_worse() {
+        let els = vec![
+            el("a", State::Healthy, 0, 0.2),
+            el("b", State::Healthy, 1, 3.0),
+            el("c", State::Healthy, 3, 0.1),
+            el("d", State::Unhealthy, 0, 0.1),
+        ];
+        let names = |r: Vec<usize>| {
+            r.into_iter()
+                .map(|i| els[i].name.clone())
+                .collect::<Vec<_>>()
+        };
+        let ranked = rank(&els, 5);
+        assert_eq!(names(ranked.clone()), ["a", "b", "c"]);
+        // b: one block behind, slower under load but within 2 × 0.2 + 5 ms: kept.
+        assert_eq!(
+            names(keep_current(&els, ranked.clone(), Some("b"))),
+            ["b", "a", "c"]
+        );
+        // c: three blocks behind the best: reads move.
+        assert_eq!(
+            names(keep_current(&els, ranked.clone(), Some("c"))),
+            ["a", "b", "c"]
+        );
+        // d: not fit at all; a name no longer ranked; no current: plain ranking.
+        assert_eq!(
+            names(keep_current(&els, ranked.clone(), Some("d"))),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            names(keep_current(&els, ranked.clone(), Some("zz"))),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            names(keep_current(&els, ranked.clone(), None)),
+            ["a", "b", "c"]
+        );
+        // b far slower than the best (6 ms > 2 × 0.2 + 5): reads move.
+        let mut slow = els.clone();
+        slow[1].latency_ms = 6.0;
+        assert_eq!(
+            names(keep_current(&slow, rank(&slow, 5), Some("b"))),
+            ["a", "b", "c"]
+        );
+        // Nothing fit: nothing ranked, nothing kept.
+        assert!(keep_current(&els, vec![], Some("a")).is_empty());
     }
 
     #[test]

@@ -534,8 +534,14 @@ impl Monitor {
         });
         let (targets_tx, targets_rx) = tokio::sync::watch::channel(targets);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Half the cores at most: the monitor shares the host with the services it
+        // watches, and on a small host one worker serves the gateway faster than two
+        // that keep waking each other (measured: `chainctl bench --only gateway`).
+        let workers = std::thread::available_parallelism()
+            .map(|n| (n.get() / 2).clamp(1, 4))
+            .unwrap_or(1);
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers)
             .thread_name("monitor")
             .enable_all()
             .build()
@@ -912,7 +918,13 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
     view.switches.sort_by_key(|s| s.at_ms);
     let excess = view.switches.len().saturating_sub(EVENTS_KEPT);
     view.switches.drain(..excess);
-    let ups = upstreams(&view, t, sh.settings.failover.max_lag_blocks);
+    let current = sh.upstreams().ranked.first().map(|u| u.name.clone());
+    let ups = upstreams(
+        &view,
+        t,
+        sh.settings.failover.max_lag_blocks,
+        current.as_deref(),
+    );
     drop(view);
     *sh.upstreams.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ups);
 }
@@ -927,7 +939,9 @@ fn el_view(name: &str, e: &ElHealth) -> ElView {
     }
 }
 
-fn upstreams(view: &View, t: &Targets, max_lag: u64) -> Upstreams {
+/// The gateway's upstreams: `current`, the client reads went to so far, stays first
+/// while it is fit and not clearly worse ([`health::keep_current`]).
+fn upstreams(view: &View, t: &Targets, max_lag: u64, current: Option<&str>) -> Upstreams {
     let names: Vec<&String> = view.els.keys().collect();
     let views: Vec<ElView> = view.els.iter().map(|(n, e)| el_view(n, e)).collect();
     let url = |name: &str| {
@@ -942,10 +956,11 @@ fn upstreams(view: &View, t: &Targets, max_lag: u64) -> Upstreams {
             url,
         })
     };
-    let ranked: Vec<Upstream> = health::rank(&views, max_lag)
-        .into_iter()
-        .filter_map(up)
-        .collect();
+    let ranked: Vec<Upstream> =
+        health::keep_current(&views, health::rank(&views, max_lag), current)
+            .into_iter()
+            .filter_map(up)
+            .collect();
     let healthy: Vec<Upstream> = (0..views.len())
         .filter(|&i| views[i].state == State::Healthy)
         .filter_map(up)
