@@ -463,8 +463,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Jwt { action } => jwt(profile, state_dir, action),
         Command::Restart { service } => {
             let layout = layout_of(profile, state_dir)?;
-            let r = call_supervisor(&layout, &Request::Restart { service })?;
-            println!("{}", r.message.unwrap_or_default());
+            println!("{}", restart_service(&layout, profile, &service)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Failover { validator, to } => failover_cmd(profile, state_dir, validator, to),
@@ -603,6 +602,66 @@ fn layout_of(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Layout>
     }
     let loaded = crate::profile::load(setup::source(profile)?)?;
     Ok(setup::layout(&loaded, state_dir))
+}
+
+/// The API of the supervisor running for `layout`, when one is running and its API can be
+/// found: the profile given, else the one the state file records (the embedded default
+/// when it records none). `None` sends the caller to the control socket.
+fn running_api(layout: &Layout, profile: Option<&Path>) -> Option<crate::monitor::ApiEndpoint> {
+    state::holder(&layout.lock_file())?;
+    let path = match profile {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            state::read_json::<StateFile>(&layout.state_file())
+                .ok()
+                .flatten()?
+                .profile_path
+        }
+    };
+    let loaded = crate::profile::load(setup::source(path.as_deref()).ok()?).ok()?;
+    crate::monitor::api_endpoint(layout, &loaded.profile).ok()
+}
+
+/// Restarts a service of the running supervisor: through its API when it serves one (as
+/// any client would), else through its control socket. The supervisor's answer.
+fn restart_service(layout: &Layout, profile: Option<&Path>, service: &str) -> Result<String> {
+    let plain = service
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    // Only a connection refused, a 401 or an answer that is not chainctl's sends the
+    // request to the control socket instead: then the API did not carry it out, and
+    // asking again cannot restart the service twice.
+    let reachable = |a: &crate::monitor::ApiEndpoint| {
+        std::net::TcpStream::connect_timeout(&a.addr, Duration::from_secs(2)).is_ok()
+    };
+    if let Some(api) = running_api(layout, profile).filter(|a| plain && reachable(a)) {
+        let path = format!("/api/v1/services/{service}/restart");
+        let t = api.tls_cert.as_deref();
+        let wait = Duration::from_secs(30);
+        let answer = status::http_text(api.addr, t, "POST", &path, Some(&api.token), None, wait)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "chainctl's API at {} took the restart of {service} but gave no answer ({e}): see `chainctl status` before asking again",
+                    api.addr
+                )
+            })?;
+        let v: serde_json::Value = serde_json::from_str(&answer.1).unwrap_or_default();
+        match (answer.0, v["ok"].as_bool()) {
+            (200, Some(true)) => return Ok(v["message"].as_str().unwrap_or_default().to_string()),
+            (_, Some(false)) => bail!(
+                "{}",
+                v["error"].as_str().unwrap_or("the supervisor refused")
+            ),
+            _ => {}
+        }
+    }
+    let r = call_supervisor(
+        layout,
+        &Request::Restart {
+            service: service.to_string(),
+        },
+    )?;
+    Ok(r.message.unwrap_or_default())
 }
 
 fn call_supervisor(layout: &Layout, req: &Request) -> Result<control::Response> {
@@ -801,13 +860,39 @@ fn status_cmd(
     output: Output,
 ) -> Result<ExitCode> {
     let layout = layout_of(profile, state_dir)?;
-    let report = match control::call(
-        &layout.control_socket(),
-        &Request::Status,
-        Duration::from_secs(10),
-    ) {
-        Ok(r) if r.status.is_some() => r.status.expect("checked"),
-        _ => report_without_supervisor(&layout, profile)?,
+    // Through chainctl's API when the supervisor serves it; else its control socket; else
+    // what the state file and the processes say.
+    let from_api = running_api(&layout, profile).and_then(|api| {
+        let t = api.tls_cert.as_deref();
+        // Briefly: the control socket and the state file are there when it is slow.
+        let wait = Duration::from_secs(3);
+        match status::http_text(
+            api.addr,
+            t,
+            "GET",
+            "/api/v1/status",
+            Some(&api.token),
+            None,
+            wait,
+        ) {
+            Ok((200, text)) => serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|mut v| {
+                    serde_json::from_value::<StatusReport>(v["supervisor"].take()).ok()
+                }),
+            _ => None,
+        }
+    });
+    let report = match from_api {
+        Some(r) => r,
+        None => match control::call(
+            &layout.control_socket(),
+            &Request::Status,
+            Duration::from_secs(10),
+        ) {
+            Ok(r) if r.status.is_some() => r.status.expect("checked"),
+            _ => report_without_supervisor(&layout, profile)?,
+        },
     };
     let mut report = report;
     status::query_validators(&mut report);
@@ -1183,12 +1268,7 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
                 if running {
                     // Both ends must read the new secret: the execution client first, then its driver.
                     for svc in [&p.execution, &p.consensus] {
-                        call_supervisor(
-                            &layout,
-                            &Request::Restart {
-                                service: svc.clone(),
-                            },
-                        )?;
+                        restart_service(&layout, profile, svc)?;
                         println!("  restarting {svc}");
                     }
                 } else {

@@ -62,8 +62,15 @@ fn crashing_service_restarts_with_growing_delays_then_gives_up_and_restart_clear
             .count(),
         5
     );
-    // `restart` clears given-up and starts it again.
+    // `restart` clears given-up and starts it again; the CLI goes through chainctl's API
+    // (the supervisor is running and serves one).
     assert!(env.ok(&["restart", "crash"]).contains("restarting crash"));
+    assert!(
+        env.supervisor_log()
+            .contains("restart requested through the API"),
+        "{}",
+        env.supervisor_log()
+    );
     wait_for("a new start after restart", T, || {
         (std::fs::read_to_string(env.state().join("starts"))
             .unwrap()

@@ -112,6 +112,7 @@ async fn restart(
     if let Err(r) = authorized(&sh, &headers) {
         return *r;
     }
+    tracing::info!(service = %name, "restart requested through the API");
     let r = sh.ask(Request::Restart { service: name }).await;
     let code = if r.ok {
         StatusCode::OK
