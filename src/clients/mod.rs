@@ -190,6 +190,29 @@ fn wrapped(
     argv
 }
 
+/// The programs a command runs: its own and, when it is `chainctl client-exec` as
+/// [`wrapped`] writes it, the init step's and the client's.
+pub fn programs_of(argv: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = argv.first().map(String::as_str).into_iter().collect();
+    if argv.get(1).map(String::as_str) != Some("client-exec") {
+        return out;
+    }
+    let Some(dash) = argv.iter().position(|a| a == "--") else {
+        return out;
+    };
+    let init = argv[..dash]
+        .windows(2)
+        .find(|w| w[0] == "--init-argc")
+        .and_then(|w| w[1].parse::<usize>().ok())
+        .unwrap_or(0);
+    let words = &argv[dash + 1..];
+    out.extend(words.first().map(String::as_str));
+    if init > 0 {
+        out.extend(words.get(init).map(String::as_str));
+    }
+    out
+}
+
 /// A generated EL service with the given command and ports.
 fn command_service(
     command: Vec<String>,
@@ -263,6 +286,30 @@ fn words(w: &[&str]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::profile::Profile;
+
+    /// The programs of a wrapped command, with and without an init step, and of a
+    /// command that is not wrapped.
+    #[test]
+    fn programs_of_a_wrapped_command_are_chainctl_init_and_client() {
+        let ctx = |binary| ElContext {
+            name: "val-0-el-0",
+            peers: &[],
+            binary,
+            extra_args: &[],
+            image: None,
+            runtime: RuntimeKind::Process,
+        };
+        let geth = service(ExecutionKind::Geth, &ctx("/opt/geth/geth")).command;
+        assert_eq!(
+            programs_of(&geth),
+            ["{{chainctl}}", "/opt/geth/geth", "/opt/geth/geth"]
+        );
+        let reth = service(ExecutionKind::Reth, &ctx("/opt/reth")).command;
+        assert_eq!(programs_of(&reth), ["{{chainctl}}", "/opt/reth"]);
+        let plain: Vec<String> = words(&["/usr/bin/python3", "-m", "http.server"]);
+        assert_eq!(programs_of(&plain), ["/usr/bin/python3"]);
+        assert!(programs_of(&[]).is_empty());
+    }
 
     /// Every client's genesis file is the same chain for our engine: the same hash as the
     /// network genesis the built-in engine reads.

@@ -371,24 +371,15 @@ mod tests {
             names(keep_current(&els, ranked.clone(), Some("b"))),
             ["b", "a", "c"]
         );
-        // c: three blocks behind the best: reads move.
-        assert_eq!(
-            names(keep_current(&els, ranked.clone(), Some("c"))),
-            ["a", "b", "c"]
-        );
-        // d: not fit at all; a name no longer ranked; no current: plain ranking.
-        assert_eq!(
-            names(keep_current(&els, ranked.clone(), Some("d"))),
-            ["a", "b", "c"]
-        );
-        assert_eq!(
-            names(keep_current(&els, ranked.clone(), Some("zz"))),
-            ["a", "b", "c"]
-        );
-        assert_eq!(
-            names(keep_current(&els, ranked.clone(), None)),
-            ["a", "b", "c"]
-        );
+        // c: three blocks behind the best, d: not fit at all, zz: no longer ranked, or
+        // no current client: the plain ranking.
+        for current in [Some("c"), Some("d"), Some("zz"), None] {
+            assert_eq!(
+                names(keep_current(&els, ranked.clone(), current)),
+                ["a", "b", "c"],
+                "{current:?}"
+            );
+        }
         // b far slower than the best (6 ms > 2 × 0.2 + 5): reads move.
         let mut slow = els.clone();
         slow[1].latency_ms = 6.0;

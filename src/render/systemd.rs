@@ -173,20 +173,7 @@ fn unit_data(
     let hidden = ["/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/"];
     // An external client runs through `chainctl client-exec … -- INIT… CLIENT…`: its
     // programs must be visible too.
-    let mut programs = vec![program.as_str()];
-    if args.first().map(String::as_str) == Some("client-exec") {
-        let argc = args
-            .windows(2)
-            .find(|w| w[0] == "--init-argc")
-            .and_then(|w| w[1].parse::<usize>().ok())
-            .unwrap_or(0);
-        if let Some(dash) = args.iter().position(|a| a == "--") {
-            programs.extend(args.get(dash + 1).map(String::as_str));
-            if argc > 0 {
-                programs.extend(args.get(dash + 1 + argc).map(String::as_str));
-            }
-        }
-    }
+    let programs = crate::clients::programs_of(&s.argv);
     for prog in programs {
         if let Some(h) = hidden.iter().find(|h| prog.starts_with(*h)) {
             return Err(RenderError(format!(
