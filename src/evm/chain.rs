@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use alloy_consensus::{Block, BlockBody, Header, TxEnvelope};
 use alloy_eips::eip7685::Requests;
-use alloy_primitives::{B256, U256};
+use alloy_primitives::{Address, B256, U256};
 
 use super::exec::{self, BuildAttributes, ExecutedBlock, ParentCtx};
 use super::spec::ChainSpec;
@@ -169,6 +169,17 @@ impl Chain {
         block: Block<TxEnvelope>,
         hash: B256,
     ) -> Result<Arc<ExecutedBlock>, InsertError> {
+        self.insert_with_senders(block, hash, &|_| None)
+    }
+
+    /// [`Chain::insert`], taking the senders of transactions this engine recovered itself
+    /// (by hash) instead of recovering them again.
+    pub fn insert_with_senders(
+        &mut self,
+        block: Block<TxEnvelope>,
+        hash: B256,
+        known: &(dyn Fn(&B256) -> Option<Address> + Sync),
+    ) -> Result<Arc<ExecutedBlock>, InsertError> {
         if let Some(b) = self.blocks.get(&hash) {
             return Ok(b.clone());
         }
@@ -199,7 +210,7 @@ impl Chain {
         let spec = self.spec.clone();
         let codes = self.codes.clone();
         let result = self.with_parent(&parent, |ctx| {
-            exec::execute_block(&spec, &codes, ctx, block, hash)
+            exec::execute_block(&spec, &codes, ctx, block, hash, known)
         });
         match result {
             Ok(executed) => {

@@ -1,12 +1,12 @@
 //! The Engine API methods (execution-apis `src/engine/`): newPayload, forkchoiceUpdated,
 //! getPayload, payload bodies, capabilities and client version.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use alloy_consensus::{Transaction, TxEnvelope};
 use alloy_eips::eip7685::Requests;
-use alloy_primitives::{keccak256, Bytes, B256};
+use alloy_primitives::{keccak256, Address, Bytes, B256};
 use alloy_rpc_types_engine::{
     BlobsBundleV1, BlobsBundleV2, CancunPayloadFields, ExecutionPayload, ExecutionPayloadBodyV1,
     ExecutionPayloadEnvelopeV3, ExecutionPayloadEnvelopeV4, ExecutionPayloadEnvelopeV5,
@@ -235,7 +235,20 @@ impl Engine {
             );
         }
         let number = block.header.number;
-        let result = self.chain().insert(block, hash);
+        // Senders this engine's pool already recovered (most of a block's, when its
+        // transactions were gossiped here first) are not recovered again.
+        let known: HashMap<B256, Address> = {
+            let pool = lock(&self.pool);
+            block
+                .body
+                .transactions
+                .iter()
+                .filter_map(|t| Some((*t.tx_hash(), pool.sender_of(t.tx_hash())?)))
+                .collect()
+        };
+        let result = self
+            .chain()
+            .insert_with_senders(block, hash, &|h| known.get(h).copied());
         match result {
             Ok(_) => {
                 tracing::debug!(%hash, number, "payload VALID");
@@ -333,7 +346,11 @@ impl Engine {
             ),
         };
         let base_fee = super::exec::next_base_fee(head_block.header());
-        let candidates = lock(&self.pool).best(&head_block.state, base_fee);
+        let (candidates, pooled) = {
+            let pool = lock(&self.pool);
+            (pool.best(&head_block.state, base_fee), pool.len())
+        };
+        let executable = candidates.len();
         let mut dropped = Vec::new();
         let built = chain
             .build(
@@ -355,7 +372,7 @@ impl Engine {
             }
         }
         let built = Arc::new(built);
-        tracing::info!(payload = %id, number = built.number(), txs = built.block.body.transactions.len(), "built payload");
+        tracing::info!(payload = %id, number = built.number(), txs = built.block.body.transactions.len(), pooled, executable, "built payload");
         chain.insert_built(built.clone());
         drop(chain);
         let mut payloads = lock(&self.payloads);

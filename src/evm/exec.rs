@@ -234,9 +234,14 @@ pub fn next_base_fee(parent: &Header) -> u64 {
         .unwrap_or(alloy_eips::eip1559::INITIAL_BASE_FEE)
 }
 
-/// Recover every sender; a bad signature makes the block invalid. Large blocks are split
-/// across the machine's cores (recovery is most of the cost of importing transfers).
-pub fn recover_senders(block: &Block<TxEnvelope>) -> Result<Vec<Address>, String> {
+/// Recover every sender; a bad signature makes the block invalid. `known` holds senders
+/// this engine already recovered itself (its pool's, by transaction hash: the hash covers
+/// the signature); the rest are recovered, large blocks split across the machine's cores
+/// (recovery is most of the cost of importing transfers).
+pub fn recover_senders(
+    block: &Block<TxEnvelope>,
+    known: &(dyn Fn(&B256) -> Option<Address> + Sync),
+) -> Result<Vec<Address>, String> {
     use alloy_consensus::transaction::SignerRecoverable;
     let txs = &block.body.transactions;
     let recover = |offset: usize, chunk: &[TxEnvelope]| -> Result<Vec<Address>, String> {
@@ -244,6 +249,9 @@ pub fn recover_senders(block: &Block<TxEnvelope>) -> Result<Vec<Address>, String
             .iter()
             .enumerate()
             .map(|(i, tx)| {
+                if let Some(sender) = known(tx.tx_hash()) {
+                    return Ok(sender);
+                }
                 tx.recover_signer().map_err(|e| {
                     format!(
                         "transaction {} ({}): bad signature: {e}",
@@ -439,10 +447,11 @@ pub fn execute_block(
     parent: &ParentCtx<'_>,
     block: Block<TxEnvelope>,
     hash: B256,
+    known: &(dyn Fn(&B256) -> Option<Address> + Sync),
 ) -> Result<ExecutedBlock, String> {
     check_standalone(spec, &block)?;
     check_against_parent(spec, &block.header, parent.header, parent.hash)?;
-    let senders = recover_senders(&block)?;
+    let senders = recover_senders(&block, known)?;
     let h = &block.header;
     let env = EvmEnv::for_eth_block(h, &**spec, spec.chain_id, spec.blob_params(h.timestamp));
     let mut txs = block

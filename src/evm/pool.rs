@@ -64,6 +64,23 @@ impl Default for Pool {
     }
 }
 
+/// Decode a raw transaction and recover its sender: the costly part of entry, which needs
+/// no lock (callers do it before taking the chain's or the pool's).
+pub fn decode_raw(raw: &[u8]) -> Result<(TxEnvelope, Address), String> {
+    if raw.len() > MAX_TX_BYTES {
+        return Err(format!(
+            "oversized data: transaction is {} bytes, at most {MAX_TX_BYTES}",
+            raw.len()
+        ));
+    }
+    let tx = TxEnvelope::decode_2718_exact(raw)
+        .map_err(|e| format!("transaction does not decode: {e}"))?;
+    let sender = tx
+        .recover_signer()
+        .map_err(|e| format!("invalid signature: {e}"))?;
+    Ok((tx, sender))
+}
+
 /// Intrinsic gas of `tx` and its EIP-7623 floor.
 pub fn intrinsic_gas(tx: &TxEnvelope, prague: bool) -> (u64, u64) {
     let data = tx.input();
@@ -103,20 +120,10 @@ impl Pool {
         self.by_sender.get(s)?.get(n)
     }
 
-    /// Decode, check and add a raw transaction; the error says why it was refused.
-    pub fn add_raw(&mut self, raw: &[u8], rules: &Rules<'_>) -> Result<B256, String> {
-        if raw.len() > MAX_TX_BYTES {
-            return Err(format!(
-                "oversized data: transaction is {} bytes, at most {MAX_TX_BYTES}",
-                raw.len()
-            ));
-        }
-        let tx = TxEnvelope::decode_2718_exact(raw)
-            .map_err(|e| format!("transaction does not decode: {e}"))?;
-        let sender = tx
-            .recover_signer()
-            .map_err(|e| format!("invalid signature: {e}"))?;
-        self.add(tx, sender, rules)
+    /// The sender this pool recovered for a transaction it holds (the pool only holds
+    /// transactions whose signature it checked itself, or taken from executed blocks).
+    pub fn sender_of(&self, hash: &B256) -> Option<Address> {
+        self.by_hash.get(hash).map(|(s, _)| *s)
     }
 
     pub fn add(
@@ -272,6 +279,23 @@ impl Pool {
                 self.remove(&s, n);
             }
         }
+    }
+
+    /// (pending, queued) as Geth's `txpool_status` counts them: executable now (consecutive
+    /// nonces from the account's) and held back behind a gap.
+    pub fn status(&self, state: &WorldState) -> (usize, usize) {
+        let pending: usize = self
+            .by_sender
+            .iter()
+            .map(|(sender, q)| {
+                let first = state.account(sender).map_or(0, |a| a.nonce);
+                q.range(first..)
+                    .zip(first..)
+                    .take_while(|((n, _), want)| **n == *want)
+                    .count()
+            })
+            .sum();
+        (pending, self.len() - pending)
     }
 
     /// Executable transactions in inclusion order: per sender consecutive nonces from the

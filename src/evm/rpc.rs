@@ -349,6 +349,12 @@ impl Engine {
                 "/linux"
             ))),
             "eth_syncing" => Ok(json!(false)),
+            "txpool_status" => {
+                let chain = self.chain();
+                let (pending, queued) =
+                    crate::evm::engine_lock(&self.pool).status(&chain.head().state);
+                Ok(json!({"pending": U64::from(pending), "queued": U64::from(queued)}))
+            }
             "eth_blockNumber" => Ok(json!(U64::from(self.chain().head().number()))),
             "eth_gasPrice" => {
                 let chain = self.chain();
@@ -458,10 +464,12 @@ impl Engine {
             }
             "eth_sendRawTransaction" => {
                 let (raw,): (Bytes,) = params(p)?;
+                // Signature recovery first, holding no lock: newPayload and
+                // forkchoiceUpdated wait for the chain's lock.
+                let (tx, sender) = super::pool::decode_raw(&raw).map_err(RpcError::server)?;
                 let chain = self.chain();
-                let head = chain.head().clone();
-                let rules = Rules::after(&chain.spec, &head);
-                let r = crate::evm::engine_lock(&self.pool).add_raw(&raw, &rules);
+                let rules = Rules::after(&chain.spec, chain.head());
+                let r = crate::evm::engine_lock(&self.pool).add(tx, sender, &rules);
                 r.map(|h| json!(h)).map_err(RpcError::server)
             }
             "eth_call" | "eth_estimateGas" => {

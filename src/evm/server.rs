@@ -185,26 +185,52 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
         .build()
         .unwrap_or_default();
     let mut failing = false;
+    let mut refused_logged: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let txs = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
         let mut result = Ok(());
+        let (mut refused, mut first_refusal) = (0usize, None);
         for chunk in txs.chunks(super::rpc::MAX_BATCH) {
             let calls: Vec<serde_json::Value> = chunk
                 .iter()
                 .enumerate()
                 .map(|(i, raw)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}))
                 .collect();
-            result = client
+            let answer = match client
                 .post(&peer)
                 .header(RELAYED_HEADER, "1")
                 .json(&calls)
                 .send()
                 .await
                 .and_then(|r| r.error_for_status())
-                .map(drop);
-            if result.is_err() {
-                break;
+            {
+                Ok(r) => r.json::<Vec<serde_json::Value>>().await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(items) => {
+                    // "already known" is a peer that had it: not a refusal.
+                    for e in items
+                        .iter()
+                        .filter_map(|it| it["error"]["message"].as_str())
+                    {
+                        if !e.starts_with("already known") {
+                            refused += 1;
+                            first_refusal.get_or_insert_with(|| e.to_owned());
+                        }
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = first_refusal {
+            if refused_logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                tracing::warn!(%peer, refused, first = %reason, "a peer refused relayed transactions (logged at most every 10 s)");
+                refused_logged = Some(std::time::Instant::now());
             }
         }
         match result {

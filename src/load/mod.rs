@@ -328,6 +328,31 @@ fn error_kind(msg: &str) -> String {
     head.chars().take(80).collect()
 }
 
+/// A sender's key for the hot loop: libsecp256k1 signs several times faster than the
+/// k256 behind `PrivateKeySigner`, and the load generator shares the CPU it measures.
+/// Both sign deterministically (RFC 6979, low s): the same transaction, byte for byte.
+pub struct FastKey(secp256k1::SecretKey);
+
+impl FastKey {
+    pub fn new(signer: &PrivateKeySigner) -> Result<Self> {
+        secp256k1::SecretKey::from_slice(&signer.credential().to_bytes())
+            .map(FastKey)
+            .map_err(|e| anyhow!("a development key libsecp256k1 refuses: {e}"))
+    }
+
+    fn sign_hash(&self, hash: &B256) -> alloy_primitives::Signature {
+        let msg = secp256k1::Message::from_digest(hash.0);
+        let (id, rs) = secp256k1::SECP256K1
+            .sign_ecdsa_recoverable(&msg, &self.0)
+            .serialize_compact();
+        alloy_primitives::Signature::new(
+            U256::from_be_slice(&rs[..32]),
+            U256::from_be_slice(&rs[32..]),
+            i32::from(id) == 1,
+        )
+    }
+}
+
 /// Everything needed to sign the transaction of (account, nonce).
 struct TxPlan {
     chain_id: u64,
@@ -338,7 +363,7 @@ struct TxPlan {
 }
 
 impl TxPlan {
-    fn sign(&self, signer: &PrivateKeySigner, account: u32, nonce: u64) -> Result<(B256, String)> {
+    fn sign(&self, key: &FastKey, account: u32, nonce: u64) -> Result<(B256, String)> {
         let erc20 = match self.kind {
             Kind::Transfer => false,
             Kind::Erc20 => true,
@@ -364,7 +389,7 @@ impl TxPlan {
             input,
             access_list: Default::default(),
         };
-        let sig = signer.sign_hash_sync(&tx.signature_hash())?;
+        let sig = key.sign_hash(&tx.signature_hash());
         let env: TxEnvelope = tx.into_signed(sig).into();
         Ok((
             *env.tx_hash(),
@@ -386,7 +411,7 @@ pub fn signed_transfer(chain_id: u64, account: u32, nonce: u64) -> Result<(B256,
         kind: Kind::Transfer,
         token: None,
     }
-    .sign(&signer, account, nonce)
+    .sign(&FastKey::new(&signer)?, account, nonce)
 }
 
 #[derive(Default)]
@@ -628,7 +653,16 @@ async fn deploy_token(
     }
 }
 
-/// The sender: every 50 ms, the transactions due by the schedule, in batches.
+/// Batches sent and not yet answered, at most: past it the sender waits for answers
+/// (a client that cannot keep up slows the schedule instead of piling up requests).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// One batch of signed transactions: (account index, nonce, hash, raw).
+type Signed = Vec<(usize, u64, B256, String)>;
+
+/// The sender: every 50 ms, the transactions due by the schedule, signed and sent in
+/// batches without waiting for earlier batches' answers (a slow answer must not hold
+/// back the schedule); answers are taken in as they come.
 async fn send(
     cfg: &Config,
     rpc: &Rpc,
@@ -638,29 +672,91 @@ async fn send(
     tracker: &Mutex<Tracker>,
     t0: Instant,
 ) {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let keys: Vec<FastKey> = match signers.iter().map(FastKey::new).collect() {
+        Ok(k) => k,
+        Err(e) => {
+            *lock(tracker)
+                .errors
+                .entry(format!("signing: {e}"))
+                .or_default() += 1;
+            return;
+        }
+    };
     let tick = Duration::from_millis(50);
     let mut done = 0u64; // transactions taken off the schedule
     let mut next_account = 0usize;
+    // Per account: consecutive refusals, and whether it is retired.
     let mut refusals = vec![0u32; signers.len()];
     let mut retired = vec![false; signers.len()];
     let total = (cfg.tps as f64 * cfg.duration.as_secs_f64()).round() as u64;
     let mut ticks = 0u32;
+    let mut in_flight = FuturesUnordered::new();
+    let send_batch = |batch: Signed| async move {
+        let calls: Vec<(&str, Value)> = batch
+            .iter()
+            .map(|(_, _, _, raw)| ("eth_sendRawTransaction", json!([raw])))
+            .collect();
+        let answer = rpc.batch(&calls).await;
+        (batch, answer)
+    };
+    // What an answer means for the batch's accounts and nonces.
+    let take = |batch: Signed,
+                answer: Result<Vec<Result<Value, String>>, String>,
+                nonces: &mut [u64],
+                refusals: &mut [u32],
+                retired: &mut [bool]| {
+        let now = Instant::now();
+        let mut t = lock(tracker);
+        t.attempts += batch.len() as u64;
+        for (k, (i, nonce, hash, _)) in batch.iter().enumerate() {
+            let r = match &answer {
+                Ok(rs) => rs[k].clone(),
+                Err(e) => Err(e.clone()),
+            };
+            // Accepted now, or earlier (a re-send of the same bytes: "already
+            // known" while pending, "nonce too low" once included).
+            let accepted = match &r {
+                Ok(_) => true,
+                Err(e) => e.contains("already known") || t.accepted.contains(hash),
+            };
+            if accepted {
+                refusals[*i] = 0;
+                if t.accepted.insert(*hash) {
+                    t.open.insert(*hash, now);
+                }
+                continue;
+            }
+            let e = r.err().unwrap_or_default();
+            *t.errors.entry(error_kind(&e)).or_default() += 1;
+            // Re-sign this nonce next (the same bytes); later nonces already
+            // taken wait in the client's queue and answer "already known"
+            // when re-sent.
+            nonces[*i] = nonces[*i].min(*nonce);
+            refusals[*i] += 1;
+            if refusals[*i] >= RETIRE_AFTER && !retired[*i] {
+                retired[*i] = true;
+                t.retired.push(signers[*i].address());
+            }
+        }
+    };
     while done < total {
         ticks += 1;
         let due = ((cfg.tps as f64 * t0.elapsed().as_secs_f64()) as u64).min(total);
         // Catch up after a slow answer, but never more than a second's worth at once.
         let n = due.saturating_sub(done).min(cfg.tps);
-        let mut batch: Vec<(usize, u64, B256, String)> = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            if retired.iter().all(|r| *r) {
+        let mut batch: Signed = Vec::with_capacity(BATCH);
+        let mut signed = 0;
+        while signed < n {
+            signed += 1;
+            let Some(i) = (0..keys.len())
+                .map(|k| (next_account + k) % keys.len())
+                .find(|i| !retired[*i])
+            else {
                 break;
-            }
-            while retired[next_account] {
-                next_account = (next_account + 1) % signers.len();
-            }
-            let i = next_account;
-            next_account = (next_account + 1) % signers.len();
-            match plan.sign(&signers[i], cfg.first_account + i as u32, nonces[i]) {
+            };
+            next_account = (i + 1) % keys.len();
+            match plan.sign(&keys[i], cfg.first_account + i as u32, nonces[i]) {
                 Ok((h, raw)) => {
                     batch.push((i, nonces[i], h, raw));
                     nonces[i] += 1;
@@ -672,56 +768,30 @@ async fn send(
                         .or_default() += 1;
                 }
             }
-        }
-        done += n;
-        let answers = futures::future::join_all(batch.chunks(BATCH).map(|c| {
-            let calls: Vec<(&str, Value)> = c
-                .iter()
-                .map(|(_, _, _, raw)| ("eth_sendRawTransaction", json!([raw])))
-                .collect();
-            async move { rpc.batch(&calls).await }
-        }))
-        .await;
-        let now = Instant::now();
-        {
-            let mut t = lock(tracker);
-            for (chunk, answer) in batch.chunks(BATCH).zip(answers) {
-                t.attempts += chunk.len() as u64;
-                for (k, (i, nonce, hash, _)) in chunk.iter().enumerate() {
-                    let r = match &answer {
-                        Ok(rs) => rs[k].clone(),
-                        Err(e) => Err(e.clone()),
-                    };
-                    // Accepted now, or earlier (a re-send of the same bytes: "already
-                    // known" while pending, "nonce too low" once included).
-                    let accepted = match &r {
-                        Ok(_) => true,
-                        Err(e) => e.contains("already known") || t.accepted.contains(hash),
-                    };
-                    if accepted {
-                        refusals[*i] = 0;
-                        if t.accepted.insert(*hash) {
-                            t.open.insert(*hash, now);
-                        }
-                        continue;
-                    }
-                    let e = r.err().unwrap_or_default();
-                    *t.errors.entry(error_kind(&e)).or_default() += 1;
-                    // Re-sign this nonce next (the same bytes); later nonces already
-                    // taken wait in the client's queue and answer "already known"
-                    // when re-sent.
-                    nonces[*i] = nonces[*i].min(*nonce);
-                    refusals[*i] += 1;
-                    if refusals[*i] >= RETIRE_AFTER && !retired[*i] {
-                        retired[*i] = true;
-                        t.retired.push(signers[*i].address());
+            if batch.len() == BATCH {
+                while in_flight.len() >= MAX_IN_FLIGHT {
+                    if let Some((b, a)) = in_flight.next().await {
+                        take(b, a, nonces, &mut refusals, &mut retired);
                     }
                 }
+                in_flight.push(send_batch(std::mem::take(&mut batch)));
             }
         }
-        if let Some(d) = (tick * ticks).checked_sub(t0.elapsed()) {
-            tokio::time::sleep(d).await;
+        if !batch.is_empty() {
+            in_flight.push(send_batch(batch));
         }
+        done += n;
+        // Take answers in until the next tick.
+        let next = tokio::time::Instant::from_std(t0 + tick * ticks);
+        loop {
+            tokio::select! {
+                Some((b, a)) = in_flight.next(), if !in_flight.is_empty() => take(b, a, nonces, &mut refusals, &mut retired),
+                _ = tokio::time::sleep_until(next) => break,
+            }
+        }
+    }
+    while let Some((b, a)) = in_flight.next().await {
+        take(b, a, nonces, &mut refusals, &mut retired);
     }
 }
 
