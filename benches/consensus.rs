@@ -29,6 +29,7 @@ fn main() {
         tps: env_u64("CHAINCTL_BENCH_TPS", 1000),
         duration: Duration::from_secs(env_u64("CHAINCTL_BENCH_SECS", 60)),
         drills: 0,
+        els_per_validator: env_u64("CHAINCTL_BENCH_ELS", 2) as u32,
         port_start: 25000,
     };
     let report = chainctl::bench::run(&args).expect("benchmark");

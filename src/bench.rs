@@ -61,6 +61,11 @@ pub struct BenchArgs {
     /// Failover drills.
     #[arg(long, default_value_t = 20)]
     pub drills: u32,
+    /// Built-in ELs per validator in the benchmark devnet (the default devnet's 2: one
+    /// active, one backup). Every EL checks every transaction's signature, so on a small
+    /// machine this sets the load ceiling; failover drills need 2 or more.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub els_per_validator: u32,
     /// First port of the range the benchmark devnet allocates from (100 ports).
     #[arg(long, default_value_t = 26000)]
     pub port_start: u16,
@@ -151,7 +156,7 @@ impl Devnet {
     }
 
     /// `up --detach`; returns the devnet and the time until its first finalized block.
-    fn start(port_start: u16, dev_accounts: u32) -> Result<(Devnet, Duration)> {
+    fn start(port_start: u16, dev_accounts: u32, els: u32) -> Result<(Devnet, Duration)> {
         let dir = tempfile::Builder::new()
             .prefix("chainctl-bench")
             .tempdir()
@@ -169,9 +174,10 @@ impl Devnet {
         // limit (20,000 calls/s by default) is raised far above what this machine can
         // offer, so that the figure is the gateway's throughput, not its limit. The
         // limiter still runs on every call.
+        let execution = vec!["builtin"; els as usize].join(", ");
         std::fs::write(
             net.profile(),
-            format!("name: bench\nports: {{start: {port_start}, end: {end}}}\nchain: {{chain_id: 1337, block_time: 1s, dev_accounts: {dev_accounts}}}\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\ngateway: {{port: auto, rate_limit: 1000000}}\n"),
+            format!("name: bench\nports: {{start: {port_start}, end: {end}}}\nchain: {{chain_id: 1337, block_time: 1s, dev_accounts: {dev_accounts}}}\nvalidators:\n  count: 4\n  execution: [{execution}]\ngateway: {{port: auto, rate_limit: 1000000}}\n"),
         )?;
         let t0 = Instant::now();
         let o = net.chainctl(&["up", "--detach"]).output()?;
@@ -287,6 +293,10 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
     if only.contains(&Scenario::Load) {
         load_cfg.check().context("the load scenario (--tps)")?;
     }
+    if only.contains(&Scenario::Failover) && args.els_per_validator < 2 {
+        bail!("--els-per-validator {}: the failover drills need 2 or more ELs per validator (leave out `failover` with --only, or raise it)", args.els_per_validator);
+    }
+    let els = args.els_per_validator;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create --out {}", args.out.display()))?;
     let mut scenarios = Vec::new();
@@ -297,8 +307,8 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
         )
     });
     if needs_net {
-        eprintln!("bench: starting a devnet of 4 validators × 2 built-in ELs…");
-        let (net, first) = Devnet::start(args.port_start, load_cfg.accounts.max(10))?;
+        eprintln!("bench: starting a devnet of 4 validators × {els} built-in ELs…");
+        let (net, first) = Devnet::start(args.port_start, load_cfg.accounts.max(10), els)?;
         if only.contains(&Scenario::Up) {
             let mut o = Outcome::new(
                 Scenario::Up,
@@ -306,7 +316,7 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
                 "chainctl bench --only up".into(),
             );
             o.fig("up to first finalized block", first.as_secs_f64(), "s");
-            o.notes.push("4 validators, 8 built-in ELs, 1 s blocks, a fresh state dir (keys, genesis, JWT secrets written by `up`)".into());
+            o.notes.push(format!("4 validators, {} built-in ELs, 1 s blocks, a fresh state dir (keys, genesis, JWT secrets written by `up`)", 4 * els));
             scenarios.push(o);
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -386,14 +396,25 @@ async fn load_scenario(net: &Devnet, mut cfg: crate::load::Config, args: &BenchA
         Scenario::Load,
         "sustained finalized tx/s at 1 s blocks with 4 validators, and the latency at that rate",
         format!(
-            "chainctl bench --only load --tps {} --duration {}",
+            "chainctl bench --only load --tps {} --duration {}{}",
             args.tps,
-            humantime::format_duration(args.duration)
+            humantime::format_duration(args.duration),
+            if args.els_per_validator == 2 {
+                String::new()
+            } else {
+                format!(" --els-per-validator {}", args.els_per_validator)
+            }
         ),
     );
     let r = async {
-        // Sent to a backup EL: it passes them on, as any EL of the network would.
-        cfg.rpc = format!("http://127.0.0.1:{}", net.port("val-1-el-1", "http")?);
+        // Sent to a backup EL (with one EL per validator: val-1's): it passes them on, as
+        // any EL of the network would.
+        let entry = if args.els_per_validator > 1 {
+            "val-1-el-1"
+        } else {
+            "val-1-el-0"
+        };
+        cfg.rpc = format!("http://127.0.0.1:{}", net.port(entry, "http")?);
         let sup = net.state_file().and_then(|s| s.supervisor_pid);
         let before = sup.and_then(crate::procinfo::usage);
         let t0 = Instant::now();
@@ -433,8 +454,9 @@ async fn load_scenario(net: &Devnet, mut cfg: crate::load::Config, args: &BenchA
             o.notes.push(format!("refused × {n}: {k}"));
         }
         o.notes.push(format!(
-            "{} senders from the documented mnemonic; sent to a backup EL, which passes them on; the load generator runs on the same machine",
-            s.accounts
+            "{} senders from the documented mnemonic; sent to {entry}, which passes them on to the other {} ELs (each checks every signature); the load generator runs on the same machine",
+            s.accounts,
+            4 * args.els_per_validator - 1
         ));
         anyhow::Ok(())
     }
