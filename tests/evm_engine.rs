@@ -746,3 +746,47 @@ fn malformed_json_rpc_gets_errors_not_hangs() {
         "{r}"
     );
 }
+
+#[test]
+fn txpool_status_counts_executable_and_held_back_transactions() {
+    let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let k0 = signer(KEY0);
+    let transfer = |nonce| {
+        signed(
+            &k0,
+            eip1559(
+                nonce,
+                TxKind::Call(Address::repeat_byte(9)),
+                U256::from(1),
+                Bytes::new(),
+                21_000,
+            ),
+        )
+    };
+    let status = |evm: &Evm| {
+        let s = evm.rpc("txpool_status", json!([]));
+        (qty(&s["pending"]), qty(&s["queued"]))
+    };
+    assert_eq!(status(&evm), (0, 0));
+    // Nonces 0 and 1 are executable; 3 waits behind the gap at 2.
+    for n in [0, 1, 3] {
+        evm.rpc("eth_sendRawTransaction", json!([transfer(n)]));
+    }
+    assert_eq!(status(&evm), (2, 1));
+    // The gap filled: all four are executable.
+    evm.rpc("eth_sendRawTransaction", json!([transfer(2)]));
+    assert_eq!(status(&evm), (4, 0));
+    // Included in a block: the pool is empty again.
+    let genesis = json!(evm.genesis);
+    let (head, env) = build(&evm, &genesis, now(), 1);
+    assert_eq!(
+        env["executionPayload"]["transactions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let fcu = set_head(&evm, &head, &genesis);
+    assert_eq!(fcu["result"]["payloadStatus"]["status"], "VALID", "{fcu}");
+    assert_eq!(status(&evm), (0, 0));
+}

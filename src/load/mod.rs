@@ -962,6 +962,38 @@ mod tests {
     }
 
     #[test]
+    fn libsecp256k1_signs_what_the_alloy_signer_signs() {
+        use alloy_consensus::transaction::SignerRecoverable;
+        let signers = crate::network::dev_signers(crate::network::DEV_MNEMONIC, 0, 3).unwrap();
+        for (n, signer) in signers.iter().enumerate() {
+            let key = FastKey::new(signer).unwrap();
+            let hash = alloy_primitives::keccak256(format!("message {n}"));
+            let fast = key.sign_hash(&hash);
+            assert_eq!(fast, signer.sign_hash_sync(&hash).unwrap(), "account {n}");
+            assert_eq!(
+                fast.recover_address_from_prehash(&hash).unwrap(),
+                signer.address()
+            );
+        }
+        // And a whole transaction: the same bytes, recovering to the sender.
+        let plan = TxPlan {
+            chain_id: 1337,
+            max_fee: 100_000_000_000,
+            tip: 1_000_000_000,
+            kind: Kind::Transfer,
+            token: None,
+        };
+        let (hash, raw) = plan
+            .sign(&FastKey::new(&signers[1]).unwrap(), 1, 5)
+            .unwrap();
+        let bytes = hex::decode(raw.trim_start_matches("0x")).unwrap();
+        let tx =
+            <TxEnvelope as alloy_eips::eip2718::Decodable2718>::decode_2718_exact(&bytes).unwrap();
+        assert_eq!(*tx.tx_hash(), hash);
+        assert_eq!(tx.recover_signer().unwrap(), signers[1].address());
+    }
+
+    #[test]
     fn a_transaction_is_a_function_of_sender_and_nonce() {
         let s = crate::network::dev_signers(crate::network::DEV_MNEMONIC, 0, 2).unwrap();
         let plan = TxPlan {
@@ -971,9 +1003,10 @@ mod tests {
             kind: Kind::Mixed,
             token: Some(Address::repeat_byte(7)),
         };
-        let a = plan.sign(&s[0], 0, 3).unwrap();
-        assert_eq!(a, plan.sign(&s[0], 0, 3).unwrap());
-        assert_ne!(a.0, plan.sign(&s[0], 0, 4).unwrap().0);
-        assert_ne!(a.0, plan.sign(&s[1], 1, 3).unwrap().0);
+        let k: Vec<FastKey> = s.iter().map(|s| FastKey::new(s).unwrap()).collect();
+        let a = plan.sign(&k[0], 0, 3).unwrap();
+        assert_eq!(a, plan.sign(&k[0], 0, 3).unwrap());
+        assert_ne!(a.0, plan.sign(&k[0], 0, 4).unwrap().0);
+        assert_ne!(a.0, plan.sign(&k[1], 1, 3).unwrap().0);
     }
 }
