@@ -790,3 +790,123 @@ fn txpool_status_counts_executable_and_held_back_transactions() {
     assert_eq!(fcu["result"]["payloadStatus"]["status"], "VALID", "{fcu}");
     assert_eq!(status(&evm), (0, 0));
 }
+
+#[test]
+fn eth_call_takes_state_and_block_overrides() {
+    let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let k0 = signer(KEY0);
+    let a0 = k0.address();
+    // A counter with real storage: deployed and called once (slot 0 = 1).
+    let code = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/counter.hex"
+    ))
+    .unwrap();
+    let counter = a0.create(0);
+    evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(
+                0,
+                TxKind::Create,
+                U256::ZERO,
+                code.trim().parse().unwrap(),
+                200_000
+            )
+        )]),
+    );
+    evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(1, TxKind::Call(counter), U256::ZERO, Bytes::new(), 100_000)
+        )]),
+    );
+    let genesis = json!(evm.genesis);
+    let ts = now();
+    let (b1, _) = build(&evm, &genesis, ts, 1);
+    set_head(&evm, &b1, &json!(B256::ZERO));
+    assert_eq!(
+        qty(&evm.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))),
+        1
+    );
+
+    // Code that returns slot 0, slot 1, NUMBER, TIMESTAMP, COINBASE and its own BALANCE.
+    let probe = "0x600054600052600154602052436040524260605241608052303160a05260c06000f3";
+    let words = |out: &Value| -> Vec<U256> {
+        let b = hex::decode(out.as_str().unwrap().trim_start_matches("0x")).unwrap();
+        assert_eq!(b.len(), 192, "{out}");
+        b.chunks(32).map(U256::from_be_slice).collect()
+    };
+    let call = |state: Value, block: Value| {
+        evm.rpc(
+            "eth_call",
+            json!([{"from": a0, "to": counter}, "latest", state, block]),
+        )
+    };
+
+    // stateDiff: the listed slot changes, the others are read from the chain.
+    let w = words(&call(
+        json!({counter.to_string(): {"code": probe, "balance": "0x1234", "stateDiff": {format!("{:#066x}", 1): format!("{:#066x}", 9)}}}),
+        Value::Null,
+    ));
+    assert_eq!(w[0], U256::from(1), "slot 0 comes from the chain");
+    assert_eq!(w[1], U256::from(9), "slot 1 is overridden");
+    assert_eq!(w[2], U256::from(1), "NUMBER is the block's");
+    assert_eq!(w[3], U256::from(ts), "TIMESTAMP is the block's");
+    assert_eq!(w[5], U256::from(0x1234), "BALANCE is overridden");
+
+    // state: all storage replaced, unlisted slots are zero; block fields overridden.
+    let coinbase = Address::repeat_byte(0xab);
+    let w = words(&call(
+        json!({counter.to_string(): {"code": probe, "state": {format!("{:#066x}", 1): format!("{:#066x}", 9)}}}),
+        json!({"number": "0x99", "time": "0x1234", "feeRecipient": coinbase}),
+    ));
+    assert_eq!(w[0], U256::ZERO, "state replaces all storage");
+    assert_eq!(w[1], U256::from(9));
+    assert_eq!(w[2], U256::from(0x99));
+    assert_eq!(w[3], U256::from(0x1234));
+    assert_eq!(w[4], U256::from_be_slice(coinbase.as_slice()));
+    // Nothing was written: the chain still holds the counter's code and storage.
+    assert_eq!(
+        qty(&evm.rpc("eth_getStorageAt", json!([counter, "0x1", "latest"]))),
+        0
+    );
+
+    // eth_estimateGas runs the overridden code too (cold SLOADs cost more than a transfer).
+    let empty = Address::repeat_byte(0x77);
+    let plain = qty(&evm.rpc("eth_estimateGas", json!([{"from": a0, "to": empty}])));
+    let with_code = qty(&evm.rpc(
+        "eth_estimateGas",
+        json!([{"from": a0, "to": empty}, "latest", {empty.to_string(): {"code": probe}}]),
+    ));
+    assert_eq!(plain, 21_000);
+    assert!(with_code > plain + 4_000, "estimate with code {with_code}");
+
+    // Bad overrides are refused with the reason.
+    let both = evm.rpc_raw(
+        "eth_call",
+        json!([{"to": counter}, "latest", {counter.to_string(): {"state": {}, "stateDiff": {}}}]),
+    );
+    assert_eq!(both["error"]["code"], -32602, "{both}");
+    assert!(
+        both["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stateDiff"),
+        "{both}"
+    );
+    let unknown = evm.rpc_raw(
+        "eth_call",
+        json!([{"to": counter}, "latest", {counter.to_string(): {"balanse": "0x1"}}]),
+    );
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("state overrides"),
+        "{unknown}"
+    );
+}

@@ -2,11 +2,17 @@
 
 use alloy_eips::BlockNumberOrTag;
 use alloy_evm::{EthEvmFactory, Evm, EvmEnv, EvmFactory};
-use alloy_primitives::{Bytes, U256};
-use alloy_rpc_types_eth::{Filter, TransactionRequest};
+use std::collections::HashMap;
+
+use alloy_primitives::{Address, Bytes, B256, U256};
+use alloy_rpc_types_eth::state::StateOverride;
+use alloy_rpc_types_eth::{BlockOverrides, Filter, TransactionRequest};
+use revm::bytecode::Bytecode;
 use revm::context::TxEnv;
+use revm::context_interface::block::BlobExcessGasAndPrice;
 use revm::context_interface::result::ExecutionResult;
 use revm::database::State;
+use revm::state::AccountInfo;
 use serde_json::{json, Value};
 
 use super::chain::Chain;
@@ -20,6 +26,159 @@ pub const MAX_LOG_RANGE: u64 = 10_000;
 pub struct Simulator<'a> {
     pub chain: &'a Chain,
     pub block: &'a ExecutedBlock,
+    pub overrides: &'a Overrides,
+}
+
+/// What `eth_call` / `eth_estimateGas` change before running, as Geth and Reth take them:
+/// accounts (balance, nonce, code, all storage or some slots) and block fields.
+#[derive(Default)]
+pub struct Overrides {
+    state: StateOverride,
+    /// Code of the overridden accounts, by hash.
+    codes: HashMap<B256, Bytecode>,
+    block: BlockOverrides,
+}
+
+impl Overrides {
+    pub fn new(
+        state: Option<StateOverride>,
+        block: Option<BlockOverrides>,
+    ) -> Result<Self, RpcError> {
+        let state = state.unwrap_or_default();
+        let mut codes = HashMap::new();
+        for (address, o) in &state {
+            if o.state.is_some() && o.state_diff.is_some() {
+                return Err(RpcError::invalid_params(format!(
+                    "account {address} has both 'state' and 'stateDiff': give one (state replaces all storage, stateDiff only the slots listed)"
+                )));
+            }
+            if o.move_precompile_to.is_some() {
+                return Err(RpcError::invalid_params(format!(
+                    "account {address}: movePrecompileToAddress is not supported by this engine"
+                )));
+            }
+            if let Some(code) = &o.code {
+                let code = Bytecode::new_raw(code.clone());
+                codes.insert(code.hash_slow(), code);
+            }
+        }
+        let block = block.unwrap_or_default();
+        if block.beacon_root.is_some() {
+            return Err(RpcError::invalid_params(
+                "block override beaconRoot is not supported: eth_call runs no system calls here",
+            ));
+        }
+        Ok(Overrides {
+            state,
+            codes,
+            block,
+        })
+    }
+
+    fn apply_block(&self, env: &mut EvmEnv) {
+        let (o, b) = (&self.block, &mut env.block_env);
+        if let Some(n) = o.number {
+            b.number = n;
+        }
+        if let Some(t) = o.time {
+            b.timestamp = U256::from(t);
+        }
+        if let Some(g) = o.gas_limit {
+            b.gas_limit = g;
+        }
+        if let Some(c) = o.coinbase {
+            b.beneficiary = c;
+        }
+        if let Some(r) = o.random {
+            b.prevrandao = Some(r);
+        }
+        if let Some(d) = o.difficulty {
+            b.difficulty = d;
+        }
+        if let Some(f) = o.base_fee {
+            b.basefee = f.saturating_to();
+        }
+        if let Some(f) = o.blob_base_fee {
+            let excess = b.blob_excess_gas_and_price.map_or(0, |x| x.excess_blob_gas);
+            b.blob_excess_gas_and_price = Some(BlobExcessGasAndPrice {
+                excess_blob_gas: excess,
+                blob_gasprice: f.saturating_to(),
+            });
+        }
+    }
+}
+
+/// The snapshot with the overridden accounts and block hashes laid over it.
+struct Overlay<'a> {
+    inner: StateView<'a>,
+    o: &'a Overrides,
+}
+
+impl std::fmt::Debug for Overlay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("inner", &self.inner)
+            .field("accounts", &self.o.state.len())
+            .finish()
+    }
+}
+
+impl revm::Database for Overlay<'_> {
+    type Error = std::convert::Infallible;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+        let base = self.inner.basic(address)?;
+        let Some(o) = self.o.state.get(&address) else {
+            return Ok(base);
+        };
+        let mut info = base.unwrap_or_default();
+        if let Some(b) = o.balance {
+            info.balance = b;
+        }
+        if let Some(n) = o.nonce {
+            info.nonce = n;
+        }
+        if let Some(code) = &o.code {
+            let code = Bytecode::new_raw(code.clone());
+            info.code_hash = code.hash_slow();
+            info.code = Some(code);
+        }
+        Ok(Some(info))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, Self::Error> {
+        match self.o.codes.get(&code_hash) {
+            Some(c) => Ok(c.clone()),
+            None => self.inner.code_by_hash(code_hash),
+        }
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, Self::Error> {
+        if let Some(o) = self.o.state.get(&address) {
+            let slot = B256::from(index.to_be_bytes::<32>());
+            let word = |v: &B256| U256::from_be_bytes(v.0);
+            if let Some(all) = &o.state {
+                return Ok(all.get(&slot).map_or(U256::ZERO, word));
+            }
+            if let Some(v) = o.state_diff.as_ref().and_then(|d| d.get(&slot)) {
+                return Ok(word(v));
+            }
+        }
+        self.inner.storage(address, index)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, Self::Error> {
+        match self
+            .o
+            .block
+            .block_hash
+            .as_ref()
+            .and_then(|m| m.get(&number))
+        {
+            Some(h) => Ok(*h),
+            None => self.inner.block_hash(number),
+        }
+    }
 }
 
 impl Simulator<'_> {
@@ -32,6 +191,7 @@ impl Simulator<'_> {
         env.cfg_env.disable_base_fee = true;
         env.cfg_env.disable_block_gas_limit = true;
         env.cfg_env.disable_eip3607 = true;
+        self.overrides.apply_block(&mut env);
         let gas_price = req.gas_price.or(req.max_fee_per_gas).unwrap_or(0);
         if gas_price == 0 {
             env.cfg_env.disable_fee_charge = true;
@@ -46,8 +206,12 @@ impl Simulator<'_> {
             codes: &self.chain.codes,
             block_hash: &ancestors,
         };
+        let db = Overlay {
+            inner: view,
+            o: self.overrides,
+        };
         let mut evm =
-            EthEvmFactory::default().create_evm(State::builder().with_database(view).build(), env);
+            EthEvmFactory::default().create_evm(State::builder().with_database(db).build(), env);
         let tx = TxEnv {
             tx_type: if req.max_fee_per_gas.is_some() { 2 } else { 0 },
             caller,

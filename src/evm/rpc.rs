@@ -194,6 +194,25 @@ fn params_opt<A: serde::de::DeserializeOwned, B: serde::de::DeserializeOwned>(
     Ok((a, b))
 }
 
+/// The optional parameter at `index` (removed with everything after it; null is absent).
+fn optional_param<T: serde::de::DeserializeOwned>(
+    arr: &mut Vec<Value>,
+    index: usize,
+    what: &str,
+) -> Result<Option<T>, RpcError> {
+    if arr.len() <= index {
+        return Ok(None);
+    }
+    let v = arr.remove(index);
+    arr.truncate(index);
+    if v.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(|e| RpcError::invalid_params(format!("{what} (param {}): {e}", index + 1)))
+}
+
 fn resolve(chain: &Chain, id: Option<BlockId>) -> Result<Arc<ExecutedBlock>, RpcError> {
     let id = id.unwrap_or(BlockId::Number(BlockNumberOrTag::Latest));
     let b = match id {
@@ -473,12 +492,30 @@ impl Engine {
                 r.map(|h| json!(h)).map_err(RpcError::server)
             }
             "eth_call" | "eth_estimateGas" => {
-                let (req, id): (TransactionRequest, Option<BlockId>) = params_opt(p)?;
+                // [call, block?, state overrides?, block overrides?] as Geth and Reth.
+                let mut arr = match p {
+                    Value::Array(a) if (1..=4).contains(&a.len()) => a,
+                    Value::Array(a) => {
+                        return Err(RpcError::invalid_params(format!(
+                            "expected 1 to 4 params (call, block, state overrides, block overrides), got {}",
+                            a.len()
+                        )))
+                    }
+                    _ => return Err(RpcError::invalid_params("params must be an array")),
+                };
+                let block_overrides: Option<alloy_rpc_types_eth::BlockOverrides> =
+                    optional_param(&mut arr, 3, "block overrides")?;
+                let state: Option<alloy_rpc_types_eth::state::StateOverride> =
+                    optional_param(&mut arr, 2, "state overrides")?;
+                let (req, id): (TransactionRequest, Option<BlockId>) =
+                    params_opt(Value::Array(arr))?;
                 let chain = self.chain();
                 let b = resolve(&chain, id)?;
+                let overrides = super::call::Overrides::new(state, block_overrides)?;
                 let sim = super::call::Simulator {
                     chain: &chain,
                     block: &b,
+                    overrides: &overrides,
                 };
                 if method == "eth_call" {
                     sim.call(&req).map(|out| json!(out))
