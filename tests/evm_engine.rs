@@ -885,28 +885,18 @@ fn eth_call_takes_state_and_block_overrides() {
     assert!(with_code > plain + 4_000, "estimate with code {with_code}");
 
     // Bad overrides are refused with the reason.
-    let both = evm.rpc_raw(
-        "eth_call",
-        json!([{"to": counter}, "latest", {counter.to_string(): {"state": {}, "stateDiff": {}}}]),
+    let refused = |overrides: Value, needle: &str| {
+        let r = evm.rpc_raw("eth_call", json!([{"to": counter}, "latest", overrides]));
+        assert_eq!(r["error"]["code"], -32602, "{r}");
+        let message = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle}: {r}");
+    };
+    refused(
+        json!({counter.to_string(): {"state": {}, "stateDiff": {}}}),
+        "stateDiff",
     );
-    assert_eq!(both["error"]["code"], -32602, "{both}");
-    assert!(
-        both["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("stateDiff"),
-        "{both}"
-    );
-    let unknown = evm.rpc_raw(
-        "eth_call",
-        json!([{"to": counter}, "latest", {counter.to_string(): {"balanse": "0x1"}}]),
-    );
-    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
-    assert!(
-        unknown["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("state overrides"),
-        "{unknown}"
+    refused(
+        json!({counter.to_string(): {"balanse": "0x1"}}),
+        "state overrides",
     );
 }

@@ -81,6 +81,20 @@ pub fn decode_raw(raw: &[u8]) -> Result<(TxEnvelope, Address), String> {
     Ok((tx, sender))
 }
 
+/// A sender's transactions that can run now: consecutive nonces from the account's.
+fn executable<'a>(
+    state: &WorldState,
+    sender: &Address,
+    queue: &'a BTreeMap<u64, PoolTx>,
+) -> impl Iterator<Item = &'a PoolTx> {
+    let first = state.account(sender).map_or(0, |a| a.nonce);
+    queue
+        .range(first..)
+        .zip(first..)
+        .take_while(|((n, _), want)| **n == *want)
+        .map(|((_, t), _)| t)
+}
+
 /// Intrinsic gas of `tx` and its EIP-7623 floor.
 pub fn intrinsic_gas(tx: &TxEnvelope, prague: bool) -> (u64, u64) {
     let data = tx.input();
@@ -287,13 +301,7 @@ impl Pool {
         let pending: usize = self
             .by_sender
             .iter()
-            .map(|(sender, q)| {
-                let first = state.account(sender).map_or(0, |a| a.nonce);
-                q.range(first..)
-                    .zip(first..)
-                    .take_while(|((n, _), want)| **n == *want)
-                    .count()
-            })
+            .map(|(sender, q)| executable(state, sender, q).count())
             .sum();
         (pending, self.len() - pending)
     }
@@ -303,13 +311,7 @@ impl Pool {
     pub fn best(&self, state: &WorldState, base_fee: u64) -> Vec<(TxEnvelope, Address)> {
         let mut queues: HashMap<Address, Vec<&PoolTx>> = HashMap::new();
         for (sender, q) in &self.by_sender {
-            let first = state.account(sender).map_or(0, |a| a.nonce);
-            let mut run: Vec<&PoolTx> = q
-                .range(first..)
-                .zip(first..)
-                .take_while(|((n, _), want)| **n == *want)
-                .map(|((_, t), _)| t)
-                .collect();
+            let mut run: Vec<&PoolTx> = executable(state, sender, q).collect();
             if !run.is_empty() {
                 run.reverse();
                 queues.insert(*sender, run);
