@@ -19,7 +19,7 @@ use alloy_rpc_types_engine::{
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use base64::Engine as _;
-use evmutil::{fixtures, post, Evm};
+use evmutil::{fixtures, post, try_engine, try_rpc, Evm};
 use serde_json::{json, Value};
 
 const CHAIN_ID: u64 = 7331;
@@ -899,4 +899,220 @@ fn eth_call_takes_state_and_block_overrides() {
         json!({counter.to_string(): {"balanse": "0x1"}}),
         "state overrides",
     );
+}
+
+fn counter_code() -> Bytes {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/counter.hex"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// The head block as `eth_getBlockByNumber("latest")` gives it.
+fn latest(evm: &Evm) -> Value {
+    evm.rpc("eth_getBlockByNumber", json!(["latest", false]))
+}
+
+#[test]
+fn the_chain_and_its_verdicts_survive_a_restart() {
+    let genesis_file = fixtures().join("reth-interop/genesis.json");
+    let dir = tempfile::tempdir().unwrap();
+    let k0 = signer(KEY0);
+    let a0 = k0.address();
+    let counter = a0.create(0);
+    let evm = Evm::start_in(&genesis_file, dir.path());
+    let mut head = json!(evm.genesis);
+    let mut ts = now();
+    let mut txs = Vec::new();
+    // 40 blocks, each finalized at once: the flat state on disk moves forward twice (every
+    // 16 finalized blocks) and 8 blocks are above it. Each block increments the counter.
+    for n in 0..40u64 {
+        let tx = if n == 0 {
+            eip1559(0, TxKind::Create, U256::ZERO, counter_code(), 200_000)
+        } else {
+            eip1559(n, TxKind::Call(counter), U256::ZERO, Bytes::new(), 100_000)
+        };
+        txs.push(evm.rpc("eth_sendRawTransaction", json!([signed(&k0, tx)])));
+        ts += 1;
+        let (h, _) = build(&evm, &head, ts, 1 + n as u8);
+        let r = set_head(&evm, &h, &h);
+        assert_eq!(r["result"]["payloadStatus"]["status"], "VALID", "{r}");
+        head = h;
+    }
+    // A payload refused with a reason.
+    let env = propose(&evm, &head, ts + 1, 99);
+    let bad = resealed(
+        &env,
+        B256::repeat_byte(99),
+        |p| p.payload_inner.payload_inner.state_root = B256::repeat_byte(1),
+        None,
+    );
+    let verdict = evm.engine("engine_newPayloadV4", bad.clone());
+    assert_eq!(verdict["status"], "INVALID", "{verdict}");
+    let before = latest(&evm);
+    let balance = evm.rpc("eth_getBalance", json!([a0, "latest"]));
+    let receipt_of_first = receipt(&evm, &txs[0]);
+    assert_eq!(
+        qty(&evm.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))),
+        39
+    );
+    // Hard stop: no chance to flush anything.
+    let mut evm = evm;
+    evm.child.kill().unwrap();
+    evm.child.wait().unwrap();
+    drop(evm);
+
+    let evm = Evm::start_in(&genesis_file, dir.path());
+    assert_eq!(latest(&evm), before, "the head block after the restart");
+    assert_eq!(
+        evm.rpc("eth_getBlockByNumber", json!(["finalized", false]))["hash"],
+        head
+    );
+    assert_eq!(evm.rpc("eth_getBalance", json!([a0, "latest"])), balance);
+    assert_eq!(
+        qty(&evm.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))),
+        39,
+        "storage written in every block, across two flushes of the flat state"
+    );
+    assert_eq!(receipt(&evm, &txs[0]), receipt_of_first);
+    assert_eq!(
+        qty(&evm.rpc("eth_getTransactionCount", json!([a0, "latest"]))),
+        40
+    );
+    // The verdict stands, with its reason.
+    assert_eq!(evm.engine("engine_newPayloadV4", bad), verdict);
+    // The chain goes on from where it was.
+    let tx = eip1559(40, TxKind::Call(counter), U256::ZERO, Bytes::new(), 100_000);
+    evm.rpc("eth_sendRawTransaction", json!([signed(&k0, tx)]));
+    let (h, _) = build(&evm, &head, ts + 2, 100);
+    let r = set_head(&evm, &h, &h);
+    assert_eq!(r["result"]["payloadStatus"]["status"], "VALID", "{r}");
+    assert_eq!(
+        qty(&evm.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))),
+        40
+    );
+
+    // A second engine on the same data dir is refused, naming it.
+    let err = Evm::spawn(&genesis_file, dir.path(), true)
+        .err()
+        .expect("a second engine on the same data dir must not start");
+    assert!(
+        err.contains("engine.redb") && err.contains("another process"),
+        "{err}"
+    );
+    drop(evm);
+    // Another chain's genesis on this data dir is refused, naming both hashes.
+    let other = dir.path().join("other-genesis.json");
+    let mut g: Value =
+        serde_json::from_str(&std::fs::read_to_string(&genesis_file).unwrap()).unwrap();
+    g["timestamp"] = json!("0x1234");
+    std::fs::write(&other, g.to_string()).unwrap();
+    let err = Evm::spawn(&other, dir.path(), true)
+        .err()
+        .expect("a data dir of another chain must be refused");
+    assert!(
+        err.contains("holds a chain with genesis") && err.contains("--datadir"),
+        "{err}"
+    );
+}
+
+/// kill -9 while blocks are being built and imported, again and again: every restart opens
+/// at a head no older than the last one acknowledged, and the state there is the one the
+/// blocks make (the engine re-verifies the state root on open; the test checks the
+/// account's nonce and the counter against the transactions the chain holds).
+#[test]
+fn kill_9_during_import_reopens_consistently_every_time() {
+    use rand::Rng;
+    let genesis_file = fixtures().join("reth-interop/genesis.json");
+    let dir = tempfile::tempdir().unwrap();
+    let k0 = signer(KEY0);
+    let a0 = k0.address();
+    let counter = a0.create(0);
+    let mut rng = rand::thread_rng();
+    let mut acked = 0u64;
+    let mut ts = now();
+    for round in 0..12 {
+        let evm = Evm::start_in(&genesis_file, dir.path());
+        let head = latest(&evm);
+        let number = qty(&head["number"]) as u64;
+        assert!(
+            number >= acked,
+            "round {round}: opened at {number}, but {acked} was acknowledged"
+        );
+        // Every block holds one transaction of a0 (the deploy, then counter calls).
+        let nonce = qty(&evm.rpc("eth_getTransactionCount", json!([a0, "latest"]))) as u64;
+        assert_eq!(nonce, number, "round {round}: nonce at head {number}");
+        if number > 0 {
+            assert_eq!(
+                qty(&evm.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))) as u64,
+                number - 1,
+                "round {round}: the counter at head {number}"
+            );
+        }
+        acked = number;
+        let pid = nix::unistd::Pid::from_raw(evm.child.id() as i32);
+        let delay = std::time::Duration::from_millis(rng.gen_range(30..600));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        });
+        let mut head = head["hash"].clone();
+        let mut n = number;
+        loop {
+            let tx = if n == 0 {
+                eip1559(0, TxKind::Create, U256::ZERO, counter_code(), 200_000)
+            } else {
+                eip1559(n, TxKind::Call(counter), U256::ZERO, Bytes::new(), 100_000)
+            };
+            if try_rpc(&evm, "eth_sendRawTransaction", json!([signed(&k0, tx)])).is_err() {
+                break;
+            }
+            ts += 1;
+            let attrs = json!({
+                "timestamp": format!("{ts:#x}"), "prevRandao": B256::ZERO,
+                "suggestedFeeRecipient": Address::ZERO, "withdrawals": [],
+                "parentBeaconBlockRoot": B256::ZERO,
+            });
+            let fc =
+                json!({"headBlockHash": head, "safeBlockHash": head, "finalizedBlockHash": head});
+            let Ok(fcu) = try_engine(&evm, "engine_forkchoiceUpdatedV3", json!([fc, attrs])) else {
+                break;
+            };
+            let Ok(env) = try_engine(&evm, "engine_getPayloadV5", json!([fcu["payloadId"]])) else {
+                break;
+            };
+            assert_eq!(
+                env["executionPayload"]["transactions"]
+                    .as_array()
+                    .map(Vec::len),
+                Some(1),
+                "round {round}: block {} holds the one pending transaction",
+                n + 1
+            );
+            let payload = env["executionPayload"].clone();
+            let params = json!([payload, [], B256::ZERO, env["executionRequests"]]);
+            let Ok(status) = try_engine(&evm, "engine_newPayloadV4", params) else {
+                break;
+            };
+            assert_eq!(status["status"], "VALID", "{status}");
+            let new = payload["blockHash"].clone();
+            let fc = json!({"headBlockHash": new, "safeBlockHash": new, "finalizedBlockHash": new});
+            let Ok(r) = try_engine(&evm, "engine_forkchoiceUpdatedV3", json!([fc, null])) else {
+                break;
+            };
+            assert_eq!(r["payloadStatus"]["status"], "VALID", "{r}");
+            n += 1;
+            acked = n;
+            head = new;
+        }
+        killer.join().unwrap();
+        let mut evm = evm;
+        let _ = evm.child.wait();
+        eprintln!("round {round}: killed after block {acked}");
+    }
+    assert!(acked > 20, "the loop made progress: {acked} blocks");
 }

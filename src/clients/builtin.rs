@@ -22,6 +22,8 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "{{port.engine}}",
         "--jwt-secret",
         "{{jwt_path}}",
+        "--datadir",
+        "{{data_dir}}",
     ]);
     for peer in ctx.peers {
         command.push("--tx-peer".into());

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::chain::Chain;
 use super::exec::ExecutedBlock;
 use super::rpc::RpcError;
-use super::state::StateView;
+use super::state::{StateView, WorldState};
 
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
@@ -26,6 +26,8 @@ pub const MAX_LOG_RANGE: u64 = 10_000;
 pub struct Simulator<'a> {
     pub chain: &'a Chain,
     pub block: &'a ExecutedBlock,
+    /// The block's post-state.
+    pub state: &'a WorldState,
     pub overrides: &'a Overrides,
 }
 
@@ -202,7 +204,7 @@ impl Simulator<'_> {
         let hashes = self.chain.ancestors(self.block.hash);
         let ancestors = |n: u64| hashes.get(&n).copied();
         let view = StateView {
-            state: &self.block.state,
+            state: self.state,
             codes: &self.chain.codes,
             block_hash: &ancestors,
         };

@@ -11,9 +11,14 @@ use alloy_primitives::{Address, B256, U256};
 use super::exec::{self, BuildAttributes, ExecutedBlock, ParentCtx};
 use super::spec::ChainSpec;
 use super::state::{CodeStore, WorldState};
+use super::store::{Flush, Store, FLUSH_EVERY};
 
 /// How many ancestors BLOCKHASH can see.
 const BLOCKHASH_WINDOW: u64 = 256;
+/// With a store, canonical blocks keep their post-state in memory this far below the
+/// flat state's block (older ones keep header, body and receipts; their state is gone,
+/// as on a Geth or Reth full node).
+pub const KEEP_STATES: u64 = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertError {
@@ -24,6 +29,24 @@ pub enum InsertError {
         latest_valid: Option<B256>,
         reason: String,
     },
+}
+
+/// Why a forkchoice update was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForkchoiceError {
+    /// The update itself is wrong (-38002).
+    Invalid(String),
+    /// It could not be made durable (nothing was applied).
+    Storage(String),
+}
+
+impl std::fmt::Display for ForkchoiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForkchoiceError::Invalid(m) => f.write_str(m),
+            ForkchoiceError::Storage(m) => write!(f, "cannot store the forkchoice: {m}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +67,13 @@ pub struct Chain {
     finalized: B256,
     /// Canonical transactions: hash → (block hash, index).
     tx_index: HashMap<B256, (B256, usize)>,
+    /// Where blocks, verdicts, forkchoice and state are kept across restarts (none: memory
+    /// only, as for fixtures and tests).
+    store: Option<Store>,
+    /// The block whose state the store holds flat.
+    state_block: B256,
+    /// Canonical blocks below this number have no state in memory.
+    states_from: u64,
 }
 
 impl Chain {
@@ -64,7 +94,7 @@ impl Chain {
             senders: vec![],
             receipts: vec![],
             requests: Requests::default(),
-            state,
+            state: Some(state),
             fees: U256::ZERO,
         };
         let mut blocks = HashMap::new();
@@ -79,7 +109,144 @@ impl Chain {
             safe: hash,
             finalized: hash,
             tx_index: HashMap::new(),
+            store: None,
+            state_block: hash,
+            states_from: 0,
         }
+    }
+
+    /// Keep this chain in `store`: a new store starts at this genesis; a store holding a
+    /// chain is read back (blocks, verdicts, forkchoice), its flat state checked against
+    /// the state root of its block, and the blocks above it re-executed to the saved head.
+    pub fn with_store(mut self, mut store: Store) -> Result<Chain, String> {
+        let genesis = self.genesis_hash();
+        let Some(saved) = store.saved()? else {
+            store.init(&self.blocks[&genesis], &self.codes)?;
+            self.store = Some(store);
+            return Ok(self);
+        };
+        let where_ = store.path().display().to_string();
+        if saved.genesis != genesis {
+            return Err(format!(
+                "{where_} holds a chain with genesis {}, but the genesis file gives {genesis}: give the engine the genesis of its chain, or another --datadir for a new chain",
+                saved.genesis
+            ));
+        }
+        let started = std::time::Instant::now();
+        let path = store.chain_to_genesis(saved.head)?;
+        let Some(state_number) = path
+            .iter()
+            .find(|b| b.hash == saved.state_block)
+            .map(|b| b.number())
+        else {
+            return Err(format!(
+                "{where_}: the state block {} is not an ancestor of the saved head {}: the store is damaged (move the data dir away and the engine resyncs from its consensus node)",
+                saved.state_block, saved.head
+            ));
+        };
+        let state = store.state(&self.codes)?;
+        let mut reexecuted = 0usize;
+        for mut b in path.into_iter().rev() {
+            let (hash, number) = (b.hash, b.number());
+            if number == 0 {
+                if hash != genesis {
+                    return Err(format!(
+                        "{where_}: the saved chain starts at {hash}, not at genesis {genesis}"
+                    ));
+                }
+                if number == state_number && state.root() != b.header().state_root {
+                    return Err(format!(
+                        "{where_}: the saved genesis state has root {}, the genesis says {}: the store is damaged",
+                        state.root(),
+                        b.header().state_root
+                    ));
+                }
+                continue;
+            }
+            match number.cmp(&state_number) {
+                std::cmp::Ordering::Less => {
+                    self.blocks.insert(hash, Arc::new(b));
+                }
+                std::cmp::Ordering::Equal => {
+                    let root = state.root();
+                    if root != b.header().state_root {
+                        return Err(format!(
+                            "{where_}: the saved state of block {number} ({hash}) has root {root}, its header says {}: the store is damaged (move the data dir away and the engine resyncs from its consensus node)",
+                            b.header().state_root
+                        ));
+                    }
+                    b.state = Some(state.clone());
+                    self.blocks.insert(hash, Arc::new(b));
+                }
+                std::cmp::Ordering::Greater => {
+                    let senders: HashMap<B256, Address> = b
+                        .block
+                        .body
+                        .transactions
+                        .iter()
+                        .map(|t| *t.tx_hash())
+                        .zip(b.senders.iter().copied())
+                        .collect();
+                    self.insert_with_senders(b.block, hash, &|h| senders.get(h).copied())
+                        .map_err(|e| {
+                            format!(
+                                "{where_}: saved block {number} ({hash}) does not execute again: {e:?}"
+                            )
+                        })?;
+                    reexecuted += 1;
+                }
+            }
+        }
+        for (hash, latest_valid, reason) in store.invalid()? {
+            self.invalid.insert(
+                hash,
+                Invalid {
+                    latest_valid,
+                    reason,
+                },
+            );
+        }
+        self.reorg_to(saved.head);
+        store.mark_persisted(self.canonical.iter().copied());
+        self.safe = saved.safe;
+        self.finalized = saved.finalized;
+        self.state_block = saved.state_block;
+        self.prune_states();
+        tracing::info!(
+            store = %where_,
+            head = self.head().number(),
+            finalized = self.finalized().number(),
+            state_block = state_number,
+            reexecuted,
+            ms = started.elapsed().as_millis() as u64,
+            "opened the saved chain"
+        );
+        self.store = Some(store);
+        Ok(self)
+    }
+
+    /// Drop the in-memory state of canonical blocks more than [`KEEP_STATES`] below the
+    /// flat state's block.
+    fn prune_states(&mut self) {
+        let Some(s) = self.blocks.get(&self.state_block) else {
+            return;
+        };
+        let until = s.number().saturating_sub(KEEP_STATES);
+        for n in self.states_from..until {
+            if let Some(h) = self.canonical_hash(n) {
+                if let Some(b) = self.blocks.get_mut(&h) {
+                    if b.state.is_some() {
+                        *b = Arc::new(b.without_state());
+                    }
+                }
+            }
+        }
+        self.states_from = self.states_from.max(until);
+    }
+
+    /// The oldest canonical block whose state is kept (queries of older ones are refused).
+    pub fn oldest_state(&self) -> u64 {
+        self.states_from
     }
 
     pub fn genesis_hash(&self) -> B256 {
@@ -87,6 +254,14 @@ impl Chain {
     }
     pub fn head(&self) -> &Arc<ExecutedBlock> {
         &self.blocks[&self.head]
+    }
+    /// The head's state (always kept: states are dropped only far below the finalized
+    /// block, and the head is never below it).
+    pub fn head_state(&self) -> &WorldState {
+        self.head()
+            .state
+            .as_ref()
+            .expect("the head's state is always kept")
     }
     pub fn safe(&self) -> &Arc<ExecutedBlock> {
         &self.blocks[&self.safe]
@@ -150,16 +325,22 @@ impl Chain {
         false
     }
 
-    fn with_parent<T>(&self, parent: &ExecutedBlock, f: impl FnOnce(&ParentCtx<'_>) -> T) -> T {
+    /// Run `f` on `parent` as the parent of a new block; `None` when its state is gone.
+    fn with_parent<T>(
+        &self,
+        parent: &ExecutedBlock,
+        f: impl FnOnce(&ParentCtx<'_>) -> T,
+    ) -> Option<T> {
+        let state = parent.state.as_ref()?;
         let ancestors = self.ancestors(parent.hash);
         let lookup = move |n: u64| ancestors.get(&n).copied();
         let ctx = ParentCtx {
             header: parent.header(),
             hash: parent.hash,
-            state: &parent.state,
+            state,
             ancestor_hash: &lookup,
         };
-        f(&ctx)
+        Some(f(&ctx))
     }
 
     /// Validate, execute and remember `block`. Known blocks return their earlier result;
@@ -209,9 +390,13 @@ impl Chain {
         };
         let spec = self.spec.clone();
         let codes = self.codes.clone();
-        let result = self.with_parent(&parent, |ctx| {
+        // A parent whose state is gone lies far below the finalized block: its children can
+        // never become canonical, and cannot be checked (as on a pruned node: SYNCING).
+        let Some(result) = self.with_parent(&parent, |ctx| {
             exec::execute_block(&spec, &codes, ctx, block, hash, known)
-        });
+        }) else {
+            return Err(InsertError::UnknownParent);
+        };
         match result {
             Ok(executed) => {
                 let executed = Arc::new(executed);
@@ -219,6 +404,11 @@ impl Chain {
                 Ok(executed)
             }
             Err(reason) => {
+                if let Some(store) = &self.store {
+                    if let Err(e) = store.put_invalid(&hash, Some(parent_hash), &reason) {
+                        tracing::warn!(%hash, error = %e, "cannot store an INVALID verdict");
+                    }
+                }
                 self.invalid.insert(
                     hash,
                     Invalid {
@@ -248,40 +438,89 @@ impl Chain {
         head: B256,
         safe: B256,
         finalized: B256,
-    ) -> Result<Vec<(TxEnvelope, alloy_primitives::Address)>, String> {
+    ) -> Result<Vec<(TxEnvelope, alloy_primitives::Address)>, ForkchoiceError> {
+        let invalid = |m: String| Err(ForkchoiceError::Invalid(m));
         if !self.blocks.contains_key(&head) {
-            return Err(format!("unknown head {head}"));
+            return invalid(format!("unknown head {head}"));
         }
         for (name, h) in [("finalized", finalized), ("safe", safe)] {
             if h != B256::ZERO && !self.is_ancestor(&h, &head) {
-                return Err(format!(
+                return invalid(format!(
                     "{name} block {h} is not an ancestor of head {head}"
                 ));
             }
         }
         if !self.is_ancestor(&self.finalized, &head) {
-            return Err(format!(
+            return invalid(format!(
                 "head {head} is not a descendant of the finalized block {}: finalized blocks are never reverted",
                 self.finalized
             ));
         }
         if finalized != B256::ZERO && !self.is_ancestor(&self.finalized, &finalized) {
-            return Err(format!(
+            return invalid(format!(
                 "finalized block {finalized} is older than the current finalized {}",
                 self.finalized
             ));
         }
+        let finalized = if finalized == B256::ZERO {
+            self.finalized
+        } else {
+            finalized
+        };
+        let mut safe = if safe == B256::ZERO { self.safe } else { safe };
+        if !self.is_ancestor(&safe, &head) {
+            safe = finalized;
+        }
+        // Durable before it is applied (and acknowledged).
+        let flushed = self
+            .persist(head, safe, finalized)
+            .map_err(ForkchoiceError::Storage)?;
         let dropped = self.reorg_to(head);
-        if safe != B256::ZERO {
-            self.safe = safe;
-        }
-        if finalized != B256::ZERO {
-            self.finalized = finalized;
-        }
-        if !self.is_ancestor(&self.safe, &head) {
-            self.safe = self.finalized;
+        self.safe = safe;
+        self.finalized = finalized;
+        if flushed {
+            self.state_block = finalized;
+            self.prune_states();
         }
         Ok(dropped)
+    }
+
+    /// Write the forkchoice with the blocks of the head's branch not yet written, and move
+    /// the flat state to `finalized` when it is [`FLUSH_EVERY`] blocks ahead. Returns
+    /// whether the flat state moved. Without a store: nothing.
+    fn persist(&mut self, head: B256, safe: B256, finalized: B256) -> Result<bool, String> {
+        let Some(store) = &self.store else {
+            return Ok(false);
+        };
+        if (head, safe, finalized) == (self.head, self.safe, self.finalized) {
+            return Ok(false);
+        }
+        let mut new = Vec::new();
+        let mut cur = head;
+        while !store.is_persisted(&cur) {
+            let Some(b) = self.blocks.get(&cur) else {
+                return Err(format!("block {cur} of the head's branch is not known"));
+            };
+            new.push(b.clone());
+            cur = b.header().parent_hash;
+        }
+        let (from, to) = (&self.blocks[&self.state_block], &self.blocks[&finalized]);
+        let flush = match (&from.state, &to.state) {
+            (Some(from_state), Some(to_state)) if to.number() >= from.number() + FLUSH_EVERY => {
+                Some(Flush {
+                    to: finalized,
+                    from_state,
+                    to_state,
+                })
+            }
+            _ => None,
+        };
+        let flushed = flush.is_some();
+        let blocks: Vec<&ExecutedBlock> = new.iter().map(|b| &**b).collect();
+        let codes = self.codes.clone();
+        let store = self.store.as_mut().expect("checked above");
+        store.commit_forkchoice(&blocks, head, safe, finalized, flush, &codes)?;
+        Ok(flushed)
     }
 
     fn reorg_to(&mut self, head: B256) -> Vec<(TxEnvelope, alloy_primitives::Address)> {
@@ -337,6 +576,12 @@ impl Chain {
             .clone();
         self.with_parent(&parent, |ctx| {
             exec::build_block(&self.spec, &self.codes, ctx, attrs, candidates, skipped)
+        })
+        .unwrap_or_else(|| {
+            Err(format!(
+                "the state of parent {} is no longer kept",
+                parent.hash
+            ))
         })
     }
 }

@@ -15,7 +15,7 @@ use alloy_rpc_types_engine::{
 };
 use serde_json::{json, Value};
 
-use super::chain::{Chain, InsertError};
+use super::chain::{Chain, ForkchoiceError, InsertError};
 use super::exec::{BuildAttributes, ExecutedBlock};
 use super::pool::Pool;
 use super::rpc::RpcError;
@@ -284,14 +284,20 @@ impl Engine {
         let old_head = chain.head().hash;
         let dropped = chain
             .set_forkchoice(head, state.safe_block_hash, state.finalized_block_hash)
-            .map_err(RpcError::invalid_forkchoice)?;
+            .map_err(|e| match e {
+                ForkchoiceError::Invalid(m) => RpcError::invalid_forkchoice(m),
+                ForkchoiceError::Storage(m) => {
+                    tracing::error!(error = %m, "cannot store the forkchoice; not applied");
+                    RpcError::internal(format!("forkchoice not applied: cannot store it: {m}"))
+                }
+            })?;
         let head_block = chain.head().clone();
         if old_head != head {
             let mut pool = lock(&self.pool);
-            pool.prune(&head_block.state);
+            pool.prune(chain.head_state());
             if !dropped.is_empty() {
                 // A reorg: what the old branch included goes back to the pool.
-                let rules = super::pool::Rules::after(&chain.spec, &head_block);
+                let rules = super::pool::Rules::after(&chain.spec, &head_block, chain.head_state());
                 let n = dropped.len();
                 let back = dropped
                     .into_iter()
@@ -348,7 +354,7 @@ impl Engine {
         let base_fee = super::exec::next_base_fee(head_block.header());
         let (candidates, pooled) = {
             let pool = lock(&self.pool);
-            (pool.best(&head_block.state, base_fee), pool.len())
+            (pool.best(chain.head_state(), base_fee), pool.len())
         };
         let executable = candidates.len();
         let mut dropped = Vec::new();

@@ -34,7 +34,9 @@ pub struct ExecutedBlock {
     pub senders: Vec<Address>,
     pub receipts: Vec<ReceiptEnvelope>,
     pub requests: Requests,
-    pub state: WorldState,
+    /// The post-state; `None` once dropped for an old block (its header, body and receipts
+    /// stay).
+    pub state: Option<WorldState>,
     /// Sum of priority fees paid to the fee recipient (the payload's block value).
     pub fees: U256,
 }
@@ -45,6 +47,18 @@ impl ExecutedBlock {
     }
     pub fn number(&self) -> u64 {
         self.block.header.number
+    }
+    /// The same block without its post-state.
+    pub fn without_state(&self) -> ExecutedBlock {
+        ExecutedBlock {
+            hash: self.hash,
+            block: self.block.clone(),
+            senders: self.senders.clone(),
+            receipts: self.receipts.clone(),
+            requests: self.requests.clone(),
+            state: None,
+            fees: self.fees,
+        }
     }
 }
 
@@ -303,7 +317,7 @@ impl Outcome {
             senders,
             receipts: self.receipts,
             requests: self.requests,
-            state: self.state,
+            state: Some(self.state),
             fees: self.fees,
         }
     }

@@ -184,7 +184,7 @@ fn run_case(case: &Case) -> Result<(), String> {
         ));
     }
     if let Some(post) = &case.post_state {
-        check_post_state(&chain.head().state, &codes, post)?;
+        check_post_state(chain.head_state(), &codes, post)?;
     }
     Ok(())
 }

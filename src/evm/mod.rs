@@ -14,6 +14,7 @@ pub mod rpc;
 pub mod server;
 pub mod spec;
 pub mod state;
+pub mod store;
 pub mod trie;
 pub mod ws;
 

@@ -40,11 +40,15 @@ pub struct Rules<'a> {
 
 impl<'a> Rules<'a> {
     /// The rules for a transaction entering the pool while `head` is the chain's head.
-    pub fn after(spec: &super::spec::ChainSpec, head: &'a super::exec::ExecutedBlock) -> Self {
+    pub fn after(
+        spec: &super::spec::ChainSpec,
+        head: &super::exec::ExecutedBlock,
+        state: &'a super::state::WorldState,
+    ) -> Self {
         let ts = head.header().timestamp + 1;
         Rules {
             chain_id: spec.chain_id,
-            state: &head.state,
+            state,
             base_fee: super::exec::next_base_fee(head.header()),
             block_gas_limit: head.header().gas_limit,
             osaka: spec.osaka(ts),

@@ -12,6 +12,7 @@ use super::chain::Chain;
 use super::engine::Engine;
 use super::exec::{gas_used_by, next_base_fee, ExecutedBlock};
 use super::pool::Rules;
+use super::state::WorldState;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone)]
@@ -228,6 +229,17 @@ fn resolve(chain: &Chain, id: Option<BlockId>) -> Result<Arc<ExecutedBlock>, Rpc
     b.ok_or_else(|| RpcError::server("header not found"))
 }
 
+/// A block's post-state, or the error a pruned node gives for an old block.
+pub fn state_of<'a>(chain: &Chain, b: &'a ExecutedBlock) -> Result<&'a WorldState, RpcError> {
+    b.state.as_ref().ok_or_else(|| {
+        RpcError::server(format!(
+            "historical state of block {} is not available: this engine keeps the state of blocks from {} on",
+            b.number(),
+            chain.oldest_state()
+        ))
+    })
+}
+
 fn rpc_tx(b: &ExecutedBlock, i: usize) -> Value {
     let tx = &b.block.body.transactions[i];
     let base = b.header().base_fee_per_gas.unwrap_or_default();
@@ -371,7 +383,7 @@ impl Engine {
             "txpool_status" => {
                 let chain = self.chain();
                 let (pending, queued) =
-                    crate::evm::engine_lock(&self.pool).status(&chain.head().state);
+                    crate::evm::engine_lock(&self.pool).status(chain.head_state());
                 Ok(json!({"pending": U64::from(pending), "queued": U64::from(queued)}))
             }
             "eth_blockNumber" => Ok(json!(U64::from(self.chain().head().number()))),
@@ -419,7 +431,7 @@ impl Engine {
                 let (addr, id): (Address, Option<BlockId>) = params_opt(p)?;
                 let chain = self.chain();
                 let b = resolve(&chain, id)?;
-                let acct = b.state.account(&addr);
+                let acct = state_of(&chain, &b)?.account(&addr);
                 Ok(match method {
                     "eth_getBalance" => json!(acct.map_or(U256::ZERO, |a| a.balance)),
                     "eth_getTransactionCount" => json!(U64::from(acct.map_or(0, |a| a.nonce))),
@@ -442,7 +454,9 @@ impl Engine {
                 let id: Option<BlockId> = arr.get(2).map(|v| params(v.clone())).transpose()?;
                 let chain = self.chain();
                 let b = resolve(&chain, id)?;
-                Ok(json!(B256::from(b.state.storage(&addr, &slot))))
+                Ok(json!(B256::from(
+                    state_of(&chain, &b)?.storage(&addr, &slot)
+                )))
             }
             "eth_getTransactionByHash" => {
                 let (hash,): (B256,) = params(p)?;
@@ -487,7 +501,7 @@ impl Engine {
                 // forkchoiceUpdated wait for the chain's lock.
                 let (tx, sender) = super::pool::decode_raw(&raw).map_err(RpcError::server)?;
                 let chain = self.chain();
-                let rules = Rules::after(&chain.spec, chain.head());
+                let rules = Rules::after(&chain.spec, chain.head(), chain.head_state());
                 let r = crate::evm::engine_lock(&self.pool).add(tx, sender, &rules);
                 r.map(|h| json!(h)).map_err(RpcError::server)
             }
@@ -515,6 +529,7 @@ impl Engine {
                 let sim = super::call::Simulator {
                     chain: &chain,
                     block: &b,
+                    state: state_of(&chain, &b)?,
                     overrides: &overrides,
                 };
                 if method == "eth_call" {

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// proposes next. Transactions received from a peer are not passed on again.
     #[arg(long = "tx-peer", value_name = "URL")]
     pub tx_peers: Vec<String>,
+    /// Keep the chain in this directory (`engine.redb`): blocks, verdicts, forkchoice and
+    /// state survive a restart or a crash. Without it the chain lives in memory only and
+    /// starts again from genesis at every start.
+    #[arg(long)]
+    pub datadir: Option<PathBuf>,
 }
 
 /// Header that marks a request as relayed by another engine (not to be relayed again).
@@ -280,6 +285,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let chain = load_genesis(genesis)?;
+    let chain = match &args.datadir {
+        Some(dir) => {
+            let store = super::store::Store::open(dir).map_err(|e| anyhow!("{e}"))?;
+            chain.with_store(store).map_err(|e| anyhow!("{e}"))?
+        }
+        None => {
+            tracing::warn!(
+                "no --datadir: the chain is kept in memory only and is lost when the engine stops"
+            );
+            chain
+        }
+    };
     let genesis_hash = chain.genesis_hash();
     let engine = Arc::new(Engine::new(chain));
     let rt = tokio::runtime::Builder::new_multi_thread()

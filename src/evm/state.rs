@@ -122,6 +122,21 @@ impl WorldState {
         );
     }
 
+    /// Put an account under its hashed address (a store being read back).
+    pub fn put_hashed(&mut self, key: B256, account: Account) {
+        self.accounts.insert(&key, account);
+    }
+
+    /// Accounts (by hashed address) that may differ from `older`, with both versions; see
+    /// [`Trie::diff`].
+    pub fn diff<'a>(
+        &'a self,
+        older: &'a WorldState,
+        f: &mut dyn FnMut(B256, Option<&'a Account>, Option<&'a Account>),
+    ) {
+        self.accounts.diff(&older.accounts, f);
+    }
+
     /// Apply the changes of executing one block.
     pub fn apply(&mut self, changes: &StateChangeset, codes: &CodeStore) {
         for (hash, code) in &changes.contracts {

@@ -354,38 +354,124 @@ impl<V: TrieValue> Trie<V> {
 
     /// Every (key, value) in key order.
     pub fn entries(&self) -> Vec<(B256, V)> {
-        fn walk<V: Clone>(n: &Arc<Node<V>>, prefix: &mut Vec<u8>, out: &mut Vec<(B256, V)>) {
-            match &n.kind {
-                Kind::Leaf { path, value } => {
-                    let full: Vec<u8> = prefix.iter().chain(path.iter()).copied().collect();
-                    let mut key = [0u8; 32];
-                    for (i, k) in key.iter_mut().enumerate() {
-                        *k = (full[2 * i] << 4) | full[2 * i + 1];
-                    }
-                    out.push((B256::from(key), value.clone()));
-                }
-                Kind::Ext { path, child } => {
-                    let len = prefix.len();
-                    prefix.extend_from_slice(path);
-                    walk(child, prefix, out);
-                    prefix.truncate(len);
-                }
-                Kind::Branch { children } => {
-                    for (i, c) in children.iter().enumerate() {
-                        if let Some(c) = c {
-                            prefix.push(i as u8);
-                            walk(c, prefix, out);
-                            prefix.pop();
-                        }
-                    }
+        let mut out = Vec::new();
+        if let Some(r) = &self.root {
+            leaves(r, &mut Vec::new(), &mut |k, v| out.push((k, v.clone())));
+        }
+        out
+    }
+
+    /// The keys whose values may differ between `older` and `self`, each with its value in
+    /// both (`None`: absent). Subtrees the two snapshots share are skipped without being
+    /// visited, so the cost follows what changed, not the trie's size; where the shape
+    /// changed, the leaves below are compared and unchanged ones may be reported too (the
+    /// caller compares values).
+    pub fn diff<'a>(
+        &'a self,
+        older: &'a Trie<V>,
+        f: &mut dyn FnMut(B256, Option<&'a V>, Option<&'a V>),
+    ) {
+        diff_nodes(older.root.as_ref(), self.root.as_ref(), &mut Vec::new(), f);
+    }
+}
+
+fn key_of(prefix: &[u8], path: &[u8]) -> B256 {
+    let mut key = [0u8; 32];
+    let mut nibble = prefix.iter().chain(path.iter());
+    for k in key.iter_mut() {
+        let hi = nibble.next().copied().unwrap_or(0);
+        let lo = nibble.next().copied().unwrap_or(0);
+        *k = (hi << 4) | lo;
+    }
+    B256::from(key)
+}
+
+/// Every leaf under `n` (whose path from the root is `prefix`), in key order.
+fn leaves<'a, V>(n: &'a Arc<Node<V>>, prefix: &mut Vec<u8>, out: &mut dyn FnMut(B256, &'a V)) {
+    match &n.kind {
+        Kind::Leaf { path, value } => out(key_of(prefix, path), value),
+        Kind::Ext { path, child } => {
+            let len = prefix.len();
+            prefix.extend_from_slice(path);
+            leaves(child, prefix, out);
+            prefix.truncate(len);
+        }
+        Kind::Branch { children } => {
+            for (i, c) in children.iter().enumerate() {
+                if let Some(c) = c {
+                    prefix.push(i as u8);
+                    leaves(c, prefix, out);
+                    prefix.pop();
                 }
             }
         }
-        let mut out = Vec::new();
-        if let Some(r) = &self.root {
-            walk(r, &mut Vec::new(), &mut out);
-        }
-        out
+    }
+}
+
+fn diff_nodes<'a, V>(
+    a: Option<&'a Arc<Node<V>>>,
+    b: Option<&'a Arc<Node<V>>>,
+    prefix: &mut Vec<u8>,
+    f: &mut dyn FnMut(B256, Option<&'a V>, Option<&'a V>),
+) {
+    match (a, b) {
+        (None, None) => {}
+        (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {}
+        (Some(a), Some(b)) => match (&a.kind, &b.kind) {
+            (Kind::Branch { children: ca }, Kind::Branch { children: cb }) => {
+                for i in 0..16 {
+                    prefix.push(i as u8);
+                    diff_nodes(ca[i].as_ref(), cb[i].as_ref(), prefix, f);
+                    prefix.pop();
+                }
+            }
+            (
+                Kind::Ext {
+                    path: pa,
+                    child: ca,
+                },
+                Kind::Ext {
+                    path: pb,
+                    child: cb,
+                },
+            ) if pa == pb => {
+                let len = prefix.len();
+                prefix.extend_from_slice(pa);
+                diff_nodes(Some(ca), Some(cb), prefix, f);
+                prefix.truncate(len);
+            }
+            _ => {
+                // Different shapes: compare the leaves below both.
+                let (mut old, mut new) = (Vec::new(), Vec::new());
+                leaves(a, prefix, &mut |k, v| old.push((k, v)));
+                leaves(b, prefix, &mut |k, v| new.push((k, v)));
+                let (mut i, mut j) = (0, 0);
+                while i < old.len() || j < new.len() {
+                    match (old.get(i), new.get(j)) {
+                        (Some(&(ka, va)), Some(&(kb, vb))) if ka == kb => {
+                            f(ka, Some(va), Some(vb));
+                            i += 1;
+                            j += 1;
+                        }
+                        (Some(&(ka, va)), Some(&(kb, _))) if ka < kb => {
+                            f(ka, Some(va), None);
+                            i += 1;
+                        }
+                        (Some(&(ka, va)), None) => {
+                            f(ka, Some(va), None);
+                            i += 1;
+                        }
+                        (_, Some(&(kb, vb))) => {
+                            f(kb, None, Some(vb));
+                            j += 1;
+                        }
+                        (None, None) => break,
+                    }
+                }
+            }
+        },
+        (Some(a), None) => leaves(a, prefix, &mut |k, v| f(k, Some(v), None)),
+        (None, Some(b)) => leaves(b, prefix, &mut |k, v| f(k, None, Some(v))),
     }
 }
 
@@ -412,6 +498,50 @@ mod tests {
             hb.add_leaf(ANibbles::unpack(k), &enc);
         }
         hb.root()
+    }
+
+    #[test]
+    fn diff_reports_every_changed_key_with_both_values() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let keys: Vec<B256> = (0..300)
+            .map(|_| B256::from(rng.gen::<[u8; 32]>()))
+            .collect();
+        let mut trie = Trie::default();
+        let mut model = std::collections::BTreeMap::new();
+        for round in 0..40 {
+            let (older, older_model) = (trie.clone(), model.clone());
+            // Few changes on a large trie, or many, or everything removed.
+            let steps = if round % 10 == 9 { 400 } else { 1 + round % 7 };
+            for _ in 0..steps {
+                let k = keys[rng.gen_range(0..keys.len())];
+                if rng.gen_bool(0.35) {
+                    trie.remove(&k);
+                    model.remove(&k);
+                } else {
+                    let v = U256::from(rng.gen_range(1u64..1000));
+                    trie.insert(&k, v);
+                    model.insert(k, v);
+                }
+            }
+            let mut reported = std::collections::BTreeMap::new();
+            trie.diff(&older, &mut |k, a, b| {
+                assert!(
+                    reported.insert(k, (a.copied(), b.copied())).is_none(),
+                    "{k} twice"
+                );
+            });
+            for k in &keys {
+                let (was, is) = (older_model.get(k).copied(), model.get(k).copied());
+                match reported.get(k) {
+                    Some(&(a, b)) => assert_eq!((a, b), (was, is), "round {round} key {k}"),
+                    None => assert_eq!(was, is, "round {round}: change of {k} not reported"),
+                }
+            }
+            // Nothing shared is visited: a diff with itself reports nothing.
+            trie.diff(&trie.clone(), &mut |k, _, _| {
+                panic!("{k} reported against itself")
+            });
+        }
     }
 
     #[test]

@@ -35,49 +35,85 @@ pub struct Evm {
     pub engine: String,
     pub genesis: String,
     pub secret: JwtSecret,
-    pub dir: tempfile::TempDir,
+    /// The temporary dir of an engine without a data dir (removed on drop).
+    pub dir: Option<tempfile::TempDir>,
 }
 
 impl Evm {
+    /// An engine that keeps its chain in memory only.
     pub fn start(genesis: &Path) -> Evm {
         let dir = tempfile::tempdir().unwrap();
-        let jwt = dir.path().join("jwt.hex");
-        let secret = JwtSecret::generate();
-        std::fs::write(&jwt, secret.to_hex()).unwrap();
-        let mut perms = std::fs::metadata(&jwt).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-        std::fs::set_permissions(&jwt, perms).unwrap();
-        let mut child = Command::new(bin())
-            .args([
-                "node",
-                "evm",
-                "--http-port",
-                "0",
-                "--authrpc-port",
-                "0",
-                "--genesis",
-            ])
-            .arg(genesis)
-            .arg("--jwt-secret")
-            .arg(&jwt)
+        let mut evm = Evm::spawn(genesis, dir.path(), false).unwrap();
+        evm.dir = Some(dir);
+        evm
+    }
+
+    /// An engine keeping its chain in `dir/data` (its JWT secret in `dir/jwt.hex`, made
+    /// once), so that it can be stopped and started again on the same chain.
+    pub fn start_in(genesis: &Path, dir: &Path) -> Evm {
+        Evm::spawn(genesis, dir, true).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Start an engine; `Err` carries what it printed when it did not start.
+    pub fn spawn(genesis: &Path, dir: &Path, datadir: bool) -> Result<Evm, String> {
+        let jwt = dir.join("jwt.hex");
+        let secret = if jwt.exists() {
+            JwtSecret::read(&jwt).unwrap()
+        } else {
+            let secret = JwtSecret::generate();
+            std::fs::write(&jwt, secret.to_hex()).unwrap();
+            let mut perms = std::fs::metadata(&jwt).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+            std::fs::set_permissions(&jwt, perms).unwrap();
+            secret
+        };
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "node",
+            "evm",
+            "--http-port",
+            "0",
+            "--authrpc-port",
+            "0",
+            "--genesis",
+        ])
+        .arg(genesis)
+        .arg("--jwt-secret")
+        .arg(&jwt);
+        if datadir {
+            cmd.arg("--datadir").arg(dir.join("data"));
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("engine did not start ({e}): {line:?}"));
-        Evm {
+        let stderr = child.stderr.take().unwrap();
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut { stderr }, &mut err);
+            let _ = child.wait();
+            return Err(format!("engine did not start: {line:?} {err}"));
+        };
+        // Its log goes on to the test's stderr.
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{l}");
+            }
+        });
+        Ok(Evm {
             child,
             rpc: format!("http://{}", v["rpc"].as_str().unwrap()),
             engine: format!("http://{}", v["engine"].as_str().unwrap()),
             genesis: v["genesis"].as_str().unwrap().to_string(),
             secret,
-            dir,
-        }
+            dir: None,
+        })
     }
 
     /// A public JSON-RPC call; panics on a JSON-RPC error.
@@ -155,4 +191,35 @@ pub fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
         }
         Err(e) => panic!("POST {url}: {e}"),
     }
+}
+
+/// An Engine API call that returns transport failures (a killed engine) as `Err`;
+/// a JSON-RPC error still fails the test.
+pub fn try_engine(evm: &Evm, method: &str, params: Value) -> Result<Value, String> {
+    try_call(&evm.engine, Some(&evm.token()), method, params)
+}
+
+/// A public JSON-RPC call, as [`try_engine`].
+pub fn try_rpc(evm: &Evm, method: &str, params: Value) -> Result<Value, String> {
+    try_call(&evm.rpc, None, method, params)
+}
+
+fn try_call(url: &str, token: Option<&str>, method: &str, params: Value) -> Result<Value, String> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut req = ureq::post(url)
+        .timeout(Duration::from_secs(30))
+        .set("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.set("authorization", &format!("Bearer {t}"));
+    }
+    let text = req
+        .send_string(&body.to_string())
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    if let Some(e) = v.get("error") {
+        panic!("{method} failed: {e}");
+    }
+    Ok(v["result"].clone())
 }
