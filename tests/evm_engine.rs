@@ -1116,3 +1116,52 @@ fn kill_9_during_import_reopens_consistently_every_time() {
     }
     assert!(acked > 20, "the loop made progress: {acked} blocks");
 }
+
+#[test]
+fn the_fee_oracle_suggests_the_60th_percentile_of_recent_lowest_tips() {
+    let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let k0 = signer(KEY0);
+    let gwei = 1_000_000_000u128;
+    let tip = |evm: &Evm| qty(&evm.rpc("eth_maxPriorityFeePerGas", json!([])));
+    assert_eq!(tip(&evm), gwei, "no transactions yet: the 1 gwei default");
+    let send = |nonce: u64, tip_gwei: u128| {
+        let mut tx = eip1559(
+            nonce,
+            TxKind::Call(Address::repeat_byte(7)),
+            U256::from(1),
+            Bytes::new(),
+            21_000,
+        );
+        tx.max_fee_per_gas = 500 * gwei;
+        tx.max_priority_fee_per_gas = tip_gwei * gwei;
+        evm.rpc("eth_sendRawTransaction", json!([signed(&k0, tx)]));
+    };
+    // Block 1: tips 2, 4, 6 and 100 gwei; only the lowest three are sampled.
+    for (n, t) in [(0, 6), (1, 4), (2, 2), (3, 100)] {
+        send(n, t);
+    }
+    let ts = now();
+    let (b1, _) = build(&evm, &json!(evm.genesis), ts, 1);
+    set_head(&evm, &b1, &json!(B256::ZERO));
+    assert_eq!(
+        evm.rpc("eth_getBlockByNumber", json!(["latest", false]))["transactions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // Samples 2, 4, 6: index (3 - 1) × 60 / 100 = 1.
+    assert_eq!(tip(&evm), 4 * gwei);
+    // Block 2: tips 10 and 12; samples 2, 4, 6, 10, 12: index 4 × 60 / 100 = 2.
+    send(4, 10);
+    send(5, 12);
+    let (b2, _) = build(&evm, &b1, ts + 1, 2);
+    set_head(&evm, &b2, &json!(B256::ZERO));
+    assert_eq!(tip(&evm), 6 * gwei);
+    let price = qty(&evm.rpc("eth_gasPrice", json!([])));
+    let head = evm.rpc("eth_getBlockByNumber", json!(["latest", false]));
+    assert!(
+        price > 6 * gwei && price <= 6 * gwei + 2 * qty(&head["baseFeePerGas"]),
+        "eth_gasPrice {price} is the next base fee plus the suggested tip"
+    );
+}

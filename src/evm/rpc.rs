@@ -229,6 +229,49 @@ fn resolve(chain: &Chain, id: Option<BlockId>) -> Result<Arc<ExecutedBlock>, Rpc
     b.ok_or_else(|| RpcError::server("header not found"))
 }
 
+/// The fee oracle's window: the newest canonical blocks looked at.
+pub const ORACLE_BLOCKS: u64 = 20;
+/// Tips sampled per block: its lowest ones.
+pub const ORACLE_SAMPLES: usize = 3;
+/// The percentile of the samples suggested.
+pub const ORACLE_PERCENTILE: usize = 60;
+/// Suggested when the window holds no transaction: 1 gwei.
+pub const ORACLE_DEFAULT: u128 = 1_000_000_000;
+/// The suggestion never exceeds 500 gwei.
+pub const ORACLE_MAX: u128 = 500_000_000_000;
+
+/// The priority fee to suggest, as Geth's and Reth's oracles compute it: the lowest
+/// [`ORACLE_SAMPLES`] effective tips of each of the last [`ORACLE_BLOCKS`] blocks
+/// (transactions of the block's own fee recipient and tips under 2 wei left out), then the
+/// [`ORACLE_PERCENTILE`]th percentile of all; [`ORACLE_DEFAULT`] when there is none.
+pub fn suggested_tip(chain: &Chain) -> u128 {
+    let head = chain.head().number();
+    let mut samples = Vec::new();
+    for n in (head.saturating_sub(ORACLE_BLOCKS - 1)..=head).rev() {
+        let Some(b) = chain.canonical(n) else {
+            continue;
+        };
+        let base = b.header().base_fee_per_gas;
+        let mut tips: Vec<u128> = b
+            .block
+            .body
+            .transactions
+            .iter()
+            .zip(&b.senders)
+            .filter(|(_, s)| **s != b.header().beneficiary)
+            .filter_map(|(t, _)| t.effective_tip_per_gas(base.unwrap_or_default()))
+            .filter(|t| *t >= 2)
+            .collect();
+        tips.sort_unstable();
+        samples.extend(tips.into_iter().take(ORACLE_SAMPLES));
+    }
+    if samples.is_empty() {
+        return ORACLE_DEFAULT;
+    }
+    samples.sort_unstable();
+    samples[(samples.len() - 1) * ORACLE_PERCENTILE / 100].min(ORACLE_MAX)
+}
+
 /// A block's post-state, or the error a pruned node gives for an old block.
 pub fn state_of<'a>(chain: &Chain, b: &'a ExecutedBlock) -> Result<&'a WorldState, RpcError> {
     b.state.as_ref().ok_or_else(|| {
@@ -390,9 +433,9 @@ impl Engine {
             "eth_gasPrice" => {
                 let chain = self.chain();
                 let base = next_base_fee(chain.head().header());
-                Ok(json!(U256::from(base as u128 + 1_000_000_000)))
+                Ok(json!(U256::from(base as u128 + suggested_tip(&chain))))
             }
-            "eth_maxPriorityFeePerGas" => Ok(json!(U256::from(1_000_000_000u64))),
+            "eth_maxPriorityFeePerGas" => Ok(json!(U256::from(suggested_tip(&self.chain())))),
             "eth_blobBaseFee" => {
                 let chain = self.chain();
                 let head = chain.head();

@@ -24,17 +24,58 @@ pub trait TrieValue: Clone {
 type Nibbles = Box<[u8]>;
 
 enum Kind<V> {
+    /// A leaf keeps its whole key (no allocation for its path): its path is the key's
+    /// nibbles from `start` on.
     Leaf {
-        path: Nibbles,
+        key: B256,
+        start: u8,
         value: V,
     },
     Ext {
         path: Nibbles,
         child: Arc<Node<V>>,
     },
+    /// The children present, in nibble order; bit `i` of `mask` says whether child `i` is.
     Branch {
-        children: [Option<Arc<Node<V>>>; 16],
+        mask: u16,
+        children: Box<[Arc<Node<V>>]>,
     },
+}
+
+/// A branch's children as an array (for building a changed branch).
+type Children<V> = [Option<Arc<Node<V>>>; 16];
+
+fn branch_child<V>(mask: u16, children: &[Arc<Node<V>>], i: usize) -> Option<&Arc<Node<V>>> {
+    if mask & (1 << i) == 0 {
+        return None;
+    }
+    children.get((mask & ((1u16 << i) - 1)).count_ones() as usize)
+}
+
+fn expand<V>(mask: u16, children: &[Arc<Node<V>>]) -> Children<V> {
+    let mut out: Children<V> = Default::default();
+    let mut present = children.iter();
+    for (i, slot) in out.iter_mut().enumerate() {
+        if mask & (1 << i) != 0 {
+            *slot = present.next().cloned();
+        }
+    }
+    out
+}
+
+fn branch<V>(children: Children<V>) -> Arc<Node<V>> {
+    let mut mask = 0u16;
+    let mut present = Vec::with_capacity(children.iter().flatten().count());
+    for (i, c) in children.into_iter().enumerate() {
+        if let Some(c) = c {
+            mask |= 1 << i;
+            present.push(c);
+        }
+    }
+    node(Kind::Branch {
+        mask,
+        children: present.into_boxed_slice(),
+    })
 }
 
 struct Node<V> {
@@ -111,9 +152,11 @@ fn node<V>(kind: Kind<V>) -> Arc<Node<V>> {
     })
 }
 
-fn leaf<V>(path: &[u8], value: V) -> Arc<Node<V>> {
+/// A leaf for `key` at `depth` nibbles from the root.
+fn leaf<V>(key: B256, depth: usize, value: V) -> Arc<Node<V>> {
     node(Kind::Leaf {
-        path: path.into(),
+        key,
+        start: depth as u8,
         value,
     })
 }
@@ -125,17 +168,20 @@ fn concat(a: &[u8], b: &[u8]) -> Nibbles {
     v.into()
 }
 
-/// Put `prefix` in front of `n`, merging with a leaf or extension so that the trie stays
-/// in its canonical shape.
+/// Put `prefix` (the nibbles just above `n`) in front of `n`, merging with a leaf or
+/// extension so that the trie stays in its canonical shape.
 fn prefixed<V: Clone>(prefix: &[u8], n: Arc<Node<V>>) -> Arc<Node<V>> {
     if prefix.is_empty() {
         return n;
     }
     match &n.kind {
-        Kind::Leaf { path, value } => node(Kind::Leaf {
-            path: concat(prefix, path),
-            value: value.clone(),
-        }),
+        Kind::Leaf { key, start, value } => {
+            debug_assert!(
+                *start as usize >= prefix.len()
+                    && nibbles(key)[*start as usize - prefix.len()..*start as usize] == *prefix
+            );
+            leaf(*key, *start as usize - prefix.len(), value.clone())
+        }
         Kind::Ext { path, child } => node(Kind::Ext {
             path: concat(prefix, path),
             child: child.clone(),
@@ -147,78 +193,94 @@ fn prefixed<V: Clone>(prefix: &[u8], n: Arc<Node<V>>) -> Arc<Node<V>> {
     }
 }
 
-fn insert<V: Clone>(n: Option<&Arc<Node<V>>>, path: &[u8], value: V) -> Arc<Node<V>> {
+/// Insert `key` (nibbles `full`) below `n`, which sits `depth` nibbles from the root.
+fn insert<V: Clone>(
+    n: Option<&Arc<Node<V>>>,
+    key: &B256,
+    full: &[u8; 64],
+    depth: usize,
+    value: V,
+) -> Arc<Node<V>> {
     let Some(n) = n else {
-        return leaf(path, value);
+        return leaf(*key, depth, value);
     };
+    let path = &full[depth..];
     match &n.kind {
         Kind::Leaf {
-            path: lp,
+            key: lk,
+            start,
             value: lv,
         } => {
-            if **lp == *path {
-                return leaf(path, value);
+            if lk == key {
+                return leaf(*key, depth, value);
             }
+            let theirs = nibbles(lk);
+            let lp = &theirs[*start as usize..];
             let c = common_prefix(lp, path);
-            let mut children: [Option<Arc<Node<V>>>; 16] = Default::default();
-            children[lp[c] as usize] = Some(leaf(&lp[c + 1..], lv.clone()));
-            children[path[c] as usize] = Some(leaf(&path[c + 1..], value));
-            prefixed(&path[..c], node(Kind::Branch { children }))
+            let mut children: Children<V> = Default::default();
+            children[lp[c] as usize] = Some(leaf(*lk, *start as usize + c + 1, lv.clone()));
+            children[path[c] as usize] = Some(leaf(*key, depth + c + 1, value));
+            prefixed(&path[..c], branch(children))
         }
         Kind::Ext { path: ep, child } => {
             let c = common_prefix(ep, path);
             if c == ep.len() {
-                let child = insert(Some(child), &path[c..], value);
+                let child = insert(Some(child), key, full, depth + c, value);
                 return node(Kind::Ext {
                     path: ep.clone(),
                     child,
                 });
             }
-            let mut children: [Option<Arc<Node<V>>>; 16] = Default::default();
+            let mut children: Children<V> = Default::default();
             children[ep[c] as usize] = Some(prefixed(&ep[c + 1..], child.clone()));
-            children[path[c] as usize] = Some(leaf(&path[c + 1..], value));
-            prefixed(&path[..c], node(Kind::Branch { children }))
+            children[path[c] as usize] = Some(leaf(*key, depth + c + 1, value));
+            prefixed(&path[..c], branch(children))
         }
-        Kind::Branch { children } => {
-            let mut children = children.clone();
+        Kind::Branch { mask, children } => {
+            let mut children = expand(*mask, children);
             let i = path[0] as usize;
-            children[i] = Some(insert(children[i].as_ref(), &path[1..], value));
-            node(Kind::Branch { children })
+            children[i] = Some(insert(children[i].as_ref(), key, full, depth + 1, value));
+            branch(children)
         }
     }
 }
 
-/// Remove `path`; `None` if the subtrie became empty. Returns the same node when the key
-/// is absent, so untouched subtries keep their cached hashes.
-fn remove<V: Clone>(n: &Arc<Node<V>>, path: &[u8]) -> Option<Arc<Node<V>>> {
+/// Remove `key` below `n` (at `depth`); `None` if the subtrie became empty. Returns the
+/// same node when the key is absent, so untouched subtries keep their cached hashes.
+fn remove<V: Clone>(
+    n: &Arc<Node<V>>,
+    key: &B256,
+    full: &[u8; 64],
+    depth: usize,
+) -> Option<Arc<Node<V>>> {
     match &n.kind {
-        Kind::Leaf { path: lp, .. } => {
-            if **lp == *path {
+        Kind::Leaf { key: lk, .. } => {
+            if lk == key {
                 None
             } else {
                 Some(n.clone())
             }
         }
         Kind::Ext { path: ep, child } => {
-            if !path.starts_with(ep) {
+            if !full[depth..].starts_with(ep) {
                 return Some(n.clone());
             }
-            let new_child = remove(child, &path[ep.len()..])?;
+            let new_child = remove(child, key, full, depth + ep.len())?;
             if Arc::ptr_eq(&new_child, child) {
                 return Some(n.clone());
             }
             Some(prefixed(ep, new_child))
         }
-        Kind::Branch { children } => {
-            let i = path[0] as usize;
-            let Some(old) = children[i].as_ref() else {
+        Kind::Branch { mask, children } => {
+            let i = full[depth] as usize;
+            let Some(old) = branch_child(*mask, children, i) else {
                 return Some(n.clone());
             };
-            let new = remove(old, &path[1..]);
+            let new = remove(old, key, full, depth + 1);
             if new.as_ref().is_some_and(|x| Arc::ptr_eq(x, old)) {
                 return Some(n.clone());
             }
-            let mut children = children.clone();
+            let mut children = expand(*mask, children);
             children[i] = new;
             let mut present = children
                 .iter()
@@ -228,23 +290,27 @@ fn remove<V: Clone>(n: &Arc<Node<V>>, path: &[u8]) -> Option<Arc<Node<V>>> {
             match (first, present.next()) {
                 (None, _) => None,
                 (Some((j, only)), None) => Some(prefixed(&[j as u8], only.clone())),
-                _ => Some(node(Kind::Branch { children })),
+                _ => Some(branch(children)),
             }
         }
     }
 }
 
-fn get<'a, V>(mut n: &'a Arc<Node<V>>, mut path: &[u8]) -> Option<&'a V> {
+fn get<'a, V>(mut n: &'a Arc<Node<V>>, key: &B256, full: &[u8; 64]) -> Option<&'a V> {
+    let mut depth = 0;
     loop {
         match &n.kind {
-            Kind::Leaf { path: lp, value } => return (**lp == *path).then_some(value),
+            Kind::Leaf { key: lk, value, .. } => return (lk == key).then_some(value),
             Kind::Ext { path: ep, child } => {
-                path = path.strip_prefix(&ep[..])?;
+                if !full.get(depth..)?.starts_with(ep) {
+                    return None;
+                }
+                depth += ep.len();
                 n = child;
             }
-            Kind::Branch { children } => {
-                n = children[*path.first()? as usize].as_ref()?;
-                path = &path[1..];
+            Kind::Branch { mask, children } => {
+                n = branch_child(*mask, children, *full.get(depth)? as usize)?;
+                depth += 1;
             }
         }
     }
@@ -272,8 +338,8 @@ impl<V: TrieValue> Node<V> {
     fn rlp(&self) -> Vec<u8> {
         let mut payload = Vec::new();
         match &self.kind {
-            Kind::Leaf { path, value } => {
-                hex_prefix(path, true, &mut payload);
+            Kind::Leaf { key, start, value } => {
+                hex_prefix(&nibbles(key)[*start as usize..], true, &mut payload);
                 let mut v = Vec::new();
                 value.encode_value(&mut v);
                 v.as_slice().encode(&mut payload);
@@ -282,16 +348,10 @@ impl<V: TrieValue> Node<V> {
                 hex_prefix(path, false, &mut payload);
                 child.reference().encode(&mut payload);
             }
-            Kind::Branch { children } => {
-                payload.reserve(
-                    children
-                        .iter()
-                        .map(|c| c.as_ref().map_or(1, |c| c.reference().len()))
-                        .sum::<usize>()
-                        + 1,
-                );
-                for c in children {
-                    match c {
+            Kind::Branch { mask, children } => {
+                payload.reserve(children.iter().map(|c| c.reference().len()).sum::<usize>() + 17);
+                for i in 0..16 {
+                    match branch_child(*mask, children, i) {
                         Some(c) => c.reference().encode(&mut payload),
                         None => payload.put_u8(EMPTY_STRING_CODE),
                     }
@@ -328,16 +388,16 @@ impl<V: TrieValue> Trie<V> {
 
     /// The value under `key` (already hashed).
     pub fn get(&self, key: &B256) -> Option<&V> {
-        get(self.root.as_ref()?, &nibbles(key))
+        get(self.root.as_ref()?, key, &nibbles(key))
     }
 
     pub fn insert(&mut self, key: &B256, value: V) {
-        self.root = Some(insert(self.root.as_ref(), &nibbles(key), value));
+        self.root = Some(insert(self.root.as_ref(), key, &nibbles(key), 0, value));
     }
 
     pub fn remove(&mut self, key: &B256) {
         if let Some(r) = &self.root {
-            self.root = remove(r, &nibbles(key));
+            self.root = remove(r, key, &nibbles(key), 0);
         }
     }
 
@@ -356,7 +416,7 @@ impl<V: TrieValue> Trie<V> {
     pub fn entries(&self) -> Vec<(B256, V)> {
         let mut out = Vec::new();
         if let Some(r) = &self.root {
-            leaves(r, &mut Vec::new(), &mut |k, v| out.push((k, v.clone())));
+            leaves(r, &mut |k, v| out.push((k, v.clone())));
         }
         out
     }
@@ -371,38 +431,18 @@ impl<V: TrieValue> Trie<V> {
         older: &'a Trie<V>,
         f: &mut dyn FnMut(B256, Option<&'a V>, Option<&'a V>),
     ) {
-        diff_nodes(older.root.as_ref(), self.root.as_ref(), &mut Vec::new(), f);
+        diff_nodes(older.root.as_ref(), self.root.as_ref(), f);
     }
 }
 
-fn key_of(prefix: &[u8], path: &[u8]) -> B256 {
-    let mut key = [0u8; 32];
-    let mut nibble = prefix.iter().chain(path.iter());
-    for k in key.iter_mut() {
-        let hi = nibble.next().copied().unwrap_or(0);
-        let lo = nibble.next().copied().unwrap_or(0);
-        *k = (hi << 4) | lo;
-    }
-    B256::from(key)
-}
-
-/// Every leaf under `n` (whose path from the root is `prefix`), in key order.
-fn leaves<'a, V>(n: &'a Arc<Node<V>>, prefix: &mut Vec<u8>, out: &mut dyn FnMut(B256, &'a V)) {
+/// Every leaf under `n`, in key order.
+fn leaves<'a, V>(n: &'a Arc<Node<V>>, out: &mut dyn FnMut(B256, &'a V)) {
     match &n.kind {
-        Kind::Leaf { path, value } => out(key_of(prefix, path), value),
-        Kind::Ext { path, child } => {
-            let len = prefix.len();
-            prefix.extend_from_slice(path);
-            leaves(child, prefix, out);
-            prefix.truncate(len);
-        }
-        Kind::Branch { children } => {
-            for (i, c) in children.iter().enumerate() {
-                if let Some(c) = c {
-                    prefix.push(i as u8);
-                    leaves(c, prefix, out);
-                    prefix.pop();
-                }
+        Kind::Leaf { key, value, .. } => out(*key, value),
+        Kind::Ext { child, .. } => leaves(child, out),
+        Kind::Branch { children, .. } => {
+            for c in children.iter() {
+                leaves(c, out);
             }
         }
     }
@@ -411,18 +451,24 @@ fn leaves<'a, V>(n: &'a Arc<Node<V>>, prefix: &mut Vec<u8>, out: &mut dyn FnMut(
 fn diff_nodes<'a, V>(
     a: Option<&'a Arc<Node<V>>>,
     b: Option<&'a Arc<Node<V>>>,
-    prefix: &mut Vec<u8>,
     f: &mut dyn FnMut(B256, Option<&'a V>, Option<&'a V>),
 ) {
     match (a, b) {
         (None, None) => {}
         (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {}
         (Some(a), Some(b)) => match (&a.kind, &b.kind) {
-            (Kind::Branch { children: ca }, Kind::Branch { children: cb }) => {
+            (
+                Kind::Branch {
+                    mask: ma,
+                    children: ca,
+                },
+                Kind::Branch {
+                    mask: mb,
+                    children: cb,
+                },
+            ) => {
                 for i in 0..16 {
-                    prefix.push(i as u8);
-                    diff_nodes(ca[i].as_ref(), cb[i].as_ref(), prefix, f);
-                    prefix.pop();
+                    diff_nodes(branch_child(*ma, ca, i), branch_child(*mb, cb, i), f);
                 }
             }
             (
@@ -435,16 +481,13 @@ fn diff_nodes<'a, V>(
                     child: cb,
                 },
             ) if pa == pb => {
-                let len = prefix.len();
-                prefix.extend_from_slice(pa);
-                diff_nodes(Some(ca), Some(cb), prefix, f);
-                prefix.truncate(len);
+                diff_nodes(Some(ca), Some(cb), f);
             }
             _ => {
                 // Different shapes: compare the leaves below both.
                 let (mut old, mut new) = (Vec::new(), Vec::new());
-                leaves(a, prefix, &mut |k, v| old.push((k, v)));
-                leaves(b, prefix, &mut |k, v| new.push((k, v)));
+                leaves(a, &mut |k, v| old.push((k, v)));
+                leaves(b, &mut |k, v| new.push((k, v)));
                 let (mut i, mut j) = (0, 0);
                 while i < old.len() || j < new.len() {
                     match (old.get(i), new.get(j)) {
@@ -470,8 +513,8 @@ fn diff_nodes<'a, V>(
                 }
             }
         },
-        (Some(a), None) => leaves(a, prefix, &mut |k, v| f(k, Some(v), None)),
-        (None, Some(b)) => leaves(b, prefix, &mut |k, v| f(k, None, Some(v))),
+        (Some(a), None) => leaves(a, &mut |k, v| f(k, Some(v), None)),
+        (None, Some(b)) => leaves(b, &mut |k, v| f(k, None, Some(v))),
     }
 }
 
