@@ -983,7 +983,25 @@ fn the_chain_and_its_verdicts_survive_a_restart() {
         qty(&evm.rpc("eth_getTransactionCount", json!([a0, "latest"]))),
         40
     );
-    // The verdict stands, with its reason.
+    // The verdict was kept: a child of the refused block is INVALID at once (were the
+    // verdict lost, its parent would be unknown and the answer SYNCING).
+    let bad_hash: B256 = serde_json::from_value(bad[0]["blockHash"].clone()).unwrap();
+    let child = resealed(
+        &env,
+        B256::repeat_byte(99),
+        |p| p.payload_inner.payload_inner.parent_hash = bad_hash,
+        None,
+    );
+    let s = evm.engine("engine_newPayloadV4", child);
+    assert_eq!(s["status"], "INVALID", "{s}");
+    assert!(
+        s["validationError"]
+            .as_str()
+            .unwrap()
+            .contains("invalid ancestor"),
+        "{s}"
+    );
+    // And the block itself gets the same answer, with its reason.
     assert_eq!(evm.engine("engine_newPayloadV4", bad), verdict);
     // The chain goes on from where it was.
     let tx = eip1559(40, TxKind::Call(counter), U256::ZERO, Bytes::new(), 100_000);

@@ -133,50 +133,48 @@ impl Chain {
             ));
         }
         let started = std::time::Instant::now();
+        let damaged = |what: String| super::store::damaged(store.path(), &what);
         let path = store.chain_to_genesis(saved.head)?;
-        let Some(state_number) = path
-            .iter()
-            .find(|b| b.hash == saved.state_block)
-            .map(|b| b.number())
-        else {
-            return Err(format!(
-                "{where_}: the state block {} is not an ancestor of the saved head {}: the store is damaged (move the data dir away and the engine resyncs from its consensus node)",
-                saved.state_block, saved.head
-            ));
+        let number_of = |name: &str, h: B256| {
+            path.iter()
+                .find(|b| b.hash == h)
+                .map(|b| b.number())
+                .ok_or_else(|| {
+                    damaged(format!(
+                        "the {name} block {h} is not on the saved head's chain ({})",
+                        saved.head
+                    ))
+                })
         };
+        let state_number = number_of("state", saved.state_block)?;
+        number_of("safe", saved.safe)?;
+        number_of("finalized", saved.finalized)?;
+        if path.last().map(|b| b.hash) != Some(genesis) {
+            return Err(damaged(format!(
+                "the saved chain does not start at genesis {genesis}"
+            )));
+        }
         let state = store.state(&self.codes)?;
         let mut reexecuted = 0usize;
         for mut b in path.into_iter().rev() {
             let (hash, number) = (b.hash, b.number());
-            if number == 0 {
-                if hash != genesis {
-                    return Err(format!(
-                        "{where_}: the saved chain starts at {hash}, not at genesis {genesis}"
-                    ));
-                }
-                if number == state_number && state.root() != b.header().state_root {
-                    return Err(format!(
-                        "{where_}: the saved genesis state has root {}, the genesis says {}: the store is damaged",
-                        state.root(),
-                        b.header().state_root
-                    ));
-                }
-                continue;
-            }
             match number.cmp(&state_number) {
+                std::cmp::Ordering::Less if number == 0 => {}
                 std::cmp::Ordering::Less => {
                     self.blocks.insert(hash, Arc::new(b));
                 }
                 std::cmp::Ordering::Equal => {
                     let root = state.root();
                     if root != b.header().state_root {
-                        return Err(format!(
-                            "{where_}: the saved state of block {number} ({hash}) has root {root}, its header says {}: the store is damaged (move the data dir away and the engine resyncs from its consensus node)",
+                        return Err(damaged(format!(
+                            "the saved state of block {number} ({hash}) has root {root}, its header says {}",
                             b.header().state_root
-                        ));
+                        )));
                     }
-                    b.state = Some(state.clone());
-                    self.blocks.insert(hash, Arc::new(b));
+                    if number > 0 {
+                        b.state = Some(state.clone());
+                        self.blocks.insert(hash, Arc::new(b));
+                    }
                 }
                 std::cmp::Ordering::Greater => {
                     let senders: HashMap<B256, Address> = b
@@ -189,9 +187,13 @@ impl Chain {
                         .collect();
                     self.insert_with_senders(b.block, hash, &|h| senders.get(h).copied())
                         .map_err(|e| {
-                            format!(
-                                "{where_}: saved block {number} ({hash}) does not execute again: {e:?}"
-                            )
+                            let why = match e {
+                                InsertError::UnknownParent => "its parent is missing".to_string(),
+                                InsertError::Invalid { reason, .. } => reason,
+                            };
+                            damaged(format!(
+                                "saved block {number} ({hash}) does not execute again ({why}); if the genesis file or chainctl changed since it was saved, run the engine with what made this chain"
+                            ))
                         })?;
                     reexecuted += 1;
                 }
@@ -211,6 +213,8 @@ impl Chain {
         self.safe = saved.safe;
         self.finalized = saved.finalized;
         self.state_block = saved.state_block;
+        // Blocks below the state block were read back without state.
+        self.states_from = state_number;
         self.prune_states();
         tracing::info!(
             store = %where_,
@@ -236,7 +240,9 @@ impl Chain {
             if let Some(h) = self.canonical_hash(n) {
                 if let Some(b) = self.blocks.get_mut(&h) {
                     if b.state.is_some() {
-                        *b = Arc::new(b.without_state());
+                        let mut stateless = ExecutedBlock::clone(b);
+                        stateless.state = None;
+                        *b = Arc::new(stateless);
                     }
                 }
             }
@@ -519,8 +525,20 @@ impl Chain {
         let blocks: Vec<&ExecutedBlock> = new.iter().map(|b| &**b).collect();
         let codes = self.codes.clone();
         let store = self.store.as_mut().expect("checked above");
-        store.commit_forkchoice(&blocks, head, safe, finalized, flush, &codes)?;
-        Ok(flushed)
+        if !flushed {
+            store.commit_forkchoice(&blocks, head, safe, finalized, None, &codes)?;
+            return Ok(false);
+        }
+        // A flat state that cannot move forward must not stop the chain: the forkchoice is
+        // committed without it (a restart then re-executes more blocks).
+        match store.commit_forkchoice(&blocks, head, safe, finalized, flush, &codes) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot move the saved state forward; committing the forkchoice without it");
+                store.commit_forkchoice(&blocks, head, safe, finalized, None, &codes)?;
+                Ok(false)
+            }
+        }
     }
 
     fn reorg_to(&mut self, head: B256) -> Vec<(TxEnvelope, alloy_primitives::Address)> {

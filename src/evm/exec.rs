@@ -27,7 +27,7 @@ use alloy_consensus::transaction::Recovered;
 pub const MAX_RLP_BLOCK_SIZE: usize = 10_485_760 - 2_097_152;
 
 /// A block with everything its execution produced.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ExecutedBlock {
     pub hash: B256,
     pub block: Block<TxEnvelope>,
@@ -47,18 +47,6 @@ impl ExecutedBlock {
     }
     pub fn number(&self) -> u64 {
         self.block.header.number
-    }
-    /// The same block without its post-state.
-    pub fn without_state(&self) -> ExecutedBlock {
-        ExecutedBlock {
-            hash: self.hash,
-            block: self.block.clone(),
-            senders: self.senders.clone(),
-            receipts: self.receipts.clone(),
-            requests: self.requests.clone(),
-            state: None,
-            fees: self.fees,
-        }
     }
 }
 

@@ -93,8 +93,17 @@ impl Store {
         &self.path
     }
 
+    /// A failed read or write of the file.
     fn err(&self, what: &str, e: impl std::fmt::Display) -> String {
-        format!("{}: {what}: {e}", self.path.display())
+        format!(
+            "{}: {what}: {e} (check that the disk has space and the data dir is writable by this user)",
+            self.path.display()
+        )
+    }
+
+    /// Content that cannot be what this engine wrote.
+    fn damaged(&self, what: impl std::fmt::Display) -> String {
+        damaged(&self.path, &what.to_string())
     }
 
     /// The saved chain, or `None` for a new store.
@@ -116,18 +125,18 @@ impl Store {
         let format = u64::from_be_bytes(
             format
                 .try_into()
-                .map_err(|_| self.err("meta", "bad format field"))?,
+                .map_err(|_| self.damaged("the format field is not a number"))?,
         );
         if format != FORMAT {
             return Err(format!(
-                "{} has store format {format}; this chainctl reads format {FORMAT}: move the data dir away (the engine resyncs from its consensus node)",
+                "{} has store format {format}; this chainctl reads format {FORMAT}: move the data dir away and start the engine again: it resyncs the chain from its consensus node",
                 self.path.display()
             ));
         }
         let hash = |k: &str| -> Res<B256> {
-            let v = get(k)?.ok_or_else(|| self.err("meta", format!("{k} missing")))?;
+            let v = get(k)?.ok_or_else(|| self.damaged(format!("{k} is missing")))?;
             if v.len() != 32 {
-                return Err(self.err("meta", format!("{k} is not a hash")));
+                return Err(self.damaged(format!("{k} is not a hash")));
             }
             Ok(B256::from_slice(&v))
         };
@@ -209,10 +218,11 @@ impl Store {
         self.persisted.contains(hash)
     }
 
-    /// Remember an INVALID verdict (made durable by the next forkchoice commit).
+    /// Remember an INVALID verdict, durably: a verdict never flips, not even across a crash
+    /// (invalid payloads are rare, so the fsync costs nothing in practice).
     pub fn put_invalid(&self, hash: &B256, latest_valid: Option<B256>, reason: &str) -> Res<()> {
         let mut w = self.db.begin_write().map_err(|e| self.err("write", e))?;
-        w.set_durability(Durability::None);
+        w.set_durability(Durability::Immediate);
         {
             let mut t = w.open_table(INVALID).map_err(|e| self.err("invalid", e))?;
             let mut v = Vec::with_capacity(33 + reason.len());
@@ -241,7 +251,7 @@ impl Store {
             let (latest, reason) = match v.first() {
                 Some(1) if v.len() >= 33 => (Some(B256::from_slice(&v[1..33])), &v[33..]),
                 Some(0) => (None, &v[1..]),
-                _ => return Err(self.err("invalid", "malformed verdict")),
+                _ => return Err(self.damaged("a malformed INVALID verdict")),
             };
             out.push((
                 B256::from(*k.value()),
@@ -260,14 +270,14 @@ impl Store {
         let mut out = Vec::new();
         let mut cur = head;
         loop {
-            let v = t.get(&cur.0).map_err(|e| self.err("blocks", e))?.ok_or_else(|| {
-                self.err(
-                    "blocks",
-                    format!("block {cur} of the saved chain is missing (the store is damaged: move the data dir away and the engine resyncs from its consensus node)"),
-                )
-            })?;
-            let b =
-                decode_block(cur, v.value()).map_err(|e| self.err(&format!("block {cur}"), e))?;
+            let v = t
+                .get(&cur.0)
+                .map_err(|e| self.err("blocks", e))?
+                .ok_or_else(|| {
+                    self.damaged(format!("block {cur} of the saved chain is missing"))
+                })?;
+            let b = decode_block(cur, v.value())
+                .map_err(|e| self.damaged(format!("block {cur}: {e}")))?;
             cur = b.header().parent_hash;
             let number = b.number();
             out.push(b);
@@ -288,10 +298,13 @@ impl Store {
         let code = r.open_table(CODE).map_err(|e| self.err("code", e))?;
         for row in code.iter().map_err(|e| self.err("code", e))? {
             let (k, v) = row.map_err(|e| self.err("code", e))?;
-            codes.insert(
-                B256::from(*k.value()),
-                revm::bytecode::Bytecode::new_raw(Bytes::copy_from_slice(v.value())),
-            );
+            let hash = B256::from(*k.value());
+            if alloy_primitives::keccak256(v.value()) != hash {
+                return Err(self.damaged(format!("code {hash} does not hash to its key")));
+            }
+            let code = revm::bytecode::Bytecode::new_raw_checked(Bytes::copy_from_slice(v.value()))
+                .map_err(|e| self.damaged(format!("code {hash}: {e}")))?;
+            codes.insert(hash, code);
         }
         let accounts = r
             .open_table(ACCOUNTS)
@@ -307,7 +320,7 @@ impl Store {
             let key = *k.value();
             let v = v.value();
             if v.len() != 72 {
-                return Err(self.err("accounts", "malformed account"));
+                return Err(self.damaged(format!("account {} is malformed", B256::from(key))));
             }
             let mut acct = Account {
                 nonce: u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
@@ -318,13 +331,7 @@ impl Store {
             while let Some(Ok((sk, _))) = slots.peek() {
                 let sk = sk.value();
                 if sk[..32] < key[..] {
-                    return Err(self.err(
-                        "storage",
-                        format!(
-                            "slots of an account that does not exist ({})",
-                            B256::from_slice(&sk[..32])
-                        ),
-                    ));
+                    return Err(self.orphan_slots(sk));
                 }
                 if sk[..32] != key[..] {
                     break;
@@ -342,16 +349,25 @@ impl Store {
         }
         if let Some(row) = slots.next() {
             let (sk, _) = row.map_err(|e| self.err("storage", e))?;
-            return Err(self.err(
-                "storage",
-                format!(
-                    "slots of an account that does not exist ({})",
-                    B256::from_slice(&sk.value()[..32])
-                ),
-            ));
+            return Err(self.orphan_slots(sk.value()));
         }
         Ok(state)
     }
+
+    fn orphan_slots(&self, key: &[u8; 64]) -> String {
+        self.damaged(format!(
+            "storage slots of account {}, which does not exist",
+            B256::from_slice(&key[..32])
+        ))
+    }
+}
+
+/// The error for a store whose content cannot be what an engine wrote, with what to do.
+pub fn damaged(path: &Path, what: &str) -> String {
+    format!(
+        "{}: {what}: the store is damaged; move the data dir away and start the engine again: it resyncs the chain from its consensus node",
+        path.display()
+    )
 }
 
 fn io(e: impl std::fmt::Display) -> String {
