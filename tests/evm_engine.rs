@@ -1183,3 +1183,91 @@ fn the_fee_oracle_suggests_the_60th_percentile_of_recent_lowest_tips() {
         "eth_gasPrice {price} is the next base fee plus the suggested tip"
     );
 }
+
+/// A chain longer than what the engine keeps in memory: old blocks, receipts and
+/// transactions are answered from the store (before and after a restart), old state is
+/// refused with the reason, and a consensus client replaying an old block gets VALID.
+#[test]
+fn old_blocks_are_served_from_the_store() {
+    let genesis_file = fixtures().join("reth-interop/genesis.json");
+    let dir = tempfile::tempdir().unwrap();
+    let k0 = signer(KEY0);
+    let evm = Evm::start_in(&genesis_file, dir.path());
+    let tx = evm.rpc(
+        "eth_sendRawTransaction",
+        json!([signed(
+            &k0,
+            eip1559(
+                0,
+                TxKind::Call(Address::repeat_byte(9)),
+                U256::from(5),
+                Bytes::new(),
+                21_000
+            )
+        )]),
+    );
+    let mut head = json!(evm.genesis);
+    let mut ts = now();
+    let mut first = None;
+    // KEEP_BLOCKS (1024) + two flushes past it.
+    for n in 0..1060u64 {
+        ts += 1;
+        let env = propose(&evm, &head, ts, 1);
+        let h = import(&evm, &env, 1);
+        let r = set_head(&evm, &h, &h);
+        assert_eq!(r["result"]["payloadStatus"]["status"], "VALID", "{r}");
+        if n == 0 {
+            first = Some(env);
+        }
+        head = h;
+    }
+    let first = first.unwrap();
+    let check = |evm: &Evm| {
+        let b1 = evm.rpc("eth_getBlockByNumber", json!(["0x1", true]));
+        assert_eq!(b1["hash"], first["executionPayload"]["blockHash"]);
+        assert_eq!(b1["transactions"][0]["hash"], tx);
+        assert_eq!(
+            evm.rpc("eth_getTransactionByHash", json!([tx]))["blockNumber"],
+            "0x1"
+        );
+        assert_eq!(receipt(evm, &tx)["status"], "0x1");
+        let bodies = evm.engine("engine_getPayloadBodiesByRangeV1", json!(["0x1", "0x2"]));
+        assert_eq!(
+            bodies[0]["transactions"].as_array().unwrap().len(),
+            1,
+            "{bodies}"
+        );
+        let old = evm.rpc_raw("eth_getBalance", json!([Address::repeat_byte(9), "0x1"]));
+        let msg = old["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("historical state of block 1 is not available"),
+            "{old}"
+        );
+        assert_eq!(
+            qty(&evm.rpc("eth_getBalance", json!([Address::repeat_byte(9), "latest"]))),
+            5
+        );
+        // A consensus client replaying block 1 learns that it is known and valid.
+        let s = evm.engine(
+            "engine_newPayloadV4",
+            json!([
+                first["executionPayload"],
+                [],
+                B256::repeat_byte(1),
+                first["executionRequests"]
+            ]),
+        );
+        assert_eq!(s["status"], "VALID", "{s}");
+    };
+    check(&evm);
+    drop(evm);
+    let evm = Evm::start_in(&genesis_file, dir.path());
+    assert_eq!(latest(&evm)["hash"], head);
+    check(&evm);
+    ts += 1;
+    let (h, _) = build(&evm, &head, ts, 2);
+    assert_eq!(
+        set_head(&evm, &h, &h)["result"]["payloadStatus"]["status"],
+        "VALID"
+    );
+}

@@ -301,7 +301,6 @@ pub fn logs(chain: &Chain, filter: &Filter) -> Result<Value, RpcError> {
     let blocks: Vec<std::sync::Arc<ExecutedBlock>> = if let Some(h) = filter.get_block_hash() {
         vec![chain
             .block(&h)
-            .cloned()
             .ok_or_else(|| RpcError::server("unknown block"))?]
     } else {
         let num = |b: Option<BlockNumberOrTag>| -> u64 {
@@ -323,9 +322,7 @@ pub fn logs(chain: &Chain, filter: &Filter) -> Result<Value, RpcError> {
                 "query exceeds the maximum block range of {MAX_LOG_RANGE}"
             )));
         }
-        (from..=to)
-            .filter_map(|n| chain.canonical(n).cloned())
-            .collect()
+        (from..=to).filter_map(|n| chain.canonical(n)).collect()
     };
     let mut out = Vec::new();
     for b in blocks {

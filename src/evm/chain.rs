@@ -19,6 +19,10 @@ const BLOCKHASH_WINDOW: u64 = 256;
 /// flat state's block (older ones keep header, body and receipts; their state is gone,
 /// as on a Geth or Reth full node).
 pub const KEEP_STATES: u64 = 128;
+/// With a store, blocks more than this far below the oldest of the state block, safe and
+/// finalized leave memory; they are read back from the store when asked for. More than
+/// the BLOCKHASH window, so that executing a new block never needs the store.
+pub const KEEP_BLOCKS: u64 = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertError {
@@ -74,6 +78,8 @@ pub struct Chain {
     state_block: B256,
     /// Canonical blocks below this number have no state in memory.
     states_from: u64,
+    /// Canonical blocks below this number are not in memory (only in the store).
+    blocks_from: u64,
 }
 
 impl Chain {
@@ -112,6 +118,7 @@ impl Chain {
             store: None,
             state_block: hash,
             states_from: 0,
+            blocks_from: 0,
         }
     }
 
@@ -134,30 +141,60 @@ impl Chain {
         }
         let started = std::time::Instant::now();
         let damaged = |what: String| super::store::damaged(store.path(), &what);
-        let path = store.chain_to_genesis(saved.head)?;
-        let number_of = |name: &str, h: B256| {
-            path.iter()
-                .find(|b| b.hash == h)
-                .map(|b| b.number())
-                .ok_or_else(|| {
-                    damaged(format!(
-                        "the {name} block {h} is not on the saved head's chain ({})",
-                        saved.head
-                    ))
-                })
+        // The state block, safe and finalized must be on the saved head's chain; blocks
+        // more than KEEP_BLOCKS below the oldest of them stay on disk.
+        let mut numbers = Vec::new();
+        for (name, h) in [
+            ("state", saved.state_block),
+            ("safe", saved.safe),
+            ("finalized", saved.finalized),
+        ] {
+            let b = store
+                .block(&h)?
+                .ok_or_else(|| damaged(format!("the {name} block {h} is missing")))?;
+            numbers.push((name, h, b.number()));
+        }
+        let state_number = numbers[0].2;
+        let floor = numbers
+            .iter()
+            .map(|n| n.2)
+            .min()
+            .unwrap_or(0)
+            .saturating_sub(KEEP_BLOCKS);
+        let path = store.chain_down_to(saved.head, floor)?;
+        for (name, h, n) in &numbers {
+            if !path.iter().any(|b| b.hash == *h) {
+                return Err(damaged(format!(
+                    "the {name} block {h} ({n}) is not on the saved head's chain ({})",
+                    saved.head
+                )));
+            }
+        }
+        let mut canonical = if floor > 0 {
+            store.canonical_hashes(floor - 1)?
+        } else {
+            Vec::new()
         };
-        let state_number = number_of("state", saved.state_block)?;
-        number_of("safe", saved.safe)?;
-        number_of("finalized", saved.finalized)?;
-        if path.last().map(|b| b.hash) != Some(genesis) {
+        let lowest = path.last().expect("the walk returns at least the head");
+        if lowest.number() != floor
+            || (floor > 0 && canonical.last() != Some(&lowest.header().parent_hash))
+            || canonical.first().unwrap_or(&lowest.hash) != &genesis
+        {
             return Err(damaged(format!(
-                "the saved chain does not start at genesis {genesis}"
+                "the saved chain does not link block {floor} to genesis {genesis}"
             )));
         }
         let state = store.state(&self.codes)?;
         let mut reexecuted = 0usize;
+        if floor > 0 {
+            // Genesis is not among the blocks kept in memory.
+            self.blocks.remove(&genesis);
+        }
         for mut b in path.into_iter().rev() {
             let (hash, number) = (b.hash, b.number());
+            if number <= state_number {
+                canonical.push(hash);
+            }
             match number.cmp(&state_number) {
                 std::cmp::Ordering::Less if number == 0 => {}
                 std::cmp::Ordering::Less => {
@@ -171,10 +208,8 @@ impl Chain {
                             b.header().state_root
                         )));
                     }
-                    if number > 0 {
-                        b.state = Some(state.clone());
-                        self.blocks.insert(hash, Arc::new(b));
-                    }
+                    b.state = Some(state.clone());
+                    self.blocks.insert(hash, Arc::new(b));
                 }
                 std::cmp::Ordering::Greater => {
                     let senders: HashMap<B256, Address> = b
@@ -199,6 +234,10 @@ impl Chain {
                 }
             }
         }
+        // Canonical up to the state block; the blocks above it become canonical below,
+        // with their transactions indexed (those up to the state block are on disk).
+        self.canonical = canonical;
+        self.head = saved.state_block;
         for (hash, latest_valid, reason) in store.invalid()? {
             self.invalid.insert(
                 hash,
@@ -215,12 +254,14 @@ impl Chain {
         self.state_block = saved.state_block;
         // Blocks below the state block were read back without state.
         self.states_from = state_number;
-        self.prune_states();
+        self.blocks_from = floor;
+        self.prune();
         tracing::info!(
             store = %where_,
             head = self.head().number(),
             finalized = self.finalized().number(),
             state_block = state_number,
+            in_memory_from = floor,
             reexecuted,
             ms = started.elapsed().as_millis() as u64,
             "opened the saved chain"
@@ -230,12 +271,18 @@ impl Chain {
     }
 
     /// Drop the in-memory state of canonical blocks more than [`KEEP_STATES`] below the
-    /// flat state's block.
-    fn prune_states(&mut self) {
-        let Some(s) = self.blocks.get(&self.state_block) else {
+    /// flat state's block, and blocks more than [`KEEP_BLOCKS`] below the oldest of it,
+    /// safe and finalized (the store has them), with side branches below finalized.
+    fn prune(&mut self) {
+        let number = |h: &B256| self.blocks.get(h).map(|b| b.number());
+        let (Some(s), Some(safe), Some(fin)) = (
+            number(&self.state_block),
+            number(&self.safe),
+            number(&self.finalized),
+        ) else {
             return;
         };
-        let until = s.number().saturating_sub(KEEP_STATES);
+        let until = s.saturating_sub(KEEP_STATES);
         for n in self.states_from..until {
             if let Some(h) = self.canonical_hash(n) {
                 if let Some(b) = self.blocks.get_mut(&h) {
@@ -248,6 +295,25 @@ impl Chain {
             }
         }
         self.states_from = self.states_from.max(until);
+        let floor = s.min(safe).min(fin).saturating_sub(KEEP_BLOCKS);
+        if floor <= self.blocks_from {
+            return;
+        }
+        for n in self.blocks_from..floor {
+            let Some(h) = self.canonical_hash(n) else {
+                continue;
+            };
+            if let Some(b) = self.blocks.remove(&h) {
+                for tx in &b.block.body.transactions {
+                    self.tx_index.remove(tx.tx_hash());
+                }
+            }
+        }
+        self.blocks_from = floor;
+        // Side branches at or below finalized can never become canonical.
+        let canonical = &self.canonical;
+        self.blocks
+            .retain(|h, b| b.number() > fin || canonical.get(b.number() as usize) == Some(h));
     }
 
     /// The oldest canonical block whose state is kept (queries of older ones are refused).
@@ -275,22 +341,41 @@ impl Chain {
     pub fn finalized(&self) -> &Arc<ExecutedBlock> {
         &self.blocks[&self.finalized]
     }
-    pub fn block(&self, hash: &B256) -> Option<&Arc<ExecutedBlock>> {
-        self.blocks.get(hash)
+    /// A block by hash: from memory, else (an old one) from the store.
+    pub fn block(&self, hash: &B256) -> Option<Arc<ExecutedBlock>> {
+        if let Some(b) = self.blocks.get(hash) {
+            return Some(b.clone());
+        }
+        match self.store.as_ref()?.block(hash) {
+            Ok(b) => b.map(Arc::new),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a block from the store");
+                None
+            }
+        }
     }
     pub fn canonical_hash(&self, number: u64) -> Option<B256> {
         self.canonical.get(usize::try_from(number).ok()?).copied()
     }
-    pub fn canonical(&self, number: u64) -> Option<&Arc<ExecutedBlock>> {
-        self.blocks.get(&self.canonical_hash(number)?)
+    pub fn canonical(&self, number: u64) -> Option<Arc<ExecutedBlock>> {
+        self.block(&self.canonical_hash(number)?)
     }
     pub fn is_canonical(&self, hash: &B256) -> bool {
-        self.blocks
-            .get(hash)
+        self.block(hash)
             .is_some_and(|b| self.canonical_hash(b.number()) == Some(*hash))
     }
+    /// Where a canonical transaction is: (block, index).
     pub fn tx_location(&self, tx: &B256) -> Option<(B256, usize)> {
-        self.tx_index.get(tx).copied()
+        if let Some(at) = self.tx_index.get(tx) {
+            return Some(*at);
+        }
+        match self.store.as_ref()?.tx_location(tx) {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a transaction's location from the store");
+                None
+            }
+        }
     }
     /// A remembered INVALID verdict: (latest valid ancestor, reason).
     pub fn invalid(&self, hash: &B256) -> Option<(Option<B256>, String)> {
@@ -367,8 +452,9 @@ impl Chain {
         hash: B256,
         known: &(dyn Fn(&B256) -> Option<Address> + Sync),
     ) -> Result<Arc<ExecutedBlock>, InsertError> {
-        if let Some(b) = self.blocks.get(&hash) {
-            return Ok(b.clone());
+        // Known: in memory, or an old block the store keeps.
+        if let Some(b) = self.block(&hash) {
+            return Ok(b);
         }
         if let Some(i) = self.invalid.get(&hash) {
             return Err(InsertError::Invalid {
@@ -486,7 +572,7 @@ impl Chain {
         self.finalized = finalized;
         if flushed {
             self.state_block = finalized;
-            self.prune_states();
+            self.prune();
         }
         Ok(dropped)
     }
@@ -513,10 +599,25 @@ impl Chain {
         let (from, to) = (&self.blocks[&self.state_block], &self.blocks[&finalized]);
         let flush = match (&from.state, &to.state) {
             (Some(from_state), Some(to_state)) if to.number() >= from.number() + FLUSH_EVERY => {
+                // The blocks that become final on disk: after the old state block, up to
+                // the new one (all in memory: above the pruning floor).
+                let mut finalized_blocks = Vec::new();
+                let mut cur = to;
+                while cur.number() > from.number() {
+                    finalized_blocks.push(&**cur);
+                    let Some(parent) = self.blocks.get(&cur.header().parent_hash) else {
+                        return Err(format!(
+                            "block {} below the finalized one is not in memory",
+                            cur.header().parent_hash
+                        ));
+                    };
+                    cur = parent;
+                }
                 Some(Flush {
                     to: finalized,
                     from_state,
                     to_state,
+                    finalized: finalized_blocks,
                 })
             }
             _ => None,

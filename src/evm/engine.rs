@@ -161,7 +161,7 @@ impl Engine {
                 let chain = self.chain();
                 let bodies: Vec<Option<ExecutionPayloadBodyV1>> = hashes
                     .iter()
-                    .map(|h| chain.block(h).map(|b| body(b)))
+                    .map(|h| chain.block(h).map(|b| body(&b)))
                     .collect();
                 Ok(serde_json::to_value(bodies).unwrap_or(Value::Null))
             }
@@ -183,7 +183,7 @@ impl Engine {
                 let bodies: Vec<Option<ExecutionPayloadBodyV1>> = (start
                     ..start.saturating_add(count))
                     .take_while(|n| *n <= head)
-                    .map(|n| chain.canonical(n).map(|b| body(b)))
+                    .map(|n| chain.canonical(n).map(|b| body(&b)))
                     .collect();
                 Ok(serde_json::to_value(bodies).unwrap_or(Value::Null))
             }

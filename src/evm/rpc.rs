@@ -217,13 +217,13 @@ fn optional_param<T: serde::de::DeserializeOwned>(
 fn resolve(chain: &Chain, id: Option<BlockId>) -> Result<Arc<ExecutedBlock>, RpcError> {
     let id = id.unwrap_or(BlockId::Number(BlockNumberOrTag::Latest));
     let b = match id {
-        BlockId::Hash(h) => chain.block(&h.block_hash).cloned(),
+        BlockId::Hash(h) => chain.block(&h.block_hash),
         BlockId::Number(n) => match n {
             BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => Some(chain.head().clone()),
             BlockNumberOrTag::Safe => Some(chain.safe().clone()),
             BlockNumberOrTag::Finalized => Some(chain.finalized().clone()),
-            BlockNumberOrTag::Earliest => chain.canonical(0).cloned(),
-            BlockNumberOrTag::Number(n) => chain.canonical(n).cloned(),
+            BlockNumberOrTag::Earliest => chain.canonical(0),
+            BlockNumberOrTag::Number(n) => chain.canonical(n),
         },
     };
     b.ok_or_else(|| RpcError::server("header not found"))
@@ -507,7 +507,6 @@ impl Engine {
                 if let Some((bh, i)) = chain.tx_location(&hash) {
                     let b = chain
                         .block(&bh)
-                        .cloned()
                         .ok_or_else(|| RpcError::internal("indexed block missing"))?;
                     return Ok(rpc_tx(&b, i));
                 }
@@ -533,7 +532,6 @@ impl Engine {
                 };
                 let b = chain
                     .block(&bh)
-                    .cloned()
                     .ok_or_else(|| RpcError::internal("indexed block missing"))?;
                 let first_log = b.receipts[..i].iter().map(|r| r.logs().len() as u64).sum();
                 Ok(rpc_receipt(&b, i, first_log, blob_gas_price(&chain, &b)))
@@ -620,7 +618,7 @@ impl Engine {
                     base.push(U256::from(b.header().base_fee_per_gas.unwrap_or_default()));
                     ratio.push(b.header().gas_used as f64 / b.header().gas_limit.max(1) as f64);
                     if let Some(ps) = &percentiles {
-                        rewards.push(block_rewards(b, ps));
+                        rewards.push(block_rewards(&b, ps));
                     }
                 }
                 base.push(U256::from(next_base_fee(newest.header())));

@@ -41,6 +41,10 @@ const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("accoun
 /// Hashed address | hashed slot → value (32, big-endian, never zero).
 const STORAGE: TableDefinition<&[u8; 64], &[u8; 32]> = TableDefinition::new("storage");
 const CODE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("code");
+/// Number → hash of the canonical blocks up to the state block (final: never reverted).
+const CANON: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("canonical");
+/// Transaction hash → block hash (32) | index (4, big-endian), for the blocks in CANON.
+const TXS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("transactions");
 
 /// What the store says about the chain it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,9 @@ pub struct Flush<'a> {
     pub to: B256,
     pub from_state: &'a WorldState,
     pub to_state: &'a WorldState,
+    /// The canonical blocks after the old state block up to `to`: their numbers and
+    /// transactions are indexed on disk from now on.
+    pub finalized: Vec<&'a ExecutedBlock>,
 }
 
 pub struct Store {
@@ -173,8 +180,13 @@ impl Store {
             ] {
                 m.insert(k, v).map_err(|e| self.err("meta", e))?;
             }
+            w.open_table(CANON)
+                .map_err(|e| self.err("canonical", e))?
+                .insert(0, &genesis.hash.0)
+                .map_err(|e| self.err("canonical", e))?;
             // Create the remaining tables, so that readers find them.
             w.open_table(INVALID).map_err(|e| self.err("invalid", e))?;
+            w.open_table(TXS).map_err(|e| self.err("transactions", e))?;
         }
         w.commit().map_err(|e| self.err("commit", e))?;
         self.persisted.insert(genesis.hash);
@@ -205,6 +217,20 @@ impl Store {
             if let Some(f) = &flush {
                 write_state_diff(&w, f.from_state, f.to_state, codes)
                     .map_err(|e| self.err("state", e))?;
+                let mut canon = w.open_table(CANON).map_err(|e| self.err("canonical", e))?;
+                let mut txs = w.open_table(TXS).map_err(|e| self.err("transactions", e))?;
+                for b in &f.finalized {
+                    canon
+                        .insert(b.number(), &b.hash.0)
+                        .map_err(|e| self.err("canonical", e))?;
+                    for (i, tx) in b.block.body.transactions.iter().enumerate() {
+                        let mut v = [0u8; 36];
+                        v[..32].copy_from_slice(&b.hash.0);
+                        v[32..].copy_from_slice(&(i as u32).to_be_bytes());
+                        txs.insert(&tx.tx_hash().0, &v[..])
+                            .map_err(|e| self.err("transactions", e))?;
+                    }
+                }
                 m.insert("state_block", &f.to.0[..])
                     .map_err(|e| self.err("meta", e))?;
             }
@@ -262,9 +288,54 @@ impl Store {
         Ok(out)
     }
 
-    /// The stored chain from `head` back to genesis (head first), blocks without state,
-    /// each checked against its hash.
-    pub fn chain_to_genesis(&self, head: B256) -> Res<Vec<ExecutedBlock>> {
+    /// A stored block (without state), checked against its hash.
+    pub fn block(&self, hash: &B256) -> Res<Option<ExecutedBlock>> {
+        let r = self.db.begin_read().map_err(|e| self.err("read", e))?;
+        let t = r.open_table(BLOCKS).map_err(|e| self.err("blocks", e))?;
+        let Some(v) = t.get(&hash.0).map_err(|e| self.err("blocks", e))? else {
+            return Ok(None);
+        };
+        decode_block(*hash, v.value())
+            .map(Some)
+            .map_err(|e| self.damaged(format!("block {hash}: {e}")))
+    }
+
+    /// Where a transaction of a block up to the state block is: (block, index).
+    pub fn tx_location(&self, tx: &B256) -> Res<Option<(B256, usize)>> {
+        let r = self.db.begin_read().map_err(|e| self.err("read", e))?;
+        let t = r.open_table(TXS).map_err(|e| self.err("transactions", e))?;
+        let Some(v) = t.get(&tx.0).map_err(|e| self.err("transactions", e))? else {
+            return Ok(None);
+        };
+        let v = v.value();
+        if v.len() != 36 {
+            return Err(self.damaged(format!("the location of transaction {tx} is malformed")));
+        }
+        let index = u32::from_be_bytes(v[32..].try_into().expect("4 bytes"));
+        Ok(Some((B256::from_slice(&v[..32]), index as usize)))
+    }
+
+    /// Canonical hashes by number, from genesis up to `last` (inclusive).
+    pub fn canonical_hashes(&self, last: u64) -> Res<Vec<B256>> {
+        let r = self.db.begin_read().map_err(|e| self.err("read", e))?;
+        let t = r.open_table(CANON).map_err(|e| self.err("canonical", e))?;
+        let mut out = Vec::new();
+        for row in t.range(0..=last).map_err(|e| self.err("canonical", e))? {
+            let (k, v) = row.map_err(|e| self.err("canonical", e))?;
+            if k.value() != out.len() as u64 {
+                return Err(self.damaged(format!("canonical block {} is missing", out.len())));
+            }
+            out.push(B256::from(*v.value()));
+        }
+        if out.len() as u64 != last + 1 {
+            return Err(self.damaged(format!("canonical block {} is missing", out.len())));
+        }
+        Ok(out)
+    }
+
+    /// The stored chain from `head` down to block `lowest` (head first), blocks without
+    /// state, each checked against its hash.
+    pub fn chain_down_to(&self, head: B256, lowest: u64) -> Res<Vec<ExecutedBlock>> {
         let r = self.db.begin_read().map_err(|e| self.err("read", e))?;
         let t = r.open_table(BLOCKS).map_err(|e| self.err("blocks", e))?;
         let mut out = Vec::new();
@@ -281,7 +352,7 @@ impl Store {
             cur = b.header().parent_hash;
             let number = b.number();
             out.push(b);
-            if number == 0 {
+            if number <= lowest {
                 return Ok(out);
             }
         }

@@ -83,7 +83,7 @@ async fn session(mut socket: WebSocket, app: AppState) {
                 };
                 let notes: Vec<Value> = {
                     let chain = engine.chain();
-                    let Some(block) = chain.block(&hash).cloned() else { continue };
+                    let Some(block) = chain.block(&hash) else { continue };
                     let subs = subs.lock().unwrap_or_else(|e| e.into_inner());
                     let mut notes = Vec::new();
                     for (id, sub) in subs.iter() {
