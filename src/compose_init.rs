@@ -90,6 +90,9 @@ fn plan_of(a: &Args) -> Result<Plan> {
     )?)
 }
 
+/// The file init leaves in every service's data volume.
+pub const DATA_MARKER: &str = ".chainctl-data";
+
 /// Hands `path` to the services' user with `mode`. A symlink is refused, never
 /// followed: data volumes are writable by the services, and init runs as root.
 fn own(path: &Path, owner: (u32, u32), mode: u32) -> Result<()> {
@@ -199,6 +202,20 @@ pub fn run(a: &Args) -> Result<Vec<String>> {
             );
         }
         own(&svc.data_dir, a.owner, 0o700)?;
+        // Docker copies the owner and mode of the container's own directory onto a named
+        // volume that is empty when a container mounts it, which would hand the data dir
+        // back to root before the service first writes there: a file keeps it non-empty.
+        let marker = svc.data_dir.join(DATA_MARKER);
+        crate::secrets::write_atomic(
+            &marker,
+            format!(
+                "data dir of {} (chainctl compose); this file keeps Docker from resetting the volume's owner\n",
+                svc.name
+            )
+            .as_bytes(),
+        )
+        .with_context(|| format!("cannot write {}", marker.display()))?;
+        own(&marker, a.owner, 0o600)?;
         let config = svc.data_dir.join("config.json");
         let validator =
             (0..p.validators.count).any(|i| crate::network::validator_name(i) == svc.name);
