@@ -97,8 +97,25 @@ fn each_clients_command_line_is_the_golden_one() {
     }
 }
 
+/// Both tests that check the well-known default ports (8545, 8551, …) as free take this
+/// lock: `doctor` in one probes them by binding, which `validate` in the other would see
+/// as "in use" if they ran at the same moment.
+fn default_ports_lock() -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("chainctl-tests-default-ports.lock"))
+        .unwrap();
+    // SAFETY: flock on a descriptor this function owns; released when the file is dropped.
+    let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+    assert_eq!(r, 0, "flock");
+    f
+}
+
 #[test]
 fn no_client_takes_another_ones_port_or_a_default_port() {
+    let _ports = default_ports_lock();
     let env = Env::new();
     let bins = env.path("bin");
     good_clients(&bins);
@@ -183,6 +200,7 @@ fn no_client_takes_another_ones_port_or_a_default_port() {
 
 #[test]
 fn up_and_doctor_refuse_missing_and_unsupported_clients_with_what_to_install() {
+    let _ports = default_ports_lock();
     let env = Env::new();
     let bins = env.path("bin");
     fake(&bins, "reth", "Reth Version: 2.5.1");
