@@ -109,6 +109,17 @@ impl Net {
         util::pid_of(&st, svc).unwrap_or_else(|| panic!("{svc} is not running: {st}")) as i32
     }
 
+    /// Wait until `svc`'s log holds `needle`.
+    fn wait_for_log(&self, svc: &str, needle: &str, limit: Duration) {
+        let path = self.env.state().join(format!("logs/{svc}.log"));
+        wait_for(&format!("{svc}'s log to say {needle:?}"), limit, || {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains(needle)
+                .then_some(())
+        });
+    }
+
     fn signal(&self, svc: &str, sig: libc::c_int) {
         let pid = self.pid(svc);
         // SAFETY: sending a signal to a pid we started.
@@ -168,15 +179,10 @@ fn four_validators_agree_keep_going_without_one_and_a_restarted_one_catches_up()
     cfg["genesis"] = json!(other);
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     net.signal("val-3", libc::SIGKILL);
-    wait_for(
-        "val-3 to refuse the other genesis",
+    net.wait_for_log(
+        "val-3",
+        "does not match the genesis of the validator at",
         Duration::from_secs(30),
-        || {
-            std::fs::read_to_string(net.env.state().join("logs/val-3.log"))
-                .unwrap_or_default()
-                .contains("does not match the genesis of the validator at")
-                .then_some(())
-        },
     );
 }
 
@@ -227,15 +233,10 @@ fn killing_a_validators_active_el_fails_over_to_its_backup_and_the_el_is_resynce
     // Now kill it: the supervisor restarts it, it reopens its chain from its data dir
     // (behind by the heights decided while it hung) and the validator replays the rest.
     net.signal("val-0-el-0", libc::SIGKILL);
-    wait_for(
-        "the restarted EL to reopen its saved chain",
+    net.wait_for_log(
+        "val-0-el-0",
+        "opened the saved chain",
         Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(net.env.state().join("logs/val-0-el-0.log"))
-                .unwrap_or_default()
-                .contains("opened the saved chain")
-                .then_some(())
-        },
     );
     let h = net.decided(0);
     net.assert_agree(

@@ -248,7 +248,7 @@ impl Chain {
             );
         }
         self.reorg_to(saved.head);
-        store.mark_persisted(self.canonical.iter().copied());
+        store.mark_persisted(self.canonical[floor as usize..].iter().copied());
         self.safe = saved.safe;
         self.finalized = saved.finalized;
         self.state_block = saved.state_block;
@@ -299,6 +299,7 @@ impl Chain {
         if floor <= self.blocks_from {
             return;
         }
+        let mut gone = Vec::new();
         for n in self.blocks_from..floor {
             let Some(h) = self.canonical_hash(n) else {
                 continue;
@@ -307,13 +308,22 @@ impl Chain {
                 for tx in &b.block.body.transactions {
                     self.tx_index.remove(tx.tx_hash());
                 }
+                gone.push(h);
             }
         }
         self.blocks_from = floor;
         // Side branches at or below finalized can never become canonical.
         let canonical = &self.canonical;
-        self.blocks
-            .retain(|h, b| b.number() > fin || canonical.get(b.number() as usize) == Some(h));
+        self.blocks.retain(|h, b| {
+            let keep = b.number() > fin || canonical.get(b.number() as usize) == Some(h);
+            if !keep {
+                gone.push(*h);
+            }
+            keep
+        });
+        if let Some(store) = self.store.as_mut() {
+            store.forget(gone);
+        }
     }
 
     /// The oldest canonical block whose state is kept (queries of older ones are refused).

@@ -363,6 +363,14 @@ impl Store {
         self.persisted.extend(hashes);
     }
 
+    /// Stop tracking blocks that left memory (the set stays as small as what is in memory;
+    /// the head's branch never reaches below them).
+    pub fn forget(&mut self, hashes: impl IntoIterator<Item = B256>) {
+        for h in hashes {
+            self.persisted.remove(&h);
+        }
+    }
+
     /// The flat state, as tries (their root is the caller's to check), and all code.
     pub fn state(&self, codes: &CodeStore) -> Res<WorldState> {
         let r = self.db.begin_read().map_err(|e| self.err("read", e))?;
