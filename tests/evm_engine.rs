@@ -7,8 +7,15 @@ mod evmutil;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEip7702, TxEnvelope};
+use alloy_consensus::{
+    EthereumTxEnvelope, SignableTransaction, TxEip1559, TxEip4844, TxEip4844WithSidecar, TxEip7702,
+    TxEnvelope,
+};
 use alloy_eips::eip2718::Encodable2718;
+use alloy_eips::eip4844::{
+    env_settings::EnvKzgSettings, Blob, BlobTransactionSidecar, BYTES_PER_BLOB,
+};
+use alloy_eips::eip7594::{BlobTransactionSidecarEip7594, BlobTransactionSidecarVariant};
 use alloy_eips::eip7685::Requests;
 use alloy_eips::eip7702::Authorization;
 use alloy_primitives::{address, Address, Bytes, TxKind, B256, U256};
@@ -72,6 +79,11 @@ fn now() -> u64 {
 /// Ask the engine to build on `head` (forkchoiceUpdatedV3 with attributes, then
 /// getPayloadV5); returns the envelope.
 fn propose(evm: &Evm, head: &Value, ts: u64, randao: u8) -> Value {
+    propose_with(evm, head, ts, randao, "engine_getPayloadV5")
+}
+
+/// `propose`, fetching the payload with `get_payload` (getPayloadV4 for a Prague block).
+fn propose_with(evm: &Evm, head: &Value, ts: u64, randao: u8, get_payload: &str) -> Value {
     let attrs = json!({
         "timestamp": format!("{ts:#x}"),
         "prevRandao": B256::repeat_byte(randao),
@@ -86,17 +98,22 @@ fn propose(evm: &Evm, head: &Value, ts: u64, randao: u8) -> Value {
     assert_eq!(fcu["payloadStatus"]["status"], "VALID", "{fcu}");
     let id = fcu["payloadId"].clone();
     assert!(id.is_string(), "no payload id: {fcu}");
-    evm.engine("engine_getPayloadV5", json!([id]))
+    evm.engine(get_payload, json!([id]))
 }
 
 /// newPayloadV4 of an envelope built with `randao` as beacon root; returns its hash.
 fn import(evm: &Evm, env: &Value, randao: u8) -> Value {
+    import_with_blobs(evm, env, randao, &[])
+}
+
+/// newPayloadV4 with the versioned hashes of the block's blobs.
+fn import_with_blobs(evm: &Evm, env: &Value, randao: u8, blob_hashes: &[B256]) -> Value {
     let payload = env["executionPayload"].clone();
     let status = evm.engine(
         "engine_newPayloadV4",
         json!([
             payload,
-            [],
+            blob_hashes,
             B256::repeat_byte(randao),
             env["executionRequests"]
         ]),
@@ -1269,5 +1286,379 @@ fn old_blocks_are_served_from_the_store() {
     assert_eq!(
         set_head(&evm, &h, &h)["result"]["payloadStatus"]["status"],
         "VALID"
+    );
+}
+
+// ---- Blob transactions (EIP-4844; EIP-7594 cell proofs from Osaka) ----
+
+/// A blob of `seed`-dependent data (each 32-byte field element kept below the BLS modulus).
+fn blob(seed: u8) -> Blob {
+    let mut b = [0u8; BYTES_PER_BLOB];
+    for (i, x) in b.iter_mut().enumerate() {
+        if i % 32 != 0 {
+            *x = (i as u8).wrapping_mul(31) ^ seed.wrapping_mul(7) ^ (i >> 8) as u8;
+        }
+    }
+    Blob::from(b)
+}
+
+fn cell_sidecar(seeds: &[u8]) -> BlobTransactionSidecarEip7594 {
+    BlobTransactionSidecarEip7594::try_from_blobs(seeds.iter().map(|s| blob(*s)).collect()).unwrap()
+}
+
+fn proof_sidecar(seeds: &[u8]) -> BlobTransactionSidecar {
+    BlobTransactionSidecar::try_from_blobs_with_settings(
+        seeds.iter().map(|s| blob(*s)).collect(),
+        EnvKzgSettings::Default.get(),
+    )
+    .unwrap()
+}
+
+/// A signed blob transaction in its network form (with `sidecar`), and its hash. The
+/// versioned hashes are `hashes`, or the sidecar's.
+fn blob_tx(
+    key: &PrivateKeySigner,
+    nonce: u64,
+    sidecar: BlobTransactionSidecarVariant,
+    hashes: Option<Vec<B256>>,
+    fee_scale: u128,
+    blob_fee_cap: u128,
+) -> (Bytes, B256) {
+    let tx = TxEip4844 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 20_000_000_000 * fee_scale,
+        max_priority_fee_per_gas: 1_000_000_000 * fee_scale,
+        to: address!("00000000000000000000000000000000000b10b5"),
+        value: U256::ZERO,
+        access_list: Default::default(),
+        blob_versioned_hashes: hashes.unwrap_or_else(|| sidecar.versioned_hashes().collect()),
+        max_fee_per_blob_gas: blob_fee_cap,
+        input: Bytes::new(),
+    };
+    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let hash = *tx.clone().into_signed(sig).hash();
+    let pooled = EthereumTxEnvelope::Eip4844(
+        TxEip4844WithSidecar::from_tx_and_sidecar(tx, sidecar).into_signed(sig),
+    );
+    (pooled.encoded_2718().into(), hash)
+}
+
+/// The JSON-RPC error `eth_sendRawTransaction` answers `raw` with.
+fn send_err(evm: &Evm, raw: &Bytes) -> String {
+    let r = evm.rpc_raw("eth_sendRawTransaction", json!([raw]));
+    assert!(r["error"].is_object(), "accepted: {r}");
+    r["error"].to_string()
+}
+
+/// The JSON-RPC error of an Engine API call.
+fn engine_err(evm: &Evm, method: &str, params: Value) -> String {
+    let r = evm.engine_raw(method, params);
+    assert!(r["error"].is_object(), "{method} answered: {r}");
+    r["error"].to_string()
+}
+
+/// The versioned hashes of the blob transactions in an envelope's payload.
+fn versioned_hashes(bundle: &Value) -> Vec<B256> {
+    bundle["commitments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let c: alloy_primitives::FixedBytes<48> = serde_json::from_value(c.clone()).unwrap();
+            alloy_eips::eip4844::kzg_to_versioned_hash(c.as_slice())
+        })
+        .collect()
+}
+
+/// Run `f` on a thread with room for blobs (128 KiB values) on its stack in a debug build.
+fn with_big_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+#[test]
+fn blob_transactions_enter_osaka_blocks_with_cell_proofs_and_are_served_by_get_blobs() {
+    with_big_stack(osaka_blobs);
+}
+
+fn osaka_blobs() {
+    let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let (k0, k1) = (signer(KEY0), signer(KEY1));
+    let mut head = json!(evm.genesis);
+    let mut ts = now();
+
+    // Two blobs with cell proofs (the Osaka form), and one with a KZG proof per blob
+    // (the Prague form), which the engine converts.
+    let a = cell_sidecar(&[1, 2]);
+    let (raw_a, hash_a) = blob_tx(&k0, 0, a.clone().into(), None, 1, 1_000_000_000);
+    assert_eq!(
+        evm.rpc("eth_sendRawTransaction", json!([raw_a])),
+        json!(hash_a)
+    );
+    let b = proof_sidecar(&[3]);
+    let (raw_b, hash_b) = blob_tx(&k0, 1, b.clone().into(), None, 1, 1_000_000_000);
+    assert_eq!(
+        evm.rpc("eth_sendRawTransaction", json!([raw_b])),
+        json!(hash_b)
+    );
+    // Fund key 1 for the second part.
+    let fund = signed(
+        &k0,
+        eip1559(
+            2,
+            TxKind::Call(k1.address()),
+            U256::from(10u128.pow(18)),
+            Bytes::new(),
+            21_000,
+        ),
+    );
+    evm.rpc("eth_sendRawTransaction", json!([fund]));
+    let pending = evm.rpc("eth_getTransactionByHash", json!([hash_a]));
+    assert_eq!(pending["type"], "0x3", "{pending}");
+    assert!(pending["blockNumber"].is_null());
+
+    // getBlobsV2/V3 from the pool, with the cell proofs of each blob.
+    let b_cells = cell_sidecar(&[3]);
+    let hashes: Vec<B256> = a.versioned_hashes().chain(b.versioned_hashes()).collect();
+    let got = evm.engine("engine_getBlobsV2", json!([hashes]));
+    let got = got.as_array().expect("all three blobs known");
+    assert_eq!(got.len(), 3);
+    for (i, (item, (blob, proofs))) in got
+        .iter()
+        .zip([
+            (&a.blobs[0], &a.cell_proofs[..128]),
+            (&a.blobs[1], &a.cell_proofs[128..]),
+            (&b_cells.blobs[0], &b_cells.cell_proofs[..]),
+        ])
+        .enumerate()
+    {
+        assert_eq!(item["blob"], json!(blob), "blob {i}");
+        assert_eq!(item["proofs"], json!(proofs), "cell proofs of blob {i}");
+    }
+    let unknown = B256::repeat_byte(0x01);
+    assert!(evm
+        .engine("engine_getBlobsV2", json!([[hashes[0], unknown]]))
+        .is_null());
+    let v3 = evm.engine("engine_getBlobsV3", json!([[hashes[0], unknown]]));
+    assert!(v3[0].is_object() && v3[1].is_null(), "{v3}");
+    // Held with cell proofs only: V1 (one proof per blob) has none to give.
+    assert_eq!(
+        evm.engine("engine_getBlobsV1", json!([[hashes[0]]])),
+        json!([null])
+    );
+    let too_many = vec![unknown; 129];
+    let e = engine_err(&evm, "engine_getBlobsV2", json!([too_many]));
+    assert!(e.contains("-38004"), "{e}");
+
+    // Refusals, each with its reason.
+    let mut swapped = a.clone();
+    swapped.cell_proofs.swap(0, 1);
+    let (raw, _) = blob_tx(&k1, 0, swapped.into(), None, 1, 1);
+    let e = send_err(&evm, &raw);
+    assert!(e.contains("invalid blob proof"), "{e}");
+    let other = proof_sidecar(&[9]);
+    let (raw, _) = blob_tx(
+        &k1,
+        0,
+        other.into(),
+        Some(b.versioned_hashes().collect()),
+        1,
+        1,
+    );
+    let e = send_err(&evm, &raw);
+    assert!(e.contains("does not match its commitment"), "{e}");
+    let seven = proof_sidecar(&[1, 2, 3, 4, 5, 6, 7]);
+    let (raw, _) = blob_tx(&k1, 0, seven.into(), None, 1, 1);
+    let e = send_err(&evm, &raw);
+    assert!(
+        e.contains("too many blobs: 7") && e.contains("at most 6"),
+        "{e}"
+    );
+    let (raw, _) = blob_tx(&k0, 0, a.clone().into(), None, 3, 1_000_000_000);
+    let e = send_err(&evm, &raw);
+    assert!(e.contains("by at least 100%"), "{e}");
+    // The transaction without its sidecar (the form blocks carry) is not a pool entry.
+    let bare: TxEnvelope = {
+        let d = alloy_eips::eip2718::Decodable2718::decode_2718(&mut &raw_a[..]);
+        let pooled: EthereumTxEnvelope<TxEip4844WithSidecar<BlobTransactionSidecarVariant>> =
+            d.unwrap();
+        let EthereumTxEnvelope::Eip4844(s) = pooled else {
+            unreachable!()
+        };
+        let (tx, sig, _) = s.into_parts();
+        alloy_consensus::TxEip4844Variant::<BlobTransactionSidecar>::TxEip4844(tx.tx)
+            .into_signed(sig)
+            .into()
+    };
+    let e = send_err(&evm, &Bytes::from(bare.encoded_2718()));
+    assert!(e.contains("network form"), "{e}");
+
+    // The block: three blobs, their commitments and 3 × 128 cell proofs that verify.
+    ts += 12;
+    let env = propose(&evm, &head, ts, 1);
+    let payload = &env["executionPayload"];
+    assert_eq!(payload["transactions"].as_array().unwrap().len(), 3);
+    assert_eq!(payload["blobGasUsed"], json!(format!("{:#x}", 3 * 131_072)));
+    let bundle = &env["blobsBundle"];
+    assert_eq!(bundle["blobs"].as_array().unwrap().len(), 3);
+    assert_eq!(bundle["proofs"].as_array().unwrap().len(), 3 * 128);
+    assert_eq!(versioned_hashes(bundle), hashes);
+    let checked = BlobTransactionSidecarEip7594 {
+        blobs: serde_json::from_value(bundle["blobs"].clone()).unwrap(),
+        commitments: serde_json::from_value(bundle["commitments"].clone()).unwrap(),
+        cell_proofs: serde_json::from_value(bundle["proofs"].clone()).unwrap(),
+    };
+    checked
+        .validate(&hashes, EnvKzgSettings::Default.get())
+        .expect("the bundle's cell proofs verify");
+    // A payload whose expected versioned hashes leave one out is INVALID.
+    let status = evm.engine(
+        "engine_newPayloadV4",
+        json!([
+            payload,
+            &hashes[..2],
+            B256::repeat_byte(1),
+            env["executionRequests"]
+        ]),
+    );
+    assert_eq!(status["status"], "INVALID", "{status}");
+    head = import_with_blobs(&evm, &env, 1, &hashes);
+    set_head(&evm, &head, &json!(evm.genesis));
+    let r = receipt(&evm, &json!(hash_a));
+    assert_eq!(
+        r["blobGasUsed"],
+        json!(format!("{:#x}", 2 * 131_072)),
+        "{r}"
+    );
+    assert!(qty(&r["blobGasPrice"]) >= 1, "{r}");
+    // Included blobs are still served for a while (a CL may ask after the block).
+    assert!(evm.engine("engine_getBlobsV2", json!([hashes])).is_array());
+
+    // Limits of the block: 9 blobs. Two transactions of 6 blobs each go in one per block.
+    let six_a = proof_sidecar(&[10, 11, 12, 13, 14, 15]);
+    let six_b = proof_sidecar(&[20, 21, 22, 23, 24, 25]);
+    let (raw, h6a) = blob_tx(&k0, 3, six_a.into(), None, 2, 1_000_000_000);
+    evm.rpc("eth_sendRawTransaction", json!([raw]));
+    let (raw, h6b) = blob_tx(&k1, 0, six_b.into(), None, 1, 1_000_000_000);
+    evm.rpc("eth_sendRawTransaction", json!([raw]));
+    // A blob fee cap below the blob base fee: kept, left out, and so is the sender's next
+    // transaction, which waits for it (neither is dropped).
+    let (raw, h_low) = blob_tx(&k1, 1, proof_sidecar(&[30]).into(), None, 1, 0);
+    evm.rpc("eth_sendRawTransaction", json!([raw]));
+    let after_low = signed(
+        &k1,
+        eip1559(
+            2,
+            TxKind::Call(k0.address()),
+            U256::from(1),
+            Bytes::new(),
+            21_000,
+        ),
+    );
+    let h_after = evm.rpc("eth_sendRawTransaction", json!([after_low]));
+    let mut included = Vec::new();
+    for randao in 2..=3u8 {
+        ts += 12;
+        let env = propose(&evm, &head, ts, randao);
+        let bundle = &env["blobsBundle"];
+        assert_eq!(
+            bundle["blobs"].as_array().unwrap().len(),
+            6,
+            "one 6-blob transaction per block: {bundle}"
+        );
+        let hashes = versioned_hashes(bundle);
+        head = import_with_blobs(&evm, &env, randao, &hashes);
+        set_head(&evm, &head, &json!(evm.genesis));
+        included.extend(
+            env["executionPayload"]["transactions"]
+                .as_array()
+                .unwrap()
+                .clone(),
+        );
+    }
+    assert_eq!(included.len(), 2, "only the two 6-blob transactions");
+    for h in [json!(h6a), json!(h6b)] {
+        assert!(receipt(&evm, &h)["blockNumber"].is_string());
+    }
+    for h in [json!(h_low), h_after] {
+        let t = evm.rpc("eth_getTransactionByHash", json!([h]));
+        assert!(
+            t.is_object() && t["blockNumber"].is_null(),
+            "still pending: {t}"
+        );
+    }
+    ts += 12;
+    let env = propose(&evm, &head, ts, 4);
+    assert_eq!(env["executionPayload"]["transactions"], json!([]));
+}
+
+#[test]
+fn prague_blocks_carry_one_kzg_proof_per_blob() {
+    with_big_stack(prague_blobs);
+}
+
+fn prague_blobs() {
+    // The interop genesis with Osaka left out: Prague rules.
+    let mut genesis: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("reth-interop/genesis.json")).unwrap(),
+    )
+    .unwrap();
+    genesis["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("osakaTime");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prague.json");
+    std::fs::write(&path, genesis.to_string()).unwrap();
+    let evm = Evm::start(&path);
+    let k0 = signer(KEY0);
+
+    let (raw, _) = blob_tx(&k0, 0, cell_sidecar(&[5]).into(), None, 1, 1);
+    let e = send_err(&evm, &raw);
+    assert!(e.contains("which are for Osaka"), "{e}");
+    let sc = proof_sidecar(&[5, 6]);
+    let (raw, hash) = blob_tx(&k0, 0, sc.clone().into(), None, 1, 1_000_000_000);
+    assert_eq!(evm.rpc("eth_sendRawTransaction", json!([raw])), json!(hash));
+    let hashes: Vec<B256> = sc.versioned_hashes().collect();
+    let got = evm.engine("engine_getBlobsV1", json!([hashes]));
+    assert_eq!(got[1]["blob"], json!(sc.blobs[1]));
+    assert_eq!(got[1]["proof"], json!(sc.proofs[1]));
+    assert!(evm.engine("engine_getBlobsV2", json!([hashes])).is_null());
+
+    let env = propose_with(
+        &evm,
+        &json!(evm.genesis),
+        now() + 12,
+        1,
+        "engine_getPayloadV4",
+    );
+    let bundle = &env["blobsBundle"];
+    assert_eq!(bundle["proofs"], json!(sc.proofs));
+    assert_eq!(bundle["commitments"], json!(sc.commitments));
+    assert_eq!(versioned_hashes(bundle), hashes);
+    let e = engine_err(
+        &evm,
+        "engine_getPayloadV5",
+        json!([evm.engine(
+            "engine_forkchoiceUpdatedV3",
+            json!([{"headBlockHash": evm.genesis, "safeBlockHash": B256::ZERO, "finalizedBlockHash": B256::ZERO}, {
+                "timestamp": format!("{:#x}", now() + 13),
+                "prevRandao": B256::ZERO, "suggestedFeeRecipient": Address::ZERO,
+                "withdrawals": [], "parentBeaconBlockRoot": B256::ZERO,
+            }])
+        )["payloadId"]]),
+    );
+    assert!(e.contains("-38005"), "{e}");
+    let head = import_with_blobs(&evm, &env, 1, &hashes);
+    set_head(&evm, &head, &head);
+    assert_eq!(
+        receipt(&evm, &json!(hash))["blobGasUsed"],
+        json!(format!("{:#x}", 2 * 131_072))
     );
 }

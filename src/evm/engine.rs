@@ -8,13 +8,14 @@ use alloy_consensus::{Transaction, TxEnvelope};
 use alloy_eips::eip7685::Requests;
 use alloy_primitives::{keccak256, Address, Bytes, B256};
 use alloy_rpc_types_engine::{
-    BlobsBundleV1, BlobsBundleV2, CancunPayloadFields, ExecutionPayload, ExecutionPayloadBodyV1,
-    ExecutionPayloadEnvelopeV3, ExecutionPayloadEnvelopeV4, ExecutionPayloadEnvelopeV5,
-    ExecutionPayloadSidecar, ExecutionPayloadV3, ForkchoiceState, ForkchoiceUpdated,
-    PayloadAttributes, PayloadId, PayloadStatus, PayloadStatusEnum, PraguePayloadFields,
+    CancunPayloadFields, ExecutionPayload, ExecutionPayloadBodyV1, ExecutionPayloadEnvelopeV3,
+    ExecutionPayloadEnvelopeV4, ExecutionPayloadEnvelopeV5, ExecutionPayloadSidecar,
+    ExecutionPayloadV3, ForkchoiceState, ForkchoiceUpdated, PayloadAttributes, PayloadId,
+    PayloadStatus, PayloadStatusEnum, PraguePayloadFields,
 };
 use serde_json::{json, Value};
 
+use super::blobs::{self, Sidecar};
 use super::chain::{Chain, ForkchoiceError, InsertError};
 use super::exec::{BuildAttributes, ExecutedBlock};
 use super::pool::Pool;
@@ -32,7 +33,20 @@ pub const CAPABILITIES: &[&str] = &[
     "engine_getPayloadV5",
     "engine_getPayloadBodiesByHashV1",
     "engine_getPayloadBodiesByRangeV1",
+    "engine_getBlobsV1",
+    "engine_getBlobsV2",
+    "engine_getBlobsV3",
 ];
+
+/// Most versioned hashes one getBlobs call may ask for (execution-apis).
+const MAX_BLOB_HASHES: usize = 128;
+
+/// A built payload: the block and the sidecars of its blob transactions, in block order.
+struct Built {
+    id: PayloadId,
+    block: Arc<ExecutedBlock>,
+    sidecars: Vec<Arc<Sidecar>>,
+}
 
 /// Payloads kept for getPayload after they were built.
 const MAX_PAYLOADS: usize = 64;
@@ -42,7 +56,7 @@ pub struct Engine {
     chain: Mutex<Chain>,
     pub pool: Mutex<Pool>,
     /// Built payloads, oldest first (at most `MAX_PAYLOADS`).
-    payloads: Mutex<VecDeque<(PayloadId, Arc<ExecutedBlock>)>>,
+    payloads: Mutex<VecDeque<Built>>,
     /// Sends a head's hash to WebSocket subscribers on every canonical change.
     pub heads: tokio::sync::broadcast::Sender<B256>,
 }
@@ -135,7 +149,7 @@ impl Engine {
             }
             "engine_getPayloadV3" | "engine_getPayloadV4" | "engine_getPayloadV5" => {
                 let (id,): (PayloadId,) = params(p)?;
-                let built = self.payload(&id).ok_or_else(RpcError::unknown_payload)?;
+                let (built, sidecars) = self.payload(&id).ok_or_else(RpcError::unknown_payload)?;
                 let ts = built.header().timestamp;
                 let fork = self.chain().spec.fork_name(ts);
                 let want = match method {
@@ -148,7 +162,7 @@ impl Engine {
                         "payload {id} is a {fork} block; {method} serves {want} payloads"
                     )));
                 }
-                Ok(self.envelope(&built, method))
+                Ok(self.envelope(&built, &sidecars, method))
             }
             "engine_getPayloadBodiesByHashV1" => {
                 let (hashes,): (Vec<B256>,) = params(p)?;
@@ -186,6 +200,38 @@ impl Engine {
                     .map(|n| chain.canonical(n).map(|b| body(&b)))
                     .collect();
                 Ok(serde_json::to_value(bodies).unwrap_or(Value::Null))
+            }
+            "engine_getBlobsV1" | "engine_getBlobsV2" | "engine_getBlobsV3" => {
+                let (hashes,): (Vec<B256>,) = params(p)?;
+                if hashes.len() > MAX_BLOB_HASHES {
+                    return Err(RpcError::too_large(format!(
+                        "{} versioned hashes requested, at most {MAX_BLOB_HASHES}",
+                        hashes.len()
+                    )));
+                }
+                let pool = lock(&self.pool);
+                let found = hashes.iter().map(|h| (h, pool.blob_sidecar(h)));
+                Ok(match method {
+                    // Cancun/Prague: the blob and its KZG proof; null where unknown (or
+                    // held with cell proofs only).
+                    "engine_getBlobsV1" => to_json(
+                        &found
+                            .map(|(h, s)| s.and_then(|s| blobs::blob_and_proof_v1(&s, h)))
+                            .collect::<Vec<_>>(),
+                    ),
+                    // Osaka: the blob and its cell proofs; V2 answers null unless it has
+                    // every blob asked for, V3 null for each one it does not have.
+                    _ => {
+                        let items: Vec<_> = found
+                            .map(|(h, s)| s.and_then(|s| blobs::blob_and_proof_v2(&s, h)))
+                            .collect();
+                        if method == "engine_getBlobsV2" && items.iter().any(Option::is_none) {
+                            Value::Null
+                        } else {
+                            to_json(&items)
+                        }
+                    }
+                })
             }
             _ => Err(RpcError::method_not_found(method)),
         }
@@ -301,7 +347,7 @@ impl Engine {
                 let n = dropped.len();
                 let back = dropped
                     .into_iter()
-                    .filter(|(tx, s)| pool.add(tx.clone(), *s, &rules).is_ok())
+                    .filter(|(tx, s)| pool.add(tx.clone(), *s, None, &rules).is_ok())
                     .count();
                 tracing::info!(%head, dropped = n, reinjected = back, "reorg");
             }
@@ -337,7 +383,7 @@ impl Engine {
             ));
         }
         let id = payload_id(&head, &attrs);
-        if self.payload(&id).is_some() {
+        if lock(&self.payloads).iter().any(|b| b.id == id) {
             return Ok(ForkchoiceUpdated::new(valid).with_payload_id(id));
         }
         let build = BuildAttributes {
@@ -352,24 +398,71 @@ impl Engine {
             ),
         };
         let base_fee = super::exec::next_base_fee(head_block.header());
-        let (candidates, pooled) = {
+        let (candidates, mut sidecars, pooled) = {
             let pool = lock(&self.pool);
-            (pool.best(chain.head_state(), base_fee), pool.len())
+            let best = pool.best(chain.head_state(), base_fee);
+            let sidecars = pool.sidecars(best.iter().map(|(t, _)| t));
+            (best, sidecars, pool.len())
         };
         let executable = candidates.len();
+        // Blob transactions: only those paying the block's blob base fee, as many blobs as
+        // the block may hold, with their sidecars in the fork's proof format.
+        let osaka = spec.osaka(ts);
+        let (blob_fee, max_blobs) = match spec.blob_params(ts) {
+            Some(p) => (
+                p.calc_blob_fee(
+                    head_block
+                        .header()
+                        .next_block_excess_blob_gas(p)
+                        .unwrap_or(0),
+                ),
+                p.max_blob_count,
+            ),
+            None => (u128::MAX, 0),
+        };
+        // A sender whose transaction was left out has its later nonces left out too (they
+        // could not run, and must not be dropped as invalid).
+        let held: std::cell::RefCell<std::collections::HashSet<Address>> = Default::default();
+        let blob_total = std::cell::Cell::new(0u64);
+        let mut fitted = candidates.into_iter().filter(|(tx, sender)| {
+            if held.borrow().contains(sender) {
+                return false;
+            }
+            let Some(hashes) = tx.blob_versioned_hashes() else {
+                return true;
+            };
+            let n = hashes.len() as u64;
+            let ready = tx.max_fee_per_blob_gas().unwrap_or(0) >= blob_fee
+                && blob_total.get() + n <= max_blobs
+                && match sidecars
+                    .get(tx.tx_hash())
+                    .and_then(|s| blobs::for_fork(s, osaka))
+                {
+                    Some(s) => {
+                        sidecars.insert(*tx.tx_hash(), s);
+                        true
+                    }
+                    None => false,
+                };
+            if ready {
+                blob_total.set(blob_total.get() + n);
+            } else {
+                held.borrow_mut().insert(*sender);
+            }
+            ready
+        });
         let mut dropped = Vec::new();
         let built = chain
-            .build(
-                &head,
-                &build,
-                &mut candidates.into_iter(),
-                &mut |tx, sender, why| {
-                    tracing::debug!(tx = %tx.tx_hash(), %why, "left out of the block");
-                    if !why.contains("remaining gas") {
-                        dropped.push((*sender, tx.nonce()));
-                    }
-                },
-            )
+            .build(&head, &build, &mut fitted, &mut |tx, sender, why| {
+                tracing::debug!(tx = %tx.tx_hash(), %why, "left out of the block");
+                held.borrow_mut().insert(*sender);
+                if let Some(h) = tx.blob_versioned_hashes() {
+                    blob_total.set(blob_total.get() - h.len() as u64);
+                }
+                if !why.contains("remaining gas") {
+                    dropped.push((*sender, tx.nonce()));
+                }
+            })
             .map_err(|e| RpcError::internal(format!("building a block on {head} failed: {e}")))?;
         {
             let mut pool = lock(&self.pool);
@@ -378,25 +471,36 @@ impl Engine {
             }
         }
         let built = Arc::new(built);
-        tracing::info!(payload = %id, number = built.number(), txs = built.block.body.transactions.len(), pooled, executable, "built payload");
+        let sidecars: Vec<Arc<Sidecar>> = built
+            .block
+            .body
+            .transactions
+            .iter()
+            .filter_map(|t| sidecars.get(t.tx_hash()).cloned())
+            .collect();
+        tracing::info!(payload = %id, number = built.number(), txs = built.block.body.transactions.len(), blobs = blob_total.get(), pooled, executable, "built payload");
         chain.insert_built(built.clone());
         drop(chain);
         let mut payloads = lock(&self.payloads);
-        payloads.push_back((id, built));
+        payloads.push_back(Built {
+            id,
+            block: built,
+            sidecars,
+        });
         if payloads.len() > MAX_PAYLOADS {
             payloads.pop_front();
         }
         Ok(ForkchoiceUpdated::new(valid).with_payload_id(id))
     }
 
-    fn payload(&self, id: &PayloadId) -> Option<Arc<ExecutedBlock>> {
+    fn payload(&self, id: &PayloadId) -> Option<(Arc<ExecutedBlock>, Vec<Arc<Sidecar>>)> {
         lock(&self.payloads)
             .iter()
-            .find(|(p, _)| p == id)
-            .map(|(_, b)| b.clone())
+            .find(|b| b.id == *id)
+            .map(|b| (b.block.clone(), b.sidecars.clone()))
     }
 
-    fn envelope(&self, built: &ExecutedBlock, method: &str) -> Value {
+    fn envelope(&self, built: &ExecutedBlock, sidecars: &[Arc<Sidecar>], method: &str) -> Value {
         let payload = ExecutionPayloadV3::from_block_unchecked(
             built.hash,
             &built.block.clone().map_transactions(|t| t),
@@ -406,14 +510,14 @@ impl Engine {
             "engine_getPayloadV3" => json!(ExecutionPayloadEnvelopeV3 {
                 execution_payload: payload,
                 block_value: value,
-                blobs_bundle: BlobsBundleV1::empty(),
+                blobs_bundle: blobs::bundle_v1(sidecars),
                 should_override_builder: false,
             }),
             "engine_getPayloadV4" => json!(ExecutionPayloadEnvelopeV4 {
                 envelope_inner: ExecutionPayloadEnvelopeV3 {
                     execution_payload: payload,
                     block_value: value,
-                    blobs_bundle: BlobsBundleV1::empty(),
+                    blobs_bundle: blobs::bundle_v1(sidecars),
                     should_override_builder: false,
                 },
                 execution_requests: built.requests.clone(),
@@ -421,7 +525,7 @@ impl Engine {
             _ => json!(ExecutionPayloadEnvelopeV5 {
                 execution_payload: payload,
                 block_value: value,
-                blobs_bundle: BlobsBundleV2::empty(),
+                blobs_bundle: blobs::bundle_v2(sidecars),
                 should_override_builder: false,
                 execution_requests: built.requests.clone(),
             }),

@@ -3,6 +3,7 @@
 //! through the Engine API.
 
 pub mod benchkit;
+pub mod blobs;
 pub mod call;
 pub mod chain;
 pub mod engine;

@@ -1,31 +1,46 @@
 //! Transaction pool: checked on entry, ordered per sender by nonce (gaps held back),
-//! replaced only with a 10 % fee bump, bounded per sender and in total.
+//! replaced only with a 10 % fee bump (100 % for blob transactions, as Geth's blob pool),
+//! bounded per sender and in total, blob transactions kept with their sidecars (bounded by
+//! their number of blobs) for getPayload's bundle and getBlobs.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 
-use alloy_consensus::{transaction::SignerRecoverable, Transaction, TxEnvelope};
-use alloy_eips::eip2718::Decodable2718;
+use alloy_consensus::{Transaction, TxEnvelope};
+use alloy_eips::eip7840::BlobParams;
 use alloy_primitives::{Address, B256, U256};
 
+use super::blobs::{self, Sidecar};
 use super::state::WorldState;
 
-/// Largest encoded transaction accepted (as Geth and Reth: 128 KiB).
-pub const MAX_TX_BYTES: usize = 128 * 1024;
 /// Osaka's per-transaction gas cap (EIP-7825).
 pub const TX_GAS_CAP: u64 = 1 << 24;
+/// Blobs kept for transactions that left the pool by inclusion, newest last: getBlobs serves
+/// them, and a reorg that drops their block puts the transactions back with them.
+const LIMBO_BLOBS: usize = 72;
 
 #[derive(Debug, Clone)]
 pub struct PoolTx {
     pub tx: TxEnvelope,
     pub sender: Address,
     pub hash: B256,
+    /// A blob transaction's sidecar (checked on entry).
+    pub sidecar: Option<Arc<Sidecar>>,
 }
 
 pub struct Pool {
     by_sender: HashMap<Address, BTreeMap<u64, PoolTx>>,
     by_hash: HashMap<B256, (Address, u64)>,
+    /// Versioned hash → the pooled transaction carrying that blob.
+    blob_index: HashMap<B256, B256>,
+    /// Blobs held by pooled transactions.
+    blob_count: usize,
+    /// Sidecars of transactions included in blocks (at most `LIMBO_BLOBS` blobs).
+    limbo: VecDeque<(B256, Arc<Sidecar>)>,
     pub max_per_sender: usize,
     pub max_total: usize,
+    /// At most this many blobs in pooled transactions (each 128 KiB, plus its proofs).
+    pub max_blobs: usize,
 }
 
 /// Everything entry checks need to know about the chain's head.
@@ -36,6 +51,8 @@ pub struct Rules<'a> {
     pub block_gas_limit: u64,
     pub osaka: bool,
     pub prague: bool,
+    /// The next block's blob parameters (None before Cancun).
+    pub blob: Option<BlobParams>,
 }
 
 impl<'a> Rules<'a> {
@@ -53,6 +70,7 @@ impl<'a> Rules<'a> {
             block_gas_limit: head.header().gas_limit,
             osaka: spec.osaka(ts),
             prague: spec.prague(ts),
+            blob: spec.blob_params(ts),
         }
     }
 }
@@ -62,27 +80,14 @@ impl Default for Pool {
         Pool {
             by_sender: HashMap::new(),
             by_hash: HashMap::new(),
+            blob_index: HashMap::new(),
+            blob_count: 0,
+            limbo: VecDeque::new(),
             max_per_sender: 64,
             max_total: 10_000,
+            max_blobs: 256,
         }
     }
-}
-
-/// Decode a raw transaction and recover its sender: the costly part of entry, which needs
-/// no lock (callers do it before taking the chain's or the pool's).
-pub fn decode_raw(raw: &[u8]) -> Result<(TxEnvelope, Address), String> {
-    if raw.len() > MAX_TX_BYTES {
-        return Err(format!(
-            "oversized data: transaction is {} bytes, at most {MAX_TX_BYTES}",
-            raw.len()
-        ));
-    }
-    let tx = TxEnvelope::decode_2718_exact(raw)
-        .map_err(|e| format!("transaction does not decode: {e}"))?;
-    let sender = tx
-        .recover_signer()
-        .map_err(|e| format!("invalid signature: {e}"))?;
-    Ok((tx, sender))
 }
 
 /// A sender's transactions that can run now: consecutive nonces from the account's.
@@ -144,21 +149,36 @@ impl Pool {
         self.by_hash.get(hash).map(|(s, _)| *s)
     }
 
+    /// Add a checked transaction. A blob transaction comes with its sidecar, checked by
+    /// `blobs::admit` for the next block's fork; without one (a transaction put back by a
+    /// reorg) the sidecar kept since its inclusion is used, and without that it is refused.
     pub fn add(
         &mut self,
         tx: TxEnvelope,
         sender: Address,
+        sidecar: Option<Sidecar>,
         rules: &Rules<'_>,
     ) -> Result<B256, String> {
         let hash = *tx.tx_hash();
         if self.by_hash.contains_key(&hash) {
             return Err(format!("already known: {hash}"));
         }
-        if tx.is_eip4844() {
-            return Err(
-                "blob transactions are not accepted by this pool (no blob sidecar support)".into(),
-            );
-        }
+        let sidecar = match (tx.blob_versioned_hashes(), sidecar) {
+            (None, None) => None,
+            (None, Some(_)) => return Err("only blob transactions carry a blob sidecar".into()),
+            (Some(_), Some(s)) => Some(Arc::new(s)),
+            (Some(_), None) => match self.limbo.iter().find(|(h, _)| *h == hash) {
+                Some((_, s)) => Some(s.clone()),
+                None => {
+                    return Err(
+                        "blob transaction without its blobs: send it in the network \
+                         form with its sidecar"
+                            .into(),
+                    )
+                }
+            },
+        };
+        let blob_count = sidecar.as_deref().map_or(0, blobs::count);
         match tx.chain_id() {
             Some(id) if id == rules.chain_id => {}
             Some(id) => {
@@ -217,7 +237,29 @@ impl Pool {
                 return Err("max priority fee per gas higher than max fee per gas".into());
             }
         }
-        let cost = U256::from(tx.gas_limit()) * U256::from(tx.max_fee_per_gas()) + tx.value();
+        if blob_count > 0 {
+            let Some(params) = rules.blob else {
+                return Err("blob transactions are not accepted before Cancun".into());
+            };
+            if blob_count as u64 > params.max_blobs_per_tx {
+                return Err(format!(
+                    "too many blobs: {blob_count} in the transaction, at most {} per transaction",
+                    params.max_blobs_per_tx
+                ));
+            }
+            if blob_count > self.max_blobs {
+                return Err(format!(
+                    "blob pool is full: the transaction has {blob_count} blobs, the pool holds at most {}",
+                    self.max_blobs
+                ));
+            }
+        }
+        // A blob transaction below the current blob base fee is kept (the fee may fall);
+        // the builder leaves it out until it pays enough.
+        let blob_cost = U256::from(tx.blob_gas_used().unwrap_or(0))
+            * U256::from(tx.max_fee_per_blob_gas().unwrap_or(0));
+        let cost =
+            U256::from(tx.gas_limit()) * U256::from(tx.max_fee_per_gas()) + tx.value() + blob_cost;
         if balance < cost {
             return Err(format!(
                 "insufficient funds for gas * price + value: balance {balance}, cost {cost}"
@@ -225,7 +267,19 @@ impl Pool {
         }
         let queue = self.by_sender.entry(sender).or_default();
         if let Some(old) = queue.get(&tx.nonce()) {
-            let bumped = |old: u128, new: u128| new >= old + old / 10;
+            let is_blob = blob_count > 0;
+            if old.sidecar.is_some() != is_blob {
+                return Err(format!(
+                    "a {} transaction with nonce {} is pending: it can only be replaced by \
+                     another {} transaction",
+                    if is_blob { "non-blob" } else { "blob" },
+                    tx.nonce(),
+                    if is_blob { "non-blob" } else { "blob" },
+                ));
+            }
+            // Blob transactions: 100 % (Geth's blob pool), others 10 %.
+            let pct = if is_blob { 100 } else { 10 };
+            let bumped = |old: u128, new: u128| new >= old + old * pct / 100;
             let old_tip = old
                 .tx
                 .max_priority_fee_per_gas()
@@ -233,14 +287,24 @@ impl Pool {
             let new_tip = tx
                 .max_priority_fee_per_gas()
                 .unwrap_or(tx.max_fee_per_gas());
-            if !bumped(old.tx.max_fee_per_gas(), tx.max_fee_per_gas()) || !bumped(old_tip, new_tip)
+            let blob_ok = bumped(
+                old.tx.max_fee_per_blob_gas().unwrap_or(0),
+                tx.max_fee_per_blob_gas().unwrap_or(0),
+            );
+            if !bumped(old.tx.max_fee_per_gas(), tx.max_fee_per_gas())
+                || !bumped(old_tip, new_tip)
+                || !blob_ok
             {
-                return Err(
-                    "replacement transaction underpriced: raise both fees by at least 10%".into(),
-                );
+                return Err(if is_blob {
+                    "replacement transaction underpriced: raise the fee cap, the tip and the \
+                     blob fee cap by at least 100%"
+                        .into()
+                } else {
+                    "replacement transaction underpriced: raise both fees by at least 10%".into()
+                });
             }
-            let old_hash = old.hash;
-            self.by_hash.remove(&old_hash);
+            let nonce = tx.nonce();
+            self.remove(&sender, nonce);
         } else if queue.len() >= self.max_per_sender {
             return Err(format!(
                 "txpool is full for this sender ({} pending transactions)",
@@ -248,55 +312,132 @@ impl Pool {
             ));
         }
         let nonce = tx.nonce();
-        queue.insert(nonce, PoolTx { tx, sender, hash });
+        if let Some(s) = &sidecar {
+            for h in tx.blob_versioned_hashes().unwrap_or_default() {
+                self.blob_index.insert(*h, hash);
+            }
+            self.blob_count += blobs::count(s);
+        }
+        self.by_sender.entry(sender).or_default().insert(
+            nonce,
+            PoolTx {
+                tx,
+                sender,
+                hash,
+                sidecar,
+            },
+        );
         self.by_hash.insert(hash, (sender, nonce));
         if self.by_hash.len() > self.max_total {
-            self.evict_cheapest(hash)?;
+            self.evict_cheapest(hash, |t| t.tx.max_fee_per_gas(), "transaction")?;
+        }
+        while self.blob_count > self.max_blobs {
+            self.evict_cheapest(
+                hash,
+                |t| {
+                    if t.sidecar.is_some() {
+                        t.tx.max_fee_per_blob_gas().unwrap_or(0)
+                    } else {
+                        u128::MAX
+                    }
+                },
+                "blob transaction",
+            )?;
         }
         Ok(hash)
     }
 
-    /// Over the global limit: drop the transaction with the lowest fee cap (the newest
-    /// nonce of its sender, so no gap is created); refuse `new` if it is the cheapest.
-    fn evict_cheapest(&mut self, new: B256) -> Result<(), String> {
+    /// Over a limit: drop the transaction ranked lowest by `price` among each sender's
+    /// newest nonce (so no gap is created); refuse `new` if it is the one dropped.
+    fn evict_cheapest(
+        &mut self,
+        new: B256,
+        price: impl Fn(&PoolTx) -> u128,
+        what: &str,
+    ) -> Result<(), String> {
         let victim = self
             .by_sender
             .values()
             .filter_map(|q| q.values().next_back())
-            .min_by_key(|t| t.tx.max_fee_per_gas())
+            .min_by_key(|t| price(t))
             .map(|t| (t.sender, t.tx.nonce(), t.hash));
         if let Some((sender, nonce, hash)) = victim {
             self.remove(&sender, nonce);
             if hash == new {
-                return Err(
-                    "txpool is full and this transaction pays less than every pending one".into(),
-                );
+                return Err(format!(
+                    "txpool is full and this {what} pays less than every pending one"
+                ));
             }
         }
         Ok(())
     }
 
-    fn remove(&mut self, sender: &Address, nonce: u64) {
-        if let Some(q) = self.by_sender.get_mut(sender) {
-            if let Some(t) = q.remove(&nonce) {
-                self.by_hash.remove(&t.hash);
-            }
-            if q.is_empty() {
-                self.by_sender.remove(sender);
+    fn remove(&mut self, sender: &Address, nonce: u64) -> Option<PoolTx> {
+        let q = self.by_sender.get_mut(sender)?;
+        let t = q.remove(&nonce);
+        if q.is_empty() {
+            self.by_sender.remove(sender);
+        }
+        let t = t?;
+        self.by_hash.remove(&t.hash);
+        if let Some(s) = &t.sidecar {
+            self.blob_count -= blobs::count(s);
+            for h in t.tx.blob_versioned_hashes().unwrap_or_default() {
+                if self.blob_index.get(h) == Some(&t.hash) {
+                    self.blob_index.remove(h);
+                }
             }
         }
+        Some(t)
     }
 
-    /// Drop what the new head made stale (nonces below the account's).
+    /// Drop what the new head made stale (nonces below the account's); the sidecars of
+    /// blob transactions among them are kept a while (see `LIMBO_BLOBS`).
     pub fn prune(&mut self, state: &WorldState) {
         let senders: Vec<Address> = self.by_sender.keys().copied().collect();
         for s in senders {
             let nonce = state.account(&s).map_or(0, |a| a.nonce);
             let stale: Vec<u64> = self.by_sender[&s].range(..nonce).map(|(n, _)| *n).collect();
             for n in stale {
-                self.remove(&s, n);
+                if let Some(PoolTx {
+                    hash,
+                    sidecar: Some(sidecar),
+                    ..
+                }) = self.remove(&s, n)
+                {
+                    self.limbo.push_back((hash, sidecar));
+                }
             }
         }
+        let mut kept: usize = self.limbo.iter().map(|(_, s)| blobs::count(s)).sum();
+        while kept > LIMBO_BLOBS {
+            if let Some((_, s)) = self.limbo.pop_front() {
+                kept -= blobs::count(&s);
+            }
+        }
+    }
+
+    /// The sidecar holding the blob with versioned hash `hash`: from a pooled transaction,
+    /// or one recently included.
+    pub fn blob_sidecar(&self, hash: &B256) -> Option<Arc<Sidecar>> {
+        if let Some(s) = self
+            .blob_index
+            .get(hash)
+            .and_then(|tx| self.get(tx))
+            .and_then(|t| t.sidecar.clone())
+        {
+            return Some(s);
+        }
+        self.limbo
+            .iter()
+            .rev()
+            .find(|(_, s)| s.versioned_hash_index(hash).is_some())
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Blobs held by pooled transactions.
+    pub fn blob_count(&self) -> usize {
+        self.blob_count
     }
 
     /// (pending, queued) as Geth's `txpool_status` counts them: executable now (consecutive
@@ -341,5 +482,15 @@ impl Pool {
     /// Forget a transaction that can never be included (it failed during building).
     pub fn drop_tx(&mut self, sender: &Address, nonce: u64) {
         self.remove(sender, nonce);
+    }
+
+    /// The sidecars of `txs` that this pool holds, by transaction hash.
+    pub fn sidecars<'t>(
+        &self,
+        txs: impl Iterator<Item = &'t TxEnvelope>,
+    ) -> HashMap<B256, Arc<Sidecar>> {
+        txs.filter(|t| t.is_eip4844())
+            .filter_map(|t| Some((*t.tx_hash(), self.get(t.tx_hash())?.sidecar.clone()?)))
+            .collect()
     }
 }

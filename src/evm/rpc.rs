@@ -540,10 +540,26 @@ impl Engine {
                 let (raw,): (Bytes,) = params(p)?;
                 // Signature recovery first, holding no lock: newPayload and
                 // forkchoiceUpdated wait for the chain's lock.
-                let (tx, sender) = super::pool::decode_raw(&raw).map_err(RpcError::server)?;
+                let d = super::blobs::decode_raw(&raw).map_err(RpcError::server)?;
+                // A blob sidecar is checked (KZG) holding no lock either, for the fork of
+                // the next block.
+                let sidecar = match d.sidecar {
+                    None => None,
+                    Some(s) => {
+                        let (params, osaka) = {
+                            let chain = self.chain();
+                            let ts = chain.head().header().timestamp + 1;
+                            (chain.spec.blob_params(ts), chain.spec.osaka(ts))
+                        };
+                        Some(
+                            super::blobs::admit(&d.tx, s, params, osaka)
+                                .map_err(RpcError::server)?,
+                        )
+                    }
+                };
                 let chain = self.chain();
                 let rules = Rules::after(&chain.spec, chain.head(), chain.head_state());
-                let r = crate::evm::engine_lock(&self.pool).add(tx, sender, &rules);
+                let r = crate::evm::engine_lock(&self.pool).add(d.tx, d.sender, sidecar, &rules);
                 r.map(|h| json!(h)).map_err(RpcError::server)
             }
             "eth_call" | "eth_estimateGas" => {

@@ -1,0 +1,253 @@
+//! Blob transactions (EIP-4844) as the pool receives them: the network form with its
+//! sidecar, checked against the transaction's versioned hashes and the KZG proofs, in the
+//! proof format of the fork the next block is in — one KZG proof per blob until Prague,
+//! 128 cell proofs per blob from Osaka (EIP-7594) — and the bundles getPayload and
+//! getBlobs answer with.
+
+use std::sync::Arc;
+
+use alloy_consensus::{
+    transaction::SignerRecoverable, EthereumTxEnvelope, SignableTransaction, Transaction,
+    TxEip4844Variant, TxEip4844WithSidecar, TxEnvelope,
+};
+use alloy_eips::eip2718::{Decodable2718, Encodable2718};
+use alloy_eips::eip4844::{
+    env_settings::EnvKzgSettings, BlobAndProofV1, BlobAndProofV2, BYTES_PER_BLOB,
+};
+use alloy_eips::eip7594::{BlobTransactionSidecarVariant, CELLS_PER_EXT_BLOB};
+use alloy_eips::eip7840::BlobParams;
+use alloy_primitives::{Address, B256};
+use alloy_rpc_types_engine::{BlobsBundleV1, BlobsBundleV2};
+
+/// A blob transaction's sidecar: blobs, commitments and either one proof per blob
+/// (version 0, until Prague) or `CELLS_PER_EXT_BLOB` cell proofs per blob (version 1, Osaka).
+pub type Sidecar = BlobTransactionSidecarVariant;
+
+/// Largest encoded transaction accepted without its blobs (as Geth and Reth: 128 KiB).
+pub const MAX_TX_BYTES: usize = 128 * 1024;
+/// Largest number of blobs a raw transaction may carry before it is decoded (the decoded
+/// count is then held to the fork's per-transaction limit).
+const MAX_RAW_BLOBS: usize = 16;
+/// Largest raw blob transaction: the transaction, and per blob the blob, its commitment and
+/// its cell proofs, with RLP headers.
+pub const MAX_BLOB_TX_BYTES: usize =
+    MAX_TX_BYTES + MAX_RAW_BLOBS * (BYTES_PER_BLOB + 48 * (CELLS_PER_EXT_BLOB + 1) + 64);
+
+/// A raw transaction decoded and its signer recovered; a blob transaction carries the
+/// sidecar it came with, not yet checked.
+pub struct Decoded {
+    pub tx: TxEnvelope,
+    pub sender: Address,
+    pub sidecar: Option<Sidecar>,
+}
+
+/// Decode a raw transaction as `eth_sendRawTransaction` receives it — a blob transaction in
+/// its network form `0x03 || rlp([tx, (version,) blobs, commitments, proofs])` — and
+/// recover its sender. The costly part of entry, which needs no lock.
+pub fn decode_raw(raw: &[u8]) -> Result<Decoded, String> {
+    let blob = raw.first() == Some(&0x03);
+    let limit = if blob {
+        MAX_BLOB_TX_BYTES
+    } else {
+        MAX_TX_BYTES
+    };
+    if raw.len() > limit {
+        return Err(format!(
+            "oversized data: transaction is {} bytes, at most {limit}",
+            raw.len()
+        ));
+    }
+    if !blob {
+        let tx = TxEnvelope::decode_2718_exact(raw)
+            .map_err(|e| format!("transaction does not decode: {e}"))?;
+        let sender = tx
+            .recover_signer()
+            .map_err(|e| format!("invalid signature: {e}"))?;
+        return Ok(Decoded {
+            tx,
+            sender,
+            sidecar: None,
+        });
+    }
+    let pooled = EthereumTxEnvelope::<TxEip4844WithSidecar<Sidecar>>::decode_2718_exact(raw)
+        .map_err(|e| {
+            format!(
+                "blob transaction does not decode: {e} (send it in the network form \
+                 0x03 || rlp([tx, blobs, commitments, proofs]), or for Osaka \
+                 0x03 || rlp([tx, 1, blobs, commitments, cell_proofs]))"
+            )
+        })?;
+    let sender = pooled
+        .recover_signer()
+        .map_err(|e| format!("invalid signature: {e}"))?;
+    let EthereumTxEnvelope::Eip4844(signed) = pooled else {
+        return Err("transaction does not decode: type 3 expected".into());
+    };
+    let (with_sidecar, sig, _) = signed.into_parts();
+    let (tx, sidecar) = with_sidecar.into_parts();
+    let tx: TxEnvelope =
+        TxEip4844Variant::<alloy_eips::eip4844::BlobTransactionSidecar>::TxEip4844(tx)
+            .into_signed(sig)
+            .into();
+    let size = tx.encode_2718_len();
+    if size > MAX_TX_BYTES {
+        return Err(format!(
+            "oversized data: transaction is {size} bytes without its blobs, at most {MAX_TX_BYTES}"
+        ));
+    }
+    Ok(Decoded {
+        tx,
+        sender,
+        sidecar: Some(sidecar),
+    })
+}
+
+/// The Ethereum KZG trusted setup (embedded in c-kzg, loaded on first use).
+static KZG: EnvKzgSettings = EnvKzgSettings::Default;
+
+fn kzg() -> &'static alloy_eips::eip4844::c_kzg::KzgSettings {
+    KZG.get()
+}
+
+/// Check a blob transaction's sidecar for a block whose blob parameters are `params`
+/// (`osaka`: cell proofs required). A version-0 sidecar sent for an Osaka block is converted
+/// (its cell proofs computed), as Geth does for senders not yet updated; a version-1 sidecar
+/// before Osaka is refused. Returns the sidecar to keep.
+pub fn admit(
+    tx: &TxEnvelope,
+    sidecar: Sidecar,
+    params: Option<BlobParams>,
+    osaka: bool,
+) -> Result<Sidecar, String> {
+    let Some(params) = params else {
+        return Err("blob transactions are not accepted before Cancun".into());
+    };
+    let hashes = tx.blob_versioned_hashes().unwrap_or_default();
+    if hashes.is_empty() {
+        return Err("blob transaction with no blob versioned hashes".into());
+    }
+    if hashes.len() as u64 > params.max_blobs_per_tx {
+        return Err(format!(
+            "too many blobs: {} in the transaction, at most {} per transaction",
+            hashes.len(),
+            params.max_blobs_per_tx
+        ));
+    }
+    let (blobs, commitments, proofs, per_blob) = match &sidecar {
+        Sidecar::Eip4844(s) => (s.blobs.len(), s.commitments.len(), s.proofs.len(), 1),
+        Sidecar::Eip7594(s) => (
+            s.blobs.len(),
+            s.commitments.len(),
+            s.cell_proofs.len(),
+            CELLS_PER_EXT_BLOB,
+        ),
+    };
+    if blobs != hashes.len() || commitments != hashes.len() || proofs != hashes.len() * per_blob {
+        return Err(format!(
+            "blob sidecar does not match the transaction: {} versioned hashes, {blobs} blobs, \
+             {commitments} commitments, {proofs} proofs (expected {} proofs)",
+            hashes.len(),
+            hashes.len() * per_blob
+        ));
+    }
+    let sidecar = match (sidecar, osaka) {
+        (s @ Sidecar::Eip7594(_), false) => {
+            drop(s);
+            return Err(
+                "blob sidecar has cell proofs (version 1, EIP-7594), which are for Osaka; \
+                 the next block is before Osaka: send one KZG proof per blob (version 0)"
+                    .into(),
+            );
+        }
+        (s @ Sidecar::Eip4844(_), true) => {
+            // Check what was sent before spending time on cell proofs for it.
+            s.validate(hashes, kzg()).map_err(blob_error)?;
+            return s
+                .try_convert_into_eip7594_with_settings(kzg())
+                .map_err(|e| format!("cannot compute the cell proofs of the blobs: {e}"));
+        }
+        (s, _) => s,
+    };
+    sidecar.validate(hashes, kzg()).map_err(blob_error)?;
+    Ok(sidecar)
+}
+
+fn blob_error(e: alloy_eips::eip4844::BlobTransactionValidationError) -> String {
+    use alloy_eips::eip4844::BlobTransactionValidationError as E;
+    match e {
+        E::WrongVersionedHash { have, expected } => format!(
+            "blob versioned hash {have} does not match its commitment (which hashes to {expected})"
+        ),
+        E::InvalidProof => "invalid blob proof: the KZG proofs do not verify".into(),
+        other => format!("invalid blob sidecar: {other}"),
+    }
+}
+
+/// A sidecar in the format an Osaka block's bundle needs (computing cell proofs for a
+/// version-0 sidecar that entered the pool before Osaka).
+pub fn for_fork(sidecar: &Arc<Sidecar>, osaka: bool) -> Option<Arc<Sidecar>> {
+    match (sidecar.as_ref(), osaka) {
+        (Sidecar::Eip4844(_), false) | (Sidecar::Eip7594(_), true) => Some(sidecar.clone()),
+        (Sidecar::Eip4844(_), true) => (**sidecar)
+            .clone()
+            .try_convert_into_eip7594_with_settings(kzg())
+            .ok()
+            .map(Arc::new),
+        (Sidecar::Eip7594(_), false) => None,
+    }
+}
+
+/// The blobs bundle of getPayloadV3/V4 (one KZG proof per blob).
+pub fn bundle_v1(sidecars: &[Arc<Sidecar>]) -> BlobsBundleV1 {
+    let mut b = BlobsBundleV1::empty();
+    for s in sidecars {
+        if let Sidecar::Eip4844(s) = s.as_ref() {
+            b.commitments.extend_from_slice(&s.commitments);
+            b.proofs.extend_from_slice(&s.proofs);
+            b.blobs.extend_from_slice(&s.blobs);
+        }
+    }
+    b
+}
+
+/// The blobs bundle of getPayloadV5 (`CELLS_PER_EXT_BLOB` cell proofs per blob).
+pub fn bundle_v2(sidecars: &[Arc<Sidecar>]) -> BlobsBundleV2 {
+    let mut b = BlobsBundleV2::empty();
+    for s in sidecars {
+        if let Sidecar::Eip7594(s) = s.as_ref() {
+            b.commitments.extend_from_slice(&s.commitments);
+            b.proofs.extend_from_slice(&s.cell_proofs);
+            b.blobs.extend_from_slice(&s.blobs);
+        }
+    }
+    b
+}
+
+/// The blob with versioned hash `hash` and its KZG proof, from a version-0 sidecar.
+pub fn blob_and_proof_v1(sidecar: &Sidecar, hash: &B256) -> Option<BlobAndProofV1> {
+    let Sidecar::Eip4844(s) = sidecar else {
+        return None;
+    };
+    let i = s.versioned_hash_index(hash)?;
+    Some(BlobAndProofV1 {
+        blob: Box::new(s.blobs[i]),
+        proof: s.proofs[i],
+    })
+}
+
+/// The blob with versioned hash `hash` and its cell proofs, from a version-1 sidecar.
+pub fn blob_and_proof_v2(sidecar: &Sidecar, hash: &B256) -> Option<BlobAndProofV2> {
+    let Sidecar::Eip7594(s) = sidecar else {
+        return None;
+    };
+    let i = s.versioned_hash_index(hash)?;
+    Some(BlobAndProofV2 {
+        blob: Box::new(s.blobs[i]),
+        proofs: s.cell_proofs[i * CELLS_PER_EXT_BLOB..(i + 1) * CELLS_PER_EXT_BLOB].to_vec(),
+    })
+}
+
+/// Number of blobs a sidecar carries.
+pub fn count(sidecar: &Sidecar) -> usize {
+    sidecar.blobs().len()
+}
