@@ -2,6 +2,7 @@
 //! driving two built-in execution clients through the Engine API, real processes on
 //! loopback. Faults are real too: SIGSTOP freezes a validator, SIGKILL kills one.
 
+mod blobutil;
 mod util;
 
 use serde_json::{json, Value};
@@ -142,6 +143,56 @@ fn four_validators_agree_keep_going_without_one_and_a_restarted_one_catches_up()
     for el in s["els"].as_array().unwrap() {
         assert_eq!(el["state"], "ok", "{el}");
     }
+
+    // A blob transaction (two blobs, cell proofs) sent to val-0's active EL: when val-0
+    // proposes, its block carries it with the blobs bundle, and the other validators' ELs
+    // import that block with the versioned hashes their consensus node derives from the
+    // bundle.
+    let (raw, hash) = blobutil::with_big_stack(|| {
+        let key: alloy_signer_local::PrivateKeySigner =
+            "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+                .parse()
+                .unwrap();
+        let sidecar = blobutil::cell_sidecar(&[1, 2]);
+        blobutil::blob_tx(&key, 1337, 0, sidecar.into(), None, 1, 1_000_000_000)
+    });
+    // The first blob transaction after a start waits for the KZG trusted setup to load.
+    let url = format!("http://127.0.0.1:{}", net.port("val-0-el-0", "http"));
+    let r: Value = ureq::post(&url)
+        .timeout(Duration::from_secs(30))
+        .send_json(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw]}),
+        )
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(
+        r["result"],
+        json!(hash),
+        "the blob transaction was refused: {r}"
+    );
+    let included = wait_for(
+        "the blob transaction in a block",
+        Duration::from_secs(60),
+        || {
+            net.rpc("val-3-el-1", "eth_getTransactionReceipt", json!([hash]))
+                .filter(|r| r.is_object())
+        },
+    );
+    assert_eq!(included["status"], "0x1", "{included}");
+    assert_eq!(
+        included["blobGasUsed"],
+        json!(format!("{:#x}", 2 * 131_072))
+    );
+    let n = u64::from_str_radix(
+        included["blockNumber"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    net.assert_agree(&net.els(), n);
 
     // Freeze one validator: the other three (> 2/3) go on.
     net.signal("val-3", libc::SIGSTOP);

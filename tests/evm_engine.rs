@@ -3,18 +3,16 @@
 //! with transfers, a contract deployed from checked-in bytecode, logs, an EIP-7702
 //! delegation and a reorg to a sibling; invalid payloads; JWT refusals.
 
+mod blobutil;
 mod evmutil;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use alloy_consensus::{
-    EthereumTxEnvelope, SignableTransaction, TxEip1559, TxEip4844, TxEip4844WithSidecar, TxEip7702,
-    TxEnvelope,
+    EthereumTxEnvelope, SignableTransaction, TxEip1559, TxEip4844WithSidecar, TxEip7702, TxEnvelope,
 };
 use alloy_eips::eip2718::Encodable2718;
-use alloy_eips::eip4844::{
-    env_settings::EnvKzgSettings, Blob, BlobTransactionSidecar, BYTES_PER_BLOB,
-};
+use alloy_eips::eip4844::{env_settings::EnvKzgSettings, BlobTransactionSidecar};
 use alloy_eips::eip7594::{BlobTransactionSidecarEip7594, BlobTransactionSidecarVariant};
 use alloy_eips::eip7685::Requests;
 use alloy_eips::eip7702::Authorization;
@@ -26,6 +24,7 @@ use alloy_rpc_types_engine::{
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use base64::Engine as _;
+use blobutil::{blob_tx, cell_sidecar, proof_sidecar, with_big_stack};
 use evmutil::{fixtures, post, try_engine, try_rpc, Evm};
 use serde_json::{json, Value};
 
@@ -1291,60 +1290,6 @@ fn old_blocks_are_served_from_the_store() {
 
 // ---- Blob transactions (EIP-4844; EIP-7594 cell proofs from Osaka) ----
 
-/// A blob of `seed`-dependent data (each 32-byte field element kept below the BLS modulus).
-fn blob(seed: u8) -> Blob {
-    let mut b = [0u8; BYTES_PER_BLOB];
-    for (i, x) in b.iter_mut().enumerate() {
-        if i % 32 != 0 {
-            *x = (i as u8).wrapping_mul(31) ^ seed.wrapping_mul(7) ^ (i >> 8) as u8;
-        }
-    }
-    Blob::from(b)
-}
-
-fn cell_sidecar(seeds: &[u8]) -> BlobTransactionSidecarEip7594 {
-    BlobTransactionSidecarEip7594::try_from_blobs(seeds.iter().map(|s| blob(*s)).collect()).unwrap()
-}
-
-fn proof_sidecar(seeds: &[u8]) -> BlobTransactionSidecar {
-    BlobTransactionSidecar::try_from_blobs_with_settings(
-        seeds.iter().map(|s| blob(*s)).collect(),
-        EnvKzgSettings::Default.get(),
-    )
-    .unwrap()
-}
-
-/// A signed blob transaction in its network form (with `sidecar`), and its hash. The
-/// versioned hashes are `hashes`, or the sidecar's.
-fn blob_tx(
-    key: &PrivateKeySigner,
-    nonce: u64,
-    sidecar: BlobTransactionSidecarVariant,
-    hashes: Option<Vec<B256>>,
-    fee_scale: u128,
-    blob_fee_cap: u128,
-) -> (Bytes, B256) {
-    let tx = TxEip4844 {
-        chain_id: CHAIN_ID,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 20_000_000_000 * fee_scale,
-        max_priority_fee_per_gas: 1_000_000_000 * fee_scale,
-        to: address!("00000000000000000000000000000000000b10b5"),
-        value: U256::ZERO,
-        access_list: Default::default(),
-        blob_versioned_hashes: hashes.unwrap_or_else(|| sidecar.versioned_hashes().collect()),
-        max_fee_per_blob_gas: blob_fee_cap,
-        input: Bytes::new(),
-    };
-    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap();
-    let hash = *tx.clone().into_signed(sig).hash();
-    let pooled = EthereumTxEnvelope::Eip4844(
-        TxEip4844WithSidecar::from_tx_and_sidecar(tx, sidecar).into_signed(sig),
-    );
-    (pooled.encoded_2718().into(), hash)
-}
-
 /// The JSON-RPC error `eth_sendRawTransaction` answers `raw` with.
 fn send_err(evm: &Evm, raw: &Bytes) -> String {
     let r = evm.rpc_raw("eth_sendRawTransaction", json!([raw]));
@@ -1372,16 +1317,6 @@ fn versioned_hashes(bundle: &Value) -> Vec<B256> {
         .collect()
 }
 
-/// Run `f` on a thread with room for blobs (128 KiB values) on its stack in a debug build.
-fn with_big_stack(f: impl FnOnce() + Send + 'static) {
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e));
-}
-
 #[test]
 fn blob_transactions_enter_osaka_blocks_with_cell_proofs_and_are_served_by_get_blobs() {
     with_big_stack(osaka_blobs);
@@ -1396,13 +1331,13 @@ fn osaka_blobs() {
     // Two blobs with cell proofs (the Osaka form), and one with a KZG proof per blob
     // (the Prague form), which the engine converts.
     let a = cell_sidecar(&[1, 2]);
-    let (raw_a, hash_a) = blob_tx(&k0, 0, a.clone().into(), None, 1, 1_000_000_000);
+    let (raw_a, hash_a) = blob_tx(&k0, CHAIN_ID, 0, a.clone().into(), None, 1, 1_000_000_000);
     assert_eq!(
         evm.rpc("eth_sendRawTransaction", json!([raw_a])),
         json!(hash_a)
     );
     let b = proof_sidecar(&[3]);
-    let (raw_b, hash_b) = blob_tx(&k0, 1, b.clone().into(), None, 1, 1_000_000_000);
+    let (raw_b, hash_b) = blob_tx(&k0, CHAIN_ID, 1, b.clone().into(), None, 1, 1_000_000_000);
     assert_eq!(
         evm.rpc("eth_sendRawTransaction", json!([raw_b])),
         json!(hash_b)
@@ -1459,12 +1394,13 @@ fn osaka_blobs() {
     // Refusals, each with its reason.
     let mut swapped = a.clone();
     swapped.cell_proofs.swap(0, 1);
-    let (raw, _) = blob_tx(&k1, 0, swapped.into(), None, 1, 1);
+    let (raw, _) = blob_tx(&k1, CHAIN_ID, 0, swapped.into(), None, 1, 1);
     let e = send_err(&evm, &raw);
     assert!(e.contains("invalid blob proof"), "{e}");
     let other = proof_sidecar(&[9]);
     let (raw, _) = blob_tx(
         &k1,
+        CHAIN_ID,
         0,
         other.into(),
         Some(b.versioned_hashes().collect()),
@@ -1474,13 +1410,13 @@ fn osaka_blobs() {
     let e = send_err(&evm, &raw);
     assert!(e.contains("does not match its commitment"), "{e}");
     let seven = proof_sidecar(&[1, 2, 3, 4, 5, 6, 7]);
-    let (raw, _) = blob_tx(&k1, 0, seven.into(), None, 1, 1);
+    let (raw, _) = blob_tx(&k1, CHAIN_ID, 0, seven.into(), None, 1, 1);
     let e = send_err(&evm, &raw);
     assert!(
         e.contains("too many blobs: 7") && e.contains("at most 6"),
         "{e}"
     );
-    let (raw, _) = blob_tx(&k0, 0, a.clone().into(), None, 3, 1_000_000_000);
+    let (raw, _) = blob_tx(&k0, CHAIN_ID, 0, a.clone().into(), None, 3, 1_000_000_000);
     let e = send_err(&evm, &raw);
     assert!(e.contains("by at least 100%"), "{e}");
     // The transaction without its sidecar (the form blocks carry) is not a pool entry.
@@ -1543,13 +1479,13 @@ fn osaka_blobs() {
     // Limits of the block: 9 blobs. Two transactions of 6 blobs each go in one per block.
     let six_a = proof_sidecar(&[10, 11, 12, 13, 14, 15]);
     let six_b = proof_sidecar(&[20, 21, 22, 23, 24, 25]);
-    let (raw, h6a) = blob_tx(&k0, 3, six_a.into(), None, 2, 1_000_000_000);
+    let (raw, h6a) = blob_tx(&k0, CHAIN_ID, 3, six_a.into(), None, 2, 1_000_000_000);
     evm.rpc("eth_sendRawTransaction", json!([raw]));
-    let (raw, h6b) = blob_tx(&k1, 0, six_b.into(), None, 1, 1_000_000_000);
+    let (raw, h6b) = blob_tx(&k1, CHAIN_ID, 0, six_b.into(), None, 1, 1_000_000_000);
     evm.rpc("eth_sendRawTransaction", json!([raw]));
     // A blob fee cap below the blob base fee: kept, left out, and so is the sender's next
     // transaction, which waits for it (neither is dropped).
-    let (raw, h_low) = blob_tx(&k1, 1, proof_sidecar(&[30]).into(), None, 1, 0);
+    let (raw, h_low) = blob_tx(&k1, CHAIN_ID, 1, proof_sidecar(&[30]).into(), None, 1, 0);
     evm.rpc("eth_sendRawTransaction", json!([raw]));
     let after_low = signed(
         &k1,
@@ -1619,11 +1555,11 @@ fn prague_blobs() {
     let evm = Evm::start(&path);
     let k0 = signer(KEY0);
 
-    let (raw, _) = blob_tx(&k0, 0, cell_sidecar(&[5]).into(), None, 1, 1);
+    let (raw, _) = blob_tx(&k0, CHAIN_ID, 0, cell_sidecar(&[5]).into(), None, 1, 1);
     let e = send_err(&evm, &raw);
     assert!(e.contains("which are for Osaka"), "{e}");
     let sc = proof_sidecar(&[5, 6]);
-    let (raw, hash) = blob_tx(&k0, 0, sc.clone().into(), None, 1, 1_000_000_000);
+    let (raw, hash) = blob_tx(&k0, CHAIN_ID, 0, sc.clone().into(), None, 1, 1_000_000_000);
     assert_eq!(evm.rpc("eth_sendRawTransaction", json!([raw])), json!(hash));
     let hashes: Vec<B256> = sc.versioned_hashes().collect();
     let got = evm.engine("engine_getBlobsV1", json!([hashes]));
