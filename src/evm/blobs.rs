@@ -251,3 +251,137 @@ pub fn blob_and_proof_v2(sidecar: &Sidecar, hash: &B256) -> Option<BlobAndProofV
 pub fn count(sidecar: &Sidecar) -> usize {
     sidecar.blobs().len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_consensus::TxEip4844;
+    use alloy_eips::eip4844::{Blob, BlobTransactionSidecar};
+    use alloy_primitives::{Signature, U256};
+    use std::time::Instant;
+
+    fn blob(seed: u8) -> Blob {
+        let mut b = Blob::ZERO;
+        for (i, x) in b.iter_mut().enumerate() {
+            if i % 32 != 0 {
+                *x = (i as u8).wrapping_mul(13) ^ seed;
+            }
+        }
+        b
+    }
+
+    fn tx_for(sidecar: &Sidecar) -> TxEnvelope {
+        let tx = TxEip4844 {
+            chain_id: 1,
+            blob_versioned_hashes: sidecar.versioned_hashes().collect(),
+            max_fee_per_blob_gas: 1,
+            ..Default::default()
+        };
+        let sig = Signature::new(U256::from(1), U256::from(1), false);
+        TxEip4844Variant::<alloy_eips::eip4844::BlobTransactionSidecar>::TxEip4844(tx)
+            .into_signed(sig)
+            .into()
+    }
+
+    /// On a thread with room for blobs on its stack (a debug build copies them).
+    fn big_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn sidecars_are_checked_and_converted_for_the_fork() {
+        big_stack(|| {
+            let t = Instant::now();
+            kzg();
+            eprintln!("KZG trusted setup loaded in {:?}", t.elapsed());
+            let v0 = Sidecar::Eip4844(
+                BlobTransactionSidecar::try_from_blobs_with_settings(vec![blob(1), blob(2)], kzg())
+                    .unwrap(),
+            );
+            let tx = tx_for(&v0);
+            let prague = Some(BlobParams::prague());
+            let osaka = Some(BlobParams::osaka());
+
+            let t = Instant::now();
+            let kept = admit(&tx, v0.clone(), prague, false).unwrap();
+            eprintln!("2 blobs, KZG proofs checked in {:?}", t.elapsed());
+            assert!(matches!(kept, Sidecar::Eip4844(_)));
+
+            let t = Instant::now();
+            let converted = admit(&tx, v0.clone(), osaka, true).unwrap();
+            eprintln!(
+                "2 blobs checked and converted to cell proofs in {:?}",
+                t.elapsed()
+            );
+            let Sidecar::Eip7594(cells) = &converted else {
+                panic!("not converted")
+            };
+            assert_eq!(cells.cell_proofs.len(), 2 * CELLS_PER_EXT_BLOB);
+            let t = Instant::now();
+            let again = admit(&tx, converted.clone(), osaka, true).unwrap();
+            eprintln!("2 blobs, cell proofs checked in {:?}", t.elapsed());
+            assert_eq!(again, converted);
+            assert_eq!(bundle_v2(&[Arc::new(again)]).proofs.len(), 256);
+
+            let e = admit(&tx, converted.clone(), prague, false).unwrap_err();
+            assert!(e.contains("which are for Osaka"), "{e}");
+            let e = admit(&tx, v0.clone(), None, false).unwrap_err();
+            assert!(e.contains("before Cancun"), "{e}");
+            // A sidecar with one blob less than the transaction's hashes.
+            let Sidecar::Eip4844(mut short) = v0.clone() else {
+                unreachable!()
+            };
+            short.blobs.pop();
+            let e = admit(&tx, Sidecar::Eip4844(short), prague, false).unwrap_err();
+            assert!(e.contains("2 versioned hashes, 1 blobs"), "{e}");
+            // Proofs swapped between the blobs.
+            let Sidecar::Eip4844(mut swapped) = v0 else {
+                unreachable!()
+            };
+            swapped.proofs.swap(0, 1);
+            let e = admit(&tx, Sidecar::Eip4844(swapped), prague, false).unwrap_err();
+            assert!(e.contains("invalid blob proof"), "{e}");
+        });
+    }
+
+    #[test]
+    fn the_network_form_decodes_to_the_transaction_and_its_sidecar() {
+        big_stack(|| {
+            let signer = alloy_signer_local::PrivateKeySigner::random();
+            let sidecar = Sidecar::Eip4844(
+                BlobTransactionSidecar::try_from_blobs_with_settings(vec![blob(7)], kzg()).unwrap(),
+            );
+            let tx = TxEip4844 {
+                chain_id: 1,
+                gas_limit: 21_000,
+                blob_versioned_hashes: sidecar.versioned_hashes().collect(),
+                ..Default::default()
+            };
+            use alloy_signer::SignerSync;
+            let sig = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+            let plain: TxEnvelope =
+                TxEip4844Variant::<alloy_eips::eip4844::BlobTransactionSidecar>::TxEip4844(
+                    tx.clone(),
+                )
+                .into_signed(sig)
+                .into();
+            let pooled = EthereumTxEnvelope::Eip4844(
+                TxEip4844WithSidecar::from_tx_and_sidecar(tx, sidecar.clone()).into_signed(sig),
+            );
+            let d = decode_raw(&pooled.encoded_2718()).unwrap();
+            assert_eq!(d.tx.tx_hash(), plain.tx_hash());
+            assert_eq!(d.sender, signer.address());
+            assert_eq!(d.sidecar, Some(sidecar));
+            // The block form (no sidecar) is not what the pool takes.
+            let e = decode_raw(&plain.encoded_2718()).err().unwrap();
+            assert!(e.contains("network form"), "{e}");
+            let e = decode_raw(&vec![3u8; MAX_BLOB_TX_BYTES + 1]).err().unwrap();
+            assert!(e.contains("oversized"), "{e}");
+        });
+    }
+}
