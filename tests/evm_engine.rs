@@ -1382,11 +1382,9 @@ fn osaka_blobs() {
         .is_null());
     let v3 = evm.engine("engine_getBlobsV3", json!([[hashes[0], unknown]]));
     assert!(v3[0].is_object() && v3[1].is_null(), "{v3}");
-    // Held with cell proofs only: V1 (one proof per blob) has none to give.
-    assert_eq!(
-        evm.engine("engine_getBlobsV1", json!([[hashes[0]]])),
-        json!([null])
-    );
+    // getBlobsV1 (one proof per blob) is not served from Osaka on.
+    let e = engine_err(&evm, "engine_getBlobsV1", json!([[hashes[0]]]));
+    assert!(e.contains("-38005"), "{e}");
     let too_many = vec![unknown; 129];
     let e = engine_err(&evm, "engine_getBlobsV2", json!([too_many]));
     assert!(e.contains("-38004"), "{e}");

@@ -209,11 +209,24 @@ impl Engine {
                         hashes.len()
                     )));
                 }
-                let pool = lock(&self.pool);
-                let found = hashes.iter().map(|h| (h, pool.blob_sidecar(h)));
+                if method == "engine_getBlobsV1" {
+                    let chain = self.chain();
+                    let ts = chain.head().header().timestamp;
+                    if chain.spec.osaka(ts) {
+                        return Err(RpcError::unsupported_fork(
+                            "engine_getBlobsV1 is not served from Osaka on: use engine_getBlobsV2"
+                                .into(),
+                        ));
+                    }
+                }
+                // The sidecars only under the pool's lock; blobs are copied after it.
+                let sidecars: Vec<Option<Arc<Sidecar>>> = {
+                    let pool = lock(&self.pool);
+                    hashes.iter().map(|h| pool.blob_sidecar(h)).collect()
+                };
+                let found = hashes.iter().zip(sidecars);
                 Ok(match method {
-                    // Cancun/Prague: the blob and its KZG proof; null where unknown (or
-                    // held with cell proofs only).
+                    // Cancun/Prague: the blob and its KZG proof; null where unknown.
                     "engine_getBlobsV1" => to_json(
                         &found
                             .map(|(h, s)| s.and_then(|s| blobs::blob_and_proof_v1(&s, h)))
@@ -425,7 +438,9 @@ impl Engine {
         let held: std::cell::RefCell<std::collections::HashSet<Address>> = Default::default();
         let blob_total = std::cell::Cell::new(0u64);
         let mut fitted = candidates.into_iter().filter(|(tx, sender)| {
-            if held.borrow().contains(sender) {
+            // Below the block's base fee (it rose since the transaction came): it waits.
+            if held.borrow().contains(sender) || tx.max_fee_per_gas() < base_fee as u128 {
+                held.borrow_mut().insert(*sender);
                 return false;
             }
             let Some(hashes) = tx.blob_versioned_hashes() else {
@@ -457,7 +472,7 @@ impl Engine {
                 tracing::debug!(tx = %tx.tx_hash(), %why, "left out of the block");
                 held.borrow_mut().insert(*sender);
                 if let Some(h) = tx.blob_versioned_hashes() {
-                    blob_total.set(blob_total.get() - h.len() as u64);
+                    blob_total.set(blob_total.get().saturating_sub(h.len() as u64));
                 }
                 if !why.contains("remaining gas") {
                     dropped.push((*sender, tx.nonce()));
@@ -468,6 +483,12 @@ impl Engine {
             let mut pool = lock(&self.pool);
             for (s, n) in dropped {
                 pool.drop_tx(&s, n);
+            }
+            // Sidecars given cell proofs for this block keep them (converted once).
+            if osaka {
+                for (h, s) in &sidecars {
+                    pool.set_sidecar(h, s.clone());
+                }
             }
         }
         let built = Arc::new(built);

@@ -31,8 +31,8 @@ pub struct PoolTx {
 pub struct Pool {
     by_sender: HashMap<Address, BTreeMap<u64, PoolTx>>,
     by_hash: HashMap<B256, (Address, u64)>,
-    /// Versioned hash → the pooled transaction carrying that blob.
-    blob_index: HashMap<B256, B256>,
+    /// Versioned hash → the pooled transactions carrying that blob.
+    blob_index: HashMap<B256, Vec<B256>>,
     /// Blobs held by pooled transactions.
     blob_count: usize,
     /// Sidecars of transactions included in blocks (at most `LIMBO_BLOBS` blobs).
@@ -179,6 +179,16 @@ impl Pool {
             },
         };
         let blob_count = sidecar.as_deref().map_or(0, blobs::count);
+        if let Some(s) = &sidecar {
+            if matches!(**s, Sidecar::Eip7594(_)) != rules.osaka {
+                return Err(format!(
+                    "the blob sidecar is in the proof format of {} but the next block is {} \
+                     (the chain crossed the fork while it was checked): send it again",
+                    if rules.osaka { "Prague" } else { "Osaka" },
+                    if rules.osaka { "Osaka" } else { "before Osaka" },
+                ));
+            }
+        }
         match tx.chain_id() {
             Some(id) if id == rules.chain_id => {}
             Some(id) => {
@@ -265,15 +275,16 @@ impl Pool {
                 "insufficient funds for gas * price + value: balance {balance}, cost {cost}"
             ));
         }
-        let queue = self.by_sender.entry(sender).or_default();
-        if let Some(old) = queue.get(&tx.nonce()) {
+        let nonce = tx.nonce();
+        let queue = self.by_sender.get(&sender);
+        let replaced = queue.and_then(|q| q.get(&nonce));
+        if let Some(old) = replaced {
             let is_blob = blob_count > 0;
             if old.sidecar.is_some() != is_blob {
                 return Err(format!(
-                    "a {} transaction with nonce {} is pending: it can only be replaced by \
+                    "a {} transaction with nonce {nonce} is pending: it can only be replaced by \
                      another {} transaction",
                     if is_blob { "non-blob" } else { "blob" },
-                    tx.nonce(),
                     if is_blob { "non-blob" } else { "blob" },
                 ));
             }
@@ -303,20 +314,26 @@ impl Pool {
                     "replacement transaction underpriced: raise both fees by at least 10%".into()
                 });
             }
-            let nonce = tx.nonce();
-            self.remove(&sender, nonce);
-        } else if queue.len() >= self.max_per_sender {
+        } else if queue.is_some_and(|q| q.len() >= self.max_per_sender) {
             return Err(format!(
                 "txpool is full for this sender ({} pending transactions)",
                 self.max_per_sender
             ));
         }
-        let nonce = tx.nonce();
+        // What has to leave for it to fit, decided before anything changes: a refused
+        // transaction leaves the pool as it was.
+        let victims = self.victims(&tx, sender, blob_count, replaced.map(|t| t.hash))?;
+        self.remove(&sender, nonce);
+        for (s, n) in victims {
+            self.remove(&s, n);
+        }
         if let Some(s) = &sidecar {
             for h in tx.blob_versioned_hashes().unwrap_or_default() {
-                self.blob_index.insert(*h, hash);
+                self.blob_index.entry(*h).or_default().push(hash);
             }
             self.blob_count += blobs::count(s);
+            // Back from a reorg: its kept sidecar is in use again.
+            self.limbo.retain(|(h, _)| *h != hash);
         }
         self.by_sender.entry(sender).or_default().insert(
             nonce,
@@ -328,48 +345,72 @@ impl Pool {
             },
         );
         self.by_hash.insert(hash, (sender, nonce));
-        if self.by_hash.len() > self.max_total {
-            self.evict_cheapest(hash, |t| t.tx.max_fee_per_gas(), "transaction")?;
-        }
-        while self.blob_count > self.max_blobs {
-            self.evict_cheapest(
-                hash,
-                |t| {
-                    if t.sidecar.is_some() {
-                        t.tx.max_fee_per_blob_gas().unwrap_or(0)
-                    } else {
-                        u128::MAX
-                    }
-                },
-                "blob transaction",
-            )?;
-        }
         Ok(hash)
     }
 
-    /// Over a limit: drop the transaction ranked lowest by `price` among each sender's
-    /// newest nonce (so no gap is created); refuse `new` if it is the one dropped.
-    fn evict_cheapest(
-        &mut self,
-        new: B256,
-        price: impl Fn(&PoolTx) -> u128,
-        what: &str,
-    ) -> Result<(), String> {
-        let victim = self
-            .by_sender
-            .values()
-            .filter_map(|q| q.values().next_back())
-            .min_by_key(|t| price(t))
-            .map(|t| (t.sender, t.tx.nonce(), t.hash));
-        if let Some((sender, nonce, hash)) = victim {
-            self.remove(&sender, nonce);
-            if hash == new {
+    /// The transactions to evict for `tx` (from `sender`, with `blobs` blobs, replacing
+    /// `replaced`) to fit the pool's limits: the cheapest newest-nonce transaction of
+    /// another sender (no gap is created), by fee cap when the pool is full, by blob fee
+    /// cap among blob transactions when its blobs are over the limit. Refused when `tx`
+    /// pays no more than what would have to leave.
+    fn victims(
+        &self,
+        tx: &TxEnvelope,
+        sender: Address,
+        blobs: usize,
+        replaced: Option<B256>,
+    ) -> Result<Vec<(Address, u64)>, String> {
+        let lasts = || {
+            self.by_sender
+                .iter()
+                .filter(|(s, _)| **s != sender)
+                .filter_map(|(_, q)| q.values().next_back())
+        };
+        let mut out: Vec<&PoolTx> = Vec::new();
+        if replaced.is_none() && self.by_hash.len() >= self.max_total {
+            match lasts().min_by_key(|t| t.tx.max_fee_per_gas()) {
+                Some(v) if v.tx.max_fee_per_gas() < tx.max_fee_per_gas() => out.push(v),
+                _ => {
+                    return Err(
+                        "txpool is full and this transaction pays less than every pending one"
+                            .into(),
+                    )
+                }
+            }
+        }
+        let freed_by_replacing = replaced
+            .and_then(|h| self.get(&h))
+            .and_then(|t| t.sidecar.as_deref())
+            .map_or(0, blobs::count);
+        let mut over = (self.blob_count + blobs).saturating_sub(freed_by_replacing);
+        if blobs > 0 && over > self.max_blobs {
+            for t in &out {
+                over = over.saturating_sub(t.sidecar.as_deref().map_or(0, blobs::count));
+            }
+            let mut cheapest: Vec<&PoolTx> = lasts()
+                .filter(|t| t.sidecar.is_some() && !out.iter().any(|o| o.hash == t.hash))
+                .collect();
+            cheapest.sort_by_key(|t| t.tx.max_fee_per_blob_gas());
+            let fee = tx.max_fee_per_blob_gas().unwrap_or(0);
+            for v in cheapest {
+                if over <= self.max_blobs {
+                    break;
+                }
+                if v.tx.max_fee_per_blob_gas().unwrap_or(0) >= fee {
+                    break;
+                }
+                over = over.saturating_sub(v.sidecar.as_deref().map_or(0, blobs::count));
+                out.push(v);
+            }
+            if over > self.max_blobs {
                 return Err(format!(
-                    "txpool is full and this {what} pays less than every pending one"
+                    "blob pool is full ({} blobs) and this transaction's blob fee cap is not \
+                     above those it would have to evict",
+                    self.max_blobs
                 ));
             }
         }
-        Ok(())
+        Ok(out.iter().map(|t| (t.sender, t.tx.nonce())).collect())
     }
 
     fn remove(&mut self, sender: &Address, nonce: u64) -> Option<PoolTx> {
@@ -383,8 +424,11 @@ impl Pool {
         if let Some(s) = &t.sidecar {
             self.blob_count -= blobs::count(s);
             for h in t.tx.blob_versioned_hashes().unwrap_or_default() {
-                if self.blob_index.get(h) == Some(&t.hash) {
-                    self.blob_index.remove(h);
+                if let Some(holders) = self.blob_index.get_mut(h) {
+                    holders.retain(|x| *x != t.hash);
+                    if holders.is_empty() {
+                        self.blob_index.remove(h);
+                    }
                 }
             }
         }
@@ -423,6 +467,7 @@ impl Pool {
         if let Some(s) = self
             .blob_index
             .get(hash)
+            .and_then(|txs| txs.first())
             .and_then(|tx| self.get(tx))
             .and_then(|t| t.sidecar.clone())
         {
@@ -433,6 +478,18 @@ impl Pool {
             .rev()
             .find(|(_, s)| s.versioned_hash_index(hash).is_some())
             .map(|(_, s)| s.clone())
+    }
+
+    /// Keep `sidecar` (the same blobs with cell proofs, computed when a transaction from
+    /// before Osaka went into an Osaka block) for the pooled transaction `hash`.
+    pub fn set_sidecar(&mut self, hash: &B256, sidecar: Arc<Sidecar>) {
+        if let Some((s, n)) = self.by_hash.get(hash).copied() {
+            if let Some(t) = self.by_sender.get_mut(&s).and_then(|q| q.get_mut(&n)) {
+                if t.sidecar.is_some() {
+                    t.sidecar = Some(sidecar);
+                }
+            }
+        }
     }
 
     /// Blobs held by pooled transactions.
@@ -492,5 +549,245 @@ impl Pool {
         txs.filter(|t| t.is_eip4844())
             .filter_map(|t| Some((*t.tx_hash(), self.get(t.tx_hash())?.sidecar.clone()?)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEip4844, TxEip4844Variant};
+    use alloy_eips::eip4844::{Blob, BlobTransactionSidecar, Bytes48};
+    use alloy_eips::eip7594::BlobTransactionSidecarEip7594;
+    use alloy_primitives::{Signature, TxKind};
+
+    const GWEI: u128 = 1_000_000_000;
+
+    fn state(senders: &[Address]) -> WorldState {
+        let mut st = WorldState::default();
+        for s in senders {
+            st.put(
+                *s,
+                0,
+                U256::from(10u128.pow(24)),
+                revm::primitives::KECCAK_EMPTY,
+                &[],
+            );
+        }
+        st
+    }
+
+    fn rules(st: &WorldState) -> Rules<'_> {
+        Rules {
+            chain_id: 1,
+            state: st,
+            base_fee: 1,
+            block_gas_limit: 30_000_000,
+            osaka: true,
+            prague: true,
+            blob: Some(BlobParams::osaka()),
+        }
+    }
+
+    fn sig() -> Signature {
+        Signature::new(U256::from(1), U256::from(1), false)
+    }
+
+    fn transfer(nonce: u64, fee: u128) -> TxEnvelope {
+        TxEip1559 {
+            chain_id: 1,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: fee,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(Address::ZERO),
+            ..Default::default()
+        }
+        .into_signed(sig())
+        .into()
+    }
+
+    /// A blob transaction carrying the blobs `ids` (a fake sidecar: the pool does not
+    /// check proofs again, `blobs::admit` did), and the sidecar.
+    fn blob_tx(nonce: u64, blob_fee: u128, ids: &[u8]) -> (TxEnvelope, Sidecar) {
+        let commitments: Vec<Bytes48> = ids.iter().map(|i| Bytes48::repeat_byte(*i)).collect();
+        let sidecar = Sidecar::Eip7594(BlobTransactionSidecarEip7594 {
+            blobs: vec![Blob::ZERO; ids.len()],
+            commitments,
+            cell_proofs: vec![],
+        });
+        let tx = TxEip4844 {
+            chain_id: 1,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: GWEI,
+            max_priority_fee_per_gas: 1,
+            max_fee_per_blob_gas: blob_fee,
+            blob_versioned_hashes: sidecar.versioned_hashes().collect(),
+            ..Default::default()
+        };
+        let tx = TxEip4844Variant::<BlobTransactionSidecar>::TxEip4844(tx)
+            .into_signed(sig())
+            .into();
+        (tx, sidecar)
+    }
+
+    fn vh(id: u8) -> B256 {
+        alloy_eips::eip4844::kzg_to_versioned_hash(&[id; 48])
+    }
+
+    fn on_big_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn blob_eviction_takes_the_cheapest_blob_transaction_and_nothing_else() {
+        on_big_stack(|| {
+            let (a, b, c) = (
+                Address::repeat_byte(1),
+                Address::repeat_byte(2),
+                Address::repeat_byte(3),
+            );
+            let st = state(&[a, b, c]);
+            let r = rules(&st);
+            let mut pool = Pool {
+                max_blobs: 4,
+                ..Pool::default()
+            };
+            // a: a blob transaction behind which a transfer waits; b: a blob transaction last.
+            let (t, s) = blob_tx(0, 5, &[1, 2]);
+            pool.add(t, a, Some(s), &r).unwrap();
+            pool.add(transfer(1, GWEI), a, None, &r).unwrap();
+            let (t, s) = blob_tx(0, 10, &[3, 4]);
+            let b_hash = pool.add(t, b, Some(s), &r).unwrap();
+            assert_eq!(pool.blob_count(), 4);
+            // c pays 20 per blob gas: b's transaction (the only blob one last in its
+            // queue) leaves; a's queue is untouched.
+            let (t, s) = blob_tx(0, 20, &[5, 6]);
+            pool.add(t, c, Some(s), &r).unwrap();
+            assert!(pool.get(&b_hash).is_none());
+            assert_eq!(pool.len(), 3);
+            assert_eq!(pool.blob_count(), 4);
+            assert!(pool.blob_sidecar(&vh(3)).is_none());
+            assert!(pool.blob_sidecar(&vh(5)).is_some());
+            // Paying no more than what would have to leave: refused, the pool unchanged.
+            let d = Address::repeat_byte(4);
+            let st2 = state(&[a, b, c, d]);
+            let r2 = rules(&st2);
+            let (t, s) = blob_tx(0, 20, &[7]);
+            let e = pool.add(t, d, Some(s), &r2).unwrap_err();
+            assert!(e.contains("blob pool is full"), "{e}");
+            assert_eq!((pool.len(), pool.blob_count()), (3, 4));
+            // A refused blob replacement leaves the original in place.
+            let (t, s) = blob_tx(0, 30, &[5, 6]);
+            let e = pool.add(t, c, Some(s), &r).unwrap_err();
+            assert!(e.contains("100%"), "{e}");
+            assert!(pool.blob_sidecar(&vh(5)).is_some());
+            // Every blob transaction behind a transfer of its sender: no blob transaction
+            // can leave without a gap, so the new one is refused and no transfer evicted.
+            let mut pool = Pool {
+                max_blobs: 2,
+                ..Pool::default()
+            };
+            let (t, s) = blob_tx(0, 5, &[1, 2]);
+            pool.add(t, a, Some(s), &r2).unwrap();
+            pool.add(transfer(1, GWEI), a, None, &r2).unwrap();
+            pool.add(transfer(0, GWEI), b, None, &r2).unwrap();
+            let (t, s) = blob_tx(0, 50, &[3]);
+            let e = pool.add(t, d, Some(s), &r2).unwrap_err();
+            assert!(e.contains("blob pool is full"), "{e}");
+            assert_eq!((pool.len(), pool.blob_count()), (3, 2));
+        });
+    }
+
+    #[test]
+    fn a_blob_shared_by_two_transactions_stays_served_while_one_holds_it() {
+        on_big_stack(|| {
+            let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+            let st = state(&[a, b]);
+            let r = rules(&st);
+            let mut pool = Pool::default();
+            let (t, s) = blob_tx(0, 5, &[1, 2]);
+            pool.add(t, a, Some(s), &r).unwrap();
+            let (t, s) = blob_tx(0, 5, &[2, 3]);
+            pool.add(t, b, Some(s), &r).unwrap();
+            pool.drop_tx(&b, 0);
+            assert!(pool.blob_sidecar(&vh(2)).is_some(), "a still holds blob 2");
+            assert!(pool.blob_sidecar(&vh(3)).is_none());
+            assert_eq!(pool.blob_count(), 2);
+        });
+    }
+
+    #[test]
+    fn included_blobs_are_kept_and_come_back_with_a_reorg() {
+        on_big_stack(|| {
+            let a = Address::repeat_byte(1);
+            let st = state(&[a]);
+            let r = rules(&st);
+            let mut pool = Pool::default();
+            let (t, s) = blob_tx(0, 5, &[1, 2]);
+            pool.add(t.clone(), a, Some(s), &r).unwrap();
+            // Included: the account's nonce moves past it.
+            let mut after = WorldState::default();
+            after.put(
+                a,
+                1,
+                U256::from(10u128.pow(24)),
+                revm::primitives::KECCAK_EMPTY,
+                &[],
+            );
+            pool.prune(&after);
+            assert!(pool.is_empty());
+            assert!(pool.blob_sidecar(&vh(1)).is_some(), "kept after inclusion");
+            // A reorg drops the block: the transaction comes back without its sidecar and
+            // gets the kept one; the kept copy is not counted twice.
+            pool.add(t, a, None, &r).unwrap();
+            assert_eq!(pool.blob_count(), 2);
+            assert!(pool.limbo.is_empty());
+            // Without a kept sidecar a blob transaction cannot come back.
+            let (t2, _) = blob_tx(1, 5, &[9]);
+            let e = pool.add(t2, a, None, &r).unwrap_err();
+            assert!(e.contains("without its blobs"), "{e}");
+            // At most LIMBO_BLOBS blobs are kept.
+            let mut pool = Pool::default();
+            let senders: Vec<Address> = (1..=40u8).map(Address::repeat_byte).collect();
+            let st = state(&senders);
+            let r = rules(&st);
+            for (i, s) in senders.iter().enumerate() {
+                let (t, sc) = blob_tx(0, 5, &[i as u8 * 2 + 1, i as u8 * 2 + 2]);
+                pool.add(t, *s, Some(sc), &r).unwrap();
+            }
+            let mut after = WorldState::default();
+            for s in &senders {
+                after.put(*s, 1, U256::from(1), revm::primitives::KECCAK_EMPTY, &[]);
+            }
+            pool.prune(&after);
+            let kept: usize = pool.limbo.iter().map(|(_, s)| blobs::count(s)).sum();
+            assert_eq!(kept, LIMBO_BLOBS);
+        });
+    }
+
+    #[test]
+    fn a_full_pool_refuses_the_cheapest_without_changing() {
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let st = state(&[a, b]);
+        let r = rules(&st);
+        let mut pool = Pool {
+            max_total: 2,
+            ..Pool::default()
+        };
+        pool.add(transfer(0, 10 * GWEI), a, None, &r).unwrap();
+        pool.add(transfer(1, 10 * GWEI), a, None, &r).unwrap();
+        let e = pool.add(transfer(0, 5 * GWEI), b, None, &r).unwrap_err();
+        assert!(e.contains("txpool is full"), "{e}");
+        assert_eq!(pool.len(), 2);
+        // Paying more: a's newest nonce leaves (no gap in a's queue).
+        pool.add(transfer(0, 20 * GWEI), b, None, &r).unwrap();
+        assert_eq!(pool.len(), 2);
+        assert_eq!(pool.status(&st), (2, 0));
     }
 }

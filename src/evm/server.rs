@@ -182,11 +182,35 @@ async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Byte
     respond(out)
 }
 
+/// Hex bytes of raw transactions in one relayed batch: well under the peer's body limit
+/// (`RPC_BODY_LIMIT`), which a few blob transactions (up to 1.6 MB each) would pass.
+const RELAY_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// `txs` cut into batches of at most `max_calls` and `max_bytes` (a larger single
+/// transaction goes alone).
+fn batches(txs: &[String], max_calls: usize, max_bytes: usize) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, tx) in txs.iter().enumerate() {
+        if i > start && (i - start == max_calls || bytes + tx.len() > max_bytes) {
+            out.push(&txs[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += tx.len();
+    }
+    if start < txs.len() {
+        out.push(&txs[start..]);
+    }
+    out
+}
+
 /// Pass accepted transactions on to one peer every 50 ms, in batches; while the peer is
 /// down (restarting) it misses them, as a disconnected P2P peer would.
 async fn relay_loop(queue: RelayQueue, peer: String) {
     let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(2))
+        // Long enough for a peer checking blob proofs (its first blob transaction loads
+        // the KZG setup, seconds).
+        .timeout(std::time::Duration::from_secs(30))
         .build()
         .unwrap_or_default();
     let mut failing = false;
@@ -196,7 +220,7 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
         let txs = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
         let mut result = Ok(());
         let (mut refused, mut first_refusal) = (0usize, None);
-        for chunk in txs.chunks(super::rpc::MAX_BATCH) {
+        for chunk in batches(&txs, super::rpc::MAX_BATCH, RELAY_BATCH_BYTES) {
             let calls: Vec<serde_json::Value> = chunk
                 .iter()
                 .enumerate()
@@ -368,4 +392,24 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn relayed_batches_respect_both_limits() {
+        let txs: Vec<String> = [3, 3, 3, 9, 1, 1, 1, 1]
+            .iter()
+            .map(|n| "x".repeat(*n))
+            .collect();
+        let sizes: Vec<Vec<usize>> = super::batches(&txs, 3, 6)
+            .iter()
+            .map(|b| b.iter().map(String::len).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![vec![3, 3], vec![3], vec![9], vec![1, 1, 1], vec![1]]
+        );
+        assert!(super::batches(&[], 3, 6).is_empty());
+    }
 }
