@@ -1596,3 +1596,66 @@ fn prague_blobs() {
         json!(format!("{:#x}", 2 * 131_072))
     );
 }
+
+#[test]
+fn pending_transactions_and_their_blobs_survive_a_kill_9() {
+    with_big_stack(pool_survives_a_restart);
+}
+
+fn pool_survives_a_restart() {
+    let genesis_file = fixtures().join("reth-interop/genesis.json");
+    let dir = tempfile::tempdir().unwrap();
+    let k0 = signer(KEY0);
+    let status = |evm: &Evm| {
+        let s = evm.rpc("txpool_status", json!([]));
+        (qty(&s["pending"]), qty(&s["queued"]))
+    };
+    let transfer = |nonce| {
+        signed(
+            &k0,
+            eip1559(
+                nonce,
+                TxKind::Call(Address::repeat_byte(9)),
+                U256::from(1),
+                Bytes::new(),
+                21_000,
+            ),
+        )
+    };
+    let sidecar = cell_sidecar(&[40]);
+    let hashes: Vec<B256> = sidecar.versioned_hashes().collect();
+    let evm = Evm::start_in(&genesis_file, dir.path());
+    // Nonce 0 a transfer, 1 a blob transaction, 3 held back behind the gap at 2.
+    evm.rpc("eth_sendRawTransaction", json!([transfer(0)]));
+    let (raw, blob_hash) = blob_tx(&k0, CHAIN_ID, 1, sidecar.into(), None, 1, 1_000_000_000);
+    evm.rpc("eth_sendRawTransaction", json!([raw]));
+    evm.rpc("eth_sendRawTransaction", json!([transfer(3)]));
+    assert_eq!(status(&evm), (2, 1));
+    drop(evm); // SIGKILL
+
+    let evm = Evm::start_in(&genesis_file, dir.path());
+    assert_eq!(status(&evm), (2, 1), "the pool came back from the journal");
+    let t = evm.rpc("eth_getTransactionByHash", json!([blob_hash]));
+    assert!(t.is_object() && t["blockNumber"].is_null(), "{t}");
+    assert!(evm.engine("engine_getBlobsV2", json!([hashes])).is_array());
+    // They go into the next block, with the blob.
+    let env = propose(&evm, &json!(evm.genesis), now(), 1);
+    assert_eq!(
+        env["executionPayload"]["transactions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(versioned_hashes(&env["blobsBundle"]), hashes);
+    let head = import_with_blobs(&evm, &env, 1, &hashes);
+    set_head(&evm, &head, &head);
+    assert_eq!(status(&evm), (0, 1));
+    drop(evm);
+
+    // Included ones are stale in the journal and skipped; the held-back one stays.
+    let evm = Evm::start_in(&genesis_file, dir.path());
+    assert_eq!(status(&evm), (0, 1));
+    evm.rpc("eth_sendRawTransaction", json!([transfer(2)]));
+    assert_eq!(status(&evm), (2, 0));
+}

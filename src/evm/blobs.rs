@@ -172,6 +172,19 @@ pub fn admit(
     Ok(sidecar)
 }
 
+/// A blob transaction with its sidecar, encoded as `eth_sendRawTransaction` takes it.
+pub fn network_form(tx: &TxEnvelope, sidecar: &Sidecar) -> Option<Vec<u8>> {
+    let TxEnvelope::Eip4844(signed) = tx else {
+        return None;
+    };
+    let inner = signed.tx().tx().clone();
+    let pooled = EthereumTxEnvelope::Eip4844(
+        TxEip4844WithSidecar::from_tx_and_sidecar(inner, sidecar.clone())
+            .into_signed(*signed.signature()),
+    );
+    Some(pooled.encoded_2718())
+}
+
 fn blob_error(e: alloy_eips::eip4844::BlobTransactionValidationError) -> String {
     use alloy_eips::eip4844::BlobTransactionValidationError as E;
     match e {

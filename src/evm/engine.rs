@@ -59,6 +59,8 @@ pub struct Engine {
     payloads: Mutex<VecDeque<Built>>,
     /// Sends a head's hash to WebSocket subscribers on every canonical change.
     pub heads: tokio::sync::broadcast::Sender<B256>,
+    /// The pool's journal (with a data dir).
+    journal: Mutex<Option<super::journal::Journal>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,7 +92,47 @@ impl Engine {
             pool: Mutex::new(Pool::default()),
             payloads: Mutex::new(VecDeque::new()),
             heads,
+            journal: Mutex::new(None),
         }
+    }
+
+    /// Put back the transactions of the journal in `dir` into the pool, then keep the
+    /// journal: every accepted transaction is appended to it. Returns (put back, stale).
+    pub fn open_journal(&self, dir: &std::path::Path) -> Result<(usize, usize), String> {
+        let (journal, records) = super::journal::Journal::open(dir)?;
+        let (mut back, mut stale) = (0, 0);
+        for raw in &records {
+            match self.submit_raw(raw) {
+                Ok(_) => back += 1,
+                Err(e) => {
+                    stale += 1;
+                    tracing::debug!(reason = %e, "journal entry not put back");
+                }
+            }
+        }
+        *lock(&self.journal) = Some(journal);
+        self.rotate_journal()?;
+        Ok((back, stale))
+    }
+
+    /// Append an accepted transaction to the journal (a failure is logged: the
+    /// transaction is in the pool all the same).
+    pub fn journal_append(&self, raw: &[u8]) {
+        if let Some(j) = lock(&self.journal).as_mut() {
+            if let Err(e) = j.append(raw) {
+                tracing::warn!(error = %e, "transaction not journaled");
+            }
+        }
+    }
+
+    /// Rewrite the journal from the pool as it is now.
+    pub fn rotate_journal(&self) -> Result<(), String> {
+        let mut journal = lock(&self.journal);
+        let Some(j) = journal.as_mut() else {
+            return Ok(());
+        };
+        let records = lock(&self.pool).journal_records();
+        j.rotate(&records)
     }
 
     pub fn chain(&self) -> MutexGuard<'_, Chain> {

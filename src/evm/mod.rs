@@ -9,6 +9,7 @@ pub mod chain;
 pub mod engine;
 pub mod exec;
 pub mod fixture;
+pub mod journal;
 pub mod node;
 pub mod pool;
 pub mod rpc;

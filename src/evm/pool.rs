@@ -492,6 +492,20 @@ impl Pool {
         }
     }
 
+    /// Every pooled transaction in the form it is sent in (blob transactions with their
+    /// sidecars), each sender's in nonce order: the journal's content.
+    pub fn journal_records(&self) -> Vec<Vec<u8>> {
+        use alloy_eips::eip2718::Encodable2718;
+        self.by_sender
+            .values()
+            .flat_map(|q| q.values())
+            .filter_map(|t| match &t.sidecar {
+                None => Some(t.tx.encoded_2718()),
+                Some(s) => blobs::network_form(&t.tx, s),
+            })
+            .collect()
+    }
+
     /// Blobs held by pooled transactions.
     pub fn blob_count(&self) -> usize {
         self.blob_count

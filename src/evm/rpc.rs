@@ -411,6 +411,28 @@ fn map_receipt_logs(
 
 impl Engine {
     /// Dispatch one public JSON-RPC call.
+    /// A raw transaction into the pool: decoded, its signer recovered and a blob sidecar
+    /// checked (KZG) holding no lock — newPayload and forkchoiceUpdated wait for the
+    /// chain's — then checked against the head and added.
+    pub fn submit_raw(&self, raw: &[u8]) -> Result<alloy_primitives::B256, String> {
+        let d = super::blobs::decode_raw(raw)?;
+        let sidecar = match d.sidecar {
+            None => None,
+            Some(s) => {
+                let (params, osaka) = {
+                    let chain = self.chain();
+                    let ts = chain.head().header().timestamp + 1;
+                    (chain.spec.blob_params(ts), chain.spec.osaka(ts))
+                };
+                Some(super::blobs::admit(&d.tx, s, params, osaka)?)
+            }
+        };
+        let chain = self.chain();
+        let rules = Rules::after(&chain.spec, chain.head(), chain.head_state());
+        let added = crate::evm::engine_lock(&self.pool).add(d.tx, d.sender, sidecar, &rules);
+        added
+    }
+
     pub fn eth_call(&self, method: &str, p: Value) -> Result<Value, RpcError> {
         match method {
             "eth_chainId" => Ok(json!(U64::from(self.chain().spec.chain_id))),
@@ -538,29 +560,9 @@ impl Engine {
             }
             "eth_sendRawTransaction" => {
                 let (raw,): (Bytes,) = params(p)?;
-                // Signature recovery first, holding no lock: newPayload and
-                // forkchoiceUpdated wait for the chain's lock.
-                let d = super::blobs::decode_raw(&raw).map_err(RpcError::server)?;
-                // A blob sidecar is checked (KZG) holding no lock either, for the fork of
-                // the next block.
-                let sidecar = match d.sidecar {
-                    None => None,
-                    Some(s) => {
-                        let (params, osaka) = {
-                            let chain = self.chain();
-                            let ts = chain.head().header().timestamp + 1;
-                            (chain.spec.blob_params(ts), chain.spec.osaka(ts))
-                        };
-                        Some(
-                            super::blobs::admit(&d.tx, s, params, osaka)
-                                .map_err(RpcError::server)?,
-                        )
-                    }
-                };
-                let chain = self.chain();
-                let rules = Rules::after(&chain.spec, chain.head(), chain.head_state());
-                let r = crate::evm::engine_lock(&self.pool).add(d.tx, d.sender, sidecar, &rules);
-                r.map(|h| json!(h)).map_err(RpcError::server)
+                let hash = self.submit_raw(&raw).map_err(RpcError::server)?;
+                self.journal_append(&raw);
+                Ok(json!(hash))
             }
             "eth_call" | "eth_estimateGas" => {
                 // [call, block?, state overrides?, block overrides?] as Geth and Reth.

@@ -182,6 +182,9 @@ async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Byte
     respond(out)
 }
 
+/// How often the pool's journal is rewritten from the pool (dropping what was included).
+const JOURNAL_ROTATION: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Hex bytes of raw transactions in one relayed batch: well under the peer's body limit
 /// (`RPC_BODY_LIMIT`), which a few blob transactions (up to 1.6 MB each) would pass.
 const RELAY_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -323,6 +326,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let genesis_hash = chain.genesis_hash();
     let engine = Arc::new(Engine::new(chain));
+    if let Some(dir) = &args.datadir {
+        let (back, stale) = engine.open_journal(dir).map_err(|e| anyhow!("{e}"))?;
+        if back + stale > 0 {
+            tracing::info!(
+                back,
+                stale,
+                "put the journaled transactions back into the pool (stale ones skipped)"
+            );
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -339,6 +352,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let relay = Arc::new(relay);
+        if args.datadir.is_some() {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(JOURNAL_ROTATION);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let e = engine.clone();
+                    match tokio::task::spawn_blocking(move || e.rotate_journal()).await {
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot rewrite the pool's journal"),
+                        Err(e) => tracing::warn!(error = %e, "journal rotation failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+            });
+        }
         let app = AppState { engine: engine.clone(), secret: Arc::new(secret), relay };
         let engine_router = Router::new()
             .route("/", post(engine_handler))
