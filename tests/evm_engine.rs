@@ -25,7 +25,7 @@ use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use base64::Engine as _;
 use blobutil::{blob_tx, cell_sidecar, proof_sidecar, with_big_stack};
-use evmutil::{fixtures, post, try_engine, try_rpc, Evm};
+use evmutil::{fixtures, post, try_engine, try_rpc_answer, Evm};
 use serde_json::{json, Value};
 
 const CHAIN_ID: u64 = 7331;
@@ -1102,8 +1102,14 @@ fn kill_9_during_import_reopens_consistently_every_time() {
             } else {
                 eip1559(n, TxKind::Call(counter), U256::ZERO, Bytes::new(), 100_000)
             };
-            if try_rpc(&evm, "eth_sendRawTransaction", json!([signed(&k0, tx)])).is_err() {
+            let Ok(sent) = try_rpc_answer(&evm, "eth_sendRawTransaction", json!([signed(&k0, tx)]))
+            else {
                 break;
+            };
+            // Sent before the kill and not yet in a block: back from the pool's journal.
+            if let Some(e) = sent.get("error") {
+                let msg = e["message"].as_str().unwrap_or_default();
+                assert!(msg.starts_with("already known"), "round {round}: {e}");
             }
             ts += 1;
             let attrs = json!({

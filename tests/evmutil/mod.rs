@@ -204,7 +204,26 @@ pub fn try_rpc(evm: &Evm, method: &str, params: Value) -> Result<Value, String> 
     try_call(&evm.rpc, None, method, params)
 }
 
+/// A public JSON-RPC call returning the whole answer (`result` or `error`); transport
+/// failures (a killed engine) as `Err`.
+pub fn try_rpc_answer(evm: &Evm, method: &str, params: Value) -> Result<Value, String> {
+    call_answer(&evm.rpc, None, method, params)
+}
+
 fn try_call(url: &str, token: Option<&str>, method: &str, params: Value) -> Result<Value, String> {
+    let v = call_answer(url, token, method, params.clone())?;
+    if let Some(e) = v.get("error") {
+        panic!("{method} failed: {e}");
+    }
+    Ok(v["result"].clone())
+}
+
+fn call_answer(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    params: Value,
+) -> Result<Value, String> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     let mut req = ureq::post(url)
         .timeout(Duration::from_secs(30))
@@ -217,9 +236,5 @@ fn try_call(url: &str, token: Option<&str>, method: &str, params: Value) -> Resu
         .map_err(|e| e.to_string())?
         .into_string()
         .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
-    if let Some(e) = v.get("error") {
-        panic!("{method} failed: {e}");
-    }
-    Ok(v["result"].clone())
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
 }
