@@ -135,6 +135,26 @@ fn set_head(evm: &Evm, head: &Value, finalized: &Value) -> Value {
     )
 }
 
+/// txpool_status as (pending, queued).
+fn pool_status(evm: &Evm) -> (u128, u128) {
+    let s = evm.rpc("txpool_status", json!([]));
+    (qty(&s["pending"]), qty(&s["queued"]))
+}
+
+/// A signed transfer of 1 wei from `key` with `nonce`.
+fn transfer_of_1_wei(key: &PrivateKeySigner, nonce: u64) -> Bytes {
+    signed(
+        key,
+        eip1559(
+            nonce,
+            TxKind::Call(Address::repeat_byte(9)),
+            U256::from(1),
+            Bytes::new(),
+            21_000,
+        ),
+    )
+}
+
 fn receipt(evm: &Evm, tx: &Value) -> Value {
     let r = evm.rpc("eth_getTransactionReceipt", json!([tx]));
     assert!(r.is_object(), "no receipt for {tx}");
@@ -767,22 +787,8 @@ fn malformed_json_rpc_gets_errors_not_hangs() {
 fn txpool_status_counts_executable_and_held_back_transactions() {
     let evm = Evm::start(&fixtures().join("reth-interop/genesis.json"));
     let k0 = signer(KEY0);
-    let transfer = |nonce| {
-        signed(
-            &k0,
-            eip1559(
-                nonce,
-                TxKind::Call(Address::repeat_byte(9)),
-                U256::from(1),
-                Bytes::new(),
-                21_000,
-            ),
-        )
-    };
-    let status = |evm: &Evm| {
-        let s = evm.rpc("txpool_status", json!([]));
-        (qty(&s["pending"]), qty(&s["queued"]))
-    };
+    let transfer = |nonce| transfer_of_1_wei(&k0, nonce);
+    let status = pool_status;
     assert_eq!(status(&evm), (0, 0));
     // Nonces 0 and 1 are executable; 3 waits behind the gap at 2.
     for n in [0, 1, 3] {
@@ -1612,22 +1618,8 @@ fn pool_survives_a_restart() {
     let genesis_file = fixtures().join("reth-interop/genesis.json");
     let dir = tempfile::tempdir().unwrap();
     let k0 = signer(KEY0);
-    let status = |evm: &Evm| {
-        let s = evm.rpc("txpool_status", json!([]));
-        (qty(&s["pending"]), qty(&s["queued"]))
-    };
-    let transfer = |nonce| {
-        signed(
-            &k0,
-            eip1559(
-                nonce,
-                TxKind::Call(Address::repeat_byte(9)),
-                U256::from(1),
-                Bytes::new(),
-                21_000,
-            ),
-        )
-    };
+    let status = pool_status;
+    let transfer = |nonce| transfer_of_1_wei(&k0, nonce);
     let sidecar = cell_sidecar(&[40]);
     let hashes: Vec<B256> = sidecar.versioned_hashes().collect();
     let evm = Evm::start_in(&genesis_file, dir.path());

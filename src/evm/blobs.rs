@@ -266,7 +266,7 @@ pub fn count(sidecar: &Sidecar) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloy_consensus::TxEip4844;
     use alloy_eips::eip4844::{Blob, BlobTransactionSidecar};
@@ -297,7 +297,7 @@ mod tests {
     }
 
     /// On a thread with room for blobs on its stack (a debug build copies them).
-    fn big_stack(f: impl FnOnce() + Send + 'static) {
+    pub(crate) fn big_stack(f: impl FnOnce() + Send + 'static) {
         std::thread::Builder::new()
             .stack_size(64 << 20)
             .spawn(f)

@@ -102,7 +102,7 @@ impl Engine {
         let (journal, records) = super::journal::Journal::open(dir)?;
         let (mut back, mut stale) = (0, 0);
         for raw in &records {
-            match self.submit_raw(raw) {
+            match self.submit_raw(raw, true) {
                 Ok(_) => back += 1,
                 Err(e) => {
                     stale += 1;
@@ -526,8 +526,9 @@ impl Engine {
             for (s, n) in dropped {
                 pool.drop_tx(&s, n);
             }
-            // Sidecars given cell proofs for this block keep them (converted once).
-            if osaka {
+            // Sidecars given cell proofs for this block keep them (converted once), when
+            // the pool's next block is in Osaka too.
+            if osaka && spec.osaka(head_block.header().timestamp + 1) {
                 for (h, s) in &sidecars {
                     pool.set_sidecar(h, s.clone());
                 }

@@ -40,9 +40,15 @@ impl Journal {
         let mut rec = Vec::with_capacity(4 + raw.len());
         rec.extend_from_slice(&(raw.len() as u32).to_be_bytes());
         rec.extend_from_slice(raw);
-        self.file
-            .write_all(&rec)
-            .map_err(|e| format!("cannot append to {}: {e}", self.path.display()))
+        let before = self.file.metadata().map(|m| m.len()).ok();
+        self.file.write_all(&rec).map_err(|e| {
+            // A record cut by a failed write (a full disk) would hide every later one:
+            // cut the file back to where it was.
+            if let Some(len) = before {
+                let _ = self.file.set_len(len);
+            }
+            format!("cannot append to {}: {e}", self.path.display())
+        })
     }
 
     /// Replace the journal by `records` (the pool as it is now): written to a temporary

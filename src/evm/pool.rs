@@ -574,6 +574,8 @@ mod tests {
     use alloy_eips::eip7594::BlobTransactionSidecarEip7594;
     use alloy_primitives::{Signature, TxKind};
 
+    use crate::evm::blobs::tests::big_stack;
+
     const GWEI: u128 = 1_000_000_000;
 
     fn state(senders: &[Address]) -> WorldState {
@@ -649,18 +651,9 @@ mod tests {
         alloy_eips::eip4844::kzg_to_versioned_hash(&[id; 48])
     }
 
-    fn on_big_stack(f: impl FnOnce() + Send + 'static) {
-        std::thread::Builder::new()
-            .stack_size(64 << 20)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap();
-    }
-
     #[test]
     fn blob_eviction_takes_the_cheapest_blob_transaction_and_nothing_else() {
-        on_big_stack(|| {
+        big_stack(|| {
             let (a, b, c) = (
                 Address::repeat_byte(1),
                 Address::repeat_byte(2),
@@ -720,7 +713,7 @@ mod tests {
 
     #[test]
     fn a_blob_shared_by_two_transactions_stays_served_while_one_holds_it() {
-        on_big_stack(|| {
+        big_stack(|| {
             let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
             let st = state(&[a, b]);
             let r = rules(&st);
@@ -738,7 +731,7 @@ mod tests {
 
     #[test]
     fn included_blobs_are_kept_and_come_back_with_a_reorg() {
-        on_big_stack(|| {
+        big_stack(|| {
             let a = Address::repeat_byte(1);
             let st = state(&[a]);
             let r = rules(&st);

@@ -414,7 +414,11 @@ impl Engine {
     /// A raw transaction into the pool: decoded, its signer recovered and a blob sidecar
     /// checked (KZG) holding no lock — newPayload and forkchoiceUpdated wait for the
     /// chain's — then checked against the head and added.
-    pub fn submit_raw(&self, raw: &[u8]) -> Result<alloy_primitives::B256, String> {
+    ///
+    /// `replay`: a transaction put back from the pool's journal, which the pool held while
+    /// its fee cap was below the base fee (it waits for the fee to fall), so that check is
+    /// not made again.
+    pub fn submit_raw(&self, raw: &[u8], replay: bool) -> Result<alloy_primitives::B256, String> {
         let d = super::blobs::decode_raw(raw)?;
         let sidecar = match d.sidecar {
             None => None,
@@ -428,7 +432,10 @@ impl Engine {
             }
         };
         let chain = self.chain();
-        let rules = Rules::after(&chain.spec, chain.head(), chain.head_state());
+        let mut rules = Rules::after(&chain.spec, chain.head(), chain.head_state());
+        if replay {
+            rules.base_fee = 0;
+        }
         let added = crate::evm::engine_lock(&self.pool).add(d.tx, d.sender, sidecar, &rules);
         added
     }
@@ -560,7 +567,7 @@ impl Engine {
             }
             "eth_sendRawTransaction" => {
                 let (raw,): (Bytes,) = params(p)?;
-                let hash = self.submit_raw(&raw).map_err(RpcError::server)?;
+                let hash = self.submit_raw(&raw, false).map_err(RpcError::server)?;
                 self.journal_append(&raw);
                 Ok(json!(hash))
             }
