@@ -109,6 +109,35 @@ fn kzg() -> &'static alloy_eips::eip4844::c_kzg::KzgSettings {
     KZG.get()
 }
 
+/// The blob-count rules of a block whose blob parameters are `params`: blobs only from
+/// Cancun on, at least one, at most the fork's number per transaction.
+pub fn check_count(count: usize, params: Option<BlobParams>) -> Result<(), String> {
+    let Some(params) = params else {
+        return Err("blob transactions are not accepted before Cancun".into());
+    };
+    if count == 0 {
+        return Err("blob transaction with no blob versioned hashes".into());
+    }
+    if count as u64 > params.max_blobs_per_tx {
+        return Err(format!(
+            "too many blobs: {count} in the transaction, at most {} per transaction",
+            params.max_blobs_per_tx
+        ));
+    }
+    Ok(())
+}
+
+/// How `admit` treats the KZG proofs of a sidecar.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Proofs {
+    /// Verify them (a transaction from a user or a peer).
+    Verify,
+    /// Trust them: the pool's own journal, written after they were verified. The versioned
+    /// hashes are still checked against the commitments (cheap), and an engine restarting
+    /// does not load the KZG setup (seconds, ~100 MB) just to re-verify its own file.
+    Trust,
+}
+
 /// Check a blob transaction's sidecar for a block whose blob parameters are `params`
 /// (`osaka`: cell proofs required). A version-0 sidecar sent for an Osaka block is converted
 /// (its cell proofs computed), as Geth does for senders not yet updated; a version-1 sidecar
@@ -118,21 +147,10 @@ pub fn admit(
     sidecar: Sidecar,
     params: Option<BlobParams>,
     osaka: bool,
+    check: Proofs,
 ) -> Result<Sidecar, String> {
-    let Some(params) = params else {
-        return Err("blob transactions are not accepted before Cancun".into());
-    };
     let hashes = tx.blob_versioned_hashes().unwrap_or_default();
-    if hashes.is_empty() {
-        return Err("blob transaction with no blob versioned hashes".into());
-    }
-    if hashes.len() as u64 > params.max_blobs_per_tx {
-        return Err(format!(
-            "too many blobs: {} in the transaction, at most {} per transaction",
-            hashes.len(),
-            params.max_blobs_per_tx
-        ));
-    }
+    check_count(hashes.len(), params)?;
     let (blobs, commitments, proofs, per_blob) = match &sidecar {
         Sidecar::Eip4844(s) => (s.blobs.len(), s.commitments.len(), s.proofs.len(), 1),
         Sidecar::Eip7594(s) => (
@@ -150,25 +168,34 @@ pub fn admit(
             hashes.len() * per_blob
         ));
     }
-    let sidecar = match (sidecar, osaka) {
-        (s @ Sidecar::Eip7594(_), false) => {
-            drop(s);
-            return Err(
-                "blob sidecar has cell proofs (version 1, EIP-7594), which are for Osaka; \
-                 the next block is before Osaka: send one KZG proof per blob (version 0)"
-                    .into(),
-            );
+    if matches!(sidecar, Sidecar::Eip7594(_)) && !osaka {
+        return Err(
+            "blob sidecar has cell proofs (version 1, EIP-7594), which are for Osaka; \
+             the next block is before Osaka: send one KZG proof per blob (version 0)"
+                .into(),
+        );
+    }
+    if check == Proofs::Verify {
+        sidecar.validate(hashes, kzg()).map_err(blob_error)?;
+    } else {
+        for (have, c) in hashes.iter().zip(sidecar.commitments()) {
+            let expected = alloy_eips::eip4844::kzg_to_versioned_hash(c.as_slice());
+            if *have != expected {
+                return Err(blob_error(
+                    alloy_eips::eip4844::BlobTransactionValidationError::WrongVersionedHash {
+                        have: *have,
+                        expected,
+                    },
+                ));
+            }
         }
-        (s @ Sidecar::Eip4844(_), true) => {
-            // Check what was sent before spending time on cell proofs for it.
-            s.validate(hashes, kzg()).map_err(blob_error)?;
-            return s
-                .try_convert_into_eip7594_with_settings(kzg())
-                .map_err(|e| format!("cannot compute the cell proofs of the blobs: {e}"));
-        }
-        (s, _) => s,
-    };
-    sidecar.validate(hashes, kzg()).map_err(blob_error)?;
+    }
+    if matches!(sidecar, Sidecar::Eip4844(_)) && osaka {
+        // Checked above before spending time on its cell proofs.
+        return sidecar
+            .try_convert_into_eip7594_with_settings(kzg())
+            .map_err(|e| format!("cannot compute the cell proofs of the blobs: {e}"));
+    }
     Ok(sidecar)
 }
 
@@ -201,11 +228,18 @@ fn blob_error(e: alloy_eips::eip4844::BlobTransactionValidationError) -> String 
 pub fn for_fork(sidecar: &Arc<Sidecar>, osaka: bool) -> Option<Arc<Sidecar>> {
     match (sidecar.as_ref(), osaka) {
         (Sidecar::Eip4844(_), false) | (Sidecar::Eip7594(_), true) => Some(sidecar.clone()),
-        (Sidecar::Eip4844(_), true) => (**sidecar)
-            .clone()
-            .try_convert_into_eip7594_with_settings(kzg())
-            .ok()
-            .map(Arc::new),
+        (Sidecar::Eip4844(_), true) => {
+            match (**sidecar)
+                .clone()
+                .try_convert_into_eip7594_with_settings(kzg())
+            {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot compute the cell proofs of a pooled blob transaction; it waits");
+                    None
+                }
+            }
+        }
         (Sidecar::Eip7594(_), false) => None,
     }
 }
@@ -321,12 +355,12 @@ pub(crate) mod tests {
             let osaka = Some(BlobParams::osaka());
 
             let t = Instant::now();
-            let kept = admit(&tx, v0.clone(), prague, false).unwrap();
+            let kept = admit(&tx, v0.clone(), prague, false, Proofs::Verify).unwrap();
             eprintln!("2 blobs, KZG proofs checked in {:?}", t.elapsed());
             assert!(matches!(kept, Sidecar::Eip4844(_)));
 
             let t = Instant::now();
-            let converted = admit(&tx, v0.clone(), osaka, true).unwrap();
+            let converted = admit(&tx, v0.clone(), osaka, true, Proofs::Verify).unwrap();
             eprintln!(
                 "2 blobs checked and converted to cell proofs in {:?}",
                 t.elapsed()
@@ -336,29 +370,53 @@ pub(crate) mod tests {
             };
             assert_eq!(cells.cell_proofs.len(), 2 * CELLS_PER_EXT_BLOB);
             let t = Instant::now();
-            let again = admit(&tx, converted.clone(), osaka, true).unwrap();
+            let again = admit(&tx, converted.clone(), osaka, true, Proofs::Verify).unwrap();
             eprintln!("2 blobs, cell proofs checked in {:?}", t.elapsed());
             assert_eq!(again, converted);
             assert_eq!(bundle_v2(&[Arc::new(again)]).proofs.len(), 256);
 
-            let e = admit(&tx, converted.clone(), prague, false).unwrap_err();
+            let e = admit(&tx, converted.clone(), prague, false, Proofs::Verify).unwrap_err();
             assert!(e.contains("which are for Osaka"), "{e}");
-            let e = admit(&tx, v0.clone(), None, false).unwrap_err();
+            let e = admit(&tx, v0.clone(), None, false, Proofs::Verify).unwrap_err();
             assert!(e.contains("before Cancun"), "{e}");
             // A sidecar with one blob less than the transaction's hashes.
             let Sidecar::Eip4844(mut short) = v0.clone() else {
                 unreachable!()
             };
             short.blobs.pop();
-            let e = admit(&tx, Sidecar::Eip4844(short), prague, false).unwrap_err();
+            let e = admit(&tx, Sidecar::Eip4844(short), prague, false, Proofs::Verify).unwrap_err();
             assert!(e.contains("2 versioned hashes, 1 blobs"), "{e}");
             // Proofs swapped between the blobs.
             let Sidecar::Eip4844(mut swapped) = v0 else {
                 unreachable!()
             };
             swapped.proofs.swap(0, 1);
-            let e = admit(&tx, Sidecar::Eip4844(swapped), prague, false).unwrap_err();
+            let e = admit(
+                &tx,
+                Sidecar::Eip4844(swapped.clone()),
+                prague,
+                false,
+                Proofs::Verify,
+            )
+            .unwrap_err();
             assert!(e.contains("invalid blob proof"), "{e}");
+            // The journal's own records: proofs trusted, versioned hashes still checked.
+            let t = Instant::now();
+            admit(
+                &tx,
+                Sidecar::Eip4844(swapped.clone()),
+                prague,
+                false,
+                Proofs::Trust,
+            )
+            .unwrap();
+            eprintln!("2 blobs, trusted (journal replay), in {:?}", t.elapsed());
+            let other = Sidecar::Eip4844(
+                BlobTransactionSidecar::try_from_blobs_with_settings(vec![blob(3), blob(4)], kzg())
+                    .unwrap(),
+            );
+            let e = admit(&tx, other, prague, false, Proofs::Trust).unwrap_err();
+            assert!(e.contains("does not match its commitment"), "{e}");
         });
     }
 

@@ -248,15 +248,8 @@ impl Pool {
             }
         }
         if blob_count > 0 {
-            let Some(params) = rules.blob else {
-                return Err("blob transactions are not accepted before Cancun".into());
-            };
-            if blob_count as u64 > params.max_blobs_per_tx {
-                return Err(format!(
-                    "too many blobs: {blob_count} in the transaction, at most {} per transaction",
-                    params.max_blobs_per_tx
-                ));
-            }
+            // Again here for a transaction put back by a reorg (admitted for another fork).
+            blobs::check_count(blob_count, rules.blob)?;
             if blob_count > self.max_blobs {
                 return Err(format!(
                     "blob pool is full: the transaction has {blob_count} blobs, the pool holds at most {}",
@@ -271,8 +264,13 @@ impl Pool {
         let cost =
             U256::from(tx.gas_limit()) * U256::from(tx.max_fee_per_gas()) + tx.value() + blob_cost;
         if balance < cost {
+            let blob_part = if blob_cost.is_zero() {
+                ""
+            } else {
+                " + blob gas * blob fee cap"
+            };
             return Err(format!(
-                "insufficient funds for gas * price + value: balance {balance}, cost {cost}"
+                "insufficient funds for gas * price + value{blob_part}: balance {balance}, cost {cost}"
             ));
         }
         let nonce = tx.nonce();

@@ -410,14 +410,14 @@ fn map_receipt_logs(
 }
 
 impl Engine {
-    /// Dispatch one public JSON-RPC call.
     /// A raw transaction into the pool: decoded, its signer recovered and a blob sidecar
     /// checked (KZG) holding no lock — newPayload and forkchoiceUpdated wait for the
     /// chain's — then checked against the head and added.
     ///
-    /// `replay`: a transaction put back from the pool's journal, which the pool held while
-    /// its fee cap was below the base fee (it waits for the fee to fall), so that check is
-    /// not made again.
+    /// `replay`: a transaction put back from the pool's journal. Its blob proofs were
+    /// verified when it came (see `blobs::Proofs::Trust`), and the pool may have held it
+    /// while its fee cap was below the base fee (it waits for the fee to fall), so neither
+    /// is checked again.
     pub fn submit_raw(&self, raw: &[u8], replay: bool) -> Result<alloy_primitives::B256, String> {
         let d = super::blobs::decode_raw(raw)?;
         let sidecar = match d.sidecar {
@@ -428,7 +428,12 @@ impl Engine {
                     let ts = chain.head().header().timestamp + 1;
                     (chain.spec.blob_params(ts), chain.spec.osaka(ts))
                 };
-                Some(super::blobs::admit(&d.tx, s, params, osaka)?)
+                let proofs = if replay {
+                    super::blobs::Proofs::Trust
+                } else {
+                    super::blobs::Proofs::Verify
+                };
+                Some(super::blobs::admit(&d.tx, s, params, osaka, proofs)?)
             }
         };
         let chain = self.chain();
@@ -436,10 +441,11 @@ impl Engine {
         if replay {
             rules.base_fee = 0;
         }
-        let added = crate::evm::engine_lock(&self.pool).add(d.tx, d.sender, sidecar, &rules);
-        added
+        let mut pool = crate::evm::engine_lock(&self.pool);
+        pool.add(d.tx, d.sender, sidecar, &rules)
     }
 
+    /// Dispatch one public JSON-RPC call.
     pub fn eth_call(&self, method: &str, p: Value) -> Result<Value, RpcError> {
         match method {
             "eth_chainId" => Ok(json!(U64::from(self.chain().spec.chain_id))),
