@@ -128,12 +128,18 @@ pub struct ElView {
     pub lag: Option<u64>,
     /// Probe latency (EWMA), ms.
     pub latency_ms: f64,
+    /// How its process ended, when the supervisor saw it exit and no probe has
+    /// answered since (it is down, whatever the last probes said).
+    pub exited: Option<String>,
 }
 
 impl ElView {
-    /// Healthy, synced and within `max_lag` of the reference head.
+    /// Running, healthy, synced and within `max_lag` of the reference head.
     pub fn usable(&self, max_lag: u64) -> bool {
-        self.state == State::Healthy && !self.syncing && self.lag.is_some_and(|l| l <= max_lag)
+        self.exited.is_none()
+            && self.state == State::Healthy
+            && !self.syncing
+            && self.lag.is_some_and(|l| l <= max_lag)
     }
 }
 
@@ -182,6 +188,9 @@ pub fn keep_current(els: &[ElView], mut ranked: Vec<usize>, current: Option<&str
 
 /// Why the active client of a validator should be replaced, if it should.
 pub fn trouble(active: &ElView, max_lag: u64) -> Option<(&'static str, String)> {
+    if let Some(how) = &active.exited {
+        return Some(("down", format!("{} is down: {how}", active.name)));
+    }
     if active.state == State::Unhealthy {
         return Some(("unhealthy", format!("{} is unhealthy", active.name)));
     }
@@ -219,7 +228,7 @@ pub struct Decision {
 /// Whether to switch a validator away from its active client, and to which. `els` are
 /// the validator's clients, `active` the index of the active one. Within `hold_ms` of the
 /// last switch, a switch back to the client it left is made only if the current one is
-/// unhealthy (the new one failed too), never for lag or syncing alone.
+/// down (exited or unhealthy: the new one failed too), never for lag or syncing alone.
 pub fn failover(
     els: &[ElView],
     active: usize,
@@ -229,8 +238,9 @@ pub fn failover(
     now_ms: u64,
 ) -> Option<Decision> {
     let (kind, reason) = trouble(&els[active], max_lag)?;
+    let down = matches!(kind, "down" | "unhealthy");
     let within_hold = last.is_some_and(|l| now_ms.saturating_sub(l.at_ms) < hold_ms);
-    if within_hold && kind != "unhealthy" {
+    if within_hold && !down {
         return None;
     }
     let best = rank(els, max_lag)
@@ -239,7 +249,7 @@ pub fn failover(
         .find(|&i| {
             // Anti-flap: not back to the one just left, unless the current one is down.
             !(within_hold
-                && kind != "unhealthy"
+                && !down
                 && last.is_some_and(|l| l.from == els[i].name && l.to == els[active].name))
         })?;
     Some(Decision {
@@ -348,6 +358,7 @@ mod tests {
             syncing: false,
             lag: Some(lag),
             latency_ms: latency,
+            exited: None,
         }
     }
 
@@ -433,6 +444,36 @@ mod tests {
             el("el-1", State::Unhealthy, 0, 0.1),
         ];
         assert_eq!(failover(&none, 0, 5, None, 30_000, 1_000), None);
+    }
+
+    #[test]
+    fn an_exited_active_client_is_left_at_once_and_never_chosen() {
+        // Its last probes passed (a process killed between two probes): the exit decides.
+        let exited = |n: &str| ElView {
+            exited: Some("its process exited (killed by SIGKILL)".into()),
+            ..el(n, State::Healthy, 0, 0.1)
+        };
+        let els = vec![exited("el-0"), el("el-1", State::Healthy, 0, 0.5)];
+        let d = failover(&els, 0, 5, None, 30_000, 1_000).unwrap();
+        assert_eq!((d.to.as_str(), d.kind), ("el-1", "down"));
+        assert_eq!(
+            d.reason,
+            "el-0 is down: its process exited (killed by SIGKILL)"
+        );
+        // Even right after a switch to it (the hold is for lag, not for a dead client).
+        let last = LastSwitch {
+            at_ms: 900,
+            from: "el-1".into(),
+            to: "el-0".into(),
+        };
+        assert_eq!(
+            failover(&els, 0, 5, Some(&last), 30_000, 1_000).unwrap().to,
+            "el-1"
+        );
+        // An exited backup is no target, however good its last probes were.
+        let both = vec![el("el-0", State::Unhealthy, 0, 0.1), exited("el-1")];
+        assert_eq!(failover(&both, 0, 5, None, 30_000, 1_000), None);
+        assert!(rank(&both, 5).is_empty());
     }
 
     #[test]

@@ -189,6 +189,10 @@ pub struct ElHealth {
     pub latency: Arc<Histogram>,
     #[serde(skip)]
     restart_asked_ms: Option<u64>,
+    /// The supervisor saw its process exit (when, ms, and how), and no probe begun since
+    /// has answered: down now, not after N failed probes.
+    #[serde(skip)]
+    exited: Option<(u64, String)>,
 }
 
 /// Health of one validator.
@@ -480,6 +484,8 @@ pub fn now_ms() -> u64 {
 pub struct Monitor {
     pub shared: Arc<Shared>,
     targets_tx: tokio::sync::watch::Sender<Arc<Targets>>,
+    /// Services whose process exited, and how (from the supervisor, as it happens).
+    exits_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -533,6 +539,7 @@ impl Monitor {
             targets: RwLock::new(targets.clone()),
         });
         let (targets_tx, targets_rx) = tokio::sync::watch::channel(targets);
+        let (exits_tx, exits_rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Half the cores at most: the monitor shares the host with the services it
         // watches, and on a small host one worker serves the gateway faster than two
@@ -571,7 +578,7 @@ impl Monitor {
                         }
                     }
                     tokio::select! {
-                        _ = probe_loop(sh, targets_rx) => {}
+                        _ = probe_loop(sh, targets_rx, exits_rx) => {}
                         _ = stop_rx => {}
                     }
                 });
@@ -581,6 +588,7 @@ impl Monitor {
         Ok(Monitor {
             shared,
             targets_tx,
+            exits_tx,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -703,6 +711,12 @@ impl Monitor {
         }
     }
 
+    /// A service's process exited (`how`: its exit status): the supervisor tells at once,
+    /// so that a validator leaves a dead execution client before its probes notice.
+    pub fn service_exited(&self, service: &str, how: String) {
+        let _ = self.exits_tx.send((service.to_string(), how));
+    }
+
     /// The plan changed (profile reload): probe what it now has.
     pub fn update(&self, plan: &Plan) {
         let t = Arc::new(Targets::from_plan(plan));
@@ -726,7 +740,11 @@ impl Drop for Monitor {
     }
 }
 
-async fn probe_loop(sh: Arc<Shared>, mut targets_rx: tokio::sync::watch::Receiver<Arc<Targets>>) {
+async fn probe_loop(
+    sh: Arc<Shared>,
+    mut targets_rx: tokio::sync::watch::Receiver<Arc<Targets>>,
+    mut exits: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
     let http = match reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
@@ -747,7 +765,14 @@ async fn probe_loop(sh: Arc<Shared>, mut targets_rx: tokio::sync::watch::Receive
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut host_at: Option<std::time::Instant> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some((service, how)) = exits.recv() => {
+                let targets = targets_rx.borrow().clone();
+                on_exit(&sh, &http, &targets, &service, &how).await;
+                continue;
+            }
+        }
         let targets = targets_rx.borrow_and_update().clone();
         round(&sh, &http, &targets, interval).await;
         if host_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
@@ -763,6 +788,7 @@ async fn probe_loop(sh: Arc<Shared>, mut targets_rx: tokio::sync::watch::Receive
 async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: Duration) {
     let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(2));
     let stall = sh.settings.block_time * 3;
+    let started = now_ms();
     let el_samples =
         futures::future::join_all(t.els.iter().map(|e| probe::el(http, e, timeout))).await;
     let val_samples = futures::future::join_all(
@@ -807,6 +833,7 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
                 active: false,
                 latency: Arc::new(Histogram::new(metrics::LATENCY_BUCKETS)),
                 restart_asked_ms: None,
+                exited: None,
             });
         // The validator's own calls refused (it holds another secret than the file now
         // says, or the client does): our probe may pass, the pair still does not work.
@@ -833,6 +860,10 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
             ));
         }
         let ok = s.error.is_none();
+        // A probe begun after the exit answered: the restarted process is up.
+        if ok && e.exited.as_ref().is_some_and(|(at, _)| *at < started) {
+            e.exited = None;
+        }
         if ok {
             e.head = s.head;
             e.syncing = s.syncing;
@@ -918,6 +949,11 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
     view.switches.sort_by_key(|s| s.at_ms);
     let excess = view.switches.len().saturating_sub(EVENTS_KEPT);
     view.switches.drain(..excess);
+    refresh_upstreams(sh, view, t);
+}
+
+/// The gateway's upstreams again from `view` (which is released).
+fn refresh_upstreams(sh: &Shared, view: std::sync::MutexGuard<'_, View>, t: &Targets) {
     let current = sh.upstreams().ranked.first().map(|u| u.name.clone());
     let ups = upstreams(
         &view,
@@ -929,6 +965,24 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
     *sh.upstreams.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ups);
 }
 
+/// The supervisor saw `service` exit: an execution client among them is down from now
+/// on (until a probe begun later answers), out of the gateway's upstreams, and a
+/// validator using it fails over now rather than after its probes fail N times or its
+/// next Engine API call does (a built-in client is restarted within about a second,
+/// and a validator that missed the outage would stay on a client that just lost its
+/// process).
+async fn on_exit(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, service: &str, how: &str) {
+    {
+        let mut view = sh.view();
+        let Some(e) = view.els.get_mut(service) else {
+            return;
+        };
+        e.exited = Some((now_ms(), how.to_string()));
+        refresh_upstreams(sh, view, t);
+    }
+    act(sh, http, t).await;
+}
+
 fn el_view(name: &str, e: &ElHealth) -> ElView {
     ElView {
         name: name.to_string(),
@@ -936,6 +990,7 @@ fn el_view(name: &str, e: &ElHealth) -> ElView {
         syncing: e.syncing,
         lag: e.lag,
         latency_ms: e.latency_ms.unwrap_or(f64::MAX),
+        exited: e.exited.as_ref().map(|(_, how)| how.clone()),
     }
 }
 

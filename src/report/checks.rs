@@ -1086,8 +1086,9 @@ fn high_availability(c: &mut Checks) {
             let ev = vec![
                 format!("kill -9 of {} (active EL of {})", d.killed, d.validator),
                 format!(
-                    "switched to {}, gap {}",
+                    "switched to {}{}, gap {}",
                     d.switched_to.as_deref().unwrap_or("nothing"),
+                    d.switch_kind.as_ref().map_or(String::new(), |k| format!(" ({k})")),
                     d.gap_ms.map_or("unknown".into(), |g| format!("{g} ms"))
                 ),
                 format!(

@@ -64,6 +64,9 @@ pub struct Drill {
     pub validator: String,
     pub killed: String,
     pub switched_to: Option<String>,
+    /// Who noticed, as the switch's kind says: `down` (the supervisor saw the exit),
+    /// `el_behind` / `build_failed` (the validator's own Engine API call failed), …
+    pub switch_kind: Option<String>,
     /// The decision interval the switch fell in, as the validator recorded it.
     pub gap_ms: Option<u64>,
     /// Longest interval between consecutive blocks from the kill to 10 s after it.
@@ -886,6 +889,9 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
         switched_to: switch
             .as_ref()
             .and_then(|s| s["to"].as_str().map(String::from)),
+        switch_kind: switch
+            .as_ref()
+            .and_then(|s| s["kind"].as_str().map(String::from)),
         gap_ms: switch.as_ref().and_then(|s| s["gap_ms"].as_u64()),
         longest_interval_s: longest,
         missed_heights,

@@ -437,6 +437,9 @@ impl Supervisor {
             s.phase = Phase::Stopped(format!("{exit} during shutdown"));
             return;
         }
+        if let Some(m) = &self.monitor {
+            m.service_exited(&name, format!("its process exited ({exit})"));
+        }
         let unit = rand::thread_rng().gen::<f64>();
         match policy::on_exit(&s.plan.restart, &mut s.history, exit, uptime, now, unit) {
             Decision::Restart(d) => {
@@ -598,6 +601,10 @@ impl Supervisor {
         match s.handle {
             Some(h) => {
                 info!(service = %s.plan.name, pid = h.pid, signal = ?s.plan.stop_signal, grace_s = s.plan.stop_grace.get().as_secs(), "stopping");
+                // A restart or removal (not shutdown): a validator using it moves off now.
+                if let (Some(m), false) = (&self.monitor, self.shutting_down) {
+                    m.service_exited(&s.plan.name, "chainctl is stopping it".into());
+                }
                 if let Err(e) = self.backend.signal(&h, s.plan.stop_signal) {
                     warn!(service = %s.plan.name, error = %e, "cannot signal");
                 }
