@@ -11,7 +11,9 @@ use crate::status::{self, ServiceStatus, StatusReport};
 use crate::supervisor::setup;
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -142,7 +144,8 @@ pub enum Command {
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
     },
-    /// Render the plan as files other tools run: systemd units or a compose project.
+    /// Render the plan as files other tools run: systemd units, a compose project, or
+    /// Kubernetes manifests.
     Render {
         /// What to render.
         #[arg(value_enum)]
@@ -222,6 +225,14 @@ pub enum Command {
         /// The digest compose.yaml holds of the rendered profile and ports.json.
         #[arg(long)]
         digest: String,
+    },
+    /// Internal: a rendered Kubernetes pod's init container: copy each container's
+    /// secrets from its Secret volume into its own memory volume, mode 0600.
+    #[command(hide = true)]
+    K8sInit {
+        /// SRC:DST, once per container.
+        #[arg(long = "copy", value_name = "SRC:DST", required = true)]
+        copies: Vec<String>,
     },
     /// Internal: how an external execution client starts: refuse a data dir another
     /// process holds, run the init step, then become the client.
@@ -368,6 +379,9 @@ pub enum RenderWhat {
     Systemd,
     /// compose.yaml and .env.
     Compose,
+    /// Kubernetes manifests: manifests.yaml (StatefulSets, Services, disruption budget),
+    /// network.yaml (genesis and validator configs), secrets.yaml (mode 0600).
+    K8s,
 }
 
 /// JWT subcommands.
@@ -529,6 +543,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node {
             role: NodeRole::Consensus(args),
         } => crate::consensus::node::run(args),
+        Command::K8sInit { copies } => {
+            for c in &copies {
+                let (src, dst) = c.split_once(':').ok_or_else(|| {
+                    anyhow::anyhow!("--copy {c}: expected SRC:DST (two directories)")
+                })?;
+                let n = crate::render::k8s::copy_secrets(Path::new(src), Path::new(dst))?;
+                println!("{dst}: {n} secret(s)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ComposeInit {
             ports,
             owner,
@@ -1522,12 +1546,21 @@ fn render(
             })?;
             (files, Vec::new())
         }
+        RenderWhat::K8s => (k8s_files(&loaded, state_dir)?, Vec::new()),
     };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for f in &files {
         let path = out.join(&f.name);
         let unchanged = std::fs::read_to_string(&path).is_ok_and(|old| old == f.contents);
-        if !unchanged {
+        if f.name == render::k8s::SECRETS_FILE {
+            // Keys and Engine API secrets: only the owner reads them, even unchanged.
+            if !unchanged {
+                crate::secrets::write_atomic(&path, f.contents.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot chmod {}", path.display()))?;
+        } else if !unchanged {
             std::fs::write(&path, &f.contents)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
@@ -1556,6 +1589,16 @@ fn render(
             missing.join(", "),
         );
     }
+    if let RenderWhat::K8s = what {
+        println!(
+            "apply with `kubectl apply -n NAMESPACE -f network.yaml -f {} -f manifests.yaml` in {} \
+             (images {} and the profile's must be where the cluster pulls from); {} is secret: do not commit it",
+            render::k8s::SECRETS_FILE,
+            out.display(),
+            crate::network::chainctl_image(),
+            render::k8s::SECRETS_FILE,
+        );
+    }
     if let RenderWhat::Compose = what {
         println!(
             "start it with `docker-compose up -d` in {} (the image {} must exist: `chainctl image build`)",
@@ -1564,6 +1607,87 @@ fn render(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Kubernetes manifests of a profile. The network's genesis, keys and secrets are the
+/// state dir's (made there first when missing, as `up` makes them, so rendering again
+/// keeps the same chain and keys); the containers see them at the system layout.
+fn k8s_files(
+    loaded: &crate::profile::Loaded,
+    state_dir: Option<&Path>,
+) -> Result<Vec<crate::render::File>> {
+    use crate::render;
+    let p = &loaded.profile;
+    let base = setup::base_dir(loaded);
+    let layout = setup::layout(loaded, state_dir);
+    let alloc = setup::allocate(loaded, &layout, &[], &crate::ports::NoProbe, false)?;
+    let inside = Layout::new(render::system_state_dir(&p.name));
+    let plan = plan::build_for(p, &inside, &alloc, &base, plan::Target::Container)?;
+    render::k8s::preflight(p, &plan)?;
+    let here = plan::build_for(p, &layout, &alloc, &base, plan::Target::Container)?;
+    crate::secrets::private_dir(&layout.root)
+        .with_context(|| format!("cannot create the state dir {}", layout.root.display()))?;
+    setup::ensure_secrets(&here)?;
+    crate::network::write_files(p, &layout, &here, plan::Target::Container)?;
+    // The state dir's paths, as the containers see them.
+    let rebase = |path: &Path| -> Result<PathBuf> {
+        let rel = path.strip_prefix(&layout.root).with_context(|| {
+            format!(
+                "{} is outside the state dir {}: a cluster cannot mount it",
+                path.display(),
+                layout.root.display()
+            )
+        })?;
+        Ok(inside.root.join(rel))
+    };
+    let mut network = BTreeMap::new();
+    let net = crate::network::network_dir(&layout);
+    if p.validators.count > 0 {
+        for e in
+            std::fs::read_dir(&net).with_context(|| format!("cannot read {}", net.display()))?
+        {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                let text = std::fs::read_to_string(e.path())
+                    .with_context(|| format!("cannot read {}", e.path().display()))?;
+                network.insert(e.file_name().to_string_lossy().into_owned(), text);
+            }
+        }
+    }
+    let mut configs = BTreeMap::new();
+    for i in 0..p.validators.count {
+        let name = crate::network::validator_name(i);
+        let svc = here
+            .service(&name)
+            .with_context(|| format!("the plan has no service `{name}`"))?;
+        let mut f = crate::consensus::node::NodeFile::load(&svc.data_dir.join("config.json"))
+            .map_err(anyhow::Error::msg)?;
+        f.genesis = rebase(&f.genesis)?;
+        f.key = rebase(&f.key)?;
+        f.control_token = rebase(&f.control_token)?;
+        for el in &mut f.execution {
+            el.jwt_secret = rebase(&el.jwt_secret)?;
+        }
+        configs.insert(name, serde_json::to_string_pretty(&f)? + "\n");
+    }
+    let mut secrets = BTreeMap::new();
+    let root = layout.secrets_dir();
+    for svc in &here.services {
+        for s in &svc.secrets {
+            if let Ok(rel) = s.strip_prefix(&root) {
+                let bytes = std::fs::read(s)
+                    .with_context(|| format!("cannot read the secret {}", s.display()))?;
+                secrets.insert(rel.to_path_buf(), bytes);
+            }
+        }
+    }
+    Ok(render::k8s::render(&render::k8s::Inputs {
+        profile: p,
+        plan: &plan,
+        network: &network,
+        configs: &configs,
+        secrets: &secrets,
+    })?)
 }
 
 fn tail_lines(path: &Path, n: usize) -> std::io::Result<String> {

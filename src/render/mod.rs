@@ -1,7 +1,8 @@
-//! Renders a plan into files other tools run: systemd units and compose files. Pure:
-//! plan in, file names and contents out; the CLI writes them.
+//! Renders a plan into files other tools run: systemd units, compose files, Kubernetes
+//! manifests. Pure: plan in, file names and contents out; the CLI writes them.
 
 pub mod compose;
+pub mod k8s;
 pub mod systemd;
 pub mod yaml;
 
