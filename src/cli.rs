@@ -227,11 +227,15 @@ pub enum Command {
         digest: String,
     },
     /// Internal: a rendered Kubernetes pod's init container: copy each container's
-    /// secrets from its Secret volume into its own memory volume, mode 0600.
+    /// secrets from its Secret volume into its own memory volume, and each validator's
+    /// config into its data dir, mode 0600.
     #[command(hide = true)]
     K8sInit {
+        /// Data dirs to make (mode 0700), once per container.
+        #[arg(long = "mkdir", value_name = "DIR", required_unless_present = "copies")]
+        mkdirs: Vec<PathBuf>,
         /// SRC:DST, once per container.
-        #[arg(long = "copy", value_name = "SRC:DST", required = true)]
+        #[arg(long = "copy", value_name = "SRC:DST")]
         copies: Vec<String>,
     },
     /// Internal: how an external execution client starts: refuse a data dir another
@@ -543,13 +547,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node {
             role: NodeRole::Consensus(args),
         } => crate::consensus::node::run(args),
-        Command::K8sInit { copies } => {
+        Command::K8sInit { mkdirs, copies } => {
+            for d in &mkdirs {
+                crate::secrets::private_dir(d).with_context(|| {
+                    format!(
+                        "cannot make the data dir {} (mode 0700, of uid {}): it must be new or this user's",
+                        d.display(),
+                        unsafe { libc::getuid() }
+                    )
+                })?;
+                println!("{}: data dir", d.display());
+            }
             for c in &copies {
                 let (src, dst) = c.split_once(':').ok_or_else(|| {
                     anyhow::anyhow!("--copy {c}: expected SRC:DST (two directories)")
                 })?;
-                let n = crate::render::k8s::copy_secrets(Path::new(src), Path::new(dst))?;
-                println!("{dst}: {n} secret(s)");
+                let n = crate::render::k8s::copy_private(Path::new(src), Path::new(dst))?;
+                println!("{dst}: {n} file(s)");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -229,11 +229,22 @@ fn check(r: &Rendered, out: &Path, profile: &str, validators: usize) {
             .flatten()
             .chain(pod.containers.iter())
             .collect();
+        // The validator, and its two ELs as sidecars started before it, after the
+        // secrets are copied.
+        let sidecars: Vec<_> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+            .collect();
+        assert_eq!(pod.containers.len(), 1, "{name}");
+        assert_eq!(pod.containers[0].name, name);
         assert_eq!(
-            pod.containers.len(),
-            3,
-            "{name}: a validator and its two ELs"
+            sidecars.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+            [format!("{name}-el-0"), format!("{name}-el-1")]
         );
+        assert_eq!(pod.init_containers.as_ref().unwrap()[0].name, "k8s-init");
+        assert!(sidecars.iter().all(|c| c.startup_probe.is_some()));
         for c in &containers {
             for m in c.volume_mounts.iter().flatten() {
                 assert!(
@@ -247,7 +258,7 @@ fn check(r: &Rendered, out: &Path, profile: &str, validators: usize) {
             assert_eq!(csc.read_only_root_filesystem, Some(true));
             assert_eq!(csc.allow_privilege_escalation, Some(false));
         }
-        for c in &pod.containers {
+        for c in pod.containers.iter().chain(sidecars.iter().copied()) {
             assert!(
                 c.readiness_probe.is_some() && c.liveness_probe.is_some(),
                 "{}",
@@ -279,17 +290,18 @@ fn check(r: &Rendered, out: &Path, profile: &str, validators: usize) {
                 check_address(&ports, url, &c.name);
             }
         }
-        // The init container copies each container's secrets into its own volume.
+        // The init container copies each container's secrets into its own volume, and
+        // the validator's config into its data dir.
         let init = &pod.init_containers.as_ref().unwrap()[0];
-        assert_eq!(init.args.as_ref().unwrap()[0], "k8s-init");
-        assert_eq!(
-            init.args
-                .as_ref()
-                .unwrap()
-                .iter()
-                .filter(|a| *a == "--copy")
-                .count(),
-            3
+        let args = init.args.as_ref().unwrap();
+        assert_eq!(args[0], "k8s-init");
+        assert_eq!(args.iter().filter(|a| *a == "--copy").count(), 4);
+        assert_eq!(args.iter().filter(|a| *a == "--mkdir").count(), 3);
+        assert!(
+            args.contains(&format!(
+                "/k8s-init/config/{name}:/k8s-init/data/{name}/{name}"
+            )),
+            "{args:?}"
         );
         for v in volumes.values() {
             if let Some(cm) = &v.config_map {
@@ -419,10 +431,348 @@ fn k8s_init_copies_a_secret_volume_private() {
     std::fs::create_dir(&dst).unwrap();
     let copy = format!("{}:{}", src.display(), dst.display());
     let out = env.ok(&["k8s-init", "--copy", &copy]);
-    assert!(out.contains("1 secret(s)"), "{out}");
+    assert!(out.contains("1 file(s)"), "{out}");
     let m = std::fs::metadata(dst.join("jwt/a--b.hex")).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
     let o = env.run(&["k8s-init", "--copy", "no-colon"]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("SRC:DST"), "{}", text(&o.stderr));
+}
+
+fn docker(args: &[String]) -> std::process::Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+fn docker_ok(args: &[String]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// The pods of the rendered manifests, started on this machine's Docker engine the way a
+/// kubelet starts them: the init container to completion first, then every container
+/// with its securityContext (user, fsGroup as a supplementary group, read-only root, no
+/// capabilities), its volumes as the kubelet lays them out (claims and emptyDirs owned
+/// by the fsGroup, setgid; ConfigMap files 0644; Secret files `defaultMode`, group
+/// fsGroup; `subPath` mounts), and each Service's name resolving to the container that
+/// publishes its ports (Docker network aliases standing in for cluster DNS).
+struct Kubelet {
+    network: String,
+    containers: Vec<String>,
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm".into(), "-f".into(), c.clone()]);
+        }
+        let _ = docker(&["network".into(), "rm".into(), self.network.clone()]);
+    }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32, mode: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+impl Kubelet {
+    fn run(root: &Path, r: &Rendered) -> Kubelet {
+        let network = format!("chainctl-k8s-{}", std::process::id());
+        docker_ok(&["network".into(), "create".into(), network.clone()]);
+        let mut k = Kubelet {
+            network,
+            containers: vec![],
+        };
+        let cm = r.network.data.clone().unwrap();
+        let secrets: BTreeMap<String, &Secret> = r
+            .secrets
+            .iter()
+            .map(|s| (s.metadata.name.clone().unwrap(), s))
+            .collect();
+        for set in &r.sets {
+            let pod_name = set.metadata.name.clone().unwrap();
+            let spec = set.spec.as_ref().unwrap();
+            let pod = spec.template.spec.as_ref().unwrap();
+            let labels = spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .clone()
+                .unwrap();
+            let sc = pod.security_context.as_ref().unwrap();
+            let (uid, gid, fs_group) = (
+                sc.run_as_user.unwrap() as u32,
+                sc.run_as_group.unwrap() as u32,
+                sc.fs_group.unwrap() as u32,
+            );
+            let dir = root.join(&pod_name);
+            // Volumes, as the kubelet makes them.
+            let mut host: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+            for claim in spec.volume_claim_templates.iter().flatten() {
+                let name = claim.metadata.name.clone().unwrap();
+                let p = dir.join("claims").join(&name);
+                std::fs::create_dir_all(&p).unwrap();
+                chown(&p, 0, fs_group, 0o2775);
+                host.insert(name, p);
+            }
+            for v in pod.volumes.iter().flatten() {
+                let p = dir.join("volumes").join(&v.name);
+                std::fs::create_dir_all(&p).unwrap();
+                if v.empty_dir.is_some() {
+                    chown(&p, 0, fs_group, 0o2777);
+                } else if let Some(c) = &v.config_map {
+                    for item in c.items.iter().flatten() {
+                        let f = p.join(&item.path);
+                        std::fs::write(&f, &cm[&item.key]).unwrap();
+                        chown(&f, 0, fs_group, 0o644);
+                    }
+                } else if let Some(s) = &v.secret {
+                    let data = secrets[s.secret_name.as_ref().unwrap()]
+                        .data
+                        .as_ref()
+                        .unwrap();
+                    for item in s.items.iter().flatten() {
+                        let f = p.join(&item.path);
+                        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+                        std::fs::write(&f, &data[&item.key].0).unwrap();
+                        chown(&f, 0, fs_group, s.default_mode.unwrap() as u32);
+                    }
+                } else {
+                    panic!("{pod_name}: a volume this emulation does not know: {v:?}");
+                }
+                host.insert(v.name.clone(), p);
+            }
+            let start = |c: &k8s_openapi::api::core::v1::Container, detach: bool| {
+                let cname = format!("{}-{pod_name}-{}", k.network, c.name);
+                let mut a: Vec<String> = vec!["run".into(), "--name".into(), cname.clone()];
+                if detach {
+                    a.push("-d".into());
+                }
+                a.extend([
+                    "--network".into(),
+                    k.network.clone(),
+                    "--user".into(),
+                    format!("{uid}:{gid}"),
+                    "--group-add".into(),
+                    fs_group.to_string(),
+                    "--cap-drop".into(),
+                    "ALL".into(),
+                    "--security-opt".into(),
+                    "no-new-privileges".into(),
+                ]);
+                let csc = c.security_context.as_ref().unwrap();
+                if csc.read_only_root_filesystem == Some(true) {
+                    a.push("--read-only".into());
+                }
+                // Cluster DNS: a Service's name is the pod; here, the container that
+                // serves the Service's ports.
+                for s in &r.services {
+                    let sspec = s.spec.as_ref().unwrap();
+                    let selects = sspec
+                        .selector
+                        .iter()
+                        .flatten()
+                        .all(|(k, v)| labels.get(k) == Some(v));
+                    let own: BTreeSet<i32> =
+                        c.ports.iter().flatten().map(|p| p.container_port).collect();
+                    let serves = sspec.ports.iter().flatten().all(|p| own.contains(&p.port));
+                    if sspec.cluster_ip.as_deref() == Some("None") && selects && serves {
+                        a.push("--network-alias".into());
+                        a.push(s.metadata.name.clone().unwrap());
+                    }
+                }
+                for m in c.volume_mounts.iter().flatten() {
+                    let mut src = host[&m.name].clone();
+                    if let Some(sub) = &m.sub_path {
+                        src = src.join(sub);
+                    }
+                    let ro = if m.read_only == Some(true) { ":ro" } else { "" };
+                    a.push("-v".into());
+                    a.push(format!("{}:{}{ro}", src.display(), m.mount_path));
+                }
+                if let Some(w) = &c.working_dir {
+                    a.extend(["-w".into(), w.clone()]);
+                }
+                for e in c.env.iter().flatten() {
+                    a.extend([
+                        "-e".into(),
+                        format!("{}={}", e.name, e.value.clone().unwrap_or_default()),
+                    ]);
+                }
+                let cmd = c.command.clone().unwrap();
+                a.extend(["--entrypoint".into(), cmd[0].clone()]);
+                a.push(c.image.clone().unwrap());
+                a.extend(cmd[1..].iter().cloned());
+                a.extend(c.args.clone().unwrap_or_default());
+                (cname, a)
+            };
+            for c in pod.init_containers.iter().flatten() {
+                let sidecar = c.restart_policy.as_deref() == Some("Always");
+                let (cname, a) = start(c, sidecar);
+                k.containers.push(cname.clone());
+                if sidecar {
+                    // Started, then the next one once its startup probe passes.
+                    docker_ok(&a);
+                    let probe = c.startup_probe.as_ref().unwrap();
+                    let mut e = vec!["exec".to_string(), cname.clone()];
+                    e.extend(probe.exec.as_ref().unwrap().command.clone().unwrap());
+                    let t = std::time::Instant::now();
+                    while !docker(&e).status.success() {
+                        if t.elapsed() > std::time::Duration::from_secs(60) {
+                            let logs = docker(&[
+                                "logs".into(),
+                                "--tail".into(),
+                                "30".into(),
+                                cname.clone(),
+                            ]);
+                            let state = docker(&[
+                                "inspect".into(),
+                                "-f".into(),
+                                "{{json .State}}".into(),
+                                cname.clone(),
+                            ]);
+                            panic!(
+                                "{pod_name}'s sidecar {} did not pass its startup probe in 60 s; state {}; its log:\n{}{}",
+                                c.name,
+                                text(&state.stdout),
+                                text(&logs.stdout),
+                                text(&logs.stderr)
+                            );
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                    continue;
+                }
+                let o = docker(&a);
+                assert!(
+                    o.status.success(),
+                    "{pod_name}'s init container {} failed: {}{}",
+                    c.name,
+                    text(&o.stdout),
+                    text(&o.stderr)
+                );
+            }
+            for c in &pod.containers {
+                let (cname, a) = start(c, true);
+                k.containers.push(cname);
+                docker_ok(&a);
+            }
+        }
+        k
+    }
+
+    fn container(&self, pod: &str, name: &str) -> String {
+        format!("{}-{pod}-{name}", self.network)
+    }
+
+    fn ip(&self, pod: &str, name: &str) -> String {
+        docker_ok(&[
+            "inspect".into(),
+            "-f".into(),
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}".into(),
+            self.container(pod, name),
+        ])
+        .trim()
+        .to_string()
+    }
+}
+
+fn block_number(url: &str) -> Option<u64> {
+    let body =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []});
+    let v: Value = ureq::post(url)
+        .timeout(std::time::Duration::from_secs(2))
+        .send_json(body)
+        .ok()?
+        .into_json()
+        .ok()?;
+    u64::from_str_radix(v["result"].as_str()?.trim_start_matches("0x"), 16).ok()
+}
+
+#[test]
+fn the_rendered_pods_run_the_devnet_as_a_kubelet_would_start_them() {
+    util::chainctl_image();
+    let env = Env::new();
+    let out = env.path("k8s");
+    let r = render(&env, "devnet", &out);
+    let pods = env.path("pods");
+    let kubelet = Kubelet::run(&pods, &r);
+    // Blocks, decided by the four validators and executed by every EL.
+    let port = |svc: &str| -> i32 {
+        r.services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(svc))
+            .and_then(|s| {
+                s.spec
+                    .as_ref()?
+                    .ports
+                    .as_ref()?
+                    .iter()
+                    .find(|p| p.name.as_deref().is_some_and(|n| n.ends_with("-http")))
+                    .map(|p| p.port)
+            })
+            .unwrap()
+    };
+    let els: Vec<(String, String)> = (0..4)
+        .flat_map(|i| (0..2).map(move |j| (format!("val-{i}"), format!("val-{i}-el-{j}"))))
+        .collect();
+    let urls: Vec<String> = els
+        .iter()
+        .map(|(pod, el)| format!("http://{}:{}", kubelet.ip(pod, el), port(el)))
+        .collect();
+    util::wait_for(
+        "blocks on every EL of every pod",
+        std::time::Duration::from_secs(120),
+        || {
+            urls.iter()
+                .all(|u| block_number(u).is_some_and(|h| h >= 3))
+                .then_some(())
+        },
+    );
+    // Every container passes its own readiness probe, run in it as the kubelet would.
+    for set in &r.sets {
+        let pod = set.metadata.name.clone().unwrap();
+        let spec = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let sidecars = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| c.restart_policy.is_some());
+        for c in spec.containers.iter().chain(sidecars) {
+            let cmd = c
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.exec.as_ref())
+                .and_then(|e| e.command.clone())
+                .unwrap();
+            let mut a = vec!["exec".to_string(), kubelet.container(&pod, &c.name)];
+            a.extend(cmd);
+            docker_ok(&a);
+        }
+    }
+    // The init container left each its own secrets, 0600, the services' user's.
+    let secrets = pods.join("val-0/volumes/val-0-el-0-secrets/jwt");
+    let files: Vec<_> = std::fs::read_dir(&secrets)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&files[0]).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (10001, 0o600));
+    // Each data dir is its service's own, inside its claim; the validator's config in it.
+    let home = pods.join("val-0/claims/val-0-data/val-0");
+    let m = std::fs::metadata(&home).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (10001, 0o700));
+    let m = std::fs::metadata(home.join("config.json")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (10001, 0o600));
+    let m = std::fs::metadata(pods.join("val-0/claims/val-0-el-1-data/val-0-el-1")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (10001, 0o700));
 }

@@ -2,7 +2,8 @@
 //! structs of `k8s-openapi`, never from string templates.
 //!
 //! One pod per validator, run by a StatefulSet of one replica: the consensus node and
-//! its execution clients as containers of that pod, so the Engine API never leaves it.
+//! its execution clients as containers of that pod, so the Engine API never leaves it;
+//! the clients are native sidecars, started (and ready) before the consensus node.
 //! Every chainctl service gets a headless Service of its own name, which is how the
 //! container plan already addresses it (`val-1:PORT`, `val-0-el-0:PORT`); those
 //! Services publish not-ready addresses, since validators must find each other before
@@ -14,7 +15,10 @@
 //! Secret volume's files are the group's (fsGroup) and group-readable, which chainctl
 //! refuses for keys; so an init container (`chainctl k8s-init`, as the services' user)
 //! copies each container's own secrets into a memory-backed volume of that container,
-//! mode 0600, and no container mounts another's.
+//! mode 0600, and no container mounts another's. It also makes each container's data
+//! dir inside its claim, the services' user's own (mode 0700; a fresh volume's root is
+//! root's, and a missing working dir the runtime would make root's too), and puts each
+//! validator's config there.
 
 use super::{File, RenderError};
 use crate::network::{els_of, validator_name};
@@ -41,6 +45,9 @@ const UID: i64 = super::compose::SERVICE_UID as i64;
 /// Where the init container sees each container's Secret items, and its volume.
 const INIT_SRC: &str = "/k8s-init/src";
 const INIT_DST: &str = "/k8s-init/dst";
+/// Where the init container sees a validator's config and its data volume.
+const INIT_CONFIG: &str = "/k8s-init/config";
+const INIT_DATA: &str = "/k8s-init/data";
 /// The port the RPC Service listens on.
 const RPC_PORT: i32 = 8545;
 /// Readiness cadence: as the supervisor's readiness check and the compose healthcheck.
@@ -398,6 +405,7 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
     let mut secret_objects = Vec::new();
     for g in groups(p, plan)? {
         let mut containers = Vec::new();
+        let mut sidecars = Vec::new();
         let mut volumes = vec![Volume {
             name: "tmp".into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -470,9 +478,27 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
                     });
                 }
             }
+            // The claim is mounted at the data dir's parent, and the service makes its
+            // data dir inside it: a fresh volume's root is root's (the fsGroup's only by
+            // group), and chainctl's services make their data dirs 0700, which only the
+            // owner may. Each container mounts its own claim there.
             let data_dir = path(&svc.data_dir, "data dir")?;
+            let data_parent = svc
+                .data_dir
+                .parent()
+                .filter(|p| p.parent().is_some())
+                .map(|p| p.display().to_string())
+                .ok_or_else(|| {
+                    err(format!(
+                        "service {}: its data dir {data_dir} has no parent directory to mount its volume on",
+                        svc.name
+                    ))
+                })?;
             let data = format!("{}-data", svc.name);
-            let mut mounts = vec![mount(&data, &data_dir, false), mount("tmp", "/tmp", false)];
+            let mut mounts = vec![
+                mount(&data, &data_parent, false),
+                mount("tmp", "/tmp", false),
+            ];
             let (cpu, memory, storage) = role.requests();
             claims.push(PersistentVolumeClaim {
                 metadata: ObjectMeta {
@@ -492,6 +518,17 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
             if reads_network(&svc.name) {
                 mounts.push(mount("network", &network_dir, true));
             }
+            // The init container makes the data dir, the services' user's own (0700):
+            // left to the container runtime (it is the working dir), it would be root's.
+            let data_at = format!("{INIT_DATA}/{}", svc.name);
+            let leaf = svc
+                .data_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            init_mounts.push(mount(&data, &data_at, false));
+            init_args.push("--mkdir".into());
+            init_args.push(format!("{data_at}/{leaf}"));
             if *role == Role::Consensus {
                 if !input.configs.contains_key(&svc.name) {
                     return Err(err(format!(
@@ -499,6 +536,8 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
                         svc.name
                     )));
                 }
+                // Copied into the data dir by the init container (which makes the
+                // data dir the validator's own, 0700).
                 volumes.push(Volume {
                     name: "config".into(),
                     config_map: Some(ConfigMapVolumeSource {
@@ -512,13 +551,10 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
                     }),
                     ..Default::default()
                 });
-                mounts.push(VolumeMount {
-                    name: "config".into(),
-                    mount_path: format!("{data_dir}/config.json"),
-                    sub_path: Some("config.json".into()),
-                    read_only: Some(true),
-                    ..Default::default()
-                });
+                let config_src = format!("{INIT_CONFIG}/{}", svc.name);
+                init_mounts.push(mount("config", &config_src, true));
+                init_args.push("--copy".into());
+                init_args.push(format!("{config_src}:{data_at}/{leaf}"));
             }
             let own = secrets_of(plan, svc)?;
             if !own.is_empty() {
@@ -568,7 +604,18 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
             grace = grace.max(svc.stop_grace.get().as_secs());
             hashes.push(format!("{}={}", svc.name, svc.spec_hash));
             let startup = svc.startup_grace.get().as_secs() as i32;
-            containers.push(Container {
+            // A validator's execution clients start first, as native sidecars (init
+            // containers that keep running): the kubelet starts the consensus node once
+            // their startup probes pass, as `up` and compose start it once its clients
+            // are ready, and stops it before them.
+            let sidecar = g.validator && matches!(role, Role::Execution(_));
+            let into = if sidecar {
+                &mut sidecars
+            } else {
+                &mut containers
+            };
+            into.push(Container {
+                restart_policy: sidecar.then(|| "Always".to_string()),
                 name: svc.name.clone(),
                 image: svc.image.clone(),
                 command: Some(vec![program.clone()]),
@@ -610,8 +657,9 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
                 ..Default::default()
             });
         }
-        let init_containers = (!init_mounts.is_empty()).then(|| {
-            vec![Container {
+        let mut init_containers = Vec::new();
+        if !init_mounts.is_empty() {
+            init_containers.push(Container {
                 name: "k8s-init".into(),
                 image: Some(init_image.clone()),
                 command: Some(vec!["/chainctl".into()]),
@@ -619,8 +667,10 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
                 volume_mounts: Some(init_mounts),
                 security_context: Some(hardened()),
                 ..Default::default()
-            }]
-        });
+            });
+        }
+        init_containers.extend(sidecars);
+        let init_containers = (!init_containers.is_empty()).then_some(init_containers);
         if !secret_data.is_empty() {
             secret_objects.push(Secret {
                 metadata: meta(&secret_name(profile, &g.name), labels(profile, &g)),
@@ -829,11 +879,17 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
 /// The file of rendered Secrets (written mode 0600).
 pub const SECRETS_FILE: &str = "secrets.yaml";
 
-/// `chainctl k8s-init --copy SRC:DST`: copies the files under SRC (a Secret volume: its
-/// `..data` links are followed, its `..`-named entries skipped) to DST, directories 0700
-/// and files 0600 of the user it runs as. Returns how many files.
-pub fn copy_secrets(src: &Path, dst: &Path) -> anyhow::Result<usize> {
+/// `chainctl k8s-init --copy SRC:DST`: copies the files under SRC (a Secret or ConfigMap
+/// volume: its `..data` links are followed, its `..`-named entries skipped) to DST, files
+/// 0600 and the directories it makes 0700, of the user it runs as. DST itself is made
+/// when missing; one that exists (a volume's root, the kubelet's) is left as it is.
+/// Returns how many files.
+pub fn copy_private(src: &Path, dst: &Path) -> anyhow::Result<usize> {
     use anyhow::Context;
+    if !dst.exists() {
+        crate::secrets::private_dir(dst)
+            .with_context(|| format!("cannot create {}", dst.display()))?;
+    }
     let mut n = 0;
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -857,7 +913,7 @@ pub fn copy_secrets(src: &Path, dst: &Path) -> anyhow::Result<usize> {
             } else {
                 let bytes = std::fs::read(e.path())
                     .with_context(|| format!("cannot read {}", e.path().display()))?;
-                if let Some(d) = to.parent() {
+                if let Some(d) = to.parent().filter(|d| *d != dst) {
                     crate::secrets::private_dir(d)
                         .with_context(|| format!("cannot create {}", d.display()))?;
                 }
@@ -900,7 +956,7 @@ mod tests {
     }
 
     #[test]
-    fn secret_volumes_are_copied_private_skipping_the_kubelets_links() {
+    fn volumes_are_copied_private_skipping_the_kubelets_links() {
         use std::os::unix::fs::{symlink, PermissionsExt};
         let d = tempfile::tempdir().unwrap();
         // A Secret volume: files behind `..data`, reached through links.
@@ -916,7 +972,7 @@ mod tests {
         symlink("..2026_11_28", src.join("..data")).unwrap();
         symlink("..data/jwt", src.join("jwt")).unwrap();
         std::fs::create_dir(&dst).unwrap();
-        assert_eq!(copy_secrets(&src, &dst).unwrap(), 1);
+        assert_eq!(copy_private(&src, &dst).unwrap(), 1);
         let f = dst.join("jwt/a--b.hex");
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "00ff");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -924,7 +980,7 @@ mod tests {
         assert_eq!(mode(&dst.join("jwt")), 0o700);
         assert!(!dst.join("..data").exists());
         // A missing source names itself.
-        let e = copy_secrets(&d.path().join("nope"), &dst).unwrap_err();
+        let e = copy_private(&d.path().join("nope"), &dst).unwrap_err();
         assert!(format!("{e:#}").contains("nope"), "{e:#}");
     }
 }
