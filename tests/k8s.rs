@@ -357,15 +357,22 @@ fn check(r: &Rendered, out: &Path, profile: &str, validators: usize) {
     assert_eq!(mode & 0o777, 0o600, "secrets.yaml is readable by others");
 }
 
+/// Renders a profile, compares it with its golden file, checks it both ways.
+fn render_checked(env: &Env, profile: &str, validators: usize) -> Rendered {
+    let out = env.path("k8s");
+    let r = render(env, profile, &out);
+    golden(&out, profile);
+    check(&r, &out, profile, validators);
+    schema_check(&out);
+    r
+}
+
 #[test]
 fn the_default_profile_renders_the_golden_manifests_wired_and_schema_valid() {
     let env = Env::new();
-    let out = env.path("k8s");
-    let r = render(&env, "devnet", &out);
-    golden(&out, "devnet");
-    check(&r, &out, "devnet", 4);
-    schema_check(&out);
+    let r = render_checked(&env, "devnet", 4);
     // Rendered again: the same chain and the same keys (the state dir's), file unchanged.
+    let out = env.path("k8s");
     let secrets = std::fs::read_to_string(out.join("secrets.yaml")).unwrap();
     let genesis = r.network.data.as_ref().unwrap()["genesis.json"].clone();
     let again = render(&env, "devnet", &out);
@@ -381,12 +388,7 @@ fn the_default_profile_renders_the_golden_manifests_wired_and_schema_valid() {
 
 #[test]
 fn the_seven_validator_profile_renders_the_golden_manifests_wired_and_schema_valid() {
-    let env = Env::new();
-    let out = env.path("k8s");
-    let r = render(&env, "testnet7", &out);
-    golden(&out, "testnet7");
-    check(&r, &out, "testnet7", 7);
-    schema_check(&out);
+    render_checked(&Env::new(), "testnet7", 7);
 }
 
 #[test]

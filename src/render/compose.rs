@@ -155,30 +155,12 @@ fn labels(plan: &Plan, service: &str, spec_hash: &str) -> Node {
 /// Renders `compose.yaml`, `.env`, `profile.yaml` and `ports.json`.
 pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
     let (profile, plan) = (input.profile, input.plan);
-    let missing: Vec<String> = plan
-        .services
-        .iter()
-        .filter(|s| s.image.is_none())
-        .map(|s| format!("services.{}.image", s.name))
-        .collect();
-    if !missing.is_empty() {
-        return Err(RenderError(format!(
-            "compose runs each service from an image, and these have none: {}; add e.g. `image: ghcr.io/paradigmxyz/reth:v1.9.3` (chainctl never pulls: load or build it first)",
-            missing.join(", ")
-        )));
-    }
-    // External clients start through chainctl's client-exec (lock check, init step),
-    // which their own images do not hold.
-    if let Some(s) = plan
-        .services
-        .iter()
-        .find(|s| s.argv.get(1).map(String::as_str) == Some("client-exec"))
-    {
-        return Err(RenderError(format!(
-            "service {} runs an external execution client through `chainctl client-exec`, which its image does not hold: compose projects with Reth, Geth or Erigon are not in this build; run the profile with `chainctl up` (processes) or `chainctl systemd install`",
-            s.name
-        )));
-    }
+    super::require_images(
+        plan,
+        "compose runs",
+        "chainctl never pulls: load or build it first",
+        "compose projects",
+    )?;
     let state = abs(&plan.state_dir, "state dir")?;
     let network = format!("chainctl-{}", plan.profile);
     let publish = match profile.listen.rpc {

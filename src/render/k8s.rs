@@ -346,31 +346,12 @@ pub struct Manifests {
 /// image, secrets that are files of this host.
 pub fn preflight(p: &Profile, plan: &Plan) -> Result<(), RenderError> {
     check_label("profile name", &plan.profile)?;
-    let missing: Vec<String> = plan
-        .services
-        .iter()
-        .filter(|s| s.image.is_none())
-        .map(|s| format!("services.{}.image", s.name))
-        .collect();
-    if !missing.is_empty() {
-        return Err(err(format!(
-            "a cluster runs each service from an image, and these have none: {}; add e.g. \
-             `image: ghcr.io/paradigmxyz/reth:v1.9.3` (pushed where the cluster pulls from)",
-            missing.join(", ")
-        )));
-    }
-    if let Some(s) = plan
-        .services
-        .iter()
-        .find(|s| s.argv.get(1).map(String::as_str) == Some("client-exec"))
-    {
-        return Err(err(format!(
-            "service {} runs an external execution client through `chainctl client-exec`, which its \
-             image does not hold: manifests with Reth, Geth or Erigon are not in this build; run the \
-             profile with `chainctl up` or `chainctl systemd install`",
-            s.name
-        )));
-    }
+    super::require_images(
+        plan,
+        "a cluster runs",
+        "pushed where the cluster pulls from",
+        "manifests",
+    )?;
     for g in groups(p, plan)? {
         for (_, prefix, svc) in &g.members {
             check_label("service name", &svc.name)?;

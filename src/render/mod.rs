@@ -24,3 +24,43 @@ pub struct RenderError(pub String);
 pub fn system_state_dir(profile: &str) -> std::path::PathBuf {
     std::path::Path::new("/var/lib/chainctl").join(profile)
 }
+
+/// What every service of an image-based target (compose, Kubernetes) must have: an
+/// image, and a start that the image holds. `runs` names the target in the error
+/// ("compose runs", "a cluster runs"), `pulls` where images come from, `these` what the
+/// target's files are called ("compose projects", "manifests").
+pub fn require_images(
+    plan: &crate::plan::Plan,
+    runs: &str,
+    pulls: &str,
+    these: &str,
+) -> Result<(), RenderError> {
+    let missing: Vec<String> = plan
+        .services
+        .iter()
+        .filter(|s| s.image.is_none())
+        .map(|s| format!("services.{}.image", s.name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RenderError(format!(
+            "{runs} each service from an image, and these have none: {}; add e.g. \
+             `image: ghcr.io/paradigmxyz/reth:v1.9.3` ({pulls})",
+            missing.join(", ")
+        )));
+    }
+    // External clients start through chainctl's client-exec (lock check, init step),
+    // which their own images do not hold.
+    if let Some(s) = plan
+        .services
+        .iter()
+        .find(|s| s.argv.get(1).map(String::as_str) == Some("client-exec"))
+    {
+        return Err(RenderError(format!(
+            "service {} runs an external execution client through `chainctl client-exec`, which its \
+             image does not hold: {these} with Reth, Geth or Erigon are not in this build; run the \
+             profile with `chainctl up` (processes) or `chainctl systemd install`",
+            s.name
+        )));
+    }
+    Ok(())
+}
