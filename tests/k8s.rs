@@ -56,6 +56,15 @@ struct Rendered {
     secrets: Vec<Secret>,
 }
 
+impl Rendered {
+    fn secrets_by_name(&self) -> BTreeMap<String, &Secret> {
+        self.secrets
+            .iter()
+            .map(|s| (s.metadata.name.clone().unwrap(), s))
+            .collect()
+    }
+}
+
 fn render(env: &Env, profile: &str, out: &Path) -> Rendered {
     let o = Command::new(util::bin())
         .args(["-p", &format!("{PROFILES}/{profile}.yaml"), "--state-dir"])
@@ -170,11 +179,7 @@ fn check(r: &Rendered, out: &Path, profile: &str, validators: usize) {
         .collect();
     assert_eq!(r.sets.len(), validators);
     let net = r.network.data.as_ref().unwrap();
-    let secret_items: BTreeMap<String, &Secret> = r
-        .secrets
-        .iter()
-        .map(|s| (s.metadata.name.clone().unwrap(), s))
-        .collect();
+    let secret_items = r.secrets_by_name();
     let manifests = std::fs::read_to_string(out.join("manifests.yaml")).unwrap();
     let network = std::fs::read_to_string(out.join("network.yaml")).unwrap();
     for s in &r.secrets {
@@ -491,11 +496,7 @@ impl Kubelet {
             containers: vec![],
         };
         let cm = r.network.data.clone().unwrap();
-        let secrets: BTreeMap<String, &Secret> = r
-            .secrets
-            .iter()
-            .map(|s| (s.metadata.name.clone().unwrap(), s))
-            .collect();
+        let secrets = r.secrets_by_name();
         for set in &r.sets {
             let pod_name = set.metadata.name.clone().unwrap();
             let spec = set.spec.as_ref().unwrap();

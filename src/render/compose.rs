@@ -61,7 +61,8 @@ pub struct Inputs<'a> {
     pub ports: &'a Allocation,
 }
 
-fn abs(p: &Path, what: &str) -> Result<String, RenderError> {
+/// `p` as text, refused unless absolute (`what` names it in the error).
+pub(super) fn abs(p: &Path, what: &str) -> Result<String, RenderError> {
     if !p.is_absolute() {
         return Err(RenderError(format!(
             "{what} `{}` must be an absolute path inside the container",

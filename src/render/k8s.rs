@@ -20,6 +20,7 @@
 //! root's, and a missing working dir the runtime would make root's too), and puts each
 //! validator's config there.
 
+use super::compose::abs as path;
 use super::{File, RenderError};
 use crate::network::{els_of, validator_name};
 use crate::plan::{Plan, ServicePlan};
@@ -228,16 +229,6 @@ fn meta(name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
         labels: Some(labels),
         ..Default::default()
     }
-}
-
-fn path(p: &Path, what: &str) -> Result<String, RenderError> {
-    if !p.is_absolute() {
-        return Err(err(format!(
-            "{what} `{}` must be an absolute path inside the container",
-            p.display()
-        )));
-    }
-    Ok(p.display().to_string())
 }
 
 /// The key a secret file has in its Secret (keys cannot hold `/`).
