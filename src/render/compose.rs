@@ -72,24 +72,15 @@ pub(super) fn abs(p: &Path, what: &str) -> Result<String, RenderError> {
     Ok(p.display().to_string())
 }
 
+/// Why a host key file cannot go into a compose project, and what to do.
+const HOST_SECRET_FIX: &str = "a compose project makes every secret inside its own volumes: drop \
+     `validators.keys` from the profile (chainctl_init then generates the keys), or run the profile \
+     here with `runtime: docker`";
+
 /// A service's secrets relative to the state dir's `secrets/`, which is where its own
 /// secrets volume is mounted.
 pub fn secrets_of(plan: &Plan, svc: &ServicePlan) -> Result<Vec<PathBuf>, RenderError> {
-    let root = plan.state_dir.join("secrets");
-    svc.secrets
-        .iter()
-        .map(|s| {
-            s.strip_prefix(&root).map(Path::to_path_buf).map_err(|_| {
-                RenderError(format!(
-                    "service {}: its secret {} is a file of this host, and a compose project makes every secret \
-                     inside its own volumes: drop `validators.keys` from the profile (chainctl_init then generates \
-                     the keys), or run the profile here with `runtime: docker`",
-                    svc.name,
-                    s.display()
-                ))
-            })
-        })
-        .collect()
+    super::relative_secrets(plan, svc, HOST_SECRET_FIX)
 }
 
 /// What ties compose.yaml to the profile.yaml and ports.json rendered with it: a hash

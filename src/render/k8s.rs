@@ -191,22 +191,30 @@ fn groups<'a>(p: &Profile, plan: &'a Plan) -> Result<Vec<Group<'a>>, RenderError
     Ok(out)
 }
 
-fn labels(profile: &str, group: &Group) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "chainctl".into()),
+/// The labels every object of the profile carries, with its component when it has one.
+fn base_labels(profile: &str, component: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "chainctl".to_string()),
         ("app.kubernetes.io/instance".into(), profile.into()),
-        (
-            "app.kubernetes.io/component".into(),
-            if group.validator {
-                "validator"
-            } else {
-                "service"
-            }
-            .into(),
-        ),
         ("app.kubernetes.io/managed-by".into(), "chainctl".into()),
-        ("chainctl.io/pod".into(), group.name.clone()),
-    ])
+    ]);
+    if let Some(c) = component {
+        l.insert("app.kubernetes.io/component".into(), c.into());
+    }
+    l
+}
+
+fn labels(profile: &str, group: &Group) -> BTreeMap<String, String> {
+    let mut l = base_labels(
+        profile,
+        Some(if group.validator {
+            "validator"
+        } else {
+            "service"
+        }),
+    );
+    l.insert("chainctl.io/pod".into(), group.name.clone());
+    l
 }
 
 fn selector(profile: &str, group: &Group) -> BTreeMap<String, String> {
@@ -248,21 +256,12 @@ pub fn network_name(profile: &str) -> String {
 
 /// A service's secrets, relative to the state dir's `secrets/`.
 fn secrets_of(plan: &Plan, svc: &ServicePlan) -> Result<Vec<PathBuf>, RenderError> {
-    let root = plan.state_dir.join("secrets");
-    svc.secrets
-        .iter()
-        .map(|s| {
-            s.strip_prefix(&root).map(Path::to_path_buf).map_err(|_| {
-                err(format!(
-                    "service {}: its secret {} is a file of this host, which a cluster cannot mount: \
-                     drop `validators.keys` from the profile (chainctl then generates the keys and \
-                     `render k8s` puts them in secrets.yaml)",
-                    svc.name,
-                    s.display()
-                ))
-            })
-        })
-        .collect()
+    super::relative_secrets(
+        plan,
+        svc,
+        "a cluster cannot mount it: drop `validators.keys` from the profile (chainctl then \
+         generates the keys and `render k8s` puts them in secrets.yaml)",
+    )
 }
 
 fn runs_chainctl(svc: &ServicePlan) -> bool {
@@ -708,15 +707,7 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
             .is_some_and(|s| s.ports.contains_key("http"))
         {
             services.push(Service {
-                metadata: meta(
-                    &format!("{profile}-rpc"),
-                    BTreeMap::from([
-                        ("app.kubernetes.io/name".into(), "chainctl".into()),
-                        ("app.kubernetes.io/instance".into(), profile.into()),
-                        ("app.kubernetes.io/component".into(), "rpc".into()),
-                        ("app.kubernetes.io/managed-by".into(), "chainctl".into()),
-                    ]),
-                ),
+                metadata: meta(&format!("{profile}-rpc"), base_labels(profile, Some("rpc"))),
                 spec: Some(ServiceSpec {
                     selector: Some(validators_selector(profile)),
                     ports: Some(vec![ServicePort {
@@ -737,14 +728,7 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
     let budget = (v.count > 0).then(|| {
         let f = (v.count - 1) / 3;
         PodDisruptionBudget {
-            metadata: meta(
-                &format!("{profile}-validators"),
-                BTreeMap::from([
-                    ("app.kubernetes.io/name".into(), "chainctl".into()),
-                    ("app.kubernetes.io/instance".into(), profile.into()),
-                    ("app.kubernetes.io/managed-by".into(), "chainctl".into()),
-                ]),
-            ),
+            metadata: meta(&format!("{profile}-validators"), base_labels(profile, None)),
             spec: Some(PodDisruptionBudgetSpec {
                 min_available: Some(IntOrString::Int((v.count - f) as i32)),
                 selector: Some(LabelSelector {
@@ -769,14 +753,7 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
         )));
     }
     let network = ConfigMap {
-        metadata: meta(
-            &network_name,
-            BTreeMap::from([
-                ("app.kubernetes.io/name".into(), "chainctl".into()),
-                ("app.kubernetes.io/instance".into(), profile.into()),
-                ("app.kubernetes.io/managed-by".into(), "chainctl".into()),
-            ]),
-        ),
+        metadata: meta(&network_name, base_labels(profile, None)),
         data: Some(data),
         ..Default::default()
     };

@@ -64,3 +64,28 @@ pub fn require_images(
     }
     Ok(())
 }
+
+/// A service's secrets relative to the state dir's `secrets/` (where a container target
+/// mounts them). A secret elsewhere is a file of this host, which the target cannot
+/// hold: refused, with `fix` (the target's remedy) in the error.
+pub fn relative_secrets(
+    plan: &crate::plan::Plan,
+    svc: &crate::plan::ServicePlan,
+    fix: &str,
+) -> Result<Vec<std::path::PathBuf>, RenderError> {
+    let root = plan.state_dir.join("secrets");
+    svc.secrets
+        .iter()
+        .map(|s| {
+            s.strip_prefix(&root)
+                .map(std::path::Path::to_path_buf)
+                .map_err(|_| {
+                    RenderError(format!(
+                        "service {}: its secret {} is a file of this host, and {fix}",
+                        svc.name,
+                        s.display()
+                    ))
+                })
+        })
+        .collect()
+}
