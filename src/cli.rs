@@ -254,6 +254,12 @@ pub enum Command {
         /// How many of the words after `--` are the init step.
         #[arg(long, default_value_t = 0)]
         init_argc: usize,
+        /// A file of enode URLs (one per line): the client's static peers.
+        #[arg(long, requires = "peers_flag")]
+        peers_file: Option<PathBuf>,
+        /// The client's flag that takes the peers, comma-separated (repeatable).
+        #[arg(long, requires = "peers_file", allow_hyphen_values = true)]
+        peers_flag: Vec<String>,
         /// The init step's words, then the client's.
         #[arg(last = true, required = true)]
         argv: Vec<String>,
@@ -595,6 +601,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             lock,
             lock_kind,
             init_argc,
+            peers_file,
+            peers_flag,
             argv,
         } => {
             let lock = match (&data_dir, &lock, lock_kind.as_deref()) {
@@ -606,7 +614,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }),
                 _ => None,
             };
-            crate::clients::exec::run(lock, init_argc, &argv)?;
+            let peers = match &peers_file {
+                Some(f) => Some((crate::clients::p2p::read_peers(f)?, peers_flag.as_slice())),
+                None => None,
+            };
+            crate::clients::exec::run(lock, init_argc, peers, &argv)?;
             Ok(ExitCode::FAILURE)
         }
         Command::Healthcheck { tcp } => {
@@ -1411,6 +1423,9 @@ fn systemd_network_files(p: &crate::profile::Profile, plan: &Plan) -> Result<Vec
     if p.validators.count > 0 {
         owned.push(crate::network::network_dir(&layout));
         owned.push(layout.secrets_dir().join("validators"));
+        if !crate::clients::p2p::external_els(p).is_empty() {
+            owned.push(layout.secrets_dir().join("p2p"));
+        }
         for i in 0..p.validators.count {
             owned.push(layout.data_dir(&crate::network::validator_name(i)));
         }

@@ -57,15 +57,21 @@ pub fn expand(p: &mut Profile) {
     let all_els: Vec<String> = (0..v.count)
         .flat_map(|i| els_of(&v, i).into_iter().map(|(n, _)| n))
         .collect();
+    let external: Vec<String> = crate::clients::p2p::external_els(p)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     for i in 0..v.count {
         let els = els_of(&v, i);
         for (el, kind) in &els {
             let peers: Vec<String> = all_els.iter().filter(|o| *o != el).cloned().collect();
+            let p2p_peers = external.iter().filter(|o| *o != el).count();
             let settings = v.clients.of(*kind);
             let binary = crate::clients::binary_of(&v.clients, *kind);
             let ctx = crate::clients::ElContext {
                 name: el,
                 peers: &peers,
+                p2p_peers,
                 binary: &binary,
                 extra_args: settings.map(|c| c.args.as_slice()).unwrap_or(&[]),
                 image: settings.and_then(|c| c.image.clone()),
@@ -328,6 +334,25 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan, target: Target) ->
         }
     }
 
+    // On this host every service binds and is reached at one address (listen.rpc); in
+    // containers each binds all addresses of its own and is reached by its service name.
+    let ip = plan
+        .services
+        .first()
+        .map(|s| s.ready_host)
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let port_of = |svc: &str, name: &str| -> Result<u16> {
+        plan.service(svc)
+            .and_then(|s| s.ports.get(name))
+            .map(|a| a.port)
+            .ok_or_else(|| anyhow::anyhow!("the plan has no port `{name}` for `{svc}`"))
+    };
+    // Node keys and static peers of the external execution clients (containers get their
+    // keys only).
+    crate::clients::p2p::write_files(p, layout, (target == Target::Host).then_some(ip), |svc| {
+        port_of(svc, "p2p")
+    })?;
+
     // Keys.
     let mut keys = Vec::new();
     for i in 0..v.count {
@@ -372,22 +397,9 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan, target: Target) ->
         Some(f) => f.parse().context("validators.fee_recipient")?,
         None => Address::ZERO,
     };
-    // On this host every service binds and is reached at one address (listen.rpc); in
-    // containers each binds all addresses of its own and is reached by its service name.
-    let ip = plan
-        .services
-        .first()
-        .map(|s| s.ready_host)
-        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let bind_ip = match target {
         Target::Host => ip,
         Target::Container => std::net::IpAddr::from([0, 0, 0, 0]),
-    };
-    let port_of = |svc: &str, name: &str| -> Result<u16> {
-        plan.service(svc)
-            .and_then(|s| s.ports.get(name))
-            .map(|a| a.port)
-            .ok_or_else(|| anyhow::anyhow!("the plan has no port `{name}` for `{svc}`"))
     };
     let addr = |svc: &str, name: &str| -> Result<String> {
         let port = port_of(svc, name)?;

@@ -203,6 +203,10 @@ pub fn build_for(
         }
     }
     let sup = &profile.supervisor;
+    let external: BTreeSet<String> = crate::clients::p2p::external_els(profile)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     let no_ports = BTreeMap::new();
     let mut services = BTreeMap::new();
     for (name, s) in &profile.services {
@@ -350,6 +354,11 @@ pub fn build_for(
         {
             plan.secrets
                 .extend(crate::network::validator_secrets(profile, layout, i));
+        }
+        // An external execution client also reads its node key (see `clients::p2p`).
+        if external.contains(name) {
+            plan.secrets
+                .push(crate::clients::p2p::key_path(layout, name));
         }
         plan.spec_hash = spec_hash(&plan);
         services.insert(name.clone(), plan);

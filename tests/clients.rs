@@ -97,9 +97,10 @@ fn each_clients_command_line_is_the_golden_one() {
     }
 }
 
-/// Both tests that check the well-known default ports (8545, 8551, …) as free take this
-/// lock: `doctor` in one probes them by binding, which `validate` in the other would see
-/// as "in use" if they ran at the same moment.
+/// The tests that check the well-known default ports (8545, 8551, …) as free, and the one
+/// whose network's gateway takes 8545, take this lock: `doctor` in one probes them by
+/// binding, which `validate` in another would see as "in use" if they ran at the same
+/// moment.
 fn default_ports_lock() -> std::fs::File {
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -364,4 +365,174 @@ fn units_refuse_a_client_binary_their_hardening_would_hide() {
             && err.contains("service val-0-el-0: its program /tmp/clients/geth is under /tmp/"),
         "{err}"
     );
+}
+
+/// A stand-in `NAME` that answers `--version` with `version_line`, records each command
+/// line it is given in its data dir (`standin.argv`, or `standin-init.argv` for the init
+/// step, whose last word is the genesis), and otherwise runs chainctl's built-in engine
+/// with what the client's own flags name: its data dir, genesis (Reth's `--chain`, else
+/// the one its init step was given), HTTP and Engine API ports and JWT secret. So the
+/// validators drive, through the Engine API, exactly the endpoints and secrets each
+/// client's command line holds.
+fn engine_standin(dir: &Path, name: &str, version_line: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    let script = format!(
+        r#"#!/bin/sh
+if [ "$1" = --version ]; then echo '{version_line}'; exit 0; fi
+dd= g= hp= ep= jwt= init= prev=
+for a in "$@"; do
+  case "$prev" in
+    --datadir) dd=$a;; --chain) g=$a;; --http.port) hp=$a;; --authrpc.port) ep=$a;; --authrpc.jwtsecret) jwt=$a;;
+  esac
+  [ "$a" = init ] && init=1
+  prev=$a
+done
+if [ -n "$init" ]; then
+  printf '%s\n' "$@" > "$dd/standin-init.argv"
+  printf '%s' "$prev" > "$dd/standin-genesis"
+  exit 0
+fi
+printf '%s\n' "$@" > "$dd/standin.argv"
+[ -z "$g" ] && g=$(cat "$dd/standin-genesis")
+exec '{chainctl}' node evm --genesis "$g" --http-addr 127.0.0.1 --http-port "$hp" --authrpc-addr 127.0.0.1 --authrpc-port "$ep" --jwt-secret "$jwt" --datadir "$dd/engine"
+"#,
+        chainctl = bin().display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The words after `flag` in a recorded command line.
+fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+    argv.windows(2)
+        .filter(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+        .collect()
+}
+
+/// A mixed network on this host, each external client a stand-in running our engine
+/// behind that client's command line: the validators make blocks through every one of
+/// them, and each one was started with its own node key and, as its static peers, the
+/// enode (that key's public key, at the P2P port the plan gave) of every other external
+/// client — through the flag or file that client reads them from.
+#[test]
+fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
+    use util::{wait_for, Chain};
+    // Its gateway takes 8545, which the doctor test checks is free.
+    let _ports = default_ports_lock();
+    let env = Env::new();
+    let bins = env.path("bin");
+    engine_standin(&bins, "reth", "Reth Version: 2.5.1");
+    engine_standin(&bins, "geth", "geth version 1.16.3-stable-abcdef12");
+    engine_standin(&bins, "erigon", "erigon version 3.2.1-abcdef12");
+    let b = bins.display();
+    env.write_profile(&format!(
+        "name: mixedrun\nports: {{start: 27400, end: 27599}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: 4\n  execution: [[reth, builtin], [geth], [erigon], [reth, geth]]\n  clients:\n    reth: {{binary: {b}/reth}}\n    geth: {{binary: {b}/geth}}\n    erigon: {{binary: {b}/erigon}}\n"
+    ));
+    env.up_detached();
+    let chain = Chain::read(&env.state());
+    let els = [
+        "val-0-el-0",
+        "val-0-el-1",
+        "val-1-el-0",
+        "val-2-el-0",
+        "val-3-el-0",
+        "val-3-el-1",
+    ];
+    wait_for(
+        "every EL past height 3",
+        std::time::Duration::from_secs(90),
+        || els.iter().all(|el| chain.el_height(el) >= 3).then_some(()),
+    );
+    let hashes: BTreeSet<Option<String>> = els.iter().map(|el| chain.block_hash(el, 3)).collect();
+    assert_eq!(hashes.len(), 1, "one chain on every client: {hashes:?}");
+    assert!(hashes.iter().all(Option::is_some), "{hashes:?}");
+
+    // The enode of each external client, computed here from its key file.
+    let external = [
+        ("val-0-el-0", "reth"),
+        ("val-1-el-0", "geth"),
+        ("val-2-el-0", "erigon"),
+        ("val-3-el-0", "reth"),
+        ("val-3-el-1", "geth"),
+    ];
+    let key_file = |el: &str| env.state().join(format!("secrets/p2p/{el}.key"));
+    let enode = |el: &str| {
+        let path = key_file(el);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), 64, "{}: the key alone", path.display());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        let key = secp256k1::SecretKey::from_slice(&hex::decode(text).unwrap()).unwrap();
+        let public = secp256k1::PublicKey::from_secret_key(secp256k1::SECP256K1, &key);
+        format!(
+            "enode://{}@127.0.0.1:{}",
+            hex::encode(&public.serialize_uncompressed()[1..]),
+            chain.port(el, "p2p")
+        )
+    };
+    let ids: BTreeSet<String> = external.iter().map(|(el, _)| enode(el)).collect();
+    assert_eq!(ids.len(), external.len(), "every client its own key");
+    for (el, client) in external {
+        let data = env.state().join("data").join(el);
+        let argv: Vec<String> = std::fs::read_to_string(data.join("standin.argv"))
+            .unwrap_or_else(|e| panic!("{el} never started: {e}"))
+            .lines()
+            .map(String::from)
+            .collect();
+        let want: BTreeSet<String> = external
+            .iter()
+            .filter(|(o, _)| *o != el)
+            .map(|(o, _)| enode(o))
+            .collect();
+        let list = |flag: &str| -> BTreeSet<String> {
+            let v = after(&argv, flag);
+            assert_eq!(v.len(), 1, "{el}: {flag} once in {argv:?}");
+            v[0].split(',').map(String::from).collect()
+        };
+        let key = key_file(el).display().to_string();
+        match client {
+            "reth" => {
+                assert_eq!(after(&argv, "--p2p-secret-key"), [key.as_str()], "{el}");
+                assert_eq!(list("--trusted-peers"), want, "{el}");
+            }
+            "erigon" => {
+                assert_eq!(after(&argv, "--nodekey"), [key.as_str()], "{el}");
+                assert_eq!(list("--staticpeers"), want, "{el}");
+                assert_eq!(list("--trustedpeers"), want, "{el}");
+                assert_eq!(after(&argv, "--maxpeers"), ["12"], "{el}: dials a third");
+            }
+            _ => {
+                assert_eq!(after(&argv, "--nodekey"), [key.as_str()], "{el}");
+                assert_eq!(after(&argv, "--maxpeers"), ["12"], "{el}: dials a third");
+                // Geth reads static peers from its TOML config only: parsed as TOML.
+                let config = after(&argv, "--config");
+                assert_eq!(config.len(), 1, "{el}: {argv:?}");
+                let o = Command::new("python3")
+                    .args([
+                        "-c",
+                        "import json,sys,tomllib; print(json.dumps(tomllib.load(open(sys.argv[1],'rb'))))",
+                        config[0],
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{}", text(&o.stderr));
+                let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+                for field in ["StaticNodes", "TrustedNodes"] {
+                    let got: BTreeSet<String> = doc["Node"]["P2P"][field]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.as_str().unwrap().to_string())
+                        .collect();
+                    assert_eq!(got, want, "{el}: {field}");
+                }
+                // Its init step ran first, on its own genesis file.
+                let init = std::fs::read_to_string(data.join("standin-init.argv")).unwrap();
+                assert!(init.ends_with("/network/genesis-geth.json\n"), "{init}");
+            }
+        }
+    }
+    env.ok(&["down"]);
 }

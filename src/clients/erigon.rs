@@ -40,9 +40,12 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "--p2p.allowed-ports",
         "{{port.p2p}}",
         "--nodiscover",
-        // no peers: blocks come from the validator, and the listener accepts none
+        // the node key chainctl keeps; peers (`--staticpeers`, `--trustedpeers`) added at
+        // start by client-exec (p2p.rs)
+        "--nodekey",
+        &super::p2p::key_arg(),
         "--maxpeers",
-        "0",
+        &super::max_peers(ctx.p2p_peers),
         "--metrics",
         "--metrics.addr",
         "{{listen.rpc}}",
@@ -63,7 +66,13 @@ pub fn service(ctx: &ElContext) -> CommandService {
         },
     );
     command_service(
-        wrapped(ExecutionKind::Erigon, ctx, init, run),
+        wrapped(
+            ExecutionKind::Erigon,
+            ctx,
+            init,
+            run,
+            &["--staticpeers", "--trustedpeers"],
+        ),
         p,
         ctx.image.clone(),
         &["http", "engine"],

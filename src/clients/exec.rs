@@ -63,8 +63,14 @@ pub struct DataDirLock<'a> {
 }
 
 /// Checks the lock, runs the first `init_argc` words as the init step, then becomes the
-/// rest. Returns only on failure.
-pub fn run(lock: Option<DataDirLock>, init_argc: usize, argv: &[String]) -> Result<()> {
+/// rest, with the static peers (enode URLs, and the flags that take them) added. Returns
+/// only on failure.
+pub fn run(
+    lock: Option<DataDirLock>,
+    init_argc: usize,
+    peers: Option<(Vec<String>, &[String])>,
+    argv: &[String],
+) -> Result<()> {
     if argv.len() <= init_argc {
         bail!("client-exec: nothing to run after the {init_argc} words of the init step");
     }
@@ -91,6 +97,10 @@ pub fn run(lock: Option<DataDirLock>, init_argc: usize, argv: &[String]) -> Resu
             );
         }
     }
+    let client = match &peers {
+        Some((peers, flags)) => super::p2p::with_peers(client, peers, flags),
+        None => client.to_vec(),
+    };
     let (program, args) = client.split_first().expect("checked above");
     let e = Command::new(program).args(args).exec();
     Err(e).with_context(|| format!("cannot run `{program}`"))

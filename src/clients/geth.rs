@@ -39,9 +39,14 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "--discovery.port",
         "{{port.p2p}}",
         "--nodiscover",
-        // no peers: blocks come from the validator, and the listener accepts none
+        // the node key chainctl keeps, and the network's other external clients as static
+        // and trusted peers, which Geth takes only from its TOML config (p2p.rs)
+        "--nodekey",
+        &super::p2p::key_arg(),
+        "--config",
+        &super::p2p::geth_config_arg(),
         "--maxpeers",
-        "0",
+        &super::max_peers(ctx.p2p_peers),
         // metrics: the server starts only with --metrics.addr
         "--metrics",
         "--metrics.addr",
@@ -51,7 +56,7 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "--ipcdisable",
     ]));
     command_service(
-        wrapped(ExecutionKind::Geth, ctx, init, run),
+        wrapped(ExecutionKind::Geth, ctx, init, run, &[]),
         ports(&[]),
         ctx.image.clone(),
         &["http", "engine"],

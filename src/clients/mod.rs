@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod erigon;
 pub mod exec;
 pub mod geth;
+pub mod p2p;
 pub mod reth;
 pub mod version;
 
@@ -23,6 +24,8 @@ pub struct ElContext<'a> {
     pub name: &'a str,
     /// The network's other execution clients (built-in ones relay transactions to them).
     pub peers: &'a [String],
+    /// How many of them speak devp2p (Reth, Geth, Erigon): this client's static peers.
+    pub p2p_peers: usize,
     /// The program to run (`reth`, a path, …).
     pub binary: &'a str,
     /// Extra arguments the profile appends.
@@ -159,15 +162,17 @@ fn ports(extra: &[&str]) -> BTreeMap<String, PortSpec> {
 }
 
 /// The command of an external client: run through `chainctl client-exec`, which refuses a
-/// data dir another process holds, runs the init step, then becomes the client (same
-/// pid, so signals and exit statuses are the client's). Under `runtime: docker` the
-/// client's image has no chainctl: the client runs directly (adapters with an init step
-/// are refused there by validation).
+/// data dir another process holds, runs the init step, adds the client's static peers
+/// (from [`p2p::peers_path`], each of `peer_flags` followed by the list), then becomes
+/// the client (same pid, so signals and exit statuses are the client's). Under
+/// `runtime: docker` the client's image has no chainctl: the client runs directly,
+/// without peers (adapters with an init step are refused there by validation).
 fn wrapped(
     kind: ExecutionKind,
     ctx: &ElContext,
     init: Vec<String>,
     mut run: Vec<String>,
+    peer_flags: &[&str],
 ) -> Vec<String> {
     run.extend(ctx.extra_args.iter().cloned());
     if ctx.runtime == RuntimeKind::Docker {
@@ -183,6 +188,12 @@ fn wrapped(
             "--lock-kind".into(),
             how.as_str().into(),
         ]);
+    }
+    if !peer_flags.is_empty() && ctx.p2p_peers > 0 {
+        argv.extend(["--peers-file".into(), p2p::peers_arg()]);
+        for f in peer_flags {
+            argv.extend(["--peers-flag".into(), f.to_string()]);
+        }
     }
     argv.extend(["--init-argc".into(), init.len().to_string(), "--".into()]);
     argv.extend(init);
@@ -277,6 +288,12 @@ fn ws_flags() -> Vec<String> {
     ])
 }
 
+/// `--maxpeers` for Geth and Erigon: they dial at most a third of it (`p2p/server.go`,
+/// `DialRatio` 3), static peers included, and 0 turns the listener away from everyone.
+fn max_peers(p2p_peers: usize) -> String {
+    (3 * p2p_peers).to_string()
+}
+
 /// Strings from `&str`s.
 fn words(w: &[&str]) -> Vec<String> {
     w.iter().map(|s| s.to_string()).collect()
@@ -294,6 +311,7 @@ mod tests {
         let ctx = |binary| ElContext {
             name: "val-0-el-0",
             peers: &[],
+            p2p_peers: 0,
             binary,
             extra_args: &[],
             image: None,

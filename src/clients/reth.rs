@@ -35,6 +35,11 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "--discovery.port",
         "{{port.p2p}}",
         "--disable-discovery",
+        // network.rs: the node key (peer id) chainctl keeps; without it Reth makes one in
+        // its data dir, unknown to the other clients. Peers: `--trusted-peers`, added at
+        // start by client-exec (p2p.rs)
+        "--p2p-secret-key",
+        &super::p2p::key_arg(),
         // metric.rs: Prometheus endpoint
         "--metrics",
         "{{listen.rpc}}:{{port.metrics}}",
@@ -46,7 +51,13 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "{{data_dir}}/logs",
     ]));
     command_service(
-        wrapped(ExecutionKind::Reth, ctx, Vec::new(), run),
+        wrapped(
+            ExecutionKind::Reth,
+            ctx,
+            Vec::new(),
+            run,
+            &["--trusted-peers"],
+        ),
         ports(&[]),
         ctx.image.clone(),
         &["http", "engine"],
