@@ -283,10 +283,17 @@ pub fn el_genesis_hash(path: &Path) -> Result<(alloy_primitives::B256, u64)> {
 /// Write every file the validators and their ELs read. Keys and the execution genesis are
 /// made once and kept (the chain's identity); configs follow the current plan and where
 /// it runs (`target`: addresses on this host, or service names between containers).
-pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan, target: Target) -> Result<()> {
+/// Returns, per service, the content of the files it reads only at start beyond its
+/// config (the external clients' node ids and peers), for its spec hash.
+pub fn write_files(
+    p: &Profile,
+    layout: &Layout,
+    plan: &Plan,
+    target: Target,
+) -> Result<BTreeMap<String, String>> {
     let v = &p.validators;
     if v.count == 0 {
-        return Ok(());
+        return Ok(BTreeMap::new());
     }
     let net = network_dir(layout);
     crate::secrets::private_dir(&net)
@@ -349,9 +356,12 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan, target: Target) ->
     };
     // Node keys and static peers of the external execution clients (containers get their
     // keys only).
-    crate::clients::p2p::write_files(p, layout, (target == Target::Host).then_some(ip), |svc| {
-        port_of(svc, "p2p")
-    })?;
+    let read_at_start = crate::clients::p2p::write_files(
+        p,
+        layout,
+        (target == Target::Host).then_some(ip),
+        |svc| port_of(svc, "p2p"),
+    )?;
 
     // Keys.
     let mut keys = Vec::new();
@@ -454,7 +464,7 @@ pub fn write_files(p: &Profile, layout: &Layout, plan: &Plan, target: Target) ->
         crate::secrets::write_atomic(&path, serde_json::to_string_pretty(&file)?.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(())
+    Ok(read_at_start)
 }
 
 #[cfg(test)]

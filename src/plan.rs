@@ -114,6 +114,17 @@ pub struct Plan {
     pub jwt_pairs: Vec<JwtPair>,
 }
 
+impl ServicePlan {
+    /// The service also reads `content` at start (a file chainctl writes beside the plan,
+    /// such as its peers): a change to it changes the spec hash, so a reload restarts it.
+    pub fn depends_on_content(&mut self, content: &str) {
+        let mut h = Sha256::new();
+        h.update(self.spec_hash.as_bytes());
+        h.update(content.as_bytes());
+        self.spec_hash = hex::encode(&h.finalize()[..8]);
+    }
+}
+
 impl Plan {
     /// A service by name.
     pub fn service(&self, name: &str) -> Option<&ServicePlan> {

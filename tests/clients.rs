@@ -427,9 +427,10 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
     engine_standin(&bins, "geth", "geth version 1.16.3-stable-abcdef12");
     engine_standin(&bins, "erigon", "erigon version 3.2.1-abcdef12");
     let b = bins.display();
-    env.write_profile(&format!(
+    let profile = format!(
         "name: mixedrun\nports: {{start: 27400, end: 27599}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: 4\n  execution: [[reth, builtin], [geth], [erigon], [reth, geth]]\n  clients:\n    reth: {{binary: {b}/reth}}\n    geth: {{binary: {b}/geth}}\n    erigon: {{binary: {b}/erigon}}\n"
-    ));
+    );
+    env.write_profile(&profile);
     env.up_detached();
     let chain = Chain::read(&env.state());
     let els = [
@@ -450,15 +451,8 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
     assert!(hashes.iter().all(Option::is_some), "{hashes:?}");
 
     // The enode of each external client, computed here from its key file.
-    let external = [
-        ("val-0-el-0", "reth"),
-        ("val-1-el-0", "geth"),
-        ("val-2-el-0", "erigon"),
-        ("val-3-el-0", "reth"),
-        ("val-3-el-1", "geth"),
-    ];
     let key_file = |el: &str| env.state().join(format!("secrets/p2p/{el}.key"));
-    let enode = |el: &str| {
+    let enode = |chain: &Chain, el: &str| {
         let path = key_file(el);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.len(), 64, "{}: the key alone", path.display());
@@ -472,67 +466,111 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
             chain.port(el, "p2p")
         )
     };
-    let ids: BTreeSet<String> = external.iter().map(|(el, _)| enode(el)).collect();
-    assert_eq!(ids.len(), external.len(), "every client its own key");
-    for (el, client) in external {
-        let data = env.state().join("data").join(el);
-        let argv: Vec<String> = std::fs::read_to_string(data.join("standin.argv"))
-            .unwrap_or_else(|e| panic!("{el} never started: {e}"))
-            .lines()
-            .map(String::from)
-            .collect();
-        let want: BTreeSet<String> = external
-            .iter()
-            .filter(|(o, _)| *o != el)
-            .map(|(o, _)| enode(o))
-            .collect();
-        let list = |flag: &str| -> BTreeSet<String> {
-            let v = after(&argv, flag);
-            assert_eq!(v.len(), 1, "{el}: {flag} once in {argv:?}");
-            v[0].split(',').map(String::from).collect()
-        };
-        let key = key_file(el).display().to_string();
-        match client {
-            "reth" => {
-                assert_eq!(after(&argv, "--p2p-secret-key"), [key.as_str()], "{el}");
-                assert_eq!(list("--trusted-peers"), want, "{el}");
-            }
-            "erigon" => {
-                assert_eq!(after(&argv, "--nodekey"), [key.as_str()], "{el}");
-                assert_eq!(list("--staticpeers"), want, "{el}");
-                assert_eq!(list("--trustedpeers"), want, "{el}");
-                assert_eq!(after(&argv, "--maxpeers"), ["12"], "{el}: dials a third");
-            }
-            _ => {
-                assert_eq!(after(&argv, "--nodekey"), [key.as_str()], "{el}");
-                assert_eq!(after(&argv, "--maxpeers"), ["12"], "{el}: dials a third");
-                // Geth reads static peers from its TOML config only: parsed as TOML.
-                let config = after(&argv, "--config");
-                assert_eq!(config.len(), 1, "{el}: {argv:?}");
-                let o = Command::new("python3")
-                    .args([
-                        "-c",
-                        "import json,sys,tomllib; print(json.dumps(tomllib.load(open(sys.argv[1],'rb'))))",
-                        config[0],
-                    ])
-                    .output()
-                    .unwrap();
-                assert!(o.status.success(), "{}", text(&o.stderr));
-                let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
-                for field in ["StaticNodes", "TrustedNodes"] {
-                    let got: BTreeSet<String> = doc["Node"]["P2P"][field]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|e| e.as_str().unwrap().to_string())
-                        .collect();
-                    assert_eq!(got, want, "{el}: {field}");
+    let recorded = |el: &str| -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(env.state().join("data").join(el).join("standin.argv"));
+        Some(text.ok()?.lines().map(String::from).collect())
+    };
+    let check = |chain: &Chain, external: &[(&str, &str)]| {
+        let ids: BTreeSet<String> = external.iter().map(|(el, _)| enode(chain, el)).collect();
+        assert_eq!(ids.len(), external.len(), "every client its own key");
+        let max_peers = (3 * (external.len() - 1)).to_string();
+        for (el, client) in external {
+            let argv = recorded(el).unwrap_or_else(|| panic!("{el} never started"));
+            let want: BTreeSet<String> = external
+                .iter()
+                .filter(|(o, _)| o != el)
+                .map(|(o, _)| enode(chain, o))
+                .collect();
+            let list = |flag: &str| -> BTreeSet<String> {
+                let v = after(&argv, flag);
+                assert_eq!(v.len(), 1, "{el}: {flag} once in {argv:?}");
+                v[0].split(',').map(String::from).collect()
+            };
+            // It listens where its enode says.
+            let port = chain.port(el, "p2p").to_string();
+            assert_eq!(after(&argv, "--port"), [port.as_str()], "{el}");
+            let key = key_file(el).display().to_string();
+            match *client {
+                "reth" => {
+                    assert_eq!(after(&argv, "--addr"), ["127.0.0.1"], "{el}");
+                    assert_eq!(after(&argv, "--p2p-secret-key"), [key.as_str()], "{el}");
+                    assert_eq!(list("--trusted-peers"), want, "{el}");
                 }
-                // Its init step ran first, on its own genesis file.
-                let init = std::fs::read_to_string(data.join("standin-init.argv")).unwrap();
-                assert!(init.ends_with("/network/genesis-geth.json\n"), "{init}");
+                "erigon" => {
+                    assert_eq!(after(&argv, "--nodekey"), [key.as_str()], "{el}");
+                    assert_eq!(list("--staticpeers"), want, "{el}");
+                    assert_eq!(list("--trustedpeers"), want, "{el}");
+                    assert_eq!(after(&argv, "--maxpeers"), [max_peers.as_str()], "{el}");
+                }
+                _ => {
+                    assert_eq!(after(&argv, "--nodekey"), [key.as_str()], "{el}");
+                    assert_eq!(after(&argv, "--maxpeers"), [max_peers.as_str()], "{el}");
+                    // Geth reads static peers from its TOML config only: parsed as TOML
+                    // (Python's tomllib, an independent parser).
+                    let config = after(&argv, "--config");
+                    assert_eq!(config.len(), 1, "{el}: {argv:?}");
+                    let o = Command::new("python3")
+                        .args([
+                            "-c",
+                            "import json,sys,tomllib; print(json.dumps(tomllib.load(open(sys.argv[1],'rb'))))",
+                            config[0],
+                        ])
+                        .output()
+                        .expect("python3 (3.11 or later, for tomllib) parses Geth's config here");
+                    assert!(o.status.success(), "{}", text(&o.stderr));
+                    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+                    for field in ["StaticNodes", "TrustedNodes"] {
+                        let got: BTreeSet<String> = doc["Node"]["P2P"][field]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e.as_str().unwrap().to_string())
+                            .collect();
+                        assert_eq!(got, want, "{el}: {field}");
+                    }
+                    // Its init step ran first, on its own genesis file.
+                    let data = env.state().join("data").join(el);
+                    let init = std::fs::read_to_string(data.join("standin-init.argv")).unwrap();
+                    assert!(init.ends_with("/network/genesis-geth.json\n"), "{init}");
+                }
             }
         }
-    }
+    };
+    let mut external = vec![
+        ("val-0-el-0", "reth"),
+        ("val-1-el-0", "geth"),
+        ("val-2-el-0", "erigon"),
+        ("val-3-el-0", "reth"),
+        ("val-3-el-1", "geth"),
+    ];
+    check(&chain, &external);
+
+    // A client added to the running network: the profile edit reloads it, and every
+    // other client is restarted with the new peer among its own — also the Reths, whose
+    // command line is the same (their peers come from a file, part of their spec).
+    env.write_profile(&profile.replace("[erigon], [reth, geth]", "[erigon, reth], [reth, geth]"));
+    external.push(("val-2-el-1", "reth"));
+    wait_for(
+        "every client restarted with six external clients",
+        std::time::Duration::from_secs(90),
+        || {
+            external
+                .iter()
+                .all(|(el, client)| {
+                    let Some(argv) = recorded(el) else {
+                        return false;
+                    };
+                    match *client {
+                        "reth" => after(&argv, "--trusted-peers")
+                            .first()
+                            .is_some_and(|l| l.split(',').count() == 5),
+                        _ => after(&argv, "--maxpeers") == ["15"],
+                    }
+                })
+                .then_some(())
+        },
+    );
+    let chain = Chain::read(&env.state());
+    check(&chain, &external);
     env.ok(&["down"]);
 }

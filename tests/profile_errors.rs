@@ -40,6 +40,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("zero stop grace", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    stop: {grace: 0s}\n", "5:19: services.a.stop.grace: must be more than 0s"),
     ("empty command", "name: x\nservices:\n  a:\n    command: []\n", "4:14: services.a.command: is empty"),
     ("docker service without an image", "name: x\nruntime: docker\nservices:\n  a:\n    command: [sleep, '1']\n", "4:3: services.a: has no `image`, and under `runtime: docker` every service runs from one"),
+    ("client flag chainctl sets", "name: x\nvalidators:\n  count: 1\n  execution: [reth]\n  clients:\n    reth: {args: [-vvv, '--http.port=9999']}\n", "6:25: validators.clients.reth.args[1]: `--http.port` is set by chainctl for every reth"),
+    ("geth config in args", "name: x\nvalidators:\n  count: 1\n  execution: [geth]\n  clients:\n    geth:\n      args: [--config, /etc/geth.toml]\n", "7:14: validators.clients.geth.args[0]: `--config` is set by chainctl for every geth (ports from its allocation, the pair's JWT, its data dir, node key and peers): remove it from `args`"),
     ("systemd as a runtime", "name: x\nruntime: systemd\nservices:\n  a:\n    command: [sleep, '1']\n", "2:10: runtime: `up` does not run services through systemd: remove `runtime: systemd` and install the rendered units with `chainctl systemd install`"),
 ];
 

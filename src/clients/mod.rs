@@ -133,6 +133,40 @@ pub fn service(kind: ExecutionKind, ctx: &ElContext) -> CommandService {
     }
 }
 
+/// The flags chainctl sets on a client (its own and those `client-exec` adds at start):
+/// a profile's `validators.clients.KIND.args` must not repeat one, which would make
+/// Reth refuse to start (a flag given twice) or make Geth and Erigon silently drop
+/// chainctl's value (the last one counts) — a port off the allocation, a JWT other than
+/// the pair's, no peers.
+pub fn managed_flags(kind: ExecutionKind) -> std::collections::BTreeSet<String> {
+    let ctx = ElContext {
+        name: "x",
+        peers: &[],
+        p2p_peers: 1,
+        binary: default_binary(kind),
+        extra_args: &[],
+        image: None,
+        runtime: RuntimeKind::Process,
+    };
+    let argv = service(kind, &ctx).command;
+    // client-exec's own options (before `--`) are not the client's, but the flags they
+    // hand to the client are.
+    let client_from = match argv.get(1).map(String::as_str) {
+        Some("client-exec") => argv.iter().position(|a| a == "--").map_or(0, |i| i + 1),
+        _ => 0,
+    };
+    let handed = argv[..client_from]
+        .windows(2)
+        .filter(|w| w[0] == "--peers-flag")
+        .map(|w| w[1].clone());
+    argv[client_from..]
+        .iter()
+        .filter(|a| a.starts_with("--") && a.len() > 2)
+        .cloned()
+        .chain(handed)
+        .collect()
+}
+
 /// The genesis a client reads, from the one network genesis: the same chain (the same
 /// hash, which the tests prove with our own engine), in the form each client requires.
 pub fn genesis_for(kind: ExecutionKind, network: &Json) -> Json {

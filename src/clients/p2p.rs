@@ -21,42 +21,51 @@
 use crate::layout::Layout;
 use crate::profile::{ExecutionKind, Profile};
 use anyhow::{Context as _, Result};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// The files of one client, relative to the state dir: its node key (a secret), its
+/// peers and Geth's config. The paths below and the arguments the adapters emit are both
+/// made from these, so they cannot drift apart.
+const KEY: &str = "secrets/p2p/{}.key";
+const PEERS: &str = "network/p2p/{}.peers";
+const GETH_CONFIG: &str = "network/p2p/{}.toml";
+
+fn path_of(layout: &Layout, file: &str, service: &str) -> PathBuf {
+    layout.root.join(file.replace("{}", service))
+}
+
+fn arg_of(file: &str) -> String {
+    format!("{{{{state_dir}}}}/{}", file.replace("{}", "{{name}}"))
+}
+
 /// The node key of an external client.
 pub fn key_path(layout: &Layout, service: &str) -> PathBuf {
-    layout
-        .secrets_dir()
-        .join("p2p")
-        .join(format!("{service}.key"))
+    path_of(layout, KEY, service)
 }
 
 /// The enode URLs of a client's peers, one per line.
 pub fn peers_path(layout: &Layout, service: &str) -> PathBuf {
-    crate::network::network_dir(layout)
-        .join("p2p")
-        .join(format!("{service}.peers"))
+    path_of(layout, PEERS, service)
 }
 
 /// Geth's config file with its static and trusted peers.
 pub fn geth_config_path(layout: &Layout, service: &str) -> PathBuf {
-    crate::network::network_dir(layout)
-        .join("p2p")
-        .join(format!("{service}.toml"))
+    path_of(layout, GETH_CONFIG, service)
 }
 
-/// The same three files as arguments (placeholders the planner resolves).
+/// [`key_path`] as an argument (placeholders the planner resolves).
 pub fn key_arg() -> String {
-    "{{state_dir}}/secrets/p2p/{{name}}.key".into()
+    arg_of(KEY)
 }
-/// See [`peers_path`].
+/// [`peers_path`] as an argument.
 pub fn peers_arg() -> String {
-    "{{state_dir}}/network/p2p/{{name}}.peers".into()
+    arg_of(PEERS)
 }
-/// See [`geth_config_path`].
+/// [`geth_config_path`] as an argument.
 pub fn geth_config_arg() -> String {
-    "{{state_dir}}/network/p2p/{{name}}.toml".into()
+    arg_of(GETH_CONFIG)
 }
 
 /// The external clients of the network (those that speak devp2p), with their kinds.
@@ -67,34 +76,61 @@ pub fn external_els(p: &Profile) -> Vec<(String, ExecutionKind)> {
         .collect()
 }
 
-/// Why a node key file cannot be used.
+/// Why a node key file cannot be used: the file, what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {why}. A node key is 64 hex characters (a secp256k1 secret key) and nothing else; delete the file and chainctl makes a new one (the client's peer id changes with it)")]
+#[error("node key {path}: {why}")]
 pub struct KeyError {
     /// The file.
     pub path: String,
-    /// What is wrong.
+    /// What is wrong, and the fix.
     pub why: String,
 }
 
-/// Reads a node key file.
+/// Reads a node key file: 64 hex characters and nothing else, readable by its owner only.
 pub fn read_key(path: &Path) -> Result<secp256k1::SecretKey, KeyError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = path.display().to_string();
     let err = |why: String| KeyError {
-        path: path.display().to_string(),
+        path: shown.clone(),
         why,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    // Reth reads the whole text as the key: a newline, spaces or `0x` would stop it.
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(format!(
+            "cannot read it ({e}): it must be a file readable by the user chainctl and the client run as"
+        ))
+    })?;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
         return Err(err(format!(
-            "it holds {} characters, not 64 hex characters alone",
-            text.len()
+            "its mode is {:o}: a secret key must be readable by its owner only: `chmod 600 {shown}`",
+            mode & 0o777
+        )));
+    }
+    let trimmed = text.trim();
+    let hex_part = trimmed.strip_prefix("0x").unwrap_or(trimmed);
+    let replace =
+        "delete the file and chainctl makes a new one (the client's peer id changes with it)";
+    if hex_part.len() != 64 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err(format!(
+            "it is not a node key (64 hex characters): {replace}"
+        )));
+    }
+    if hex_part != text {
+        // Reth reads the whole text as the key: a newline, spaces or `0x` would stop it.
+        return Err(err(format!(
+            "it holds the key with a `0x`, spaces or a newline around it, which Reth refuses: keep the 64 hex characters alone (`printf %s {hex_part} > {shown}`)"
         )));
     }
     let mut b = [0u8; 32];
-    hex::decode_to_slice(&text, &mut b).map_err(|e| err(e.to_string()))?;
-    secp256k1::SecretKey::from_slice(&b)
-        .map_err(|_| err("it is not a valid secp256k1 secret key (zero or too large)".into()))
+    hex::decode_to_slice(hex_part, &mut b).map_err(|e| err(e.to_string()))?;
+    secp256k1::SecretKey::from_slice(&b).map_err(|_| {
+        err(format!(
+            "it is not a valid secp256k1 secret key (zero, or not below the group order): {replace}"
+        ))
+    })
 }
 
 /// The node key at `path`, made (0600, in a 0700 dir) when missing.
@@ -145,26 +181,31 @@ pub fn geth_config(peers: &[String]) -> String {
 
 /// Writes every external client's node key (kept once made) and, for clients on this
 /// host (`ip` is where they listen), its peers: the enode of every other external client.
-/// `p2p_port` gives a service's planned P2P port.
+/// `p2p_port` gives a service's planned P2P port. Returns, for each client, what it reads
+/// at start (its node id and its peers): when that changes, a running client must be
+/// restarted to see it ([`crate::plan::ServicePlan::depends_on_content`]).
 pub fn write_files(
     p: &Profile,
     layout: &Layout,
     ip: Option<IpAddr>,
     p2p_port: impl Fn(&str) -> Result<u16>,
-) -> Result<()> {
-    let els = external_els(p);
+) -> Result<BTreeMap<String, String>> {
     let mut nodes = Vec::new();
-    for (el, kind) in &els {
-        let key = ensure_key(&key_path(layout, el))?;
-        nodes.push((el.as_str(), *kind, node_id(&key)));
+    for (el, kind) in external_els(p) {
+        let id = node_id(&ensure_key(&key_path(layout, &el))?);
+        nodes.push((el, kind, id));
     }
+    let mut read_at_start: BTreeMap<String, String> = nodes
+        .iter()
+        .map(|(el, _, id)| (el.clone(), format!("node id {id}\n")))
+        .collect();
     let Some(ip) = ip else {
-        return Ok(());
+        return Ok(read_at_start);
     };
-    let mut enodes = Vec::new();
-    for (el, _, id) in &nodes {
-        enodes.push(enode(id, ip, p2p_port(el)?));
-    }
+    let enodes = nodes
+        .iter()
+        .map(|(el, _, id)| Ok(enode(id, ip, p2p_port(el)?)))
+        .collect::<Result<Vec<_>>>()?;
     for (i, (el, kind, _)) in nodes.iter().enumerate() {
         let others: Vec<String> = enodes
             .iter()
@@ -174,7 +215,8 @@ pub fn write_files(
             .collect();
         let path = peers_path(layout, el);
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            crate::secrets::private_dir(d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
         }
         let mut text = others.join("\n");
         text.push('\n');
@@ -185,15 +227,18 @@ pub fn write_files(
             crate::secrets::write_atomic(&path, geth_config(&others).as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
+        if let Some(r) = read_at_start.get_mut(el) {
+            r.push_str(&text);
+        }
     }
-    Ok(())
+    Ok(read_at_start)
 }
 
 /// The enode URLs in a peers file, checked.
 pub fn read_peers(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
-            "cannot read the peers file {}: `chainctl up` writes it before the client starts; run the client through chainctl",
+            "cannot read the peers file {}: `chainctl up` (or, for units, `chainctl systemd install`; `render systemd` writes no network files) writes it before the client starts",
             path.display()
         )
     })?;
@@ -238,9 +283,9 @@ mod tests {
     fn the_node_id_is_the_public_key_of_the_address_everyone_knows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.key");
-        std::fs::write(
+        crate::secrets::write_atomic(
             &path,
-            "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+            b"ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
         )
         .unwrap();
         let id = node_id(&read_key(&path).unwrap());
@@ -270,19 +315,31 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(ensure_key(&path).unwrap(), k, "kept");
-        for bad in [
-            format!("{text}\n"),
-            "0x12".into(),
-            "zz".repeat(32),
-            "0".repeat(64),
-        ] {
-            std::fs::write(&path, &bad).unwrap();
+        let refused = |content: &str, mode: u32, want: &str| {
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let e = ensure_key(&path).unwrap_err().to_string();
             assert!(
-                e.contains(&path.display().to_string()) && e.contains("delete the file"),
-                "{bad:?}: {e}"
+                e.starts_with(&format!("node key {}: ", path.display())) && e.contains(want),
+                "{content:?} {mode:o}: {e}"
             );
-        }
+        };
+        refused(
+            &format!("{text}\n"),
+            0o600,
+            "keep the 64 hex characters alone",
+        );
+        refused(
+            &format!("0x{text}"),
+            0o600,
+            "keep the 64 hex characters alone",
+        );
+        refused("0x12", 0o600, "delete the file");
+        refused(&"zz".repeat(32), 0o600, "delete the file");
+        refused(&"0".repeat(64), 0o600, "not a valid secp256k1 secret key");
+        refused(&text, 0o644, "`chmod 600 ");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(ensure_key(&path).unwrap(), k, "the good key again");
     }
 
     #[test]
@@ -315,7 +372,7 @@ mod tests {
         let e = read_peers(&dir.path().join("none"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`chainctl up` writes it"), "{e}");
+        assert!(e.contains("/none: `chainctl up` (or, for units"), "{e}");
     }
 
     #[test]

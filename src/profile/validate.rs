@@ -181,6 +181,23 @@ fn unsupported(p: &Profile, c: &mut Checker) {
                     );
                 }
             }
+            if kind != super::ExecutionKind::Builtin {
+                let managed = crate::clients::managed_flags(kind);
+                for (j, a) in settings
+                    .map(|s| s.args.as_slice())
+                    .unwrap_or(&[])
+                    .iter()
+                    .enumerate()
+                {
+                    let flag = a.split('=').next().unwrap_or(a);
+                    if managed.contains(flag) {
+                        c.at(
+                            &format!("validators.clients.{name}.args[{j}]"),
+                            format!("`{flag}` is set by chainctl for every {name} (ports from its allocation, the pair's JWT, its data dir, node key and peers): remove it from `args`; `chainctl validate --output json` shows the command line chainctl renders"),
+                        );
+                    }
+                }
+            }
             if p.runtime == super::RuntimeKind::Docker && kind != super::ExecutionKind::Builtin {
                 if crate::clients::needs_init(kind) {
                     c.at(

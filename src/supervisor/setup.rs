@@ -169,18 +169,24 @@ pub fn prepare(
     let loaded = load(profile)?;
     let layout = layout(&loaded, state_dir);
     let alloc = allocate(&loaded, &layout, running, &HostPorts::read(), true)?;
-    let plan = plan::build_runtime(&loaded.profile, &layout, &alloc, &base_dir(&loaded))?;
+    let mut plan = plan::build_runtime(&loaded.profile, &layout, &alloc, &base_dir(&loaded))?;
     for d in [layout.data_root(), layout.log_dir()] {
         crate::secrets::private_dir(&d)
             .with_context(|| format!("cannot create {}", d.display()))?;
     }
     ensure_secrets(&plan)?;
-    crate::network::write_files(
+    // What a client reads only at start (its peers, its node id) is part of its spec.
+    let read_at_start = crate::network::write_files(
         &loaded.profile,
         &layout,
         &plan,
         plan::Target::of(&loaded.profile),
     )?;
+    for svc in &mut plan.services {
+        if let Some(content) = read_at_start.get(&svc.name) {
+            svc.depends_on_content(content);
+        }
+    }
     Ok((loaded, layout, plan))
 }
 
