@@ -146,6 +146,9 @@ impl Engine {
                 let _: (Vec<String>,) = params(p)?;
                 Ok(json!(CAPABILITIES))
             }
+            // The engine port also serves `eth_chainId` (execution-apis: the Engine API
+            // endpoint exposes a subset of `eth_`): the supervisor's authenticated probe.
+            "eth_chainId" => Ok(json!(format!("{:#x}", self.chain().spec.chain_id))),
             "engine_getClientVersionV1" => Ok(json!([{
                 "code": "CT",
                 "name": "chainctl",

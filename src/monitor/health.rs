@@ -194,7 +194,11 @@ pub fn trouble(active: &ElView, max_lag: u64) -> Option<(&'static str, String)> 
     if active.state == State::Unhealthy {
         return Some(("unhealthy", format!("{} is unhealthy", active.name)));
     }
-    if active.syncing {
+    // Reth reports `eth_syncing` as syncing after it starts until its first forkchoice
+    // update, though it holds the network's head (seen with Reth 2.5.1 behind our
+    // consensus): a client at the head can build on it, so syncing counts only when it
+    // is behind, or when its lag is unknown.
+    if active.syncing && active.lag.is_none_or(|l| l > 0) {
         return Some(("syncing", format!("{} reports syncing", active.name)));
     }
     match active.lag {
@@ -513,6 +517,11 @@ mod tests {
         assert_eq!(trouble(&v, 5), None);
         v.syncing = true;
         assert_eq!(trouble(&v, 5).unwrap().0, "syncing");
+        v.lag = None;
+        assert_eq!(trouble(&v, 5).unwrap().0, "syncing");
+        // Syncing at the network's head (a client just started): no trouble.
+        v.lag = Some(0);
+        assert_eq!(trouble(&v, 5), None);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct ElSample {
 
 /// Probe an execution client: `eth_blockNumber`, `eth_syncing`, `net_peerCount` and
 /// `web3_clientVersion` in one batch on its public port (TCP connect included), then an
-/// authenticated `engine_exchangeCapabilities` that proves the JWT pair matches.
+/// authenticated `eth_chainId` on the Engine API that proves the JWT pair matches.
 pub async fn el(http: &reqwest::Client, t: &ElTarget, timeout: Duration) -> ElSample {
     let mut s = ElSample::default();
     let body = json!([
@@ -140,7 +140,12 @@ pub async fn el(http: &reqwest::Client, t: &ElTarget, timeout: Duration) -> ElSa
     s
 }
 
-/// `engine_exchangeCapabilities` with a token signed with the validator's secret.
+/// `eth_chainId` on the Engine API port with a token signed with the validator's secret:
+/// every client serves it there (execution-apis: the engine endpoint exposes a subset of
+/// `eth_`; Reth, Geth, Erigon, the built-in engine). `engine_exchangeCapabilities` would
+/// make Reth warn at every probe about the older Engine API versions our consensus does
+/// not call, and Reth refuses `engine_getClientVersionV1` from a client code it does not
+/// know (both seen with Reth 2.5.1).
 async fn engine_auth(
     http: &reqwest::Client,
     t: &ElTarget,
@@ -154,8 +159,7 @@ async fn engine_auth(
         )
     })?;
     let token = secrets::engine_token(&secret, crate::monitor::now_ms() / 1000);
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "engine_exchangeCapabilities",
-        "params": [["engine_newPayloadV4", "engine_forkchoiceUpdatedV3", "engine_getPayloadV4"]]});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []});
     let r = http
         .post(format!("http://{}", t.engine))
         .bearer_auth(token)
@@ -193,10 +197,7 @@ async fn engine_auth(
         .await
         .map_err(|e| format!("Engine API {}: not JSON: {e}", t.engine))?;
     if let Some(e) = v.get("error") {
-        return Err(format!(
-            "Engine API {}: engine_exchangeCapabilities failed: {e}",
-            t.engine
-        ));
+        return Err(format!("Engine API {}: eth_chainId failed: {e}", t.engine));
     }
     Ok(())
 }
