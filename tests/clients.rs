@@ -574,3 +574,42 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
     check(&chain, &external);
     env.ok(&["down"]);
 }
+
+/// A client slower to open its ports than the probe interval (a Reth debug build takes
+/// about 2 s) is probed "connection refused" while it starts; once the supervisor sees it
+/// ready, those verdicts are stale, and its validator, started right after, keeps it as
+/// its active client (with Reth 2.5.1 both Reths were failed over at start).
+#[test]
+fn a_client_slow_to_open_its_ports_is_not_failed_over_at_start() {
+    use util::{wait_for, Chain};
+    let _ports = default_ports_lock();
+    let env = Env::new();
+    let bins = env.path("bin");
+    engine_standin(&bins, "reth", "Reth Version: 2.5.1");
+    // The same stand-in, 3 s late to open its ports.
+    let path = bins.join("reth");
+    let script = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\nexec '", "\nsleep 3\nexec '");
+    std::fs::write(&path, script).unwrap();
+    env.write_profile(&format!(
+        "name: slowstart\nports: {{start: 27600, end: 27799}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: 4\n  execution: [[reth, builtin], [builtin], [builtin], [builtin]]\n  clients:\n    reth: {{binary: {}/reth}}\n",
+        bins.display()
+    ));
+    env.up_detached();
+    let chain = Chain::read(&env.state());
+    wait_for(
+        "val-0 past height 5",
+        std::time::Duration::from_secs(60),
+        || (chain.decided(0) >= 5).then_some(()),
+    );
+    let st = chain.status(0).unwrap();
+    assert_eq!(st["active_el"], "val-0-el-0", "{st:#}");
+    assert_eq!(st["el_switches"], 0, "{st:#}");
+    let events = env.ok(&["status"]);
+    assert!(
+        !events.contains("val-0: val-0-el-0 → val-0-el-1"),
+        "{events}"
+    );
+    env.ok(&["down"]);
+}

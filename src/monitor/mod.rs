@@ -193,6 +193,33 @@ pub struct ElHealth {
     /// has answered: down now, not after N failed probes.
     #[serde(skip)]
     exited: Option<(u64, String)>,
+    /// When the supervisor last saw its process ready (ms): a probe begun earlier that
+    /// failed only saw it still starting.
+    #[serde(skip)]
+    ready_at: Option<u64>,
+}
+
+impl ElHealth {
+    /// A client not probed yet.
+    fn new(validator: &str) -> ElHealth {
+        ElHealth {
+            validator: validator.to_string(),
+            tracker: Tracker::default(),
+            head: None,
+            lag: None,
+            syncing: false,
+            peers: None,
+            version: None,
+            latency_ms: None,
+            clock_skew_s: None,
+            engine_auth_error: None,
+            active: false,
+            latency: Arc::new(Histogram::new(metrics::LATENCY_BUCKETS)),
+            restart_asked_ms: None,
+            exited: None,
+            ready_at: None,
+        }
+    }
 }
 
 /// Health of one validator.
@@ -485,7 +512,8 @@ pub struct Monitor {
     pub shared: Arc<Shared>,
     targets_tx: tokio::sync::watch::Sender<Arc<Targets>>,
     /// Services whose process exited, and how (from the supervisor, as it happens).
-    exits_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    /// What the supervisor saw of a service: its exit (how) or, `None`, that it is ready.
+    exits_tx: tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -714,7 +742,13 @@ impl Monitor {
     /// A service's process exited (`how`: its exit status): the supervisor tells at once,
     /// so that a validator leaves a dead execution client before its probes notice.
     pub fn service_exited(&self, service: &str, how: String) {
-        let _ = self.exits_tx.send((service.to_string(), how));
+        let _ = self.exits_tx.send((service.to_string(), Some(how)));
+    }
+
+    /// A service became ready (its ports accept connections): failed probes begun
+    /// before that are stale — a client still opening its ports is not unhealthy.
+    pub fn service_ready(&self, service: &str) {
+        let _ = self.exits_tx.send((service.to_string(), None));
     }
 
     /// The plan changed (profile reload): probe what it now has.
@@ -743,7 +777,7 @@ impl Drop for Monitor {
 async fn probe_loop(
     sh: Arc<Shared>,
     mut targets_rx: tokio::sync::watch::Receiver<Arc<Targets>>,
-    mut exits: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    mut exits: tokio::sync::mpsc::UnboundedReceiver<(String, Option<String>)>,
 ) {
     let http = match reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(30))
@@ -767,9 +801,12 @@ async fn probe_loop(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            Some((service, how)) = exits.recv() => {
+            Some((service, note)) = exits.recv() => {
                 let targets = targets_rx.borrow().clone();
-                on_exit(&sh, &http, &targets, &service, &how).await;
+                match note {
+                    Some(how) => on_exit(&sh, &http, &targets, &service, &how).await,
+                    None => on_ready(&sh, &targets, &service),
+                }
                 continue;
             }
         }
@@ -819,22 +856,7 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
         let e = view
             .els
             .entry(target.name.clone())
-            .or_insert_with(|| ElHealth {
-                validator: target.validator.clone(),
-                tracker: Tracker::default(),
-                head: None,
-                lag: None,
-                syncing: false,
-                peers: None,
-                version: None,
-                latency_ms: None,
-                clock_skew_s: None,
-                engine_auth_error: None,
-                active: false,
-                latency: Arc::new(Histogram::new(metrics::LATENCY_BUCKETS)),
-                restart_asked_ms: None,
-                exited: None,
-            });
+            .or_insert_with(|| ElHealth::new(&target.validator));
         // The validator's own calls refused (it holds another secret than the file now
         // says, or the client does): our probe may pass, the pair still does not work.
         let refused = t
@@ -891,9 +913,13 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
             None => Ok(()),
             Some(why) => Err(why),
         };
-        if let Some(tr) = e.tracker.observe(result, th, now) {
-            let reason = e.tracker.reason.clone();
-            view.event(&target.name, &tr, reason);
+        // A failure of a probe begun before the client was ready is stale (see on_ready).
+        let stale = result.is_err() && e.ready_at.is_some_and(|r| started < r);
+        if !stale {
+            if let Some(tr) = e.tracker.observe(result, th, now) {
+                let reason = e.tracker.reason.clone();
+                view.event(&target.name, &tr, reason);
+            }
         }
     }
     let mut new_switches = Vec::new();
@@ -981,6 +1007,31 @@ async fn on_exit(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, service:
         refresh_upstreams(sh, view, t);
     }
     act(sh, http, t).await;
+}
+
+/// The supervisor saw `service` become ready: failures seen before that were of a client
+/// still opening its ports (a slow one, such as a Reth debug build, takes seconds), not
+/// of a broken one. They are forgotten, so that a validator starting right after its
+/// clients does not leave its first one on that stale verdict; probes begun from now on
+/// decide (seen with Reth 2.5.1: both Reths failed over at start).
+fn on_ready(sh: &Arc<Shared>, t: &Targets, service: &str) {
+    let Some(target) = t.els.iter().find(|e| e.name == service) else {
+        return;
+    };
+    let mut view = sh.view();
+    let e = view
+        .els
+        .entry(target.name.clone())
+        .or_insert_with(|| ElHealth::new(&target.validator));
+    let now = now_ms();
+    e.ready_at = Some(now);
+    e.tracker.failed_in_row = 0;
+    if e.tracker.state == State::Unhealthy {
+        e.tracker.state = State::Unknown;
+        e.tracker.reason = None;
+        e.tracker.since_ms = now;
+    }
+    refresh_upstreams(sh, view, t);
 }
 
 fn el_view(name: &str, e: &ElHealth) -> ElView {

@@ -574,6 +574,9 @@ impl Supervisor {
         if ready {
             if s.phase != Phase::Ready {
                 info!(service = %s.plan.name, after_ms = up.as_millis() as u64, "ready");
+                if let Some(m) = &self.monitor {
+                    m.service_ready(&s.plan.name);
+                }
             }
             s.phase = Phase::Ready;
         } else if s.phase == Phase::Starting && up >= s.plan.startup_grace.get() {
