@@ -151,6 +151,12 @@ fn schema_check(out: &Path) {
 
 /// Every `host:port` a service is told to reach must be a Service of that name
 /// publishing that port.
+/// The labels of the pods a StatefulSet makes.
+fn pod_labels(set: &StatefulSet) -> &BTreeMap<String, String> {
+    let template = &set.spec.as_ref().unwrap().template;
+    template.metadata.as_ref().unwrap().labels.as_ref().unwrap()
+}
+
 fn check_address(ports: &BTreeMap<String, BTreeSet<i32>>, addr: &str, from: &str) {
     let addr = addr.trim_start_matches("http://").trim_end_matches('/');
     let (host, port) = addr.rsplit_once(':').unwrap();
@@ -198,14 +204,7 @@ fn check(r: &Rendered, out: &Path, profile: &str, validators: usize) {
         assert_eq!(spec.replicas, Some(1));
         // The governing Service exists, and the selector picks the pod it makes.
         assert!(ports.contains_key(spec.service_name.as_ref().unwrap()));
-        let labels = spec
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels
-            .as_ref()
-            .unwrap();
+        let labels = pod_labels(set);
         for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
             assert_eq!(labels.get(k), Some(v), "{name}: selector {k}");
         }
@@ -501,14 +500,7 @@ impl Kubelet {
             let pod_name = set.metadata.name.clone().unwrap();
             let spec = set.spec.as_ref().unwrap();
             let pod = spec.template.spec.as_ref().unwrap();
-            let labels = spec
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .labels
-                .clone()
-                .unwrap();
+            let labels = pod_labels(set).clone();
             let sc = pod.security_context.as_ref().unwrap();
             let (uid, gid, fs_group) = (
                 sc.run_as_user.unwrap() as u32,
