@@ -173,6 +173,26 @@ pub enum Command {
         #[command(subcommand)]
         action: ImageAction,
     },
+    /// Replace a client's image one validator at a time (`runtime: swarm` or `docker`):
+    /// each service restarts on the new image and must be healthy (at the network's head)
+    /// before the next; when one is not, every service changed is rolled back.
+    Upgrade {
+        /// A service (`val-1-el-0`), or a client kind: every validator's client of that
+        /// kind (`builtin`, `reth`, …).
+        target: String,
+        /// The image to run (must be on the Docker engine; chainctl never pulls).
+        #[arg(long)]
+        image: String,
+        /// How long each service may take to be healthy on the new image.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Docker Swarm nodes (`runtime: swarm`).
+    Swarm {
+        /// What to do.
+        #[command(subcommand)]
+        action: SwarmAction,
+    },
     /// Send transactions at a steady rate and follow each into a finalized block:
     /// finalized tx/s, inclusion latency, errors by kind (exit 1 unless every transaction
     /// was finalized without error).
@@ -382,6 +402,20 @@ pub enum ImageAction {
     },
 }
 
+/// Swarm subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SwarmAction {
+    /// Name a swarm node for `swarm.placement`: sets its `chainctl.node=NAME` label.
+    Label {
+        /// The name placement uses (`swarm.placement: {val-0: NAME}`).
+        name: String,
+        /// The node (ID or hostname, as `docker node ls` shows; default: the node of the
+        /// Docker engine chainctl talks to).
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
 /// What `render` writes.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RenderWhat {
@@ -491,6 +525,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Failover { validator, to } => failover_cmd(profile, state_dir, validator, to),
+        Command::Upgrade {
+            target,
+            image,
+            timeout,
+        } => {
+            let loaded = crate::profile::load(setup::source(profile)?)?;
+            let layout = layout_of(profile, state_dir)?;
+            crate::upgrade::upgrade(
+                &loaded.profile,
+                &layout,
+                &target,
+                &image,
+                timeout,
+                &mut std::io::stdout(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            println!("{target}: every service runs {image}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Logs {
             service,
             follow,
@@ -530,6 +583,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Swarm {
+            action: SwarmAction::Label { name, node },
+        } => {
+            let host = crate::runtime::swarm::label_node(node.as_deref(), &name)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "node {host} is now `{name}` ({}={name}): `swarm.placement` entries naming `{name}` run there",
+                crate::runtime::swarm::NODE_LABEL
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Image {
             action: ImageAction::Build { tag, binary },
@@ -862,6 +926,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                 kind: r.plan.kind.to_string(),
                 backend: "process".into(),
                 pid: if alive { r.handle.map(|h| h.pid) } else { None },
+                image: r.plan.image.clone(),
                 state: if alive { "running".into() } else { "stopped".into() },
                 detail: alive.then(|| "running without a supervisor: `chainctl up` adopts it, `chainctl down` stops it".into()),
                 uptime_secs: None,
@@ -881,6 +946,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                 kind: "command".into(),
                 backend: "process".into(),
                 pid: None,
+                image: None,
                 state: "stopped".into(),
                 detail: None,
                 uptime_secs: None,
@@ -1049,6 +1115,26 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
         eprintln!("nothing is running for state dir {}", layout.root.display());
         return Ok(());
     };
+    // Swarm services outlive this host's boots and have no pids here.
+    if st.services.values().any(|r| {
+        r.handle
+            .is_some_and(|h| crate::runtime::swarm::is_swarm_handle(&h))
+    }) {
+        let removed = crate::runtime::swarm::down_unsupervised(&layout.root)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if removed.is_empty() {
+            eprintln!(
+                "no swarm service of state dir {} is left",
+                layout.root.display()
+            );
+        } else {
+            eprintln!(
+                "removed swarm services (no supervisor running; the swarm stops each task with its grace): {}",
+                removed.join(", ")
+            );
+        }
+        return Ok(());
+    }
     if st.boot_id != crate::procinfo::boot_id() {
         eprintln!("nothing is running (the state file is from an earlier boot)");
         return Ok(());

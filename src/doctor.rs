@@ -46,7 +46,7 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
     let p = &loaded.profile;
 
     // Client versions and programs (the checks `up` makes before starting anything).
-    if p.runtime != RuntimeKind::Docker {
+    if !p.runtime.containers() {
         for (kind, binary) in crate::profile::external_clients(loaded) {
             out.push(match crate::clients::version::check(kind, &binary) {
                 Ok(v) => finding(
@@ -155,6 +155,18 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
         ) {
             Ok(_) => out.push(finding("docker", Status::Ok, "the Docker engine answers")),
             Err(e) => out.push(finding("docker", Status::Fail, e)),
+        }
+    }
+    if p.runtime == RuntimeKind::Swarm {
+        let manager = crate::runtime::swarm::connect_engine()
+            .and_then(|(rt, d)| crate::runtime::swarm::manager_node(&rt, &d));
+        match manager {
+            Ok(id) => out.push(finding(
+                "swarm",
+                Status::Ok,
+                format!("the Docker engine is a swarm manager (node {id})"),
+            )),
+            Err(e) => out.push(finding("swarm", Status::Fail, e)),
         }
     }
     out

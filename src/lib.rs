@@ -28,6 +28,7 @@ pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod systemd;
+pub mod upgrade;
 
 /// The default profile, compiled into the binary so `chainctl up` works on a fresh machine.
 pub const DEFAULT_PROFILE: &str = include_str!("../profiles/devnet.yaml");

@@ -158,7 +158,9 @@ impl Target {
     /// Where the profile's `runtime` runs services.
     pub fn of(profile: &Profile) -> Target {
         match profile.runtime {
-            crate::profile::RuntimeKind::Docker => Target::Container,
+            crate::profile::RuntimeKind::Docker | crate::profile::RuntimeKind::Swarm => {
+                Target::Container
+            }
             _ => Target::Host,
         }
     }
@@ -372,6 +374,10 @@ pub fn build_for(
                 .push(crate::clients::p2p::key_path(layout, name));
         }
         plan.spec_hash = spec_hash(&plan);
+        // A container runs what its image holds: another image is another spec.
+        if let Some(image) = plan.image.clone() {
+            plan.depends_on_content(&format!("image {image}"));
+        }
         services.insert(name.clone(), plan);
     }
     Ok(Plan {

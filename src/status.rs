@@ -15,8 +15,12 @@ pub struct ServiceStatus {
     pub kind: String,
     /// Backend (`process`, …).
     pub backend: String,
-    /// Main pid while running.
+    /// Main pid while running (under `runtime: swarm`, the instance's number: a task
+    /// may run on another node).
     pub pid: Option<i32>,
+    /// The image it runs from (container runtimes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// waiting / blocked / starting / ready / healthy / unhealthy / backoff / given-up / stopping / stopped.
     pub state: String,
     /// Why it is in that state, when that matters.

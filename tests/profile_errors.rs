@@ -42,6 +42,11 @@ const CASES: &[(&str, &str, &str)] = &[
     ("docker service without an image", "name: x\nruntime: docker\nservices:\n  a:\n    command: [sleep, '1']\n", "4:3: services.a: has no `image`, and under `runtime: docker` every service runs from one"),
     ("client flag chainctl sets", "name: x\nvalidators:\n  count: 1\n  execution: [reth]\n  clients:\n    reth: {args: [-vvv, '--http.port=9999']}\n", "6:25: validators.clients.reth.args[1]: `--http.port` is set by chainctl for every reth"),
     ("geth config in args", "name: x\nvalidators:\n  count: 1\n  execution: [geth]\n  clients:\n    geth:\n      args: [--config, /etc/geth.toml]\n", "7:14: validators.clients.geth.args[0]: `--config` is set by chainctl for every geth (ports from its allocation, the pair's JWT, its data dir, node key and peers): remove it from `args`"),
+    ("swarm placement of an unknown validator", "name: x\nruntime: swarm\nswarm:\n  placement: {val-7: a}\nvalidators:\n  count: 2\n", "4:15: swarm.placement.val-7: `val-7` is neither a validator nor a service of this profile: use one of val-0, val-1"),
+    ("swarm placement of an execution client", "name: x\nruntime: swarm\nswarm:\n  placement: {val-0-el-0: a}\nvalidators:\n  count: 1\n", "4:15: swarm.placement.val-0-el-0: `val-0-el-0` is neither a validator nor a service of this profile (an execution client goes where its validator goes: place the validator)"),
+    ("swarm node name", "name: x\nruntime: swarm\nswarm:\n  placement: {val-0: 'node a'}\nvalidators:\n  count: 1\n", "4:22: swarm.placement.val-0: `node a` cannot name a swarm node"),
+    ("swarm settings without runtime swarm", "name: x\nswarm:\n  placement: {val-0: a}\nvalidators:\n  count: 1\n", "2:1: swarm: only `runtime: swarm` places services on swarm nodes, and this profile has `runtime: process`"),
+    ("swarm service without an image", "name: x\nruntime: swarm\nservices:\n  a:\n    command: [sleep, '1']\n", "4:3: services.a: has no `image`, and under `runtime: swarm` every service runs from one"),
     ("systemd as a runtime", "name: x\nruntime: systemd\nservices:\n  a:\n    command: [sleep, '1']\n", "2:10: runtime: `up` does not run services through systemd: remove `runtime: systemd` and install the rendered units with `chainctl systemd install`"),
 ];
 
@@ -94,6 +99,7 @@ fn shipped_profiles_are_valid_and_schema_is_json() {
         "profiles/devnet.yaml",
         "profiles/standins.yaml",
         "profiles/example-full.yaml",
+        "profiles/swarm.yaml",
     ] {
         let out = env.run(&["validate", &format!("{root}/{p}")]);
         assert!(out.status.success(), "{p}: {}", text(&out.stderr));

@@ -209,7 +209,7 @@ fn wrapped(
     peer_flags: &[&str],
 ) -> Vec<String> {
     run.extend(ctx.extra_args.iter().cloned());
-    if ctx.runtime == RuntimeKind::Docker {
+    if ctx.runtime.containers() {
         return run;
     }
     let mut argv: Vec<String> = vec!["{{chainctl}}".into(), "client-exec".into()];

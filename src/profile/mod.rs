@@ -175,7 +175,7 @@ pub fn check_host(loaded: &Loaded, with_clients: bool) -> Result<(), ProfileErro
         .unwrap_or(Path::new("."));
     let mut problems = Vec::new();
     // Under `runtime: docker` programs and working dirs are inside the images.
-    let on_host = loaded.profile.runtime != RuntimeKind::Docker;
+    let on_host = !loaded.profile.runtime.containers();
     for (name, svc) in loaded.profile.services.iter().filter(|_| on_host) {
         if let Some(w) = &svc.workdir {
             let dir = if w.is_relative() {

@@ -34,6 +34,9 @@ pub struct Profile {
     /// Where services run.
     #[serde(default)]
     pub runtime: RuntimeKind,
+    /// Docker Swarm settings (`runtime: swarm`): placement and publishing.
+    #[serde(default)]
+    pub swarm: SwarmConfig,
     /// The port range chainctl allocates from, and ports it must never hand out.
     #[serde(default)]
     pub ports: PortsConfig,
@@ -594,6 +597,55 @@ pub enum RuntimeKind {
     Docker,
     /// systemd units (issue #7).
     Systemd,
+    /// Docker Swarm services, one per chainctl service, on the swarm the Docker engine
+    /// chainctl talks to is a manager of.
+    Swarm,
+}
+
+impl RuntimeKind {
+    /// Whether services run as containers from images (Docker, Swarm).
+    pub fn containers(self) -> bool {
+        matches!(self, RuntimeKind::Docker | RuntimeKind::Swarm)
+    }
+
+    /// Its name in a profile.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Systemd => "systemd",
+            RuntimeKind::Swarm => "swarm",
+        }
+    }
+}
+
+/// Docker Swarm settings (`runtime: swarm`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Validator (`val-I`) or service → the swarm node it runs on, named by that node's
+    /// `chainctl.node` label (set with `chainctl swarm label NODE NAME`). A validator's
+    /// execution clients go with it. What is not listed stays on the node chainctl talks
+    /// to, so data stays where it lives.
+    #[serde(default)]
+    pub placement: BTreeMap<String, String>,
+    /// How JSON-RPC, Engine API and metrics ports are published: `host` (default: on the
+    /// node running the task; services find each other by DNS round robin, no virtual IP)
+    /// or `mesh` (the routing mesh: every node; needs IPVS in the nodes' kernels). P2P
+    /// ports are always published on the node (host mode): the mesh would NAT them.
+    #[serde(default)]
+    pub publish: SwarmPublish,
+}
+
+/// How a swarm service's non-P2P ports are published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SwarmPublish {
+    /// On the node running the task only (endpoint mode `dnsrr`).
+    #[default]
+    Host,
+    /// Through the swarm's routing mesh (ingress, endpoint mode `vip`): every node.
+    Mesh,
 }
 
 /// Port range and reserved ports.

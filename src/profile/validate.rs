@@ -198,19 +198,21 @@ fn unsupported(p: &Profile, c: &mut Checker) {
                     }
                 }
             }
-            if p.runtime == super::RuntimeKind::Docker && kind != super::ExecutionKind::Builtin {
+            if p.runtime.containers() && kind != super::ExecutionKind::Builtin {
                 if crate::clients::needs_init(kind) {
                     c.at(
                         "validators.execution",
                         format!(
-                            "`{name}` needs its init step (`{name} init`) before it starts, which this build runs only on the host: use `runtime: process`, or reth/builtin under `runtime: docker`"
+                            "`{name}` needs its init step (`{name} init`) before it starts, which this build runs only on the host: use `runtime: process`, or reth/builtin under `runtime: {}`",
+                            p.runtime.name()
                         ),
                     );
                 } else if settings.and_then(|s| s.image.as_ref()).is_none() {
                     c.at(
                         "validators.execution",
                         format!(
-                            "`{name}` under `runtime: docker` needs its image: set `validators.clients.{name}.image` (chainctl never pulls: load it first)"
+                            "`{name}` under `runtime: {}` needs its image: set `validators.clients.{name}.image` (chainctl never pulls: load it first)",
+                            p.runtime.name()
                         ),
                     );
                 }
@@ -267,12 +269,12 @@ fn unsupported(p: &Profile, c: &mut Checker) {
     }
     match p.runtime {
         super::RuntimeKind::Process => {}
-        super::RuntimeKind::Docker => {
+        super::RuntimeKind::Docker | super::RuntimeKind::Swarm => {
             for (name, s) in &p.services {
                 if s.image.is_none() {
                     c.at_key(
                         &format!("services.{name}"),
-                        "has no `image`, and under `runtime: docker` every service runs from one: add e.g. `image: ghcr.io/paradigmxyz/reth:v1.9.3` (chainctl never pulls: load or build it first)",
+                        format!("has no `image`, and under `runtime: {}` every service runs from one: add e.g. `image: ghcr.io/paradigmxyz/reth:v1.9.3` (chainctl never pulls: load or build it first)", p.runtime.name()),
                     );
                 }
             }
@@ -281,6 +283,44 @@ fn unsupported(p: &Profile, c: &mut Checker) {
             "runtime",
             "`up` does not run services through systemd: remove `runtime: systemd` and install the rendered units with `chainctl systemd install` (see docs/render.md)",
         ),
+    }
+    swarm(p, c);
+}
+
+/// `swarm.placement`: each key a validator or service of this profile, each value a node
+/// name a `chainctl.node` label can hold.
+fn swarm(p: &Profile, c: &mut Checker) {
+    let s = &p.swarm;
+    if p.runtime != super::RuntimeKind::Swarm {
+        if !s.placement.is_empty() {
+            c.at_key(
+                "swarm",
+                format!("only `runtime: swarm` places services on swarm nodes, and this profile has `runtime: {}`: remove `swarm` or set `runtime: swarm`", p.runtime.name()),
+            );
+        }
+        return;
+    }
+    let validators = (0..p.validators.count).map(crate::network::validator_name);
+    let known: Vec<String> = validators.chain(p.services.keys().cloned()).collect();
+    for (who, node) in &s.placement {
+        let field = format!("swarm.placement.{who}");
+        if !known.contains(who) {
+            let hint = if crate::network::is_generated_name(who, &p.validators) {
+                " (an execution client goes where its validator goes: place the validator)"
+            } else {
+                ""
+            };
+            c.at_key(
+                &field,
+                format!("`{who}` is neither a validator nor a service of this profile{hint}: use one of {}", known.join(", ")),
+            );
+        }
+        if !crate::runtime::swarm::valid_node_name(node) {
+            c.at(
+                &field,
+                format!("`{node}` cannot name a swarm node: use 1-63 letters, digits, `-`, `_` or `.` (the value of the node's `chainctl.node` label, set with `chainctl swarm label NODE {}`)", "NAME"),
+            );
+        }
     }
 }
 

@@ -812,11 +812,16 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
     let kill_ms = crate::monitor::now_ms();
     let kill_s = kill_ms / 1000;
     let h0 = head(rpc)?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .map_err(|e| format!("kill -9 {pid} ({active}): {e}"))?;
+    if pid >= crate::runtime::swarm::HANDLE_BASE as i64 {
+        // A swarm instance: its task's container, through the engine.
+        crate::runtime::swarm::kill_task(&e.plan.profile, &active)?;
+    } else {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| format!("kill -9 {pid} ({active}): {e}"))?;
+    }
     let killed_at = Instant::now();
 
     // The switch, as the validator records it (with its gap once the next block is in).

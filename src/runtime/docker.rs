@@ -94,13 +94,13 @@ pub fn missing_image(image: &str, services: &[String]) -> String {
     )
 }
 
-fn no_image(service: &str) -> String {
+pub(super) fn no_image(service: &str) -> String {
     format!(
-        "services.{service}.image is not set: under `runtime: docker` every service runs from an image; add e.g. `image: ghcr.io/paradigmxyz/reth:v1.9.3`"
+        "services.{service}.image is not set: under `runtime: docker` or `swarm` every service runs from an image; add e.g. `image: ghcr.io/paradigmxyz/reth:v1.9.3`"
     )
 }
 
-fn not_found(e: &DockerError) -> bool {
+pub fn not_found(e: &DockerError) -> bool {
     matches!(
         e,
         DockerError::DockerResponseServerError {
@@ -112,7 +112,7 @@ fn not_found(e: &DockerError) -> bool {
 
 /// What an exit status of a container means. `docker-init` exits 128+N when the program
 /// was killed by signal N, and so does the engine when the container was killed.
-fn exit_of(code: i64) -> Exit {
+pub(super) fn exit_of(code: i64) -> Exit {
     match code {
         129..=192 => Exit::Signal((code - 128) as i32),
         c => Exit::Code(c as i32),
@@ -282,39 +282,9 @@ impl DockerBackend {
 
     /// A named volume backed by the service's data dir on this host.
     async fn ensure_volume(&self, svc: &ServicePlan) -> Result<String, String> {
-        let name = volume_name(&self.profile, &svc.name);
-        let device = svc.data_dir.display().to_string();
-        match self.docker.inspect_volume(&name).await {
-            Ok(v) => {
-                let backed = v.options.get("device").map(String::as_str);
-                if backed != Some(device.as_str()) {
-                    return Err(format!(
-                        "volume `{name}` exists but is not backed by {device} (it holds {}): remove it (`docker volume rm {name}`) or give this profile another name",
-                        backed.unwrap_or("a volume of its own")
-                    ));
-                }
-            }
-            Err(e) if not_found(&e) => {
-                let mut labels = self.labels(Some(svc));
-                labels.remove(LABEL_SPEC);
-                self.docker
-                    .create_volume(VolumeCreateRequest {
-                        name: Some(name.clone()),
-                        driver: Some("local".into()),
-                        driver_opts: Some(HashMap::from([
-                            ("type".to_string(), "none".to_string()),
-                            ("o".to_string(), "bind".to_string()),
-                            ("device".to_string(), device),
-                        ])),
-                        labels: Some(labels),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| format!("cannot create volume `{name}`: {e}"))?;
-            }
-            Err(e) => return Err(format!("cannot inspect volume `{name}`: {e}")),
-        }
-        Ok(name)
+        let mut labels = self.labels(Some(svc));
+        labels.remove(LABEL_SPEC);
+        ensure_bind_volume(&self.docker, &self.profile, svc, labels).await
     }
 
     fn create_body(
@@ -592,6 +562,52 @@ impl DockerBackend {
     }
 }
 
+/// The `local` driver's options for a volume backed by `dir` on the node.
+pub(super) fn bind_options(dir: &Path) -> HashMap<String, String> {
+    HashMap::from([
+        ("type".to_string(), "none".to_string()),
+        ("o".to_string(), "bind".to_string()),
+        ("device".to_string(), dir.display().to_string()),
+    ])
+}
+
+/// The named volume holding `svc`'s data dir, backed by that dir on this host: made when
+/// missing, refused when it exists backed by something else.
+pub(super) async fn ensure_bind_volume(
+    docker: &Docker,
+    profile: &str,
+    svc: &ServicePlan,
+    labels: HashMap<String, String>,
+) -> Result<String, String> {
+    let name = volume_name(profile, &svc.name);
+    let device = svc.data_dir.display().to_string();
+    match docker.inspect_volume(&name).await {
+        Ok(v) => {
+            let backed = v.options.get("device").map(String::as_str);
+            if backed != Some(device.as_str()) {
+                return Err(format!(
+                        "volume `{name}` exists but is not backed by {device} (it holds {}): remove it (`docker volume rm {name}`) or give this profile another name",
+                        backed.unwrap_or("a volume of its own")
+                    ));
+            }
+        }
+        Err(e) if not_found(&e) => {
+            docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(name.clone()),
+                    driver: Some("local".into()),
+                    driver_opts: Some(bind_options(&svc.data_dir)),
+                    labels: Some(labels),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot create volume `{name}`: {e}"))?;
+        }
+        Err(e) => return Err(format!("cannot inspect volume `{name}`: {e}")),
+    }
+    Ok(name)
+}
+
 /// The service's program: the only child of the container's init (docker-init), which
 /// forks it at once; the init itself if none shows up within 2 s. Status, CPU and memory
 /// readings and `kill -9` are about this process; the init's pid is the handle's group.
@@ -608,7 +624,7 @@ fn program_pid(init: i32) -> i32 {
     }
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

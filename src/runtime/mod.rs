@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod process;
+pub mod swarm;
 
 use crate::plan::ServicePlan;
 use crate::profile::StopSignal;

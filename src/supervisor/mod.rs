@@ -861,6 +861,7 @@ impl Supervisor {
                     kind: s.plan.kind.to_string(),
                     backend: backend.clone(),
                     pid: s.handle.map(|h| h.pid),
+                    image: s.plan.image.clone(),
                     state: state.into(),
                     detail,
                     uptime_secs: s.handle.and(s.started).map(|(_, t)| {

@@ -187,6 +187,11 @@ pub fn prepare(
             svc.depends_on_content(content);
         }
     }
+    // Images replaced by `chainctl upgrade` while the profile still names the old one.
+    if loaded.profile.runtime.containers() {
+        let o = crate::upgrade::read(&layout).map_err(anyhow::Error::msg)?;
+        crate::upgrade::apply(&o, &mut plan);
+    }
     Ok((loaded, layout, plan))
 }
 
@@ -246,6 +251,19 @@ pub fn run(
             d.check_images(&plan.services).map_err(anyhow::Error::msg)?;
             d.set_logs(&plan.services);
             Box::new(d)
+        }
+        crate::profile::RuntimeKind::Swarm => {
+            let mut s = crate::runtime::swarm::SwarmBackend::connect(
+                &loaded.profile.name,
+                &layout.root,
+                &loaded.profile.swarm,
+                Some(tx.clone()),
+            )
+            .map_err(anyhow::Error::msg)?;
+            // Fail before starting anything when an image or a placement's node is missing.
+            s.check(&plan.services).map_err(anyhow::Error::msg)?;
+            s.set_logs(&plan.services);
+            Box::new(s)
         }
         _ => {
             let self_exe = std::env::current_exe().context("cannot find the chainctl binary")?;

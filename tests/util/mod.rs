@@ -99,7 +99,10 @@ impl Env {
             .args(args);
         c.env_remove("CHAINCTL_PROFILE")
             .env_remove("CHAINCTL_STATE_DIR")
-            .env("CHAINCTL_LOG", "debug");
+            .env(
+                "CHAINCTL_LOG",
+                "debug,bollard=info,hyper=info,hyper_util=info",
+            );
         c.current_dir(self.dir.path());
         c
     }

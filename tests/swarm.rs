@@ -1,0 +1,433 @@
+//! `runtime: swarm`: the 4-validator devnet as Docker Swarm services on a single-node
+//! swarm this test initialises on the machine's Docker engine (and leaves afterwards),
+//! from the FROM-scratch image of our own static binary (built here, never pulled).
+//! What is checked: placement by `chainctl swarm label`, secrets never visible in
+//! `docker service inspect`, P2P published on the node, a killed task container → a new
+//! task and the chain goes on, adoption after chainctl itself restarts, a rolling upgrade
+//! of every built-in EL with no gap in the chain beyond one block time, a failed upgrade
+//! rolled back, and `down` removing every swarm object of the profile.
+
+mod util;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use util::{text, wait_for, Env};
+
+const VALIDATORS: u32 = 4;
+const NAME: &str = "sw-a";
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker is not installed: these tests need the Docker engine")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(o.status.success(), "docker {args:?}: {}", text(&o.stderr));
+    text(&o.stdout).trim().to_string()
+}
+
+/// A single-node swarm made for this test: left (with everything on it) when dropped,
+/// unless the engine was already in a swarm, which is then used and kept.
+struct Swarm {
+    ours: bool,
+}
+
+impl Swarm {
+    fn init() -> Swarm {
+        let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        if state == "active" {
+            return Swarm { ours: false };
+        }
+        docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        Swarm { ours: true }
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        if self.ours {
+            let _ = docker(&["swarm", "leave", "--force"]);
+        }
+    }
+}
+
+/// The devnet under `runtime: swarm`; dropping it stops chainctl and removes whatever
+/// swarm objects of the profile are left, even after a failed assertion.
+struct Net {
+    env: Env,
+    chain: util::Chain,
+}
+
+impl std::ops::Deref for Net {
+    type Target = util::Chain;
+    fn deref(&self) -> &util::Chain {
+        &self.chain
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = self.env.run(&["down"]);
+        let label = format!("label=io.chainctl.profile={NAME}");
+        for kind in ["service", "secret", "config"] {
+            let ids = text(&docker(&[kind, "ls", "-q", "--filter", &label]).stdout);
+            for id in ids.split_whitespace() {
+                docker(&[kind, "rm", id]);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        docker(&["network", "rm", &format!("chainctl-{NAME}")]);
+        let vols = text(&docker(&["volume", "ls", "-q", "--filter", &label]).stdout);
+        for v in vols.split_whitespace() {
+            docker(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+impl Net {
+    fn service(&self, svc: &str) -> String {
+        format!("chainctl-{NAME}-{svc}")
+    }
+
+    /// `docker service inspect` of a service, as JSON.
+    fn inspect(&self, svc: &str) -> Value {
+        let out = docker_ok(&["service", "inspect", &self.service(svc)]);
+        serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+    }
+
+    /// The running task's container id (on this node).
+    fn container(&self, svc: &str) -> String {
+        let out = docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={}", self.service(svc)),
+        ]);
+        let ids: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(ids.len(), 1, "{svc}: {out}");
+        ids[0].to_string()
+    }
+
+    fn els(&self) -> Vec<String> {
+        self.chain.els(VALIDATORS)
+    }
+
+    fn tail(&self, svc: &str) -> String {
+        let log = std::fs::read_to_string(self.env.state().join(format!("logs/{svc}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn wait_height(&self, h: u64, timeout: Duration) {
+        let t0 = Instant::now();
+        while !(0..VALIDATORS).all(|v| self.decided(v) >= h) {
+            if t0.elapsed() > timeout {
+                for v in 0..VALIDATORS {
+                    eprintln!(
+                        "--- val-{v}: {:?}\n{}",
+                        self.status(v),
+                        self.tail(&format!("val-{v}"))
+                    );
+                }
+                eprintln!("--- supervisor\n{}", self.env.supervisor_log());
+                panic!(
+                    "timed out after {timeout:?} waiting for every validator to decide {h} heights"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every EL has the same block at heights 1..=h, and consecutive blocks are at most
+    /// `max_gap` seconds apart (block timestamps: the chain's own record).
+    fn assert_chain(&self, h: u64, max_gap: u64) -> Vec<u64> {
+        let mut canon: BTreeMap<u64, (String, u64)> = BTreeMap::new();
+        for el in self.els() {
+            wait_for(
+                &format!("{el} to reach block {h}"),
+                Duration::from_secs(90),
+                || (self.el_height(&el) >= h).then_some(()),
+            );
+            for n in 1..=h {
+                let b = self
+                    .rpc(
+                        &el,
+                        "eth_getBlockByNumber",
+                        serde_json::json!([format!("0x{n:x}"), false]),
+                    )
+                    .unwrap_or_else(|| panic!("{el} has no block {n}"));
+                let hash = b["hash"].as_str().unwrap().to_string();
+                let ts = u64::from_str_radix(
+                    b["timestamp"].as_str().unwrap().trim_start_matches("0x"),
+                    16,
+                )
+                .unwrap();
+                let first = canon.entry(n).or_insert_with(|| (hash.clone(), ts));
+                assert_eq!(first.0, hash, "{el} disagrees at height {n}: FORK");
+            }
+        }
+        let ts: Vec<u64> = canon.values().map(|(_, t)| *t).collect();
+        ts
+    }
+}
+
+fn secret_bytes(state: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for dir in ["secrets/jwt", "secrets/validators"] {
+        let Ok(rd) = std::fs::read_dir(state.join(dir)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let content = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let content = content.trim().trim_start_matches("0x").to_string();
+            if content.len() >= 32 {
+                out.push((e.path().display().to_string(), content));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_devnet_runs_as_swarm_services_survives_a_killed_task_and_upgrades_one_validator_at_a_time() {
+    util::chainctl_image();
+    let _swarm = Swarm::init();
+    let env = Env::new();
+    // Name this node `a` for placement, as an operator would on a real swarm.
+    let labelled = env.ok(&["swarm", "label", "a"]);
+    assert!(labelled.contains("chainctl.node=a"), "{labelled}");
+    let node_label = docker_ok(&[
+        "node",
+        "inspect",
+        "self",
+        "--format",
+        "{{index .Spec.Labels \"chainctl.node\"}}",
+    ]);
+    assert_eq!(node_label, "a");
+    let image = format!("chainctl:{}", env!("CARGO_PKG_VERSION"));
+    env.write_profile(&format!(
+        "name: {NAME}\nruntime: swarm\nswarm:\n  placement: {{val-0: a, val-1: a}}\nports: {{start: 25400, end: 25499}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n"
+    ));
+    let mut net = Net {
+        env,
+        chain: util::Chain { ports: Value::Null },
+    };
+    net.env.up_detached();
+    net.chain = util::Chain::read(&net.env.state());
+    net.wait_height(3, Duration::from_secs(180));
+
+    // One replicated service per chainctl service, with chainctl's restart policy (none
+    // of the swarm's own), placement by label (val-0, val-1 and their ELs) or on this
+    // node, P2P published on the node, RPC through the mesh.
+    let node_id = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    let secrets = secret_bytes(&net.env.state());
+    assert!(secrets.len() >= 4 + 8, "{secrets:?}");
+    let mut services: Vec<String> = net.els();
+    services.extend((0..VALIDATORS).map(|v| format!("val-{v}")));
+    for svc in &services {
+        let s = net.inspect(svc);
+        let spec = &s["Spec"];
+        assert_eq!(spec["Mode"]["Replicated"]["Replicas"], 1, "{svc}");
+        let task = &spec["TaskTemplate"];
+        assert_eq!(task["RestartPolicy"]["Condition"], "none", "{svc}");
+        let placed = svc.starts_with("val-0") || svc.starts_with("val-1");
+        let want = if placed {
+            "node.labels.chainctl.node==a".to_string()
+        } else {
+            format!("node.id=={node_id}")
+        };
+        assert_eq!(task["Placement"]["Constraints"][0], want.as_str(), "{svc}");
+        assert_eq!(spec["EndpointSpec"]["Mode"], "dnsrr", "{svc}");
+        let c = &task["ContainerSpec"];
+        assert_eq!(c["ReadOnly"], true, "{svc}");
+        assert_eq!(c["CapabilityDrop"][0], "ALL", "{svc}");
+        // Secrets are Docker secrets, mounted 0400; none of their bytes is in the spec.
+        let mounted = c["Secrets"].as_array().cloned().unwrap_or_default();
+        assert!(!mounted.is_empty(), "{svc} has no secret");
+        for m in &mounted {
+            assert_eq!(m["File"]["Mode"], 0o400, "{svc}: {m}");
+        }
+        let all = s.to_string();
+        for (file, bytes) in &secrets {
+            assert!(
+                !all.contains(bytes.as_str()),
+                "{svc}: `docker service inspect` shows the content of {file}"
+            );
+        }
+        for p in spec["EndpointSpec"]["Ports"].as_array().unwrap() {
+            assert_eq!(p["PublishMode"], "host", "{svc}: {p}");
+        }
+    }
+    // Inside a task, the JWT secret is the file the plan names, 0400, chainctl's user's.
+    let el_pid = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Pid}}",
+        &net.container("val-2-el-0"),
+    ]);
+    let jwt = std::fs::read_dir(net.env.state().join("secrets/jwt"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.display().to_string().contains("val-2-el-0"))
+        .expect("val-2-el-0's JWT file");
+    let inside = std::path::PathBuf::from(format!("/proc/{el_pid}/root{}", jwt.display()));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&inside).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o400, "{}", inside.display());
+    assert_eq!(meta.uid(), unsafe { libc::getuid() });
+    assert_eq!(
+        std::fs::read(&inside).unwrap(),
+        std::fs::read(&jwt).unwrap()
+    );
+    let st = net.env.status();
+    for s in st["services"].as_array().unwrap() {
+        if s["name"] != "gateway" {
+            assert_eq!(s["backend"], "swarm", "{s}");
+            assert_eq!(s["image"], image.as_str(), "{s}");
+        }
+    }
+
+    // Kill val-0's active EL's task container: the task fails, chainctl's policy restarts
+    // it as a new task (a service update), val-0 fails over meanwhile, the chain goes on.
+    let killed = net.container("val-0-el-0");
+    let before = net.decided(0);
+    docker_ok(&["kill", &killed]);
+    net.wait_height(before + 5, Duration::from_secs(120));
+    let el = wait_for(
+        "val-0-el-0 to run a new task",
+        Duration::from_secs(90),
+        || {
+            let e = net.env.service("val-0-el-0");
+            (e["state"] == "ready" && e["restarts"].as_u64() >= Some(1)).then_some(e)
+        },
+    );
+    assert!(
+        el["last_exit"].as_str().unwrap_or("").contains("SIGKILL"),
+        "{el}"
+    );
+    assert_ne!(
+        net.container("val-0-el-0"),
+        killed,
+        "a new task, a new container"
+    );
+    let tasks = docker_ok(&[
+        "service",
+        "ps",
+        "--format",
+        "{{.CurrentState}}",
+        &net.service("val-0-el-0"),
+    ]);
+    assert!(tasks.lines().any(|l| l.starts_with("Running")), "{tasks}");
+    assert!(tasks.lines().any(|l| l.starts_with("Failed")), "{tasks}");
+
+    // chainctl itself dies (SIGKILL) and comes back: it adopts every running service
+    // (no new task anywhere).
+    let containers: BTreeMap<String, String> = services
+        .iter()
+        .map(|s| (s.clone(), net.container(s)))
+        .collect();
+    let sup = net.env.status()["supervisor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling the supervisor this test started.
+    assert_eq!(unsafe { libc::kill(sup, libc::SIGKILL) }, 0);
+    wait_for("the supervisor to die", Duration::from_secs(10), || {
+        (!util::alive(sup as i64)).then_some(())
+    });
+    net.env.up_detached();
+    for (svc, c) in &containers {
+        assert_eq!(&net.container(svc), c, "{svc} was restarted");
+    }
+    assert!(
+        net.env
+            .supervisor_log()
+            .contains("adopted its running swarm service"),
+        "{}",
+        net.env.supervisor_log()
+    );
+    let h = net.decided(0);
+    net.wait_height(h + 3, Duration::from_secs(60));
+
+    // Rolling upgrade of every built-in EL to another image, one at a time, each healthy
+    // before the next: no gap in the chain beyond one block time.
+    let next = "chainctl:swarm-upgrade-test";
+    docker_ok(&["tag", &image, next]);
+    let start_height = net.decided(0);
+    let out = net.env.ok(&["upgrade", "builtin", "--image", next]);
+    for el in net.els() {
+        assert!(out.contains(&format!("{el}: healthy on {next}")), "{out}");
+        let spec = net.inspect(&el);
+        assert_eq!(
+            spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+                .as_str()
+                .unwrap()
+                .split('@')
+                .next()
+                .unwrap(),
+            next,
+            "{el}"
+        );
+        assert_eq!(net.env.service(&el)["image"], next);
+    }
+    let end_height = net.decided(0);
+    net.wait_height(end_height + 2, Duration::from_secs(60));
+    let ts = net.assert_chain(end_height + 2, 2);
+    let gaps: Vec<u64> = ts.windows(2).map(|w| w[1] - w[0]).collect();
+    let during = &gaps[start_height.saturating_sub(1) as usize..];
+    assert!(
+        during.iter().all(|&g| g <= 2),
+        "a block took longer than one block time beyond the 1 s target during the upgrade: gaps {during:?}"
+    );
+
+    // An upgrade to an image whose program cannot run fails on the first EL, and every
+    // service it changed runs its previous image again, healthy.
+    let bad = "chainctl:swarm-broken-test";
+    let o = Command::new(util::static_binary())
+        .args([
+            "image",
+            "build",
+            "--tag",
+            bad,
+            "--binary",
+            "/usr/bin/tini-static",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let r = net.env.run(&["upgrade", "val-3-el-1", "--image", bad]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r.stdout));
+    let err = text(&r.stderr);
+    assert!(
+        err.contains("val-3-el-1") && err.contains("rolled back"),
+        "{err}\n{}",
+        text(&r.stdout)
+    );
+    let el = net.env.service("val-3-el-1");
+    assert_eq!(el["image"], next, "{el}");
+    assert_eq!(el["health"], "healthy", "{el}");
+    let h = net.decided(0);
+    net.wait_height(h + 2, Duration::from_secs(60));
+
+    // down removes every service, secret, config and the network; data stays.
+    net.env.ok(&["down"]);
+    let label = format!("label=io.chainctl.profile={NAME}");
+    for kind in ["service", "secret", "config"] {
+        assert_eq!(
+            docker_ok(&[kind, "ls", "-q", "--filter", &label]),
+            "",
+            "{kind}"
+        );
+    }
+    assert!(
+        !docker(&["network", "inspect", &format!("chainctl-{NAME}")])
+            .status
+            .success()
+    );
+    assert!(net.env.state().join("data/val-0/config.json").exists());
+    docker(&["rmi", next, bad]);
+}
