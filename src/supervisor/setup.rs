@@ -74,8 +74,12 @@ pub fn running_services(layout: &Layout) -> Vec<String> {
     st.services
         .into_iter()
         .filter(|(_, r)| {
-            r.handle
-                .is_some_and(|h| crate::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks))
+            // A swarm instance has no pid here; its task may run (on any node), holding its
+            // published ports: keep them, as for a live process.
+            r.handle.is_some_and(|h| {
+                crate::runtime::swarm::is_swarm_handle(&h)
+                    || crate::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks)
+            })
         })
         .map(|(n, _)| n)
         .collect()
