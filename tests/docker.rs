@@ -249,6 +249,34 @@ fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_af
     assert!(lines("val-1") > 0);
     net.assert_agree(h + 3);
 
+    // `chainctl upgrade` under `runtime: docker`: one execution client's container is
+    // recreated from another image, healthy before the command returns.
+    let next = "chainctl:docker-upgrade-test";
+    docker_ok(&[
+        "tag",
+        &format!("chainctl:{}", env!("CARGO_PKG_VERSION")),
+        next,
+    ]);
+    let (old_id, _, _) = net.inspect("val-1-el-1");
+    let out = net.env.ok(&["upgrade", "val-1-el-1", "--image", next]);
+    assert!(
+        out.contains(&format!("val-1-el-1: healthy on {next}")),
+        "{out}"
+    );
+    let image = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Config.Image}}",
+        &net.container("val-1-el-1"),
+    ]);
+    assert_eq!(image, next);
+    assert_ne!(
+        net.inspect("val-1-el-1").0,
+        old_id,
+        "recreated from the new image"
+    );
+    assert_eq!(net.env.service("val-1-el-1")["image"], next);
+
     // The readiness report reads the containers' evidence as it reads processes': their
     // published ports (held by Docker's proxy) are not conflicts, their data dirs, logs,
     // secrets and endpoints are where chainctl put them.
@@ -293,6 +321,7 @@ fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_af
             .success()
     );
     assert!(net.env.state().join("data/val-0/config.json").exists());
+    docker(&["rmi", next]);
 }
 
 #[test]

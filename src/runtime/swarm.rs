@@ -219,6 +219,8 @@ pub struct SwarmBackend {
     /// Instances the watcher follows: key → swarm service.
     watched: Arc<Mutex<BTreeMap<i32, String>>>,
     watching: bool,
+    /// When each instance was last killed.
+    killed: HashMap<i32, Instant>,
     logs: BTreeMap<String, (PathBuf, crate::profile::LogConfig)>,
     exits: Arc<Mutex<Vec<BackendEvent>>>,
     wake: Option<Sender<Event>>,
@@ -348,6 +350,7 @@ pub fn down_unsupervised(state_dir: &Path) -> Result<Vec<String>, String> {
             running: BTreeMap::new(),
             watched: Arc::default(),
             watching: false,
+            killed: HashMap::new(),
             logs: BTreeMap::new(),
             exits: Arc::new(Mutex::new(Vec::new())),
             wake: None,
@@ -414,6 +417,7 @@ impl SwarmBackend {
             running: BTreeMap::new(),
             watched: Arc::default(),
             watching: false,
+            killed: HashMap::new(),
             logs: BTreeMap::new(),
             exits: Arc::new(Mutex::new(Vec::new())),
             wake,
@@ -1009,13 +1013,12 @@ impl SwarmBackend {
         self.rt.spawn(async move {
             loop {
                 tokio::time::sleep(WATCH).await;
-                let names: Vec<String> = {
-                    let w = watched.lock().expect("watched");
-                    let mut n: Vec<String> = w.values().cloned().collect();
-                    n.sort();
-                    n.dedup();
-                    n
-                };
+                // Only the instances watched before the listing are judged by it: one
+                // added meanwhile may have a task the listing does not show.
+                let listed: BTreeMap<i32, String> = watched.lock().expect("watched").clone();
+                let mut names: Vec<String> = listed.values().cloned().collect();
+                names.sort();
+                names.dedup();
                 if names.is_empty() {
                     continue;
                 }
@@ -1028,6 +1031,9 @@ impl SwarmBackend {
                 {
                     let mut w = watched.lock().expect("watched");
                     w.retain(|&key, _| {
+                        if !listed.contains_key(&key) {
+                            return true;
+                        }
                         let exit = match task_of(&tasks, key) {
                             Some(t)
                                 if !terminal(t.status.as_ref().and_then(|s| s.state.as_ref())) =>
@@ -1058,10 +1064,10 @@ impl SwarmBackend {
     /// Scales the service of instance `key` to no replica: the swarm stops its task with
     /// the service's stop signal and grace, then kills it.
     fn scale_down(&self, key: i32) -> Result<(), String> {
-        let Some(r) = self.running.get(&key) else {
+        let Some(service) = self.service_of(key) else {
             return Ok(());
         };
-        let name = service_name(&self.profile, &r.service);
+        let name = service_name(&self.profile, &service);
         self.rt.block_on(async {
             for _ in 0..3 {
                 let s = match self
@@ -1095,6 +1101,19 @@ impl SwarmBackend {
                 "cannot stop swarm service `{name}`: it keeps being updated"
             ))
         })
+    }
+
+    /// The chainctl service of instance `key`: one followed, else one of the profile's
+    /// swarm services (an instance found but not adopted).
+    fn service_of(&self, key: i32) -> Option<String> {
+        match self.running.get(&key) {
+            Some(r) => Some(r.service.clone()),
+            None => self
+                .adoptable()
+                .into_iter()
+                .find(|(_, k)| *k == key)
+                .map(|(s, _)| s),
+        }
     }
 
     fn task_alive(&self, key: i32, service: &str) -> bool {
@@ -1169,6 +1188,16 @@ impl Backend for SwarmBackend {
     }
 
     fn kill(&mut self, h: &Handle) {
+        // The supervisor asks again and again until the task is gone: a swarm takes a
+        // moment to stop one, so ask the engine once a second, not at every tick.
+        if self
+            .killed
+            .get(&h.pid)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.killed.insert(h.pid, Instant::now());
         if let Some(c) = self.running.get(&h.pid).and_then(|r| r.container.clone()) {
             let opts = KillContainerOptionsBuilder::default()
                 .signal("SIGKILL")
@@ -1181,14 +1210,8 @@ impl Backend for SwarmBackend {
     }
 
     fn group_alive(&self, h: &Handle) -> bool {
-        match self.running.get(&h.pid) {
-            Some(r) => self.task_alive(h.pid, &r.service),
-            None => self
-                .adoptable()
-                .into_iter()
-                .find(|(_, k)| *k == h.pid)
-                .is_some_and(|(s, k)| self.task_alive(k, &s)),
-        }
+        self.service_of(h.pid)
+            .is_some_and(|s| self.task_alive(h.pid, &s))
     }
 
     fn adopt(&mut self, h: &Handle) -> bool {
@@ -1221,6 +1244,7 @@ impl Backend for SwarmBackend {
             .unwrap_or_default();
         for BackendEvent::Exited { pid, .. } in &events {
             self.running.remove(pid);
+            self.killed.remove(pid);
         }
         events
     }
