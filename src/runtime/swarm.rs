@@ -74,6 +74,8 @@ use std::time::{Duration, Instant};
 pub const NODE_LABEL: &str = "chainctl.node";
 /// Handles of swarm instances are at or above this: no Linux pid is (pid_max ≤ 2^22).
 pub const HANDLE_BASE: i32 = 0x4000_0000;
+// /proc/sys/kernel/pid_max is at most 2^22 (PID_MAX_LIMIT).
+const _: () = assert!(HANDLE_BASE > 1 << 22);
 /// How long a new task may take to run (scheduling, volume, start).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a starting task's state is read.
@@ -1404,8 +1406,6 @@ mod tests {
 
     #[test]
     fn swarm_handles_are_never_pids() {
-        // /proc/sys/kernel/pid_max is at most 2^22.
-        assert!(HANDLE_BASE > 1 << 22);
         let h = Handle {
             pid: HANDLE_BASE + 5,
             pgid: HANDLE_BASE + 5,
