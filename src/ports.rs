@@ -615,10 +615,14 @@ impl Owners {
             // A container's published port is held by Docker's proxy, forwarding to the
             // same port at one of the service's container addresses (its group is the
             // container's init, in the container's network namespace).
+            // A swarm task has no group here (its handle is the instance's number):
+            // the proxy of its published port is its own.
             if let Some((ip, port)) = crate::procinfo::docker_proxy_target(pid) {
                 return port == a.port
                     && self.groups.iter().any(|(n, g)| {
-                        n == service && crate::procinfo::netns_local_addrs(*g).contains(&ip)
+                        n == service
+                            && (*g >= crate::runtime::swarm::HANDLE_BASE
+                                || crate::procinfo::netns_local_addrs(*g).contains(&ip))
                     });
             }
             crate::procinfo::pgid(pid).is_some_and(mine)

@@ -58,16 +58,34 @@ fn write(layout: &Layout, o: &Overrides) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", p.display()))
 }
 
-/// Runs each overridden service from its `to` image (its spec changes with it).
-pub fn apply(o: &Overrides, plan: &mut Plan) {
+/// Runs each overridden service from its `to` image (its spec changes with it). Returns
+/// the overrides still in force: one whose service is gone, or whose profile now names
+/// another image than its `from`, is dropped (the profile is the truth again).
+pub fn apply(o: &Overrides, plan: &mut Plan) -> Overrides {
+    let mut kept = Overrides::new();
     for svc in &mut plan.services {
         if let Some(ov) = o.get(&svc.name) {
             if svc.image.as_deref() == Some(ov.from.as_str()) {
                 svc.image = Some(ov.to.clone());
                 svc.depends_on_content(&format!("image {}", ov.to));
+                kept.insert(svc.name.clone(), ov.clone());
             }
         }
     }
+    kept
+}
+
+/// Applies the state dir's overrides to `plan`, forgetting those no longer in force.
+pub fn apply_saved(layout: &Layout, plan: &mut Plan) -> Result<(), String> {
+    let all = read(layout)?;
+    if all.is_empty() {
+        return Ok(());
+    }
+    let kept = apply(&all, plan);
+    if kept != all {
+        write(layout, &kept)?;
+    }
+    Ok(())
 }
 
 /// The services `target` names, in validator order: one service of the plan, or every
@@ -128,15 +146,18 @@ fn reload(layout: &Layout) -> Result<(), String> {
 }
 
 /// Waits until `service` runs a new instance (not `old_pid`) of `image` that is ready
-/// and healthy; `Err` with what was seen when it fails, gives up or times out.
+/// and has stayed healthy for `settle` (so the health seen is the new instance's, not
+/// the old one's); `Err` with what was seen when it fails, gives up or times out.
 fn wait_healthy(
     layout: &Layout,
     service: &str,
     image: &str,
     old_pid: Option<i32>,
     timeout: Duration,
+    settle: Duration,
 ) -> Result<(), String> {
     let t0 = Instant::now();
+    let mut healthy_since: Option<Instant> = None;
     let mut restarts_at_new: Option<u32> = None;
     loop {
         let st = status(layout)?;
@@ -168,7 +189,12 @@ fn wait_healthy(
         let healthy = matches!(s.state.as_str(), "ready" | "healthy")
             && s.health.as_deref().is_none_or(|h| h == "healthy");
         if new && healthy {
-            return Ok(());
+            let since = *healthy_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= settle {
+                return Ok(());
+            }
+        } else {
+            healthy_since = None;
         }
         if t0.elapsed() > timeout {
             return Err(format!(
@@ -194,6 +220,7 @@ fn step(
     ov: Option<Override>,
     image: &str,
     timeout: Duration,
+    settle: Duration,
 ) -> Result<(), String> {
     let old_pid = status(layout)?
         .services
@@ -207,7 +234,7 @@ fn step(
     };
     write(layout, &all)?;
     reload(layout)?;
-    wait_healthy(layout, service, image, old_pid, timeout)
+    wait_healthy(layout, service, image, old_pid, timeout, settle)
 }
 
 /// `chainctl upgrade`: checks, then the rolling upgrade of `target` to `image`.
@@ -238,23 +265,21 @@ pub fn upgrade(
     }
     let st = status(layout)?;
     let names: Vec<String> = st.services.iter().map(|s| s.name.clone()).collect();
-    let overrides = read(layout)?;
     let mut list = Vec::new();
     for name in targets(profile, &names, target)? {
-        let running = st
+        // The profile's own image (the loaded profile has the validators' services).
+        let profile_image = profile
             .services
-            .iter()
-            .find(|s| s.name == name)
+            .get(&name)
             .and_then(|s| s.image.clone())
-            .ok_or_else(|| format!("{name} runs no image"))?;
-        // The profile's image: what an override in force replaced, else what runs.
-        let profile_image = match overrides.get(&name) {
-            Some(o) if o.to == running => o.from.clone(),
-            _ => running,
-        };
+            .ok_or_else(|| format!("{name} has no image in the profile"))?;
         list.push((name, profile_image));
     }
-    run(layout, &list, image, timeout, out)
+    // Enough probes after a new instance is ready for a failing one to show it: the
+    // monitor calls a client unhealthy after `health.failures` failed probes in a row.
+    let h = &profile.health;
+    let settle = h.interval.get() * (h.failures + 1);
+    run(layout, &list, image, timeout, settle, out)
 }
 
 /// The rolling upgrade: `targets` are (service, its profile's image), in order.
@@ -263,14 +288,18 @@ fn run(
     targets: &[(String, String)],
     image: &str,
     timeout: Duration,
+    settle: Duration,
     out: &mut dyn std::io::Write,
 ) -> Result<(), String> {
     let mut done: Vec<Step> = Vec::new();
     for (service, profile_image) in targets {
-        let before = read(layout)?.get(service).cloned();
+        // An override that no longer applies (the profile names another image) is gone.
+        let before = read(layout)?
+            .get(service)
+            .filter(|o| &o.from == profile_image)
+            .cloned();
         let running = before
             .as_ref()
-            .filter(|o| &o.from == profile_image)
             .map(|o| o.to.clone())
             .unwrap_or_else(|| profile_image.clone());
         if running == image {
@@ -283,7 +312,7 @@ fn run(
         });
         let t0 = Instant::now();
         let _ = writeln!(out, "{service}: {running} -> {image} ...");
-        match step(layout, service, ov, image, timeout) {
+        match step(layout, service, ov, image, timeout, settle) {
             Ok(()) => {
                 let _ = writeln!(
                     out,
@@ -310,7 +339,7 @@ fn run(
                             .map(|(_, i)| i.clone())
                             .unwrap_or_default()
                     });
-                    match step(layout, &s.service, s.before.clone(), &img, timeout) {
+                    match step(layout, &s.service, s.before.clone(), &img, timeout, settle) {
                         Ok(()) => {
                             let _ = writeln!(out, "{}: rolled back to {img}, healthy", s.service);
                         }
@@ -370,12 +399,12 @@ mod tests {
         };
         let mut plan = plan_with("chainctl:1");
         let before = plan.services[0].spec_hash.clone();
-        apply(&o, &mut plan);
+        assert_eq!(apply(&o, &mut plan), o);
         assert_eq!(plan.services[0].image.as_deref(), Some("chainctl:2"));
         assert_ne!(plan.services[0].spec_hash, before);
         // The user edited the profile to another image: it wins.
         let mut edited = plan_with("chainctl:3");
-        apply(&o, &mut edited);
+        assert!(apply(&o, &mut edited).is_empty(), "dropped");
         assert_eq!(edited.services[0].image.as_deref(), Some("chainctl:3"));
     }
 }

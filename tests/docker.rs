@@ -8,24 +8,10 @@ mod util;
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use util::{text, wait_for, Env};
+use util::{docker, docker_ok, text, wait_for, Env};
 
 const VALIDATORS: u32 = 4;
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker is not installed: these tests need the Docker engine")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(o.status.success(), "docker {args:?}: {}", text(&o.stderr));
-    text(&o.stdout).trim().to_string()
-}
 
 /// A devnet under `runtime: docker`; dropping it stops chainctl and removes whatever
 /// Docker objects of the profile are left, even after a failed assertion.

@@ -13,23 +13,10 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use util::{text, wait_for, Env};
+use util::{docker, docker_ok, text, wait_for, Env};
 
 const VALIDATORS: u32 = 4;
 const NAME: &str = "sw-a";
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker is not installed: these tests need the Docker engine")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(o.status.success(), "docker {args:?}: {}", text(&o.stderr));
-    text(&o.stdout).trim().to_string()
-}
 
 /// A single-node swarm made for this test: left (with everything on it) when dropped,
 /// unless the engine was already in a swarm, which is then used and kept.

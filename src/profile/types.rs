@@ -624,7 +624,7 @@ impl RuntimeKind {
 #[serde(deny_unknown_fields)]
 pub struct SwarmConfig {
     /// Validator (`val-I`) or service → the swarm node it runs on, named by that node's
-    /// `chainctl.node` label (set with `chainctl swarm label NODE NAME`). A validator's
+    /// `chainctl.node` label (set with `chainctl swarm label NAME --node NODE`). A validator's
     /// execution clients go with it. What is not listed stays on the node chainctl talks
     /// to, so data stays where it lives.
     #[serde(default)]

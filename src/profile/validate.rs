@@ -318,7 +318,7 @@ fn swarm(p: &Profile, c: &mut Checker) {
         if !crate::runtime::swarm::valid_node_name(node) {
             c.at(
                 &field,
-                format!("`{node}` cannot name a swarm node: use 1-63 letters, digits, `-`, `_` or `.` (the value of the node's `chainctl.node` label, set with `chainctl swarm label NODE {}`)", "NAME"),
+                format!("`{node}` cannot name a swarm node: use 1-63 letters, digits, `-`, `_` or `.` (the value of the node's `chainctl.node` label, set with `chainctl swarm label NAME --node NODE`)"),
             );
         }
     }

@@ -201,21 +201,7 @@ impl DockerBackend {
     /// Every image the services need must be on the engine: one message naming each
     /// missing image, its services and the command that provides it.
     pub fn check_images(&self, services: &[ServicePlan]) -> Result<(), String> {
-        let mut by_image: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for s in services {
-            match &s.image {
-                Some(i) => by_image.entry(i.clone()).or_default().push(s.name.clone()),
-                None => return Err(no_image(&s.name)),
-            }
-        }
-        let mut missing = Vec::new();
-        for (image, names) in &by_image {
-            match self.rt.block_on(self.docker.inspect_image(image)) {
-                Ok(_) => {}
-                Err(e) if not_found(&e) => missing.push(missing_image(image, names)),
-                Err(e) => return Err(format!("cannot inspect image `{image}`: {e}")),
-            }
-        }
+        let missing = self.rt.block_on(missing_images(&self.docker, services))?;
         if missing.is_empty() {
             Ok(())
         } else {
@@ -224,34 +210,15 @@ impl DockerBackend {
     }
 
     fn labels(&self, service: Option<&ServicePlan>) -> HashMap<String, String> {
-        let mut l = HashMap::from([
-            (LABEL_PROFILE.to_string(), self.profile.clone()),
-            (
-                LABEL_STATE.to_string(),
-                self.state_dir.display().to_string(),
-            ),
-        ]);
-        if let Some(s) = service {
-            l.insert(LABEL_SERVICE.into(), s.name.clone());
-            l.insert(LABEL_SPEC.into(), s.spec_hash.clone());
-        }
-        l
+        owner_labels(&self.profile, &self.state_dir, service)
     }
 
     fn ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
-        labels
-            .and_then(|l| l.get(LABEL_STATE))
-            .is_some_and(|d| Path::new(d) == self.state_dir)
+        owned_by(&self.state_dir, labels)
     }
 
     fn other_state_dir(&self, what: &str, labels: Option<&HashMap<String, String>>) -> String {
-        let owner = labels
-            .and_then(|l| l.get(LABEL_STATE))
-            .map(|d| format!("the chainctl with state dir {d}"))
-            .unwrap_or_else(|| "something other than chainctl".into());
-        format!(
-            "{what} already exists and belongs to {owner}: stop that one (`chainctl --state-dir DIR down`, or `docker rm -f`) or give this profile another name"
-        )
+        owned_elsewhere(what, labels, "docker rm -f")
     }
 
     async fn ensure_network(&self) -> Result<String, String> {
@@ -560,6 +527,71 @@ impl DockerBackend {
             )),
         }
     }
+}
+
+/// The labels of a Docker object chainctl makes for `profile` and `state_dir` (and
+/// `service`, with its spec hash).
+pub(super) fn owner_labels(
+    profile: &str,
+    state_dir: &Path,
+    service: Option<&ServicePlan>,
+) -> HashMap<String, String> {
+    let mut l = HashMap::from([
+        (LABEL_PROFILE.to_string(), profile.to_string()),
+        (LABEL_STATE.to_string(), state_dir.display().to_string()),
+    ]);
+    if let Some(s) = service {
+        l.insert(LABEL_SERVICE.into(), s.name.clone());
+        l.insert(LABEL_SPEC.into(), s.spec_hash.clone());
+    }
+    l
+}
+
+/// Whether an object with these labels is the chainctl of `state_dir`'s.
+pub(super) fn owned_by(state_dir: &Path, labels: Option<&HashMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(LABEL_STATE))
+        .is_some_and(|d| Path::new(d) == state_dir)
+}
+
+/// The message for an object in the way that is not ours; `remove` is the Docker
+/// command that removes it.
+pub(super) fn owned_elsewhere(
+    what: &str,
+    labels: Option<&HashMap<String, String>>,
+    remove: &str,
+) -> String {
+    let owner = labels
+        .and_then(|l| l.get(LABEL_STATE))
+        .map(|d| format!("the chainctl with state dir {d}"))
+        .unwrap_or_else(|| "something other than chainctl".into());
+    format!(
+        "{what} already exists and belongs to {owner}: stop that one (`chainctl --state-dir DIR down`, or `{remove}`) or give this profile another name"
+    )
+}
+
+/// One message per image the services need that the engine does not have (naming its
+/// services and the command that provides it); `Err` for a service with no image.
+pub(super) async fn missing_images(
+    docker: &Docker,
+    services: &[ServicePlan],
+) -> Result<Vec<String>, String> {
+    let mut by_image: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in services {
+        match &s.image {
+            Some(i) => by_image.entry(i.clone()).or_default().push(s.name.clone()),
+            None => return Err(no_image(&s.name)),
+        }
+    }
+    let mut missing = Vec::new();
+    for (image, names) in &by_image {
+        match docker.inspect_image(image).await {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => missing.push(missing_image(image, names)),
+            Err(e) => return Err(format!("cannot inspect image `{image}`: {e}")),
+        }
+    }
+    Ok(missing)
 }
 
 /// The `local` driver's options for a volume backed by `dir` on the node.

@@ -437,21 +437,9 @@ impl SwarmBackend {
     /// Before anything starts: every image is on this engine (chainctl never pulls; on a
     /// multi-node swarm each node needs it too), and every placement names a labelled node.
     pub fn check(&self, services: &[ServicePlan]) -> Result<(), String> {
-        let mut by_image: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for s in services {
-            match &s.image {
-                Some(i) => by_image.entry(i.clone()).or_default().push(s.name.clone()),
-                None => return Err(no_image(&s.name)),
-            }
-        }
-        let mut problems = Vec::new();
-        for (image, names) in &by_image {
-            match self.rt.block_on(self.docker.inspect_image(image)) {
-                Ok(_) => {}
-                Err(e) if not_found(&e) => problems.push(missing_image(image, names)),
-                Err(e) => return Err(format!("cannot inspect image `{image}`: {e}")),
-            }
-        }
+        let mut problems = self
+            .rt
+            .block_on(super::docker::missing_images(&self.docker, services))?;
         let nodes = self
             .rt
             .block_on(
@@ -469,7 +457,7 @@ impl SwarmBackend {
         for node in wanted {
             if !labelled.contains(node) {
                 problems.push(format!(
-                    "swarm.placement names node `{node}`, but no node of this swarm has the label {NODE_LABEL}={node}: label the node that should run it (`chainctl swarm label NODE {node}`; `docker node ls` lists the nodes)"
+                    "swarm.placement names node `{node}`, but no node of this swarm has the label {NODE_LABEL}={node}: label the node that should run it (`chainctl swarm label {node} --node NODE`; `docker node ls` lists the nodes)"
                 ));
             }
         }
@@ -481,34 +469,15 @@ impl SwarmBackend {
     }
 
     fn labels(&self, service: Option<&ServicePlan>) -> HashMap<String, String> {
-        let mut l = HashMap::from([
-            (LABEL_PROFILE.to_string(), self.profile.clone()),
-            (
-                LABEL_STATE.to_string(),
-                self.state_dir.display().to_string(),
-            ),
-        ]);
-        if let Some(s) = service {
-            l.insert(LABEL_SERVICE.into(), s.name.clone());
-            l.insert(LABEL_SPEC.into(), s.spec_hash.clone());
-        }
-        l
+        super::docker::owner_labels(&self.profile, &self.state_dir, service)
     }
 
     fn ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
-        labels
-            .and_then(|l| l.get(LABEL_STATE))
-            .is_some_and(|d| Path::new(d) == self.state_dir)
+        super::docker::owned_by(&self.state_dir, labels)
     }
 
     fn not_ours(&self, what: &str, labels: Option<&HashMap<String, String>>) -> String {
-        let owner = labels
-            .and_then(|l| l.get(LABEL_STATE))
-            .map(|d| format!("the chainctl with state dir {d}"))
-            .unwrap_or_else(|| "something other than chainctl".into());
-        format!(
-            "{what} already exists and belongs to {owner}: stop that one (`chainctl --state-dir DIR down`, or `docker service rm`) or give this profile another name"
-        )
+        super::docker::owned_elsewhere(what, labels, "docker service rm")
     }
 
     fn label_filter(&self) -> HashMap<String, Vec<String>> {
@@ -1024,16 +993,38 @@ impl SwarmBackend {
                 if names.is_empty() {
                     continue;
                 }
-                let filters = HashMap::from([("service".to_string(), names)]);
+                let filters = HashMap::from([("service".to_string(), names.clone())]);
                 let opts = ListTasksOptionsBuilder::default().filters(&filters).build();
-                let Ok(tasks) = docker.list_tasks(Some(opts)).await else {
-                    continue;
+                // The engine refuses the whole listing when one of the services is gone:
+                // then list them one by one, and a gone one's instances have ended.
+                let (tasks, unread) = match docker.list_tasks(Some(opts)).await {
+                    Ok(t) => (t, Vec::new()),
+                    Err(_) => {
+                        let (mut all, mut unread) = (Vec::new(), Vec::new());
+                        for n in &names {
+                            let f = HashMap::from([("service".to_string(), vec![n.clone()])]);
+                            let o = ListTasksOptionsBuilder::default().filters(&f).build();
+                            match docker.list_tasks(Some(o)).await {
+                                Ok(t) => all.extend(t),
+                                // Gone: its instances have ended.
+                                Err(e) if not_found(&e) => {}
+                                Err(e) => {
+                                    tracing::warn!(service = %n, "cannot read its swarm tasks: {e}");
+                                    unread.push(n.clone());
+                                }
+                            }
+                        }
+                        (all, unread)
+                    }
                 };
                 let mut ended = Vec::new();
                 {
                     let mut w = watched.lock().expect("watched");
-                    w.retain(|&key, _| {
+                    w.retain(|&key, name| {
                         if !listed.contains_key(&key) {
+                            return true;
+                        }
+                        if unread.contains(name) {
                             return true;
                         }
                         let exit = match task_of(&tasks, key) {
@@ -1082,6 +1073,14 @@ impl SwarmBackend {
                     Err(e) => return Err(format!("cannot inspect swarm service `{name}`: {e}")),
                 };
                 let mut spec = s.spec.unwrap_or_default();
+                let replicas = spec
+                    .mode
+                    .as_ref()
+                    .and_then(|m| m.replicated.as_ref())
+                    .and_then(|r| r.replicas);
+                if replicas == Some(0) {
+                    return Ok(());
+                }
                 spec.mode = Some(ServiceSpecMode {
                     replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
                     ..Default::default()

@@ -193,8 +193,7 @@ pub fn prepare(
     }
     // Images replaced by `chainctl upgrade` while the profile still names the old one.
     if loaded.profile.runtime.containers() {
-        let o = crate::upgrade::read(&layout).map_err(anyhow::Error::msg)?;
-        crate::upgrade::apply(&o, &mut plan);
+        crate::upgrade::apply_saved(&layout, &mut plan).map_err(anyhow::Error::msg)?;
     }
     Ok((loaded, layout, plan))
 }

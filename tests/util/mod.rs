@@ -51,6 +51,21 @@ pub fn chainctl_image() {
     });
 }
 
+/// `docker ARGS` (the engine's own CLI, as a user would check what chainctl made).
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker is not installed: these tests need the Docker engine")
+}
+
+/// `docker ARGS`, which must succeed: its trimmed output.
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(o.status.success(), "docker {args:?}: {}", text(&o.stderr));
+    text(&o.stdout).trim().to_string()
+}
+
 /// The binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_chainctl"))
