@@ -385,25 +385,8 @@ impl DockerBackend {
             .get(service)
             .cloned()
             .unwrap_or_else(|| (layout.log_file(service), Default::default()));
-        let (docker, cid, max, keep) = (
-            self.docker.clone(),
-            id.to_string(),
-            logs.max_bytes,
-            logs.keep,
-        );
-        self.rt.spawn(async move {
-            let opts = LogsOptionsBuilder::default()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .since(since as i32)
-                .build();
-            let mut stream = docker.logs(&cid, Some(opts));
-            let mut sink = crate::logrelay::Sink::new(&file, max, keep);
-            while let Some(Ok(chunk)) = stream.next().await {
-                sink.write(&chunk.into_bytes());
-            }
-        });
+        let stream = self.docker.logs(id, Some(follow_logs(since)));
+        relay_logs(&self.rt, stream, file, logs);
         self.running.insert(
             pid,
             Running {
@@ -592,6 +575,35 @@ pub(super) async fn missing_images(
         }
     }
     Ok(missing)
+}
+
+/// Docker's log options for following a container's (or task's) output from `since`
+/// (unix seconds) on.
+pub(super) fn follow_logs(since: i64) -> bollard::query_parameters::LogsOptions {
+    LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .since(since as i32)
+        .build()
+}
+
+/// Copies a followed log stream into the service's rotated log file, until it ends.
+pub(super) fn relay_logs(
+    rt: &tokio::runtime::Runtime,
+    stream: impl futures::Stream<Item = Result<bollard::container::LogOutput, DockerError>>
+        + Send
+        + 'static,
+    file: PathBuf,
+    logs: crate::profile::LogConfig,
+) {
+    rt.spawn(async move {
+        let mut stream = Box::pin(stream);
+        let mut sink = crate::logrelay::Sink::new(&file, logs.max_bytes, logs.keep);
+        while let Some(Ok(chunk)) = stream.next().await {
+            sink.write(&chunk.into_bytes());
+        }
+    });
 }
 
 /// The `local` driver's options for a volume backed by `dir` on the node.

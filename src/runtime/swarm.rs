@@ -59,10 +59,9 @@ use bollard::models::{
 use bollard::query_parameters::{
     InspectServiceOptions, KillContainerOptionsBuilder, ListConfigsOptionsBuilder,
     ListNodesOptionsBuilder, ListSecretsOptionsBuilder, ListServicesOptionsBuilder,
-    ListTasksOptionsBuilder, LogsOptionsBuilder, UpdateServiceOptionsBuilder,
+    ListTasksOptionsBuilder, UpdateServiceOptionsBuilder,
 };
 use bollard::Docker;
-use futures::StreamExt;
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -938,20 +937,10 @@ impl SwarmBackend {
             .get(service)
             .cloned()
             .unwrap_or_else(|| (layout.log_file(service), Default::default()));
-        let docker = self.docker.clone();
-        self.rt.spawn(async move {
-            let opts = LogsOptionsBuilder::default()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .since(since as i32)
-                .build();
-            let mut stream = docker.task_logs(&task_id, Some(opts));
-            let mut sink = crate::logrelay::Sink::new(&file, logs.max_bytes, logs.keep);
-            while let Some(Ok(chunk)) = stream.next().await {
-                sink.write(&chunk.into_bytes());
-            }
-        });
+        let stream = self
+            .docker
+            .task_logs(&task_id, Some(super::docker::follow_logs(since)));
+        super::docker::relay_logs(&self.rt, stream, file, logs);
         self.running.insert(
             key,
             Running {
