@@ -933,6 +933,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                 restarts: r.restarts,
                 last_exit: r.last_exit.map(|e| e.to_string()),
                 ports: r.plan.ports.clone(),
+                address: Some(r.plan.ready_host),
                 cpu_percent: None,
                 memory_bytes: None,
                 health: None,
@@ -953,6 +954,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                 restarts: 0,
                 last_exit: None,
                 ports: Default::default(),
+                address: None,
                 cpu_percent: None,
                 memory_bytes: None,
                 health: None,
@@ -1999,10 +2001,19 @@ fn report_cmd(
         eprintln!("error: the readiness report could not run: {e:#}");
         Ok(ExitCode::from(2))
     };
-    let (loaded, layout, plan, _) = match inspect_plan(profile, state_dir, &crate::ports::NoProbe) {
-        Ok(x) => x,
-        Err(e) => return could_not(e),
-    };
+    let (loaded, layout, mut plan, _) =
+        match inspect_plan(profile, state_dir, &crate::ports::NoProbe) {
+            Ok(x) => x,
+            Err(e) => return could_not(e),
+        };
+    // The services placed on other swarm nodes are probed there.
+    if loaded.profile.runtime == crate::profile::RuntimeKind::Swarm {
+        if let Err(e) = crate::runtime::swarm::locate(&loaded.profile.swarm, &mut plan.services) {
+            return could_not(anyhow::anyhow!(
+                "cannot tell which swarm node runs which service: {e}"
+            ));
+        }
+    }
     let inputs = crate::report::evidence::Inputs {
         profile: &loaded.profile,
         layout: &layout,

@@ -33,6 +33,9 @@ pub struct ServiceStatus {
     pub last_exit: Option<String>,
     /// Its ports.
     pub ports: BTreeMap<String, Assigned>,
+    /// The address its ports are reached at (`listen.rpc`, or the swarm node running it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
     /// CPU use of the main process, percent of one core.
     pub cpu_percent: Option<f32>,
     /// Resident memory of the main process, bytes.
@@ -111,10 +114,12 @@ pub fn query_validators(r: &mut StatusReport) {
         let status = if s.pid.is_none() {
             Err("not running".to_string())
         } else {
-            http_get_json(
-                std::net::SocketAddr::from(([127, 0, 0, 1], port.port)),
-                "/status",
-            )
+            // At the address its ports are on (another swarm node's, or this host's).
+            let ip = s
+                .address
+                .filter(|a| !a.is_unspecified())
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            http_get_json(std::net::SocketAddr::new(ip, port.port), "/status")
         };
         r.validators.push(ValidatorView {
             name: s.name.clone(),
@@ -332,11 +337,19 @@ pub fn table(r: &StatusReport) -> String {
                 if s.ports.is_empty() {
                     dash()
                 } else {
-                    s.ports
+                    // Shown when the ports are on another host (another swarm node).
+                    let at = s
+                        .address
+                        .filter(|a| !a.is_loopback() && !a.is_unspecified())
+                        .map(|a| format!("{a}: "))
+                        .unwrap_or_default();
+                    let ports = s
+                        .ports
                         .iter()
                         .map(|(n, a)| format!("{n}={}/{}", a.port, a.protocol))
                         .collect::<Vec<_>>()
-                        .join(" ")
+                        .join(" ");
+                    format!("{at}{ports}")
                 },
             ]
         })

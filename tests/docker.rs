@@ -56,7 +56,7 @@ impl Net {
         let mut net = Net {
             env,
             name: name.to_string(),
-            chain: util::Chain { ports: Value::Null },
+            chain: util::Chain::default(),
         };
         net.env.up_detached();
         net.chain = util::Chain::read(&net.env.state());

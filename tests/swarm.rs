@@ -1,11 +1,16 @@
-//! `runtime: swarm`: the 4-validator devnet as Docker Swarm services on a single-node
-//! swarm this test initialises on the machine's Docker engine (and leaves afterwards),
-//! from the FROM-scratch image of our own static binary (built here, never pulled).
-//! What is checked: placement by `chainctl swarm label`, secrets never visible in
+//! `runtime: swarm`: the 4-validator devnet as Docker Swarm services on a two-node swarm
+//! this test makes: this machine's Docker engine the manager (node `a`) and a second
+//! `dockerd` in a network namespace of its own as the worker (node `b`), joined over a
+//! veth pair; both left, and the second engine stopped, afterwards. The services run
+//! from the FROM-scratch image of our own static binary (built here, loaded onto the
+//! second node, never pulled).
+//! What is checked: placement by `chainctl swarm label` (val-3 and its execution clients
+//! on node b, its data in the volume there, its ports probed at b's address, consensus
+//! across the overlay network between the nodes), secrets never visible in
 //! `docker service inspect`, P2P published on the node, a killed task container → a new
 //! task and the chain goes on, adoption after chainctl itself restarts, a rolling upgrade
-//! of every built-in EL with no gap in the chain beyond one block time, a failed upgrade
-//! rolled back, and `down` removing every swarm object of the profile.
+//! of every built-in EL on both nodes with no gap in the chain beyond one block time, a
+//! failed upgrade rolled back, and `down` removing every swarm object of the profile.
 
 mod util;
 
@@ -18,28 +23,248 @@ use util::{docker, docker_ok, text, wait_for, Env};
 const VALIDATORS: u32 = 4;
 const NAME: &str = "sw-a";
 
-/// A single-node swarm made for this test: left (with everything on it) when dropped,
-/// unless the engine was already in a swarm, which is then used and kept.
+/// The second node's Docker engine: a second `dockerd` in a network namespace of its own
+/// (`NS`), joined to this host by a veth pair (this host `HOST_IP`, the node `NODE_IP`),
+/// with its own data root, exec root and socket; it shares only the kernel and the file
+/// system with this host, as a second server sharing an NFS export would.
+struct Worker {
+    dockerd: std::process::Child,
+}
+
+const NS: &str = "chainctl-sw-b";
+const VETH: &str = "ccsw-b";
+const HOST_IP: &str = "10.213.0.1";
+const NODE_IP: &str = "10.213.0.2";
+const WORKER_DIR: &str = "/var/tmp/chainctl-swarm-b";
+
+/// The second node's engine socket (`docker -H`).
+fn worker_host() -> String {
+    format!("unix://{WORKER_DIR}/docker.sock")
+}
+
+/// `docker ARGS` against the second node's engine.
+fn worker_docker(args: &[&str]) -> std::process::Output {
+    let host = worker_host();
+    let mut all = vec!["-H", host.as_str()];
+    all.extend_from_slice(args);
+    docker(&all)
+}
+
+fn sh(program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{program}: {e} (the two-node swarm test needs iproute2, util-linux and dockerd)"
+            )
+        })
+}
+
+fn sh_ok(program: &str, args: &[&str]) {
+    let o = sh(program, args);
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}",
+        text(&o.stderr)
+    );
+}
+
+impl Worker {
+    /// Removes what a killed run left: its engine, namespace, link and directory.
+    fn remove_leftovers() {
+        let pidfile = format!("{WORKER_DIR}/dockerd.pid");
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: signalling the engine a previous run of this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while util::alive(pid as i64) && t0.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = sh("ip", &["netns", "del", NS]);
+        let _ = sh("ip", &["link", "del", VETH]);
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut inside: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(WORKER_DIR))
+            .collect();
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in inside {
+            let _ = sh("umount", &["-l", m]);
+        }
+        let _ = std::fs::remove_dir_all(WORKER_DIR);
+    }
+
+    fn start() -> Worker {
+        Worker::remove_leftovers();
+        sh_ok("ip", &["netns", "add", NS]);
+        sh_ok(
+            "ip",
+            &[
+                "link", "add", VETH, "type", "veth", "peer", "name", "ccsw-n",
+            ],
+        );
+        sh_ok("ip", &["link", "set", "ccsw-n", "netns", NS]);
+        sh_ok(
+            "ip",
+            &["addr", "add", &format!("{HOST_IP}/24"), "dev", VETH],
+        );
+        sh_ok("ip", &["link", "set", VETH, "up"]);
+        for cmd in [
+            vec!["addr", "add", &*format!("{NODE_IP}/24"), "dev", "ccsw-n"],
+            vec!["link", "set", "ccsw-n", "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut args = vec!["netns", "exec", NS, "ip"];
+            args.extend(cmd);
+            sh_ok("ip", &args);
+        }
+        // The engine's own settings (storage driver, MTU), without the paths that are
+        // this host engine's.
+        std::fs::create_dir_all(WORKER_DIR).unwrap();
+        let mut conf: serde_json::Map<String, Value> =
+            std::fs::read_to_string("/etc/docker/daemon.json")
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+        for k in ["data-root", "exec-root", "pidfile", "hosts", "graph"] {
+            conf.remove(k);
+        }
+        let conf_path = format!("{WORKER_DIR}/daemon.json");
+        std::fs::write(&conf_path, Value::Object(conf).to_string()).unwrap();
+        let log = std::fs::File::create(format!("{WORKER_DIR}/dockerd.log")).unwrap();
+        // nsenter enters only the network namespace (`ip netns exec` would also remount
+        // /sys, hiding the cgroup mounts dockerd needs).
+        let dockerd = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{NS}"))
+            .args([
+                "dockerd",
+                "--config-file",
+                &conf_path,
+                "--data-root",
+                &format!("{WORKER_DIR}/root"),
+                "--exec-root",
+                &format!("{WORKER_DIR}/exec"),
+                "--pidfile",
+                &format!("{WORKER_DIR}/dockerd.pid"),
+                "-H",
+                &worker_host(),
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("nsenter dockerd: the two-node swarm test needs util-linux and dockerd");
+        let w = Worker { dockerd };
+        wait_for(
+            "the second node's Docker engine to answer",
+            Duration::from_secs(60),
+            || worker_docker(&["info"]).status.success().then_some(()),
+        );
+        w
+    }
+
+    /// Copies an image of this host's engine to the second node (nothing is pulled).
+    fn load(&self, image: &str) {
+        let mut save = Command::new("docker")
+            .args(["save", image])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = Command::new("docker")
+            .args(["-H", &worker_host(), "load"])
+            .stdin(save.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(save.wait().unwrap().success(), "docker save {image}");
+        assert!(
+            o.status.success(),
+            "docker load {image}: {}",
+            text(&o.stderr)
+        );
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = worker_docker(&["swarm", "leave", "--force"]);
+        // SAFETY: signalling the nsenter/dockerd this test started.
+        unsafe { libc::kill(self.dockerd.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.dockerd.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.dockerd.kill();
+        let _ = self.dockerd.wait();
+        Worker::remove_leftovers();
+    }
+}
+
+/// A two-node swarm made for this test: this host's engine the manager (node `a`), and a
+/// worker (node `b`, [`Worker`]); left, with everything on it, when dropped.
 struct Swarm {
-    ours: bool,
+    worker: Worker,
+    /// The second node's swarm id.
+    b: String,
 }
 
 impl Swarm {
     fn init() -> Swarm {
         let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
         if state == "active" {
-            return Swarm { ours: false };
+            // A killed run of this test leaves its swarm: leave it. Any other swarm is
+            // not ours to leave.
+            let addr = docker_ok(&["info", "--format", "{{.Swarm.NodeAddr}}"]);
+            assert_eq!(
+                addr, HOST_IP,
+                "this Docker engine is already in a swarm (node address {addr}); this test makes its own two-node swarm: run it on an engine outside any swarm (`docker swarm leave --force` leaves it)"
+            );
+            docker_ok(&["swarm", "leave", "--force"]);
         }
-        docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
-        Swarm { ours: true }
+        let worker = Worker::start();
+        docker_ok(&["swarm", "init", "--advertise-addr", HOST_IP]);
+        let token = docker_ok(&["swarm", "join-token", "-q", "worker"]);
+        let o = worker_docker(&[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            "--advertise-addr",
+            NODE_IP,
+            &format!("{HOST_IP}:2377"),
+        ]);
+        assert!(
+            o.status.success(),
+            "the worker's swarm join: {}",
+            text(&o.stderr)
+        );
+        let b = text(&worker_docker(&["info", "--format", "{{.Swarm.NodeID}}"]).stdout)
+            .trim()
+            .to_string();
+        wait_for(
+            "the second node to be ready",
+            Duration::from_secs(60),
+            || {
+                (docker_ok(&["node", "inspect", &b, "--format", "{{.Status.State}}"]) == "ready")
+                    .then_some(())
+            },
+        );
+        Swarm { worker, b }
     }
 }
 
 impl Drop for Swarm {
     fn drop(&mut self) {
-        if self.ours {
-            let _ = docker(&["swarm", "leave", "--force"]);
-        }
+        let _ = worker_docker(&["swarm", "leave", "--force"]);
+        let _ = docker(&["swarm", "leave", "--force"]);
     }
 }
 
@@ -100,17 +325,32 @@ impl Net {
         serde_json::from_str::<Value>(&out).unwrap()[0].clone()
     }
 
-    /// The running task's container id (on this node).
+    /// The running task's container id, on whichever of the two nodes runs it.
     fn container(&self, svc: &str) -> String {
-        let out = docker_ok(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=com.docker.swarm.service.name={}", self.service(svc)),
-        ]);
+        let filter = format!("label=com.docker.swarm.service.name={}", self.service(svc));
+        let args = ["ps", "-q", "--filter", filter.as_str()];
+        let out = format!(
+            "{} {}",
+            docker_ok(&args),
+            text(&worker_docker(&args).stdout)
+        );
         let ids: Vec<&str> = out.split_whitespace().collect();
         assert_eq!(ids.len(), 1, "{svc}: {out}");
         ids[0].to_string()
+    }
+
+    /// The node running `svc`'s task, by the swarm's own record.
+    fn task_node(&self, svc: &str) -> String {
+        let task = docker_ok(&[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            &self.service(svc),
+        ]);
+        assert_eq!(task.lines().count(), 1, "{svc}: {task}");
+        docker_ok(&["inspect", "--format", "{{.NodeID}}", task.trim()])
     }
 
     fn els(&self) -> Vec<String> {
@@ -197,31 +437,62 @@ fn secret_bytes(state: &std::path::Path) -> Vec<(String, String)> {
 #[test]
 fn the_devnet_runs_as_swarm_services_survives_a_killed_task_and_upgrades_one_validator_at_a_time() {
     util::chainctl_image();
-    let _swarm = Swarm::init();
+    let image = format!("chainctl:{}", env!("CARGO_PKG_VERSION"));
+    let swarm = Swarm::init();
+    // chainctl never pulls: every node needs the image, as on a real swarm.
+    swarm.worker.load(&image);
     remove_leftovers();
     let env = Env::new();
-    // Name this node `a` for placement, as an operator would on a real swarm.
+    // Name this node `a` and the other `b` for placement, as an operator would.
     let labelled = env.ok(&["swarm", "label", "a"]);
     assert!(labelled.contains("chainctl.node=a"), "{labelled}");
-    let node_label = docker_ok(&[
-        "node",
-        "inspect",
-        "self",
-        "--format",
-        "{{index .Spec.Labels \"chainctl.node\"}}",
-    ]);
-    assert_eq!(node_label, "a");
-    let image = format!("chainctl:{}", env!("CARGO_PKG_VERSION"));
+    env.ok(&["swarm", "label", "b", "--node", &swarm.b]);
+    for (node, want) in [("self", "a"), (swarm.b.as_str(), "b")] {
+        let label = docker_ok(&[
+            "node",
+            "inspect",
+            node,
+            "--format",
+            "{{index .Spec.Labels \"chainctl.node\"}}",
+        ]);
+        assert_eq!(label, want);
+    }
     env.write_profile(&format!(
-        "name: {NAME}\nruntime: swarm\nswarm:\n  placement: {{val-0: a, val-1: a}}\nports: {{start: 25400, end: 25499}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n"
+        "name: {NAME}\nruntime: swarm\nswarm:\n  placement: {{val-0: a, val-1: a, val-3: b}}\nports: {{start: 25400, end: 25499}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n"
     ));
     let mut net = Net {
         env,
-        chain: util::Chain { ports: Value::Null },
+        chain: util::Chain::default(),
     };
     net.env.up_detached();
     net.chain = util::Chain::read(&net.env.state());
+    // val-3 and its clients run on node b: chainctl reaches their ports at b's address.
+    let st = net.env.status();
+    net.chain.locate(&st);
+    for s in st["services"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let want = if name.starts_with("val-3") {
+            NODE_IP
+        } else {
+            "127.0.0.1"
+        };
+        assert_eq!(s["address"], want, "{s}");
+    }
+    let table = net.env.ok(&["status"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("val-3-el-0 ") && l.contains(&format!("{NODE_IP}: engine="))),
+        "{table}"
+    );
     net.wait_height(3, Duration::from_secs(180));
+    // val-3's client on node b keeps its chain in the volume bound to its data dir.
+    let db = net.env.state().join("data/val-3-el-0/engine.redb");
+    assert!(
+        std::fs::metadata(&db).is_ok_and(|m| m.len() > 0),
+        "{} was not written by the task on node b",
+        db.display()
+    );
 
     // One replicated service per chainctl service, with chainctl's restart policy (none
     // of the swarm's own), placement by label (val-0, val-1 and their ELs) or on this
@@ -237,13 +508,15 @@ fn the_devnet_runs_as_swarm_services_survives_a_killed_task_and_upgrades_one_val
         assert_eq!(spec["Mode"]["Replicated"]["Replicas"], 1, "{svc}");
         let task = &spec["TaskTemplate"];
         assert_eq!(task["RestartPolicy"]["Condition"], "none", "{svc}");
-        let placed = svc.starts_with("val-0") || svc.starts_with("val-1");
-        let want = if placed {
-            "node.labels.chainctl.node==a".to_string()
+        let (want, on) = if svc.starts_with("val-0") || svc.starts_with("val-1") {
+            ("node.labels.chainctl.node==a".to_string(), &node_id)
+        } else if svc.starts_with("val-3") {
+            ("node.labels.chainctl.node==b".to_string(), &swarm.b)
         } else {
-            format!("node.id=={node_id}")
+            (format!("node.id=={node_id}"), &node_id)
         };
         assert_eq!(task["Placement"]["Constraints"][0], want.as_str(), "{svc}");
+        assert_eq!(&net.task_node(svc), on, "{svc} runs on the wrong node");
         assert_eq!(spec["EndpointSpec"]["Mode"], "dnsrr", "{svc}");
         let c = &task["ContainerSpec"];
         assert_eq!(c["ReadOnly"], true, "{svc}");
@@ -363,6 +636,7 @@ fn the_devnet_runs_as_swarm_services_survives_a_killed_task_and_upgrades_one_val
     // before the next: no gap in the chain beyond one block time.
     let next = "chainctl:swarm-upgrade-test";
     docker_ok(&["tag", &image, next]);
+    swarm.worker.load(next);
     let start_height = net.decided(0);
     let t0 = Instant::now();
     let out = net.env.ok(&["upgrade", "builtin", "--image", next]);
@@ -411,6 +685,7 @@ fn the_devnet_runs_as_swarm_services_survives_a_killed_task_and_upgrades_one_val
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
+    swarm.worker.load(bad);
     let r = net.env.run(&["upgrade", "val-3-el-1", "--image", bad]);
     assert_eq!(r.status.code(), Some(1), "{}", text(&r.stdout));
     let err = text(&r.stderr);

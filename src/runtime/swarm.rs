@@ -19,7 +19,8 @@
 //!   own data dir, where `chainctl` and its disk checks look);
 //! - placement: a validator and its execution clients on the node whose `chainctl.node`
 //!   label is the profile's `swarm.placement` for it (`chainctl swarm label`), anything
-//!   not placed on the node chainctl talks to, so data stays where it lives;
+//!   not placed on the node chainctl talks to, so data stays where it lives; chainctl
+//!   probes a service placed on another node at that node's swarm address ([`locate`]);
 //! - ports: P2P in host mode (on the node running the task: the routing mesh would NAT
 //!   them and peers would see the wrong address), the others through the routing mesh or
 //!   on the node as `swarm.publish` says;
@@ -64,6 +65,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -117,14 +119,128 @@ fn validator_of(service: &str) -> Option<&str> {
 /// The placement constraint of `service`: its (or its validator's) node from
 /// `swarm.placement`, else the node chainctl talks to.
 pub fn constraint(cfg: &SwarmConfig, service: &str, local_node: &str) -> String {
-    let placed = cfg
-        .placement
-        .get(service)
-        .or_else(|| validator_of(service).and_then(|v| cfg.placement.get(v)));
-    match placed {
+    match placed_on(cfg, service) {
         Some(node) => format!("node.labels.{NODE_LABEL}=={node}"),
         None => format!("node.id=={local_node}"),
     }
+}
+
+/// A swarm node as placement and chainctl's probes see it.
+#[derive(Debug, Clone)]
+pub struct SwarmNode {
+    pub id: String,
+    pub hostname: String,
+    /// Its `chainctl.node` label.
+    pub label: Option<String>,
+    /// The address the swarm reaches it at (`Status.Addr`).
+    pub addr: Option<IpAddr>,
+}
+
+impl SwarmNode {
+    fn of(n: &bollard::models::Node) -> SwarmNode {
+        SwarmNode {
+            id: n.id.clone().unwrap_or_default(),
+            hostname: n
+                .description
+                .as_ref()
+                .and_then(|d| d.hostname.clone())
+                .unwrap_or_default(),
+            label: n
+                .spec
+                .as_ref()
+                .and_then(|s| s.labels.as_ref()?.get(NODE_LABEL).cloned()),
+            addr: n
+                .status
+                .as_ref()
+                .and_then(|s| s.addr.as_deref()?.parse().ok()),
+        }
+    }
+}
+
+/// Where chainctl reaches the ports of each service that runs on another node than the
+/// one it talks to (`local`): that node's swarm address, on which its host-mode ports are
+/// published (and the mesh's, with `swarm.publish: mesh`). Services on the local node are
+/// left out (they are reached at `listen.rpc`, as on one host). A placement label carried
+/// by more than one node is refused: a service's data stays on one node. A label no node
+/// carries is left to [`SwarmBackend::check`], which names the fix.
+pub fn remote_hosts(
+    cfg: &SwarmConfig,
+    services: &[&str],
+    nodes: &[SwarmNode],
+    local: &str,
+) -> Result<BTreeMap<String, IpAddr>, String> {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for &svc in services {
+        let Some(name) = placed_on(cfg, svc) else {
+            continue;
+        };
+        let carriers: Vec<&SwarmNode> = nodes
+            .iter()
+            .filter(|n| n.label.as_deref() == Some(name))
+            .collect();
+        match carriers.as_slice() {
+            [] => {}
+            [n] if n.id == local => {}
+            [n] => match n.addr.filter(|a| !a.is_unspecified()) {
+                Some(a) => {
+                    out.insert(svc.to_string(), a);
+                }
+                None => problems.push(format!(
+                    "swarm node `{}` (label {NODE_LABEL}={name}, for `{svc}`) reports no address chainctl could reach its ports at (Status.Addr {:?}): join it with `docker swarm join --advertise-addr ADDRESS`",
+                    n.hostname,
+                    n.addr.map(|a| a.to_string()).unwrap_or_default()
+                )),
+            },
+            many => {
+                let msg = format!(
+                    "label {NODE_LABEL}={name} is on {} nodes ({}): a service placed there would move between them and away from its data; keep it on one (`docker node update --label-rm {NODE_LABEL} NODE` on the others)",
+                    many.len(),
+                    many.iter()
+                        .map(|n| n.hostname.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                if !problems.contains(&msg) {
+                    problems.push(msg);
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Sets each service's probe address (`ready_host`) to its node's swarm address when it
+/// is placed on another node than the one chainctl talks to: reads the swarm's nodes.
+pub fn locate(cfg: &SwarmConfig, services: &mut [ServicePlan]) -> Result<(), String> {
+    let (rt, docker) = connect_engine()?;
+    let local = manager_node(&rt, &docker)?;
+    let nodes: Vec<SwarmNode> = rt
+        .block_on(docker.list_nodes(Some(ListNodesOptionsBuilder::default().build())))
+        .map_err(|e| format!("cannot list the swarm's nodes: {e}"))?
+        .iter()
+        .map(SwarmNode::of)
+        .collect();
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let hosts = remote_hosts(cfg, &names, &nodes, &local)?;
+    for s in services {
+        if let Some(a) = hosts.get(&s.name) {
+            s.ready_host = *a;
+        }
+    }
+    Ok(())
+}
+
+/// The `chainctl.node` name `service` (or its validator) is placed on.
+fn placed_on<'a>(cfg: &'a SwarmConfig, service: &str) -> Option<&'a str> {
+    cfg.placement
+        .get(service)
+        .or_else(|| validator_of(service).and_then(|v| cfg.placement.get(v)))
+        .map(String::as_str)
 }
 
 /// Whether a port is a P2P port (published on the node, never through the mesh).
@@ -448,7 +564,7 @@ impl SwarmBackend {
             .map_err(|e| format!("cannot list the swarm's nodes: {e}"))?;
         let labelled: Vec<String> = nodes
             .iter()
-            .filter_map(|n| n.spec.as_ref()?.labels.as_ref()?.get(NODE_LABEL).cloned())
+            .filter_map(|n| SwarmNode::of(n).label)
             .collect();
         let mut wanted: Vec<&String> = self.cfg.placement.values().collect();
         wanted.sort();
@@ -1390,6 +1506,65 @@ mod tests {
         assert!(!is_p2p("http"));
         assert!(!is_p2p("engine"));
         assert!(!is_p2p("status"));
+    }
+
+    #[test]
+    fn services_on_other_nodes_are_probed_at_their_node() {
+        let node = |id: &str, label: Option<&str>, addr: &str| SwarmNode {
+            id: id.into(),
+            hostname: format!("host-{id}"),
+            label: label.map(Into::into),
+            addr: addr.parse().ok(),
+        };
+        let cfg = SwarmConfig {
+            placement: BTreeMap::from([
+                ("val-0".to_string(), "a".to_string()),
+                ("val-1".to_string(), "b".to_string()),
+            ]),
+            publish: SwarmPublish::Host,
+        };
+        let nodes = [
+            node("A", Some("a"), "10.0.0.1"),
+            node("B", Some("b"), "10.0.0.2"),
+        ];
+        let services = ["val-0", "val-0-el-0", "val-1", "val-1-el-0", "val-2"];
+        let hosts = remote_hosts(&cfg, &services, &nodes, "A").unwrap();
+        // val-0 is on the local node (listen.rpc), val-2 is not placed (the local node).
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            hosts,
+            BTreeMap::from([("val-1".to_string(), b), ("val-1-el-0".to_string(), b)])
+        );
+        // Seen from B, val-0 and its client are the remote ones.
+        let hosts = remote_hosts(&cfg, &services, &nodes, "B").unwrap();
+        assert_eq!(
+            hosts.keys().collect::<Vec<_>>(),
+            ["val-0", "val-0-el-0"].iter().collect::<Vec<_>>()
+        );
+        // A label on two nodes would move a service away from its data.
+        let two = [
+            node("A", Some("a"), "10.0.0.1"),
+            node("B", Some("b"), "10.0.0.2"),
+            node("C", Some("b"), "10.0.0.3"),
+        ];
+        let e = remote_hosts(&cfg, &services, &two, "A").unwrap_err();
+        assert!(
+            e.contains("chainctl.node=b is on 2 nodes (host-B, host-C)"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+        // A node without an address cannot be probed.
+        let blind = [node("A", Some("a"), ""), node("B", Some("b"), "0.0.0.0")];
+        let e = remote_hosts(&cfg, &services, &blind, "A").unwrap_err();
+        assert!(
+            e.contains("swarm node `host-B`") && e.contains("--advertise-addr"),
+            "{e}"
+        );
+        // A label nobody has is check()'s to report.
+        let none = [node("A", None, "10.0.0.1")];
+        assert!(remote_hosts(&cfg, &services, &none, "A")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -873,6 +873,7 @@ impl Supervisor {
                     restarts: s.restarts,
                     last_exit: s.last_exit.map(|e| e.to_string()),
                     ports: s.plan.ports.clone(),
+                    address: Some(s.plan.ready_host),
                     cpu_percent: if usage {
                         proc_.map(|p| p.cpu_usage())
                     } else {

@@ -195,6 +195,11 @@ pub fn prepare(
     if loaded.profile.runtime.containers() {
         crate::upgrade::apply_saved(&layout, &mut plan).map_err(anyhow::Error::msg)?;
     }
+    // Services placed on another swarm node are probed at that node's address.
+    if loaded.profile.runtime == crate::profile::RuntimeKind::Swarm {
+        crate::runtime::swarm::locate(&loaded.profile.swarm, &mut plan.services)
+            .map_err(anyhow::Error::msg)?;
+    }
     Ok((loaded, layout, plan))
 }
 

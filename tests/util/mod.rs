@@ -246,8 +246,11 @@ pub fn listener_cmd(port_placeholder: &str) -> String {
 
 /// A running validator network seen from outside: its ports (the state dir's
 /// `ports.json`), each validator's status endpoint and each execution client's JSON-RPC.
+#[derive(Default)]
 pub struct Chain {
     pub ports: Value,
+    /// Services reached elsewhere than 127.0.0.1 (on another swarm node): their address.
+    pub hosts: std::collections::BTreeMap<String, String>,
 }
 
 impl Chain {
@@ -256,7 +259,22 @@ impl Chain {
         let text = std::fs::read_to_string(state.join("ports.json")).unwrap();
         Chain {
             ports: serde_json::from_str(&text).unwrap(),
+            hosts: Default::default(),
         }
+    }
+
+    /// Takes each service's address from `chainctl status --json` (other nodes' services).
+    pub fn locate(&mut self, status: &Value) {
+        for s in status["services"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(addr)) = (s["name"].as_str(), s["address"].as_str()) {
+                self.hosts.insert(name.to_string(), addr.to_string());
+            }
+        }
+    }
+
+    /// The address `svc`'s ports are reached at.
+    pub fn host(&self, svc: &str) -> &str {
+        self.hosts.get(svc).map_or("127.0.0.1", String::as_str)
     }
 
     pub fn port(&self, svc: &str, name: &str) -> u16 {
@@ -265,9 +283,11 @@ impl Chain {
 
     /// Validator `v`'s `/status`, if it answers.
     pub fn status(&self, v: u32) -> Option<Value> {
+        let val = format!("val-{v}");
         let url = format!(
-            "http://127.0.0.1:{}/status",
-            self.port(&format!("val-{v}"), "status")
+            "http://{}:{}/status",
+            self.host(&val),
+            self.port(&val, "status")
         );
         ureq::get(&url)
             .timeout(Duration::from_secs(2))
@@ -293,7 +313,7 @@ impl Chain {
 
     /// A JSON-RPC call to an execution client; its `result`.
     pub fn rpc(&self, el: &str, method: &str, params: Value) -> Option<Value> {
-        let url = format!("http://127.0.0.1:{}", self.port(el, "http"));
+        let url = format!("http://{}:{}", self.host(el), self.port(el, "http"));
         let r: Value = ureq::post(&url)
             .timeout(Duration::from_secs(2))
             .send_json(
