@@ -1902,20 +1902,30 @@ fn default_rpc(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Strin
         )
     })?;
     let first_el = crate::network::el_name(0, 0);
-    let pick = ports
+    let (name, pick) = ports
         .services
-        .get(&first_el)
-        .and_then(|p| p.get("http"))
+        .get_key_value(&first_el)
+        .and_then(|(n, p)| Some((n, p.get("http")?)))
         .or_else(|| {
             ports
                 .services
-                .values()
-                .find_map(|p| p.get("http").or_else(|| p.get("rpc")))
+                .iter()
+                .find_map(|(n, p)| Some((n, p.get("http").or_else(|| p.get("rpc"))?)))
         })
         .ok_or_else(|| {
             anyhow::anyhow!("no --rpc given and the profile has no service with an `http` or `rpc` port: pass --rpc URL")
         })?;
-    Ok(format!("http://127.0.0.1:{}", pick.port))
+    // Where the supervisor reaches it (another swarm node's address, or this host).
+    let host = state::read_json::<StateFile>(&layout.state_file())
+        .ok()
+        .flatten()
+        .and_then(|st| st.services.get(name).map(|r| r.plan.ready_host))
+        .filter(|a| !a.is_unspecified())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    Ok(format!(
+        "http://{}",
+        std::net::SocketAddr::new(host, pick.port)
+    ))
 }
 
 fn load_cmd(profile: Option<&Path>, state_dir: Option<&Path>, a: LoadArgs) -> Result<ExitCode> {

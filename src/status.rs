@@ -337,11 +337,14 @@ pub fn table(r: &StatusReport) -> String {
                 if s.ports.is_empty() {
                     dash()
                 } else {
-                    // Shown when the ports are on another host (another swarm node).
+                    // Shown when the ports are on another swarm node.
                     let at = s
                         .address
-                        .filter(|a| !a.is_loopback() && !a.is_unspecified())
-                        .map(|a| format!("{a}: "))
+                        .filter(|a| s.backend == "swarm" && !a.is_loopback() && !a.is_unspecified())
+                        .map(|a| match a {
+                            std::net::IpAddr::V4(a) => format!("{a}: "),
+                            std::net::IpAddr::V6(a) => format!("[{a}]: "),
+                        })
                         .unwrap_or_default();
                     let ports = s
                         .ports

@@ -71,20 +71,35 @@ fn sh_ok(program: &str, args: &[&str]) {
 }
 
 impl Worker {
-    /// Removes what a killed run left: its engine, namespace, link and directory.
+    /// Removes what a killed run left: its engine and every process of it (containerd,
+    /// shims, tasks), its namespace, link, mounts and directory. Only processes whose
+    /// command line names `WORKER_DIR` are signalled (a stale pid may be anybody's).
     fn remove_leftovers() {
-        let pidfile = format!("{WORKER_DIR}/dockerd.pid");
-        if let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            // SAFETY: signalling the engine a previous run of this test started.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+        let ours = || -> Vec<i32> {
+            let Ok(rd) = std::fs::read_dir("/proc") else {
+                return Vec::new();
+            };
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(WORKER_DIR))
+                })
+                .collect()
+        };
+        for (signal, wait) in [(libc::SIGTERM, 20), (libc::SIGKILL, 5)] {
+            let pids = ours();
+            if pids.is_empty() {
+                break;
+            }
+            for &pid in &pids {
+                // SAFETY: signalling processes of a previous run of this test.
+                unsafe { libc::kill(pid, signal) };
+            }
             let t0 = Instant::now();
-            while util::alive(pid as i64) && t0.elapsed() < Duration::from_secs(20) {
+            while !ours().is_empty() && t0.elapsed() < Duration::from_secs(wait) {
                 std::thread::sleep(Duration::from_millis(200));
             }
-            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         let _ = sh("ip", &["netns", "del", NS]);
         let _ = sh("ip", &["link", "del", VETH]);
@@ -133,7 +148,15 @@ impl Worker {
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
-        for k in ["data-root", "exec-root", "pidfile", "hosts", "graph"] {
+        // live-restore cannot be used in a swarm.
+        for k in [
+            "data-root",
+            "exec-root",
+            "pidfile",
+            "hosts",
+            "graph",
+            "live-restore",
+        ] {
             conf.remove(k);
         }
         let conf_path = format!("{WORKER_DIR}/daemon.json");
@@ -155,6 +178,11 @@ impl Worker {
                 &format!("{WORKER_DIR}/dockerd.pid"),
                 "-H",
                 &worker_host(),
+                // Its own containerd namespaces, where the host has a system containerd.
+                "--containerd-namespace",
+                NS,
+                "--containerd-plugins-namespace",
+                &format!("{NS}-plugins"),
             ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -202,8 +230,10 @@ impl Drop for Worker {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let _ = self.dockerd.kill();
-        let _ = self.dockerd.wait();
+        if !matches!(self.dockerd.try_wait(), Ok(Some(_))) {
+            let _ = self.dockerd.kill();
+            let _ = self.dockerd.wait();
+        }
         Worker::remove_leftovers();
     }
 }
@@ -231,6 +261,11 @@ impl Swarm {
         }
         let worker = Worker::start();
         docker_ok(&["swarm", "init", "--advertise-addr", HOST_IP]);
+        // From here on, dropping it leaves the swarm, even when the join fails.
+        let mut swarm = Swarm {
+            worker,
+            b: String::new(),
+        };
         let token = docker_ok(&["swarm", "join-token", "-q", "worker"]);
         let o = worker_docker(&[
             "swarm",
@@ -246,18 +281,19 @@ impl Swarm {
             "the worker's swarm join: {}",
             text(&o.stderr)
         );
-        let b = text(&worker_docker(&["info", "--format", "{{.Swarm.NodeID}}"]).stdout)
+        swarm.b = text(&worker_docker(&["info", "--format", "{{.Swarm.NodeID}}"]).stdout)
             .trim()
             .to_string();
         wait_for(
             "the second node to be ready",
             Duration::from_secs(60),
             || {
-                (docker_ok(&["node", "inspect", &b, "--format", "{{.Status.State}}"]) == "ready")
+                (docker_ok(&["node", "inspect", &swarm.b, "--format", "{{.Status.State}}"])
+                    == "ready")
                     .then_some(())
             },
         );
-        Swarm { worker, b }
+        swarm
     }
 }
 

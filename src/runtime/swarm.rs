@@ -132,12 +132,27 @@ pub struct SwarmNode {
     pub hostname: String,
     /// Its `chainctl.node` label.
     pub label: Option<String>,
-    /// The address the swarm reaches it at (`Status.Addr`).
+    /// The address the swarm reaches it at.
     pub addr: Option<IpAddr>,
+    /// Whether the swarm has lost it (`Status.State` down): a machine that rejoined
+    /// leaves its old, down entry behind.
+    pub down: bool,
 }
 
 impl SwarmNode {
     fn of(n: &bollard::models::Node) -> SwarmNode {
+        let usable = |a: IpAddr| !a.is_unspecified() && !a.is_loopback();
+        // `Status.Addr`; a manager's may read 0.0.0.0 or 127.0.0.1 on some engines, where
+        // its manager address (IP:port, the one it advertised) is the one to use.
+        let status = n
+            .status
+            .as_ref()
+            .and_then(|s| s.addr.as_deref()?.parse::<IpAddr>().ok());
+        let manager = n
+            .manager_status
+            .as_ref()
+            .and_then(|m| m.addr.as_deref()?.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip());
         SwarmNode {
             id: n.id.clone().unwrap_or_default(),
             hostname: n
@@ -149,62 +164,90 @@ impl SwarmNode {
                 .spec
                 .as_ref()
                 .and_then(|s| s.labels.as_ref()?.get(NODE_LABEL).cloned()),
-            addr: n
-                .status
-                .as_ref()
-                .and_then(|s| s.addr.as_deref()?.parse().ok()),
+            addr: status
+                .filter(|a| usable(*a))
+                .or(manager.filter(|a| usable(*a)))
+                .or(status),
+            down: n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::DOWN),
         }
     }
 }
 
-/// Where chainctl reaches the ports of each service that runs on another node than the
-/// one it talks to (`local`): that node's swarm address, on which its host-mode ports are
-/// published (and the mesh's, with `swarm.publish: mesh`). Services on the local node are
-/// left out (they are reached at `listen.rpc`, as on one host). A placement label carried
-/// by more than one node is refused: a service's data stays on one node. A label no node
-/// carries is left to [`SwarmBackend::check`], which names the fix.
+/// Whether `addr` is an address of this host (chainctl's probes of a service on a node
+/// at such an address go to `listen.rpc`, as on one host).
+pub fn is_here(addr: IpAddr) -> bool {
+    std::net::UdpSocket::bind((addr, 0)).is_ok()
+}
+
+/// Where chainctl reaches the ports of each service whose node is another host: that
+/// node's swarm address, on which its host-mode ports are published (and the mesh's,
+/// with `swarm.publish: mesh`). A service's node is the one carrying its placement label,
+/// else the engine's own (`engine`, where unplaced services are pinned). Services on a
+/// node at an address of this host (`here`) are left out: they are reached at
+/// `listen.rpc`. A placement label carried by more than one live node is refused (a
+/// service's data stays on one node), and so is a label only down nodes carry; a label
+/// no node carries is left to [`SwarmBackend::check`], which names the fix.
 pub fn remote_hosts(
     cfg: &SwarmConfig,
     services: &[&str],
     nodes: &[SwarmNode],
-    local: &str,
+    engine: &str,
+    here: impl Fn(IpAddr) -> bool,
 ) -> Result<BTreeMap<String, IpAddr>, String> {
     let mut out = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut problem = |msg: String| {
+        if !problems.contains(&msg) {
+            problems.push(msg);
+        }
+    };
     for &svc in services {
-        let Some(name) = placed_on(cfg, svc) else {
-            continue;
-        };
-        let carriers: Vec<&SwarmNode> = nodes
-            .iter()
-            .filter(|n| n.label.as_deref() == Some(name))
-            .collect();
-        match carriers.as_slice() {
-            [] => {}
-            [n] if n.id == local => {}
-            [n] => match n.addr.filter(|a| !a.is_unspecified()) {
-                Some(a) => {
-                    out.insert(svc.to_string(), a);
-                }
-                None => problems.push(format!(
-                    "swarm node `{}` (label {NODE_LABEL}={name}, for `{svc}`) reports no address chainctl could reach its ports at (Status.Addr {:?}): join it with `docker swarm join --advertise-addr ADDRESS`",
-                    n.hostname,
-                    n.addr.map(|a| a.to_string()).unwrap_or_default()
-                )),
-            },
-            many => {
-                let msg = format!(
-                    "label {NODE_LABEL}={name} is on {} nodes ({}): a service placed there would move between them and away from its data; keep it on one (`docker node update --label-rm {NODE_LABEL} NODE` on the others)",
-                    many.len(),
-                    many.iter()
-                        .map(|n| n.hostname.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                if !problems.contains(&msg) {
-                    problems.push(msg);
+        let node = match placed_on(cfg, svc) {
+            Some(name) => {
+                let carriers: Vec<&SwarmNode> = nodes
+                    .iter()
+                    .filter(|n| n.label.as_deref() == Some(name))
+                    .collect();
+                let live: Vec<&SwarmNode> = carriers.iter().copied().filter(|n| !n.down).collect();
+                match (live.as_slice(), carriers.first()) {
+                    ([n], _) => *n,
+                    ([], None) => continue,
+                    ([], Some(n)) => {
+                        problem(format!(
+                            "the node labelled {NODE_LABEL}={name} (`{}`, {}) is down: start its Docker engine, or label a live node (`chainctl swarm label {name} --node NODE`) and remove the down one (`docker node rm {}`)",
+                            n.hostname, n.id, n.id
+                        ));
+                        continue;
+                    }
+                    (many, _) => {
+                        problem(format!(
+                            "label {NODE_LABEL}={name} is on {} nodes ({}): a service placed there would move between them and away from its data; keep it on one (`docker node update --label-rm {NODE_LABEL} NODE` on the others)",
+                            many.len(),
+                            many.iter()
+                                .map(|n| format!("{} {}", n.hostname, n.id))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                        continue;
+                    }
                 }
             }
+            None => match nodes.iter().find(|n| n.id == engine) {
+                Some(n) => n,
+                None => continue,
+            },
+        };
+        match node.addr.filter(|a| !a.is_unspecified()) {
+            Some(a) if here(a) => {}
+            Some(a) => {
+                out.insert(svc.to_string(), a);
+            }
+            // The engine's own node without an address: chainctl runs beside it.
+            None if node.id == engine => {}
+            None => problem(format!(
+                "swarm node `{}` ({}) reports no address chainctl could reach its services' ports at: rejoin it with `docker swarm join --advertise-addr ADDRESS`",
+                node.hostname, node.id
+            )),
         }
     }
     if problems.is_empty() {
@@ -214,11 +257,12 @@ pub fn remote_hosts(
     }
 }
 
-/// Sets each service's probe address (`ready_host`) to its node's swarm address when it
-/// is placed on another node than the one chainctl talks to: reads the swarm's nodes.
+/// Sets each service's probe address (`ready_host`) to its node's swarm address when
+/// that node is another host: reads the swarm's nodes. Placement is fixed by labels, so
+/// this holds until a node is relabelled (then `chainctl reload` reads it again).
 pub fn locate(cfg: &SwarmConfig, services: &mut [ServicePlan]) -> Result<(), String> {
     let (rt, docker) = connect_engine()?;
-    let local = manager_node(&rt, &docker)?;
+    let engine = manager_node(&rt, &docker)?;
     let nodes: Vec<SwarmNode> = rt
         .block_on(docker.list_nodes(Some(ListNodesOptionsBuilder::default().build())))
         .map_err(|e| format!("cannot list the swarm's nodes: {e}"))?
@@ -226,7 +270,7 @@ pub fn locate(cfg: &SwarmConfig, services: &mut [ServicePlan]) -> Result<(), Str
         .map(SwarmNode::of)
         .collect();
     let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    let hosts = remote_hosts(cfg, &names, &nodes, &local)?;
+    let hosts = remote_hosts(cfg, &names, &nodes, &engine, is_here)?;
     for s in services {
         if let Some(a) = hosts.get(&s.name) {
             s.ready_host = *a;
@@ -1515,6 +1559,7 @@ mod tests {
             hostname: format!("host-{id}"),
             label: label.map(Into::into),
             addr: addr.parse().ok(),
+            down: false,
         };
         let cfg = SwarmConfig {
             placement: BTreeMap::from([
@@ -1528,43 +1573,58 @@ mod tests {
             node("B", Some("b"), "10.0.0.2"),
         ];
         let services = ["val-0", "val-0-el-0", "val-1", "val-1-el-0", "val-2"];
-        let hosts = remote_hosts(&cfg, &services, &nodes, "A").unwrap();
-        // val-0 is on the local node (listen.rpc), val-2 is not placed (the local node).
+        let on = |ip: &'static str| move |a: IpAddr| a == ip.parse::<IpAddr>().unwrap();
+        // chainctl on A, talking to A: val-0 (on A) and val-2 (unplaced: the engine's
+        // node) at listen.rpc; val-1 and its client at B's address.
         let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let want = BTreeMap::from([("val-1".to_string(), b), ("val-1-el-0".to_string(), b)]);
         assert_eq!(
-            hosts,
-            BTreeMap::from([("val-1".to_string(), b), ("val-1-el-0".to_string(), b)])
+            remote_hosts(&cfg, &services, &nodes, "A", on("10.0.0.1")).unwrap(),
+            want
         );
-        // Seen from B, val-0 and its client are the remote ones.
-        let hosts = remote_hosts(&cfg, &services, &nodes, "B").unwrap();
+        // chainctl on B, talking to A's engine: val-0, its client and val-2 are remote.
+        let hosts = remote_hosts(&cfg, &services, &nodes, "A", on("10.0.0.2")).unwrap();
         assert_eq!(
             hosts.keys().collect::<Vec<_>>(),
-            ["val-0", "val-0-el-0"].iter().collect::<Vec<_>>()
+            ["val-0", "val-0-el-0", "val-2"].iter().collect::<Vec<_>>()
         );
-        // A label on two nodes would move a service away from its data.
-        let two = [
+        // A label on two live nodes would move a service away from its data.
+        let mut two = vec![
             node("A", Some("a"), "10.0.0.1"),
             node("B", Some("b"), "10.0.0.2"),
             node("C", Some("b"), "10.0.0.3"),
         ];
-        let e = remote_hosts(&cfg, &services, &two, "A").unwrap_err();
+        let e = remote_hosts(&cfg, &services, &two, "A", on("10.0.0.1")).unwrap_err();
         assert!(
-            e.contains("chainctl.node=b is on 2 nodes (host-B, host-C)"),
+            e.contains("chainctl.node=b is on 2 nodes (host-B B, host-C C)"),
             "{e}"
         );
         assert_eq!(e.lines().count(), 1, "{e}");
-        // A node without an address cannot be probed.
+        // A machine that rejoined leaves a down entry: the live one counts.
+        two[1].down = true;
+        let hosts = remote_hosts(&cfg, &services, &two, "A", on("10.0.0.1")).unwrap();
+        assert_eq!(hosts.get("val-1"), Some(&"10.0.0.3".parse().unwrap()));
+        // Only a down node carries the label.
+        two[2].down = true;
+        let e = remote_hosts(&cfg, &services, &two, "A", on("10.0.0.1")).unwrap_err();
+        assert!(e.contains("is down") && e.contains("docker node rm"), "{e}");
+        // A remote node without an address cannot be probed; the engine's own may lack
+        // one (chainctl runs beside it).
         let blind = [node("A", Some("a"), ""), node("B", Some("b"), "0.0.0.0")];
-        let e = remote_hosts(&cfg, &services, &blind, "A").unwrap_err();
+        let e = remote_hosts(&cfg, &services, &blind, "A", |_| false).unwrap_err();
         assert!(
             e.contains("swarm node `host-B`") && e.contains("--advertise-addr"),
             "{e}"
         );
+        assert_eq!(e.lines().count(), 1, "{e}");
         // A label nobody has is check()'s to report.
         let none = [node("A", None, "10.0.0.1")];
-        assert!(remote_hosts(&cfg, &services, &none, "A")
+        assert!(remote_hosts(&cfg, &services, &none, "A", on("10.0.0.1"))
             .unwrap()
             .is_empty());
+        // This host's addresses are found by binding.
+        assert!(is_here("127.0.0.1".parse().unwrap()));
+        assert!(!is_here("192.0.2.77".parse().unwrap()));
     }
 
     #[test]
