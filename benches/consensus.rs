@@ -6,7 +6,7 @@
 //! `CHAINCTL_BENCH_SECS` (e.g. 600 for the 10-minute run), `CHAINCTL_BENCH_TPS`.
 //! Results: printed, and written to `target/bench-consensus/bench.{json,md}`.
 
-use chainctl::bench::{BenchArgs, Scenario};
+use chainctl_load::bench::{BenchArgs, Scenario};
 use std::time::Duration;
 
 fn env_u64(k: &str, d: u64) -> u64 {
@@ -32,6 +32,6 @@ fn main() {
         els_per_validator: env_u64("CHAINCTL_BENCH_ELS", 2) as u32,
         port_start: 25000,
     };
-    let report = chainctl::bench::run(&args).expect("benchmark");
-    print!("{}", chainctl::bench::markdown(&report));
+    let report = chainctl_load::bench::run(&args).expect("benchmark");
+    print!("{}", chainctl_load::bench::markdown(&report));
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use alloy_primitives::Address;
 use alloy_signer_local::PrivateKeySigner;
-use chainctl::evm::benchkit::{attrs, big_chain, rss_mb, throughput, transfers};
+use chainctl_evm::benchkit::{attrs, big_chain, rss_mb, throughput, transfers};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");

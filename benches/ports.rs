@@ -1,14 +1,14 @@
 //! Port allocation: 10,000 ports for 2,000 services (target < 100 ms), planned without
 //! touching the host, and with the real bind probe on every candidate.
 
-use chainctl::ports::{
+use chainctl_core::ports::{
     allocate, AllocInput, Allocation, BindProbe, HostPorts, HostProbe, NoProbe, PortRequest,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
 fn requests() -> Vec<PortRequest> {
-    chainctl::ports::synthetic_requests(2_000)
+    chainctl_core::ports::synthetic_requests(2_000)
 }
 
 fn run(reqs: &[PortRequest], previous: &Allocation, probe: &dyn HostProbe) -> Allocation {

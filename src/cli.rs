@@ -1,15 +1,15 @@
 //! The command line: argument parsing and one function per subcommand. Everything here
 //! is edge code: it reads files and sockets and prints; the decisions live in the library.
 
-use crate::control::{self, Request};
-use crate::layout::Layout;
-use crate::plan::{self, Plan};
-use crate::ports::HostProbe;
-use crate::profile::Profile;
-use crate::state::{self, PortsFile, StateFile};
-use crate::status::{self, ServiceStatus, StatusReport};
-use crate::supervisor::setup;
 use anyhow::{bail, Context as _, Result};
+use chainctl_core::control::{self, Request};
+use chainctl_core::layout::Layout;
+use chainctl_core::plan::{self, Plan};
+use chainctl_core::ports::HostProbe;
+use chainctl_core::profile::Profile;
+use chainctl_core::state::{self, PortsFile, StateFile};
+use chainctl_core::status::{self, ServiceStatus, StatusReport};
+use chainctl_supervisor::setup;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -200,14 +200,14 @@ pub enum Command {
     /// Run the standard benchmark scenarios on this machine (a devnet of its own; up to
     /// first block, sustained load, failover drills, port allocation, engine throughput)
     /// and write bench.json and bench.md.
-    Bench(crate::bench::BenchArgs),
+    Bench(chainctl_load::bench::BenchArgs),
     /// A readiness report from live measurements of the running network: every check
     /// with its evidence and remedy, a score, and the verdict. Exit code 0 READY, 1 NOT
     /// READY, 2 could not run.
     Report {
         /// Output format.
         #[arg(long, value_enum, default_value = "md")]
-        format: crate::report::render::Format,
+        format: chainctl_report::render::Format,
         /// Write the report to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -327,8 +327,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0)]
     first_account: u32,
     /// What the transactions do.
-    #[arg(long, value_enum, default_value_t = crate::load::Kind::Transfer)]
-    kind: crate::load::Kind,
+    #[arg(long, value_enum, default_value_t = chainctl_load::Kind::Transfer)]
+    kind: chainctl_load::Kind,
     /// Mnemonic of the sending accounts (default: the documented development mnemonic
     /// the network's genesis funds).
     #[arg(long, env = "CHAINCTL_LOAD_MNEMONIC", hide_env_values = true)]
@@ -345,9 +345,9 @@ pub struct LoadArgs {
 #[derive(Debug, Subcommand)]
 pub enum NodeRole {
     /// The built-in execution engine: an Engine API server on revm.
-    Evm(crate::evm::node::EvmArgs),
+    Evm(chainctl_evm::node::EvmArgs),
     /// A BFT validator (Malachite) driving its execution clients through the Engine API.
-    Consensus(crate::consensus::node::ConsensusArgs),
+    Consensus(chainctl_consensus::node::ConsensusArgs),
 }
 
 /// systemd subcommands.
@@ -502,7 +502,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ports { check } => ports_cmd(profile, state_dir, check),
         Command::Doctor => {
-            let loaded = crate::profile::load(setup::source(profile)?)?;
+            let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
             let layout = setup::layout(&loaded, state_dir);
             let (alloc, _) = allocation_here(&loaded, &layout)?;
             let findings = crate::doctor::run(&loaded, &layout, &alloc);
@@ -530,9 +530,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             image,
             timeout,
         } => {
-            let loaded = crate::profile::load(setup::source(profile)?)?;
+            let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
             let layout = layout_of(profile, state_dir)?;
-            crate::upgrade::upgrade(
+            chainctl_supervisor::upgrade::upgrade(
                 &loaded.profile,
                 &layout,
                 &target,
@@ -565,14 +565,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             schema,
         } => {
             if schema {
-                print!("{}", crate::report::json_schema());
+                print!("{}", chainctl_report::json_schema());
                 return Ok(ExitCode::SUCCESS);
             }
             report_cmd(profile, state_dir, format, out.as_deref(), drill, window)
         }
         Command::Bench(args) => {
-            let report = crate::bench::run(&args)?;
-            print!("{}", crate::bench::markdown(&report));
+            let report = chainctl_load::bench::run(&args)?;
+            print!("{}", chainctl_load::bench::markdown(&report));
             println!(
                 "written: {} and {}",
                 args.out.join("bench.json").display(),
@@ -587,11 +587,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Swarm {
             action: SwarmAction::Label { name, node },
         } => {
-            let host = crate::runtime::swarm::label_node(node.as_deref(), &name)
+            let host = chainctl_runtime::swarm::label_node(node.as_deref(), &name)
                 .map_err(|e| anyhow::anyhow!(e))?;
             println!(
                 "node {host} is now `{name}` ({}={name}): `swarm.placement` entries naming `{name}` run there",
-                crate::runtime::swarm::NODE_LABEL
+                chainctl_runtime::swarm::NODE_LABEL
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -602,7 +602,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(b) => b,
                 None => std::env::current_exe().context("cannot find the chainctl binary")?,
             };
-            let id = crate::image::build(&binary, &tag).map_err(|e| anyhow::anyhow!(e))?;
+            let id =
+                chainctl_runtime::image::build(&binary, &tag).map_err(|e| anyhow::anyhow!(e))?;
             let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
             println!(
                 "built {tag} ({id}) from {} ({:.1} MB, static)",
@@ -613,13 +614,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Node {
             role: NodeRole::Evm(args),
-        } => crate::evm::node::run(args),
+        } => chainctl_evm::node::run(args),
         Command::Node {
             role: NodeRole::Consensus(args),
-        } => crate::consensus::node::run(args),
+        } => chainctl_consensus::node::run(args),
         Command::K8sInit { mkdirs, copies } => {
             for d in &mkdirs {
-                crate::secrets::private_dir(d).with_context(|| {
+                chainctl_common::fs::private_dir(d).with_context(|| {
                     format!(
                         "cannot make the data dir {} (mode 0700, of uid {}): it must be new or this user's",
                         d.display(),
@@ -632,7 +633,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let (src, dst) = c.split_once(':').ok_or_else(|| {
                     anyhow::anyhow!("--copy {c}: expected SRC:DST (two directories)")
                 })?;
-                let n = crate::render::k8s::copy_private(Path::new(src), Path::new(dst))?;
+                let n = chainctl_render::k8s::copy_private(Path::new(src), Path::new(dst))?;
                 println!("{dst}: {n} file(s)");
             }
             Ok(ExitCode::SUCCESS)
@@ -643,10 +644,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             distribute,
             digest,
         } => {
-            let loaded = crate::profile::load(setup::source(profile)?)?;
+            let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
             let state = state_dir
                 .map(Path::to_path_buf)
-                .unwrap_or_else(|| crate::render::system_state_dir(&loaded.profile.name));
+                .unwrap_or_else(|| chainctl_render::system_state_dir(&loaded.profile.name));
             let lines = crate::compose_init::run(&crate::compose_init::Args {
                 loaded: &loaded,
                 state_dir: &state,
@@ -670,19 +671,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             argv,
         } => {
             let lock = match (&data_dir, &lock, lock_kind.as_deref()) {
-                (Some(dir), Some(file), Some(k)) => Some(crate::clients::exec::DataDirLock {
-                    dir,
-                    file,
-                    kind: crate::clients::LockKind::parse(k)
-                        .with_context(|| format!("--lock-kind `{k}`: expected `flock` or `pid`"))?,
-                }),
+                (Some(dir), Some(file), Some(k)) => {
+                    Some(chainctl_core::clients::exec::DataDirLock {
+                        dir,
+                        file,
+                        kind: chainctl_core::clients::LockKind::parse(k).with_context(|| {
+                            format!("--lock-kind `{k}`: expected `flock` or `pid`")
+                        })?,
+                    })
+                }
                 _ => None,
             };
             let peers = match &peers_file {
-                Some(f) => Some((crate::clients::p2p::read_peers(f)?, peers_flag.as_slice())),
+                Some(f) => Some((
+                    chainctl_core::clients::p2p::read_peers(f)?,
+                    peers_flag.as_slice(),
+                )),
                 None => None,
             };
-            crate::clients::exec::run(lock, init_argc, peers, &argv)?;
+            chainctl_core::clients::exec::run(lock, init_argc, peers, &argv)?;
             Ok(ExitCode::FAILURE)
         }
         Command::Healthcheck { tcp } => {
@@ -701,7 +708,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_bytes,
             keep,
         } => {
-            crate::logrelay::run(&file, max_bytes, keep)
+            chainctl_runtime::logrelay::run(&file, max_bytes, keep)
                 .with_context(|| format!("log relay for {}", file.display()))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -714,14 +721,14 @@ fn layout_of(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Layout>
     if let Some(d) = state_dir {
         return Ok(Layout::new(d));
     }
-    let loaded = crate::profile::load(setup::source(profile)?)?;
+    let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
     Ok(setup::layout(&loaded, state_dir))
 }
 
 /// The API of the supervisor running for `layout`, when one is running and its API can be
 /// found: the profile given, else the one the state file records (the embedded default
 /// when it records none). `None` sends the caller to the control socket.
-fn running_api(layout: &Layout, profile: Option<&Path>) -> Option<crate::monitor::ApiEndpoint> {
+fn running_api(layout: &Layout, profile: Option<&Path>) -> Option<chainctl_monitor::ApiEndpoint> {
     state::holder(&layout.lock_file())?;
     let path = match profile {
         Some(p) => Some(p.to_path_buf()),
@@ -732,8 +739,8 @@ fn running_api(layout: &Layout, profile: Option<&Path>) -> Option<crate::monitor
                 .profile_path
         }
     };
-    let loaded = crate::profile::load(setup::source(path.as_deref()).ok()?).ok()?;
-    crate::monitor::api_endpoint(layout, &loaded.profile).ok()
+    let loaded = chainctl_core::profile::load(setup::source(path.as_deref()).ok()?).ok()?;
+    chainctl_monitor::api_endpoint(layout, &loaded.profile).ok()
 }
 
 /// Restarts a service of the running supervisor: through its API when it serves one (as
@@ -745,14 +752,14 @@ fn restart_service(layout: &Layout, profile: Option<&Path>, service: &str) -> Re
     // Only a connection refused, a 401 or an answer that is not chainctl's sends the
     // request to the control socket instead: then the API did not carry it out, and
     // asking again cannot restart the service twice.
-    let reachable = |a: &crate::monitor::ApiEndpoint| {
+    let reachable = |a: &chainctl_monitor::ApiEndpoint| {
         std::net::TcpStream::connect_timeout(&a.addr, Duration::from_secs(2)).is_ok()
     };
     if let Some(api) = running_api(layout, profile).filter(|a| plain && reachable(a)) {
         let path = format!("/api/v1/services/{service}/restart");
         let t = api.tls_cert.as_deref();
         let wait = Duration::from_secs(30);
-        let answer = status::http_text(api.addr, t, "POST", &path, Some(&api.token), None, wait)
+        let answer = chainctl_common::http::text(api.addr, t, "POST", &path, Some(&api.token), None, wait)
             .map_err(|e| {
                 anyhow::anyhow!(
                     "chainctl's API at {} took the restart of {service} but gave no answer ({e}): see `chainctl status` before asking again",
@@ -860,7 +867,7 @@ fn up_detached(
     if let Some(pid) = state::holder(&layout.lock_file()) {
         bail!("another chainctl supervisor (pid {pid}) already runs for state dir {}: use `chainctl status`, or `chainctl down` first", layout.root.display());
     }
-    crate::secrets::private_dir(&layout.root)?;
+    chainctl_common::fs::private_dir(&layout.root)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -912,15 +919,16 @@ fn up_detached(
 
 fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<StatusReport> {
     let st = state::read_json::<StateFile>(&layout.state_file())?;
-    let boot = crate::procinfo::boot_id();
+    let boot = chainctl_core::procinfo::boot_id();
     let mut services = Vec::new();
     if let Some(st) = &st {
         let mut recs: Vec<_> = st.services.values().collect();
         recs.sort_by_key(|r| r.plan.depends_on.len());
         for r in recs {
             let alive = st.boot_id == boot
-                && r.handle
-                    .is_some_and(|h| crate::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks));
+                && r.handle.is_some_and(|h| {
+                    chainctl_core::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks)
+                });
             services.push(ServiceStatus {
                 name: r.plan.name.clone(),
                 kind: r.plan.kind.to_string(),
@@ -940,7 +948,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                 health_detail: None,
             });
         }
-    } else if let Ok(loaded) = crate::profile::load(setup::source(profile)?) {
+    } else if let Ok(loaded) = chainctl_core::profile::load(setup::source(profile)?) {
         for name in loaded.profile.services.keys() {
             services.push(ServiceStatus {
                 name: name.clone(),
@@ -984,7 +992,7 @@ fn status_cmd(
         let t = api.tls_cert.as_deref();
         // Briefly: the control socket and the state file are there when it is slow.
         let wait = Duration::from_secs(3);
-        match status::http_text(
+        match chainctl_common::http::text(
             api.addr,
             t,
             "GET",
@@ -1120,9 +1128,9 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
     // Swarm services outlive this host's boots and have no pids here.
     if st.services.values().any(|r| {
         r.handle
-            .is_some_and(|h| crate::runtime::swarm::is_swarm_handle(&h))
+            .is_some_and(|h| chainctl_runtime::swarm::is_swarm_handle(&h))
     }) {
-        let removed = crate::runtime::swarm::down_unsupervised(&layout.root)
+        let removed = chainctl_runtime::swarm::down_unsupervised(&layout.root)
             .map_err(|e| anyhow::anyhow!(e))?;
         if removed.is_empty() {
             eprintln!(
@@ -1137,7 +1145,7 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
         }
         return Ok(());
     }
-    if st.boot_id != crate::procinfo::boot_id() {
+    if st.boot_id != chainctl_core::procinfo::boot_id() {
         eprintln!("nothing is running (the state file is from an earlier boot)");
         return Ok(());
     }
@@ -1146,7 +1154,7 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
         .values()
         .filter_map(|r| {
             r.handle
-                .filter(|h| crate::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks))
+                .filter(|h| chainctl_core::procinfo::instance_alive(h.pid, h.pgid, h.start_ticks))
                 .map(|h| (r, h))
         })
         .collect();
@@ -1165,7 +1173,7 @@ fn stop_unsupervised(layout: &Layout) -> Result<()> {
     loop {
         let mut left = 0;
         for (r, h) in &live {
-            if crate::procinfo::group_members(h.pgid).is_empty() {
+            if chainctl_core::procinfo::group_members(h.pgid).is_empty() {
                 continue;
             }
             if start.elapsed() >= r.plan.stop_grace.get() {
@@ -1197,7 +1205,7 @@ fn inspect_plan(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
     probe: &dyn HostProbe,
-) -> Result<(crate::profile::Loaded, Layout, Plan, bool)> {
+) -> Result<(chainctl_core::profile::Loaded, Layout, Plan, bool)> {
     let loaded = setup::load(profile)?;
     let layout = setup::layout(&loaded, state_dir);
     let persisted = layout.ports_file().exists();
@@ -1209,7 +1217,7 @@ fn inspect_plan(
 
 fn validate(file: Option<&Path>, state_dir: Option<&Path>, output: Output) -> Result<ExitCode> {
     let (loaded, _layout, plan, persisted) =
-        inspect_plan(file, state_dir, &crate::ports::HostPorts::read())?;
+        inspect_plan(file, state_dir, &chainctl_core::ports::HostPorts::read())?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(ExitCode::SUCCESS);
@@ -1290,13 +1298,19 @@ fn shell_quote(s: &str) -> String {
 /// The ports a state dir's network has (its ports.json), else those `up` would allocate
 /// on this host now; and whether they were persisted.
 fn allocation_here(
-    loaded: &crate::profile::Loaded,
+    loaded: &chainctl_core::profile::Loaded,
     layout: &Layout,
-) -> Result<(crate::ports::Allocation, bool)> {
+) -> Result<(chainctl_core::ports::Allocation, bool)> {
     Ok(match state::read_json::<PortsFile>(&layout.ports_file())? {
         Some(p) => (p.services, true),
         None => (
-            setup::allocate(loaded, layout, &[], &crate::ports::HostPorts::read(), false)?,
+            setup::allocate(
+                loaded,
+                layout,
+                &[],
+                &chainctl_core::ports::HostPorts::read(),
+                false,
+            )?,
             false,
         ),
     })
@@ -1306,7 +1320,7 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
     let loaded = setup::load(profile)?;
     let layout = setup::layout(&loaded, state_dir);
     let (alloc, persisted) = allocation_here(&loaded, &layout)?;
-    let ours = crate::ports::Owners::from_state(
+    let ours = chainctl_core::ports::Owners::from_state(
         state::read_json::<StateFile>(&layout.state_file())?.as_ref(),
     );
     let mut conflicts = 0;
@@ -1323,9 +1337,9 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
             let mut host = String::new();
             if check {
                 host = match ours.host_use(svc, a) {
-                    crate::ports::HostUse::Free => "free".into(),
-                    crate::ports::HostUse::Ours => "in use by this service".into(),
-                    crate::ports::HostUse::Conflict(why) => {
+                    chainctl_core::ports::HostUse::Free => "free".into(),
+                    chainctl_core::ports::HostUse::Ours => "in use by this service".into(),
+                    chainctl_core::ports::HostUse::Conflict(why) => {
                         conflicts += 1;
                         format!("CONFLICT: {why}")
                     }
@@ -1352,7 +1366,8 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
 }
 
 fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> Result<ExitCode> {
-    let (_loaded, layout, plan, _) = inspect_plan(profile, state_dir, &crate::ports::NoProbe)?;
+    let (_loaded, layout, plan, _) =
+        inspect_plan(profile, state_dir, &chainctl_core::ports::NoProbe)?;
     if plan.jwt_pairs.is_empty() {
         println!("the profile has no consensus↔execution pair (no service lists `drives:`): no JWT secret needed");
         return Ok(ExitCode::SUCCESS);
@@ -1360,7 +1375,7 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
     match action {
         JwtAction::Generate => {
             for pair in &plan.jwt_pairs {
-                let created = crate::secrets::ensure(&pair.path)
+                let created = chainctl_common::secrets::ensure(&pair.path)
                     .with_context(|| format!("cannot write {}", pair.path.display()))?;
                 println!(
                     "{} {}--{}: {}",
@@ -1395,7 +1410,7 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
             }
             let running = state::holder(&layout.lock_file()).is_some();
             for p in chosen {
-                crate::secrets::rotate(&p.path)
+                chainctl_common::secrets::rotate(&p.path)
                     .with_context(|| format!("cannot rotate {}", p.path.display()))?;
                 println!(
                     "rotated {}--{}: {}",
@@ -1421,7 +1436,7 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
         JwtAction::Verify => {
             let mut bad = 0;
             for p in &plan.jwt_pairs {
-                let problems = crate::secrets::pair_problems(&plan, p);
+                let problems = chainctl_core::jwt::pair_problems(&plan, p);
                 let path = p.path.display();
                 if problems.is_empty() {
                     println!(
@@ -1448,13 +1463,13 @@ fn jwt(profile: Option<&Path>, state_dir: Option<&Path>, action: JwtAction) -> R
 /// The systemd files for a profile: what `render systemd` writes and `systemd install`
 /// installs, with the plan they come from.
 fn systemd_files(
-    loaded: &crate::profile::Loaded,
+    loaded: &chainctl_core::profile::Loaded,
     state_dir: Option<&Path>,
     user: &str,
     chainctl: Option<&Path>,
-) -> Result<(Plan, Vec<crate::render::File>)> {
-    use crate::render;
-    if !crate::profile::valid_name(user) {
+) -> Result<(Plan, Vec<chainctl_render::File>)> {
+    use chainctl_render as render;
+    if !chainctl_core::profile::valid_name(user) {
         bail!("--user `{user}` is not a valid user name: use lowercase letters, digits and `-`");
     }
     let p = &loaded.profile;
@@ -1464,7 +1479,7 @@ fn systemd_files(
             .map(Path::to_path_buf)
             .unwrap_or_else(|| render::system_state_dir(&p.name)),
     );
-    let alloc = setup::allocate(loaded, &layout, &[], &crate::ports::NoProbe, false)?;
+    let alloc = setup::allocate(loaded, &layout, &[], &chainctl_core::ports::NoProbe, false)?;
     let mut plan = plan::build(p, &layout, &alloc, &setup::base_dir(loaded))?;
     if let Some(path) = chainctl {
         if !path.is_absolute() {
@@ -1492,7 +1507,7 @@ fn systemd_files(
 /// one's config with this host's addresses) in the system state dir, laid out as systemd
 /// would lay it out (the state dir's parent and the data root traversable, 0755 and
 /// root's). Returns what must become the units' user's (done by the install).
-fn systemd_network_files(p: &crate::profile::Profile, plan: &Plan) -> Result<Vec<PathBuf>> {
+fn systemd_network_files(p: &chainctl_core::profile::Profile, plan: &Plan) -> Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt as _;
     let layout = Layout::new(&plan.state_dir);
     for d in [plan.state_dir.parent(), Some(layout.data_root().as_path())]
@@ -1504,18 +1519,18 @@ fn systemd_network_files(p: &crate::profile::Profile, plan: &Plan) -> Result<Vec
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
         }
     }
-    crate::secrets::private_dir(&plan.state_dir)
+    chainctl_common::fs::private_dir(&plan.state_dir)
         .with_context(|| format!("cannot create {}", plan.state_dir.display()))?;
-    crate::network::write_files(p, &layout, plan, plan::Target::Host)?;
+    chainctl_supervisor::files::write_files(p, &layout, plan, plan::Target::Host)?;
     let mut owned = Vec::new();
     if p.validators.count > 0 {
-        owned.push(crate::network::network_dir(&layout));
+        owned.push(chainctl_core::network::network_dir(&layout));
         owned.push(layout.secrets_dir().join("validators"));
-        if !crate::clients::p2p::external_els(p).is_empty() {
+        if !chainctl_core::clients::p2p::external_els(p).is_empty() {
             owned.push(layout.secrets_dir().join("p2p"));
         }
         for i in 0..p.validators.count {
-            owned.push(layout.data_dir(&crate::network::validator_name(i)));
+            owned.push(layout.data_dir(&chainctl_core::network::validator_name(i)));
         }
     }
     Ok(owned)
@@ -1527,7 +1542,7 @@ fn systemd_cmd(
     action: SystemdAction,
 ) -> Result<ExitCode> {
     use crate::systemd;
-    let loaded = crate::profile::load(setup::source(profile)?)?;
+    let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
     let name = loaded.profile.name.clone();
     match action {
         SystemdAction::Install {
@@ -1569,9 +1584,9 @@ fn systemd_cmd(
             let mut unit_names: Vec<String> = plan
                 .services
                 .iter()
-                .map(|s| crate::render::systemd::unit_name(&name, &s.name))
+                .map(|s| chainctl_render::systemd::unit_name(&name, &s.name))
                 .collect();
-            unit_names.push(crate::render::systemd::target_name(&name));
+            unit_names.push(chainctl_render::systemd::target_name(&name));
             for u in &unit_names {
                 let p = systemd::show(u)?;
                 let get = |k: &str| p.get(k).cloned().unwrap_or_else(|| "-".into());
@@ -1613,7 +1628,7 @@ fn systemd_cmd(
                 let known: Vec<&str> = loaded.profile.services.keys().map(String::as_str).collect();
                 bail!("no service named `{service}`; known: {}", known.join(", "));
             }
-            let unit = crate::render::systemd::unit_name(&name, &service);
+            let unit = chainctl_render::systemd::unit_name(&name, &service);
             let st = std::process::Command::new("systemctl")
                 .args(["restart", &unit])
                 .status()
@@ -1635,8 +1650,8 @@ fn render(
     user: &str,
     chainctl: Option<&Path>,
 ) -> Result<ExitCode> {
-    use crate::render;
-    let loaded = crate::profile::load(setup::source(profile)?)?;
+    use chainctl_render as render;
+    let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
     let p = &loaded.profile;
     let base = setup::base_dir(&loaded);
     // Ports come from the state dir's ports.json when it has one (as `up` would use),
@@ -1651,7 +1666,8 @@ fn render(
             // Ports as `up` with this state dir would have them; inside the containers,
             // the system layout. Secrets are made by the project itself (chainctl_init).
             let layout = setup::layout(&loaded, state_dir);
-            let alloc = setup::allocate(&loaded, &layout, &[], &crate::ports::NoProbe, false)?;
+            let alloc =
+                setup::allocate(&loaded, &layout, &[], &chainctl_core::ports::NoProbe, false)?;
             let inside = Layout::new(render::system_state_dir(&p.name));
             let plan = plan::build_for(p, &inside, &alloc, &base, plan::Target::Container)?;
             let files = render::compose::render(&render::compose::Inputs {
@@ -1672,7 +1688,7 @@ fn render(
         if f.name == render::k8s::SECRETS_FILE {
             // Keys and Engine API secrets: only the owner reads them, even unchanged.
             if !unchanged {
-                crate::secrets::write_atomic(&path, f.contents.as_bytes())
+                chainctl_common::fs::write_atomic(&path, f.contents.as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
@@ -1712,7 +1728,7 @@ fn render(
              (images {} and the profile's must be where the cluster pulls from); {} is secret: do not commit it",
             render::k8s::SECRETS_FILE,
             out.display(),
-            crate::network::chainctl_image(),
+            chainctl_core::network::chainctl_image(),
             render::k8s::SECRETS_FILE,
         );
     }
@@ -1720,7 +1736,7 @@ fn render(
         println!(
             "start it with `docker-compose up -d` in {} (the image {} must exist: `chainctl image build`)",
             out.display(),
-            crate::network::chainctl_image()
+            chainctl_core::network::chainctl_image()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -1730,22 +1746,22 @@ fn render(
 /// state dir's (made there first when missing, as `up` makes them, so rendering again
 /// keeps the same chain and keys); the containers see them at the system layout.
 fn k8s_files(
-    loaded: &crate::profile::Loaded,
+    loaded: &chainctl_core::profile::Loaded,
     state_dir: Option<&Path>,
-) -> Result<Vec<crate::render::File>> {
-    use crate::render;
+) -> Result<Vec<chainctl_render::File>> {
+    use chainctl_render as render;
     let p = &loaded.profile;
     let base = setup::base_dir(loaded);
     let layout = setup::layout(loaded, state_dir);
-    let alloc = setup::allocate(loaded, &layout, &[], &crate::ports::NoProbe, false)?;
+    let alloc = setup::allocate(loaded, &layout, &[], &chainctl_core::ports::NoProbe, false)?;
     let inside = Layout::new(render::system_state_dir(&p.name));
     let plan = plan::build_for(p, &inside, &alloc, &base, plan::Target::Container)?;
     render::k8s::preflight(p, &plan)?;
     let here = plan::build_for(p, &layout, &alloc, &base, plan::Target::Container)?;
-    crate::secrets::private_dir(&layout.root)
+    chainctl_common::fs::private_dir(&layout.root)
         .with_context(|| format!("cannot create the state dir {}", layout.root.display()))?;
-    setup::ensure_secrets(&here)?;
-    crate::network::write_files(p, &layout, &here, plan::Target::Container)?;
+    chainctl_core::jwt::ensure_secrets(&here)?;
+    chainctl_supervisor::files::write_files(p, &layout, &here, plan::Target::Container)?;
     // The state dir's paths, as the containers see them.
     let rebase = |path: &Path| -> Result<PathBuf> {
         let rel = path.strip_prefix(&layout.root).with_context(|| {
@@ -1758,7 +1774,7 @@ fn k8s_files(
         Ok(inside.root.join(rel))
     };
     let mut network = BTreeMap::new();
-    let net = crate::network::network_dir(&layout);
+    let net = chainctl_core::network::network_dir(&layout);
     if p.validators.count > 0 {
         for e in
             std::fs::read_dir(&net).with_context(|| format!("cannot read {}", net.display()))?
@@ -1773,11 +1789,11 @@ fn k8s_files(
     }
     let mut configs = BTreeMap::new();
     for i in 0..p.validators.count {
-        let name = crate::network::validator_name(i);
+        let name = chainctl_core::network::validator_name(i);
         let svc = here
             .service(&name)
             .with_context(|| format!("the plan has no service `{name}`"))?;
-        let mut f = crate::consensus::node::NodeFile::load(&svc.data_dir.join("config.json"))
+        let mut f = chainctl_common::validator::NodeFile::load(&svc.data_dir.join("config.json"))
             .map_err(anyhow::Error::msg)?;
         f.genesis = rebase(&f.genesis)?;
         f.key = rebase(&f.key)?;
@@ -1838,7 +1854,7 @@ fn logs(
     let layout = layout_of(profile, state_dir)?;
     let known: Vec<String> = match state::read_json::<StateFile>(&layout.state_file())? {
         Some(st) => st.services.keys().cloned().collect(),
-        None => crate::profile::load(setup::source(profile)?)
+        None => chainctl_core::profile::load(setup::source(profile)?)
             .map(|l| l.profile.services.keys().cloned().collect())
             .unwrap_or_default(),
     };
@@ -1901,7 +1917,7 @@ fn default_rpc(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Strin
             layout.ports_file().display()
         )
     })?;
-    let first_el = crate::network::el_name(0, 0);
+    let first_el = chainctl_core::network::el_name(0, 0);
     let (name, pick) = ports
         .services
         .get_key_value(&first_el)
@@ -1935,8 +1951,8 @@ fn load_cmd(profile: Option<&Path>, state_dir: Option<&Path>, a: LoadArgs) -> Re
     };
     let accounts = a
         .accounts
-        .unwrap_or_else(|| a.tps.div_ceil(crate::load::MAX_TPS_PER_ACCOUNT).max(1) as u32);
-    let summary = crate::load::run(crate::load::Config {
+        .unwrap_or_else(|| a.tps.div_ceil(chainctl_load::MAX_TPS_PER_ACCOUNT).max(1) as u32);
+    let summary = chainctl_load::run(chainctl_load::Config {
         rpc,
         tps: a.tps,
         duration: a.duration,
@@ -1945,7 +1961,7 @@ fn load_cmd(profile: Option<&Path>, state_dir: Option<&Path>, a: LoadArgs) -> Re
         kind: a.kind,
         mnemonic: a
             .mnemonic
-            .unwrap_or_else(|| crate::network::DEV_MNEMONIC.to_string()),
+            .unwrap_or_else(|| chainctl_core::network::DEV_MNEMONIC.to_string()),
         drain: a.drain,
         progress: true,
     })?;
@@ -1968,11 +1984,11 @@ fn failover_cmd(
 ) -> Result<ExitCode> {
     let loaded = setup::load(profile)?;
     let layout = setup::layout(&loaded, state_dir);
-    let api = crate::monitor::api_endpoint(&layout, &loaded.profile)?;
+    let api = chainctl_monitor::api_endpoint(&layout, &loaded.profile)?;
     let addr = api.addr;
     let body = serde_json::json!({"validator": validator, "to": to});
     let path = "/api/v1/failover";
-    let answer = crate::status::http_json(
+    let answer = chainctl_common::http::json(
         addr,
         api.tls_cert.as_deref(),
         "POST",
@@ -2000,7 +2016,7 @@ fn failover_cmd(
 fn report_cmd(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
-    format: crate::report::render::Format,
+    format: chainctl_report::render::Format,
     out: Option<&Path>,
     drill: bool,
     window: std::time::Duration,
@@ -2012,19 +2028,19 @@ fn report_cmd(
         Ok(ExitCode::from(2))
     };
     let (loaded, layout, mut plan, _) =
-        match inspect_plan(profile, state_dir, &crate::ports::NoProbe) {
+        match inspect_plan(profile, state_dir, &chainctl_core::ports::NoProbe) {
             Ok(x) => x,
             Err(e) => return could_not(e),
         };
     // The services placed on other swarm nodes are probed there.
-    if loaded.profile.runtime == crate::profile::RuntimeKind::Swarm {
-        if let Err(e) = crate::runtime::swarm::locate(&loaded.profile.swarm, &mut plan.services) {
+    if loaded.profile.runtime == chainctl_core::profile::RuntimeKind::Swarm {
+        if let Err(e) = chainctl_runtime::swarm::locate(&loaded.profile.swarm, &mut plan.services) {
             return could_not(anyhow::anyhow!(
                 "cannot tell which swarm node runs which service: {e}"
             ));
         }
     }
-    let inputs = crate::report::evidence::Inputs {
+    let inputs = chainctl_report::evidence::Inputs {
         profile: &loaded.profile,
         layout: &layout,
         plan: &plan,
@@ -2034,15 +2050,15 @@ fn report_cmd(
     if drill {
         eprintln!("failover drill: killing one validator's active execution client (it is restarted and checked)…");
     }
-    let evidence = match crate::report::evidence::gather(&inputs) {
+    let evidence = match chainctl_report::evidence::gather(&inputs) {
         Ok(e) => e,
         Err(e) => return could_not(e),
     };
-    let report = crate::report::assemble(
+    let report = chainctl_report::assemble(
         loaded.profile.name.clone(),
         window.as_secs(),
-        crate::report::checks::all(&evidence),
-        crate::report::checks::service_rows(&evidence),
+        chainctl_report::checks::all(&evidence),
+        chainctl_report::checks::service_rows(&evidence),
         evidence.ports.clone(),
         evidence
             .chain
@@ -2050,7 +2066,7 @@ fn report_cmd(
             .map(|b| b.iter().map(|b| (b.number, b.timestamp, b.txs)).collect())
             .unwrap_or_default(),
     );
-    let text = crate::report::render::render(&report, format);
+    let text = chainctl_report::render::render(&report, format);
     match out {
         Some(p) => {
             if let Err(e) = std::fs::write(p, &text) {
@@ -2059,7 +2075,7 @@ fn report_cmd(
             eprintln!(
                 "{}: {} (score {:.1}) written to {}",
                 report.profile,
-                if report.verdict == crate::report::Verdict::Ready {
+                if report.verdict == chainctl_report::Verdict::Ready {
                     "READY"
                 } else {
                     "NOT READY"
@@ -2071,7 +2087,7 @@ fn report_cmd(
         None => print!("{text}"),
     }
     Ok(match report.verdict {
-        crate::report::Verdict::Ready => ExitCode::SUCCESS,
-        crate::report::Verdict::NotReady => ExitCode::from(1),
+        chainctl_report::Verdict::Ready => ExitCode::SUCCESS,
+        chainctl_report::Verdict::NotReady => ExitCode::from(1),
     })
 }

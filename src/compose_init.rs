@@ -9,12 +9,12 @@
 //! It is idempotent: keys and genesis, once made, are kept (they are the chain's
 //! identity), so `docker-compose up` after `down` resumes the same chain.
 
-use crate::layout::Layout;
-use crate::plan::{self, Plan};
-use crate::profile::Loaded;
-use crate::render::compose::secrets_of;
-use crate::state::PortsFile;
 use anyhow::{bail, Context as _, Result};
+use chainctl_core::layout::Layout;
+use chainctl_core::plan::{self, Plan};
+use chainctl_core::profile::Loaded;
+use chainctl_core::state::PortsFile;
+use chainctl_render::compose::secrets_of;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ pub struct Args<'a> {
     pub owner: (u32, u32),
     /// Where each service's secrets volume is mounted (`DIR/SERVICE`).
     pub distribute: &'a Path,
-    /// The [`crate::render::compose::digest`] of the rendered profile and ports.json.
+    /// The [`chainctl_render::compose::digest`] of the rendered profile and ports.json.
     pub digest: &'a str,
 }
 
@@ -52,7 +52,7 @@ pub fn parse_owner(s: &str) -> Result<(u32, u32)> {
 fn plan_of(a: &Args) -> Result<Plan> {
     let text = std::fs::read_to_string(a.ports)
         .with_context(|| format!("cannot read the rendered allocation {}", a.ports.display()))?;
-    if crate::render::compose::digest(&a.loaded.source.text, &text) != a.digest {
+    if chainctl_render::compose::digest(&a.loaded.source.text, &text) != a.digest {
         bail!(
             "{} or {} changed since compose.yaml was rendered with them: run `chainctl render compose` again instead of editing them",
             a.loaded.source.label,
@@ -61,11 +61,11 @@ fn plan_of(a: &Args) -> Result<Plan> {
     }
     let rendered: PortsFile = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a chainctl port allocation", a.ports.display()))?;
-    let alloc = crate::supervisor::setup::allocate_from(
+    let alloc = chainctl_core::ports::allocate_from(
         a.loaded,
         &rendered.services,
         &[],
-        &crate::ports::NoProbe,
+        &chainctl_core::ports::NoProbe,
     )?;
     if alloc != rendered.services {
         bail!(
@@ -160,12 +160,12 @@ fn distribute(
         let to = dest.join(rel);
         let mut dir = to.parent();
         while let Some(d) = dir.filter(|d| d.starts_with(dest) && *d != dest) {
-            crate::secrets::private_dir(d)
+            chainctl_common::fs::private_dir(d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
             own(d, owner, 0o700)?;
             dir = d.parent();
         }
-        crate::secrets::write_atomic(&to, &bytes)
+        chainctl_common::fs::write_atomic(&to, &bytes)
             .with_context(|| format!("cannot write {}", to.display()))?;
         own(&to, owner, 0o600)?;
     }
@@ -177,11 +177,11 @@ pub fn run(a: &Args) -> Result<Vec<String>> {
     let plan = plan_of(a)?;
     let p = &a.loaded.profile;
     let layout = Layout::new(a.state_dir);
-    crate::supervisor::setup::ensure_secrets(&plan)?;
-    crate::network::write_files(p, &layout, &plan, plan::Target::Container)?;
+    chainctl_core::jwt::ensure_secrets(&plan)?;
+    chainctl_supervisor::files::write_files(p, &layout, &plan, plan::Target::Container)?;
     let mut lines = Vec::new();
     if p.validators.count > 0 {
-        let net = crate::network::network_dir(&layout);
+        let net = chainctl_core::network::network_dir(&layout);
         own(&net, a.owner, 0o700)?;
         for f in files_under(&net)? {
             own(&net.join(f), a.owner, 0o600)?;
@@ -206,7 +206,7 @@ pub fn run(a: &Args) -> Result<Vec<String>> {
         // volume that is empty when a container mounts it, which would hand the data dir
         // back to root before the service first writes there: a file keeps it non-empty.
         let marker = svc.data_dir.join(DATA_MARKER);
-        crate::secrets::write_atomic(
+        chainctl_common::fs::write_atomic(
             &marker,
             format!(
                 "data dir of {} (chainctl compose); this file keeps Docker from resetting the volume's owner\n",
@@ -218,7 +218,7 @@ pub fn run(a: &Args) -> Result<Vec<String>> {
         own(&marker, a.owner, 0o600)?;
         let config = svc.data_dir.join("config.json");
         let validator =
-            (0..p.validators.count).any(|i| crate::network::validator_name(i) == svc.name);
+            (0..p.validators.count).any(|i| chainctl_core::network::validator_name(i) == svc.name);
         if validator && config.exists() {
             own(&config, a.owner, 0o600)?;
         }

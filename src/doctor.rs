@@ -2,9 +2,9 @@
 //! programs and client versions the profile runs, its ports, disk, clock sync, the
 //! open-file limit, Docker when the profile needs it — each problem with what to do.
 
-use crate::layout::Layout;
-use crate::ports::{HostUse, Owners};
-use crate::profile::{Loaded, RuntimeKind};
+use chainctl_core::layout::Layout;
+use chainctl_core::ports::{HostUse, Owners};
+use chainctl_core::profile::{Loaded, RuntimeKind};
 use std::path::Path;
 
 /// How a check came out.
@@ -41,24 +41,30 @@ fn finding(area: &'static str, status: Status, text: impl Into<String>) -> Findi
 const MIN_OPEN_FILES: u64 = 65_536;
 
 /// Every check, in the order printed.
-pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -> Vec<Finding> {
+pub fn run(
+    loaded: &Loaded,
+    layout: &Layout,
+    alloc: &chainctl_core::ports::Allocation,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let p = &loaded.profile;
 
     // Client versions and programs (the checks `up` makes before starting anything).
     if !p.runtime.containers() {
-        for (kind, binary) in crate::profile::external_clients(loaded) {
-            out.push(match crate::clients::version::check(kind, &binary) {
-                Ok(v) => finding(
-                    "clients",
-                    Status::Ok,
-                    format!("{} {v} ({binary})", crate::clients::kind_name(kind)),
-                ),
-                Err(e) => finding("clients", Status::Fail, e.to_string()),
-            });
+        for (kind, binary) in chainctl_core::profile::external_clients(loaded) {
+            out.push(
+                match chainctl_core::clients::version::check(kind, &binary) {
+                    Ok(v) => finding(
+                        "clients",
+                        Status::Ok,
+                        format!("{} {v} ({binary})", chainctl_core::clients::kind_name(kind)),
+                    ),
+                    Err(e) => finding("clients", Status::Fail, e.to_string()),
+                },
+            );
         }
     }
-    match crate::profile::check_host(loaded, false) {
+    match chainctl_core::profile::check_host(loaded, false) {
         Ok(()) => out.push(finding(
             "programs",
             Status::Ok,
@@ -73,7 +79,7 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
 
     // Ports: each one the profile needs, free on this host (or already this network's).
     let owners = Owners::from_state(
-        crate::state::read_json::<crate::state::StateFile>(&layout.state_file())
+        chainctl_core::state::read_json::<chainctl_core::state::StateFile>(&layout.state_file())
             .ok()
             .flatten()
             .as_ref(),
@@ -110,7 +116,7 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
         .ancestors()
         .find(|d| d.exists())
         .unwrap_or(Path::new("/"));
-    match crate::monitor::probe::disk_used_percent(dir) {
+    match chainctl_monitor::probe::disk_used_percent(dir) {
         Ok((pct, free)) => {
             let gib = free as f64 / (1u64 << 30) as f64;
             let status = if pct >= 90.0 {
@@ -136,7 +142,7 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
     // Clock: the Engine API's JWT `iat` must be within 60 s of each client's clock.
     out.push(clock());
 
-    match crate::monitor::probe::open_file_limit() {
+    match chainctl_monitor::probe::open_file_limit() {
         Some(l) if l < MIN_OPEN_FILES => out.push(finding(
             "open files",
             Status::Warn,
@@ -147,7 +153,7 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
     }
 
     if p.runtime == RuntimeKind::Docker {
-        match crate::runtime::docker::DockerBackend::connect(
+        match chainctl_runtime::docker::DockerBackend::connect(
             &p.name,
             &layout.root,
             p.listen.rpc,
@@ -158,8 +164,8 @@ pub fn run(loaded: &Loaded, layout: &Layout, alloc: &crate::ports::Allocation) -
         }
     }
     if p.runtime == RuntimeKind::Swarm {
-        let manager = crate::runtime::swarm::connect_engine()
-            .and_then(|(rt, d)| crate::runtime::swarm::manager_node(&rt, &d));
+        let manager = chainctl_runtime::swarm::connect_engine()
+            .and_then(|(rt, d)| chainctl_runtime::swarm::manager_node(&rt, &d));
         match manager {
             Ok(id) => out.push(finding(
                 "swarm",

@@ -4,8 +4,8 @@
 //! unit changed, and reports drift: a unit on disk that differs from what the profile
 //! renders.
 
-use crate::render::{systemd as units, File};
 use anyhow::{bail, Context as _, Result};
+use chainctl_render::{systemd as units, File};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -156,13 +156,14 @@ pub fn install(i: &Install) -> Result<Vec<String>> {
             std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
         }
     }
-    crate::secrets::private_dir(i.state_dir)
+    chainctl_common::fs::private_dir(i.state_dir)
         .with_context(|| format!("cannot create {}", i.state_dir.display()))?;
     std::os::unix::fs::chown(i.state_dir, Some(uid), Some(gid))
         .with_context(|| format!("cannot chown {}", i.state_dir.display()))?;
     // 3. Secrets: one per pair, 0600, owned by the user (its dirs 0700).
     for s in i.secrets {
-        crate::secrets::ensure(s).with_context(|| format!("cannot write {}", s.display()))?;
+        chainctl_common::secrets::ensure(s)
+            .with_context(|| format!("cannot write {}", s.display()))?;
         for p in [
             Some(s.as_path()),
             s.parent(),

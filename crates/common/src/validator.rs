@@ -1,0 +1,187 @@
+//! The files a validator reads, shared by the consensus node that reads them and the
+//! supervisor that writes them: `config.json` ([`NodeFile`]), the network's consensus
+//! genesis ([`Genesis`]) and the ed25519 key file. Plain data: no Malachite here, so the
+//! monitor and the planner read these without linking the consensus engine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy_primitives::{keccak256, Address as EthAddress, B256};
+use serde::{Deserialize, Serialize};
+
+/// Timeouts of the Engine API calls.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(with = "millis")]
+    pub forkchoice: Duration,
+    #[serde(with = "millis")]
+    pub get_payload: Duration,
+    #[serde(with = "millis")]
+    pub new_payload: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            forkchoice: Duration::from_secs(8),
+            get_payload: Duration::from_secs(1),
+            new_payload: Duration::from_secs(8),
+        }
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// How a validator reaches one of its ELs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElConfig {
+    /// Service name of the EL.
+    pub name: String,
+    /// Engine API URL (authenticated port).
+    pub engine_url: String,
+    /// The JWT secret shared with this EL (mode 0600).
+    pub jwt_secret: PathBuf,
+}
+
+/// `config.json` of one validator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct NodeFile {
+    /// Name shown in logs and status.
+    pub moniker: String,
+    /// The network's consensus genesis (validator set, execution genesis hash).
+    pub genesis: PathBuf,
+    /// This validator's ed25519 key (hex, mode 0600).
+    pub key: PathBuf,
+    /// P2P listen address and port.
+    pub p2p_host: String,
+    pub p2p_port: u16,
+    /// The other validators' P2P addresses (`host:port`).
+    pub peers: Vec<String>,
+    /// The other validators' status endpoints (`host:port`), for the isolation watchdog.
+    #[serde(default)]
+    pub peer_status: Vec<String>,
+    /// Status and control endpoint.
+    pub status_addr: SocketAddr,
+    /// Token file for the control endpoint (mode 0600).
+    pub control_token: PathBuf,
+    /// Fee recipient of the blocks this validator proposes.
+    pub fee_recipient: EthAddress,
+    /// Execution clients, the first one active.
+    pub execution: Vec<ElConfig>,
+    /// Engine API call timeouts (ms).
+    #[serde(default)]
+    pub engine_timeouts: Timeouts,
+}
+
+impl NodeFile {
+    /// Read and check a config file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let f: NodeFile =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if f.execution.is_empty() {
+            return Err(format!(
+                "{}: execution: a validator needs at least one execution client",
+                path.display()
+            ));
+        }
+        Ok(f)
+    }
+}
+
+/// The network's consensus genesis: the validator set and the execution genesis it runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Genesis {
+    /// EIP-155 chain id of the execution chain.
+    pub chain_id: u64,
+    /// Hash of the execution genesis block every EL must have.
+    pub execution_genesis_hash: B256,
+    /// Timestamp of the execution genesis block.
+    pub genesis_time: u64,
+    /// Target block time in seconds.
+    pub block_time_secs: u64,
+    /// Validators in proposer order.
+    pub validators: Vec<GenesisValidator>,
+}
+
+/// One validator in the genesis file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GenesisValidator {
+    /// Name (moniker) of the validator.
+    pub name: String,
+    /// Hex ed25519 public key (32 bytes).
+    pub public_key: String,
+    /// Voting power (equal by default).
+    pub power: u64,
+}
+
+impl Genesis {
+    /// The domain every signature of this network is bound to: keccak256 of the
+    /// canonical JSON of the genesis.
+    pub fn hash(&self) -> B256 {
+        keccak256(serde_json::to_vec(self).expect("genesis serializes"))
+    }
+}
+
+/// A validator's ed25519 secret key: the 32 bytes of its key file.
+pub type KeyBytes = [u8; 32];
+
+/// Write a validator key file (hex, mode 0600).
+pub fn write_key(path: &Path, key: &KeyBytes) -> std::io::Result<()> {
+    crate::fs::write_atomic(path, hex::encode(key).as_bytes())
+}
+
+/// Generate a fresh validator key.
+pub fn generate_key() -> KeyBytes {
+    ed25519_consensus::SigningKey::new(rand::rngs::OsRng).to_bytes()
+}
+
+/// Read a validator key; refuses files that others can read.
+pub fn read_key(path: &Path) -> Result<KeyBytes, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("validator key {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "validator key {} has mode {mode:o}: others can read it; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("validator key {}: {e}", path.display()))?;
+    let b = hex::decode(text.trim())
+        .map_err(|e| format!("validator key {}: not hex: {e}", path.display()))?;
+    let b: [u8; 32] = b.try_into().map_err(|_| {
+        format!(
+            "validator key {}: an ed25519 key is 32 bytes",
+            path.display()
+        )
+    })?;
+    Ok(b)
+}
+
+/// The public key of a key (for the genesis).
+pub fn public_key_hex(key: &KeyBytes) -> String {
+    hex::encode(
+        ed25519_consensus::SigningKey::from(*key)
+            .verification_key()
+            .as_bytes(),
+    )
+}

@@ -1,0 +1,435 @@
+//! Execution client adapters: for each client chainctl runs behind a validator — the
+//! built-in engine, Reth, Geth, Erigon — the exact command line (data dir, genesis, HTTP
+//! and WebSocket RPC, Engine API with its JWT, P2P with discovery off, metrics), the
+//! ports it needs (so no client falls back to a default another one holds), the init step
+//! where the client needs one, the lock that tells its data dir is in use, its genesis
+//! file, and the versions known to work. One module per client; this one holds what they
+//! share. The planner resolves the `{{…}}` placeholders the adapters emit.
+
+pub mod builtin;
+pub mod erigon;
+pub mod exec;
+pub mod geth;
+pub mod p2p;
+pub mod reth;
+pub mod version;
+
+use crate::profile::{CommandService, ExecutionKind, PortSpec, Protocol, RuntimeKind};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// What an adapter is given for one execution client of a validator.
+pub struct ElContext<'a> {
+    /// The service name (`val-0-el-1`).
+    pub name: &'a str,
+    /// The network's other execution clients (built-in ones relay transactions to them).
+    pub peers: &'a [String],
+    /// How many of them speak devp2p (Reth, Geth, Erigon): this client's static peers.
+    pub p2p_peers: usize,
+    /// The program to run (`reth`, a path, …).
+    pub binary: &'a str,
+    /// Extra arguments the profile appends.
+    pub extra_args: &'a [String],
+    /// Image, under `runtime: docker`.
+    pub image: Option<String>,
+    /// Where the services run.
+    pub runtime: RuntimeKind,
+}
+
+/// How a client's data dir tells that a process has it open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// An flock(2) on the file (Geth's `geth/LOCK`, Erigon's `LOCK`).
+    Flock,
+    /// A file holding the owner's pid (Reth's `db/lock`: pid, then its start time).
+    PidFile,
+}
+
+impl LockKind {
+    /// The word `chainctl client-exec --lock-kind` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockKind::Flock => "flock",
+            LockKind::PidFile => "pid",
+        }
+    }
+    /// The kind a `--lock-kind` word names.
+    pub fn parse(s: &str) -> Option<LockKind> {
+        match s {
+            "flock" => Some(LockKind::Flock),
+            "pid" => Some(LockKind::PidFile),
+            _ => None,
+        }
+    }
+}
+
+/// The lock file of a client's data dir (relative to it) and how it is held.
+pub fn data_dir_lock(kind: ExecutionKind) -> Option<(&'static str, LockKind)> {
+    match kind {
+        ExecutionKind::Builtin => None,
+        // crates/storage/db/src/lockfile.rs: `<datadir>/db/lock`, pid + start time.
+        ExecutionKind::Reth => Some(("db/lock", LockKind::PidFile)),
+        // node/node.go: flock on `<datadir>/geth/LOCK`.
+        ExecutionKind::Geth => Some(("geth/LOCK", LockKind::Flock)),
+        // flock on `<datadir>/LOCK`.
+        ExecutionKind::Erigon => Some(("LOCK", LockKind::Flock)),
+    }
+}
+
+/// Whether a client must initialise its data dir from the genesis before it starts.
+pub fn needs_init(kind: ExecutionKind) -> bool {
+    matches!(kind, ExecutionKind::Geth | ExecutionKind::Erigon)
+}
+
+/// The usual binary name of a client on PATH.
+pub fn default_binary(kind: ExecutionKind) -> &'static str {
+    match kind {
+        ExecutionKind::Builtin => "chainctl",
+        ExecutionKind::Reth => "reth",
+        ExecutionKind::Geth => "geth",
+        ExecutionKind::Erigon => "erigon",
+    }
+}
+
+/// The kind's name as profiles write it.
+pub fn kind_name(kind: ExecutionKind) -> &'static str {
+    match kind {
+        ExecutionKind::Builtin => "builtin",
+        ExecutionKind::Reth => "reth",
+        ExecutionKind::Geth => "geth",
+        ExecutionKind::Erigon => "erigon",
+    }
+}
+
+/// The genesis file a client reads, in the network dir.
+pub fn genesis_file(kind: ExecutionKind) -> String {
+    match kind {
+        ExecutionKind::Builtin => "genesis.json".into(),
+        other => format!("genesis-{}.json", kind_name(other)),
+    }
+}
+
+/// The genesis file as a client's argument (a placeholder the planner resolves).
+fn genesis_arg(kind: ExecutionKind) -> String {
+    format!("{{{{state_dir}}}}/network/{}", genesis_file(kind))
+}
+
+/// The binary a client runs: the profile's `validators.clients.KIND.binary`, else its
+/// usual name on PATH.
+pub fn binary_of(clients: &crate::profile::Clients, kind: ExecutionKind) -> String {
+    clients
+        .of(kind)
+        .and_then(|c| c.binary.clone())
+        .unwrap_or_else(|| default_binary(kind).to_string())
+}
+
+/// The service an adapter renders for one execution client.
+pub fn service(kind: ExecutionKind, ctx: &ElContext) -> CommandService {
+    match kind {
+        ExecutionKind::Builtin => builtin::service(ctx),
+        ExecutionKind::Reth => reth::service(ctx),
+        ExecutionKind::Geth => geth::service(ctx),
+        ExecutionKind::Erigon => erigon::service(ctx),
+    }
+}
+
+/// The flags chainctl sets on a client (its own and those `client-exec` adds at start):
+/// a profile's `validators.clients.KIND.args` must not repeat one, which would make
+/// Reth refuse to start (a flag given twice) or make Geth and Erigon silently drop
+/// chainctl's value (the last one counts) — a port off the allocation, a JWT other than
+/// the pair's, no peers.
+pub fn managed_flags(kind: ExecutionKind) -> std::collections::BTreeSet<String> {
+    let ctx = ElContext {
+        name: "x",
+        peers: &[],
+        p2p_peers: 1,
+        binary: default_binary(kind),
+        extra_args: &[],
+        image: None,
+        runtime: RuntimeKind::Process,
+    };
+    let argv = service(kind, &ctx).command;
+    // client-exec's own options (before `--`) are not the client's, but the flags they
+    // hand to the client are.
+    let client_from = match argv.get(1).map(String::as_str) {
+        Some("client-exec") => argv.iter().position(|a| a == "--").map_or(0, |i| i + 1),
+        _ => 0,
+    };
+    let handed = argv[..client_from]
+        .windows(2)
+        .filter(|w| w[0] == "--peers-flag")
+        .map(|w| w[1].clone());
+    argv[client_from..]
+        .iter()
+        .filter(|a| a.starts_with("--") && a.len() > 2)
+        .cloned()
+        .chain(handed)
+        .collect()
+}
+
+/// The genesis a client reads, from the one network genesis: the same chain (the same
+/// hash, which the tests prove with our own engine), in the form each client requires.
+pub fn genesis_for(kind: ExecutionKind, network: &Json) -> Json {
+    let mut g = network.clone();
+    if kind == ExecutionKind::Geth {
+        geth::complete_blob_schedule(&mut g);
+    }
+    g
+}
+
+/// Ports of an external client, each allocated by chainctl so none falls back to its
+/// default: P2P takes TCP and UDP on one number.
+fn ports(extra: &[&str]) -> BTreeMap<String, PortSpec> {
+    let mut m: BTreeMap<String, PortSpec> = ["http", "ws", "engine", "metrics"]
+        .iter()
+        .chain(extra)
+        .map(|k| (k.to_string(), PortSpec::AUTO_TCP))
+        .collect();
+    m.insert(
+        "p2p".into(),
+        PortSpec {
+            port: None,
+            protocol: Protocol::Both,
+        },
+    );
+    m
+}
+
+/// The command of an external client: run through `chainctl client-exec`, which refuses a
+/// data dir another process holds, runs the init step, adds the client's static peers
+/// (from [`p2p::peers_path`], each of `peer_flags` followed by the list), then becomes
+/// the client (same pid, so signals and exit statuses are the client's). Under
+/// `runtime: docker` the client's image has no chainctl: the client runs directly,
+/// without peers (adapters with an init step are refused there by validation).
+fn wrapped(
+    kind: ExecutionKind,
+    ctx: &ElContext,
+    init: Vec<String>,
+    mut run: Vec<String>,
+    peer_flags: &[&str],
+) -> Vec<String> {
+    run.extend(ctx.extra_args.iter().cloned());
+    if ctx.runtime.containers() {
+        return run;
+    }
+    let mut argv: Vec<String> = vec!["{{chainctl}}".into(), "client-exec".into()];
+    if let Some((file, how)) = data_dir_lock(kind) {
+        argv.extend([
+            "--data-dir".into(),
+            "{{data_dir}}".into(),
+            "--lock".into(),
+            file.into(),
+            "--lock-kind".into(),
+            how.as_str().into(),
+        ]);
+    }
+    if !peer_flags.is_empty() && ctx.p2p_peers > 0 {
+        argv.extend(["--peers-file".into(), p2p::peers_arg()]);
+        for f in peer_flags {
+            argv.extend(["--peers-flag".into(), f.to_string()]);
+        }
+    }
+    argv.extend(["--init-argc".into(), init.len().to_string(), "--".into()]);
+    argv.extend(init);
+    argv.extend(run);
+    argv
+}
+
+/// The programs a command runs: its own and, when it is `chainctl client-exec` as
+/// [`wrapped`] writes it, the init step's and the client's.
+pub fn programs_of(argv: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = argv.first().map(String::as_str).into_iter().collect();
+    if argv.get(1).map(String::as_str) != Some("client-exec") {
+        return out;
+    }
+    let Some(dash) = argv.iter().position(|a| a == "--") else {
+        return out;
+    };
+    let init = argv[..dash]
+        .windows(2)
+        .find(|w| w[0] == "--init-argc")
+        .and_then(|w| w[1].parse::<usize>().ok())
+        .unwrap_or(0);
+    let words = &argv[dash + 1..];
+    out.extend(words.first().map(String::as_str));
+    if init > 0 {
+        out.extend(words.get(init).map(String::as_str));
+    }
+    out
+}
+
+/// A generated EL service with the given command and ports.
+fn command_service(
+    command: Vec<String>,
+    ports: BTreeMap<String, PortSpec>,
+    image: Option<String>,
+    ready: &[&str],
+) -> CommandService {
+    CommandService {
+        command,
+        env: BTreeMap::new(),
+        workdir: None,
+        ports,
+        depends_on: Vec::new(),
+        drives: Vec::new(),
+        ready_ports: Some(ready.iter().map(|s| s.to_string()).collect()),
+        restart: Default::default(),
+        stop: None,
+        startup_grace: None,
+        image,
+        jit: false,
+    }
+}
+
+/// The HTTP JSON-RPC flags Reth, Geth and Erigon share (the same names in Reth's
+/// `rpc_server.rs` and in Geth's and Erigon's `cmd/utils/flags.go`), serving `api`.
+fn http_flags(api: &str) -> Vec<String> {
+    let mut w = words(&[
+        "--http",
+        "--http.addr",
+        "{{listen.rpc}}",
+        "--http.port",
+        "{{port.http}}",
+        "--http.api",
+    ]);
+    w.push(api.into());
+    w
+}
+
+/// The authenticated Engine API flags the three share: address, port and the JWT secret
+/// of the client's pair.
+fn engine_flags() -> Vec<String> {
+    words(&[
+        "--authrpc.addr",
+        "{{listen.rpc}}",
+        "--authrpc.port",
+        "{{port.engine}}",
+        "--authrpc.jwtsecret",
+        "{{jwt_path}}",
+    ])
+}
+
+/// WebSocket JSON-RPC as Reth and Geth name it.
+fn ws_flags() -> Vec<String> {
+    words(&[
+        "--ws",
+        "--ws.addr",
+        "{{listen.rpc}}",
+        "--ws.port",
+        "{{port.ws}}",
+        "--ws.api",
+        "eth,net,web3",
+    ])
+}
+
+/// `--maxpeers` for Geth and Erigon: they dial at most a third of it (`p2p/server.go`,
+/// `DialRatio` 3), static peers included, and 0 turns the listener away from everyone.
+fn max_peers(p2p_peers: usize) -> String {
+    (3 * p2p_peers).to_string()
+}
+
+/// Strings from `&str`s.
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Profile;
+
+    /// The programs of a wrapped command, with and without an init step, and of a
+    /// command that is not wrapped.
+    #[test]
+    fn programs_of_a_wrapped_command_are_chainctl_init_and_client() {
+        let ctx = |binary| ElContext {
+            name: "val-0-el-0",
+            peers: &[],
+            p2p_peers: 0,
+            binary,
+            extra_args: &[],
+            image: None,
+            runtime: RuntimeKind::Process,
+        };
+        let geth = service(ExecutionKind::Geth, &ctx("/opt/geth/geth")).command;
+        assert_eq!(
+            programs_of(&geth),
+            ["{{chainctl}}", "/opt/geth/geth", "/opt/geth/geth"]
+        );
+        let reth = service(ExecutionKind::Reth, &ctx("/opt/reth")).command;
+        assert_eq!(programs_of(&reth), ["{{chainctl}}", "/opt/reth"]);
+        let plain: Vec<String> = words(&["/usr/bin/python3", "-m", "http.server"]);
+        assert_eq!(programs_of(&plain), ["/usr/bin/python3"]);
+        assert!(programs_of(&[]).is_empty());
+    }
+
+    /// Every client's genesis file is the same chain for our engine: the same hash as the
+    /// network genesis the built-in engine reads.
+    #[test]
+    fn every_clients_genesis_has_the_network_genesis_hash() {
+        for fork in ["osaka", "prague"] {
+            let p: Profile = serde_yaml::from_str(&format!(
+                "name: t\nchain: {{chain_id: 1337, fork: {fork}, dev_accounts: 3}}\n"
+            ))
+            .unwrap();
+            let network = crate::network::render_el_genesis(&p, 1_700_000_000).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let hash = |g: &Json, name: &str| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, serde_json::to_vec(g).unwrap()).unwrap();
+                chainctl_evm::genesis_hash(&path).unwrap().0
+            };
+            let want = hash(&network, "genesis.json");
+            // A network genesis whose blobSchedule lacks entries (as a hand-written one
+            // may): Geth's file gains them, and the chain stays the same.
+            let mut sparse = network.clone();
+            sparse["config"]["blobSchedule"] = serde_json::json!({});
+            assert_eq!(hash(&sparse, "sparse.json"), want);
+            let geth = genesis_for(ExecutionKind::Geth, &sparse);
+            assert_ne!(geth, sparse, "Geth's file completes the schedule");
+            assert!(geth["config"]["blobSchedule"]["cancun"].is_object());
+            for kind in [
+                ExecutionKind::Reth,
+                ExecutionKind::Geth,
+                ExecutionKind::Erigon,
+            ] {
+                let g = genesis_for(kind, &network);
+                assert_eq!(hash(&g, &genesis_file(kind)), want, "{kind:?} under {fork}");
+                assert_eq!(
+                    hash(&genesis_for(kind, &sparse), "s2.json"),
+                    want,
+                    "{kind:?}"
+                );
+                if kind != ExecutionKind::Geth {
+                    assert_eq!(g, network, "{kind:?} reads the network genesis as it is");
+                }
+                // What every client needs: TTD 0 (Paris at genesis) and an explicit
+                // deposit contract (Reth would otherwise use mainnet's).
+                assert_eq!(g["config"]["terminalTotalDifficulty"], 0, "{kind:?}");
+                assert!(
+                    g["config"]["depositContractAddress"].is_string(),
+                    "{kind:?}"
+                );
+            }
+        }
+    }
+
+    /// Geth refuses a genesis whose blobSchedule lacks an active fork; its file gets every
+    /// entry, without changing the chain.
+    #[test]
+    fn geths_genesis_has_a_blob_schedule_entry_for_every_active_fork() {
+        let mut g = serde_json::json!({
+            "config": {"chainId": 1, "cancunTime": 0, "pragueTime": 0, "osakaTime": 0,
+                       "blobSchedule": {"cancun": {"target": 1, "max": 2, "baseFeeUpdateFraction": 3}}}
+        });
+        geth::complete_blob_schedule(&mut g);
+        let s = &g["config"]["blobSchedule"];
+        assert_eq!(s["cancun"]["target"], 1, "an entry given is kept");
+        assert_eq!(s["prague"]["max"], 9);
+        assert_eq!(s["osaka"]["baseFeeUpdateFraction"], 5007716);
+        let mut no_osaka = serde_json::json!({"config": {"cancunTime": 0, "pragueTime": 0}});
+        geth::complete_blob_schedule(&mut no_osaka);
+        assert!(no_osaka["config"]["blobSchedule"]["osaka"].is_null());
+        assert_eq!(no_osaka["config"]["blobSchedule"]["cancun"]["max"], 6);
+    }
+}

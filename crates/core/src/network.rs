@@ -1,0 +1,288 @@
+//! The network a profile with validators describes: the services chainctl generates for
+//! it (one consensus node per validator, its built-in execution clients) and the files
+//! they read (execution genesis, consensus genesis, validator keys, per-validator config).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use alloy_primitives::{Address, U256};
+use anyhow::{Context as _, Result};
+use serde_json::{json, Value as Json};
+
+use crate::layout::Layout;
+use crate::profile::{
+    CommandService, ExecutionKind, Fork, PortSpec, Profile, ValidatorKeys, Validators,
+};
+
+/// The documented development mnemonic (the one Hardhat, Anvil and Foundry use).
+pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
+/// Balance of each development account: 1,000,000 ETH.
+pub const DEV_BALANCE_WEI: u128 = 1_000_000 * 1_000_000_000_000_000_000;
+
+/// Service name of validator `i`.
+pub fn validator_name(i: u32) -> String {
+    format!("val-{i}")
+}
+
+/// Service name of execution client `j` of validator `i`.
+pub fn el_name(i: u32, j: usize) -> String {
+    format!("val-{i}-el-{j}")
+}
+
+/// Whether `name` is one chainctl generates for the validators.
+pub fn is_generated_name(name: &str, v: &Validators) -> bool {
+    (0..v.count).any(|i| {
+        name == validator_name(i) || (0..v.execution.of(i).len()).any(|j| name == el_name(i, j))
+    })
+}
+
+/// The execution clients of validator `i`, with their service names.
+pub fn els_of(v: &Validators, i: u32) -> Vec<(String, ExecutionKind)> {
+    v.execution
+        .of(i)
+        .iter()
+        .enumerate()
+        .map(|(j, k)| (el_name(i, j), *k))
+        .collect()
+}
+
+/// Add the generated services of the validators to the profile: each execution client
+/// from its adapter ([`crate::clients`]), then the validator that drives them.
+pub fn expand(p: &mut Profile) {
+    let v = p.validators.clone();
+    let all_els: Vec<String> = (0..v.count)
+        .flat_map(|i| els_of(&v, i).into_iter().map(|(n, _)| n))
+        .collect();
+    let external: Vec<String> = crate::clients::p2p::external_els(p)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for i in 0..v.count {
+        let els = els_of(&v, i);
+        for (el, kind) in &els {
+            let peers: Vec<String> = all_els.iter().filter(|o| *o != el).cloned().collect();
+            let p2p_peers = external.iter().filter(|o| *o != el).count();
+            let settings = v.clients.of(*kind);
+            let binary = crate::clients::binary_of(&v.clients, *kind);
+            let ctx = crate::clients::ElContext {
+                name: el,
+                peers: &peers,
+                p2p_peers,
+                binary: &binary,
+                extra_args: settings.map(|c| c.args.as_slice()).unwrap_or(&[]),
+                image: settings.and_then(|c| c.image.clone()),
+                runtime: p.runtime,
+            };
+            p.services
+                .insert(el.clone(), crate::clients::service(*kind, &ctx));
+        }
+        p.services.insert(
+            validator_name(i),
+            CommandService {
+                command: [
+                    "{{chainctl}}",
+                    "node",
+                    "consensus",
+                    "--home",
+                    "{{data_dir}}",
+                ]
+                .map(String::from)
+                .to_vec(),
+                env: BTreeMap::new(),
+                workdir: None,
+                ports: [("p2p", PortSpec::AUTO_TCP), ("status", PortSpec::AUTO_TCP)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                depends_on: Vec::new(),
+                drives: els.into_iter().map(|(n, _)| n).collect(),
+                ready_ports: Some(vec!["status".into()]),
+                restart: Default::default(),
+                stop: None,
+                startup_grace: None,
+                image: Some(chainctl_image()),
+                jit: false,
+            },
+        );
+    }
+}
+
+/// The image of chainctl's own services: `chainctl:<version>` (`chainctl image build`).
+pub fn chainctl_image() -> String {
+    format!("chainctl:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The network files of a state dir.
+pub fn network_dir(layout: &Layout) -> PathBuf {
+    layout.root.join("network")
+}
+
+/// Execution genesis (go-ethereum format) every EL of the network starts from.
+pub fn el_genesis_path(layout: &Layout) -> PathBuf {
+    network_dir(layout).join("genesis.json")
+}
+
+/// Consensus genesis: validator set and execution genesis hash.
+pub fn consensus_genesis_path(layout: &Layout) -> PathBuf {
+    network_dir(layout).join("consensus-genesis.json")
+}
+
+/// A validator's key file.
+pub fn key_path(layout: &Layout, i: u32) -> PathBuf {
+    layout
+        .secrets_dir()
+        .join("validators")
+        .join(format!("{}.key", validator_name(i)))
+}
+
+/// The secret files validator `i` reads besides its Engine API secrets: its key (generated
+/// or the profile's) and its control token.
+pub fn validator_secrets(p: &Profile, layout: &Layout, i: u32) -> Vec<PathBuf> {
+    let key = match &p.validators.keys {
+        ValidatorKeys::Files(files) => files
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| key_path(layout, i)),
+        ValidatorKeys::Generate => key_path(layout, i),
+    };
+    vec![key, control_token_path(layout, i)]
+}
+
+/// A validator's control-endpoint token.
+pub fn control_token_path(layout: &Layout, i: u32) -> PathBuf {
+    layout
+        .secrets_dir()
+        .join("validators")
+        .join(format!("{}.control", validator_name(i)))
+}
+
+/// Addresses of the development accounts.
+pub fn dev_accounts(n: u32) -> Result<Vec<Address>> {
+    Ok(dev_signers(DEV_MNEMONIC, 0, n)?
+        .iter()
+        .map(|s| s.address())
+        .collect())
+}
+
+/// Signers of accounts `first..first + n` of `mnemonic` (BIP-44 path m/44'/60'/0'/0/i,
+/// as Foundry, Hardhat and go-ethereum's tools derive them). The seed is stretched once.
+pub fn dev_signers(
+    mnemonic: &str,
+    first: u32,
+    n: u32,
+) -> Result<Vec<alloy_signer_local::PrivateKeySigner>> {
+    let parent =
+        alloy_signer_local::MnemonicBuilder::<alloy_signer_local::coins_bip39::English>::default()
+            .phrase(mnemonic)
+            .build_parent_key()
+            .context("not a valid BIP-39 English mnemonic")?;
+    parent
+        .children_from(first)
+        .take(n as usize)
+        .map(|s| s.context("deriving a development account"))
+        .collect()
+}
+
+fn parse_balance(b: &str) -> Result<U256> {
+    let b = b.trim();
+    Ok(match b.strip_prefix("0x") {
+        Some(h) => U256::from_str_radix(h, 16)?,
+        None => U256::from_str_radix(b, 10)?,
+    })
+}
+
+/// Render the execution genesis: every fork through Osaka (or Prague) active at 0, the
+/// system contracts, the deposit contract address, dev accounts and the profile's alloc.
+pub fn render_el_genesis(p: &Profile, timestamp: u64) -> Result<Json> {
+    use alloy_eips::{eip2935, eip4788, eip7002, eip7251};
+    let mut alloc = serde_json::Map::new();
+    for (addr, code) in [
+        (eip4788::BEACON_ROOTS_ADDRESS, &eip4788::BEACON_ROOTS_CODE),
+        (
+            eip2935::HISTORY_STORAGE_ADDRESS,
+            &eip2935::HISTORY_STORAGE_CODE,
+        ),
+        (
+            eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS,
+            &eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_CODE,
+        ),
+        (
+            eip7251::CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS,
+            &eip7251::CONSOLIDATION_REQUEST_PREDEPLOY_CODE,
+        ),
+    ] {
+        alloc.insert(
+            format!("{addr:#x}"),
+            json!({"balance": "0x0", "nonce": "0x1", "code": code}),
+        );
+    }
+    for a in dev_accounts(p.chain.dev_accounts)? {
+        alloc.insert(
+            format!("{a:#x}"),
+            json!({"balance": format!("{:#x}", U256::from(DEV_BALANCE_WEI))}),
+        );
+    }
+    for (addr, acct) in &p.chain.alloc {
+        let a: Address = addr
+            .parse()
+            .with_context(|| format!("chain.alloc.{addr}: not an address"))?;
+        let b =
+            parse_balance(&acct.balance).with_context(|| format!("chain.alloc.{addr}.balance"))?;
+        alloc.insert(format!("{a:#x}"), json!({"balance": format!("{b:#x}")}));
+    }
+    let osaka = p.chain.fork == Fork::Osaka;
+    let mut config = json!({
+        "chainId": p.chain.chain_id,
+        "homesteadBlock": 0, "eip150Block": 0, "eip155Block": 0, "eip158Block": 0,
+        "byzantiumBlock": 0, "constantinopleBlock": 0, "petersburgBlock": 0,
+        "istanbulBlock": 0, "berlinBlock": 0, "londonBlock": 0, "mergeNetsplitBlock": 0,
+        "terminalTotalDifficulty": 0, "terminalTotalDifficultyPassed": true,
+        "shanghaiTime": 0, "cancunTime": 0, "pragueTime": 0,
+        "depositContractAddress": "0x00000000219ab540356cbb839cbe05303d7705fa",
+        "blobSchedule": {
+            "cancun": {"target": 3, "max": 6, "baseFeeUpdateFraction": 3338477},
+            "prague": {"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716},
+            "osaka": {"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716}
+        }
+    });
+    if osaka {
+        config["osakaTime"] = json!(0);
+    }
+    Ok(json!({
+        "config": config,
+        "nonce": "0x0",
+        "timestamp": format!("{timestamp:#x}"),
+        "extraData": "0x",
+        "gasLimit": "0x3938700",
+        "difficulty": "0x0",
+        "mixHash": "0x0000000000000000000000000000000000000000000000000000000000000000",
+        "coinbase": "0x0000000000000000000000000000000000000000",
+        "baseFeePerGas": "0x3b9aca00",
+        "number": "0x0",
+        "gasUsed": "0x0",
+        "parentHash": "0x0000000000000000000000000000000000000000000000000000000000000000",
+        "alloc": alloc,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_accounts_are_the_documented_ones() {
+        let a = dev_accounts(2).unwrap();
+        assert_eq!(
+            a[0],
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+                .parse::<Address>()
+                .unwrap()
+        );
+        assert_eq!(
+            a[1],
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+                .parse::<Address>()
+                .unwrap()
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! The engine's servers: the Engine API on its JWT-authenticated port and the public
+//! JSON-RPC (HTTP and WebSocket) on another.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy_genesis::Genesis;
+use alloy_primitives::{keccak256, U256};
+use anyhow::{anyhow, Context};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use clap::Args;
+use revm::bytecode::Bytecode;
+
+use super::chain::Chain;
+use super::engine::Engine;
+use super::rpc::handle_body;
+use super::spec::ChainSpec;
+use super::state::{CodeStore, WorldState};
+use chainctl_common::secrets::{verify_token, JwtSecret};
+
+/// Largest Engine API request body (a payload of a full block and its requests).
+pub const ENGINE_BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// Largest public JSON-RPC request body.
+pub const RPC_BODY_LIMIT: usize = 5 * 1024 * 1024;
+
+/// How to run the engine.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The network's genesis (go-ethereum genesis.json format).
+    #[arg(long)]
+    pub genesis: Option<PathBuf>,
+    /// Address of the public JSON-RPC server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub http_addr: IpAddr,
+    /// Port of the public JSON-RPC server (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8545)]
+    pub http_port: u16,
+    /// Address of the Engine API server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub authrpc_addr: IpAddr,
+    /// Port of the Engine API server (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8551)]
+    pub authrpc_port: u16,
+    /// The 32-byte hex JWT secret shared with the consensus client (required: the engine
+    /// never serves the Engine API without authentication).
+    #[arg(long)]
+    pub jwt_secret: Option<PathBuf>,
+    /// JSON-RPC URL of another execution client of the network (repeatable): every
+    /// transaction this engine accepts from a user is passed on to each, as execution
+    /// clients gossip transactions over P2P, so that it reaches whichever validator
+    /// proposes next. Transactions received from a peer are not passed on again.
+    #[arg(long = "tx-peer", value_name = "URL")]
+    pub tx_peers: Vec<String>,
+    /// Keep the chain in this directory (`engine.redb`): blocks, verdicts, forkchoice and
+    /// state survive a restart or a crash. Without it the chain lives in memory only and
+    /// starts again from genesis at every start.
+    #[arg(long)]
+    pub datadir: Option<PathBuf>,
+}
+
+/// Header that marks a request as relayed by another engine (not to be relayed again).
+pub const RELAYED_HEADER: &str = "x-chainctl-relayed";
+/// Transactions waiting to be relayed to one peer, at most (beyond: not relayed to it;
+/// the sender's own pool still holds them).
+const RELAY_BACKLOG: usize = 50_000;
+
+type RelayQueue = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Load a genesis file into a chain.
+pub fn load_genesis(path: &Path) -> anyhow::Result<Chain> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read genesis {}", path.display()))?;
+    let genesis: Genesis = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: not a genesis.json: {e}", path.display()))?;
+    chain_from_genesis(&genesis).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+pub fn chain_from_genesis(genesis: &Genesis) -> Result<Chain, String> {
+    let spec = ChainSpec::from_chain_config(&genesis.config)?;
+    let codes = CodeStore::default();
+    let mut state = WorldState::default();
+    for (addr, acct) in &genesis.alloc {
+        let code_hash = match &acct.code {
+            Some(code) if !code.is_empty() => {
+                let h = keccak256(code);
+                codes.insert(h, Bytecode::new_raw(code.clone()));
+                h
+            }
+            _ => revm::primitives::KECCAK_EMPTY,
+        };
+        let storage: Vec<(U256, U256)> = acct
+            .storage
+            .iter()
+            .flatten()
+            .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
+            .collect();
+        state.put(
+            *addr,
+            acct.nonce.unwrap_or(0),
+            acct.balance,
+            code_hash,
+            &storage,
+        );
+    }
+    let header = spec.genesis_header(genesis, state.root());
+    Ok(Chain::new(Arc::new(spec), codes, header, state))
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    secret: Arc<JwtSecret>,
+    /// Raw transactions (hex) accepted from users, waiting to be passed on: one queue
+    /// per peer, so that a peer that hangs delays only itself.
+    relay: Arc<Vec<RelayQueue>>,
+}
+
+async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing JWT: send Authorization: Bearer <HS256 token>",
+        )
+            .into_response();
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(e) = verify_token(&app.secret, token, now) {
+        tracing::warn!(reason = %e, "Engine API call refused");
+        return (StatusCode::UNAUTHORIZED, format!("invalid JWT: {e}")).into_response();
+    }
+    let engine = app.engine.clone();
+    let out =
+        tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.call(m, p))).await;
+    respond(out)
+}
+
+impl AppState {
+    /// A public JSON-RPC call; a transaction accepted from a user (`relayed` false) is
+    /// queued for the peers.
+    pub fn call(
+        &self,
+        method: &str,
+        p: serde_json::Value,
+        relayed: bool,
+    ) -> Result<serde_json::Value, super::rpc::RpcError> {
+        if relayed || self.relay.is_empty() || method != "eth_sendRawTransaction" {
+            return self.engine.eth_call(method, p);
+        }
+        let raw = p.get(0).and_then(|v| v.as_str()).map(str::to_owned);
+        let r = self.engine.eth_call(method, p);
+        if let (Ok(_), Some(raw)) = (&r, raw) {
+            for q in self.relay.iter() {
+                let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+                if q.len() < RELAY_BACKLOG {
+                    q.push(raw.clone());
+                }
+            }
+        }
+        r
+    }
+}
+
+async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let relayed = headers.contains_key(RELAYED_HEADER);
+    let out =
+        tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| app.call(m, p, relayed)))
+            .await;
+    respond(out)
+}
+
+/// How often the pool's journal is rewritten from the pool (dropping what was included).
+const JOURNAL_ROTATION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Hex bytes of raw transactions in one relayed batch: well under the peer's body limit
+/// (`RPC_BODY_LIMIT`), which a few blob transactions (up to 1.6 MB each) would pass.
+const RELAY_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// `txs` cut into batches of at most `max_calls` and `max_bytes` (a larger single
+/// transaction goes alone).
+fn batches(txs: &[String], max_calls: usize, max_bytes: usize) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, tx) in txs.iter().enumerate() {
+        if i > start && (i - start == max_calls || bytes + tx.len() > max_bytes) {
+            out.push(&txs[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += tx.len();
+    }
+    if start < txs.len() {
+        out.push(&txs[start..]);
+    }
+    out
+}
+
+/// Pass accepted transactions on to one peer every 50 ms, in batches; while the peer is
+/// down (restarting) it misses them, as a disconnected P2P peer would.
+async fn relay_loop(queue: RelayQueue, peer: String) {
+    let client = reqwest::Client::builder()
+        // Long enough for a peer checking blob proofs (its first blob transaction loads
+        // the KZG setup, seconds).
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
+    let mut failing = false;
+    let mut refused_logged: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let txs = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut result = Ok(());
+        let (mut refused, mut first_refusal) = (0usize, None);
+        for chunk in batches(&txs, super::rpc::MAX_BATCH, RELAY_BATCH_BYTES) {
+            let calls: Vec<serde_json::Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}))
+                .collect();
+            let answer = match client
+                .post(&peer)
+                .header(RELAYED_HEADER, "1")
+                .json(&calls)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+            {
+                Ok(r) => r.json::<Vec<serde_json::Value>>().await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(items) => {
+                    // "already known" is a peer that had it: not a refusal.
+                    for e in items
+                        .iter()
+                        .filter_map(|it| it["error"]["message"].as_str())
+                    {
+                        if !e.starts_with("already known") {
+                            refused += 1;
+                            first_refusal.get_or_insert_with(|| e.to_owned());
+                        }
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = first_refusal {
+            if refused_logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                tracing::warn!(%peer, refused, first = %reason, "a peer refused relayed transactions (logged at most every 10 s)");
+                refused_logged = Some(std::time::Instant::now());
+            }
+        }
+        match result {
+            Err(e) if !failing => {
+                tracing::warn!(%peer, error = %e.without_url(), "cannot pass transactions on to a peer (retried with the next ones)");
+                failing = true;
+            }
+            Ok(()) if failing && !txs.is_empty() => {
+                tracing::info!(%peer, "peer takes transactions again");
+                failing = false;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn respond(out: Result<Option<serde_json::Value>, tokio::task::JoinError>) -> Response {
+    match out {
+        Ok(Some(v)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            v.to_string(),
+        )
+            .into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let genesis = args.genesis.as_deref().ok_or_else(|| {
+        anyhow!(
+            "--genesis is required: the network's genesis.json (chainctl renders one per profile)"
+        )
+    })?;
+    let jwt = args.jwt_secret.as_deref().ok_or_else(|| {
+        anyhow!("--jwt-secret is required: the Engine API is never served without authentication (`chainctl jwt generate` makes one)")
+    })?;
+    let secret = JwtSecret::read(jwt).map_err(|e| anyhow!("{e}"))?;
+    for peer in &args.tx_peers {
+        match reqwest::Url::parse(peer) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => anyhow::bail!("--tx-peer {peer:?} is not an http(s) URL: give the JSON-RPC URL of a peer execution client, e.g. http://127.0.0.1:8545"),
+        }
+    }
+    let chain = load_genesis(genesis)?;
+    let chain = match &args.datadir {
+        Some(dir) => {
+            let store = super::store::Store::open(dir).map_err(|e| anyhow!("{e}"))?;
+            chain.with_store(store).map_err(|e| anyhow!("{e}"))?
+        }
+        None => {
+            tracing::warn!(
+                "no --datadir: the chain is kept in memory only and is lost when the engine stops"
+            );
+            chain
+        }
+    };
+    let genesis_hash = chain.genesis_hash();
+    let engine = Arc::new(Engine::new(chain));
+    if let Some(dir) = &args.datadir {
+        let (back, stale) = engine.open_journal(dir).map_err(|e| anyhow!("{e}"))?;
+        if back + stale > 0 {
+            tracing::info!(
+                back,
+                stale,
+                "put the journaled transactions back into the pool (stale ones skipped)"
+            );
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let relay: Vec<RelayQueue> = args
+            .tx_peers
+            .iter()
+            .map(|peer| {
+                let q = RelayQueue::default();
+                tokio::spawn(relay_loop(q.clone(), peer.clone()));
+                q
+            })
+            .collect();
+        let relay = Arc::new(relay);
+        if args.datadir.is_some() {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(JOURNAL_ROTATION);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let e = engine.clone();
+                    match tokio::task::spawn_blocking(move || e.rotate_journal()).await {
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot rewrite the pool's journal"),
+                        Err(e) => tracing::warn!(error = %e, "journal rotation failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+            });
+        }
+        let app = AppState { engine: engine.clone(), secret: Arc::new(secret), relay };
+        let engine_router = Router::new()
+            .route("/", post(engine_handler))
+            .layer(DefaultBodyLimit::max(ENGINE_BODY_LIMIT))
+            .with_state(app.clone());
+        let rpc_router = Router::new()
+            .route("/", post(rpc_handler).get(super::ws::upgrade))
+            .layer(DefaultBodyLimit::max(RPC_BODY_LIMIT))
+            .with_state(app.clone());
+        let bind = |addr: IpAddr, port: u16, what: &'static str| async move {
+            tokio::net::TcpListener::bind(SocketAddr::new(addr, port))
+                .await
+                .with_context(|| format!("cannot listen on {addr}:{port} for {what}: is the port in use? choose another with --{}-port", if what == "JSON-RPC" { "http" } else { "authrpc" }))
+        };
+        let rpc = bind(args.http_addr, args.http_port, "JSON-RPC").await?;
+        let auth = bind(args.authrpc_addr, args.authrpc_port, "the Engine API").await?;
+        let (rpc_addr, auth_addr) = (rpc.local_addr()?, auth.local_addr()?);
+        tracing::info!(%genesis_hash, rpc = %rpc_addr, engine = %auth_addr, "built-in engine listening");
+        println!(
+            "{}",
+            serde_json::json!({"event": "listening", "genesis": genesis_hash, "rpc": rpc_addr.to_string(), "engine": auth_addr.to_string()})
+        );
+        // Under systemd (`Type=notify`): ready once both ports listen.
+        chainctl_common::sdnotify::ready();
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+            }
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.changed().await;
+        };
+        // JSON-RPC answers go out as soon as they are written (no Nagle wait).
+        use axum::serve::ListenerExt;
+        let rpc = rpc.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let s1 = axum::serve(rpc, rpc_router).with_graceful_shutdown(wait(rx.clone()));
+        let s2 = axum::serve(auth, engine_router).with_graceful_shutdown(wait(rx));
+        let servers = async { tokio::try_join!(s1, s2) };
+        tokio::select! {
+            r = servers => { r.context("server failed")?; }
+            _ = shutdown => {
+                tracing::info!("stopping");
+                let _ = tx.send(true);
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn relayed_batches_respect_both_limits() {
+        let txs: Vec<String> = [3, 3, 3, 9, 1, 1, 1, 1]
+            .iter()
+            .map(|n| "x".repeat(*n))
+            .collect();
+        let sizes: Vec<Vec<usize>> = super::batches(&txs, 3, 6)
+            .iter()
+            .map(|b| b.iter().map(String::len).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![vec![3, 3], vec![3], vec![9], vec![1, 1, 1], vec![1]]
+        );
+        assert!(super::batches(&[], 3, 6).is_empty());
+    }
+}

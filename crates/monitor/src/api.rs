@@ -1,0 +1,454 @@
+//! chainctl's HTTP API: `/metrics` (Prometheus text), `/health` (liveness), `/ready`
+//! (readiness), and under `/api/v1/` the status, restarts and failovers, which need the
+//! bearer token in `secrets/api.token`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::metrics::{Exposition, CONTENT_TYPE};
+use super::Shared;
+use chainctl_core::control::Request;
+
+/// Serves the API until the process ends: over TLS when `tls` is given, else plain HTTP.
+pub async fn serve(
+    sh: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let app = Router::new()
+        .route(
+            "/health",
+            get(|| async { Json(json!({"status": "alive"})) }),
+        )
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/services/{name}/restart", post(restart))
+        .route("/api/v1/failover", post(failover))
+        .with_state(sh);
+    match tls {
+        Some(cfg) => super::tls_serve::serve(listener, cfg, app).await,
+        None => {
+            let _ = axum::serve(listener, app).await;
+        }
+    }
+}
+
+fn authorized(sh: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let deny = |why: &str| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": why})),
+        )
+            .into_response()
+            .into()
+    };
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err(deny(&format!(
+            "this endpoint needs `Authorization: Bearer <token>`; the token is in {} (mode 0600)",
+            sh.settings.token_path.display()
+        )));
+    };
+    let token = std::fs::read_to_string(&sh.settings.token_path).unwrap_or_default();
+    let token = token.trim();
+    if token.is_empty()
+        || !chainctl_common::secrets::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    {
+        return Err(deny(&format!(
+            "wrong token: use the one in {}",
+            sh.settings.token_path.display()
+        )));
+    }
+    Ok(())
+}
+
+async fn ready(State(sh): State<Arc<Shared>>) -> Response {
+    let problems = sh.view().not_ready(sh.settings.gateway_addr.is_some());
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "not_ready": problems})),
+        )
+            .into_response()
+    }
+}
+
+async fn status(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&sh, &headers) {
+        return *r;
+    }
+    let sup = sh.ask(Request::Status).await;
+    let view = serde_json::to_value(&*sh.view()).unwrap_or_default();
+    let not_ready = sh.view().not_ready(sh.settings.gateway_addr.is_some());
+    Json(json!({
+        "profile": sh.settings.profile,
+        "gateway": sh.settings.gateway_addr.map(|a| a.to_string()),
+        "supervisor": sup.status,
+        "health": view,
+        "not_ready": not_ready,
+    }))
+    .into_response()
+}
+
+async fn restart(
+    State(sh): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = authorized(&sh, &headers) {
+        return *r;
+    }
+    tracing::info!(service = %name, "restart requested through the API");
+    let r = sh.ask(Request::Restart { service: name }).await;
+    let code = if r.ok {
+        StatusCode::OK
+    } else if r
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("no service"))
+    {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::CONFLICT
+    };
+    (code, Json(r)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverReq {
+    validator: String,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+async fn failover(
+    State(sh): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Json<FailoverReq>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorized(&sh, &headers) {
+        return *r;
+    }
+    let Ok(Json(req)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "expected a JSON body {\"validator\": NAME, \"to\": EL (optional)}"})),
+        )
+            .into_response();
+    };
+    let http = reqwest::Client::new();
+    match sh
+        .failover(
+            &http,
+            &req.validator,
+            req.to.as_deref(),
+            "forced",
+            "forced through chainctl's API (`chainctl failover`)",
+        )
+        .await
+    {
+        Ok(active) => (
+            StatusCode::OK,
+            Json(json!({"validator": req.validator, "active": active})),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    }
+}
+
+async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
+    let sup = sh.ask(Request::Status).await;
+    let mut w = Exposition::default();
+    if let Some(st) = &sup.status {
+        w.family(
+            "chainctl_service_up",
+            "gauge",
+            "1 when the service runs and answers on its ports.",
+        );
+        for s in &st.services {
+            w.sample(
+                "chainctl_service_up",
+                &[("service", &s.name), ("kind", &s.kind)],
+                f64::from(u8::from(s.state == "ready")),
+            );
+        }
+        w.family(
+            "chainctl_service_state",
+            "gauge",
+            "The supervisor's state of each service (1 for the current state).",
+        );
+        for s in &st.services {
+            w.sample(
+                "chainctl_service_state",
+                &[("service", &s.name), ("state", &s.state)],
+                1.0,
+            );
+        }
+        w.family(
+            "chainctl_service_restarts_total",
+            "counter",
+            "Restarts of each service since it was first started.",
+        );
+        for s in &st.services {
+            w.sample(
+                "chainctl_service_restarts_total",
+                &[("service", &s.name)],
+                f64::from(s.restarts),
+            );
+        }
+        w.family(
+            "chainctl_service_last_exit_info",
+            "gauge",
+            "How each service last exited (1 for that exit).",
+        );
+        for s in &st.services {
+            if let Some(e) = &s.last_exit {
+                w.sample(
+                    "chainctl_service_last_exit_info",
+                    &[("service", &s.name), ("exit", e)],
+                    1.0,
+                );
+            }
+        }
+    }
+    let view = sh.view();
+    let families: [(&str, &str, &str); 8] = [
+        (
+            "chainctl_el_health",
+            "gauge",
+            "Execution client health: 1 healthy, 0 unhealthy, -1 unknown.",
+        ),
+        (
+            "chainctl_el_head_block",
+            "gauge",
+            "Head block number each execution client reports.",
+        ),
+        (
+            "chainctl_el_lag_blocks",
+            "gauge",
+            "Blocks behind the second-highest head of the network's execution clients.",
+        ),
+        (
+            "chainctl_el_syncing",
+            "gauge",
+            "1 when the client reports syncing.",
+        ),
+        (
+            "chainctl_el_peers",
+            "gauge",
+            "Peers the client reports (net_peerCount).",
+        ),
+        (
+            "chainctl_el_active",
+            "gauge",
+            "1 for the execution client its validator builds with.",
+        ),
+        (
+            "chainctl_el_engine_auth_ok",
+            "gauge",
+            "1 when the Engine API accepts a token signed with the validator's secret.",
+        ),
+        (
+            "chainctl_el_clock_skew_seconds",
+            "gauge",
+            "The client's clock minus the supervisor's (HTTP Date header).",
+        ),
+    ];
+    for (i, (name, kind, help)) in families.iter().enumerate() {
+        w.family(name, kind, help);
+        for (el, e) in &view.els {
+            let l = [("el", el.as_str()), ("validator", e.validator.as_str())];
+            let v = match i {
+                0 => Some(e.tracker.state.gauge() as f64),
+                1 => e.head.map(|h| h as f64),
+                2 => e.lag.map(|h| h as f64),
+                3 => Some(f64::from(u8::from(e.syncing))),
+                4 => e.peers.map(|p| p as f64),
+                5 => Some(f64::from(u8::from(e.active))),
+                6 => Some(f64::from(u8::from(e.engine_auth_error.is_none()))),
+                _ => e.clock_skew_s.map(|s| s as f64),
+            };
+            if let Some(v) = v {
+                w.sample(name, &l, v);
+            }
+        }
+    }
+    w.family(
+        "chainctl_el_probe_duration_seconds",
+        "histogram",
+        "Duration of the JSON-RPC health probe of each execution client.",
+    );
+    for (el, e) in &view.els {
+        w.histogram_series(
+            "chainctl_el_probe_duration_seconds",
+            &e.latency,
+            &[("el", el.as_str())],
+        );
+    }
+    let now = chainctl_common::time::now_ms();
+    let vfamilies: [(&str, &str, &str); 7] = [
+        (
+            "chainctl_validator_health",
+            "gauge",
+            "Validator health: 1 healthy, 0 unhealthy (down or stalled), -1 unknown.",
+        ),
+        (
+            "chainctl_validator_height",
+            "gauge",
+            "Height the validator is deciding.",
+        ),
+        ("chainctl_validator_round", "gauge", "Round of that height."),
+        (
+            "chainctl_validator_decided_blocks",
+            "gauge",
+            "Blocks the validator has decided (its chain height).",
+        ),
+        (
+            "chainctl_validator_seconds_since_decision",
+            "gauge",
+            "Seconds since the validator's last decision.",
+        ),
+        (
+            "chainctl_validator_consensus_violations_total",
+            "counter",
+            "Consensus violations (equivocation, invalid certificates) the validator saw.",
+        ),
+        (
+            "chainctl_validator_peers",
+            "gauge",
+            "Other validators this validator is connected to.",
+        ),
+    ];
+    for (i, (name, kind, help)) in vfamilies.iter().enumerate() {
+        w.family(name, kind, help);
+        for (vn, v) in &view.validators {
+            let val = match i {
+                0 => Some(v.tracker.state.gauge() as f64),
+                1 => Some(v.height as f64),
+                2 => Some(v.round as f64),
+                3 => Some(v.decided as f64),
+                4 => v
+                    .last_decided_at_ms
+                    .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+                5 => Some(v.consensus_violations as f64),
+                _ => v.peers.map(|p| p as f64),
+            };
+            if let Some(x) = val {
+                w.sample(name, &[("validator", vn.as_str())], x);
+            }
+        }
+    }
+    w.family(
+        "chainctl_failovers_total",
+        "counter",
+        "Switches of a validator's active execution client, by reason.",
+    );
+    for ((v, kind), n) in &view.failovers_total {
+        w.sample(
+            "chainctl_failovers_total",
+            &[("validator", v), ("reason", kind)],
+            *n as f64,
+        );
+    }
+    w.family(
+        "chainctl_health_transitions_total",
+        "counter",
+        "Health changes of each probed service, by the state entered.",
+    );
+    for ((svc, st), n) in &view.transitions_total {
+        w.sample(
+            "chainctl_health_transitions_total",
+            &[("service", svc), ("state", &st.to_string())],
+            *n as f64,
+        );
+    }
+    w.family(
+        "chainctl_health_restarts_total",
+        "counter",
+        "Restarts chainctl asked for because a client stayed unhealthy.",
+    );
+    let mut restarts: std::collections::BTreeMap<&str, u64> = Default::default();
+    for r in &view.restarts {
+        *restarts.entry(&r.service).or_default() += 1;
+    }
+    for (s, n) in restarts {
+        w.sample(
+            "chainctl_health_restarts_total",
+            &[("service", s)],
+            n as f64,
+        );
+    }
+    w.family(
+        "chainctl_disk_used_ratio",
+        "gauge",
+        "Used share of the file system of each data dir (0..1).",
+    );
+    for d in &view.host.disks {
+        w.sample(
+            "chainctl_disk_used_ratio",
+            &[("path", &d.path.display().to_string())],
+            d.used_percent / 100.0,
+        );
+    }
+    w.family(
+        "chainctl_disk_alert_level",
+        "gauge",
+        "Disk alert of each data dir's file system: 0 ok, 1 warning, 2 critical.",
+    );
+    for d in &view.host.disks {
+        w.sample(
+            "chainctl_disk_alert_level",
+            &[("path", &d.path.display().to_string())],
+            d.level.gauge() as f64,
+        );
+    }
+    if let Some(m) = view.host.memory_available_bytes {
+        w.family(
+            "chainctl_host_memory_available_bytes",
+            "gauge",
+            "Memory available on the host.",
+        );
+        w.sample("chainctl_host_memory_available_bytes", &[], m as f64);
+    }
+    if let Some(n) = view.host.open_file_limit {
+        w.family(
+            "chainctl_host_open_file_limit",
+            "gauge",
+            "Soft limit on open files that services inherit.",
+        );
+        w.sample("chainctl_host_open_file_limit", &[], n as f64);
+    }
+    w.family(
+        "chainctl_ready",
+        "gauge",
+        "1 when every critical service is healthy (what /ready answers).",
+    );
+    let ready = view
+        .not_ready(sh.settings.gateway_addr.is_some())
+        .is_empty();
+    w.sample("chainctl_ready", &[], f64::from(u8::from(ready)));
+    drop(view);
+    sh.gateway.write(&mut w);
+    w.histogram(
+        "chainctl_reconcile_duration_seconds",
+        "Duration of one pass of the supervisor's reconcile loop.",
+        super::reconcile_histogram(),
+        &[],
+    );
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], w.finish()).into_response()
+}

@@ -1,0 +1,365 @@
+//! `runtime: docker`: the 4-validator devnet as containers on this machine's Docker engine,
+//! from the FROM-scratch image of our own static binary (built here, never pulled).
+//! Faults are Docker's own: `docker kill` of an execution client's container, and a
+//! validator's container disconnected from the profile's network (a partition) and
+//! connected again.
+
+use crate::util::{docker, docker_ok, text, wait_for, Env};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const VALIDATORS: u32 = 4;
+
+/// A devnet under `runtime: docker`; dropping it stops chainctl and removes whatever
+/// Docker objects of the profile are left, even after a failed assertion.
+struct Net {
+    env: Env,
+    name: String,
+    chain: crate::util::Chain,
+}
+
+impl std::ops::Deref for Net {
+    type Target = crate::util::Chain;
+    fn deref(&self) -> &crate::util::Chain {
+        &self.chain
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = self.env.run(&["down"]);
+        let label = format!("label=io.chainctl.profile={}", self.name);
+        let ids = text(&docker(&["ps", "-aq", "--filter", &label]).stdout);
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+        docker(&["network", "rm", &format!("chainctl-{}", self.name)]);
+        let vols = text(&docker(&["volume", "ls", "-q", "--filter", &label]).stdout);
+        for v in vols.split_whitespace() {
+            docker(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+impl Net {
+    fn up(name: &str, port_start: u16) -> Net {
+        crate::util::chainctl_image();
+        let env = Env::new();
+        env.write_profile(&format!(
+            "name: {name}\nruntime: docker\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n",
+            port_start + 99
+        ));
+        // Made before `up`, so a failed start still removes what Docker has of the profile.
+        let mut net = Net {
+            env,
+            name: name.to_string(),
+            chain: crate::util::Chain::default(),
+        };
+        net.env.up_detached();
+        net.chain = crate::util::Chain::read(&net.env.state());
+        net
+    }
+
+    fn container(&self, svc: &str) -> String {
+        format!("chainctl-{}-{svc}", self.name)
+    }
+
+    /// Container id, start time and whether it runs.
+    fn inspect(&self, svc: &str) -> (String, String, bool) {
+        let out = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{.Id}} {{.State.StartedAt}} {{.State.Running}}",
+            &self.container(svc),
+        ]);
+        let f: Vec<&str> = out.split_whitespace().collect();
+        (f[0].to_string(), f[1].to_string(), f[2] == "true")
+    }
+
+    fn els(&self) -> Vec<String> {
+        self.chain.els(VALIDATORS)
+    }
+
+    fn tail(&self, svc: &str) -> String {
+        let log = std::fs::read_to_string(self.env.state().join(format!("logs/{svc}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Until every listed validator has decided at least `h` heights.
+    fn wait_height(&self, vals: &[u32], h: u64, timeout: Duration) {
+        let t0 = Instant::now();
+        while !vals.iter().all(|&v| self.decided(v) >= h) {
+            if t0.elapsed() > timeout {
+                for &v in vals {
+                    eprintln!(
+                        "--- val-{v}: {:?}\n{}",
+                        self.status(v),
+                        self.tail(&format!("val-{v}"))
+                    );
+                }
+                eprintln!("--- supervisor\n{}", self.env.supervisor_log());
+                panic!("timed out after {timeout:?} waiting for validators {vals:?} to decide {h} heights");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every EL has the same block at every height 1..=h: no fork.
+    fn assert_agree(&self, h: u64) {
+        let mut canon: BTreeMap<u64, String> = BTreeMap::new();
+        for el in self.els() {
+            wait_for(
+                &format!("{el} to reach block {h}"),
+                Duration::from_secs(90),
+                || (self.el_height(&el) >= h).then_some(()),
+            );
+            for n in 1..=h {
+                let b = self
+                    .rpc(
+                        &el,
+                        "eth_getBlockByNumber",
+                        json!([format!("0x{n:x}"), false]),
+                    )
+                    .unwrap_or_else(|| panic!("{el} has no block {n}"));
+                let hash = b["hash"].as_str().unwrap().to_string();
+                let first = canon.entry(n).or_insert_with(|| hash.clone());
+                assert_eq!(*first, hash, "{el} disagrees at height {n}: FORK");
+            }
+        }
+    }
+}
+
+#[test]
+fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_after_chainctl_restarts(
+) {
+    let net = Net::up("dk-a", 25100);
+    net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(120));
+
+    // Every service is a container of the profile, with its labels, on 127.0.0.1 only,
+    // without capabilities, read-only, as chainctl's user.
+    let st = net.env.status();
+    for s in st["services"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        if name == "gateway" {
+            continue;
+        }
+        assert_eq!(s["backend"], "docker", "{s}");
+        let cfg = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"io.chainctl.service\"}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.Config.User}} {{.HostConfig.RestartPolicy.Name}} {{json .HostConfig.PortBindings}}",
+            &net.container(name),
+        ]);
+        let uid = unsafe { libc::getuid() };
+        assert!(
+            cfg.starts_with(&format!("{name} true [ALL] {uid}:")) && cfg.contains(" no "),
+            "{name}: {cfg}"
+        );
+        assert!(
+            cfg.contains("\"HostIp\":\"127.0.0.1\"") && !cfg.contains("0.0.0.0"),
+            "{name} publishes beyond loopback: {cfg}"
+        );
+    }
+
+    // status names the program inside the container (not docker-init), with its memory.
+    let v1 = net.env.service("val-1");
+    let pid = v1["pid"].as_i64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        text(&cmdline)
+            .replace('\0', " ")
+            .starts_with("/chainctl node consensus"),
+        "{v1}"
+    );
+    assert!(v1["memory_bytes"].as_u64().unwrap() > 4 << 20, "{v1}");
+
+    // docker kill of val-0's active execution client: the validator fails over to its
+    // backup, and chainctl starts the same container again (not a new one).
+    let (el_id, _, _) = net.inspect("val-0-el-0");
+    let before = net.decided(1);
+    docker_ok(&["kill", &net.container("val-0-el-0")]);
+    net.wait_height(&[0, 1, 2, 3], before + 6, Duration::from_secs(120));
+    let s = net.status(0).unwrap();
+    assert_eq!(s["active_el"], "val-0-el-1", "{s}");
+    let log = s["switch_log"].as_array().unwrap();
+    assert_eq!(log[0]["from"], "val-0-el-0", "{s}");
+    let el = wait_for(
+        "val-0-el-0 to be restarted",
+        Duration::from_secs(60),
+        || {
+            let e = net.env.service("val-0-el-0");
+            (e["state"] == "ready" && e["restarts"].as_u64() >= Some(1)).then_some(e)
+        },
+    );
+    assert!(
+        el["last_exit"].as_str().unwrap_or("").contains("SIGKILL"),
+        "{el}"
+    );
+    let (again, _, running) = net.inspect("val-0-el-0");
+    assert!(running);
+    assert_eq!(again, el_id, "restarted in place, not recreated");
+
+    // chainctl itself dies (SIGKILL) and comes back: it adopts every running container.
+    let before: BTreeMap<String, (String, String, bool)> = net
+        .els()
+        .into_iter()
+        .chain((0..VALIDATORS).map(|v| format!("val-{v}")))
+        .map(|s| (s.clone(), net.inspect(&s)))
+        .collect();
+    let sup = net.env.status()["supervisor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling the supervisor this test started.
+    assert_eq!(unsafe { libc::kill(sup, libc::SIGKILL) }, 0);
+    wait_for("the supervisor to die", Duration::from_secs(10), || {
+        (!crate::util::alive(sup as i64)).then_some(())
+    });
+    net.env.up_detached();
+    for (svc, was) in &before {
+        assert_eq!(&net.inspect(svc), was, "{svc} was recreated or restarted");
+    }
+    assert!(
+        net.env
+            .supervisor_log()
+            .contains("adopted its running container"),
+        "{}",
+        net.env.supervisor_log()
+    );
+    let h = net.decided(0);
+    net.wait_height(&[0, 1, 2, 3], h + 3, Duration::from_secs(60));
+    // Logs still arrive through the Docker API after the adoption.
+    let lines = |svc: &str| net.tail(svc).lines().count();
+    assert!(lines("val-1") > 0);
+    net.assert_agree(h + 3);
+
+    // `chainctl upgrade` under `runtime: docker`: one execution client's container is
+    // recreated from another image, healthy before the command returns.
+    let next = "chainctl:docker-upgrade-test";
+    docker_ok(&[
+        "tag",
+        &format!("chainctl:{}", env!("CARGO_PKG_VERSION")),
+        next,
+    ]);
+    let (old_id, _, _) = net.inspect("val-1-el-1");
+    let out = net.env.ok(&["upgrade", "val-1-el-1", "--image", next]);
+    assert!(
+        out.contains(&format!("val-1-el-1: healthy on {next}")),
+        "{out}"
+    );
+    let image = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Config.Image}}",
+        &net.container("val-1-el-1"),
+    ]);
+    assert_eq!(image, next);
+    assert_ne!(
+        net.inspect("val-1-el-1").0,
+        old_id,
+        "recreated from the new image"
+    );
+    assert_eq!(net.env.service("val-1-el-1")["image"], next);
+
+    // The readiness report reads the containers' evidence as it reads processes': their
+    // published ports (held by Docker's proxy) are not conflicts, their data dirs, logs,
+    // secrets and endpoints are where chainctl put them.
+    let out = net.env.path("report.json");
+    let r = net
+        .env
+        .run(&["report", "--format", "json", "--out", out.to_str().unwrap()]);
+    assert!(
+        r.status.code().is_some_and(|c| c < 2),
+        "{}",
+        text(&r.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for id in [
+        "infra.services_running",
+        "infra.endpoints",
+        "infra.port_conflicts",
+        "infra.storage",
+        "consensus.agreement",
+        "execution.synced",
+        "security.jwt_files",
+        "security.engine_auth",
+        "security.listeners",
+        "security.secrets_in_logs",
+    ] {
+        let c = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no check {id}"));
+        assert_eq!(c["status"], "pass", "{c}");
+    }
+
+    // down stops and removes the containers and the network; data stays.
+    net.env.ok(&["down"]);
+    let label = format!("label=io.chainctl.profile={}", net.name);
+    assert_eq!(docker_ok(&["ps", "-aq", "--filter", &label]), "");
+    assert!(
+        !docker(&["network", "inspect", &format!("chainctl-{}", net.name)])
+            .status
+            .success()
+    );
+    assert!(net.env.state().join("data/val-0/config.json").exists());
+    docker(&["rmi", next]);
+}
+
+#[test]
+fn a_partitioned_validator_container_leaves_three_deciding_and_catches_up_when_reconnected() {
+    let net = Net::up("dk-b", 25200);
+    net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(120));
+    let network = format!("chainctl-{}", net.name);
+    docker_ok(&["network", "disconnect", &network, &net.container("val-3")]);
+    let cut = net.decided(0);
+    // Three of four are a quorum: the chain goes on without val-3.
+    net.wait_height(&[0, 1, 2], cut + 8, Duration::from_secs(120));
+    let behind = net.el_height("val-3-el-0");
+    assert!(
+        behind + 4 <= net.decided(0),
+        "val-3's EL kept up while cut off ({behind} vs {})",
+        net.decided(0)
+    );
+    docker_ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "val-3",
+        &network,
+        &net.container("val-3"),
+    ]);
+    let target = net.decided(0) + 2;
+    wait_for(
+        "val-3 to catch up after the partition",
+        Duration::from_secs(180),
+        || (net.el_height("val-3-el-0") >= target).then_some(()),
+    );
+    net.wait_height(&[0, 1, 2, 3], target + 2, Duration::from_secs(120));
+    net.assert_agree(target);
+}
+
+#[test]
+fn a_missing_image_stops_up_before_anything_starts_with_the_command_that_provides_it() {
+    let env = Env::new();
+    env.write_profile(
+        "name: dk-c\nruntime: docker\nports: {start: 25290, end: 25299}\nservices:\n  el:\n    command: [reth, node]\n    image: chainctl-test-absent/reth:v0\n",
+    );
+    let o = env.run(&["up", "--detach"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(
+            "image `chainctl-test-absent/reth:v0` (services el) is not on this Docker engine"
+        ) && err.contains("chainctl never pulls")
+            && err.contains("docker pull chainctl-test-absent/reth:v0"),
+        "{err}"
+    );
+    let label = "label=io.chainctl.profile=dk-c";
+    assert_eq!(docker_ok(&["ps", "-aq", "--filter", label]), "");
+    assert!(!docker(&["network", "inspect", "chainctl-dk-c"])
+        .status
+        .success());
+}
