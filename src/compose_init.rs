@@ -229,19 +229,3 @@ pub fn run(a: &Args) -> Result<Vec<String>> {
     }
     Ok(lines)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_is_uid_colon_gid() {
-        assert_eq!(parse_owner("10001:10002").unwrap(), (10001, 10002));
-        for bad in ["10001", "a:1", "1:", ":1"] {
-            assert!(parse_owner(bad)
-                .unwrap_err()
-                .to_string()
-                .contains("UID:GID"));
-        }
-    }
-}

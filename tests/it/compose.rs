@@ -56,8 +56,46 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// `--owner` is UID:GID: anything else is refused naming the flag and the form, before
+/// the init service writes anything.
+#[test]
+fn compose_init_owner_is_uid_colon_gid() {
+    let env = Env::new();
+    env.write_profile(&devnet("owner", 47_100));
+    let init = |owner: &str| {
+        env.run(&[
+            "compose-init",
+            "--ports",
+            "missing-ports.json",
+            "--owner",
+            owner,
+            "--distribute",
+            "dist",
+            "--digest",
+            "0",
+        ])
+    };
+    for bad in ["10001", "a:1", "1:", ":1"] {
+        let o = init(bad);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "--owner {bad} was accepted");
+        assert!(err.contains("--owner") && err.contains("UID:GID"), "{err}");
+    }
+    // A well-formed owner passes; the run then stops at the missing allocation.
+    let o = init("10001:10002");
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(!err.contains("UID:GID"), "{err}");
+    assert!(err.contains("missing-ports.json"), "{err}");
+    assert!(
+        !env.path("dist").exists(),
+        "nothing written before the checks pass"
+    );
+}
+
 #[test]
 fn compose_init_gives_each_service_its_own_secrets_and_nothing_else() {
+    let _engine = crate::util::docker_engine();
     let env = Env::new();
     env.write_profile(&devnet("initnet", 25500));
     let out = env.path("out");
@@ -286,6 +324,7 @@ fn files_in_container(id: &str, dir: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_devnet_runs_from_its_rendered_compose_project() {
+    let _engine = crate::util::docker_engine();
     crate::util::chainctl_image();
     let env = Env::new();
     env.write_profile(&devnet("composenet", 25400));

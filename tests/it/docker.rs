@@ -135,6 +135,7 @@ impl Net {
 #[test]
 fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_after_chainctl_restarts(
 ) {
+    let _engine = crate::util::docker_engine();
     let net = Net::up("dk-a", 25100);
     net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(120));
 
@@ -310,6 +311,7 @@ fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_af
 
 #[test]
 fn a_partitioned_validator_container_leaves_three_deciding_and_catches_up_when_reconnected() {
+    let _engine = crate::util::docker_engine();
     let net = Net::up("dk-b", 25200);
     net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(120));
     let network = format!("chainctl-{}", net.name);
@@ -343,6 +345,7 @@ fn a_partitioned_validator_container_leaves_three_deciding_and_catches_up_when_r
 
 #[test]
 fn a_missing_image_stops_up_before_anything_starts_with_the_command_that_provides_it() {
+    let _engine = crate::util::docker_engine();
     let env = Env::new();
     env.write_profile(
         "name: dk-c\nruntime: docker\nports: {start: 25290, end: 25299}\nservices:\n  el:\n    command: [reth, node]\n    image: chainctl-test-absent/reth:v0\n",

@@ -15,6 +15,7 @@ fn docker(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_dynamic_binary_is_refused_with_the_fix() {
+    let _engine = crate::util::docker_engine();
     let o = Command::new(bin())
         .args(["image", "build"])
         .output()
@@ -29,6 +30,7 @@ fn a_dynamic_binary_is_refused_with_the_fix() {
 
 #[test]
 fn image_from_the_static_binary_runs_with_no_base_image() {
+    let _engine = crate::util::docker_engine();
     let binary = static_binary();
     assert_eq!(
         chainctl_runtime::image::interpreter(&binary).unwrap(),

@@ -427,6 +427,7 @@ fn profiles_a_cluster_cannot_run_are_refused_with_the_fix() {
 
 #[test]
 fn k8s_init_copies_a_secret_volume_private() {
+    let _engine = crate::util::docker_engine();
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(src.join("jwt")).unwrap();
@@ -691,6 +692,7 @@ fn block_number(url: &str) -> Option<u64> {
 
 #[test]
 fn the_rendered_pods_run_the_devnet_as_a_kubelet_would_start_them() {
+    let _engine = crate::util::docker_engine();
     crate::util::chainctl_image();
     let env = Env::new();
     let out = env.path("k8s");

@@ -51,6 +51,22 @@ pub fn chainctl_image() {
     });
 }
 
+/// Tests that use the host's Docker engine hold this: shared by those that only run
+/// containers, exclusive for the one that turns the engine into a swarm manager (the
+/// engine-wide change the others must not see half-way). One test binary runs them all,
+/// so the lock is what keeps them apart.
+static DOCKER_ENGINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Shares the Docker engine with the other container tests (see [`DOCKER_ENGINE`]).
+pub fn docker_engine() -> std::sync::RwLockReadGuard<'static, ()> {
+    DOCKER_ENGINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Has the Docker engine alone (see [`DOCKER_ENGINE`]).
+pub fn docker_engine_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    DOCKER_ENGINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `docker ARGS` (the engine's own CLI, as a user would check what chainctl made).
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
