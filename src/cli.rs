@@ -502,7 +502,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ports { check } => ports_cmd(profile, state_dir, check),
         Command::Doctor => {
-            let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
+            let loaded = chainctl_core::loader::load(setup::source(profile)?)?;
             let layout = setup::layout(&loaded, state_dir);
             let (alloc, _) = allocation_here(&loaded, &layout)?;
             let findings = crate::doctor::run(&loaded, &layout, &alloc);
@@ -530,7 +530,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             image,
             timeout,
         } => {
-            let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
+            let loaded = chainctl_core::loader::load(setup::source(profile)?)?;
             let layout = layout_of(profile, state_dir)?;
             chainctl_supervisor::upgrade::upgrade(
                 &loaded.profile,
@@ -644,7 +644,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             distribute,
             digest,
         } => {
-            let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
+            let loaded = chainctl_core::loader::load(setup::source(profile)?)?;
             let state = state_dir
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| chainctl_render::system_state_dir(&loaded.profile.name));
@@ -721,7 +721,7 @@ fn layout_of(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<Layout>
     if let Some(d) = state_dir {
         return Ok(Layout::new(d));
     }
-    let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
+    let loaded = chainctl_core::loader::load(setup::source(profile)?)?;
     Ok(setup::layout(&loaded, state_dir))
 }
 
@@ -739,7 +739,7 @@ fn running_api(layout: &Layout, profile: Option<&Path>) -> Option<chainctl_monit
                 .profile_path
         }
     };
-    let loaded = chainctl_core::profile::load(setup::source(path.as_deref()).ok()?).ok()?;
+    let loaded = chainctl_core::loader::load(setup::source(path.as_deref()).ok()?).ok()?;
     chainctl_monitor::api_endpoint(layout, &loaded.profile).ok()
 }
 
@@ -948,7 +948,7 @@ fn report_without_supervisor(layout: &Layout, profile: Option<&Path>) -> Result<
                 health_detail: None,
             });
         }
-    } else if let Ok(loaded) = chainctl_core::profile::load(setup::source(profile)?) {
+    } else if let Ok(loaded) = chainctl_core::loader::load(setup::source(profile)?) {
         for name in loaded.profile.services.keys() {
             services.push(ServiceStatus {
                 name: name.clone(),
@@ -1320,7 +1320,7 @@ fn ports_cmd(profile: Option<&Path>, state_dir: Option<&Path>, check: bool) -> R
     let loaded = setup::load(profile)?;
     let layout = setup::layout(&loaded, state_dir);
     let (alloc, persisted) = allocation_here(&loaded, &layout)?;
-    let ours = chainctl_core::ports::Owners::from_state(
+    let ours = chainctl_core::state::port_owners(
         state::read_json::<StateFile>(&layout.state_file())?.as_ref(),
     );
     let mut conflicts = 0;
@@ -1542,7 +1542,7 @@ fn systemd_cmd(
     action: SystemdAction,
 ) -> Result<ExitCode> {
     use crate::systemd;
-    let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
+    let loaded = chainctl_core::loader::load(setup::source(profile)?)?;
     let name = loaded.profile.name.clone();
     match action {
         SystemdAction::Install {
@@ -1651,7 +1651,7 @@ fn render(
     chainctl: Option<&Path>,
 ) -> Result<ExitCode> {
     use chainctl_render as render;
-    let loaded = chainctl_core::profile::load(setup::source(profile)?)?;
+    let loaded = chainctl_core::loader::load(setup::source(profile)?)?;
     let p = &loaded.profile;
     let base = setup::base_dir(&loaded);
     // Ports come from the state dir's ports.json when it has one (as `up` would use),
@@ -1854,7 +1854,7 @@ fn logs(
     let layout = layout_of(profile, state_dir)?;
     let known: Vec<String> = match state::read_json::<StateFile>(&layout.state_file())? {
         Some(st) => st.services.keys().cloned().collect(),
-        None => chainctl_core::profile::load(setup::source(profile)?)
+        None => chainctl_core::loader::load(setup::source(profile)?)
             .map(|l| l.profile.services.keys().cloned().collect())
             .unwrap_or_default(),
     };

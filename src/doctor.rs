@@ -3,7 +3,7 @@
 //! open-file limit, Docker when the profile needs it — each problem with what to do.
 
 use chainctl_core::layout::Layout;
-use chainctl_core::ports::{HostUse, Owners};
+use chainctl_core::ports::HostUse;
 use chainctl_core::profile::{Loaded, RuntimeKind};
 use std::path::Path;
 
@@ -51,7 +51,7 @@ pub fn run(
 
     // Client versions and programs (the checks `up` makes before starting anything).
     if !p.runtime.containers() {
-        for (kind, binary) in chainctl_core::profile::external_clients(loaded) {
+        for (kind, binary) in chainctl_core::loader::external_clients(loaded) {
             out.push(
                 match chainctl_core::clients::version::check(kind, &binary) {
                     Ok(v) => finding(
@@ -64,7 +64,7 @@ pub fn run(
             );
         }
     }
-    match chainctl_core::profile::check_host(loaded, false) {
+    match chainctl_core::loader::check_host(loaded, false) {
         Ok(()) => out.push(finding(
             "programs",
             Status::Ok,
@@ -78,7 +78,7 @@ pub fn run(
     }
 
     // Ports: each one the profile needs, free on this host (or already this network's).
-    let owners = Owners::from_state(
+    let owners = chainctl_core::state::port_owners(
         chainctl_core::state::read_json::<chainctl_core::state::StateFile>(&layout.state_file())
             .ok()
             .flatten()

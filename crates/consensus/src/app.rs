@@ -35,10 +35,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::el::{El, ElError, PayloadStatus};
+use super::signing::parts_digest;
 use super::store::{Decided, Store};
-use super::types::{
-    parts_digest, Address, BlockHash, Ctx, Genesis, Height, ProposalPart, ValidatorSet, Value,
-};
+use super::types::{Address, BlockHash, Ctx, Genesis, Height, ProposalPart, ValidatorSet, Value};
 
 /// Largest data chunk of a streamed proposal (gossip messages are capped at 4 MiB).
 const CHUNK: usize = 512 * 1024;

@@ -6,5 +6,6 @@ pub mod codec;
 pub mod el;
 pub mod fault;
 pub mod node;
+pub mod signing;
 pub mod store;
 pub mod types;

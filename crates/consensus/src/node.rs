@@ -25,8 +25,9 @@ use tokio::sync::mpsc;
 use super::app::{App, Control, Report};
 use super::codec::WireCodec;
 use super::el::El;
+use super::signing::Signer;
 use super::store::Store;
-use super::types::{Address, Ctx, Genesis, Signer};
+use super::types::{Address, Ctx, Genesis};
 pub use chainctl_common::validator::NodeFile;
 
 /// Arguments of `chainctl node consensus`.

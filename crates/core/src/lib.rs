@@ -12,6 +12,7 @@ pub mod control;
 pub mod instance;
 pub mod jwt;
 pub mod layout;
+pub mod loader;
 pub mod network;
 pub mod placeholders;
 pub mod plan;

@@ -2,7 +2,6 @@
 //! it (one consensus node per validator, its built-in execution clients) and the files
 //! they read (execution genesis, consensus genesis, validator keys, per-validator config).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use alloy_primitives::{Address, U256};
@@ -10,9 +9,7 @@ use anyhow::{Context as _, Result};
 use serde_json::{json, Value as Json};
 
 use crate::layout::Layout;
-use crate::profile::{
-    CommandService, ExecutionKind, Fork, PortSpec, Profile, ValidatorKeys, Validators,
-};
+use crate::profile::{ExecutionKind, Fork, Profile, ValidatorKeys, Validators};
 
 /// The documented development mnemonic (the one Hardhat, Anvil and Foundry use).
 pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
@@ -44,67 +41,6 @@ pub fn els_of(v: &Validators, i: u32) -> Vec<(String, ExecutionKind)> {
         .enumerate()
         .map(|(j, k)| (el_name(i, j), *k))
         .collect()
-}
-
-/// Add the generated services of the validators to the profile: each execution client
-/// from its adapter ([`crate::clients`]), then the validator that drives them.
-pub fn expand(p: &mut Profile) {
-    let v = p.validators.clone();
-    let all_els: Vec<String> = (0..v.count)
-        .flat_map(|i| els_of(&v, i).into_iter().map(|(n, _)| n))
-        .collect();
-    let external: Vec<String> = crate::clients::p2p::external_els(p)
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    for i in 0..v.count {
-        let els = els_of(&v, i);
-        for (el, kind) in &els {
-            let peers: Vec<String> = all_els.iter().filter(|o| *o != el).cloned().collect();
-            let p2p_peers = external.iter().filter(|o| *o != el).count();
-            let settings = v.clients.of(*kind);
-            let binary = crate::clients::binary_of(&v.clients, *kind);
-            let ctx = crate::clients::ElContext {
-                name: el,
-                peers: &peers,
-                p2p_peers,
-                binary: &binary,
-                extra_args: settings.map(|c| c.args.as_slice()).unwrap_or(&[]),
-                image: settings.and_then(|c| c.image.clone()),
-                runtime: p.runtime,
-            };
-            p.services
-                .insert(el.clone(), crate::clients::service(*kind, &ctx));
-        }
-        p.services.insert(
-            validator_name(i),
-            CommandService {
-                command: [
-                    "{{chainctl}}",
-                    "node",
-                    "consensus",
-                    "--home",
-                    "{{data_dir}}",
-                ]
-                .map(String::from)
-                .to_vec(),
-                env: BTreeMap::new(),
-                workdir: None,
-                ports: [("p2p", PortSpec::AUTO_TCP), ("status", PortSpec::AUTO_TCP)]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-                depends_on: Vec::new(),
-                drives: els.into_iter().map(|(n, _)| n).collect(),
-                ready_ports: Some(vec!["status".into()]),
-                restart: Default::default(),
-                stop: None,
-                startup_grace: None,
-                image: Some(chainctl_image()),
-                jit: false,
-            },
-        );
-    }
 }
 
 /// The image of chainctl's own services: `chainctl:<version>` (`chainctl image build`).

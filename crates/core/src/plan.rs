@@ -435,7 +435,8 @@ fn start_order(mut services: BTreeMap<String, ServicePlan>) -> Vec<ServicePlan> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{load, Protocol, Source};
+    use crate::loader::load;
+    use crate::profile::{Protocol, Source};
 
     fn profile(text: &str) -> Profile {
         load(Source {

@@ -613,19 +613,9 @@ pub enum HostUse {
 }
 
 impl Owners {
-    /// From the state file of a running (or stopped) network.
-    pub fn from_state(st: Option<&crate::state::StateFile>) -> Owners {
-        Owners {
-            groups: st
-                .map(|st| {
-                    st.services
-                        .iter()
-                        .filter_map(|(n, r)| r.handle.as_ref().map(|h| (n.clone(), h.pgid)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            supervisor: st.and_then(|s| s.supervisor_pid),
-        }
+    /// The owners: each service's process group (or swarm instance), and the supervisor.
+    pub fn new(groups: Vec<(String, i32)>, supervisor: Option<i32>) -> Owners {
+        Owners { groups, supervisor }
     }
 
     /// Whether `service`'s allocated port `a` is free, held by that service, or taken by

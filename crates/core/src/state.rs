@@ -183,3 +183,18 @@ pub fn holder(path: &Path) -> Option<i32> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Who may hold the network's ports, from its state file: each service's process group
+/// (or swarm instance) and the supervisor.
+pub fn port_owners(st: Option<&StateFile>) -> crate::ports::Owners {
+    crate::ports::Owners::new(
+        st.map(|st| {
+            st.services
+                .iter()
+                .filter_map(|(n, r)| r.handle.as_ref().map(|h| (n.clone(), h.pgid)))
+                .collect()
+        })
+        .unwrap_or_default(),
+        st.and_then(|s| s.supervisor_pid),
+    )
+}

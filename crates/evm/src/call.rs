@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use super::chain::Chain;
 use super::exec::ExecutedBlock;
-use super::rpc::RpcError;
 use super::state::{StateView, WorldState};
+use super::wire::RpcError;
 
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
@@ -220,7 +220,7 @@ impl Simulator<'_> {
             gas_limit: gas,
             gas_price,
             gas_priority_fee: req.max_priority_fee_per_gas,
-            kind: super::rpc::call_kind(req),
+            kind: super::wire::call_kind(req),
             value: req.value.unwrap_or_default(),
             data: req.input.input().cloned().unwrap_or_default(),
             nonce: 0,
@@ -333,7 +333,7 @@ pub fn logs(chain: &Chain, filter: &Filter) -> Result<Value, RpcError> {
         for (i, r) in b.receipts.iter().enumerate() {
             for l in r.logs() {
                 if filter.matches(l) {
-                    out.push(super::rpc::rpc_log(&b, i, index, l));
+                    out.push(super::wire::rpc_log(&b, i, index, l));
                 }
                 index += 1;
             }

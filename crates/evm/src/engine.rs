@@ -19,7 +19,7 @@ use super::blobs::{self, Sidecar};
 use super::chain::{Chain, ForkchoiceError, InsertError};
 use super::exec::{BuildAttributes, ExecutedBlock};
 use super::pool::Pool;
-use super::rpc::RpcError;
+use super::wire::RpcError;
 
 /// The methods this engine serves on its authenticated port.
 pub const CAPABILITIES: &[&str] = &[

@@ -2,6 +2,7 @@
 //! through alloy-evm's block executor, state in persistent Merkle-Patricia tries, driven
 //! through the Engine API.
 
+pub mod app;
 pub mod benchkit;
 pub mod blobs;
 pub mod call;
@@ -18,6 +19,7 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod trie;
+pub mod wire;
 pub mod ws;
 
 /// Lock a mutex, recovering the data if a panicking thread poisoned it.

@@ -19,6 +19,7 @@ use axum::Router;
 use clap::Args;
 use revm::bytecode::Bytecode;
 
+use super::app::{AppState, RelayQueue, RPC_BODY_LIMIT};
 use super::chain::Chain;
 use super::engine::Engine;
 use super::rpc::handle_body;
@@ -28,8 +29,6 @@ use chainctl_common::secrets::{verify_token, JwtSecret};
 
 /// Largest Engine API request body (a payload of a full block and its requests).
 pub const ENGINE_BODY_LIMIT: usize = 32 * 1024 * 1024;
-/// Largest public JSON-RPC request body.
-pub const RPC_BODY_LIMIT: usize = 5 * 1024 * 1024;
 
 /// How to run the engine.
 #[derive(Debug, Args)]
@@ -68,11 +67,6 @@ pub struct ServeArgs {
 
 /// Header that marks a request as relayed by another engine (not to be relayed again).
 pub const RELAYED_HEADER: &str = "x-chainctl-relayed";
-/// Transactions waiting to be relayed to one peer, at most (beyond: not relayed to it;
-/// the sender's own pool still holds them).
-const RELAY_BACKLOG: usize = 50_000;
-
-type RelayQueue = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Load a genesis file into a chain.
 pub fn load_genesis(path: &Path) -> anyhow::Result<Chain> {
@@ -114,15 +108,6 @@ pub fn chain_from_genesis(genesis: &Genesis) -> Result<Chain, String> {
     Ok(Chain::new(Arc::new(spec), codes, header, state))
 }
 
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Arc<Engine>,
-    secret: Arc<JwtSecret>,
-    /// Raw transactions (hex) accepted from users, waiting to be passed on: one queue
-    /// per peer, so that a peer that hangs delays only itself.
-    relay: Arc<Vec<RelayQueue>>,
-}
-
 async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -146,32 +131,6 @@ async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: B
     let out =
         tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| engine.call(m, p))).await;
     respond(out)
-}
-
-impl AppState {
-    /// A public JSON-RPC call; a transaction accepted from a user (`relayed` false) is
-    /// queued for the peers.
-    pub fn call(
-        &self,
-        method: &str,
-        p: serde_json::Value,
-        relayed: bool,
-    ) -> Result<serde_json::Value, super::rpc::RpcError> {
-        if relayed || self.relay.is_empty() || method != "eth_sendRawTransaction" {
-            return self.engine.eth_call(method, p);
-        }
-        let raw = p.get(0).and_then(|v| v.as_str()).map(str::to_owned);
-        let r = self.engine.eth_call(method, p);
-        if let (Ok(_), Some(raw)) = (&r, raw) {
-            for q in self.relay.iter() {
-                let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
-                if q.len() < RELAY_BACKLOG {
-                    q.push(raw.clone());
-                }
-            }
-        }
-        r
-    }
 }
 
 async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -9,8 +9,9 @@ use axum::extract::State;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::rpc::{handle_body, RpcError};
-use super::server::{AppState, RPC_BODY_LIMIT};
+use super::app::{AppState, RPC_BODY_LIMIT};
+use super::rpc::handle_body;
+use super::wire::RpcError;
 
 enum Sub {
     NewHeads,

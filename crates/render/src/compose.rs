@@ -385,7 +385,8 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
 mod tests {
     use super::*;
     use chainctl_core::layout::Layout;
-    use chainctl_core::profile::{load, Source};
+    use chainctl_core::loader::load;
+    use chainctl_core::profile::Source;
 
     /// The project of a profile, rendered as `render compose` does on a fresh state dir.
     fn project(yaml: &str) -> Result<(Vec<File>, serde_yaml::Value), RenderError> {

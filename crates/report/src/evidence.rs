@@ -537,7 +537,7 @@ fn websocket_upgrade(addr: SocketAddr) -> Result<(), String> {
 }
 
 fn ports(layout: &Layout, ports: &chainctl_core::state::PortsFile) -> Result<Vec<PortRow>> {
-    let owners = chainctl_core::ports::Owners::from_state(
+    let owners = chainctl_core::state::port_owners(
         chainctl_core::state::read_json::<chainctl_core::state::StateFile>(&layout.state_file())?
             .as_ref(),
     );

@@ -29,8 +29,8 @@ pub fn source(profile: Option<&Path>) -> Result<Source, profile::ProfileError> {
 
 /// Loads, validates and checks the binaries of a profile.
 pub fn load(profile: Option<&Path>) -> Result<Loaded, profile::ProfileError> {
-    let loaded = profile::load(source(profile)?)?;
-    profile::check_binaries(&loaded)?;
+    let loaded = chainctl_core::loader::load(source(profile)?)?;
+    chainctl_core::loader::check_binaries(&loaded)?;
     Ok(loaded)
 }
 

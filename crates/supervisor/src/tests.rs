@@ -3,9 +3,10 @@
 
 use super::*;
 use chainctl_core::layout::Layout;
+use chainctl_core::loader::load;
 use chainctl_core::plan::{self, Plan};
 use chainctl_core::ports::Allocation;
-use chainctl_core::profile::{load, Source, StopSignal};
+use chainctl_core::profile::{Source, StopSignal};
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;

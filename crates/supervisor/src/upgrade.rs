@@ -381,7 +381,7 @@ mod tests {
             },
         );
         let plan_with = |image: &str| {
-            let loaded = chainctl_core::profile::load(chainctl_core::profile::Source {
+            let loaded = chainctl_core::loader::load(chainctl_core::profile::Source {
                 label: "t.yaml".into(),
                 path: None,
                 text: format!(

@@ -183,7 +183,7 @@ pub fn geth_config(peers: &[String]) -> String {
 /// host (`ip` is where they listen), its peers: the enode of every other external client.
 /// `p2p_port` gives a service's planned P2P port. Returns, for each client, what it reads
 /// at start (its node id and its peers): when that changes, a running client must be
-/// restarted to see it ([`crate::plan::ServicePlan::depends_on_content`]).
+/// restarted to see it (the plan's `depends_on_content`).
 pub fn write_files(
     p: &Profile,
     layout: &Layout,

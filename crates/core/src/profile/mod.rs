@@ -4,8 +4,6 @@
 mod duration;
 pub mod locate;
 mod types;
-mod validate;
-pub use validate::valid_node_name;
 
 pub use duration::Dur;
 pub use types::*;
@@ -100,155 +98,9 @@ pub struct Loaded {
     pub index: Index,
 }
 
-/// Parses and validates a profile (no I/O: binaries are checked by [`check_binaries`]).
-pub fn load(source: Source) -> Result<Loaded, ProfileError> {
-    let err = |problems: Vec<Problem>| ProfileError {
-        file: source.label.clone(),
-        problems,
-    };
-    if source.text.trim().is_empty() {
-        return Err(err(vec![Problem {
-            pos: None,
-            message: "the profile is empty: it needs at least `name:` and one service".into(),
-        }]));
-    }
-    let index = Index::build(&source.text);
-    if !index.duplicates.is_empty() {
-        let problems = index
-            .duplicates
-            .iter()
-            .map(|(path, again, first)| Problem {
-                pos: Some(*again),
-                message: format!(
-                    "{path}: duplicate key (first defined at line {}); every name must be unique, rename or remove one",
-                    first.line
-                ),
-            })
-            .collect();
-        return Err(err(problems));
-    }
-    let profile: Profile =
-        serde_yaml::from_str(&source.text).map_err(|e| err(vec![serde_problem(&e)]))?;
-    let mut problems = validate::validate(&profile, &index);
-    problems.sort_by_key(|p| p.pos.map(|p| (p.line, p.col)));
-    if !problems.is_empty() {
-        return Err(err(problems));
-    }
-    let mut profile = profile;
-    crate::network::expand(&mut profile);
-    resolve_paths(&mut profile, &source);
-    Ok(Loaded {
-        profile,
-        source,
-        index,
-    })
-}
-
-/// The external execution clients the validators run, with the binary each runs.
-pub fn external_clients(loaded: &Loaded) -> Vec<(ExecutionKind, String)> {
-    let v = &loaded.profile.validators;
-    if v.count == 0 {
-        return Vec::new();
-    }
-    v.execution
-        .kinds()
-        .into_iter()
-        .filter(|k| *k != ExecutionKind::Builtin)
-        .map(|k| (k, crate::clients::binary_of(&v.clients, k)))
-        .collect()
-}
-
-/// Checks that every `command` names a program that exists and is executable, that every
-/// external execution client is installed in a version known to work, and that the API's
-/// TLS files load.
-pub fn check_binaries(loaded: &Loaded) -> Result<(), ProfileError> {
-    check_host(loaded, true)
-}
-
-/// What [`check_binaries`] checks, with or without the execution clients (`doctor`
-/// checks those itself, to print each version found).
-pub fn check_host(loaded: &Loaded, with_clients: bool) -> Result<(), ProfileError> {
-    let base = loaded
-        .source
-        .path
-        .as_deref()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
-    let mut problems = Vec::new();
-    // Under `runtime: docker` programs and working dirs are inside the images.
-    let on_host = !loaded.profile.runtime.containers();
-    for (name, svc) in loaded.profile.services.iter().filter(|_| on_host) {
-        if let Some(w) = &svc.workdir {
-            let dir = if w.is_relative() {
-                base.join(w)
-            } else {
-                w.clone()
-            };
-            if !dir.is_dir() {
-                let field = format!("services.{name}.workdir");
-                problems.push(Problem {
-                    pos: loaded.index.value(&field),
-                    message: format!(
-                        "{field}: `{}` is not a directory: create it or fix the path",
-                        dir.display()
-                    ),
-                });
-            }
-        }
-        let Some(program) = svc.command.first() else {
-            continue;
-        };
-        if program.contains("{{") {
-            continue; // resolved at plan time; checked when the service starts
-        }
-        if let Err(why) = resolve_program(program, base) {
-            let field = format!("services.{name}.command[0]");
-            problems.push(Problem {
-                pos: loaded.index.value(&field),
-                message: format!("{field}: {why}"),
-            });
-        }
-    }
-    // External execution clients: installed, and of a version known to work.
-    for (kind, binary) in external_clients(loaded)
-        .into_iter()
-        .filter(|_| on_host && with_clients)
-    {
-        if let Err(e) = crate::clients::version::check(kind, &binary) {
-            problems.push(Problem {
-                pos: loaded.index.value("validators.execution"),
-                message: format!("validators.execution: {e}"),
-            });
-        }
-    }
-    if let Some(tls) = &loaded.profile.api.tls {
-        // Load exactly what the API will serve, so a bad file stops `up` before anything
-        // starts rather than leaving a network without its API.
-        if let Err(why) = chainctl_common::tls::server_config(&tls.cert, &tls.key) {
-            let field = if why.starts_with("api.tls.key") {
-                "api.tls.key"
-            } else {
-                "api.tls.cert"
-            };
-            problems.push(Problem {
-                pos: loaded.index.value(field),
-                message: why,
-            });
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ProfileError {
-            file: loaded.source.label.clone(),
-            problems,
-        })
-    }
-}
-
 /// Makes the profile's file paths absolute, relative to the profile's directory, so
 /// every reader (supervisor, CLI) finds the same files wherever it runs from.
-fn resolve_paths(profile: &mut Profile, source: &Source) {
+pub(crate) fn resolve_paths(profile: &mut Profile, source: &Source) {
     let base = source
         .path
         .as_deref()
@@ -292,7 +144,7 @@ pub fn resolve_program(program: &str, base: &Path) -> Result<PathBuf, String> {
     }
 }
 
-fn serde_problem(e: &serde_yaml::Error) -> Problem {
+pub(crate) fn serde_problem(e: &serde_yaml::Error) -> Problem {
     let mut message = e.to_string();
     if let Some(at) = message.rfind(" at line ") {
         message.truncate(at);
@@ -322,4 +174,13 @@ pub fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
+}
+
+/// Whether `name` can be a `chainctl.node` label value (and so a placement target).
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

@@ -1,8 +1,8 @@
 //! Semantic checks serde cannot do: names, ranges, references, cycles, placeholders.
 
-use super::locate::Index;
-use super::{valid_name, Problem, Profile, Protocol};
 use crate::placeholders::{self, Segment, Var};
+use crate::profile::locate::Index;
+use crate::profile::{valid_name, valid_node_name, Problem, Profile, Protocol};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Lowest port a service may use: below it needs root and collides with system services.
@@ -144,7 +144,7 @@ fn chain(p: &Profile, c: &mut Checker) {
 fn unsupported(p: &Profile, c: &mut Checker) {
     let v = &p.validators;
     if v.count > 0 {
-        if let super::ExecutionSpec::PerValidator(lists) = &v.execution {
+        if let crate::profile::ExecutionSpec::PerValidator(lists) = &v.execution {
             if lists.len() != v.count as usize {
                 c.at(
                     "validators.execution",
@@ -160,8 +160,10 @@ fn unsupported(p: &Profile, c: &mut Checker) {
             let els = v.execution.of(i);
             if els.is_empty() {
                 let field = match &v.execution {
-                    super::ExecutionSpec::Same(_) => "validators.execution".to_string(),
-                    super::ExecutionSpec::PerValidator(_) => format!("validators.execution[{i}]"),
+                    crate::profile::ExecutionSpec::Same(_) => "validators.execution".to_string(),
+                    crate::profile::ExecutionSpec::PerValidator(_) => {
+                        format!("validators.execution[{i}]")
+                    }
                 };
                 c.at(
                     &field,
@@ -181,7 +183,7 @@ fn unsupported(p: &Profile, c: &mut Checker) {
                     );
                 }
             }
-            if kind != super::ExecutionKind::Builtin {
+            if kind != crate::profile::ExecutionKind::Builtin {
                 let managed = crate::clients::managed_flags(kind);
                 for (j, a) in settings
                     .map(|s| s.args.as_slice())
@@ -198,7 +200,7 @@ fn unsupported(p: &Profile, c: &mut Checker) {
                     }
                 }
             }
-            if p.runtime.containers() && kind != super::ExecutionKind::Builtin {
+            if p.runtime.containers() && kind != crate::profile::ExecutionKind::Builtin {
                 if crate::clients::needs_init(kind) {
                     c.at(
                         "validators.execution",
@@ -221,7 +223,7 @@ fn unsupported(p: &Profile, c: &mut Checker) {
         if v.count > 100 {
             c.at("validators.count", "at most 100 validators run on one host");
         }
-        if let super::ValidatorKeys::Files(files) = &v.keys {
+        if let crate::profile::ValidatorKeys::Files(files) = &v.keys {
             if files.len() != v.count as usize {
                 c.at(
                     "validators.keys",
@@ -268,8 +270,8 @@ fn unsupported(p: &Profile, c: &mut Checker) {
         );
     }
     match p.runtime {
-        super::RuntimeKind::Process => {}
-        super::RuntimeKind::Docker | super::RuntimeKind::Swarm => {
+        crate::profile::RuntimeKind::Process => {}
+        crate::profile::RuntimeKind::Docker | crate::profile::RuntimeKind::Swarm => {
             for (name, s) in &p.services {
                 if s.image.is_none() {
                     c.at_key(
@@ -279,7 +281,7 @@ fn unsupported(p: &Profile, c: &mut Checker) {
                 }
             }
         }
-        super::RuntimeKind::Systemd => c.at(
+        crate::profile::RuntimeKind::Systemd => c.at(
             "runtime",
             "`up` does not run services through systemd: remove `runtime: systemd` and install the rendered units with `chainctl systemd install` (see docs/render.md)",
         ),
@@ -291,7 +293,7 @@ fn unsupported(p: &Profile, c: &mut Checker) {
 /// name a `chainctl.node` label can hold.
 fn swarm(p: &Profile, c: &mut Checker) {
     let s = &p.swarm;
-    if p.runtime != super::RuntimeKind::Swarm {
+    if p.runtime != crate::profile::RuntimeKind::Swarm {
         if !s.placement.is_empty() {
             c.at_key(
                 "swarm",
@@ -315,7 +317,7 @@ fn swarm(p: &Profile, c: &mut Checker) {
                 format!("`{who}` is neither a validator nor a service of this profile{hint}: use one of {}", known.join(", ")),
             );
         }
-        if !super::validate::valid_node_name(node) {
+        if !valid_node_name(node) {
             c.at(
                 &field,
                 format!("`{node}` cannot name a swarm node: use 1-63 letters, digits, `-`, `_` or `.` (the value of the node's `chainctl.node` label, set with `chainctl swarm label NAME --node NODE`)"),
@@ -350,7 +352,9 @@ fn ports(p: &Profile, c: &mut Checker) {
     }
     let reserved: BTreeSet<u64> = r.reserved.iter().copied().collect();
     let mut pinned: BTreeMap<u64, Vec<(String, Protocol)>> = BTreeMap::new();
-    let mut pins = |c: &mut Checker, prefix: String, ports: &BTreeMap<String, super::PortSpec>| {
+    let mut pins = |c: &mut Checker,
+                    prefix: String,
+                    ports: &BTreeMap<String, crate::profile::PortSpec>| {
         for (pname, spec) in ports {
             // chainctl's own ports are one field each (`api.port`, `gateway.port`).
             let field = if prefix.is_empty() {
@@ -387,7 +391,7 @@ fn ports(p: &Profile, c: &mut Checker) {
             entry.push((field, spec.protocol));
         }
     };
-    let own: BTreeMap<String, super::PortSpec> = crate::ports::chainctl_ports(p)
+    let own: BTreeMap<String, crate::profile::PortSpec> = crate::ports::chainctl_ports(p)
         .into_iter()
         .map(|(name, spec)| (format!("{name}.port"), spec))
         .collect();
@@ -680,13 +684,4 @@ fn supervisor(p: &Profile, c: &mut Checker) {
     if p.health.interval.get().is_zero() {
         c.at("health.interval", "must be more than 0s");
     }
-}
-
-/// Whether `name` can be a `chainctl.node` label value (and so a placement target).
-pub fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
