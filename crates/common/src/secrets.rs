@@ -1,11 +1,8 @@
 //! Engine API secrets: one 32-byte JWT secret per consensus↔execution pair, written
-//! 0600 inside a 0700 dir, never printed; and the one helper that mints a token from it.
+//! 0600 inside a 0700 dir, never printed; and the tokens made from it (HS256 through
+//! `jsonwebtoken`), minted fresh per request and verified as the Engine API spec says.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -156,56 +153,59 @@ pub fn verify_file(path: &Path) -> Vec<SecretError> {
 /// Seconds of clock difference the Engine API tolerates in `iat`.
 pub const IAT_TOLERANCE_SECS: u64 = 60;
 
+/// The claims of an Engine API token: the issue time, and nothing the server must check
+/// beyond it (clients may add `id` and `clv`, which are ignored).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claims {
+    iat: u64,
+}
+
 /// Mints an Engine API token: HS256, claims `{"iat": now}`. Call it once per HTTP request.
 pub fn engine_token(secret: &JwtSecret, iat_unix: u64) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"iat":{iat_unix}}}"#));
-    let signing_input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC takes any key length");
-    mac.update(signing_input.as_bytes());
-    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{sig}")
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &Claims { iat: iat_unix },
+        &jsonwebtoken::EncodingKey::from_secret(&secret.0),
+    )
+    .expect("HS256 signs any claims that serialize")
 }
 
 /// Verifies a token as an Engine API server must: HS256 only (never `none`), a valid
 /// signature, and `iat` within ±60 s of `now_unix`.
 pub fn verify_token(secret: &JwtSecret, token: &str, now_unix: u64) -> Result<(), SecretError> {
-    let bad = |m: &str| SecretError::Token(m.to_string());
-    let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("not three dot-separated parts"));
-    };
-    let header: serde_json::Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(h)
-            .map_err(|_| bad("header is not base64url"))?,
-    )
-    .map_err(|_| bad("header is not JSON"))?;
-    if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
-        return Err(bad("algorithm is not HS256"));
+    use jsonwebtoken::errors::ErrorKind;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let bad = |m: String| SecretError::Token(m);
+    // The header first, so that a token of another algorithm (`none` above all) is named
+    // as such: the library knows no `none` and would only say the header does not parse.
+    let header = jsonwebtoken::decode_header(token).map_err(|e| {
+        bad(match e.kind() {
+            ErrorKind::Json(_) => "algorithm is not HS256 (or the header is not JSON)".into(),
+            _ => format!("not a JWT: {e}"),
+        })
+    })?;
+    if header.alg != Algorithm::HS256 {
+        return Err(bad(format!("algorithm {:?} is not HS256", header.alg)));
     }
-    let sig = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| bad("signature is not base64url"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC takes any key length");
-    mac.update(format!("{h}.{c}").as_bytes());
-    mac.verify_slice(&sig)
-        .map_err(|_| bad("signature does not match the secret"))?;
-    let claims: serde_json::Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(c)
-            .map_err(|_| bad("claims are not base64url"))?,
-    )
-    .map_err(|_| bad("claims are not JSON"))?;
-    let iat = claims
-        .get("iat")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| bad("no numeric iat claim"))?;
-    if iat.abs_diff(now_unix) > IAT_TOLERANCE_SECS {
+    // The Engine API sets no `exp`: only the signature and `iat` are checked, `iat` here
+    // with the spec's tolerance in both directions.
+    let mut rules = Validation::new(Algorithm::HS256);
+    rules.required_spec_claims.clear();
+    rules.validate_exp = false;
+    rules.validate_aud = false;
+    let claims =
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&secret.0), &rules)
+            .map_err(|e| {
+                bad(match e.kind() {
+                    ErrorKind::InvalidSignature => "signature does not match the secret".into(),
+                    ErrorKind::Json(_) => "no numeric iat claim".into(),
+                    _ => format!("not a valid token: {e}"),
+                })
+            })?
+            .claims;
+    if claims.iat.abs_diff(now_unix) > IAT_TOLERANCE_SECS {
         return Err(bad(
-            "iat is more than 60 s away from now (check clock sync)",
+            "iat is more than 60 s away from now (check clock sync)".into(),
         ));
     }
     Ok(())
@@ -219,17 +219,65 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     fn secret() -> JwtSecret {
         JwtSecret::parse(&"11".repeat(32), Path::new("t")).unwrap()
     }
 
+    /// Tokens computed with Python's hmac/hashlib/base64 for secret 0x11×32 and iat
+    /// 1700000000: the first with header `{"typ":"JWT","alg":"HS256"}` (what we mint), the
+    /// second with `{"alg":"HS256","typ":"JWT"}` (what other clients send).
+    fn vectors() -> Vec<&'static str> {
+        include_str!("../../../tests/data/jwt_vector.txt")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+
     #[test]
     fn token_matches_an_independent_hs256() {
-        // Computed with Python's hmac/hashlib/base64 for secret 0x11×32 and iat 1700000000.
         let t = engine_token(&secret(), 1_700_000_000);
-        assert_eq!(t, include_str!("../../../tests/data/jwt_vector.txt").trim());
+        assert_eq!(t, vectors()[0]);
         verify_token(&secret(), &t, 1_700_000_030).unwrap();
+        for v in vectors() {
+            verify_token(&secret(), v, 1_699_999_950).unwrap();
+        }
+    }
+
+    #[test]
+    fn token_rejects_a_tampered_claim_and_a_missing_iat() {
+        let t = engine_token(&secret(), 1_700_000_000);
+        let (head, rest) = t.split_once('.').unwrap();
+        let sig = rest.split_once('.').unwrap().1;
+        let later = URL_SAFE_NO_PAD.encode(br#"{"iat":1700000050}"#);
+        let e = verify_token(&secret(), &format!("{head}.{later}.{sig}"), 1_700_000_000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signature does not match"), "{e}");
+        let no_iat = engine_like(&secret(), br#"{"id":"cl"}"#);
+        let e = verify_token(&secret(), &no_iat, 1_700_000_000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no numeric iat"), "{e}");
+        assert!(verify_token(&secret(), "a.b", 1_700_000_000).is_err());
+    }
+
+    /// A token over any claims, signed independently of the library.
+    fn engine_like(secret: &JwtSecret, claims: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&secret.0).unwrap();
+        mac.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     }
 
     #[test]
