@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::metrics::{Exposition, CONTENT_TYPE};
+use super::metrics::{set_total, Scrape, CONTENT_TYPE};
 use super::Shared;
 use chainctl_core::control::Request;
 
@@ -173,56 +173,35 @@ async fn failover(
 
 async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
     let sup = sh.ask(Request::Status).await;
-    let mut w = Exposition::default();
+    let sc = Scrape::default();
     if let Some(st) = &sup.status {
-        w.family(
+        let up = sc.gauges(
             "chainctl_service_up",
-            "gauge",
             "1 when the service runs and answers on its ports.",
+            &["service", "kind"],
         );
-        for s in &st.services {
-            w.sample(
-                "chainctl_service_up",
-                &[("service", &s.name), ("kind", &s.kind)],
-                f64::from(u8::from(s.state == "ready")),
-            );
-        }
-        w.family(
+        let state = sc.gauges(
             "chainctl_service_state",
-            "gauge",
             "The supervisor's state of each service (1 for the current state).",
+            &["service", "state"],
         );
-        for s in &st.services {
-            w.sample(
-                "chainctl_service_state",
-                &[("service", &s.name), ("state", &s.state)],
-                1.0,
-            );
-        }
-        w.family(
+        let restarts = sc.counters(
             "chainctl_service_restarts_total",
-            "counter",
             "Restarts of each service since it was first started.",
+            &["service"],
         );
-        for s in &st.services {
-            w.sample(
-                "chainctl_service_restarts_total",
-                &[("service", &s.name)],
-                f64::from(s.restarts),
-            );
-        }
-        w.family(
+        let exit = sc.gauges(
             "chainctl_service_last_exit_info",
-            "gauge",
             "How each service last exited (1 for that exit).",
+            &["service", "exit"],
         );
         for s in &st.services {
+            up.with_label_values(&[&s.name, &s.kind])
+                .set(f64::from(u8::from(s.state == "ready")));
+            state.with_label_values(&[&s.name, &s.state]).set(1.0);
+            set_total(&restarts, &[&s.name], f64::from(s.restarts));
             if let Some(e) = &s.last_exit {
-                w.sample(
-                    "chainctl_service_last_exit_info",
-                    &[("service", &s.name), ("exit", e)],
-                    1.0,
-                );
+                exit.with_label_values(&[&s.name, e]).set(1.0);
             }
         }
     }
@@ -269,10 +248,9 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
             "The client's clock minus the supervisor's (HTTP Date header).",
         ),
     ];
-    for (i, (name, kind, help)) in families.iter().enumerate() {
-        w.family(name, kind, help);
+    for (i, (name, _, help)) in families.iter().enumerate() {
+        let g = sc.gauges(name, help, &["el", "validator"]);
         for (el, e) in &view.els {
-            let l = [("el", el.as_str()), ("validator", e.validator.as_str())];
             let v = match i {
                 0 => Some(e.tracker.state.gauge() as f64),
                 1 => e.head.map(|h| h as f64),
@@ -284,21 +262,14 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
                 _ => e.clock_skew_s.map(|s| s as f64),
             };
             if let Some(v) = v {
-                w.sample(name, &l, v);
+                g.with_label_values(&[el.as_str(), e.validator.as_str()])
+                    .set(v);
             }
         }
     }
-    w.family(
-        "chainctl_el_probe_duration_seconds",
-        "histogram",
-        "Duration of the JSON-RPC health probe of each execution client.",
-    );
-    for (el, e) in &view.els {
-        w.histogram_series(
-            "chainctl_el_probe_duration_seconds",
-            &e.latency,
-            &[("el", el.as_str())],
-        );
+    // One histogram per client, labelled `el` when it was made.
+    for e in view.els.values() {
+        sc.add(e.latency.clone());
     }
     let now = chainctl_common::time::now_ms();
     let vfamilies: [(&str, &str, &str); 7] = [
@@ -334,121 +305,99 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
             "Other validators this validator is connected to.",
         ),
     ];
+    let value = |i: usize, v: &super::ValidatorHealth| match i {
+        0 => Some(v.tracker.state.gauge() as f64),
+        1 => Some(v.height as f64),
+        2 => Some(v.round as f64),
+        3 => Some(v.decided as f64),
+        4 => v
+            .last_decided_at_ms
+            .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+        5 => Some(v.consensus_violations as f64),
+        _ => v.peers.map(|p| p as f64),
+    };
     for (i, (name, kind, help)) in vfamilies.iter().enumerate() {
-        w.family(name, kind, help);
-        for (vn, v) in &view.validators {
-            let val = match i {
-                0 => Some(v.tracker.state.gauge() as f64),
-                1 => Some(v.height as f64),
-                2 => Some(v.round as f64),
-                3 => Some(v.decided as f64),
-                4 => v
-                    .last_decided_at_ms
-                    .map(|t| now.saturating_sub(t) as f64 / 1000.0),
-                5 => Some(v.consensus_violations as f64),
-                _ => v.peers.map(|p| p as f64),
-            };
-            if let Some(x) = val {
-                w.sample(name, &[("validator", vn.as_str())], x);
+        if *kind == "counter" {
+            let c = sc.counters(name, help, &["validator"]);
+            for (vn, v) in &view.validators {
+                if let Some(x) = value(i, v) {
+                    set_total(&c, &[vn.as_str()], x);
+                }
+            }
+        } else {
+            let g = sc.gauges(name, help, &["validator"]);
+            for (vn, v) in &view.validators {
+                if let Some(x) = value(i, v) {
+                    g.with_label_values(&[vn.as_str()]).set(x);
+                }
             }
         }
     }
-    w.family(
+    let failovers = sc.counters(
         "chainctl_failovers_total",
-        "counter",
         "Switches of a validator's active execution client, by reason.",
+        &["validator", "reason"],
     );
     for ((v, kind), n) in &view.failovers_total {
-        w.sample(
-            "chainctl_failovers_total",
-            &[("validator", v), ("reason", kind)],
-            *n as f64,
-        );
+        set_total(&failovers, &[v, kind], *n as f64);
     }
-    w.family(
+    let transitions = sc.counters(
         "chainctl_health_transitions_total",
-        "counter",
         "Health changes of each probed service, by the state entered.",
+        &["service", "state"],
     );
     for ((svc, st), n) in &view.transitions_total {
-        w.sample(
-            "chainctl_health_transitions_total",
-            &[("service", svc), ("state", &st.to_string())],
-            *n as f64,
+        set_total(&transitions, &[svc, &st.to_string()], *n as f64);
+    }
+    let health_restarts = sc.counters(
+        "chainctl_health_restarts_total",
+        "Restarts chainctl asked for because a client stayed unhealthy.",
+        &["service"],
+    );
+    for r in &view.restarts {
+        set_total(&health_restarts, &[&r.service], 1.0);
+    }
+    let used = sc.gauges(
+        "chainctl_disk_used_ratio",
+        "Used share of the file system of each data dir (0..1).",
+        &["path"],
+    );
+    let level = sc.gauges(
+        "chainctl_disk_alert_level",
+        "Disk alert of each data dir's file system: 0 ok, 1 warning, 2 critical.",
+        &["path"],
+    );
+    for d in &view.host.disks {
+        let path = d.path.display().to_string();
+        used.with_label_values(&[&path]).set(d.used_percent / 100.0);
+        level
+            .with_label_values(&[&path])
+            .set(d.level.gauge() as f64);
+    }
+    if let Some(m) = view.host.memory_available_bytes {
+        sc.gauge(
+            "chainctl_host_memory_available_bytes",
+            "Memory available on the host.",
+            m as f64,
         );
     }
-    w.family(
-        "chainctl_health_restarts_total",
-        "counter",
-        "Restarts chainctl asked for because a client stayed unhealthy.",
-    );
-    let mut restarts: std::collections::BTreeMap<&str, u64> = Default::default();
-    for r in &view.restarts {
-        *restarts.entry(&r.service).or_default() += 1;
-    }
-    for (s, n) in restarts {
-        w.sample(
-            "chainctl_health_restarts_total",
-            &[("service", s)],
+    if let Some(n) = view.host.open_file_limit {
+        sc.gauge(
+            "chainctl_host_open_file_limit",
+            "Soft limit on open files that services inherit.",
             n as f64,
         );
     }
-    w.family(
-        "chainctl_disk_used_ratio",
-        "gauge",
-        "Used share of the file system of each data dir (0..1).",
-    );
-    for d in &view.host.disks {
-        w.sample(
-            "chainctl_disk_used_ratio",
-            &[("path", &d.path.display().to_string())],
-            d.used_percent / 100.0,
-        );
-    }
-    w.family(
-        "chainctl_disk_alert_level",
-        "gauge",
-        "Disk alert of each data dir's file system: 0 ok, 1 warning, 2 critical.",
-    );
-    for d in &view.host.disks {
-        w.sample(
-            "chainctl_disk_alert_level",
-            &[("path", &d.path.display().to_string())],
-            d.level.gauge() as f64,
-        );
-    }
-    if let Some(m) = view.host.memory_available_bytes {
-        w.family(
-            "chainctl_host_memory_available_bytes",
-            "gauge",
-            "Memory available on the host.",
-        );
-        w.sample("chainctl_host_memory_available_bytes", &[], m as f64);
-    }
-    if let Some(n) = view.host.open_file_limit {
-        w.family(
-            "chainctl_host_open_file_limit",
-            "gauge",
-            "Soft limit on open files that services inherit.",
-        );
-        w.sample("chainctl_host_open_file_limit", &[], n as f64);
-    }
-    w.family(
-        "chainctl_ready",
-        "gauge",
-        "1 when every critical service is healthy (what /ready answers).",
-    );
     let ready = view
         .not_ready(sh.settings.gateway_addr.is_some())
         .is_empty();
-    w.sample("chainctl_ready", &[], f64::from(u8::from(ready)));
-    drop(view);
-    sh.gateway.write(&mut w);
-    w.histogram(
-        "chainctl_reconcile_duration_seconds",
-        "Duration of one pass of the supervisor's reconcile loop.",
-        super::reconcile_histogram(),
-        &[],
+    sc.gauge(
+        "chainctl_ready",
+        "1 when every critical service is healthy (what /ready answers).",
+        f64::from(u8::from(ready)),
     );
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], w.finish()).into_response()
+    drop(view);
+    sh.gateway.register(&sc);
+    sc.add(super::reconcile_histogram().clone());
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], sc.encode()).into_response()
 }

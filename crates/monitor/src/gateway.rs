@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,8 +28,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 use tokio::sync::{broadcast, mpsc};
 
-use super::metrics::{Exposition, Histogram, LATENCY_BUCKETS};
+use super::metrics::{self, Scrape};
 use super::{Shared, Upstream};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Opts};
 
 /// Header that tells a built-in client not to pass a transaction on (the gateway sends it
 /// to every client itself).
@@ -73,88 +73,61 @@ fn method_label(m: &str) -> &'static str {
     KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other")
 }
 
-/// (method, outcome) → calls.
-type PerUpstream = HashMap<(&'static str, &'static str), u64>;
-
-/// Gateway counters and latency.
+/// Gateway counters and latency, as Prometheus metrics that live as long as the gateway.
 pub struct Stats {
-    /// upstream → (method, outcome) → calls (keyed so that counting allocates nothing).
-    calls: Mutex<HashMap<String, PerUpstream>>,
+    /// Calls by method, outcome and upstream client.
+    requests: IntCounterVec,
+    /// Time from a request's arrival to its answer.
     pub latency: Histogram,
-    pub failover_retries: AtomicU64,
-    pub ws_sessions: AtomicU64,
+    /// Reads retried on another client after a transport error.
+    pub failover_retries: IntCounter,
+    /// Open WebSocket sessions.
+    pub ws_sessions: IntGauge,
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            calls: Mutex::new(HashMap::new()),
-            latency: Histogram::new(LATENCY_BUCKETS),
-            failover_retries: AtomicU64::new(0),
-            ws_sessions: AtomicU64::new(0),
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "chainctl_gateway_requests_total",
+                    "JSON-RPC calls through the gateway by method, outcome and upstream client.",
+                ),
+                &["method", "status", "upstream"],
+            )
+            .expect("a valid counter family"),
+            latency: metrics::latency(
+                "chainctl_gateway_request_duration_seconds",
+                "Time from a request's arrival at the gateway to its answer.",
+                &[],
+            ),
+            failover_retries: IntCounter::new(
+                "chainctl_gateway_retries_total",
+                "Reads retried on another client after a transport error.",
+            )
+            .expect("a valid counter"),
+            ws_sessions: IntGauge::new(
+                "chainctl_gateway_websocket_sessions",
+                "Open WebSocket sessions.",
+            )
+            .expect("a valid gauge"),
         }
     }
 }
 
 impl Stats {
     fn count(&self, method: &str, status: &'static str, upstream: &str, n: u64) {
-        let mut m = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (method_label(method), status);
-        match m.get_mut(upstream) {
-            Some(per) => *per.entry(key).or_default() += n,
-            None => {
-                m.insert(upstream.to_string(), [(key, n)].into());
-            }
-        }
+        self.requests
+            .with_label_values(&[method_label(method), status, upstream])
+            .inc_by(n);
     }
 
-    /// Writes the gateway's families.
-    pub fn write(&self, w: &mut Exposition) {
-        w.family(
-            "chainctl_gateway_requests_total",
-            "counter",
-            "JSON-RPC calls through the gateway by method, outcome and upstream client.",
-        );
-        let m = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows: Vec<_> = m
-            .iter()
-            .flat_map(|(up, per)| per.iter().map(move |((me, st), n)| (*me, *st, up, *n)))
-            .collect();
-        rows.sort();
-        for (method, status, up, n) in rows {
-            w.sample(
-                "chainctl_gateway_requests_total",
-                &[("method", method), ("status", status), ("upstream", up)],
-                n as f64,
-            );
-        }
-        drop(m);
-        w.histogram(
-            "chainctl_gateway_request_duration_seconds",
-            "Time from a request's arrival at the gateway to its answer.",
-            &self.latency,
-            &[],
-        );
-        w.family(
-            "chainctl_gateway_retries_total",
-            "counter",
-            "Reads retried on another client after a transport error.",
-        );
-        w.sample(
-            "chainctl_gateway_retries_total",
-            &[],
-            self.failover_retries.load(Ordering::Relaxed) as f64,
-        );
-        w.family(
-            "chainctl_gateway_websocket_sessions",
-            "gauge",
-            "Open WebSocket sessions.",
-        );
-        w.sample(
-            "chainctl_gateway_websocket_sessions",
-            &[],
-            self.ws_sessions.load(Ordering::Relaxed) as f64,
-        );
+    /// Adds the gateway's families to a scrape.
+    pub fn register(&self, sc: &Scrape) {
+        sc.add(self.requests.clone());
+        sc.add(self.latency.clone());
+        sc.add(self.failover_retries.clone());
+        sc.add(self.ws_sessions.clone());
     }
 }
 
@@ -370,7 +343,7 @@ async fn http_call(
     };
     let t0 = Instant::now();
     let a = gw.handle(peer.ip(), body).await;
-    gw.sh.gateway.latency.observe(t0.elapsed());
+    metrics::observe(&gw.sh.gateway.latency, t0.elapsed());
     let mut r = reply(a.status, a.body, Some(&a.upstream));
     if a.status == StatusCode::TOO_MANY_REQUESTS {
         r.headers_mut()
@@ -499,10 +472,7 @@ impl Gw {
         let mut last = String::new();
         for (i, up) in ups.ranked.iter().take(2).enumerate() {
             if i > 0 {
-                self.sh
-                    .gateway
-                    .failover_retries
-                    .fetch_add(1, Ordering::Relaxed);
+                self.sh.gateway.failover_retries.inc();
             }
             match self.post(up, body.clone(), false).await {
                 Ok(b) => {
@@ -924,7 +894,7 @@ enum Sub {
 
 async fn ws_session(gw: Arc<Gw>, ip: IpAddr, socket: WebSocket) {
     use futures::{SinkExt, StreamExt};
-    gw.sh.gateway.ws_sessions.fetch_add(1, Ordering::Relaxed);
+    gw.sh.gateway.ws_sessions.inc();
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<String>(4096);
     let writer = tokio::spawn(async move {
@@ -1020,7 +990,7 @@ async fn ws_session(gw: Arc<Gw>, ip: IpAddr, socket: WebSocket) {
     feeder.abort();
     drop(out_tx);
     let _ = writer.await;
-    gw.sh.gateway.ws_sessions.fetch_sub(1, Ordering::Relaxed);
+    gw.sh.gateway.ws_sessions.dec();
 }
 
 fn subscription(subs: &Mutex<HashMap<String, Sub>>, c: &Call) -> String {

@@ -33,8 +33,8 @@ use chainctl_core::control::{Forward, Request, Response};
 use chainctl_core::layout::Layout;
 use chainctl_core::plan::Plan;
 use health::{ElView, Level, State, Thresholds, Tracker};
-use metrics::Histogram;
 use probe::{ElTarget, ValidatorTarget};
+use prometheus::Histogram;
 
 /// Events kept for `status` and the API.
 const EVENTS_KEPT: usize = 200;
@@ -190,7 +190,7 @@ pub struct ElHealth {
     pub engine_auth_error: Option<String>,
     pub active: bool,
     #[serde(skip)]
-    pub latency: Arc<Histogram>,
+    pub latency: Histogram,
     #[serde(skip)]
     restart_asked_ms: Option<u64>,
     /// The supervisor saw its process exit (when, ms, and how), and no probe begun since
@@ -205,7 +205,7 @@ pub struct ElHealth {
 
 impl ElHealth {
     /// A client not probed yet.
-    fn new(validator: &str) -> ElHealth {
+    fn new(name: &str, validator: &str) -> ElHealth {
         ElHealth {
             validator: validator.to_string(),
             tracker: Tracker::default(),
@@ -218,7 +218,11 @@ impl ElHealth {
             clock_skew_s: None,
             engine_auth_error: None,
             active: false,
-            latency: Arc::new(Histogram::new(metrics::LATENCY_BUCKETS)),
+            latency: metrics::latency(
+                "chainctl_el_probe_duration_seconds",
+                "Duration of the JSON-RPC health probe of each execution client.",
+                &[("el", name)],
+            ),
             restart_asked_ms: None,
             exited: None,
             ready_at: None,
@@ -501,7 +505,13 @@ impl Shared {
 /// The supervisor's reconcile durations (observed by its loop, exported here).
 pub fn reconcile_histogram() -> &'static Histogram {
     static H: OnceLock<Histogram> = OnceLock::new();
-    H.get_or_init(|| Histogram::new(metrics::LATENCY_BUCKETS))
+    H.get_or_init(|| {
+        metrics::latency(
+            "chainctl_reconcile_duration_seconds",
+            "Duration of one pass of the supervisor's reconcile loop.",
+            &[],
+        )
+    })
 }
 
 /// The running monitor, owned by the supervisor.
@@ -853,7 +863,7 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
         let e = view
             .els
             .entry(target.name.clone())
-            .or_insert_with(|| ElHealth::new(&target.validator));
+            .or_insert_with(|| ElHealth::new(&target.name, &target.validator));
         // The validator's own calls refused (it holds another secret than the file now
         // says, or the client does): our probe may pass, the pair still does not work.
         let refused = t
@@ -888,7 +898,7 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
             e.syncing = s.syncing;
             e.peers = s.peers;
             e.version = s.version.clone();
-            e.latency.observe(s.latency);
+            metrics::observe(&e.latency, s.latency);
             e.latency_ms = Some(health::ewma(
                 e.latency_ms,
                 s.latency.as_secs_f64() * 1000.0,
@@ -1019,7 +1029,7 @@ fn on_ready(sh: &Arc<Shared>, t: &Targets, service: &str) {
     let e = view
         .els
         .entry(target.name.clone())
-        .or_insert_with(|| ElHealth::new(&target.validator));
+        .or_insert_with(|| ElHealth::new(&target.name, &target.validator));
     let now = now_ms();
     e.ready_at = Some(now);
     e.tracker.failed_in_row = 0;

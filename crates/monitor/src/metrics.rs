@@ -1,11 +1,19 @@
-//! Prometheus text exposition (format 0.0.4), written by hand: a handful of families,
-//! label escaping, and a lock-free histogram.
+//! Prometheus metrics through the `prometheus` crate. Two kinds:
+//! - events, counted as they happen in metrics that live as long as the monitor (request
+//!   counters, latency histograms: [`latency`]);
+//! - the state of the network, read from the supervisor's status and the monitor's view
+//!   at each scrape into families of a fresh [`Scrape`] registry, so a service removed
+//!   from the profile leaves no stale series.
+//!
+//! The names are the ones the alert rules and the dashboard in `docs/monitoring` use.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// Content type of the text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use prometheus::core::Collector;
+use prometheus::{CounterVec, Encoder as _, GaugeVec, Histogram, HistogramOpts, Opts, Registry};
+
+/// Content type of the text format (0.0.4).
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Latency buckets in seconds: 50 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -13,154 +21,126 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
-/// A histogram of durations, safe to observe from many threads.
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_ns: AtomicU64,
-    count: AtomicU64,
+/// A histogram of durations in seconds over [`LATENCY_BUCKETS`], its series labelled
+/// `labels` (so several, one per client, can share a family in a scrape).
+pub fn latency(name: &str, help: &str, labels: &[(&str, &str)]) -> Histogram {
+    let mut opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    for (k, v) in labels {
+        opts = opts.const_label(*k, *v);
+    }
+    // Only a malformed name or label is refused, and ours are constants.
+    Histogram::with_opts(opts).expect("a latency histogram with a valid name")
 }
 
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_ns: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    /// Record one duration.
-    pub fn observe(&self, d: std::time::Duration) {
-        let s = d.as_secs_f64();
-        // Cumulative buckets are built when written; here only the first bucket it fits.
-        if let Some(i) = self.bounds.iter().position(|b| s <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_ns
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn write(&self, w: &mut Exposition, name: &str, labels: &[(&str, &str)]) {
-        let mut cumulative = 0;
-        for (i, b) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            let le = format_float(*b);
-            let mut l = labels.to_vec();
-            l.push(("le", &le));
-            w.sample(&format!("{name}_bucket"), &l, cumulative as f64);
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let mut l = labels.to_vec();
-        l.push(("le", "+Inf"));
-        w.sample(&format!("{name}_bucket"), &l, count as f64);
-        w.sample(
-            &format!("{name}_sum"),
-            labels,
-            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
-        );
-        w.sample(&format!("{name}_count"), labels, count as f64);
-    }
+/// Records one duration.
+pub fn observe(h: &Histogram, d: Duration) {
+    h.observe(d.as_secs_f64());
 }
 
-fn format_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Builds one exposition.
+/// The families of one scrape.
 #[derive(Default)]
-pub struct Exposition {
-    out: String,
+pub struct Scrape {
+    registry: Registry,
 }
 
-impl Exposition {
-    /// `# HELP` and `# TYPE` of a family (once, before its samples).
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+impl Scrape {
+    /// A gauge family with these label names, registered in this scrape.
+    pub fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        let g = GaugeVec::new(Opts::new(name, help), labels).expect("a valid gauge family");
+        self.add(g.clone());
+        g
     }
 
-    /// One sample line.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.out.push_str(k);
-                self.out.push_str("=\"");
-                for c in v.chars() {
-                    match c {
-                        '\\' => self.out.push_str("\\\\"),
-                        '"' => self.out.push_str("\\\""),
-                        '\n' => self.out.push_str("\\n"),
-                        c => self.out.push(c),
-                    }
-                }
-                self.out.push('"');
-            }
-            self.out.push('}');
+    /// A counter family with these label names, set from totals kept elsewhere.
+    pub fn counters(&self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        let c = CounterVec::new(Opts::new(name, help), labels).expect("a valid counter family");
+        self.add(c.clone());
+        c
+    }
+
+    /// One gauge without labels.
+    pub fn gauge(&self, name: &str, help: &str, value: f64) {
+        self.gauges(name, help, &[])
+            .with_label_values(&[] as &[&str])
+            .set(value);
+    }
+
+    /// Adds a metric that lives beyond the scrape (a histogram, the gateway's counters).
+    pub fn add(&self, c: impl Collector + 'static) {
+        if let Err(e) = self.registry.register(Box::new(c)) {
+            // Two families of one name: a bug, but the rest of the scrape still serves.
+            tracing::error!("metrics: {e}");
         }
-        let _ = writeln!(self.out, " {}", format_float(value));
     }
 
-    /// A whole histogram family with one series.
-    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram, labels: &[(&str, &str)]) {
-        self.family(name, "histogram", help);
-        h.write(self, name, labels);
+    /// The text exposition.
+    pub fn encode(self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
+}
 
-    /// Further series of a histogram family already started.
-    pub fn histogram_series(&mut self, name: &str, h: &Histogram, labels: &[(&str, &str)]) {
-        h.write(self, name, labels);
-    }
-
-    pub fn finish(self) -> String {
-        self.out
-    }
+/// Adds `value` to a counter series that starts at zero in this scrape.
+pub fn set_total(c: &CounterVec, labels: &[&str], value: f64) {
+    c.with_label_values(labels).inc_by(value.max(0.0));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn histogram_is_cumulative_and_labels_are_escaped() {
-        let h = Histogram::new(&[0.001, 0.01]);
-        h.observe(Duration::from_micros(500));
-        h.observe(Duration::from_millis(5));
-        h.observe(Duration::from_secs(1));
-        let mut w = Exposition::default();
-        w.histogram("x_seconds", "a test", &h, &[("m", "a\"b\\c\nd")]);
-        let text = w.finish();
+        let h = latency("x_seconds", "a test", &[("m", "a\"b\\c\nd")]);
+        observe(&h, Duration::from_micros(40));
+        observe(&h, Duration::from_millis(5));
+        observe(&h, Duration::from_secs(20));
+        let s = Scrape::default();
+        s.add(h);
+        let text = s.encode();
         assert!(text.contains("# TYPE x_seconds histogram"), "{text}");
         assert!(
-            text.contains(r#"x_seconds_bucket{m="a\"b\\c\nd",le="0.001"} 1"#),
+            text.contains(r#"x_seconds_bucket{m="a\"b\\c\nd",le="0.00005"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"le="0.01"} 2"#), "{text}");
+        assert!(text.contains(r#"le="0.005"} 2"#), "{text}");
         assert!(text.contains(r#"le="+Inf"} 3"#), "{text}");
         assert!(
             text.contains(r#"x_seconds_count{m="a\"b\\c\nd"} 3"#),
             "{text}"
         );
         assert!(text.contains("x_seconds_sum"), "{text}");
+    }
+
+    #[test]
+    fn scrape_families_carry_help_type_and_every_series() {
+        let s = Scrape::default();
+        let up = s.gauges("t_up", "1 when up.", &["service"]);
+        up.with_label_values(&["a"]).set(1.0);
+        up.with_label_values(&["b"]).set(0.0);
+        let total = s.counters("t_restarts_total", "Restarts.", &["service"]);
+        set_total(&total, &["a"], 3.0);
+        s.gauge("t_ready", "Ready.", 1.0);
+        // Two clients' histograms in one family.
+        s.add(latency("t_probe_seconds", "Probe.", &[("el", "x")]));
+        s.add(latency("t_probe_seconds", "Probe.", &[("el", "y")]));
+        let text = s.encode();
+        for want in [
+            "# HELP t_up 1 when up.",
+            "# TYPE t_up gauge",
+            "t_up{service=\"a\"} 1",
+            "t_up{service=\"b\"} 0",
+            "# TYPE t_restarts_total counter",
+            "t_restarts_total{service=\"a\"} 3",
+            "t_ready 1",
+            "t_probe_seconds_count{el=\"x\"} 0",
+            "t_probe_seconds_count{el=\"y\"} 0",
+        ] {
+            assert!(text.contains(want), "missing `{want}` in\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE t_probe_seconds histogram").count(), 1);
     }
 }

@@ -9,6 +9,7 @@
 pub mod files;
 pub mod policy;
 pub mod setup;
+pub mod stop;
 #[cfg(test)]
 mod tests;
 pub mod upgrade;
@@ -313,7 +314,7 @@ impl Supervisor {
         loop {
             let now = Instant::now();
             self.step(now);
-            chainctl_monitor::reconcile_histogram().observe(now.elapsed());
+            chainctl_monitor::reconcile_histogram().observe(now.elapsed().as_secs_f64());
             self.persist();
             self.report_progress();
             if self.shutting_down && self.services.iter().all(|s| s.handle.is_none()) {
