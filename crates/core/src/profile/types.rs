@@ -22,10 +22,11 @@ pub struct Profile {
     /// The chain every node of this profile runs.
     #[serde(default)]
     pub chain: Chain,
-    /// The BFT validator set (the consensus node arrives with issue #4).
+    /// The BFT validator set: each validator a consensus node driving its execution clients.
     #[serde(default)]
     pub validators: Validators,
-    /// Execution clients by name (engine adapters arrive with issues #3 and #8).
+    /// Named execution clients outside a validator: refused (declare the clients each
+    /// validator drives under `validators.execution`, or run one under `services`).
     #[serde(default)]
     pub execution: BTreeMap<String, ExecutionClient>,
     /// Generic services by name: any program, with placeholders such as `{{port.http}}`.
@@ -43,7 +44,7 @@ pub struct Profile {
     /// Listen addresses of the endpoints chainctl exposes.
     #[serde(default)]
     pub listen: Listen,
-    /// Health probing (used by the health issue #5).
+    /// Health probing of every service: interval, thresholds, restarts, disk limits.
     #[serde(default)]
     pub health: Health,
     /// Failover between execution clients.
@@ -593,9 +594,9 @@ pub enum RuntimeKind {
     /// Child processes of the supervisor.
     #[default]
     Process,
-    /// Docker containers (issue #7).
+    /// Docker containers on the local engine, from images built or loaded beforehand.
     Docker,
-    /// systemd units (issue #7).
+    /// systemd units: refused by `up`; render and install them with `chainctl systemd install`.
     Systemd,
     /// Docker Swarm services, one per chainctl service, on the swarm the Docker engine
     /// chainctl talks to is a manager of.
