@@ -327,7 +327,7 @@ fn the_devnet_runs_from_its_rendered_compose_project() {
     let _engine = crate::util::docker_engine();
     crate::util::chainctl_image();
     let env = Env::new();
-    env.write_profile(&devnet("composenet", 25400));
+    env.write_profile(&devnet("composenet", 25700));
     let out = env.path("deploy");
     render(&env, &out);
     let project = Project { dir: out.clone() };

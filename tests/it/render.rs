@@ -183,7 +183,6 @@ fn unit_settings_follow_the_plan() {
 
 #[test]
 fn compose_files_are_accepted_by_docker_compose_and_publish_on_loopback_only() {
-    let _engine = crate::util::docker_engine();
     let env = Env::new();
     for (i, p) in profiles().iter().enumerate() {
         let out = env.path(&format!("compose-{i}"));

@@ -138,6 +138,33 @@ impl Genesis {
     }
 }
 
+/// One change of a validator's active execution client, as the validator records it in
+/// its `/status` (`switch_log`) and the supervisor's API passes it on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switch {
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// The client it left.
+    pub from: String,
+    /// The client it moved to.
+    pub to: String,
+    /// Short cause, a metric label: `build_failed`, `el_not_ok`, `el_behind`, `forced`,
+    /// or what the supervisor gave (`unhealthy`, `syncing`, `lagging`, `down`).
+    #[serde(default = "unknown")]
+    pub kind: String,
+    /// The cause in words.
+    #[serde(default)]
+    pub reason: String,
+    /// The decision interval the switch fell in: from the last decision before it to
+    /// the first after it (ms); none until that decision.
+    #[serde(default)]
+    pub gap_ms: Option<u64>,
+}
+
+fn unknown() -> String {
+    "unknown".into()
+}
+
 /// A validator's ed25519 secret key: the 32 bytes of its key file.
 pub type KeyBytes = [u8; 32];
 

@@ -122,20 +122,7 @@ pub struct Report {
     pub switch_log: Vec<Switch>,
 }
 
-/// One change of the active EL.
-#[derive(Debug, Clone, Serialize)]
-pub struct Switch {
-    pub at_ms: u64,
-    pub from: String,
-    pub to: String,
-    /// Short cause, a metric label: `build_failed`, `el_not_ok`, `el_behind`, `forced`,
-    /// or what the supervisor gave (`unhealthy`, `syncing`, `lagging`).
-    pub kind: String,
-    pub reason: String,
-    /// The decision interval the switch fell in: from the last decision before it to
-    /// the first after it (ms); none until that decision.
-    pub gap_ms: Option<u64>,
-}
+pub use chainctl_common::validator::Switch;
 
 /// Requests from the control endpoint.
 pub enum Control {

@@ -26,9 +26,10 @@ use chainctl_common::time::now_ms;
 use chainctl_common::tls;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use chainctl_common::validator::Switch;
 use chainctl_core::control::{Forward, Request, Response};
 use chainctl_core::layout::Layout;
 use chainctl_core::plan::Plan;
@@ -280,16 +281,13 @@ pub struct HealthEvent {
     pub reason: Option<String>,
 }
 
-/// One switch of a validator's active execution client.
-#[derive(Serialize, Clone, PartialEq)]
+/// One switch of a validator's active execution client: the validator's own record, and
+/// whose it is.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
 pub struct SwitchRecord {
     pub validator: String,
-    pub at_ms: u64,
-    pub from: String,
-    pub to: String,
-    pub kind: String,
-    pub reason: String,
-    pub gap_ms: Option<u64>,
+    #[serde(flatten)]
+    pub switch: Switch,
 }
 
 /// A restart chainctl asked for because a client stayed unhealthy.
@@ -730,13 +728,14 @@ impl Monitor {
                 .map(|s| {
                     format!(
                         "{} {}: {} → {} ({}: {}){}",
-                        time(s.at_ms),
+                        time(s.switch.at_ms),
                         s.validator,
-                        s.from,
-                        s.to,
-                        s.kind,
-                        s.reason,
-                        s.gap_ms
+                        s.switch.from,
+                        s.switch.to,
+                        s.switch.kind,
+                        s.switch.reason,
+                        s.switch
+                            .gap_ms
                             .map(|g| format!(", gap {:.2}s", g as f64 / 1000.0))
                             .unwrap_or_default()
                     )
@@ -945,12 +944,7 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
         for sw in &s.switches {
             new_switches.push(SwitchRecord {
                 validator: target.name.clone(),
-                at_ms: sw["at_ms"].as_u64().unwrap_or(0),
-                from: sw["from"].as_str().unwrap_or_default().into(),
-                to: sw["to"].as_str().unwrap_or_default().into(),
-                kind: sw["kind"].as_str().unwrap_or("unknown").into(),
-                reason: sw["reason"].as_str().unwrap_or_default().into(),
-                gap_ms: sw["gap_ms"].as_u64(),
+                switch: sw.clone(),
             });
         }
         let result = match s.error {
@@ -963,23 +957,30 @@ async fn round(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets, interval: 
         }
     }
     for sw in new_switches {
-        match view
-            .switches
-            .iter_mut()
-            .find(|o| o.validator == sw.validator && o.at_ms == sw.at_ms && o.to == sw.to)
-        {
-            Some(o) => o.gap_ms = sw.gap_ms,
+        match view.switches.iter_mut().find(|o| {
+            o.validator == sw.validator
+                && o.switch.at_ms == sw.switch.at_ms
+                && o.switch.to == sw.switch.to
+        }) {
+            Some(o) => o.switch.gap_ms = sw.switch.gap_ms,
             None => {
-                info!(validator = %sw.validator, from = %sw.from, to = %sw.to, kind = %sw.kind, reason = %sw.reason, "execution client switched");
+                let Switch {
+                    from,
+                    to,
+                    kind,
+                    reason,
+                    ..
+                } = &sw.switch;
+                info!(validator = %sw.validator, %from, %to, %kind, %reason, "execution client switched");
                 *view
                     .failovers_total
-                    .entry((sw.validator.clone(), sw.kind.clone()))
+                    .entry((sw.validator.clone(), kind.clone()))
                     .or_default() += 1;
                 view.switches.push(sw);
             }
         }
     }
-    view.switches.sort_by_key(|s| s.at_ms);
+    view.switches.sort_by_key(|s| s.switch.at_ms);
     let excess = view.switches.len().saturating_sub(EVENTS_KEPT);
     view.switches.drain(..excess);
     refresh_upstreams(sh, view, t);
@@ -1193,9 +1194,9 @@ async fn act(sh: &Arc<Shared>, http: &reqwest::Client, t: &Targets) {
                     .rev()
                     .find(|s| s.validator == v.name)
                     .map(|s| health::LastSwitch {
-                        at_ms: s.at_ms,
-                        from: s.from.clone(),
-                        to: s.to.clone(),
+                        at_ms: s.switch.at_ms,
+                        from: s.switch.from.clone(),
+                        to: s.switch.to.clone(),
                     });
                 let Some(vh) = view.validators.get(&v.name) else {
                     continue;

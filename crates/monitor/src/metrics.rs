@@ -10,10 +10,11 @@
 use std::time::Duration;
 
 use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{CounterVec, Encoder as _, GaugeVec, Histogram, HistogramOpts, Opts, Registry};
 
-/// Content type of the text format (0.0.4).
-pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+/// Content type of the text format (0.0.4); label values (data dir paths) may be UTF-8.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Latency buckets in seconds: 50 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -41,6 +42,9 @@ pub fn observe(h: &Histogram, d: Duration) {
 #[derive(Default)]
 pub struct Scrape {
     registry: Registry,
+    /// Every family added, with its type and help: one with no series yet (no failover
+    /// so far, a client not probed yet) is still announced, as alert rules look for it.
+    families: std::cell::RefCell<Vec<(String, &'static str, String)>>,
 }
 
 impl Scrape {
@@ -67,19 +71,41 @@ impl Scrape {
 
     /// Adds a metric that lives beyond the scrape (a histogram, the gateway's counters).
     pub fn add(&self, c: impl Collector + 'static) {
+        for mf in c.collect() {
+            let kind = match mf.get_field_type() {
+                MetricType::COUNTER => "counter",
+                MetricType::GAUGE => "gauge",
+                MetricType::HISTOGRAM => "histogram",
+                MetricType::SUMMARY => "summary",
+                MetricType::UNTYPED => "untyped",
+            };
+            let mut families = self.families.borrow_mut();
+            if !families.iter().any(|(n, _, _)| n == mf.name()) {
+                families.push((mf.name().to_string(), kind, mf.help().to_string()));
+            }
+        }
         if let Err(e) = self.registry.register(Box::new(c)) {
             // Two families of one name: a bug, but the rest of the scrape still serves.
             tracing::error!("metrics: {e}");
         }
     }
 
-    /// The text exposition.
+    /// The text exposition: every family with series as the library writes it, then the
+    /// `# HELP` and `# TYPE` of each family that has none (the library leaves those out).
     pub fn encode(self) -> String {
+        let gathered = self.registry.gather();
         let mut out = Vec::new();
-        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        if let Err(e) = prometheus::TextEncoder::new().encode(&gathered, &mut out) {
             tracing::error!("metrics: {e}");
         }
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        for (name, kind, help) in self.families.into_inner() {
+            if !gathered.iter().any(|mf| mf.name() == name) {
+                let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
+        text
     }
 }
 
@@ -142,5 +168,23 @@ mod tests {
             assert!(text.contains(want), "missing `{want}` in\n{text}");
         }
         assert_eq!(text.matches("# TYPE t_probe_seconds histogram").count(), 1);
+    }
+
+    #[test]
+    fn a_family_without_series_is_still_announced() {
+        let s = Scrape::default();
+        s.counters("t_failovers_total", "Switches,\nby reason.", &["reason"]);
+        s.gauge("t_ready", "Ready.", 1.0);
+        let text = s.encode();
+        assert!(
+            text.contains("# TYPE t_failovers_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP t_failovers_total Switches,\\nby reason.\n"),
+            "{text}"
+        );
+        assert!(!text.contains("t_failovers_total{"), "{text}");
+        assert!(text.contains("t_ready 1"), "{text}");
     }
 }

@@ -262,7 +262,7 @@ pub struct ValidatorSample {
     pub active_el: Option<String>,
     pub last_decided_at_ms: Option<u64>,
     pub violations: u64,
-    pub switches: Vec<Json>,
+    pub switches: Vec<chainctl_common::validator::Switch>,
     /// Execution clients whose Engine API refuses this validator's token (HTTP 401), with
     /// the error the validator got.
     pub unauthorized: Vec<(String, String)>,
@@ -310,7 +310,15 @@ pub async fn validator(
     s.active_el = v["active_el"].as_str().map(String::from);
     s.last_decided_at_ms = v["last_decided_at_ms"].as_u64();
     s.violations = v["consensus_violations"].as_u64().unwrap_or(0);
-    s.switches = v["switch_log"].as_array().cloned().unwrap_or_default();
+    // Each record on its own: one the validator wrote oddly does not hide the others.
+    s.switches = v["switch_log"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|sw| serde_json::from_value(sw.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
     for e in v["els"].as_array().into_iter().flatten() {
         let err = e["last_error"].as_str().unwrap_or_default();
         if e["state"].as_str() != Some("ok") && (err.contains("401") || err.contains("nauthorized"))

@@ -830,21 +830,21 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
     let killed_at = Instant::now();
 
     // The switch, as the validator records it (with its gap once the next block is in).
-    let mut switch: Option<Value> = None;
+    let mut switch: Option<chainctl_common::validator::Switch> = None;
     while killed_at.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(250));
         let st = get_status()?;
-        switch = st["health"]["switches"]
-            .as_array()
-            .and_then(|a| {
-                a.iter().find(|s| {
-                    s["validator"] == validator.as_str()
-                        && s["from"] == active.as_str()
-                        && s["at_ms"].as_u64().is_some_and(|t| t >= kill_ms)
-                        && s["gap_ms"].is_u64()
-                })
+        let records: Vec<chainctl_monitor::SwitchRecord> =
+            serde_json::from_value(st["health"]["switches"].clone()).unwrap_or_default();
+        switch = records
+            .into_iter()
+            .find(|r| {
+                r.validator == validator
+                    && r.switch.from == active
+                    && r.switch.at_ms >= kill_ms
+                    && r.switch.gap_ms.is_some()
             })
-            .cloned();
+            .map(|r| r.switch);
         if switch.is_some() {
             break;
         }
@@ -896,13 +896,9 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
     Ok(Drill {
         validator,
         killed: active,
-        switched_to: switch
-            .as_ref()
-            .and_then(|s| s["to"].as_str().map(String::from)),
-        switch_kind: switch
-            .as_ref()
-            .and_then(|s| s["kind"].as_str().map(String::from)),
-        gap_ms: switch.as_ref().and_then(|s| s["gap_ms"].as_u64()),
+        switched_to: switch.as_ref().map(|s| s.to.clone()),
+        switch_kind: switch.as_ref().map(|s| s.kind.clone()),
+        gap_ms: switch.as_ref().and_then(|s| s.gap_ms),
         longest_interval_s: longest,
         missed_heights,
         restored_after,

@@ -27,7 +27,7 @@
 //! of the service's program (and, as its group, the container's init): status, CPU and
 //! memory readings and `kill -9` work as for processes.
 
-use super::{Backend, BackendEvent, Handle};
+use super::{Backend, BackendError, BackendEvent, Handle};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
@@ -681,24 +681,29 @@ impl Backend for DockerBackend {
         "docker"
     }
 
-    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, String> {
+    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, BackendError> {
         for d in [Some(svc.data_dir.as_path()), svc.log_file.parent()]
             .into_iter()
             .flatten()
         {
-            chainctl_common::fs::private_dir(d)
-                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            chainctl_common::fs::private_dir(d).map_err(|source| BackendError::Prepare {
+                path: d.to_path_buf(),
+                source,
+            })?;
         }
         self.adoptable = None;
-        let (id, since) = self.rt.block_on(self.start_container(svc))?;
-        let (pid, running, code) = self.pid_of(&id)?;
+        let (id, since) = self
+            .rt
+            .block_on(self.start_container(svc))
+            .map_err(BackendError::Engine)?;
+        let (pid, running, code) = self.pid_of(&id).map_err(BackendError::Engine)?;
         if !running || pid <= 0 {
             let exit = code.map(exit_of).unwrap_or(Exit::Unknown);
-            return Err(format!(
-                "its container exited at once ({exit}): see `chainctl logs {}` or `docker logs {}`",
-                svc.name,
-                container_name(&self.profile, &svc.name)
-            ));
+            return Err(BackendError::ExitedAtOnce {
+                exit,
+                service: svc.name.clone(),
+                container: container_name(&self.profile, &svc.name),
+            });
         }
         self.logs
             .insert(svc.name.clone(), (svc.log_file.clone(), svc.logs.clone()));
@@ -712,8 +717,9 @@ impl Backend for DockerBackend {
         })
     }
 
-    fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), String> {
+    fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), BackendError> {
         self.kill_with(h, sig.signal().as_str())
+            .map_err(BackendError::Engine)
     }
 
     fn kill(&mut self, h: &Handle) {

@@ -2,6 +2,7 @@
 //! Docker and systemd backends plug in without touching it.
 
 pub mod docker;
+mod error;
 pub mod image;
 pub mod logrelay;
 pub mod process;
@@ -10,6 +11,7 @@ pub mod swarm;
 pub use chainctl_core::instance::{Exit, Handle};
 use chainctl_core::plan::ServicePlan;
 use chainctl_core::profile::StopSignal;
+pub use error::BackendError;
 
 /// Wakes the supervisor's loop when a backend's watcher sees an instance end (a child
 /// process wakes it through SIGCHLD instead).
@@ -32,9 +34,9 @@ pub trait Backend {
     /// Short name shown by `status` (`process`, `docker`, `systemd`).
     fn name(&self) -> &'static str;
     /// Starts a service.
-    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, String>;
+    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, BackendError>;
     /// Sends the stop signal to the service's whole group.
-    fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), String>;
+    fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), BackendError>;
     /// Kills the service's whole group at once.
     fn kill(&mut self, h: &Handle);
     /// Whether any process of the service's group is still alive.

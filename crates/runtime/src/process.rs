@@ -4,7 +4,7 @@
 //! Exits are collected with `waitpid` from the supervisor's own thread (woken by SIGCHLD),
 //! never from a second thread, so nothing else in the process can lose a child's status.
 
-use super::{Backend, BackendEvent, Handle};
+use super::{Backend, BackendError, BackendEvent, Handle};
 use chainctl_core::instance::Exit;
 use chainctl_core::plan::ServicePlan;
 use chainctl_core::procinfo;
@@ -56,26 +56,41 @@ impl Backend for ProcessBackend {
         "process"
     }
 
-    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, String> {
-        let program = svc.argv.first().ok_or("empty command")?;
-        let resolved = chainctl_core::profile::resolve_program(program, std::path::Path::new("/"))?;
-        chainctl_common::fs::private_dir(&svc.data_dir)
-            .map_err(|e| format!("cannot create {}: {e}", svc.data_dir.display()))?;
+    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, BackendError> {
+        let program = svc
+            .argv
+            .first()
+            .ok_or_else(|| BackendError::Program("empty command".into()))?;
+        let resolved = chainctl_core::profile::resolve_program(program, std::path::Path::new("/"))
+            .map_err(BackendError::Program)?;
+        chainctl_common::fs::private_dir(&svc.data_dir).map_err(|source| {
+            BackendError::Prepare {
+                path: svc.data_dir.clone(),
+                source,
+            }
+        })?;
         // A workdir other than the data dir is the user's: use it as it is, never chmod it.
         if !svc.workdir.is_dir() {
-            return Err(format!(
+            return Err(BackendError::Program(format!(
                 "workdir {} is not a directory: create it or fix services.{}.workdir",
                 svc.workdir.display(),
                 svc.name
-            ));
+            )));
         }
         if let Some(d) = svc.log_file.parent() {
-            chainctl_common::fs::private_dir(d)
-                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            chainctl_common::fs::private_dir(d).map_err(|source| BackendError::Prepare {
+                path: d.to_path_buf(),
+                source,
+            })?;
         }
-        let (rd, wr) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let wr2 = wr.try_clone().map_err(|e| format!("dup: {e}"))?;
+        let spawn = |what: &str| {
+            let what = what.to_string();
+            move |source| BackendError::Spawn { what, source }
+        };
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(std::io::Error::from)
+            .map_err(spawn("pipe"))?;
+        let wr2 = wr.try_clone().map_err(spawn("dup"))?;
         // The relay runs in its own session: it outlives a supervisor restart and keeps
         // draining the service's output until every writer has gone.
         let mut relay = Command::new(&self.self_exe);
@@ -97,9 +112,7 @@ impl Backend for ProcessBackend {
                 Ok(())
             });
         }
-        let relay = relay
-            .spawn()
-            .map_err(|e| format!("cannot start the log relay: {e}"))?;
+        let relay = relay.spawn().map_err(spawn("cannot start the log relay"))?;
         let mut cmd = Command::new(&resolved);
         cmd.args(&svc.argv[1..])
             .env_clear()
@@ -127,7 +140,7 @@ impl Backend for ProcessBackend {
             Ok(c) => c,
             Err(e) => {
                 // The relay sees EOF now that both write ends are gone and exits.
-                return Err(format!("cannot start `{}`: {e}", resolved.display()));
+                return Err(spawn(&format!("cannot start `{}`", resolved.display()))(e));
             }
         };
         let pid = child.id() as i32;
@@ -143,7 +156,7 @@ impl Backend for ProcessBackend {
         })
     }
 
-    fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), String> {
+    fn signal(&mut self, h: &Handle, sig: StopSignal) -> Result<(), BackendError> {
         match killpg(Pid::from_raw(h.pgid), sig.signal()) {
             Ok(()) => {
                 // A stopped (SIGSTOP) process cannot act on the stop signal until continued.
@@ -151,7 +164,10 @@ impl Backend for ProcessBackend {
                 Ok(())
             }
             Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(format!("cannot signal process group {}: {e}", h.pgid)),
+            Err(errno) => Err(BackendError::Signal {
+                pgid: h.pgid,
+                errno,
+            }),
         }
     }
 

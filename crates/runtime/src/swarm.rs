@@ -41,7 +41,7 @@ use super::docker::{
     bind_options, exit_of, missing_image, no_image, not_found, volume_name, LABEL_PROFILE,
     LABEL_SERVICE, LABEL_SPEC, LABEL_STATE,
 };
-use super::{Backend, BackendEvent, Handle};
+use super::{Backend, BackendError, BackendEvent, Handle};
 use base64::Engine as _;
 use bollard::models::{
     ConfigSpec, EndpointPortConfig, EndpointPortConfigProtocolEnum,
@@ -1296,13 +1296,15 @@ impl Backend for SwarmBackend {
         "swarm"
     }
 
-    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, String> {
+    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, BackendError> {
         for d in [Some(svc.data_dir.as_path()), svc.log_file.parent()]
             .into_iter()
             .flatten()
         {
-            chainctl_common::fs::private_dir(d)
-                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            chainctl_common::fs::private_dir(d).map_err(|source| BackendError::Prepare {
+                path: d.to_path_buf(),
+                source,
+            })?;
         }
         let fresh = loop {
             let k = HANDLE_BASE | (rand::random::<i32>() & (HANDLE_BASE - 1));
@@ -1311,10 +1313,14 @@ impl Backend for SwarmBackend {
             }
         };
         let since = super::docker::now_secs();
-        let key = self.rt.block_on(self.start_service(svc, fresh))?;
+        let key = self
+            .rt
+            .block_on(self.start_service(svc, fresh))
+            .map_err(BackendError::Engine)?;
         self.logs
             .insert(svc.name.clone(), (svc.log_file.clone(), svc.logs.clone()));
-        self.follow(key, &svc.name, since)?;
+        self.follow(key, &svc.name, since)
+            .map_err(BackendError::Engine)?;
         Ok(Handle {
             pid: key,
             pgid: key,
@@ -1323,8 +1329,8 @@ impl Backend for SwarmBackend {
         })
     }
 
-    fn signal(&mut self, h: &Handle, _sig: StopSignal) -> Result<(), String> {
-        self.scale_down(h.pid)
+    fn signal(&mut self, h: &Handle, _sig: StopSignal) -> Result<(), BackendError> {
+        self.scale_down(h.pid).map_err(BackendError::Engine)
     }
 
     fn kill(&mut self, h: &Handle) {

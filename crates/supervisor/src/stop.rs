@@ -89,10 +89,10 @@ pub fn stop_unsupervised(layout: &Layout, say: &mut dyn FnMut(String)) -> Result
                 layout.root.display()
             ));
         } else {
-            eprintln!(
+            say(format!(
                 "removed swarm services (no supervisor running; the swarm stops each task with its grace): {}",
                 removed.join(", ")
-            );
+            ));
         }
         return Ok(());
     }

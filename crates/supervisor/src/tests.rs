@@ -7,6 +7,7 @@ use chainctl_core::loader::load;
 use chainctl_core::plan::{self, Plan};
 use chainctl_core::ports::Allocation;
 use chainctl_core::profile::{Source, StopSignal};
+use chainctl_runtime::BackendError;
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
@@ -29,7 +30,7 @@ impl Backend for FakeBackend {
     fn name(&self) -> &'static str {
         "fake"
     }
-    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, String> {
+    fn start(&mut self, svc: &ServicePlan) -> Result<Handle, BackendError> {
         let mut f = self.0.borrow_mut();
         f.next_pid += 1;
         let pid = f.next_pid;
@@ -42,7 +43,7 @@ impl Backend for FakeBackend {
             relay_pid: None,
         })
     }
-    fn signal(&mut self, h: &Handle, _: StopSignal) -> Result<(), String> {
+    fn signal(&mut self, h: &Handle, _: StopSignal) -> Result<(), BackendError> {
         let mut f = self.0.borrow_mut();
         let name = f.alive.get(&h.pid).cloned().unwrap_or_default();
         f.signalled.push(name.clone());
