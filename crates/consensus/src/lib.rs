@@ -1,5 +1,9 @@
 //! The consensus node (`chainctl node consensus`): BFT validators on the Malachite
 //! library, each driving its execution clients through the Engine API.
+//!
+//! Layer 2 of the workspace: it depends only on chainctl-common (the files it reads are
+//! defined there, so the supervisor writes them without linking Malachite), and must
+//! never depend on the planner, the supervisor or the built-in engine.
 
 pub mod app;
 pub mod codec;

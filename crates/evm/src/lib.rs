@@ -1,6 +1,9 @@
 //! The built-in execution engine (`chainctl node evm`): Ethereum blocks executed with revm
 //! through alloy-evm's block executor, state in persistent Merkle-Patricia tries, driven
 //! through the Engine API.
+//!
+//! Layer 2 of the workspace: it depends only on chainctl-common, and must never depend on
+//! the planner, the supervisor or the consensus node; it could ship alone as an EL.
 
 pub mod app;
 pub mod benchkit;

@@ -13,6 +13,10 @@
 //! is polled every 50 ms, each new block is read with its transaction hashes, and the
 //! receipts of blocks holding ours are read to count reverts. Latency is from the moment
 //! the client accepted a transaction to the poll that saw it finalized.
+//!
+//! Layer 4: on chainctl-core, chainctl-common and, for `chainctl bench`'s engine figures,
+//! chainctl-evm. It must never depend on the monitor or the supervisor: it talks to a
+//! network only through its JSON-RPC endpoints and the state dir's files.
 
 pub mod bench;
 pub mod token;

@@ -8,6 +8,11 @@
 //! that stays unhealthy, and serves the gateway and the API from that same view. The
 //! reconcile loop stays single-threaded; the two talk through the supervisor's event
 //! channel (as the control socket does) and this module's shared view.
+//!
+//! Layer 4: on chainctl-core and chainctl-common. It must never depend on the supervisor
+//! (control requests go to the loop through the `Forward` callback it is given), a
+//! backend, the built-in engine or the consensus node (a validator's files are read
+//! through chainctl-common).
 
 pub mod api;
 pub mod gateway;

@@ -1,5 +1,8 @@
 //! Renders a plan into files other tools run: systemd units, compose files, Kubernetes
 //! manifests. Pure: plan in, file names and contents out; the CLI writes them.
+//!
+//! Layer 4: on chainctl-core and chainctl-common; it must never depend on a backend, the
+//! monitor or the supervisor.
 
 pub mod compose;
 pub mod k8s;

@@ -4,6 +4,10 @@
 //! [`evidence`] gathers (I/O: the API, the chain, the Engine API, files, a failover
 //! drill); [`checks`] turns evidence into checks (pure); this module scores them and
 //! decides the verdict (pure); [`render`] writes Markdown, JSON or HTML.
+//!
+//! Layer 5: on the monitor, the runtime backends (the drill kills a task), chainctl-core
+//! and chainctl-common. It must never depend on the supervisor: it reads a running
+//! network through its API, its chain and its state dir, as an operator would.
 
 pub mod checks;
 pub mod evidence;

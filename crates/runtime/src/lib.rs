@@ -1,5 +1,10 @@
-//! Backends run services. The supervisor's loop talks only to the [`Backend`] trait, so
-//! Docker and systemd backends plug in without touching it.
+//! Backends run services: child processes, Docker containers, Docker Swarm services. The
+//! supervisor's loop talks only to the [`Backend`] trait, so a backend plugs in without
+//! touching it.
+//!
+//! Layer 4: on chainctl-core and chainctl-common. It must never depend on the monitor or
+//! the supervisor: a backend wakes the supervisor's loop through the [`Wake`] callback it
+//! is given, not by naming the loop's events.
 
 pub mod docker;
 mod error;

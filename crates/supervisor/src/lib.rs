@@ -5,6 +5,10 @@
 //! Everything happens on one thread fed by a channel (signals, control requests, profile
 //! edits, ticks), so state has a single owner and no locks. Time comes in as a parameter
 //! (`now`), so the loop is tested against a fake backend and a fake clock.
+//!
+//! Layer 5: on the runtime backends, the monitor, chainctl-core, chainctl-common and the
+//! built-in engine (whose genesis hash the network's files name). It must never depend on
+//! the report, the renderers or the consensus node.
 
 pub mod files;
 pub mod policy;
