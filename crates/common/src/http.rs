@@ -2,8 +2,56 @@
 //! optional bearer token, optional TLS pinned to one certificate). It needs no async
 //! runtime, which the CLI does not start.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why a request got no usable answer; each message names the address.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Connecting, writing or reading failed.
+    #[error("{addr}: {source}")]
+    Io {
+        /// The server.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS session could not be set up (the certificate file, or the server did not
+    /// present that certificate).
+    #[error("{0}")]
+    Tls(String),
+    /// The answer did not end in time, or was too large.
+    #[error("{addr}: no complete answer within {limit:?} (or over {max} bytes)")]
+    Incomplete {
+        /// The server.
+        addr: SocketAddr,
+        /// The time allowed for the whole answer.
+        limit: Duration,
+        /// The largest answer read.
+        max: usize,
+    },
+    /// What came back is not an HTTP response.
+    #[error("{addr}: no HTTP response")]
+    NotHttp {
+        /// The server.
+        addr: SocketAddr,
+    },
+    /// The body is not the JSON asked for.
+    #[error("{addr}{path}: bad JSON: {source}")]
+    BadJson {
+        /// The server.
+        addr: SocketAddr,
+        /// The path asked for.
+        path: String,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// GET `path` and parse the JSON answer (no TLS, no token).
-pub fn get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+pub fn get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, HttpError> {
     json(addr, None, "GET", path, None, None).map(|(_, v)| v)
 }
 
@@ -16,11 +64,15 @@ pub fn json(
     path: &str,
     token: Option<&str>,
     body: Option<&serde_json::Value>,
-) -> Result<(u16, serde_json::Value), String> {
+) -> Result<(u16, serde_json::Value), HttpError> {
     let body = body.map(|b| b.to_string());
     let t = std::time::Duration::from_secs(10);
     let (code, text) = text(addr, tls_cert, method, path, token, body.as_deref(), t)?;
-    let v = serde_json::from_str(&text).map_err(|e| format!("{addr}{path}: bad JSON: {e}"))?;
+    let v = serde_json::from_str(&text).map_err(|source| HttpError::BadJson {
+        addr,
+        path: path.to_string(),
+        source,
+    })?;
     Ok((code, v))
 }
 
@@ -34,14 +86,15 @@ pub fn text(
     token: Option<&str>,
     body: Option<&str>,
     t: std::time::Duration,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String), HttpError> {
     use std::io::{Read, Write as _};
+    let io = |source| HttpError::Io { addr, source };
     let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    tcp.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(t)).map_err(|e| e.to_string())?;
+        .map_err(io)?;
+    tcp.set_read_timeout(Some(t)).map_err(io)?;
+    tcp.set_write_timeout(Some(t)).map_err(io)?;
     let mut c: Box<dyn ReadWrite> = match tls_cert {
-        Some(cert) => Box::new(crate::tls::connect(addr, tcp, cert)?),
+        Some(cert) => Box::new(crate::tls::connect(addr, tcp, cert).map_err(HttpError::Tls)?),
         None => Box::new(tcp),
     };
     let body = body.unwrap_or_default();
@@ -53,7 +106,7 @@ pub fn text(
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-    .map_err(|e| format!("{addr}: {e}"))?;
+    .map_err(io)?;
     // The socket timeout bounds each read; this bounds the whole answer, so a peer that
     // trickles bytes cannot hold the caller, and its size.
     const MAX_ANSWER: usize = 256 * 1024 * 1024;
@@ -67,19 +120,20 @@ pub fn text(
             // A TLS peer that closes without close_notify after a whole response.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{addr}: {e}")),
+            Err(e) => return Err(io(e)),
         }
         if std::time::Instant::now() > deadline || buf.len() > MAX_ANSWER {
-            return Err(format!(
-                "{addr}: no complete answer within {:?} (or over {MAX_ANSWER} bytes)",
-                2 * t
-            ));
+            return Err(HttpError::Incomplete {
+                addr,
+                limit: 2 * t,
+                max: MAX_ANSWER,
+            });
         }
     }
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or(format!("{addr}: no HTTP response"))?;
+        .ok_or(HttpError::NotHttp { addr })?;
     let code = head
         .split_whitespace()
         .nth(1)

@@ -120,6 +120,7 @@ pub fn query_validators(r: &mut StatusReport) {
                 .filter(|a| !a.is_unspecified())
                 .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
             chainctl_common::http::get_json(std::net::SocketAddr::new(ip, port.port), "/status")
+                .map_err(|e| e.to_string())
         };
         r.validators.push(ValidatorView {
             name: s.name.clone(),

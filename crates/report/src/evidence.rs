@@ -246,6 +246,7 @@ fn raw_http(
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
     chainctl_common::http::text(addr, tls, method, path, bearer, body, CALL_TIMEOUT)
+        .map_err(|e| e.to_string())
 }
 
 /// How long one call may take: a frozen client costs the report this much, not more.
