@@ -95,7 +95,6 @@ fn compose_init_owner_is_uid_colon_gid() {
 
 #[test]
 fn compose_init_gives_each_service_its_own_secrets_and_nothing_else() {
-    let _engine = crate::util::docker_engine();
     let env = Env::new();
     env.write_profile(&devnet("initnet", 25500));
     let out = env.path("out");

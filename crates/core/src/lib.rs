@@ -4,8 +4,10 @@
 //! instance's handle and exit, the status report and the control protocol.
 //!
 //! Depends only on chainctl-common. It must never depend on the engine, the consensus
-//! node, a backend, the monitor or the supervisor: those are built on it. Its only I/O
-//! is reading files, probing the host's socket tables, and the control socket's client.
+//! node, a backend, the monitor or the supervisor: those are built on it. It starts no
+//! service; its I/O is reading profiles and `/proc`, probing the host's socket tables,
+//! keeping the state dir's own records (state, ports, JWT secrets), and the clients of
+//! the control socket and of a validator's `/status`.
 
 pub mod clients;
 pub mod control;

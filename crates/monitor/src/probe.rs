@@ -1,5 +1,7 @@
 //! The probes: one round of questions to an execution client, a validator, or the host.
 
+use chainctl_common::validator::Switch;
+use serde::Deserialize as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -262,7 +264,7 @@ pub struct ValidatorSample {
     pub active_el: Option<String>,
     pub last_decided_at_ms: Option<u64>,
     pub violations: u64,
-    pub switches: Vec<chainctl_common::validator::Switch>,
+    pub switches: Vec<Switch>,
     /// Execution clients whose Engine API refuses this validator's token (HTTP 401), with
     /// the error the validator got.
     pub unauthorized: Vec<(String, String)>,
@@ -315,7 +317,7 @@ pub async fn validator(
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|sw| serde_json::from_value(sw.clone()).ok())
+                .filter_map(|sw| Switch::deserialize(sw).ok())
                 .collect()
         })
         .unwrap_or_default();

@@ -3,6 +3,7 @@
 //! with a wrong token, the secret files, the log files, the host's sockets and file
 //! systems, and, when asked, a failover drill. Nothing here decides pass or fail.
 
+use serde::Deserialize as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -835,8 +836,8 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
     while killed_at.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(250));
         let st = get_status()?;
-        let records: Vec<chainctl_monitor::SwitchRecord> =
-            serde_json::from_value(st["health"]["switches"].clone()).unwrap_or_default();
+        let records = Vec::<chainctl_monitor::SwitchRecord>::deserialize(&st["health"]["switches"])
+            .unwrap_or_default();
         switch = records
             .into_iter()
             .find(|r| {

@@ -57,10 +57,12 @@ impl Backend for ProcessBackend {
     }
 
     fn start(&mut self, svc: &ServicePlan) -> Result<Handle, BackendError> {
-        let program = svc
-            .argv
-            .first()
-            .ok_or_else(|| BackendError::Program("empty command".into()))?;
+        let program = svc.argv.first().ok_or_else(|| {
+            BackendError::Program(format!(
+                "empty command: give services.{}.command a program to run",
+                svc.name
+            ))
+        })?;
         let resolved = chainctl_core::profile::resolve_program(program, std::path::Path::new("/"))
             .map_err(BackendError::Program)?;
         chainctl_common::fs::private_dir(&svc.data_dir).map_err(|source| {
