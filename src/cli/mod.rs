@@ -320,8 +320,10 @@ pub enum Command {
 /// Arguments of `chainctl load`.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// JSON-RPC endpoint (default: the first execution client of the profile's running
-    /// network).
+    /// JSON-RPC endpoint (default: the gateway of the profile's running network, else
+    /// its first execution client). The network's execution clients are read too: a
+    /// block the endpoint does not have yet, and the receipts of transactions not seen
+    /// finalized, are asked of each before one is called lost.
     #[arg(long, value_name = "URL")]
     rpc: Option<String>,
     /// Transactions per second to send.

@@ -2,8 +2,12 @@
 
 use super::*;
 
-/// The JSON-RPC URL of the profile's first execution client, from its port allocation.
-pub(super) fn default_rpc(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<String> {
+/// The JSON-RPC endpoints of the profile's running network, from its state dir: the
+/// gateway (when the profile has one), then every execution client, by name.
+pub(super) fn network_rpcs(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+) -> Result<(Option<String>, Vec<String>)> {
     let layout = layout_of(profile, state_dir)?;
     let ports = state::read_json::<PortsFile>(&layout.ports_file())?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -11,31 +15,40 @@ pub(super) fn default_rpc(profile: Option<&Path>, state_dir: Option<&Path>) -> R
             layout.ports_file().display()
         )
     })?;
-    let first_el = chainctl_core::network::el_name(0, 0);
-    let (name, pick) = ports
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let url = |ip: std::net::IpAddr, port: u16| {
+        let ip = if ip.is_unspecified() { loopback } else { ip };
+        format!("http://{}", std::net::SocketAddr::new(ip, port))
+    };
+    let gateway = ports
         .services
-        .get_key_value(&first_el)
-        .and_then(|(n, p)| Some((n, p.get("http")?)))
-        .or_else(|| {
-            ports
-                .services
-                .iter()
-                .find_map(|(n, p)| Some((n, p.get("http").or_else(|| p.get("rpc"))?)))
-        })
-        .ok_or_else(|| {
-            anyhow::anyhow!("no --rpc given and the profile has no service with an `http` or `rpc` port: pass --rpc URL")
-        })?;
-    // Where the supervisor reaches it (another swarm node's address, or this host).
-    let host = state::read_json::<StateFile>(&layout.state_file())
+        .get(chainctl_core::ports::CHAINCTL)
+        .and_then(|m| m.get("gateway"))
+        .map(|a| {
+            let listen = setup::source(profile)
+                .ok()
+                .and_then(|s| chainctl_core::loader::load(s).ok())
+                .map_or(loopback, |l| l.profile.listen.rpc);
+            url(listen, a.port)
+        });
+    // Where the supervisor reaches each client (another swarm node's address, or here),
+    // on the port its adapter serves HTTP on.
+    let st = state::read_json::<StateFile>(&layout.state_file())
         .ok()
-        .flatten()
-        .and_then(|st| st.services.get(name).map(|r| r.plan.ready_host))
-        .filter(|a| !a.is_unspecified())
-        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-    Ok(format!(
-        "http://{}",
-        std::net::SocketAddr::new(host, pick.port)
-    ))
+        .flatten();
+    let els = st
+        .iter()
+        .flat_map(|st| st.services.values())
+        .filter_map(|r| {
+            let kind = r.plan.client?;
+            let http = r
+                .plan
+                .ports
+                .get(chainctl_core::clients::endpoints(kind).http)?;
+            Some(url(r.plan.ready_host, http.port))
+        })
+        .collect();
+    Ok((gateway, els))
 }
 
 pub(super) fn load_cmd(
@@ -43,10 +56,17 @@ pub(super) fn load_cmd(
     state_dir: Option<&Path>,
     a: LoadArgs,
 ) -> Result<ExitCode> {
-    let rpc = match a.rpc {
-        Some(r) => r,
-        None => default_rpc(profile, state_dir)?,
+    // The gateway by default (it keeps serving when a client dies), else the first
+    // client; every client of the network is a witness (blocks and receipts).
+    let network = network_rpcs(profile, state_dir);
+    let rpc = match (a.rpc, &network) {
+        (Some(r), _) => r,
+        (None, Ok((gateway, els))) => gateway.clone().or_else(|| els.first().cloned()).ok_or_else(|| {
+            anyhow::anyhow!("no --rpc given and the profile's network has no gateway and no execution client: pass --rpc URL")
+        })?,
+        (None, Err(e)) => return Err(anyhow::anyhow!("{e}")),
     };
+    let witnesses = network.map(|(_, els)| els).unwrap_or_default();
     let accounts = a
         .accounts
         .unwrap_or_else(|| a.tps.div_ceil(chainctl_load::MAX_TPS_PER_ACCOUNT).max(1) as u32);
@@ -62,6 +82,7 @@ pub(super) fn load_cmd(
             .unwrap_or_else(|| chainctl_core::network::DEV_MNEMONIC.to_string()),
         drain: a.drain,
         progress: true,
+        witnesses,
     })?;
     match a.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&summary)?),

@@ -378,10 +378,10 @@ fn engine_standin(dir: &Path, name: &str, version_line: &str) {
     let script = format!(
         r#"#!/bin/sh
 if [ "$1" = --version ]; then echo '{version_line}'; exit 0; fi
-dd= g= hp= ep= jwt= init= prev=
+dd= g= hp= wp= ep= jwt= init= prev=
 for a in "$@"; do
   case "$prev" in
-    --datadir) dd=$a;; --chain) g=$a;; --http.port) hp=$a;; --authrpc.port) ep=$a;; --authrpc.jwtsecret) jwt=$a;;
+    --datadir) dd=$a;; --chain) g=$a;; --http.port) hp=$a;; --ws.port) wp=$a;; --authrpc.port) ep=$a;; --authrpc.jwtsecret) jwt=$a;;
   esac
   [ "$a" = init ] && init=1
   prev=$a
@@ -393,7 +393,7 @@ if [ -n "$init" ]; then
 fi
 printf '%s\n' "$@" > "$dd/standin.argv"
 [ -z "$g" ] && g=$(cat "$dd/standin-genesis")
-exec '{chainctl}' node evm --genesis "$g" --http-addr 127.0.0.1 --http-port "$hp" --authrpc-addr 127.0.0.1 --authrpc-port "$ep" --jwt-secret "$jwt" --datadir "$dd/engine"
+exec '{chainctl}' node evm --genesis "$g" --http-addr 127.0.0.1 --http-port "$hp" ${{wp:+--ws-port "$wp"}} --authrpc-addr 127.0.0.1 --authrpc-port "$ep" --jwt-secret "$jwt" --datadir "$dd/engine"
 "#,
         chainctl = bin().display()
     );
@@ -542,6 +542,49 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
         ("val-3-el-1", "geth"),
     ];
     check(&chain, &external);
+
+    // The report upgrades each client's WebSocket where that client serves it: Reth's,
+    // Geth's and Erigon's own `ws` port (their HTTP port answers 403, as the stand-ins'
+    // does), the built-in engine's HTTP port. Asking on the HTTP port, it could never
+    // pass on a real Reth. (The stand-ins serve no metrics or P2P, so only the WebSocket
+    // part of `infra.endpoints` is looked at here.)
+    let r = env.run(&["report", "--window", "20s", "--format", "json"]);
+    let out = text(&r.stdout);
+    let report: Value = serde_json::from_str(&out[out.find('{').expect("a JSON report")..])
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    let endpoints = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "infra.endpoints")
+        .unwrap();
+    let evidence: Vec<&str> = endpoints["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        evidence
+            .iter()
+            .any(|l| l.ends_with(", 7 WebSocket upgrades answered")),
+        "the gateway's and all six clients': {evidence:?}"
+    );
+    assert!(
+        !evidence.iter().any(|l| l.contains("WebSocket:")),
+        "{evidence:?}"
+    );
+    // And a real request on the HTTP port of a Reth stand-in is refused, as Reth does.
+    let http = chain.port("val-0-el-0", "http");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut s, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 403", "the HTTP port refuses an upgrade");
 
     // A client added to the running network: the profile edit reloads it, and every
     // other client is restarted with the new peer among its own — also the Reths, whose

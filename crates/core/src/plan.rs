@@ -97,6 +97,10 @@ pub struct ServicePlan {
     pub image: Option<String>,
     /// Whether the program needs writable+executable memory (a JIT).
     pub jit: bool,
+    /// The execution client it is, when a validator's `execution` generated it: where
+    /// it serves what is that client's ([`crate::clients::endpoints`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::profile::ExecutionKind>,
     /// Hash of everything above: a change means the service must be restarted.
     pub spec_hash: String,
 }
@@ -219,6 +223,9 @@ pub fn build_for(
     let external: BTreeSet<String> = crate::clients::p2p::external_els(profile)
         .into_iter()
         .map(|(n, _)| n)
+        .collect();
+    let clients: BTreeMap<String, crate::profile::ExecutionKind> = (0..profile.validators.count)
+        .flat_map(|i| crate::network::els_of(&profile.validators, i))
         .collect();
     let no_ports = BTreeMap::new();
     let mut services = BTreeMap::new();
@@ -359,6 +366,7 @@ pub fn build_for(
             logs: sup.logs.clone(),
             image: s.image.clone(),
             jit: s.jit,
+            client: clients.get(name).copied(),
             spec_hash: String::new(),
         };
         // A validator also reads its key and its control token (see `network`).

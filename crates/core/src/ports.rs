@@ -83,8 +83,11 @@ impl HostProbe for NoProbe {
     }
 }
 
-/// Probes by binding a socket on the wildcard address (without SO_REUSEADDR), which fails
-/// if any program holds the port on any local address.
+/// Probes by binding a socket on the wildcard address, which fails if any program holds
+/// the port on any local address. A TCP probe sets SO_REUSEADDR as every listener does
+/// (std's, tokio's, Reth's, Geth's): connections of an earlier listener left in TIME_WAIT
+/// (a network just brought down after traffic) do not stop the listener, so they do not
+/// make the port busy; a socket that listens there still does.
 pub struct BindProbe;
 
 impl HostProbe for BindProbe {
@@ -93,7 +96,16 @@ impl HostProbe for BindProbe {
         let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
         let try_bind = |ty: Type| -> std::io::Result<()> {
             let s = Socket::new(Domain::IPV4, ty, None)?;
-            s.bind(&addr.into())
+            if ty == Type::STREAM {
+                s.set_reuse_address(true)?;
+            }
+            s.bind(&addr.into())?;
+            if ty == Type::STREAM {
+                // Linux lets two SO_REUSEADDR sockets bind one port while neither listens:
+                // only listen(2) tells a listener is already there.
+                s.listen(1)?;
+            }
+            Ok(())
         };
         let mut why = Vec::new();
         if protocol.tcp() {
@@ -124,6 +136,8 @@ impl HostProbe for BindProbe {
 pub struct SnapshotProbe {
     tcp: Vec<u64>,
     udp: Vec<u64>,
+    /// TCP ports with a socket in LISTEN.
+    listening: Vec<u64>,
 }
 
 impl SnapshotProbe {
@@ -132,6 +146,7 @@ impl SnapshotProbe {
         let mut p = SnapshotProbe {
             tcp: vec![0; 1024],
             udp: vec![0; 1024],
+            listening: vec![0; 1024],
         };
         for (file, tcp) in [
             ("/proc/net/tcp", true),
@@ -159,16 +174,25 @@ impl SnapshotProbe {
                 };
                 let bits = if tcp { &mut p.tcp } else { &mut p.udp };
                 bits[port as usize / 64] |= 1 << (port % 64);
+                if tcp && *state == "0A" {
+                    p.listening[port as usize / 64] |= 1 << (port % 64);
+                }
             }
         }
         p
     }
 }
 
-impl HostProbe for SnapshotProbe {
-    fn busy(&self, port: u16, protocol: Protocol) -> Option<String> {
+impl SnapshotProbe {
+    /// Why `port` is taken: by any TCP socket, or (`listen_only`) by a listener only.
+    fn taken(&self, port: u16, protocol: Protocol, listen_only: bool) -> Option<String> {
         let has = |bits: &[u64]| bits[port as usize / 64] & (1 << (port % 64)) != 0;
-        let tcp = protocol.tcp() && has(&self.tcp);
+        let tcp_bits = if listen_only {
+            &self.listening
+        } else {
+            &self.tcp
+        };
+        let tcp = protocol.tcp() && has(tcp_bits);
         let udp = protocol.udp() && has(&self.udp);
         if !tcp && !udp {
             return None;
@@ -182,6 +206,12 @@ impl HostProbe for SnapshotProbe {
             .map(|h| format!(" by {h}"))
             .unwrap_or_default();
         Some(format!("{what}{holder}"))
+    }
+}
+
+impl HostProbe for SnapshotProbe {
+    fn busy(&self, port: u16, protocol: Protocol) -> Option<String> {
+        self.taken(port, protocol, false)
     }
 }
 
@@ -205,9 +235,12 @@ impl HostProbe for HostPorts {
         self.snapshot.busy(port, protocol)
     }
     fn busy_pinned(&self, port: u16, protocol: Protocol) -> Option<String> {
+        // The kernel's answer for IPv4, and the table's for a listener on IPv6 only. A
+        // pinned port is the listener's to take again: only a listener (or a UDP socket)
+        // holds it, not the connections an earlier one left closing.
         BindProbe
             .busy(port, protocol)
-            .or_else(|| self.snapshot.busy(port, protocol))
+            .or_else(|| self.snapshot.taken(port, protocol, true))
     }
 }
 
@@ -568,6 +601,52 @@ mod tests {
         let a = run(&reqs, &[], &prev, &Busy([20008].into())).unwrap();
         assert_eq!(a["a"]["http"].port, 20007);
         assert_eq!(a["b"]["http"].port, 20000);
+    }
+
+    /// `down` then `up` right after traffic: the old listener's connections wait in
+    /// TIME_WAIT on its port, which the new listener (SO_REUSEADDR) binds all the same —
+    /// so the pinned-port check must find it free; a live listener is still busy.
+    #[test]
+    fn a_port_left_in_time_wait_is_free_and_a_listener_is_not() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(
+            BindProbe.busy(port, Protocol::Tcp).is_some(),
+            "a listener holds it"
+        );
+        assert!(HostPorts::read().busy_pinned(port, Protocol::Tcp).is_some());
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        // The server closes first (as the gateway does at `down`): its end of the
+        // connection, on `port`, goes to TIME_WAIT once the client closes too.
+        drop(served);
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).unwrap(), 0);
+        drop(client);
+        drop(listener);
+        let time_wait = || {
+            std::fs::read_to_string("/proc/net/tcp")
+                .unwrap()
+                .lines()
+                .any(|l| {
+                    let c: Vec<&str> = l.split_whitespace().collect();
+                    c.get(1)
+                        .is_some_and(|a| a.ends_with(&format!(":{port:04X}")))
+                        && c.get(3) == Some(&"06")
+                })
+        };
+        for _ in 0..100 {
+            if time_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(time_wait(), "port {port} has a connection in TIME_WAIT");
+        assert_eq!(BindProbe.busy(port, Protocol::Tcp), None);
+        assert_eq!(HostPorts::read().busy_pinned(port, Protocol::Tcp), None);
+        // And a real listener binds it (std sets SO_REUSEADDR, as tokio does).
+        std::net::TcpListener::bind(("0.0.0.0", port)).expect("the listener binds");
     }
 
     #[test]

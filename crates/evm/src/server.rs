@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// Port of the public JSON-RPC server (0: any free port, printed at start).
     #[arg(long, default_value_t = 8545)]
     pub http_port: u16,
+    /// Serve WebSocket JSON-RPC on this port of `--http-addr` instead of on the HTTP
+    /// port, which then answers an upgrade with 403 Forbidden: Reth's layout (its
+    /// `--ws.port`), for operators who expect it and for tests that stand in for it.
+    #[arg(long, value_name = "PORT")]
+    pub ws_port: Option<u16>,
     /// Address of the Engine API server.
     #[arg(long, default_value = "127.0.0.1")]
     pub authrpc_addr: IpAddr,
@@ -332,22 +337,46 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .route("/", post(engine_handler))
             .layer(DefaultBodyLimit::max(ENGINE_BODY_LIMIT))
             .with_state(app.clone());
-        let rpc_router = Router::new()
-            .route("/", post(rpc_handler).get(super::ws::upgrade))
-            .layer(DefaultBodyLimit::max(RPC_BODY_LIMIT))
-            .with_state(app.clone());
+        let rpc_router = |ws: bool| {
+            let get = if ws {
+                axum::routing::get(super::ws::upgrade)
+            } else {
+                // As Reth answers a WebSocket upgrade on its HTTP port.
+                axum::routing::get(|| async {
+                    (
+                        axum::http::StatusCode::FORBIDDEN,
+                        "WebSocket is served on its own port (--ws-port)\n",
+                    )
+                })
+            };
+            Router::new()
+                .route("/", get.post(rpc_handler))
+                .layer(DefaultBodyLimit::max(RPC_BODY_LIMIT))
+                .with_state(app.clone())
+        };
+        let ws_router = rpc_router(true);
+        let rpc_router = rpc_router(args.ws_port.is_none());
         let bind = |addr: IpAddr, port: u16, what: &'static str| async move {
             tokio::net::TcpListener::bind(SocketAddr::new(addr, port))
                 .await
                 .with_context(|| format!("cannot listen on {addr}:{port} for {what}: is the port in use? choose another with --{}-port", if what == "JSON-RPC" { "http" } else { "authrpc" }))
         };
         let rpc = bind(args.http_addr, args.http_port, "JSON-RPC").await?;
+        let ws = match args.ws_port {
+            Some(port) => Some(
+                tokio::net::TcpListener::bind(SocketAddr::new(args.http_addr, port))
+                    .await
+                    .with_context(|| format!("cannot listen on {}:{port} for WebSocket JSON-RPC: is the port in use? choose another with --ws-port", args.http_addr))?,
+            ),
+            None => None,
+        };
         let auth = bind(args.authrpc_addr, args.authrpc_port, "the Engine API").await?;
         let (rpc_addr, auth_addr) = (rpc.local_addr()?, auth.local_addr()?);
         tracing::info!(%genesis_hash, rpc = %rpc_addr, engine = %auth_addr, "built-in engine listening");
         println!(
             "{}",
-            serde_json::json!({"event": "listening", "genesis": genesis_hash, "rpc": rpc_addr.to_string(), "engine": auth_addr.to_string()})
+            serde_json::json!({"event": "listening", "genesis": genesis_hash, "rpc": rpc_addr.to_string(), "engine": auth_addr.to_string(),
+                               "ws": ws.as_ref().and_then(|l| l.local_addr().ok()).unwrap_or(rpc_addr).to_string()})
         );
         // Under systemd (`Type=notify`): ready once both ports listen.
         chainctl_common::sdnotify::ready();
@@ -368,8 +397,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = tcp.set_nodelay(true);
         });
         let s1 = axum::serve(rpc, rpc_router).with_graceful_shutdown(wait(rx.clone()));
-        let s2 = axum::serve(auth, engine_router).with_graceful_shutdown(wait(rx));
-        let servers = async { tokio::try_join!(s1, s2) };
+        let s2 = axum::serve(auth, engine_router).with_graceful_shutdown(wait(rx.clone()));
+        let s3 = async {
+            match ws {
+                Some(l) => axum::serve(l, ws_router).with_graceful_shutdown(wait(rx)).await,
+                None => Ok(()),
+            }
+        };
+        let servers = async { tokio::try_join!(s1, s2, s3) };
         tokio::select! {
             r = servers => { r.context("server failed")?; }
             _ = shutdown => {

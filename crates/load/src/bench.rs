@@ -290,6 +290,7 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
         mnemonic: chainctl_core::network::DEV_MNEMONIC.into(),
         drain: Duration::from_secs(30),
         progress: true,
+        witnesses: Vec::new(),
     };
     if only.contains(&Scenario::Load) {
         load_cfg.check().context("the load scenario (--tps)")?;
@@ -416,6 +417,15 @@ async fn load_scenario(net: &Devnet, mut cfg: crate::Config, args: &BenchArgs) -
             "val-1-el-0"
         };
         cfg.rpc = format!("http://127.0.0.1:{}", net.port(entry, "http")?);
+        cfg.witnesses = net
+            .ports["services"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| name.contains("-el-"))
+            .filter_map(|(_, p)| p["http"]["port"].as_u64())
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
         let sup = net.state_file().and_then(|s| s.supervisor_pid);
         let before = sup.and_then(chainctl_core::procinfo::usage);
         let t0 = Instant::now();

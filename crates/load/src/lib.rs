@@ -10,9 +10,15 @@
 //! summary).
 //!
 //! Inclusion is read from blocks, not per-transaction receipt polling: the finalized head
-//! is polled every 50 ms, each new block is read with its transaction hashes, and the
-//! receipts of blocks holding ours are read to count reverts. Latency is from the moment
-//! the client accepted a transaction to the poll that saw it finalized.
+//! is polled every 50 ms, each new block is read once, by number, with its transaction
+//! hashes — from the endpoint, or, when it does not have it yet (a gateway's client
+//! behind the one that answered the head), from another client of the network — and the
+//! receipts of blocks holding ours are read to count reverts. A block may be finalized
+//! before the answer accepting one of its transactions is read (a slow answer): the
+//! follower keeps every hash it saw, so that transaction counts as soon as its answer
+//! does. Before a transaction is reported as not finalized, every client is asked for its
+//! receipt. Latency is from the moment the client accepted a transaction (its answer, or
+//! the send when the block came first) to the poll that saw it finalized.
 //!
 //! Layer 4: on chainctl-core, chainctl-common and, for `chainctl bench`'s engine figures,
 //! chainctl-evm. It must never depend on the monitor or the supervisor: it talks to a
@@ -77,6 +83,10 @@ pub struct Config {
     pub drain: Duration,
     /// Progress on stderr (a bar on a terminal, a line every 5 s otherwise).
     pub progress: bool,
+    /// The network's other JSON-RPC endpoints (each execution client): blocks `rpc` does
+    /// not have yet are read there, and each is asked for the receipt of a transaction
+    /// before it is reported as not finalized.
+    pub witnesses: Vec<String>,
 }
 
 impl Config {
@@ -127,8 +137,12 @@ pub struct Summary {
     pub attempts: u64,
     /// Of `sent`, found in finalized blocks.
     pub included: u64,
-    /// Of `sent`, not in a finalized block when the run ended.
+    /// Of `sent`, not in a finalized block when the run ended: no client holds a receipt
+    /// for it in a finalized block.
     pub pending: u64,
+    /// Of `included`, found only by asking every client for its receipt at the end (the
+    /// follower missed their block: should be 0).
+    pub found_by_receipt: u64,
     /// Of `included`, with a failed receipt (status 0).
     pub reverted: u64,
     /// Refusals and transport failures by kind (first words of the error).
@@ -177,6 +191,12 @@ impl Summary {
             self.pending,
             self.reverted
         );
+        if self.found_by_receipt > 0 {
+            println!(
+                "  of the finalized, {} were found only by their receipts at the end (the block follower missed them)",
+                self.found_by_receipt
+            );
+        }
         let l = &self.latency_s;
         println!(
             "  inclusion latency (accepted → seen finalized): p50 {:.2} s, p90 {:.2} s, p99 {:.2} s, max {:.2} s",
@@ -422,6 +442,13 @@ pub fn signed_transfer(chain_id: u64, account: u32, nonce: u64) -> Result<(B256,
 struct Tracker {
     /// Accepted, not yet seen finalized: hash → accepted at.
     open: HashMap<B256, Instant>,
+    /// Transactions of finalized blocks that were not open when their block was read:
+    /// hash → (block, when read). One whose acceptance is read later counts then.
+    seen: HashMap<B256, (u64, Instant)>,
+    /// Accepted after their block was read (hash, block): their receipts are checked at
+    /// the end.
+    late: Vec<(B256, u64)>,
+    found_by_receipt: u64,
     /// Every transaction the client accepted (`sent` is its size).
     accepted: HashSet<B256>,
     attempts: u64,
@@ -433,6 +460,35 @@ struct Tracker {
     first_block: Option<u64>,
     last_block: Option<u64>,
     last_inclusion: Option<Instant>,
+}
+
+impl Tracker {
+    /// An accepted transaction (since `since`) is in finalized block `n`, read at `at`.
+    fn include(&mut self, n: u64, at: Instant, since: Instant) {
+        self.latencies
+            .push(at.saturating_duration_since(since).as_secs_f64());
+        self.included += 1;
+        self.first_block = Some(self.first_block.map_or(n, |f| f.min(n)));
+        self.last_block = Some(self.last_block.map_or(n, |l| l.max(n)));
+        self.last_inclusion = Some(self.last_inclusion.map_or(at, |l| l.max(at)));
+    }
+
+    /// The client accepted `hash` (sent at `sent_at`): followed from now on, or, when its
+    /// block was read before this answer, finalized already.
+    fn accept(&mut self, hash: B256, sent_at: Instant) {
+        if !self.accepted.insert(hash) {
+            return;
+        }
+        match self.seen.remove(&hash) {
+            Some((n, at)) => {
+                self.include(n, at, sent_at);
+                self.late.push((hash, n));
+            }
+            None => {
+                self.open.insert(hash, Instant::now());
+            }
+        }
+    }
 }
 
 fn lock(t: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
@@ -536,8 +592,21 @@ pub async fn run_async(cfg: Config) -> Result<Summary> {
         )
     })?;
     let stop_watch = Arc::new(tokio::sync::Notify::new());
+    // Witnesses of this chain only (a state dir's clients may be of another network
+    // than an --rpc given by hand).
+    let mut witnesses = Vec::new();
+    for w in cfg.witnesses.iter().filter(|w| **w != cfg.rpc) {
+        let c = Rpc::new(w)?;
+        match c.u64("eth_chainId", json!([])).await {
+            Ok(id) if id == chain_id => witnesses.push(c),
+            Ok(id) => eprintln!("load: {w} is chain {id}, not {chain_id}: not read"),
+            // Down now, perhaps back later: asked all the same.
+            Err(_) => witnesses.push(c),
+        }
+    }
     let watcher = tokio::spawn(watch(
         rpc.clone(),
+        witnesses.clone(),
         tracker.clone(),
         start_head,
         stop_watch.clone(),
@@ -559,6 +628,33 @@ pub async fn run_async(cfg: Config) -> Result<Summary> {
         p.abort();
         let _ = p.await;
     }
+    // Reverts among those whose block came before their acceptance.
+    let late: BTreeMap<u64, Vec<B256>> =
+        lock(&tracker)
+            .late
+            .iter()
+            .fold(BTreeMap::new(), |mut m, (h, n)| {
+                m.entry(*n).or_insert_with(Vec::new).push(*h);
+                m
+            });
+    for (n, hashes) in late {
+        let reverted = count_reverted(&rpc, n, &hashes).await;
+        lock(&tracker).reverted += reverted;
+    }
+    // Nothing is called lost before every client was asked for its receipt.
+    let open: Vec<B256> = lock(&tracker).open.keys().copied().collect();
+    if !open.is_empty() {
+        let clients: Vec<Rpc> = std::iter::once(rpc.clone()).chain(witnesses).collect();
+        for (h, n, reverted) in sweep_receipts(&clients, &open).await {
+            let mut t = lock(&tracker);
+            t.open.remove(&h);
+            t.included += 1;
+            t.found_by_receipt += 1;
+            t.reverted += reverted as u64;
+            t.first_block = Some(t.first_block.map_or(n, |f| f.min(n)));
+            t.last_block = Some(t.last_block.map_or(n, |l| l.max(n)));
+        }
+    }
 
     let mut t = lock(&tracker);
     let mut lat = std::mem::take(&mut t.latencies);
@@ -578,6 +674,7 @@ pub async fn run_async(cfg: Config) -> Result<Summary> {
         attempts: t.attempts,
         included: t.included,
         pending: t.open.len() as u64,
+        found_by_receipt: t.found_by_receipt,
         reverted: t.reverted,
         errors: t.errors.clone(),
         retired: t.retired.clone(),
@@ -694,16 +791,19 @@ async fn send(
             .iter()
             .map(|(_, _, _, raw)| ("eth_sendRawTransaction", json!([raw])))
             .collect();
+        let sent_at = Instant::now();
         let answer = rpc.batch(&calls).await;
-        (batch, answer)
+        (batch, answer, sent_at)
     };
     // What an answer means for the batch's accounts and nonces.
-    let take = |batch: Signed,
-                answer: Result<Vec<Result<Value, String>>, String>,
+    let take = |(batch, answer, sent_at): (
+        Signed,
+        Result<Vec<Result<Value, String>>, String>,
+        Instant,
+    ),
                 nonces: &mut [u64],
                 refusals: &mut [u32],
                 retired: &mut [bool]| {
-        let now = Instant::now();
         let mut t = lock(tracker);
         t.attempts += batch.len() as u64;
         for (k, (i, nonce, hash, _)) in batch.iter().enumerate() {
@@ -719,9 +819,7 @@ async fn send(
             };
             if accepted {
                 refusals[*i] = 0;
-                if t.accepted.insert(*hash) {
-                    t.open.insert(*hash, now);
-                }
+                t.accept(*hash, sent_at);
                 continue;
             }
             let e = r.err().unwrap_or_default();
@@ -767,8 +865,8 @@ async fn send(
             }
             if batch.len() == BATCH {
                 while in_flight.len() >= MAX_IN_FLIGHT {
-                    if let Some((b, a)) = in_flight.next().await {
-                        take(b, a, nonces, &mut refusals, &mut retired);
+                    if let Some(answer) = in_flight.next().await {
+                        take(answer, nonces, &mut refusals, &mut retired);
                     }
                 }
                 in_flight.push(send_batch(std::mem::take(&mut batch)));
@@ -782,20 +880,22 @@ async fn send(
         let next = tokio::time::Instant::from_std(t0 + tick * ticks);
         loop {
             tokio::select! {
-                Some((b, a)) = in_flight.next(), if !in_flight.is_empty() => take(b, a, nonces, &mut refusals, &mut retired),
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => take(answer, nonces, &mut refusals, &mut retired),
                 _ = tokio::time::sleep_until(next) => break,
             }
         }
     }
-    while let Some((b, a)) = in_flight.next().await {
-        take(b, a, nonces, &mut refusals, &mut retired);
+    while let Some(answer) = in_flight.next().await {
+        take(answer, nonces, &mut refusals, &mut retired);
     }
 }
 
-/// The watcher: reads every finalized block after `from`; returns the number of blocks
-/// and of transactions (all senders) from the first to the last block holding ours.
+/// The watcher: reads every finalized block after `from`, each once, by number — from
+/// `rpc`, else from the first witness that has it; returns the number of blocks and of
+/// transactions (all senders) from the first to the last block holding ours.
 async fn watch(
     rpc: Rpc,
+    witnesses: Vec<Rpc>,
     tracker: Arc<Mutex<Tracker>>,
     from: u64,
     stop: Arc<tokio::sync::Notify>,
@@ -810,17 +910,20 @@ async fn watch(
             let calls: Vec<(&str, Value)> = (seen + 1..=upto)
                 .map(|n| ("eth_getBlockByNumber", json!([format!("0x{n:x}"), false])))
                 .collect();
-            let Ok(blocks) = rpc.batch(&calls).await else {
-                break;
-            };
-            let now = Instant::now();
+            let blocks = rpc.batch(&calls).await.unwrap_or_default();
             let mut got = 0;
-            for (k, b) in blocks.into_iter().enumerate() {
-                let Ok(b) = b else { break };
-                if b.is_null() {
-                    break;
-                }
-                let n = seen + 1 + k as u64;
+            for n in seen + 1..=upto {
+                let k = (n - seen - 1) as usize;
+                let b = match blocks.get(k) {
+                    Some(Ok(b)) if !b.is_null() => b.clone(),
+                    // Finalized on the client that answered the head, not yet on the one
+                    // that answered this read (or the read failed): another client.
+                    _ => match block_elsewhere(&witnesses, n).await {
+                        Some(b) => b,
+                        None => break,
+                    },
+                };
+                let now = Instant::now();
                 let hashes: Vec<B256> = b["transactions"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|h| h.as_str()?.parse().ok()).collect())
@@ -830,16 +933,16 @@ async fn watch(
                 {
                     let mut t = lock(&tracker);
                     for h in &hashes {
-                        if let Some(at) = t.open.remove(h) {
-                            t.latencies.push(now.duration_since(at).as_secs_f64());
-                            t.included += 1;
-                            ours.push(*h);
+                        match t.open.remove(h) {
+                            Some(at) => {
+                                t.include(n, now, at);
+                                ours.push(*h);
+                            }
+                            // Not ours, or ours with its acceptance not read yet.
+                            None => {
+                                t.seen.insert(*h, (n, now));
+                            }
                         }
-                    }
-                    if !ours.is_empty() {
-                        t.first_block.get_or_insert(n);
-                        t.last_block = Some(n);
-                        t.last_inclusion = Some(now);
                     }
                 }
                 if !ours.is_empty() {
@@ -866,6 +969,52 @@ async fn watch(
         (Some(a), Some(b)) => (b - a + 1, per_block.range(a..=b).map(|(_, n)| n).sum()),
         _ => (0, 0),
     }
+}
+
+/// Block `n` (hashes only) from the first witness that has it.
+async fn block_elsewhere(witnesses: &[Rpc], n: u64) -> Option<Value> {
+    for w in witnesses {
+        if let Ok(b) = w
+            .call("eth_getBlockByNumber", json!([format!("0x{n:x}"), false]))
+            .await
+        {
+            if !b.is_null() {
+                return Some(b);
+            }
+        }
+    }
+    None
+}
+
+/// At the end of a run, what the follower did not see finalized: every client (`rpc`
+/// and the witnesses) is asked for each one's receipt; one found in a block at or below
+/// that client's finalized head is finalized after all. Returns those found, with
+/// whether each reverted; what no client has stays pending, lost.
+async fn sweep_receipts(clients: &[Rpc], open: &[B256]) -> Vec<(B256, u64, bool)> {
+    let mut found: HashMap<B256, (u64, bool)> = HashMap::new();
+    for c in clients {
+        let head = c.finalized().await;
+        let left: Vec<&B256> = open.iter().filter(|h| !found.contains_key(*h)).collect();
+        for chunk in left.chunks(BATCH) {
+            let calls: Vec<(&str, Value)> = chunk
+                .iter()
+                .map(|h| ("eth_getTransactionReceipt", json!([h])))
+                .collect();
+            let Ok(rs) = c.batch(&calls).await else {
+                continue;
+            };
+            for (h, r) in chunk.iter().zip(rs) {
+                let Ok(r) = r else { continue };
+                match quantity(&r["blockNumber"]) {
+                    Some(n) if n <= head => {
+                        found.insert(**h, (n, r["status"] == json!("0x0")));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    found.into_iter().map(|(h, (n, rev))| (h, n, rev)).collect()
 }
 
 /// How many of `ours` in block `n` have a failed receipt.

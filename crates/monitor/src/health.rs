@@ -194,10 +194,12 @@ pub fn trouble(active: &ElView, max_lag: u64) -> Option<(&'static str, String)> 
     if active.state == State::Unhealthy {
         return Some(("unhealthy", format!("{} is unhealthy", active.name)));
     }
-    // Reth reports `eth_syncing` as syncing after it starts until its first forkchoice
-    // update, though it holds the network's head (seen with Reth 2.5.1 behind our
-    // consensus): a client at the head can build on it, so syncing counts only when it
-    // is behind, or when its lag is unknown.
+    // Reth, Geth and Erigon all report `eth_syncing` as syncing after they start, though
+    // they hold the network's head, until their first new canonical block (Reth: a
+    // forkchoice update to a new head, `engine/tree`; Geth: its transaction indexer never
+    // runs at head 0; Erigon: while the highest block seen is 0; Reth 2.5.1 seen doing
+    // so behind our consensus): a client at the head can build on it, so syncing counts
+    // only when it is behind, or when its lag is unknown.
     if active.syncing && active.lag.is_none_or(|l| l > 0) {
         return Some(("syncing", format!("{} reports syncing", active.name)));
     }

@@ -134,9 +134,16 @@ impl Targets {
                 let Some(ep) = plan.service(&el.name) else {
                     continue;
                 };
-                let Some(http) = ep.ports.get("http") else {
+                // Where the client serves what: its adapter's layout, else (a service the
+                // profile wrote by hand) the built-in engine's.
+                let serves = chainctl_core::clients::endpoints(
+                    ep.client
+                        .unwrap_or(chainctl_core::profile::ExecutionKind::Builtin),
+                );
+                let Some(http) = ep.ports.get(serves.http) else {
                     continue;
                 };
+                let ws = ep.ports.get(serves.ws).unwrap_or(http);
                 let engine = el
                     .engine_url
                     .trim_start_matches("http://")
@@ -145,20 +152,22 @@ impl Targets {
                     .ok()
                     .or_else(|| {
                         ep.ports
-                            .get("engine")
+                            .get(serves.engine)
                             .map(|a| SocketAddr::new(ep.ready_host, a.port))
                     });
                 let Some(engine) = engine else { continue };
                 let el_jwt = ep
                     .argv
                     .iter()
-                    .position(|a| a == "--jwt-secret" || a == "--authrpc.jwtsecret")
+                    .position(|a| a == serves.jwt_flag)
                     .and_then(|i| ep.argv.get(i + 1))
                     .map(PathBuf::from);
                 t.els.push(ElTarget {
                     name: el.name.clone(),
                     validator: s.name.clone(),
+                    kind: ep.client,
                     http: SocketAddr::new(ep.ready_host, http.port),
+                    ws: SocketAddr::new(ep.ready_host, ws.port),
                     engine,
                     cl_jwt: el.jwt_secret.clone(),
                     el_jwt,

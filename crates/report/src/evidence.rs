@@ -107,7 +107,8 @@ pub struct Evidence {
     pub endpoints: Vec<(String, String, u16, Result<(), String>)>,
     /// WebSocket upgrades on the gateway.
     pub websocket: Option<Result<(), String>>,
-    /// WebSocket upgrades on each execution client's RPC port (HTTP and WebSocket share it).
+    /// WebSocket upgrades on each execution client's WebSocket endpoint (its own port
+    /// for Reth, Geth and Erigon; the HTTP port for the built-in engine).
     pub el_websocket: Vec<(String, Result<(), String>)>,
     pub ports: Vec<PortRow>,
     /// Where the chain was read (the gateway, else the first client).
@@ -187,9 +188,7 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
         websocket: rpc
             .filter(|_| status["gateway"].is_string())
             .map(websocket_upgrade),
-        el_websocket: parallel(&targets.els, |t| {
-            (t.name.clone(), websocket_upgrade(t.http))
-        }),
+        el_websocket: parallel(&targets.els, |t| (t.name.clone(), websocket_upgrade(t.ws))),
         ports: ports(i.layout, &allocation)?,
         rpc,
         undriven: undriven(i.plan, &targets, &chain),
@@ -482,15 +481,31 @@ fn endpoints(
 
 /// Whether the endpoint `svc.name` at `addr` answers: a TCP connect for every port, and
 /// where chainctl knows the protocol, a real request — JSON-RPC `eth_chainId` on the
-/// execution clients it runs and on the gateway, `/status` on validators.
+/// execution clients' HTTP port (which port that is, and which serves metrics, their
+/// adapter says) and on the gateway, `GET /metrics` on a client's metrics port,
+/// `/status` on validators. WebSocket endpoints are upgraded separately.
 fn answers(addr: SocketAddr, svc: &str, name: &str, t: &Targets) -> Result<(), String> {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect: {e}"))?;
-    let el = t.els.iter().any(|e| e.name == svc);
+    let serves = t.els.iter().find(|e| e.name == svc).map(|e| {
+        chainctl_core::clients::endpoints(
+            e.kind
+                .unwrap_or(chainctl_core::profile::ExecutionKind::Builtin),
+        )
+    });
     let validator = t.validators.iter().any(|v| v.name == svc);
     let gateway = svc == chainctl_core::ports::CHAINCTL && name == "gateway";
     match name {
-        "http" if el => jsonrpc_answers(addr),
+        n if serves.is_some_and(|e| e.http == n) => jsonrpc_answers(addr),
+        n if serves.is_some_and(|e| e.metrics == Some(n)) => {
+            match raw_http(addr, None, "GET", "/metrics", None, None)? {
+                (200, _) => Ok(()),
+                (code, body) => Err(format!(
+                    "/metrics answered HTTP {code}: {}",
+                    body.lines().next().unwrap_or("").trim()
+                )),
+            }
+        }
         "gateway" if gateway => jsonrpc_answers(addr),
         "status" if validator => match raw_http(addr, None, "GET", "/status", None, None)? {
             (200, _) => Ok(()),

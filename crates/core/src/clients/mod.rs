@@ -81,7 +81,56 @@ pub fn needs_init(kind: ExecutionKind) -> bool {
     matches!(kind, ExecutionKind::Geth | ExecutionKind::Erigon)
 }
 
-/// The usual binary name of a client on PATH.
+/// Where a client serves what: the names of its service's ports (as its adapter
+/// allocates them) for each endpoint, and the flag that names its Engine API secret.
+/// Every probe, report check and reader of a client asks this rather than assuming the
+/// built-in engine's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// HTTP JSON-RPC.
+    pub http: &'static str,
+    /// WebSocket JSON-RPC: the port chainctl gives `--ws.port` for Reth, Geth and Erigon
+    /// (an upgrade on the HTTP port is answered 403 by Reth, 200 without an upgrade by
+    /// Geth), the HTTP port for the built-in engine.
+    pub ws: &'static str,
+    /// The authenticated Engine API.
+    pub engine: &'static str,
+    /// Prometheus metrics (`GET /metrics`), where the client serves them.
+    pub metrics: Option<&'static str>,
+    /// devp2p (TCP and UDP), where the client speaks it.
+    pub p2p: Option<&'static str>,
+    /// The flag whose value is the Engine API's JWT secret file.
+    pub jwt_flag: &'static str,
+}
+
+/// The endpoints of `kind`, as its adapter lays them out.
+pub fn endpoints(kind: ExecutionKind) -> Endpoints {
+    match kind {
+        // `chainctl node evm`: one port for HTTP and WebSocket (`crates/evm/src/server.rs`)
+        ExecutionKind::Builtin => Endpoints {
+            http: "http",
+            ws: "http",
+            engine: "engine",
+            metrics: None,
+            p2p: None,
+            jwt_flag: "--jwt-secret",
+        },
+        // Reth 2.5 (`rpc-builder/src/lib.rs`: separate HTTP and WS servers; the HTTP one
+        // answers an upgrade 403) and Geth 1.16 (`rpc/http.go`: 200, no upgrade) serve
+        // WebSocket only on `--ws.port`. Erigon 3 upgrades on its HTTP port too, and with
+        // `--ws.port` apart from `--http.port` also listens there: `ws` serves all three.
+        ExecutionKind::Reth | ExecutionKind::Geth | ExecutionKind::Erigon => Endpoints {
+            http: "http",
+            ws: "ws",
+            engine: "engine",
+            metrics: Some("metrics"),
+            p2p: Some("p2p"),
+            jwt_flag: "--authrpc.jwtsecret",
+        },
+    }
+}
+
+/// The usual binary name of a client on PATH./// The usual binary name of a client on PATH.
 pub fn default_binary(kind: ExecutionKind) -> &'static str {
     match kind {
         ExecutionKind::Builtin => "chainctl",
@@ -361,6 +410,54 @@ mod tests {
         let plain: Vec<String> = words(&["/usr/bin/python3", "-m", "http.server"]);
         assert_eq!(programs_of(&plain), ["/usr/bin/python3"]);
         assert!(programs_of(&[]).is_empty());
+    }
+
+    /// What [`endpoints`] says of each client is what its adapter renders: every port
+    /// it names is allocated, the secret flag is followed by the pair's secret, and a
+    /// client with a WebSocket port of its own is started with it.
+    #[test]
+    fn each_clients_endpoints_are_the_ports_and_flags_its_adapter_renders() {
+        for kind in [
+            ExecutionKind::Builtin,
+            ExecutionKind::Reth,
+            ExecutionKind::Geth,
+            ExecutionKind::Erigon,
+        ] {
+            let ctx = ElContext {
+                name: "val-0-el-0",
+                peers: &[],
+                p2p_peers: 1,
+                binary: default_binary(kind),
+                extra_args: &[],
+                image: None,
+                runtime: RuntimeKind::Process,
+            };
+            let svc = service(kind, &ctx);
+            let e = endpoints(kind);
+            let names = [Some(e.http), Some(e.ws), Some(e.engine), e.metrics, e.p2p];
+            for name in names.into_iter().flatten() {
+                assert!(svc.ports.contains_key(name), "{kind:?}: no `{name}` port");
+                let placeholder = format!("{{{{port.{name}}}}}");
+                assert!(
+                    svc.command.iter().any(|a| a.contains(&placeholder)),
+                    "{kind:?}: `{name}` is allocated but never given to the client"
+                );
+            }
+            assert_eq!(
+                after_flag(&svc.command, e.jwt_flag),
+                Some("{{jwt_path}}"),
+                "{kind:?}"
+            );
+            if e.ws != e.http {
+                assert!(svc.command.iter().any(|a| a == "--ws"), "{kind:?}");
+            }
+        }
+    }
+
+    fn after_flag<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+        argv.windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
     }
 
     /// Every client's genesis file is the same chain for our engine: the same hash as the
