@@ -753,6 +753,8 @@ const MAX_IN_FLIGHT: usize = 64;
 
 /// One batch of signed transactions: (account index, nonce, hash, raw).
 type Signed = Vec<(usize, u64, B256, String)>;
+/// A sent batch, the client's answer to it, and when it was sent.
+type Answered = (Signed, Result<Vec<Result<Value, String>>, String>, Instant);
 
 /// The sender: every 50 ms, the transactions due by the schedule, signed and sent in
 /// batches without waiting for earlier batches' answers (a slow answer must not hold
@@ -796,11 +798,7 @@ async fn send(
         (batch, answer, sent_at)
     };
     // What an answer means for the batch's accounts and nonces.
-    let take = |(batch, answer, sent_at): (
-        Signed,
-        Result<Vec<Result<Value, String>>, String>,
-        Instant,
-    ),
+    let take = |(batch, answer, sent_at): Answered,
                 nonces: &mut [u64],
                 refusals: &mut [u32],
                 retired: &mut [bool]| {
