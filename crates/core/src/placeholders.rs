@@ -22,6 +22,9 @@ pub enum Var {
     ListenRpc,
     /// `{{listen.api}}`: the API listen address.
     ListenApi,
+    /// `{{listen.rpc_host}}`: the RPC listen address as the host of a `HOST:PORT` (an
+    /// IPv6 address in brackets, which Go programs require).
+    ListenRpcHost,
     /// `{{host.SERVICE}}`: the address another service is reached at (loopback for
     /// processes and systemd units, the service's name on a compose network).
     Host(String),
@@ -44,6 +47,7 @@ impl fmt::Display for Var {
             Var::ChainId => f.write_str("{{chain_id}}"),
             Var::ListenRpc => f.write_str("{{listen.rpc}}"),
             Var::ListenApi => f.write_str("{{listen.api}}"),
+            Var::ListenRpcHost => f.write_str("{{listen.rpc_host}}"),
             Var::Host(s) => write!(f, "{{{{host.{s}}}}}"),
             Var::JwtPath => f.write_str("{{jwt_path}}"),
             Var::JwtPathWith(s) => write!(f, "{{{{jwt_path.{s}}}}}"),
@@ -64,7 +68,7 @@ pub enum Segment {
 /// The placeholders a user can write, for error messages.
 pub const KNOWN: &str =
     "{{port.NAME}}, {{port.SERVICE.NAME}}, {{host.SERVICE}}, {{data_dir}}, {{state_dir}}, {{name}}, \
-{{chain_id}}, {{listen.rpc}}, {{listen.api}}, {{jwt_path}}, {{jwt_path.SERVICE}}, {{chainctl}}";
+{{chain_id}}, {{listen.rpc}}, {{listen.rpc_host}}, {{listen.api}}, {{jwt_path}}, {{jwt_path.SERVICE}}, {{chainctl}}";
 
 /// Splits a template into text and placeholders.
 pub fn parse(template: &str) -> Result<Vec<Segment>, String> {
@@ -100,6 +104,7 @@ fn parse_var(name: &str) -> Result<Var, String> {
         ["chain_id"] => Var::ChainId,
         ["listen", "rpc"] => Var::ListenRpc,
         ["listen", "api"] => Var::ListenApi,
+        ["listen", "rpc_host"] => Var::ListenRpcHost,
         ["host", s] if !s.is_empty() => Var::Host(s.to_string()),
         ["jwt_path"] => Var::JwtPath,
         ["chainctl"] => Var::Chainctl,

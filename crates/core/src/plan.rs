@@ -259,6 +259,10 @@ pub fn build_for(
                 Var::ChainId => profile.chain.chain_id.to_string(),
                 Var::ListenRpc => inside(profile.listen.rpc),
                 Var::ListenApi => inside(profile.listen.api),
+                Var::ListenRpcHost => match profile.listen.rpc {
+                    IpAddr::V6(_) if target == Target::Host => format!("[{}]", profile.listen.rpc),
+                    other => inside(other),
+                },
                 Var::Host(svc) => match target {
                     // An address to put in a URL: IPv6 in brackets.
                     Target::Host if host_addr.is_ipv6() => format!("[{host_addr}]"),
@@ -454,6 +458,47 @@ mod tests {
         })
         .unwrap()
         .profile
+    }
+
+    /// `{{listen.rpc_host}}` is `listen.rpc` as a HOST:PORT host (IPv6 in brackets, or Go's
+    /// `net.Listen` refuses "too many colons"), and the plan says which client each
+    /// generated EL is.
+    #[test]
+    fn listen_rpc_host_brackets_ipv6_and_els_know_their_client() {
+        for (listen, want) in [("'::1'", "[::1]"), ("127.0.0.1", "127.0.0.1")] {
+            let p = profile(&format!(
+                "name: t\nlisten: {{rpc: {listen}}}\nvalidators: {{count: 1, execution: [reth, builtin]}}\nservices:\n  x:\n    command: [x, '{{{{listen.rpc_host}}}}:9', '{{{{listen.rpc}}}}']\n"
+            ));
+            let input = crate::ports::AllocInput {
+                start: 20000,
+                end: 20999,
+                reserved: &[],
+                previous: &Allocation::new(),
+                running: &|_| false,
+                probe: &crate::ports::NoProbe,
+            };
+            let (ports, _) = crate::ports::allocate(&crate::ports::requests(&p), &input).unwrap();
+            let plan = build(&p, &Layout::new("/state"), &ports, Path::new("/p")).unwrap();
+            let x = plan.service("x").unwrap();
+            assert_eq!(x.argv[1], format!("{want}:9"));
+            assert_eq!(x.argv[2], listen.trim_matches('\''));
+            let reth = plan.service("val-0-el-0").unwrap();
+            let metrics = reth.ports["metrics"].port;
+            assert!(
+                reth.argv
+                    .windows(2)
+                    .any(|w| w[0] == "--metrics" && w[1] == format!("{want}:{metrics}")),
+                "{:?}",
+                reth.argv
+            );
+            assert_eq!(reth.client, Some(crate::profile::ExecutionKind::Reth));
+            assert_eq!(
+                plan.service("val-0-el-1").unwrap().client,
+                Some(crate::profile::ExecutionKind::Builtin)
+            );
+            assert_eq!(x.client, None);
+            assert_eq!(plan.service("val-0").unwrap().client, None);
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "{{port.metrics}}",
         // ports Erigon opens by default (9090, 42069) on chainctl's allocation instead
         "--private.api.addr",
-        "{{listen.rpc}}:{{port.grpc}}",
+        "{{listen.rpc_host}}:{{port.grpc}}",
         "--torrent.port",
         "{{port.torrent}}",
     ]));

@@ -42,7 +42,7 @@ pub fn service(ctx: &ElContext) -> CommandService {
         &super::p2p::key_arg(),
         // metric.rs: Prometheus endpoint
         "--metrics",
-        "{{listen.rpc}}:{{port.metrics}}",
+        "{{listen.rpc_host}}:{{port.metrics}}",
         // the IPC socket is /tmp/reth.ipc for every Reth: off
         "--ipcdisable",
         // log.rs: Reth also logs to files, by default under the user's cache dir, shared
