@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// A stand-in `NAME` that prints `version_line` for `--version`.
 fn fake(dir: &Path, name: &str, version_line: &str) {
@@ -89,7 +90,7 @@ fn each_clients_command_line_is_the_golden_one() {
         assert_eq!(
             got,
             want,
-            "{client}'s command line differs from {}: if the change is meant, run `CHAINCTL_BLESS=1 cargo test --test clients` and review the diff",
+            "{client}'s command line differs from {}: if the change is meant, run `CHAINCTL_BLESS=1 cargo test --test it -- clients::each_clients_command_line` and review the diff",
             golden.display()
         );
     }
@@ -651,6 +652,70 @@ fn a_client_slow_to_open_its_ports_is_not_failed_over_at_start() {
     assert!(
         !events.contains("val-0: val-0-el-0 → val-0-el-1"),
         "{events}"
+    );
+
+    // A transaction sent straight to the Reth once it builds nothing (val-0 switched to
+    // its built-in engine): Reth gossips only over devp2p, which the built-in engines do
+    // not speak (nor does this stand-in, which passes nothing on), so it is finalized
+    // only because the built-in engines pull Reth's new pending transactions.
+    env.ok(&["failover", "val-0", "--to", "val-0-el-1"]);
+    wait_for(
+        "val-0 on its built-in engine",
+        Duration::from_secs(20),
+        || (chain.status(0)?["active_el"] == "val-0-el-1").then_some(()),
+    );
+    let sender = chainctl_core::network::dev_signers(chainctl_core::network::DEV_MNEMONIC, 0, 1)
+        .unwrap()[0]
+        .address();
+    let nonce = chain
+        .rpc(
+            "val-0-el-0",
+            "eth_getTransactionCount",
+            serde_json::json!([sender, "pending"]),
+        )
+        .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())
+        .expect("the Reth stand-in answers");
+    let (hash, raw) = chainctl_load::signed_transfer(1337, 0, nonce).unwrap();
+    let sent = std::time::Instant::now();
+    let accepted = chain
+        .rpc(
+            "val-0-el-0",
+            "eth_sendRawTransaction",
+            serde_json::json!([raw]),
+        )
+        .expect("the Reth stand-in takes it");
+    assert_eq!(accepted, serde_json::json!(hash));
+    let pulled = wait_for(
+        "the built-in engines pulled it",
+        Duration::from_secs(10),
+        || {
+            ["val-1-el-0", "val-2-el-0", "val-3-el-0"]
+                .iter()
+                .all(|el| {
+                    chain
+                        .rpc(el, "eth_getTransactionByHash", serde_json::json!([hash]))
+                        .is_some_and(|t| !t.is_null())
+                })
+                .then(|| sent.elapsed())
+        },
+    );
+    let receipt = wait_for(
+        "its receipt on a built-in engine",
+        Duration::from_secs(20),
+        || {
+            chain
+                .rpc(
+                    "val-2-el-0",
+                    "eth_getTransactionReceipt",
+                    serde_json::json!([hash]),
+                )
+                .filter(|r| !r.is_null())
+        },
+    );
+    assert_eq!(receipt["status"], "0x1");
+    eprintln!(
+        "pulled from the Reth stand-in by three built-in engines in {pulled:?}, finalized in {:?}",
+        sent.elapsed()
     );
     env.ok(&["down"]);
 }

@@ -61,6 +61,8 @@ pub struct Engine {
     pub heads: tokio::sync::broadcast::Sender<B256>,
     /// The pool's journal (with a data dir).
     journal: Mutex<Option<super::journal::Journal>>,
+    /// Hashes of transactions as they enter the pool, for pending filters.
+    pub pending: Mutex<super::filters::PendingFeed>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +95,7 @@ impl Engine {
             payloads: Mutex::new(VecDeque::new()),
             heads,
             journal: Mutex::new(None),
+            pending: Mutex::new(Default::default()),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod call;
 pub mod chain;
 pub mod engine;
 pub mod exec;
+pub mod filters;
 pub mod fixture;
 pub mod journal;
 pub mod node;

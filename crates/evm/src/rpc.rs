@@ -368,7 +368,10 @@ impl Engine {
             rules.base_fee = 0;
         }
         let mut pool = crate::engine_lock(&self.pool);
-        pool.add(d.tx, d.sender, sidecar, &rules)
+        let hash = pool.add(d.tx, d.sender, sidecar, &rules)?;
+        drop(pool);
+        crate::engine_lock(&self.pending).push(hash);
+        Ok(hash)
     }
 
     /// Dispatch one public JSON-RPC call.
@@ -483,6 +486,38 @@ impl Engine {
                     };
                     serde_json::to_value(rt).unwrap_or(Value::Null)
                 }))
+            }
+            "eth_getRawTransactionByHash" => {
+                use alloy_eips::eip2718::Encodable2718;
+                let (hash,): (B256,) = params(p)?;
+                let chain = self.chain();
+                if let Some((bh, i)) = chain.tx_location(&hash) {
+                    let b = chain
+                        .block(&bh)
+                        .ok_or_else(|| RpcError::internal("indexed block missing"))?;
+                    return Ok(json!(Bytes::from(
+                        b.block.body.transactions[i].encoded_2718()
+                    )));
+                }
+                drop(chain);
+                let pool = crate::engine_lock(&self.pool);
+                Ok(pool
+                    .get(&hash)
+                    .map_or(Value::Null, |t| json!(Bytes::from(t.tx.encoded_2718()))))
+            }
+            "eth_newPendingTransactionFilter" => {
+                Ok(json!(crate::engine_lock(&self.pending).install()))
+            }
+            "eth_getFilterChanges" => {
+                let (id,): (U64,) = params(p)?;
+                crate::engine_lock(&self.pending)
+                    .changes(id)
+                    .map(|h| json!(h))
+                    .ok_or_else(|| RpcError::server("filter not found"))
+            }
+            "eth_uninstallFilter" => {
+                let (id,): (U64,) = params(p)?;
+                Ok(json!(crate::engine_lock(&self.pending).uninstall(id)))
             }
             "eth_getTransactionReceipt" => {
                 let (hash,): (B256,) = params(p)?;

@@ -63,6 +63,12 @@ pub struct ServeArgs {
     /// proposes next. Transactions received from a peer are not passed on again.
     #[arg(long = "tx-peer", value_name = "URL")]
     pub tx_peers: Vec<String>,
+    /// JSON-RPC URL of an execution client whose new pending transactions this engine
+    /// takes into its pool (repeatable): Reth, Geth and Erigon gossip transactions only
+    /// over devp2p, so one sent straight to them reaches a built-in engine this way
+    /// (a pending-transaction filter polled every 200 ms). Not passed on again.
+    #[arg(long = "tx-source", value_name = "URL")]
+    pub tx_sources: Vec<String>,
     /// Keep the chain in this directory (`engine.redb`): blocks, verdicts, forkchoice and
     /// state survive a restart or a crash. Without it the chain lives in memory only and
     /// starts again from genesis at every start.
@@ -169,6 +175,138 @@ fn batches(txs: &[String], max_calls: usize, max_bytes: usize) -> Vec<&[String]>
         out.push(&txs[start..]);
     }
     out
+}
+
+/// One JSON-RPC call (or batch, when `body` is an array) to `url`.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.without_url().to_string())?
+        .json::<serde_json::Value>()
+        .await
+        .map_err(|e| e.without_url().to_string())
+}
+
+/// Take `source`'s new pending transactions into this engine's pool, every
+/// [`super::filters::PULL_INTERVAL`]: a pending filter on the source (made again when
+/// the source restarted and forgot it), then the raw bytes of each hash the engine does
+/// not hold yet. Returns never; a source that is down is retried.
+async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
+    use alloy_primitives::B256;
+    use serde_json::json;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let mut filter: Option<serde_json::Value> = None;
+    let mut failing = false;
+    let call = |method: &'static str, params: serde_json::Value| {
+        let client = client.clone();
+        let source = source.clone();
+        async move {
+            let v = post_json(
+                &client,
+                &source,
+                &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+            )
+            .await?;
+            match v.get("result") {
+                Some(r) => Ok(r.clone()),
+                None => Err(format!("{method}: {}", v["error"])),
+            }
+        }
+    };
+    loop {
+        tokio::time::sleep(super::filters::PULL_INTERVAL).await;
+        let round: Result<usize, String> = async {
+            let id = match &filter {
+                Some(id) => id.clone(),
+                None => {
+                    let id = call("eth_newPendingTransactionFilter", json!([])).await?;
+                    filter = Some(id.clone());
+                    id
+                }
+            };
+            let hashes = match call("eth_getFilterChanges", json!([id])).await {
+                Ok(h) => h,
+                Err(e) => {
+                    filter = None; // forgotten (a restart) or expired: a new one
+                    return Err(e);
+                }
+            };
+            let hashes: Vec<B256> = serde_json::from_value(hashes)
+                .map_err(|e| format!("eth_getFilterChanges: not a list of hashes: {e}"))?;
+            let new: Vec<B256> = {
+                let chain = engine.chain();
+                let pool = crate::engine_lock(&engine.pool);
+                hashes
+                    .into_iter()
+                    .filter(|h| pool.get(h).is_none() && chain.tx_location(h).is_none())
+                    .collect()
+            };
+            let mut taken = 0;
+            for chunk in new.chunks(super::rpc::MAX_BATCH) {
+                let calls: Vec<serde_json::Value> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| json!({"jsonrpc": "2.0", "id": i, "method": "eth_getRawTransactionByHash", "params": [h]}))
+                    .collect();
+                let answers = post_json(&client, &source, &json!(calls)).await?;
+                let raws: Vec<Vec<u8>> = answers
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["result"].as_str())
+                    .filter_map(|r| alloy_primitives::hex::decode(r).ok())
+                    .collect();
+                let e = engine.clone();
+                taken += tokio::task::spawn_blocking(move || {
+                    raws.iter()
+                        .filter(|raw| match e.submit_raw(raw, false) {
+                            Ok(_) => {
+                                e.journal_append(raw);
+                                true
+                            }
+                            // Known by now (a peer relayed it), a nonce taken, a blob
+                            // transaction without its blobs: the source keeps it.
+                            Err(why) => {
+                                tracing::debug!(%why, "a pulled transaction was not taken");
+                                false
+                            }
+                        })
+                        .count()
+                })
+                .await
+                .unwrap_or(0);
+            }
+            Ok(taken)
+        }
+        .await;
+        match round {
+            Ok(n) => {
+                if failing {
+                    tracing::info!(%source, "pulling pending transactions again");
+                    failing = false;
+                }
+                if n > 0 {
+                    tracing::debug!(%source, taken = n, "pending transactions pulled");
+                }
+            }
+            Err(e) if !failing => {
+                tracing::warn!(%source, error = %e, "cannot pull pending transactions (retried every 200 ms)");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Pass accepted transactions on to one peer every 50 ms, in batches; while the peer is
@@ -316,6 +454,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let relay = Arc::new(relay);
+        for source in &args.tx_sources {
+            tokio::spawn(pull_loop(engine.clone(), source.clone()));
+        }
         if args.datadir.is_some() {
             let engine = engine.clone();
             tokio::spawn(async move {

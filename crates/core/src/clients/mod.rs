@@ -26,6 +26,9 @@ pub struct ElContext<'a> {
     pub peers: &'a [String],
     /// How many of them speak devp2p (Reth, Geth, Erigon): this client's static peers.
     pub p2p_peers: usize,
+    /// Those that speak devp2p, by name: a built-in engine pulls their new pending
+    /// transactions (it speaks no devp2p to be given them).
+    pub tx_sources: &'a [String],
     /// The program to run (`reth`, a path, …).
     pub binary: &'a str,
     /// Extra arguments the profile appends.
@@ -192,6 +195,7 @@ pub fn managed_flags(kind: ExecutionKind) -> std::collections::BTreeSet<String> 
         name: "x",
         peers: &[],
         p2p_peers: 1,
+        tx_sources: &[],
         binary: default_binary(kind),
         extra_args: &[],
         image: None,
@@ -395,6 +399,7 @@ mod tests {
             name: "val-0-el-0",
             peers: &[],
             p2p_peers: 0,
+            tx_sources: &[],
             binary,
             extra_args: &[],
             image: None,
@@ -427,6 +432,7 @@ mod tests {
                 name: "val-0-el-0",
                 peers: &[],
                 p2p_peers: 1,
+                tx_sources: &[],
                 binary: default_binary(kind),
                 extra_args: &[],
                 image: None,

@@ -76,13 +76,15 @@ pub fn expand(p: &mut Profile) {
         let els = els_of(&v, i);
         for (el, kind) in &els {
             let peers: Vec<String> = all_els.iter().filter(|o| *o != el).cloned().collect();
-            let p2p_peers = external.iter().filter(|o| *o != el).count();
+            let tx_sources: Vec<String> = external.iter().filter(|o| *o != el).cloned().collect();
+            let p2p_peers = tx_sources.len();
             let settings = v.clients.of(*kind);
             let binary = clients::binary_of(&v.clients, *kind);
             let ctx = clients::ElContext {
                 name: el,
                 peers: &peers,
                 p2p_peers,
+                tx_sources: &tx_sources,
                 binary: &binary,
                 extra_args: settings.map(|c| c.args.as_slice()).unwrap_or(&[]),
                 image: settings.and_then(|c| c.image.clone()),
