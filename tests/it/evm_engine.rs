@@ -1657,3 +1657,91 @@ fn pool_survives_a_restart() {
     evm.rpc("eth_sendRawTransaction", json!([transfer(2)]));
     assert_eq!(status(&evm), (2, 0));
 }
+
+/// A JSON-RPC source with Reth 2.5's pending filters: a filter's changes are answered
+/// only when a block came since its last poll (`filter_changes` in Reth's
+/// `crates/rpc/rpc/src/eth/filter.rs`), and here no block ever comes. `test_add` puts a
+/// (hash, raw) in its pool.
+const RETH_LIKE_SOURCE: &str = r#"
+import http.server, json, sys, itertools
+best = 0
+pool = []          # (hash, raw), in arrival order
+filters = {}       # id -> [block, cursor]
+ids = itertools.count(1)
+def call(c):
+    m, p = c["method"], c.get("params", [])
+    if m == "test_add":
+        pool.append((p[0], p[1])); return True
+    if m == "eth_newPendingTransactionFilter":
+        i = hex(next(ids)); filters[i] = [best, len(pool)]; return i
+    if m == "eth_getFilterChanges":
+        f = filters[p[0]]
+        if f[0] > best:
+            return []
+        f[0] = best + 1
+        out = [h for h, _ in pool[f[1]:]]; f[1] = len(pool); return out
+    if m == "eth_uninstallFilter":
+        return filters.pop(p[0], None) is not None
+    if m == "eth_getRawTransactionByHash":
+        return next((r for h, r in pool if h == p[0]), None)
+    raise KeyError(m)
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        one = lambda c: {"jsonrpc": "2.0", "id": c["id"], "result": call(c)}
+        out = json.dumps([one(c) for c in req] if isinstance(req, list) else one(req)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// `--tx-source`: the engine takes a source's new pending transactions into its pool,
+/// each within a few pull intervals, from a source that answers a pending filter only
+/// once per block (as Reth does; with one long-lived filter, everything after its first
+/// poll waited for the next block, ~650 ms with a real Reth at 1 s blocks).
+#[test]
+fn pulls_pending_transactions_from_a_source_that_answers_a_filter_once_per_block() {
+    let (_source, port) = crate::util::python_server(RETH_LIKE_SOURCE, &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let evm = Evm::spawn_with(
+        &fixtures().join("reth-interop/genesis.json"),
+        dir.path(),
+        false,
+        &["--tx-source", &url],
+    )
+    .unwrap();
+    let k0 = signer(KEY0);
+    // After the engine's first filter has been read (the one answer a single filter
+    // would ever give here), three transactions, one by one.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    for nonce in 0..3 {
+        let raw = transfer_of_1_wei(&k0, nonce);
+        let hash = alloy_primitives::keccak256(&raw);
+        let added = post(
+            &url,
+            None,
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "test_add", "params": [hash, raw]}),
+        );
+        assert_eq!(added.1["result"], true, "{added:?}");
+        let t0 = std::time::Instant::now();
+        loop {
+            if !evm.rpc("eth_getTransactionByHash", json!([hash])).is_null() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(3),
+                "transaction {nonce} not pulled in 3 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        eprintln!("transaction {nonce} pulled in {:?}", t0.elapsed());
+    }
+    assert_eq!(pool_status(&evm), (3, 0));
+}

@@ -56,6 +56,16 @@ impl Evm {
 
     /// Start an engine; `Err` carries what it printed when it did not start.
     pub fn spawn(genesis: &Path, dir: &Path, datadir: bool) -> Result<Evm, String> {
+        Evm::spawn_with(genesis, dir, datadir, &[])
+    }
+
+    /// [`Evm::spawn`] with more arguments for `chainctl node evm`.
+    pub fn spawn_with(
+        genesis: &Path,
+        dir: &Path,
+        datadir: bool,
+        args: &[&str],
+    ) -> Result<Evm, String> {
         let jwt = dir.join("jwt.hex");
         let secret = if jwt.exists() {
             JwtSecret::read(&jwt).unwrap()
@@ -83,6 +93,7 @@ impl Evm {
         if datadir {
             cmd.arg("--datadir").arg(dir.join("data"));
         }
+        cmd.args(args);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

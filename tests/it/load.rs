@@ -241,22 +241,8 @@ s.serve_forever()
 /// gateway, 33 of 15,000 finalized transactions were reported lost).
 fn load_through_a_slow_lagging_endpoint_misses_nothing(env: &Env, ports: &Value) {
     let port = |svc: &str| ports["services"][svc]["http"]["port"].as_u64().unwrap() as u16;
-    let mut proxy = std::process::Command::new("python3")
-        .args(["-c", SLOW_PROXY])
-        .arg(format!("http://127.0.0.1:{}", port("val-2-el-1")))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs the test's proxy");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let proxy_port: u16 = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("the proxy's port: {line:?}"));
+    let upstream = format!("http://127.0.0.1:{}", port("val-2-el-1"));
+    let (proxy, proxy_port) = crate::util::python_server(SLOW_PROXY, &[&upstream]);
     let (ok, s, stderr) = load(
         env,
         &[
@@ -270,8 +256,7 @@ fn load_through_a_slow_lagging_endpoint_misses_nothing(env: &Env, ports: &Value)
             "10",
         ],
     );
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    drop(proxy);
     eprintln!("{s:#}\n{stderr}");
     assert_eq!(s["sent"], 160, "every scheduled transaction accepted");
     assert_eq!(s["included"], 160, "none reported lost: {s:#}");

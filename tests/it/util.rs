@@ -356,3 +356,38 @@ impl Chain {
             .unwrap_or(0)
     }
 }
+
+/// A helper process the test started (a Python server, a proxy), killed when the test
+/// ends, also when it panics: one left running would hold the test run's output pipe
+/// open, and CI would wait for it.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `python3 -c SCRIPT ARGS…`, which prints its port on its first line; the
+/// process (killed on drop) and the port.
+pub fn python_server(script: &str, args: &[&str]) -> (Killed, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the test's server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let killed = Killed(child);
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the server's port: {line:?}"));
+    (killed, port)
+}

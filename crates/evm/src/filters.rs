@@ -6,8 +6,9 @@
 //! not speak: a transaction sent straight to one of them never reaches a built-in
 //! engine by itself. So the engine asks each of its network's external clients, every
 //! [`PULL_INTERVAL`], for the hashes of its new pending transactions (a pending filter,
-//! served the same way by all three and by this engine), fetches those it does not hold
-//! with `eth_getRawTransactionByHash`, and takes them into its pool as relayed ones (not
+//! served by all three and by this engine; a new one every round, because Reth answers a
+//! filter only once per block), fetches those it does not hold with
+//! `eth_getRawTransactionByHash`, and takes them into its pool as relayed ones (not
 //! passed on again: the source's own peers have them).
 
 use std::collections::{HashMap, VecDeque};

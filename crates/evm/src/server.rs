@@ -196,9 +196,9 @@ async fn post_json(
 }
 
 /// Take `source`'s new pending transactions into this engine's pool, every
-/// [`super::filters::PULL_INTERVAL`]: a pending filter on the source (made again when
-/// the source restarted and forgot it), then the raw bytes of each hash the engine does
-/// not hold yet. Returns never; a source that is down is retried.
+/// [`super::filters::PULL_INTERVAL`]: the changes of a pending filter on the source (a
+/// new filter every round, each read once), then the raw bytes of each hash the engine
+/// does not hold yet. Returns never; a source that is down is retried.
 async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
     use alloy_primitives::B256;
     use serde_json::json;
@@ -208,6 +208,8 @@ async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
         .unwrap_or_default();
     let mut filter: Option<serde_json::Value> = None;
     let mut failing = false;
+    let mut refused_logged: Option<std::time::Instant> = None;
+    let (mut pulled, mut pulled_since) = (0usize, std::time::Instant::now());
     let call = |method: &'static str, params: serde_json::Value| {
         let client = client.clone();
         let source = source.clone();
@@ -227,20 +229,32 @@ async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
     loop {
         tokio::time::sleep(super::filters::PULL_INTERVAL).await;
         let round: Result<usize, String> = async {
-            let id = match &filter {
-                Some(id) => id.clone(),
-                None => {
-                    let id = call("eth_newPendingTransactionFilter", json!([])).await?;
-                    filter = Some(id.clone());
-                    id
-                }
+            // Each filter is read once, right after the next one is made, then removed:
+            // Reth 2.5 answers any filter's changes only once per new block since its last
+            // poll (`crates/rpc/rpc/src/eth/filter.rs`, `filter_changes`), so a pending
+            // filter polled every 200 ms gave its hashes ~650 ms late, after the next
+            // proposer had built. A filter's first poll is always answered, and the next
+            // filter exists before the last one is read: nothing falls between.
+            let next = call("eth_newPendingTransactionFilter", json!([])).await?;
+            let Some(id) = filter.replace(next) else {
+                return Ok(0);
             };
-            let hashes = match call("eth_getFilterChanges", json!([id])).await {
-                Ok(h) => h,
-                Err(e) => {
-                    filter = None; // forgotten (a restart) or expired: a new one
-                    return Err(e);
-                }
+            let answers = post_json(
+                &client,
+                &source,
+                &json!([
+                    {"jsonrpc": "2.0", "id": 0, "method": "eth_getFilterChanges", "params": [id]},
+                    {"jsonrpc": "2.0", "id": 1, "method": "eth_uninstallFilter", "params": [id]},
+                ]),
+            )
+            .await?;
+            let changes = answers
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["id"] == 0))
+                .cloned()
+                .unwrap_or_default();
+            let Some(hashes) = changes.get("result").cloned() else {
+                return Err(format!("eth_getFilterChanges: {}", changes["error"]));
             };
             let hashes: Vec<B256> = serde_json::from_value(hashes)
                 .map_err(|e| format!("eth_getFilterChanges: not a list of hashes: {e}"))?;
@@ -267,25 +281,41 @@ async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
                     .filter_map(|a| a["result"].as_str())
                     .filter_map(|r| alloy_primitives::hex::decode(r).ok())
                     .collect();
+                let asked = chunk.len();
+                let fetched = raws.len();
                 let e = engine.clone();
-                taken += tokio::task::spawn_blocking(move || {
-                    raws.iter()
+                let (n, refusal) = tokio::task::spawn_blocking(move || {
+                    let mut refusal = None;
+                    let n = raws
+                        .iter()
                         .filter(|raw| match e.submit_raw(raw, false) {
                             Ok(_) => {
                                 e.journal_append(raw);
                                 true
                             }
-                            // Known by now (a peer relayed it), a nonce taken, a blob
-                            // transaction without its blobs: the source keeps it.
+                            // Known by now (a peer relayed it): not a refusal.
+                            Err(why) if why.starts_with("already known") => false,
+                            // A nonce taken, a blob transaction without its blobs: the
+                            // source keeps it.
                             Err(why) => {
-                                tracing::debug!(%why, "a pulled transaction was not taken");
+                                refusal.get_or_insert(why);
                                 false
                             }
                         })
-                        .count()
+                        .count();
+                    (n, refusal)
                 })
                 .await
-                .unwrap_or(0);
+                .unwrap_or((0, None));
+                taken += n;
+                if let Some(why) = refusal.or_else(|| {
+                    (fetched < asked).then(|| format!("{} of {asked} hashes had no transaction there", asked - fetched))
+                }) {
+                    if refused_logged.is_none_or(|t: std::time::Instant| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                        tracing::warn!(%source, first = %why, "pulled transactions not taken (logged at most every 10 s)");
+                        refused_logged = Some(std::time::Instant::now());
+                    }
+                }
             }
             Ok(taken)
         }
@@ -296,8 +326,12 @@ async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
                     tracing::info!(%source, "pulling pending transactions again");
                     failing = false;
                 }
-                if n > 0 {
-                    tracing::debug!(%source, taken = n, "pending transactions pulled");
+                pulled += n;
+                if pulled_since.elapsed() >= std::time::Duration::from_secs(10) {
+                    if pulled > 0 {
+                        tracing::info!(%source, pulled, "pending transactions pulled in the last 10 s");
+                    }
+                    (pulled, pulled_since) = (0, std::time::Instant::now());
                 }
             }
             Err(e) if !failing => {

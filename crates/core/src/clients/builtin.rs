@@ -1,5 +1,6 @@
 //! The built-in engine (`chainctl node evm`): our own binary, the network genesis as is,
-//! and every transaction a user sends it passed on to the network's other ELs.
+//! every transaction a user sends it passed on to the network's other ELs, and the new
+//! pending transactions of the external ones (which gossip only over devp2p) pulled.
 
 use super::{command_service, words, ElContext};
 use crate::profile::{CommandService, PortSpec};
@@ -29,6 +30,14 @@ pub fn service(ctx: &ElContext) -> CommandService {
         command.push("--tx-peer".into());
         command.push(format!(
             "http://{{{{host.{peer}}}}}:{{{{port.{peer}.http}}}}"
+        ));
+    }
+    // Reth, Geth and Erigon gossip only over devp2p: their new pending transactions are
+    // pulled (`filters.rs` in the engine).
+    for source in ctx.tx_sources {
+        command.push("--tx-source".into());
+        command.push(format!(
+            "http://{{{{host.{source}}}}}:{{{{port.{source}.http}}}}"
         ));
     }
     command.extend(ctx.extra_args.iter().cloned());
