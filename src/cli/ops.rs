@@ -25,7 +25,14 @@ pub(super) fn network_rpcs(
         .get(chainctl_core::ports::CHAINCTL)
         .and_then(|m| m.get("gateway"))
         .map(|a| {
-            let listen = setup::source(profile)
+            // The profile the network was started with (the state file says which).
+            let path = profile.map(Path::to_path_buf).or_else(|| {
+                state::read_json::<StateFile>(&layout.state_file())
+                    .ok()
+                    .flatten()?
+                    .profile_path
+            });
+            let listen = setup::source(path.as_deref())
                 .ok()
                 .and_then(|s| chainctl_core::loader::load(s).ok())
                 .map_or(loopback, |l| l.profile.listen.rpc);
@@ -36,7 +43,7 @@ pub(super) fn network_rpcs(
     let st = state::read_json::<StateFile>(&layout.state_file())
         .ok()
         .flatten();
-    let els = st
+    let mut els: Vec<String> = st
         .iter()
         .flat_map(|st| st.services.values())
         .filter_map(|r| {
@@ -48,6 +55,23 @@ pub(super) fn network_rpcs(
             Some(url(r.plan.ready_host, http.port))
         })
         .collect();
+    // No generated client (a profile of hand-written services, or a state dir written
+    // before the plan named its clients): the services with an `http` or `rpc` port.
+    if els.is_empty() {
+        els = ports
+            .services
+            .iter()
+            .filter(|(n, _)| n.as_str() != chainctl_core::ports::CHAINCTL)
+            .filter_map(|(n, p)| {
+                let a = p.get("http").or_else(|| p.get("rpc"))?;
+                let host = st
+                    .as_ref()
+                    .and_then(|st| st.services.get(n))
+                    .map_or(loopback, |r| r.plan.ready_host);
+                Some(url(host, a.port))
+            })
+            .collect();
+    }
     Ok((gateway, els))
 }
 
@@ -64,7 +88,7 @@ pub(super) fn load_cmd(
         (None, Ok((gateway, els))) => gateway.clone().or_else(|| els.first().cloned()).ok_or_else(|| {
             anyhow::anyhow!("no --rpc given and the profile's network has no gateway and no execution client: pass --rpc URL")
         })?,
-        (None, Err(e)) => return Err(anyhow::anyhow!("{e}")),
+        (None, Err(e)) => return Err(anyhow::anyhow!("{e:#}")),
     };
     let witnesses = network.map(|(_, els)| els).unwrap_or_default();
     let accounts = a

@@ -373,18 +373,19 @@ impl Drop for Killed {
 /// process (killed on drop) and the port.
 pub fn python_server(script: &str, args: &[&str]) -> (Killed, u16) {
     use std::io::BufRead;
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs the test's server");
+    let mut killed = Killed(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the test's server"),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
+    std::io::BufReader::new(killed.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let killed = Killed(child);
     let port = line
         .trim()
         .parse()

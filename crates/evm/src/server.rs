@@ -152,6 +152,10 @@ async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Byte
     respond(out)
 }
 
+/// Hashes a source reported and the engine could not fetch yet, kept for the next round
+/// at most.
+const PULL_BACKLOG: usize = 10_000;
+
 /// How often the pool's journal is rewritten from the pool (dropping what was included).
 const JOURNAL_ROTATION: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -206,26 +210,12 @@ async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
         .timeout(std::time::Duration::from_secs(5))
         .build()
         .unwrap_or_default();
-    let mut filter: Option<serde_json::Value> = None;
+    // Filters made and not read yet, oldest first; hashes reported and not fetched yet.
+    let mut unread: Vec<serde_json::Value> = Vec::new();
+    let mut backlog: Vec<B256> = Vec::new();
     let mut failing = false;
     let mut refused_logged: Option<std::time::Instant> = None;
     let (mut pulled, mut pulled_since) = (0usize, std::time::Instant::now());
-    let call = |method: &'static str, params: serde_json::Value| {
-        let client = client.clone();
-        let source = source.clone();
-        async move {
-            let v = post_json(
-                &client,
-                &source,
-                &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
-            )
-            .await?;
-            match v.get("result") {
-                Some(r) => Ok(r.clone()),
-                None => Err(format!("{method}: {}", v["error"])),
-            }
-        }
-    };
     loop {
         tokio::time::sleep(super::filters::PULL_INTERVAL).await;
         let round: Result<usize, String> = async {
@@ -234,46 +224,83 @@ async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
             // poll (`crates/rpc/rpc/src/eth/filter.rs`, `filter_changes`), so a pending
             // filter polled every 200 ms gave its hashes ~650 ms late, after the next
             // proposer had built. A filter's first poll is always answered, and the next
-            // filter exists before the last one is read: nothing falls between.
-            let next = call("eth_newPendingTransactionFilter", json!([])).await?;
-            let Some(id) = filter.replace(next) else {
-                return Ok(0);
-            };
-            let answers = post_json(
+            // filter exists before the last one is read: nothing falls between. A read
+            // that fails is tried again next round; a filter the source no longer knows
+            // (it restarted) is dropped.
+            let next = post_json(
                 &client,
                 &source,
-                &json!([
-                    {"jsonrpc": "2.0", "id": 0, "method": "eth_getFilterChanges", "params": [id]},
-                    {"jsonrpc": "2.0", "id": 1, "method": "eth_uninstallFilter", "params": [id]},
-                ]),
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_newPendingTransactionFilter", "params": []}),
             )
             .await?;
-            let changes = answers
-                .as_array()
-                .and_then(|a| a.iter().find(|r| r["id"] == 0))
-                .cloned()
-                .unwrap_or_default();
-            let Some(hashes) = changes.get("result").cloned() else {
-                return Err(format!("eth_getFilterChanges: {}", changes["error"]));
+            let next = next.get("result").cloned().ok_or_else(|| {
+                format!("eth_newPendingTransactionFilter: {}", next["error"])
+            })?;
+            let reads: Vec<serde_json::Value> = unread
+                .iter()
+                .enumerate()
+                .flat_map(|(i, id)| {
+                    [
+                        json!({"jsonrpc": "2.0", "id": 2 * i, "method": "eth_getFilterChanges", "params": [id]}),
+                        json!({"jsonrpc": "2.0", "id": 2 * i + 1, "method": "eth_uninstallFilter", "params": [id]}),
+                    ]
+                })
+                .collect();
+            let answers = if reads.is_empty() {
+                serde_json::Value::Array(Vec::new())
+            } else {
+                match post_json(&client, &source, &json!(reads)).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        unread.push(next);
+                        return Err(e);
+                    }
+                }
             };
-            let hashes: Vec<B256> = serde_json::from_value(hashes)
-                .map_err(|e| format!("eth_getFilterChanges: not a list of hashes: {e}"))?;
-            let new: Vec<B256> = {
-                let chain = engine.chain();
-                let pool = crate::engine_lock(&engine.pool);
+            unread = vec![next];
+            let mut hashes = std::mem::take(&mut backlog);
+            for a in answers.as_array().into_iter().flatten() {
+                if a["id"].as_u64().is_some_and(|i| i % 2 == 0) {
+                    if let Ok(h) = serde_json::from_value::<Vec<B256>>(a["result"].clone()) {
+                        hashes.extend(h);
+                    }
+                }
+            }
+            // Which of them this engine does not hold yet: asked off the async workers,
+            // as every other use of the engine's locks (a block import holds the chain).
+            let e = engine.clone();
+            let new: Vec<B256> = tokio::task::spawn_blocking(move || {
+                let chain = e.chain();
+                let pool = crate::engine_lock(&e.pool);
+                let mut seen = std::collections::HashSet::new();
                 hashes
                     .into_iter()
-                    .filter(|h| pool.get(h).is_none() && chain.tx_location(h).is_none())
+                    .filter(|h| {
+                        seen.insert(*h) && pool.get(h).is_none() && chain.tx_location(h).is_none()
+                    })
                     .collect()
-            };
+            })
+            .await
+            .map_err(|e| format!("checking pulled hashes: {e}"))?;
             let mut taken = 0;
-            for chunk in new.chunks(super::rpc::MAX_BATCH) {
+            for (k, chunk) in new.chunks(super::rpc::MAX_BATCH).enumerate() {
                 let calls: Vec<serde_json::Value> = chunk
                     .iter()
                     .enumerate()
                     .map(|(i, h)| json!({"jsonrpc": "2.0", "id": i, "method": "eth_getRawTransactionByHash", "params": [h]}))
                     .collect();
-                let answers = post_json(&client, &source, &json!(calls)).await?;
+                let answers = match post_json(&client, &source, &json!(calls)).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Fetched next round (at most a pool's worth kept).
+                        backlog = new[k * super::rpc::MAX_BATCH..]
+                            .iter()
+                            .take(PULL_BACKLOG)
+                            .copied()
+                            .collect();
+                        return Err(e);
+                    }
+                };
                 let raws: Vec<Vec<u8>> = answers
                     .as_array()
                     .into_iter()

@@ -623,7 +623,7 @@ pub async fn run_async(cfg: Config) -> Result<Summary> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop_watch.notify_one();
-    let (blocks, block_txs) = watcher.await.unwrap_or((0, 0));
+    let (blocks, block_txs, read_upto) = watcher.await.unwrap_or((0, 0, start_head));
     if let Some(p) = progress {
         p.abort();
         let _ = p.await;
@@ -645,7 +645,7 @@ pub async fn run_async(cfg: Config) -> Result<Summary> {
     let open: Vec<B256> = lock(&tracker).open.keys().copied().collect();
     if !open.is_empty() {
         let clients: Vec<Rpc> = std::iter::once(rpc.clone()).chain(witnesses).collect();
-        for (h, n, reverted) in sweep_receipts(&clients, &open).await {
+        for (h, n, reverted) in sweep_receipts(&clients, &open, read_upto).await {
             let mut t = lock(&tracker);
             t.open.remove(&h);
             t.included += 1;
@@ -890,14 +890,15 @@ async fn send(
 
 /// The watcher: reads every finalized block after `from`, each once, by number — from
 /// `rpc`, else from the first witness that has it; returns the number of blocks and of
-/// transactions (all senders) from the first to the last block holding ours.
+/// transactions (all senders) from the first to the last block holding ours, and the
+/// last block it read.
 async fn watch(
     rpc: Rpc,
     witnesses: Vec<Rpc>,
     tracker: Arc<Mutex<Tracker>>,
     from: u64,
     stop: Arc<tokio::sync::Notify>,
-) -> (u64, u64) {
+) -> (u64, u64, u64) {
     let mut seen = from;
     let mut per_block: BTreeMap<u64, u64> = BTreeMap::new();
     let mut stopping = false;
@@ -912,12 +913,13 @@ async fn watch(
             let mut got = 0;
             for n in seen + 1..=upto {
                 let k = (n - seen - 1) as usize;
-                let b = match blocks.get(k) {
-                    Some(Ok(b)) if !b.is_null() => b.clone(),
+                // Where the block was read: its receipts are asked there.
+                let (b, from) = match blocks.get(k) {
+                    Some(Ok(b)) if !b.is_null() => (b.clone(), &rpc),
                     // Finalized on the client that answered the head, not yet on the one
                     // that answered this read (or the read failed): another client.
                     _ => match block_elsewhere(&witnesses, n).await {
-                        Some(b) => b,
+                        Some((b, w)) => (b, w),
                         None => break,
                     },
                 };
@@ -944,7 +946,7 @@ async fn watch(
                     }
                 }
                 if !ours.is_empty() {
-                    let reverted = count_reverted(&rpc, n, &ours).await;
+                    let reverted = count_reverted(from, n, &ours).await;
                     lock(&tracker).reverted += reverted;
                 }
                 got += 1;
@@ -963,21 +965,22 @@ async fn watch(
         }
     }
     let t = lock(&tracker);
-    match (t.first_block, t.last_block) {
+    let (blocks, txs) = match (t.first_block, t.last_block) {
         (Some(a), Some(b)) => (b - a + 1, per_block.range(a..=b).map(|(_, n)| n).sum()),
         _ => (0, 0),
-    }
+    };
+    (blocks, txs, seen)
 }
 
-/// Block `n` (hashes only) from the first witness that has it.
-async fn block_elsewhere(witnesses: &[Rpc], n: u64) -> Option<Value> {
+/// Block `n` (hashes only) from the first witness that has it, and that witness.
+async fn block_elsewhere(witnesses: &[Rpc], n: u64) -> Option<(Value, &Rpc)> {
     for w in witnesses {
         if let Ok(b) = w
             .call("eth_getBlockByNumber", json!([format!("0x{n:x}"), false]))
             .await
         {
             if !b.is_null() {
-                return Some(b);
+                return Some((b, w));
             }
         }
     }
@@ -985,13 +988,14 @@ async fn block_elsewhere(witnesses: &[Rpc], n: u64) -> Option<Value> {
 }
 
 /// At the end of a run, what the follower did not see finalized: every client (`rpc`
-/// and the witnesses) is asked for each one's receipt; one found in a block at or below
-/// that client's finalized head is finalized after all. Returns those found, with
-/// whether each reverted; what no client has stays pending, lost.
-async fn sweep_receipts(clients: &[Rpc], open: &[B256]) -> Vec<(B256, u64, bool)> {
+/// and the witnesses) is asked for each one's receipt; one found in a block the follower
+/// had read (at or below `upto`, and at or below that client's finalized head) was
+/// missed by the follower and is finalized after all. Returns those found, with whether
+/// each reverted; what no client has there stays pending.
+async fn sweep_receipts(clients: &[Rpc], open: &[B256], upto: u64) -> Vec<(B256, u64, bool)> {
     let mut found: HashMap<B256, (u64, bool)> = HashMap::new();
     for c in clients {
-        let head = c.finalized().await;
+        let head = c.finalized().await.min(upto);
         let left: Vec<&B256> = open.iter().filter(|h| !found.contains_key(*h)).collect();
         for chunk in left.chunks(BATCH) {
             let calls: Vec<(&str, Value)> = chunk

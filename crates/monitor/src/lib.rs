@@ -143,7 +143,11 @@ impl Targets {
                 let Some(http) = ep.ports.get(serves.http) else {
                     continue;
                 };
-                let ws = ep.ports.get(serves.ws).unwrap_or(http);
+                // A hand-written client: its `ws` port if it has one.
+                let ws = ep
+                    .ports
+                    .get(if ep.client.is_some() { serves.ws } else { "ws" })
+                    .unwrap_or(http);
                 let engine = el
                     .engine_url
                     .trim_start_matches("http://")
@@ -159,7 +163,9 @@ impl Targets {
                 let el_jwt = ep
                     .argv
                     .iter()
-                    .position(|a| a == serves.jwt_flag)
+                    .position(|a| {
+                        a == serves.jwt_flag || (ep.client.is_none() && a == "--authrpc.jwtsecret")
+                    })
                     .and_then(|i| ep.argv.get(i + 1))
                     .map(PathBuf::from);
                 t.els.push(ElTarget {

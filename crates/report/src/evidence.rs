@@ -482,7 +482,7 @@ fn endpoints(
 /// Whether the endpoint `svc.name` at `addr` answers: a TCP connect for every port, and
 /// where chainctl knows the protocol, a real request — JSON-RPC `eth_chainId` on the
 /// execution clients' HTTP port (which port that is, and which serves metrics, their
-/// adapter says) and on the gateway, `GET /metrics` on a client's metrics port,
+/// adapter says) and on the gateway, a GET of a client's metrics (its path on its port),
 /// `/status` on validators. WebSocket endpoints are upgraded separately.
 fn answers(addr: SocketAddr, svc: &str, name: &str, t: &Targets) -> Result<(), String> {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
@@ -498,10 +498,11 @@ fn answers(addr: SocketAddr, svc: &str, name: &str, t: &Targets) -> Result<(), S
     match name {
         n if serves.is_some_and(|e| e.http == n) => jsonrpc_answers(addr),
         n if serves.is_some_and(|e| e.metrics == Some(n)) => {
-            match raw_http(addr, None, "GET", "/metrics", None, None)? {
+            let path = serves.map_or("/metrics", |e| e.metrics_path);
+            match raw_http(addr, None, "GET", path, None, None)? {
                 (200, _) => Ok(()),
                 (code, body) => Err(format!(
-                    "/metrics answered HTTP {code}: {}",
+                    "{path} answered HTTP {code}: {}",
                     body.lines().next().unwrap_or("").trim()
                 )),
             }

@@ -98,8 +98,10 @@ pub struct Endpoints {
     pub ws: &'static str,
     /// The authenticated Engine API.
     pub engine: &'static str,
-    /// Prometheus metrics (`GET /metrics`), where the client serves them.
+    /// Prometheus metrics, where the client serves them.
     pub metrics: Option<&'static str>,
+    /// The path of the metrics in Prometheus' text format on that port.
+    pub metrics_path: &'static str,
     /// devp2p (TCP and UDP), where the client speaks it.
     pub p2p: Option<&'static str>,
     /// The flag whose value is the Engine API's JWT secret file.
@@ -115,6 +117,7 @@ pub fn endpoints(kind: ExecutionKind) -> Endpoints {
             ws: "http",
             engine: "engine",
             metrics: None,
+            metrics_path: "/metrics",
             p2p: None,
             jwt_flag: "--jwt-secret",
         },
@@ -122,18 +125,26 @@ pub fn endpoints(kind: ExecutionKind) -> Endpoints {
         // answers an upgrade 403) and Geth 1.16 (`rpc/http.go`: 200, no upgrade) serve
         // WebSocket only on `--ws.port`. Erigon 3 upgrades on its HTTP port too, and with
         // `--ws.port` apart from `--http.port` also listens there: `ws` serves all three.
-        ExecutionKind::Reth | ExecutionKind::Geth | ExecutionKind::Erigon => Endpoints {
+        external => Endpoints {
             http: "http",
             ws: "ws",
             engine: "engine",
             metrics: Some("metrics"),
+            // Reth's metrics server answers any path (`crates/node/metrics`); Geth's and
+            // Erigon's serve Prometheus' format at `/debug/metrics/prometheus` only
+            // (`metrics/exp/exp.go`).
+            metrics_path: if external == ExecutionKind::Reth {
+                "/metrics"
+            } else {
+                "/debug/metrics/prometheus"
+            },
             p2p: Some("p2p"),
             jwt_flag: "--authrpc.jwtsecret",
         },
     }
 }
 
-/// The usual binary name of a client on PATH./// The usual binary name of a client on PATH.
+/// The usual binary name of a client on PATH.
 pub fn default_binary(kind: ExecutionKind) -> &'static str {
     match kind {
         ExecutionKind::Builtin => "chainctl",
