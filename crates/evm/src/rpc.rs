@@ -374,6 +374,26 @@ impl Engine {
         Ok(hash)
     }
 
+    /// A transaction by hash: `mined` of its block and index when the chain holds it,
+    /// else `pooled` of it in the pool, else null.
+    fn transaction(
+        &self,
+        hash: &B256,
+        mined: impl FnOnce(&ExecutedBlock, usize) -> Value,
+        pooled: impl FnOnce(&super::pool::PoolTx) -> Value,
+    ) -> Result<Value, RpcError> {
+        let chain = self.chain();
+        if let Some((bh, i)) = chain.tx_location(hash) {
+            let b = chain
+                .block(&bh)
+                .ok_or_else(|| RpcError::internal("indexed block missing"))?;
+            return Ok(mined(&b, i));
+        }
+        drop(chain);
+        let pool = crate::engine_lock(&self.pool);
+        Ok(pool.get(hash).map_or(Value::Null, pooled))
+    }
+
     /// Dispatch one public JSON-RPC call.
     pub fn eth_call(&self, method: &str, p: Value) -> Result<Value, RpcError> {
         match method {
@@ -466,16 +486,7 @@ impl Engine {
             }
             "eth_getTransactionByHash" => {
                 let (hash,): (B256,) = params(p)?;
-                let chain = self.chain();
-                if let Some((bh, i)) = chain.tx_location(&hash) {
-                    let b = chain
-                        .block(&bh)
-                        .ok_or_else(|| RpcError::internal("indexed block missing"))?;
-                    return Ok(rpc_tx(&b, i));
-                }
-                drop(chain);
-                let pool = crate::engine_lock(&self.pool);
-                Ok(pool.get(&hash).map_or(Value::Null, |t| {
+                self.transaction(&hash, rpc_tx, |t| {
                     let rt = alloy_rpc_types_eth::Transaction {
                         inner: Recovered::new_unchecked(t.tx.clone(), t.sender),
                         block_hash: None,
@@ -485,25 +496,16 @@ impl Engine {
                         block_timestamp: None,
                     };
                     serde_json::to_value(rt).unwrap_or(Value::Null)
-                }))
+                })
             }
             "eth_getRawTransactionByHash" => {
                 use alloy_eips::eip2718::Encodable2718;
                 let (hash,): (B256,) = params(p)?;
-                let chain = self.chain();
-                if let Some((bh, i)) = chain.tx_location(&hash) {
-                    let b = chain
-                        .block(&bh)
-                        .ok_or_else(|| RpcError::internal("indexed block missing"))?;
-                    return Ok(json!(Bytes::from(
-                        b.block.body.transactions[i].encoded_2718()
-                    )));
-                }
-                drop(chain);
-                let pool = crate::engine_lock(&self.pool);
-                Ok(pool
-                    .get(&hash)
-                    .map_or(Value::Null, |t| json!(Bytes::from(t.tx.encoded_2718()))))
+                self.transaction(
+                    &hash,
+                    |b, i| json!(Bytes::from(b.block.body.transactions[i].encoded_2718())),
+                    |t| json!(Bytes::from(t.tx.encoded_2718())),
+                )
             }
             "eth_newPendingTransactionFilter" => {
                 Ok(json!(crate::engine_lock(&self.pending).install()))

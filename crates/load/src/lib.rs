@@ -53,6 +53,9 @@ pub const SINK: Address = Address::new([
 pub const MAX_TPS_PER_ACCOUNT: u64 = 8;
 /// Largest JSON-RPC batch sent (our engine's limit; Reth and Geth accept more).
 const BATCH: usize = 100;
+/// How long a hash of a finalized block is kept for an acceptance read late: well past
+/// the JSON-RPC client's timeout.
+const SEEN_FOR: Duration = Duration::from_secs(120);
 /// Consecutive refusals after which an account is retired from the run.
 const RETIRE_AFTER: u32 = 5;
 
@@ -945,6 +948,11 @@ async fn watch(
                         }
                     }
                 }
+                // A send's answer comes within the client's timeout or never: hashes
+                // read longer ago than that cannot become ours any more.
+                lock(&tracker)
+                    .seen
+                    .retain(|_, (_, at)| now.duration_since(*at) < SEEN_FOR);
                 if !ours.is_empty() {
                     let reverted = count_reverted(from, n, &ours).await;
                     lock(&tracker).reverted += reverted;

@@ -39,6 +39,23 @@ pub struct ElContext<'a> {
     pub runtime: RuntimeKind,
 }
 
+impl<'a> ElContext<'a> {
+    /// A client on its own: no other EL of the network, one devp2p peer (so the peer
+    /// flags are rendered), on the process backend.
+    pub fn lone(name: &'a str, binary: &'a str) -> Self {
+        ElContext {
+            name,
+            peers: &[],
+            p2p_peers: 1,
+            tx_sources: &[],
+            binary,
+            extra_args: &[],
+            image: None,
+            runtime: RuntimeKind::Process,
+        }
+    }
+}
+
 /// How a client's data dir tells that a process has it open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
@@ -202,17 +219,7 @@ pub fn service(kind: ExecutionKind, ctx: &ElContext) -> CommandService {
 /// chainctl's value (the last one counts) — a port off the allocation, a JWT other than
 /// the pair's, no peers.
 pub fn managed_flags(kind: ExecutionKind) -> std::collections::BTreeSet<String> {
-    let ctx = ElContext {
-        name: "x",
-        peers: &[],
-        p2p_peers: 1,
-        tx_sources: &[],
-        binary: default_binary(kind),
-        extra_args: &[],
-        image: None,
-        runtime: RuntimeKind::Process,
-    };
-    let argv = service(kind, &ctx).command;
+    let argv = service(kind, &ElContext::lone("x", default_binary(kind))).command;
     // client-exec's own options (before `--`) are not the client's, but the flags they
     // hand to the client are.
     let client_from = match argv.get(1).map(String::as_str) {
@@ -439,17 +446,7 @@ mod tests {
             ExecutionKind::Geth,
             ExecutionKind::Erigon,
         ] {
-            let ctx = ElContext {
-                name: "val-0-el-0",
-                peers: &[],
-                p2p_peers: 1,
-                tx_sources: &[],
-                binary: default_binary(kind),
-                extra_args: &[],
-                image: None,
-                runtime: RuntimeKind::Process,
-            };
-            let svc = service(kind, &ctx);
+            let svc = service(kind, &ElContext::lone("val-0-el-0", default_binary(kind)));
             let e = endpoints(kind);
             let names = [Some(e.http), Some(e.ws), Some(e.engine), e.metrics, e.p2p];
             for name in names.into_iter().flatten() {
