@@ -15,44 +15,38 @@ pub(super) fn network_rpcs(
             layout.ports_file().display()
         )
     })?;
-    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
-    let url = |ip: std::net::IpAddr, port: u16| {
-        let ip = if ip.is_unspecified() { loopback } else { ip };
-        format!("http://{}", std::net::SocketAddr::new(ip, port))
-    };
-    let gateway = ports
-        .services
-        .get(chainctl_core::ports::CHAINCTL)
-        .and_then(|m| m.get("gateway"))
-        .map(|a| {
-            // The profile the network was started with (the state file says which).
-            let path = profile.map(Path::to_path_buf).or_else(|| {
-                state::read_json::<StateFile>(&layout.state_file())
-                    .ok()
-                    .flatten()?
-                    .profile_path
-            });
-            let listen = setup::source(path.as_deref())
-                .ok()
-                .and_then(|s| chainctl_core::loader::load(s).ok())
-                .map_or(loopback, |l| l.profile.listen.rpc);
-            url(listen, a.port)
-        });
-    // Where the supervisor reaches each client (another swarm node's address, or here),
-    // on the port its adapter serves HTTP on.
     let st = state::read_json::<StateFile>(&layout.state_file())
         .ok()
         .flatten();
-    let mut els: Vec<String> = st
+    let url = |ip: std::net::IpAddr, port: u16| {
+        let a = chainctl_monitor::reachable(std::net::SocketAddr::new(ip, port));
+        format!("http://{a}")
+    };
+    // The gateway where the supervisor put it, from the profile the network was started
+    // with (the state file names it).
+    let path = profile
+        .map(Path::to_path_buf)
+        .or_else(|| st.as_ref()?.profile_path.clone());
+    let gateway = setup::source(path.as_deref())
+        .ok()
+        .and_then(|s| chainctl_core::loader::load(s).ok())
+        .and_then(|l| chainctl_monitor::Settings::new(&l.profile, &layout).ok())
+        .and_then(|s| s.gateway_addr)
+        .map(|a| url(a.ip(), a.port()));
+    // Where the supervisor reaches each client (another swarm node's address, or here),
+    // on the port its adapter serves HTTP on.
+    let plans: Vec<&chainctl_core::plan::ServicePlan> = st
         .iter()
         .flat_map(|st| st.services.values())
-        .filter_map(|r| {
-            let kind = r.plan.client?;
-            let http = r
-                .plan
+        .map(|r| &r.plan)
+        .collect();
+    let mut els: Vec<String> = plans
+        .iter()
+        .filter_map(|p| {
+            let http = p
                 .ports
-                .get(chainctl_core::clients::endpoints(kind).http)?;
-            Some(url(r.plan.ready_host, http.port))
+                .get(chainctl_core::clients::endpoints(p.client?).http)?;
+            Some(url(p.ready_host, http.port))
         })
         .collect();
     // No generated client (a profile of hand-written services, or a state dir written
@@ -64,10 +58,10 @@ pub(super) fn network_rpcs(
             .filter(|(n, _)| n.as_str() != chainctl_core::ports::CHAINCTL)
             .filter_map(|(n, p)| {
                 let a = p.get("http").or_else(|| p.get("rpc"))?;
-                let host = st
-                    .as_ref()
-                    .and_then(|st| st.services.get(n))
-                    .map_or(loopback, |r| r.plan.ready_host);
+                let host = plans
+                    .iter()
+                    .find(|p| p.name == *n)
+                    .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.ready_host);
                 Some(url(host, a.port))
             })
             .collect();

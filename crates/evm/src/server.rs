@@ -18,6 +18,7 @@ use axum::routing::post;
 use axum::Router;
 use clap::Args;
 use revm::bytecode::Bytecode;
+use serde_json::json;
 
 use super::app::{AppState, RelayQueue, RPC_BODY_LIMIT};
 use super::chain::Chain;
@@ -181,188 +182,231 @@ fn batches(txs: &[String], max_calls: usize, max_bytes: usize) -> Vec<&[String]>
     out
 }
 
-/// One JSON-RPC call (or batch, when `body` is an array) to `url`.
-async fn post_json(
-    client: &reqwest::Client,
-    url: &str,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.without_url().to_string())?
-        .json::<serde_json::Value>()
-        .await
-        .map_err(|e| e.without_url().to_string())
-}
-
-/// Take `source`'s new pending transactions into this engine's pool, every
+/// Takes one source's new pending transactions into this engine's pool, a round every
 /// [`super::filters::PULL_INTERVAL`]: the changes of a pending filter on the source (a
 /// new filter every round, each read once), then the raw bytes of each hash the engine
-/// does not hold yet. Returns never; a source that is down is retried.
+/// does not hold yet.
+///
+/// Each filter is read once, right after the next one is made, then removed: Reth 2.5
+/// answers any filter's changes only once per new block since its last poll
+/// (`crates/rpc/rpc/src/eth/filter.rs`, `filter_changes`), so a pending filter polled
+/// every 200 ms gave its hashes ~650 ms late, after the next proposer had built. A
+/// filter's first poll is always answered, and the next filter exists before the last
+/// one is read: nothing falls between. A read that fails is tried again next round; a
+/// filter the source no longer knows (it restarted) is dropped.
+struct Puller {
+    engine: Arc<super::engine::Engine>,
+    client: reqwest::Client,
+    source: String,
+    /// Filters made and not read yet, oldest first.
+    unread: Vec<serde_json::Value>,
+    /// Hashes reported and not fetched yet (a fetch failed).
+    backlog: Vec<alloy_primitives::B256>,
+    /// When a refusal was last logged (at most every 10 s).
+    refused_logged: Option<std::time::Instant>,
+}
+
+impl Puller {
+    /// One call (or a batch) to the source.
+    async fn post(&self, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        self.client
+            .post(&self.source)
+            .json(body)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| e.without_url().to_string())?
+            .json::<serde_json::Value>()
+            .await
+            .map_err(|e| e.without_url().to_string())
+    }
+
+    /// One round; how many transactions the pool took.
+    async fn round(&mut self) -> Result<usize, String> {
+        let hashes = self.new_hashes().await?;
+        let mut taken = 0;
+        for (k, chunk) in hashes.chunks(super::rpc::MAX_BATCH).enumerate() {
+            match self.take(chunk).await {
+                Ok(n) => taken += n,
+                Err(e) => {
+                    // Fetched next round (at most PULL_BACKLOG kept).
+                    self.backlog = hashes[k * super::rpc::MAX_BATCH..]
+                        .iter()
+                        .take(PULL_BACKLOG)
+                        .copied()
+                        .collect();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// The hashes reported since the last round (and those left to fetch), less those
+    /// the engine already holds.
+    async fn new_hashes(&mut self) -> Result<Vec<alloy_primitives::B256>, String> {
+        let next = self
+            .post(&rpc_call(0, "eth_newPendingTransactionFilter", json!([])))
+            .await?;
+        let next = next
+            .get("result")
+            .cloned()
+            .ok_or_else(|| format!("eth_newPendingTransactionFilter: {}", next["error"]))?;
+        let reads: Vec<serde_json::Value> = self
+            .unread
+            .iter()
+            .enumerate()
+            .flat_map(|(i, id)| {
+                [
+                    rpc_call(2 * i, "eth_getFilterChanges", json!([id])),
+                    rpc_call(2 * i + 1, "eth_uninstallFilter", json!([id])),
+                ]
+            })
+            .collect();
+        let answers = if reads.is_empty() {
+            Vec::new()
+        } else {
+            match self.post(&json!(reads)).await {
+                Ok(a) => a.as_array().cloned().unwrap_or_default(),
+                Err(e) => {
+                    self.unread.push(next);
+                    return Err(e);
+                }
+            }
+        };
+        self.unread = vec![next];
+        let mut hashes = std::mem::take(&mut self.backlog);
+        for a in answers
+            .iter()
+            .filter(|a| a["id"].as_u64().is_some_and(|i| i % 2 == 0))
+        {
+            hashes.extend(
+                serde_json::from_value::<Vec<alloy_primitives::B256>>(a["result"].clone())
+                    .unwrap_or_default(),
+            );
+        }
+        // Off the async workers, as every other use of the engine's locks (a block
+        // import holds the chain).
+        let e = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let chain = e.chain();
+            let pool = crate::engine_lock(&e.pool);
+            let mut seen = std::collections::HashSet::new();
+            hashes
+                .into_iter()
+                .filter(|h| {
+                    seen.insert(*h) && pool.get(h).is_none() && chain.tx_location(h).is_none()
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| format!("checking pulled hashes: {e}"))
+    }
+
+    /// Fetches `hashes` from the source and puts them in the pool; how many it took.
+    async fn take(&mut self, hashes: &[alloy_primitives::B256]) -> Result<usize, String> {
+        let calls: Vec<serde_json::Value> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| rpc_call(i, "eth_getRawTransactionByHash", json!([h])))
+            .collect();
+        let answers = self.post(&json!(calls)).await?;
+        let raws: Vec<Vec<u8>> = answers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["result"].as_str())
+            .filter_map(|r| alloy_primitives::hex::decode(r).ok())
+            .collect();
+        let missing = hashes.len() - raws.len();
+        let e = self.engine.clone();
+        let (n, refusal) = tokio::task::spawn_blocking(move || {
+            let mut refusal = None;
+            let n = raws
+                .iter()
+                .filter(|raw| match e.submit_raw(raw, false) {
+                    Ok(_) => {
+                        e.journal_append(raw);
+                        true
+                    }
+                    // Known by now (a peer relayed it): not a refusal.
+                    Err(why) if why.starts_with("already known") => false,
+                    // A nonce taken, a blob transaction without its blobs: the source
+                    // keeps it.
+                    Err(why) => {
+                        refusal.get_or_insert(why);
+                        false
+                    }
+                })
+                .count();
+            (n, refusal)
+        })
+        .await
+        .unwrap_or((0, None));
+        let why = refusal.or_else(|| {
+            (missing > 0).then(|| {
+                format!(
+                    "{missing} of {} hashes had no transaction there",
+                    hashes.len()
+                )
+            })
+        });
+        if let Some(why) = why.filter(|_| every_10_s(&mut self.refused_logged)) {
+            tracing::warn!(source = %self.source, first = %why, "pulled transactions not taken (logged at most every 10 s)");
+        }
+        Ok(n)
+    }
+}
+
+/// A JSON-RPC call object.
+fn rpc_call(id: usize, method: &str, params: serde_json::Value) -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// Whether something logged at most every 10 s may be logged now (then it counts as
+/// logged).
+fn every_10_s(last: &mut Option<std::time::Instant>) -> bool {
+    let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+    if due {
+        *last = Some(std::time::Instant::now());
+    }
+    due
+}
+
+/// Pulls `source`'s new pending transactions for ever ([`Puller`]); a source that is
+/// down is retried every round, and said so once.
 async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
-    use alloy_primitives::B256;
-    use serde_json::json;
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
-    // Filters made and not read yet, oldest first; hashes reported and not fetched yet.
-    let mut unread: Vec<serde_json::Value> = Vec::new();
-    let mut backlog: Vec<B256> = Vec::new();
+    let mut puller = Puller {
+        engine,
+        client: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_default(),
+        source,
+        unread: Vec::new(),
+        backlog: Vec::new(),
+        refused_logged: None,
+    };
     let mut failing = false;
-    let mut refused_logged: Option<std::time::Instant> = None;
     let (mut pulled, mut pulled_since) = (0usize, std::time::Instant::now());
     loop {
         tokio::time::sleep(super::filters::PULL_INTERVAL).await;
-        let round: Result<usize, String> = async {
-            // Each filter is read once, right after the next one is made, then removed:
-            // Reth 2.5 answers any filter's changes only once per new block since its last
-            // poll (`crates/rpc/rpc/src/eth/filter.rs`, `filter_changes`), so a pending
-            // filter polled every 200 ms gave its hashes ~650 ms late, after the next
-            // proposer had built. A filter's first poll is always answered, and the next
-            // filter exists before the last one is read: nothing falls between. A read
-            // that fails is tried again next round; a filter the source no longer knows
-            // (it restarted) is dropped.
-            let next = post_json(
-                &client,
-                &source,
-                &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_newPendingTransactionFilter", "params": []}),
-            )
-            .await?;
-            let next = next.get("result").cloned().ok_or_else(|| {
-                format!("eth_newPendingTransactionFilter: {}", next["error"])
-            })?;
-            let reads: Vec<serde_json::Value> = unread
-                .iter()
-                .enumerate()
-                .flat_map(|(i, id)| {
-                    [
-                        json!({"jsonrpc": "2.0", "id": 2 * i, "method": "eth_getFilterChanges", "params": [id]}),
-                        json!({"jsonrpc": "2.0", "id": 2 * i + 1, "method": "eth_uninstallFilter", "params": [id]}),
-                    ]
-                })
-                .collect();
-            let answers = if reads.is_empty() {
-                serde_json::Value::Array(Vec::new())
-            } else {
-                match post_json(&client, &source, &json!(reads)).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        unread.push(next);
-                        return Err(e);
-                    }
-                }
-            };
-            unread = vec![next];
-            let mut hashes = std::mem::take(&mut backlog);
-            for a in answers.as_array().into_iter().flatten() {
-                if a["id"].as_u64().is_some_and(|i| i % 2 == 0) {
-                    if let Ok(h) = serde_json::from_value::<Vec<B256>>(a["result"].clone()) {
-                        hashes.extend(h);
-                    }
-                }
-            }
-            // Which of them this engine does not hold yet: asked off the async workers,
-            // as every other use of the engine's locks (a block import holds the chain).
-            let e = engine.clone();
-            let new: Vec<B256> = tokio::task::spawn_blocking(move || {
-                let chain = e.chain();
-                let pool = crate::engine_lock(&e.pool);
-                let mut seen = std::collections::HashSet::new();
-                hashes
-                    .into_iter()
-                    .filter(|h| {
-                        seen.insert(*h) && pool.get(h).is_none() && chain.tx_location(h).is_none()
-                    })
-                    .collect()
-            })
-            .await
-            .map_err(|e| format!("checking pulled hashes: {e}"))?;
-            let mut taken = 0;
-            for (k, chunk) in new.chunks(super::rpc::MAX_BATCH).enumerate() {
-                let calls: Vec<serde_json::Value> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| json!({"jsonrpc": "2.0", "id": i, "method": "eth_getRawTransactionByHash", "params": [h]}))
-                    .collect();
-                let answers = match post_json(&client, &source, &json!(calls)).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Fetched next round (at most a pool's worth kept).
-                        backlog = new[k * super::rpc::MAX_BATCH..]
-                            .iter()
-                            .take(PULL_BACKLOG)
-                            .copied()
-                            .collect();
-                        return Err(e);
-                    }
-                };
-                let raws: Vec<Vec<u8>> = answers
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a["result"].as_str())
-                    .filter_map(|r| alloy_primitives::hex::decode(r).ok())
-                    .collect();
-                let asked = chunk.len();
-                let fetched = raws.len();
-                let e = engine.clone();
-                let (n, refusal) = tokio::task::spawn_blocking(move || {
-                    let mut refusal = None;
-                    let n = raws
-                        .iter()
-                        .filter(|raw| match e.submit_raw(raw, false) {
-                            Ok(_) => {
-                                e.journal_append(raw);
-                                true
-                            }
-                            // Known by now (a peer relayed it): not a refusal.
-                            Err(why) if why.starts_with("already known") => false,
-                            // A nonce taken, a blob transaction without its blobs: the
-                            // source keeps it.
-                            Err(why) => {
-                                refusal.get_or_insert(why);
-                                false
-                            }
-                        })
-                        .count();
-                    (n, refusal)
-                })
-                .await
-                .unwrap_or((0, None));
-                taken += n;
-                if let Some(why) = refusal.or_else(|| {
-                    (fetched < asked).then(|| format!("{} of {asked} hashes had no transaction there", asked - fetched))
-                }) {
-                    if refused_logged.is_none_or(|t: std::time::Instant| t.elapsed() >= std::time::Duration::from_secs(10)) {
-                        tracing::warn!(%source, first = %why, "pulled transactions not taken (logged at most every 10 s)");
-                        refused_logged = Some(std::time::Instant::now());
-                    }
-                }
-            }
-            Ok(taken)
-        }
-        .await;
-        match round {
+        match puller.round().await {
             Ok(n) => {
                 if failing {
-                    tracing::info!(%source, "pulling pending transactions again");
+                    tracing::info!(source = %puller.source, "pulling pending transactions again");
                     failing = false;
                 }
                 pulled += n;
                 if pulled_since.elapsed() >= std::time::Duration::from_secs(10) {
                     if pulled > 0 {
-                        tracing::info!(%source, pulled, "pending transactions pulled in the last 10 s");
+                        tracing::info!(source = %puller.source, pulled, "pending transactions pulled in the last 10 s");
                     }
                     (pulled, pulled_since) = (0, std::time::Instant::now());
                 }
             }
             Err(e) if !failing => {
-                tracing::warn!(%source, error = %e, "cannot pull pending transactions (retried every 200 ms)");
+                tracing::warn!(source = %puller.source, error = %e, "cannot pull pending transactions (retried every 200 ms)");
                 failing = true;
             }
             Err(_) => {}
@@ -390,7 +434,7 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
             let calls: Vec<serde_json::Value> = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, raw)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}))
+                .map(|(i, raw)| rpc_call(i, "eth_sendRawTransaction", json!([raw])))
                 .collect();
             let answer = match client
                 .post(&peer)
@@ -422,11 +466,8 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
                 }
             }
         }
-        if let Some(reason) = first_refusal {
-            if refused_logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
-                tracing::warn!(%peer, refused, first = %reason, "a peer refused relayed transactions (logged at most every 10 s)");
-                refused_logged = Some(std::time::Instant::now());
-            }
+        if let Some(reason) = first_refusal.filter(|_| every_10_s(&mut refused_logged)) {
+            tracing::warn!(%peer, refused, first = %reason, "a peer refused relayed transactions (logged at most every 10 s)");
         }
         match result {
             Err(e) if !failing => {
@@ -558,21 +599,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let ws_router = rpc_router(true);
         let rpc_router = rpc_router(args.ws_port.is_none());
-        let bind = |addr: IpAddr, port: u16, what: &'static str| async move {
+        let bind = |addr: IpAddr, port: u16, what: &'static str, flag: &'static str| async move {
             tokio::net::TcpListener::bind(SocketAddr::new(addr, port))
                 .await
-                .with_context(|| format!("cannot listen on {addr}:{port} for {what}: is the port in use? choose another with --{}-port", if what == "JSON-RPC" { "http" } else { "authrpc" }))
+                .with_context(|| format!("cannot listen on {addr}:{port} for {what}: is the port in use? choose another with --{flag}"))
         };
-        let rpc = bind(args.http_addr, args.http_port, "JSON-RPC").await?;
+        let rpc = bind(args.http_addr, args.http_port, "JSON-RPC", "http-port").await?;
         let ws = match args.ws_port {
-            Some(port) => Some(
-                tokio::net::TcpListener::bind(SocketAddr::new(args.http_addr, port))
-                    .await
-                    .with_context(|| format!("cannot listen on {}:{port} for WebSocket JSON-RPC: is the port in use? choose another with --ws-port", args.http_addr))?,
-            ),
+            Some(port) => Some(bind(args.http_addr, port, "WebSocket JSON-RPC", "ws-port").await?),
             None => None,
         };
-        let auth = bind(args.authrpc_addr, args.authrpc_port, "the Engine API").await?;
+        let auth = bind(args.authrpc_addr, args.authrpc_port, "the Engine API", "authrpc-port").await?;
         let (rpc_addr, auth_addr) = (rpc.local_addr()?, auth.local_addr()?);
         tracing::info!(%genesis_hash, rpc = %rpc_addr, engine = %auth_addr, "built-in engine listening");
         println!(

@@ -470,10 +470,15 @@ impl Tracker {
     fn include(&mut self, n: u64, at: Instant, since: Instant) {
         self.latencies
             .push(at.saturating_duration_since(since).as_secs_f64());
+        self.in_block(n);
+        self.last_inclusion = Some(self.last_inclusion.map_or(at, |l| l.max(at)));
+    }
+
+    /// One of ours is in finalized block `n`.
+    fn in_block(&mut self, n: u64) {
         self.included += 1;
         self.first_block = Some(self.first_block.map_or(n, |f| f.min(n)));
         self.last_block = Some(self.last_block.map_or(n, |l| l.max(n)));
-        self.last_inclusion = Some(self.last_inclusion.map_or(at, |l| l.max(at)));
     }
 
     /// The client accepted `hash` (sent at `sent_at`): followed from now on, or, when its
@@ -651,11 +656,9 @@ pub async fn run_async(cfg: Config) -> Result<Summary> {
         for (h, n, reverted) in sweep_receipts(&clients, &open, read_upto).await {
             let mut t = lock(&tracker);
             t.open.remove(&h);
-            t.included += 1;
+            t.in_block(n);
             t.found_by_receipt += 1;
             t.reverted += reverted as u64;
-            t.first_block = Some(t.first_block.map_or(n, |f| f.min(n)));
-            t.last_block = Some(t.last_block.map_or(n, |l| l.max(n)));
         }
     }
 
@@ -907,6 +910,7 @@ async fn watch(
     let mut stopping = false;
     loop {
         let head = rpc.finalized().await;
+        let polled_from = seen;
         while seen < head {
             let upto = head.min(seen + 20);
             let calls: Vec<(&str, Value)> = (seen + 1..=upto)
@@ -948,11 +952,6 @@ async fn watch(
                         }
                     }
                 }
-                // A send's answer comes within the client's timeout or never: hashes
-                // read longer ago than that cannot become ours any more.
-                lock(&tracker)
-                    .seen
-                    .retain(|_, (_, at)| now.duration_since(*at) < SEEN_FOR);
                 if !ours.is_empty() {
                     let reverted = count_reverted(from, n, &ours).await;
                     lock(&tracker).reverted += reverted;
@@ -963,6 +962,14 @@ async fn watch(
                 break;
             }
             seen += got;
+        }
+        // A send's answer comes within the client's timeout or never: hashes read
+        // longer ago than that cannot become ours any more (pruned when blocks came).
+        if seen > polled_from {
+            let now = Instant::now();
+            lock(&tracker)
+                .seen
+                .retain(|_, (_, at)| now.duration_since(*at) < SEEN_FOR);
         }
         if stopping {
             break;

@@ -134,20 +134,17 @@ impl Targets {
                 let Some(ep) = plan.service(&el.name) else {
                     continue;
                 };
-                // Where the client serves what: its adapter's layout, else (a service the
-                // profile wrote by hand) the built-in engine's.
-                let serves = chainctl_core::clients::endpoints(
-                    ep.client
-                        .unwrap_or(chainctl_core::profile::ExecutionKind::Builtin),
-                );
+                // Where the client serves what: its adapter's layout. A validator's
+                // clients are all generated, so the plan names each (a plan without the
+                // name is the built-in engine's, as every one was before it had names).
+                let kind = ep
+                    .client
+                    .unwrap_or(chainctl_core::profile::ExecutionKind::Builtin);
+                let serves = chainctl_core::clients::endpoints(kind);
                 let Some(http) = ep.ports.get(serves.http) else {
                     continue;
                 };
-                // A hand-written client: its `ws` port if it has one.
-                let ws = ep
-                    .ports
-                    .get(if ep.client.is_some() { serves.ws } else { "ws" })
-                    .unwrap_or(http);
+                let ws = ep.ports.get(serves.ws).unwrap_or(http);
                 let engine = el
                     .engine_url
                     .trim_start_matches("http://")
@@ -163,15 +160,13 @@ impl Targets {
                 let el_jwt = ep
                     .argv
                     .iter()
-                    .position(|a| {
-                        a == serves.jwt_flag || (ep.client.is_none() && a == "--authrpc.jwtsecret")
-                    })
+                    .position(|a| a == serves.jwt_flag)
                     .and_then(|i| ep.argv.get(i + 1))
                     .map(PathBuf::from);
                 t.els.push(ElTarget {
                     name: el.name.clone(),
                     validator: s.name.clone(),
-                    kind: ep.client,
+                    kind,
                     http: SocketAddr::new(ep.ready_host, http.port),
                     ws: SocketAddr::new(ep.ready_host, ws.port),
                     engine,

@@ -16,8 +16,8 @@ pub struct ElTarget {
     pub name: String,
     /// The validator that drives it.
     pub validator: String,
-    /// Which client it is, when the plan says (a validator's generated client).
-    pub kind: Option<chainctl_core::profile::ExecutionKind>,
+    /// Which client it is (the plan says; a validator's clients are all generated).
+    pub kind: chainctl_core::profile::ExecutionKind,
     /// Public JSON-RPC.
     pub http: SocketAddr,
     /// WebSocket JSON-RPC: the client's own port (Reth, Geth, Erigon) or the HTTP one.

@@ -487,26 +487,26 @@ fn endpoints(
 fn answers(addr: SocketAddr, svc: &str, name: &str, t: &Targets) -> Result<(), String> {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect: {e}"))?;
-    let serves = t.els.iter().find(|e| e.name == svc).map(|e| {
-        chainctl_core::clients::endpoints(
-            e.kind
-                .unwrap_or(chainctl_core::profile::ExecutionKind::Builtin),
-        )
-    });
-    let validator = t.validators.iter().any(|v| v.name == svc);
-    let gateway = svc == chainctl_core::ports::CHAINCTL && name == "gateway";
-    match name {
-        n if serves.is_some_and(|e| e.http == n) => jsonrpc_answers(addr),
-        n if serves.is_some_and(|e| e.metrics == Some(n)) => {
-            let path = serves.map_or("/metrics", |e| e.metrics_path);
-            match raw_http(addr, None, "GET", path, None, None)? {
+    if let Some(e) = t.els.iter().find(|e| e.name == svc) {
+        let serves = chainctl_core::clients::endpoints(e.kind);
+        if name == serves.http {
+            return jsonrpc_answers(addr);
+        }
+        if serves.metrics == Some(name) {
+            let path = serves.metrics_path;
+            return match raw_http(addr, None, "GET", path, None, None)? {
                 (200, _) => Ok(()),
                 (code, body) => Err(format!(
                     "{path} answered HTTP {code}: {}",
                     body.lines().next().unwrap_or("").trim()
                 )),
-            }
+            };
         }
+        return Ok(());
+    }
+    let validator = t.validators.iter().any(|v| v.name == svc);
+    let gateway = svc == chainctl_core::ports::CHAINCTL && name == "gateway";
+    match name {
         "gateway" if gateway => jsonrpc_answers(addr),
         "status" if validator => match raw_http(addr, None, "GET", "/status", None, None)? {
             (200, _) => Ok(()),
