@@ -184,6 +184,10 @@ pub fn run(a: &Args) -> Result<Vec<String>> {
         let net = chainctl_core::network::network_dir(&layout);
         own(&net, a.owner, 0o700)?;
         for f in files_under(&net)? {
+            // Its subdirectories (the clients' peer configs in `p2p/`) too.
+            for d in f.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()) {
+                own(&net.join(d), a.owner, 0o700)?;
+            }
             own(&net.join(f), a.owner, 0o600)?;
         }
         lines.push(format!(

@@ -300,13 +300,13 @@ pub(super) fn k8s_files(
     let layout = setup::layout(loaded, state_dir);
     let alloc = setup::allocate(loaded, &layout, &[], &chainctl_core::ports::NoProbe, false)?;
     let inside = Layout::new(render::system_state_dir(&p.name));
-    let plan = plan::build_for(p, &inside, &alloc, &base, plan::Target::Container)?;
+    let plan = plan::build_for(p, &inside, &alloc, &base, plan::Target::Cluster)?;
     render::k8s::preflight(p, &plan)?;
-    let here = plan::build_for(p, &layout, &alloc, &base, plan::Target::Container)?;
+    let here = plan::build_for(p, &layout, &alloc, &base, plan::Target::Cluster)?;
     chainctl_common::fs::private_dir(&layout.root)
         .with_context(|| format!("cannot create the state dir {}", layout.root.display()))?;
     chainctl_core::jwt::ensure_secrets(&here)?;
-    chainctl_supervisor::files::write_files(p, &layout, &here, plan::Target::Container)?;
+    chainctl_supervisor::files::write_files(p, &layout, &here, plan::Target::Cluster)?;
     // The state dir's paths, as the containers see them.
     let rebase = |path: &Path| -> Result<PathBuf> {
         let rel = path.strip_prefix(&layout.root).with_context(|| {
@@ -321,14 +321,22 @@ pub(super) fn k8s_files(
     let mut network = BTreeMap::new();
     let net = chainctl_core::network::network_dir(&layout);
     if p.validators.count > 0 {
-        for e in
-            std::fs::read_dir(&net).with_context(|| format!("cannot read {}", net.display()))?
-        {
-            let e = e?;
-            if e.file_type()?.is_file() {
-                let text = std::fs::read_to_string(e.path())
-                    .with_context(|| format!("cannot read {}", e.path().display()))?;
-                network.insert(e.file_name().to_string_lossy().into_owned(), text);
+        // Its files and those of its subdirectories (the clients' peer configs in
+        // `p2p/`), by relative path.
+        let mut dirs = vec![net.clone()];
+        while let Some(dir) = dirs.pop() {
+            for e in
+                std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+            {
+                let e = e?;
+                if e.file_type()?.is_dir() {
+                    dirs.push(e.path());
+                } else if e.file_type()?.is_file() {
+                    let text = std::fs::read_to_string(e.path())
+                        .with_context(|| format!("cannot read {}", e.path().display()))?;
+                    let rel = e.path().strip_prefix(&net)?.display().to_string();
+                    network.insert(rel, text);
+                }
             }
         }
     }

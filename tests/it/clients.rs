@@ -370,19 +370,28 @@ fn units_refuse_a_client_binary_their_hardening_would_hide() {
 /// line it is given in its data dir (`standin.argv`, or `standin-init.argv` for the init
 /// step, whose last word is the genesis), and otherwise runs chainctl's built-in engine
 /// with what the client's own flags name: its data dir, genesis (Reth's `--chain`, else
-/// the one its init step was given), HTTP and Engine API ports and JWT secret. So the
-/// validators drive, through the Engine API, exactly the endpoints and secrets each
-/// client's command line holds.
+/// the one its init step was given), HTTP and Engine API addresses and ports and JWT
+/// secret. So the validators drive, through the Engine API, exactly the endpoints and
+/// secrets each client's command line holds.
 fn engine_standin(dir: &Path, name: &str, version_line: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(name);
-    let script = format!(
+    let script = standin_script(version_line, &bin().display().to_string());
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The script of [`engine_standin`], running the engine as `chainctl` (a POSIX shell
+/// script: it runs as well in the stand-in image's busybox).
+pub fn standin_script(version_line: &str, chainctl: &str) -> String {
+    format!(
         r#"#!/bin/sh
 if [ "$1" = --version ]; then echo '{version_line}'; exit 0; fi
-dd= g= hp= wp= ep= jwt= init= prev=
+dd= g= hp= wp= ep= jwt= init= prev= ha=127.0.0.1 ea=127.0.0.1
 for a in "$@"; do
   case "$prev" in
     --datadir) dd=$a;; --chain) g=$a;; --http.port) hp=$a;; --ws.port) wp=$a;; --authrpc.port) ep=$a;; --authrpc.jwtsecret) jwt=$a;;
+    --http.addr) ha=$a;; --authrpc.addr) ea=$a;;
   esac
   [ "$a" = init ] && init=1
   prev=$a
@@ -394,19 +403,42 @@ if [ -n "$init" ]; then
 fi
 printf '%s\n' "$@" > "$dd/standin.argv"
 [ -z "$g" ] && g=$(cat "$dd/standin-genesis")
-exec '{chainctl}' node evm --genesis "$g" --http-addr 127.0.0.1 --http-port "$hp" ${{wp:+--ws-port "$wp"}} --authrpc-addr 127.0.0.1 --authrpc-port "$ep" --jwt-secret "$jwt" --datadir "$dd/engine"
-"#,
-        chainctl = bin().display()
-    );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+exec '{chainctl}' node evm --genesis "$g" --http-addr "$ha" --http-port "$hp" ${{wp:+--ws-port "$wp"}} --authrpc-addr "$ea" --authrpc-port "$ep" --jwt-secret "$jwt" --datadir "$dd/engine"
+"#
+    )
 }
 
 /// The words after `flag` in a recorded command line.
-fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+pub fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
     argv.windows(2)
         .filter(|w| w[0] == flag)
         .map(|w| w[1].as_str())
+        .collect()
+}
+
+/// The TOML config file a recorded command line names with `--config`, parsed by
+/// Python's tomllib (an independent parser), as JSON.
+pub fn toml_config(el: &str, argv: &[String]) -> Value {
+    let config = after(argv, "--config");
+    assert_eq!(config.len(), 1, "{el}: {argv:?}");
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,tomllib; print(json.dumps(tomllib.load(open(sys.argv[1],'rb'))))",
+            config[0],
+        ])
+        .output()
+        .expect("python3 (3.11 or later, for tomllib) parses the clients' configs here");
+    assert!(o.status.success(), "{el}: {}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The strings of a JSON array.
+pub fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
         .collect()
 }
 
@@ -493,7 +525,10 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
                 "reth" => {
                     assert_eq!(after(&argv, "--addr"), ["127.0.0.1"], "{el}");
                     assert_eq!(after(&argv, "--p2p-secret-key"), [key.as_str()], "{el}");
-                    assert_eq!(list("--trusted-peers"), want, "{el}");
+                    // Reth reads its trusted peers from its TOML config (reth-config's
+                    // `[peers] trusted_nodes`), as it would in a container.
+                    let doc = toml_config(el, &argv);
+                    assert_eq!(strings(&doc["peers"]["trusted_nodes"]), want, "{el}");
                 }
                 "erigon" => {
                     assert_eq!(after(&argv, "--nodekey"), [key.as_str()], "{el}");
@@ -506,26 +541,9 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
                     assert_eq!(after(&argv, "--maxpeers"), [max_peers.as_str()], "{el}");
                     // Geth reads static peers from its TOML config only: parsed as TOML
                     // (Python's tomllib, an independent parser).
-                    let config = after(&argv, "--config");
-                    assert_eq!(config.len(), 1, "{el}: {argv:?}");
-                    let o = Command::new("python3")
-                        .args([
-                            "-c",
-                            "import json,sys,tomllib; print(json.dumps(tomllib.load(open(sys.argv[1],'rb'))))",
-                            config[0],
-                        ])
-                        .output()
-                        .expect("python3 (3.11 or later, for tomllib) parses Geth's config here");
-                    assert!(o.status.success(), "{}", text(&o.stderr));
-                    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+                    let doc = toml_config(el, &argv);
                     for field in ["StaticNodes", "TrustedNodes"] {
-                        let got: BTreeSet<String> = doc["Node"]["P2P"][field]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|e| e.as_str().unwrap().to_string())
-                            .collect();
-                        assert_eq!(got, want, "{el}: {field}");
+                        assert_eq!(strings(&doc["Node"]["P2P"][field]), want, "{el}: {field}");
                     }
                     // Its init step ran first, on its own genesis file.
                     let data = env.state().join("data").join(el);
@@ -590,26 +608,30 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
     // A client added to the running network: the profile edit reloads it, and every
     // other client is restarted with the new peer among its own — also the Reths, whose
     // command line is the same (their peers come from a file, part of their spec).
+    let pids: Vec<Value> = external
+        .iter()
+        .map(|(el, _)| env.service(el)["pid"].clone())
+        .collect();
     env.write_profile(&profile.replace("[erigon], [reth, geth]", "[erigon, reth], [reth, geth]"));
     external.push(("val-2-el-1", "reth"));
     wait_for(
         "every client restarted with six external clients",
         std::time::Duration::from_secs(90),
         || {
-            external
-                .iter()
-                .all(|(el, client)| {
-                    let Some(argv) = recorded(el) else {
-                        return false;
-                    };
-                    match *client {
-                        "reth" => after(&argv, "--trusted-peers")
-                            .first()
-                            .is_some_and(|l| l.split(',').count() == 5),
-                        _ => after(&argv, "--maxpeers") == ["15"],
-                    }
-                })
-                .then_some(())
+            let restarted = external.iter().zip(&pids).all(|((el, _), pid)| {
+                let now = env.service(el);
+                now["state"] == "ready" && now["pid"] != *pid
+            });
+            let new_peers = external.iter().all(|(el, client)| {
+                let Some(argv) = recorded(el) else {
+                    return false;
+                };
+                match *client {
+                    "reth" => strings(&toml_config(el, &argv)["peers"]["trusted_nodes"]).len() == 5,
+                    _ => after(&argv, "--maxpeers") == ["15"],
+                }
+            });
+            (restarted && new_peers).then_some(())
         },
     );
     let chain = Chain::read(&env.state());

@@ -44,10 +44,15 @@ impl Drop for Net {
 
 impl Net {
     fn up(name: &str, port_start: u16) -> Net {
+        Net::up_with(name, port_start, "  execution: [builtin, builtin]\n")
+    }
+
+    /// A devnet whose `validators` section goes on with `validators_rest`.
+    fn up_with(name: &str, port_start: u16, validators_rest: &str) -> Net {
         crate::util::chainctl_image();
         let env = Env::new();
         env.write_profile(&format!(
-            "name: {name}\nruntime: docker\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n",
+            "name: {name}\nruntime: docker\nports: {{start: {port_start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s}}\nvalidators:\n  count: {VALIDATORS}\n{validators_rest}gateway: {{port: auto}}\n",
             port_start + 99
         ));
         // Made before `up`, so a failed start still removes what Docker has of the profile.
@@ -365,4 +370,167 @@ fn a_missing_image_stops_up_before_anything_starts_with_the_command_that_provide
     assert!(!docker(&["network", "inspect", "chainctl-dk-c"])
         .status
         .success());
+}
+
+/// Reth, Geth and Erigon under `runtime: docker`, from an image the profile names (here
+/// a locally built one whose `reth`, `geth` and `erigon` are stand-ins running our engine
+/// behind each client's command line): Geth's and Erigon's init steps run first, each
+/// in a one-shot container of the client's image that is gone afterwards; the
+/// validators drive every client through the Engine API at the ports and JWT secret its
+/// command line names; each client has a fixed address in the profile's subnet, and the
+/// peers Reth and Geth read from their config files are the other clients' enodes at
+/// exactly those addresses.
+#[test]
+fn external_clients_run_from_their_image_with_init_steps_and_peers_at_fixed_addresses() {
+    let _engine = crate::util::docker_engine();
+    let image = crate::util::standin_image();
+    let net = Net::up_with(
+        "dk-ext",
+        25400,
+        &format!(
+            "  execution: [[reth, builtin], [geth], [erigon], [reth]]\n  clients:\n    reth: {{image: {image}}}\n    geth: {{image: {image}}}\n    erigon: {{image: {image}}}\n"
+        ),
+    );
+    let els = [
+        "val-0-el-0",
+        "val-0-el-1",
+        "val-1-el-0",
+        "val-2-el-0",
+        "val-3-el-0",
+    ];
+    net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(120));
+    for el in els {
+        wait_for(
+            &format!("{el} at height 3"),
+            Duration::from_secs(60),
+            || (net.el_height(el) >= 3).then_some(()),
+        );
+    }
+    let hashes: std::collections::BTreeSet<Option<String>> =
+        els.iter().map(|el| net.block_hash(el, 3)).collect();
+    assert_eq!(hashes.len(), 1, "one chain on every client: {hashes:?}");
+
+    let data = |el: &str| net.env.state().join("data").join(el);
+    let recorded = |el: &str, file: &str| -> Vec<String> {
+        std::fs::read_to_string(data(el).join(file))
+            .unwrap_or_else(|e| panic!("{el}: {file}: {e}"))
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // The clients' own commands, from their own images (no chainctl client-exec).
+    for (el, program) in [
+        ("val-0-el-0", "reth"),
+        ("val-1-el-0", "geth"),
+        ("val-2-el-0", "erigon"),
+    ] {
+        let cmd = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{json .Config.Entrypoint}} {{.Config.Image}}",
+            &net.container(el),
+        ]);
+        assert_eq!(cmd, format!("[\"{program}\"] {image}"), "{el}");
+    }
+    // The init steps ran, with a genesis of the network's, and their containers are gone.
+    for (el, first) in [("val-1-el-0", "--datadir"), ("val-2-el-0", "init")] {
+        let init = recorded(el, "standin-init.argv");
+        assert_eq!(init[0], first, "{el}: {init:?}");
+        let genesis = init.last().unwrap();
+        assert!(
+            genesis.starts_with(&net.env.state().join("network").display().to_string())
+                && genesis.ends_with(".json")
+                && std::path::Path::new(genesis).is_file(),
+            "{el}: {init:?}"
+        );
+    }
+    assert!(
+        !data("val-0-el-0").join("standin-init.argv").exists(),
+        "Reth has no init step"
+    );
+    assert_eq!(
+        docker_ok(&["ps", "-aq", "--filter", "label=io.chainctl.init-of"]),
+        "",
+        "init containers are removed"
+    );
+
+    // Fixed addresses, in the profile's subnet, and the peers at exactly those.
+    let ip_of = |el: &str| {
+        docker_ok(&[
+            "inspect",
+            "--format",
+            "{{(index .NetworkSettings.Networks \"chainctl-dk-ext\").IPAddress}}",
+            &net.container(el),
+        ])
+    };
+    let net_subnet = docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "chainctl-dk-ext",
+    ]);
+    let plan: Value = serde_json::from_str(&net.env.ok(&["validate", "--output", "json"])).unwrap();
+    assert_eq!(
+        plan["subnet"],
+        net_subnet.as_str(),
+        "the plan's subnet is the network's"
+    );
+    let node_id = |el: &str| {
+        let text =
+            std::fs::read_to_string(net.env.state().join(format!("secrets/p2p/{el}.key"))).unwrap();
+        let key = secp256k1::SecretKey::from_slice(&hex::decode(text).unwrap()).unwrap();
+        let public = secp256k1::PublicKey::from_secret_key(secp256k1::SECP256K1, &key);
+        hex::encode(&public.serialize_uncompressed()[1..])
+    };
+    let enode = |el: &str| {
+        format!(
+            "enode://{}@{}:{}",
+            node_id(el),
+            ip_of(el),
+            net.port(el, "p2p")
+        )
+    };
+    let external = ["val-0-el-0", "val-1-el-0", "val-2-el-0", "val-3-el-0"];
+    // Reth's trusted peers and Geth's static and trusted ones (Erigon takes peers only
+    // as flags, which nothing adds in a container).
+    for (el, field) in [
+        ("val-0-el-0", "/peers/trusted_nodes"),
+        ("val-3-el-0", "/peers/trusted_nodes"),
+        ("val-1-el-0", "/Node/P2P/StaticNodes"),
+        ("val-1-el-0", "/Node/P2P/TrustedNodes"),
+    ] {
+        let doc = crate::clients::toml_config(el, &recorded(el, "standin.argv"));
+        let want: std::collections::BTreeSet<String> = external
+            .iter()
+            .filter(|o| **o != el)
+            .map(|o| enode(o))
+            .collect();
+        assert_eq!(
+            crate::clients::strings(doc.pointer(field).unwrap()),
+            want,
+            "{el} {field}"
+        );
+    }
+    // Each client's address is the one the plan gives it, and stays across a restart.
+    let before = ip_of("val-1-el-0");
+    assert_eq!(
+        plan["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "val-1-el-0")
+            .unwrap()["address"],
+        before.as_str()
+    );
+    docker_ok(&["kill", &net.container("val-1-el-0")]);
+    wait_for("val-1-el-0 restarted", Duration::from_secs(60), || {
+        let e = net.env.service("val-1-el-0");
+        (e["state"] == "ready" && e["restarts"].as_u64() >= Some(1)).then_some(())
+    });
+    assert_eq!(
+        ip_of("val-1-el-0"),
+        before,
+        "the same address after a restart"
+    );
 }

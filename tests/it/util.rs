@@ -51,6 +51,55 @@ pub fn chainctl_image() {
     });
 }
 
+/// The image of the external-client stand-ins: `reth`, `geth` and `erigon` on its PATH
+/// are the stand-in script of the client tests (busybox's shell runs it, from Debian's
+/// `busybox-static`), running our static binary's engine. Built once per test binary
+/// with `docker import` (never pulled); its tag is returned.
+pub fn standin_image() -> String {
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let busybox = Path::new("/bin/busybox");
+            assert!(
+                busybox.is_file(),
+                "/bin/busybox is missing: .ci/run installs Debian's busybox-static, which the stand-in image needs"
+            );
+            let root = tempfile::tempdir().unwrap();
+            let r = root.path();
+            for d in ["bin", "usr/local/bin", "tmp"] {
+                std::fs::create_dir_all(r.join(d)).unwrap();
+            }
+            std::fs::copy(busybox, r.join("bin/busybox")).unwrap();
+            for applet in ["sh", "cat", "printf", "echo"] {
+                std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
+            }
+            std::fs::copy(static_binary(), r.join("chainctl")).unwrap();
+            for (name, version) in [
+                ("reth", "Reth Version: 2.5.1"),
+                ("geth", "geth version 1.16.3-stable-abcdef12"),
+                ("erigon", "erigon version 3.2.1-abcdef12"),
+            ] {
+                let path = r.join("usr/local/bin").join(name);
+                std::fs::write(&path, crate::clients::standin_script(version, "/chainctl")).unwrap();
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .unwrap();
+            }
+            let tag = format!("chainctl-standin:{}", env!("CARGO_PKG_VERSION"));
+            let st = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "chmod 1777 '{0}/tmp' && tar -C '{0}' -c . | docker import --change 'ENV PATH=/usr/local/bin:/bin' - {tag}",
+                    r.display()
+                ))
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "docker import of the stand-in image failed");
+            tag
+        })
+        .clone()
+}
+
 /// Tests that use the host's Docker engine hold this: shared by those that only run
 /// containers, exclusive for the one that turns the engine into a swarm manager (the
 /// engine-wide change the others must not see half-way). One test binary runs them all,

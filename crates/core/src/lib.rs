@@ -23,6 +23,7 @@ pub mod procinfo;
 pub mod profile;
 pub mod state;
 pub mod status;
+pub mod subnet;
 
 /// The default profile, compiled into the binary so `chainctl up` works on a fresh machine.
 pub const DEFAULT_PROFILE: &str = include_str!("../../../profiles/devnet.yaml");

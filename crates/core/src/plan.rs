@@ -101,6 +101,16 @@ pub struct ServicePlan {
     /// it serves what is that client's ([`crate::clients::endpoints`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<crate::profile::ExecutionKind>,
+    /// Its fixed address on the containers' network (`docker.subnet`), for container
+    /// targets that give addresses ([`Target::Container`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// In containers: the init step (`geth init …`), run to completion in a container
+    /// of its own (same image, volumes, user) before each start. On this host
+    /// `chainctl client-exec` runs it, and a container runs the client's image, which has
+    /// no chainctl: there `argv` is the client's own command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init: Vec<String>,
     /// Hash of everything above: a change means the service must be restarted.
     pub spec_hash: String,
 }
@@ -116,6 +126,9 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     /// Engine API pairs.
     pub jwt_pairs: Vec<JwtPair>,
+    /// The containers' subnet, for targets that give fixed addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
 }
 
 impl ServicePlan {
@@ -152,21 +165,28 @@ pub enum Target {
     /// On this host (processes, systemd units): services bind to the profile's listen
     /// address and reach each other there.
     Host,
-    /// In containers on one network (compose, the Docker backend): services bind to all
-    /// addresses inside their container and reach each other by service name; ports are
-    /// published on the host.
+    /// In containers on one network of this host (compose, the Docker backend): services
+    /// bind to all addresses inside their container and reach each other by service name;
+    /// ports are published on the host; each has a fixed address in `docker.subnet`.
     Container,
+    /// In containers on a cluster's network (Kubernetes, Swarm): as [`Target::Container`],
+    /// but addresses are the cluster's to give.
+    Cluster,
 }
 
 impl Target {
     /// Where the profile's `runtime` runs services.
     pub fn of(profile: &Profile) -> Target {
         match profile.runtime {
-            crate::profile::RuntimeKind::Docker | crate::profile::RuntimeKind::Swarm => {
-                Target::Container
-            }
+            crate::profile::RuntimeKind::Docker => Target::Container,
+            crate::profile::RuntimeKind::Swarm => Target::Cluster,
             _ => Target::Host,
         }
+    }
+
+    /// Whether services run in containers (bind all addresses, reached by name).
+    pub fn containers(self) -> bool {
+        self != Target::Host
     }
 }
 
@@ -207,7 +227,7 @@ pub fn build_for(
     };
     let inside = |a: IpAddr| match target {
         Target::Host => a.to_string(),
-        Target::Container => "0.0.0.0".to_string(),
+        Target::Container | Target::Cluster => "0.0.0.0".to_string(),
     };
     let mut pairs = Vec::new();
     for (cl, s) in &profile.services {
@@ -227,9 +247,16 @@ pub fn build_for(
     let clients: BTreeMap<String, crate::profile::ExecutionKind> = (0..profile.validators.count)
         .flat_map(|i| crate::network::els_of(&profile.validators, i))
         .collect();
+    let subnet = match target {
+        Target::Container => Some(crate::subnet::of(profile).map_err(|why| PlanError {
+            service: "docker.subnet".into(),
+            why,
+        })?),
+        _ => None,
+    };
     let no_ports = BTreeMap::new();
     let mut services = BTreeMap::new();
-    for (name, s) in &profile.services {
+    for (i, (name, s)) in profile.services.iter().enumerate() {
         let err = |why: String| PlanError {
             service: name.clone(),
             why,
@@ -267,7 +294,7 @@ pub fn build_for(
                     // An address to put in a URL: IPv6 in brackets.
                     Target::Host if host_addr.is_ipv6() => format!("[{host_addr}]"),
                     Target::Host => host_addr.to_string(),
-                    Target::Container => svc.clone(),
+                    Target::Container | Target::Cluster => svc.clone(),
                 },
                 Var::JwtPath => match my_pairs.as_slice() {
                     [one] => one.path.display().to_string(),
@@ -278,7 +305,7 @@ pub fn build_for(
                         .map_err(|e| format!("cannot find the chainctl binary: {e}"))?
                         .display()
                         .to_string(),
-                    Target::Container => "/chainctl".to_string(),
+                    Target::Container | Target::Cluster => "/chainctl".to_string(),
                 },
                 Var::JwtPathWith(other) => my_pairs
                     .iter()
@@ -371,8 +398,27 @@ pub fn build_for(
             image: s.image.clone(),
             jit: s.jit,
             client: clients.get(name).copied(),
+            address: match subnet {
+                Some(net) => Some(IpAddr::V4(net.address(i).ok_or_else(|| {
+                    err(format!(
+                        "the subnet {net} (docker.subnet) holds {} services and this profile has {}: give a larger one",
+                        net.capacity(),
+                        profile.services.len()
+                    ))
+                })?)),
+                None => None,
+            },
+            init: Vec::new(),
             spec_hash: String::new(),
         };
+        // In a container, the client's image runs the client itself; its init step runs
+        // before it in a container of its own.
+        if target.containers() {
+            if let Some((init, client)) = crate::clients::split_client_exec(&plan.argv) {
+                plan.init = init;
+                plan.argv = client;
+            }
+        }
         // A validator also reads its key and its control token (see `network`).
         if let Some(i) =
             (0..profile.validators.count).find(|i| crate::network::validator_name(*i) == *name)
@@ -386,6 +432,13 @@ pub fn build_for(
                 .push(crate::clients::p2p::key_path(layout, name));
         }
         plan.spec_hash = spec_hash(&plan);
+        // A container's address and init step are part of what it runs.
+        if let Some(a) = plan.address {
+            plan.depends_on_content(&format!("address {a}"));
+        }
+        if !plan.init.is_empty() {
+            plan.depends_on_content(&format!("init {:?}", plan.init));
+        }
         // A container runs what its image holds: another image is another spec.
         if let Some(image) = plan.image.clone() {
             plan.depends_on_content(&format!("image {image}"));
@@ -397,6 +450,7 @@ pub fn build_for(
         state_dir: layout.root.clone(),
         services: start_order(services),
         jwt_pairs: pairs,
+        subnet: subnet.map(|n| n.to_string()),
     })
 }
 

@@ -151,7 +151,6 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
         plan,
         "compose runs",
         "chainctl never pulls: load or build it first",
-        "compose projects",
     )?;
     let state = abs(&plan.state_dir, "state dir")?;
     let network = format!("chainctl-{}", plan.profile);
@@ -233,9 +232,42 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
         if reads_network(&svc.name) {
             mounts.push(lit(format!("{NETWORK_VOLUME}:{state}/network:ro")));
         }
-        m.push(("volumes".into(), Node::List(mounts)));
-        m.push(("networks".into(), Node::strs([&network])));
         let mut deps = vec![(INIT_SERVICE.to_string(), completed())];
+        // The init step (`geth init …`): once per start of the project, in the client's
+        // image with its volumes, no network, before the client.
+        if let Some((program, args)) = svc.init.split_first() {
+            let name = format!("{}_init", svc.name);
+            let mut i = vec![
+                (
+                    "image".to_string(),
+                    lit(svc.image.as_deref().unwrap_or_default()),
+                ),
+                ("entrypoint".into(), Node::strs([program])),
+                ("command".into(), Node::strs(args)),
+                ("user".into(), lit(&owner)),
+                ("network_mode".into(), lit("none")),
+                ("volumes".into(), Node::List(mounts.clone())),
+                (
+                    "depends_on".into(),
+                    Node::Map(vec![(INIT_SERVICE.to_string(), completed())]),
+                ),
+                ("restart".into(), lit("no")),
+            ];
+            hardening(&mut i);
+            i.push(("labels".into(), labels(plan, &name, &svc.spec_hash)));
+            services.push((name.clone(), Node::Map(i)));
+            deps.push((name, completed()));
+        }
+        m.push(("volumes".into(), Node::List(mounts)));
+        // Its fixed address: the other clients' static peers name it.
+        let attach = match svc.address {
+            Some(a) => Node::Map(vec![(
+                network.clone(),
+                Node::map([("ipv4_address", lit(a.to_string()))]),
+            )]),
+            None => Node::strs([&network]),
+        };
+        m.push(("networks".into(), attach));
         for d in &svc.depends_on {
             let healthy = plan.service(d).and_then(healthcheck).is_some();
             let cond = if healthy {
@@ -328,10 +360,19 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
         ("services".into(), Node::Map(services)),
         (
             "networks".into(),
-            Node::Map(vec![(
-                network.clone(),
-                Node::map([("name", lit(&network))]),
-            )]),
+            Node::Map(vec![(network.clone(), {
+                let mut n = vec![("name".to_string(), lit(&network))];
+                if let Some(subnet) = &plan.subnet {
+                    n.push((
+                        "ipam".into(),
+                        Node::map([(
+                            "config",
+                            Node::List(vec![Node::map([("subnet", lit(subnet))])]),
+                        )]),
+                    ));
+                }
+                Node::Map(n)
+            })]),
         ),
         ("volumes".into(), Node::Map(volumes)),
     ]);

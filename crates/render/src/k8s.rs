@@ -57,6 +57,12 @@ const PROBE_FAILURES: i32 = 3;
 /// Liveness: a container that has not answered for a minute is restarted.
 const LIVENESS_PERIOD_S: i32 = 10;
 const LIVENESS_FAILURES: i32 = 6;
+/// The key of a network file in the ConfigMap: its path under the network dir, `/` as
+/// `.` (keys cannot hold `/`; the volume's items put each file back at its path).
+fn configmap_key(rel: &str) -> String {
+    rel.replace('/', ".")
+}
+
 /// A ConfigMap holds at most 1 MiB.
 const CONFIGMAP_MAX: usize = 1024 * 1024;
 
@@ -67,7 +73,8 @@ pub struct Inputs<'a> {
     /// The plan built for containers ([`chainctl_core::plan::Target::Container`]) on the system
     /// layout: the paths and ports the containers see.
     pub plan: &'a Plan,
-    /// The network directory's files (name → contents): genesis files, consensus genesis.
+    /// The network directory's files (path under it → contents): genesis files, consensus
+    /// genesis, the clients' peer configs (`p2p/…`).
     pub network: &'a BTreeMap<String, String>,
     /// Each validator's `config.json`, with the containers' paths.
     pub configs: &'a BTreeMap<String, String>,
@@ -340,7 +347,6 @@ pub fn preflight(p: &Profile, plan: &Plan) -> Result<(), RenderError> {
         plan,
         "a cluster runs",
         "pushed where the cluster pulls from",
-        "manifests",
     )?;
     for g in groups(p, plan)? {
         for (_, prefix, svc) in &g.members {
@@ -398,7 +404,7 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
                             .network
                             .keys()
                             .map(|k| KeyToPath {
-                                key: k.clone(),
+                                key: configmap_key(k),
                                 path: k.clone(),
                                 mode: None,
                             })
@@ -580,6 +586,23 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
             // their startup probes pass, as `up` and compose start it once its clients
             // are ready, and stops it before them.
             let sidecar = g.validator && matches!(role, Role::Execution(_));
+            // Its init step (`geth init …`) runs to completion just before it starts, in
+            // its image with its volumes.
+            if let Some((program, args)) = svc.init.split_first() {
+                sidecars.push(Container {
+                    name: format!("{}-init", svc.name),
+                    image: svc.image.clone(),
+                    command: Some(vec![program.clone()]),
+                    args: Some(args.to_vec()),
+                    working_dir: Some(path(
+                        &svc.workdir,
+                        &format!("services.{}.workdir", svc.name),
+                    )?),
+                    volume_mounts: Some(mounts.clone()),
+                    security_context: Some(hardened()),
+                    ..Default::default()
+                });
+            }
             let into = if sidecar {
                 &mut sidecars
             } else {
@@ -741,7 +764,11 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
         }
     });
 
-    let mut data = input.network.clone();
+    let mut data: BTreeMap<String, String> = input
+        .network
+        .iter()
+        .map(|(k, v)| (configmap_key(k), v.clone()))
+        .collect();
     for (name, text) in input.configs {
         data.insert(format!("{name}.config.json"), text.clone());
     }

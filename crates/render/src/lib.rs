@@ -29,14 +29,12 @@ pub fn system_state_dir(profile: &str) -> std::path::PathBuf {
 }
 
 /// What every service of an image-based target (compose, Kubernetes) must have: an
-/// image, and a start that the image holds. `runs` names the target in the error
-/// ("compose runs", "a cluster runs"), `pulls` where images come from, `these` what the
-/// target's files are called ("compose projects", "manifests").
+/// image. `runs` names the target in the error ("compose runs", "a cluster runs"),
+/// `pulls` where images come from.
 pub fn require_images(
     plan: &chainctl_core::plan::Plan,
     runs: &str,
     pulls: &str,
-    these: &str,
 ) -> Result<(), RenderError> {
     let missing: Vec<String> = plan
         .services
@@ -49,20 +47,6 @@ pub fn require_images(
             "{runs} each service from an image, and these have none: {}; add e.g. \
              `image: ghcr.io/paradigmxyz/reth:v1.9.3` ({pulls})",
             missing.join(", ")
-        )));
-    }
-    // External clients start through chainctl's client-exec (lock check, init step),
-    // which their own images do not hold.
-    if let Some(s) = plan
-        .services
-        .iter()
-        .find(|s| s.argv.get(1).map(String::as_str) == Some("client-exec"))
-    {
-        return Err(RenderError(format!(
-            "service {} runs an external execution client through `chainctl client-exec`, which its \
-             image does not hold: {these} with Reth, Geth or Erigon are not in this build; run the \
-             profile with `chainctl up` (processes) or `chainctl systemd install`",
-            s.name
         )));
     }
     Ok(())

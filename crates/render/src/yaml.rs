@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 /// A YAML node of the small shape compose needs.
+#[derive(Clone)]
 pub enum Node {
     /// A string, always quoted.
     Str(String),

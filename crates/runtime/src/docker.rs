@@ -30,8 +30,9 @@
 use super::{Backend, BackendError, BackendEvent, Handle};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, HostConfigLogConfig,
+    Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -55,6 +56,11 @@ pub const LABEL_SERVICE: &str = "io.chainctl.service";
 pub const LABEL_SPEC: &str = "io.chainctl.spec-hash";
 /// Label: the state dir of the chainctl that created it.
 pub const LABEL_STATE: &str = "io.chainctl.state-dir";
+/// Label: the service whose init step a one-shot container runs.
+pub const LABEL_INIT: &str = "io.chainctl.init-of";
+
+/// How long an init step (`geth init`, `erigon init`) may take.
+const INIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The container of `service` in `profile`.
 pub fn container_name(profile: &str, service: &str) -> String {
@@ -139,6 +145,8 @@ pub struct DockerBackend {
     logs: BTreeMap<String, (PathBuf, chainctl_core::profile::LogConfig)>,
     exits: Arc<Mutex<Vec<BackendEvent>>>,
     wake: Option<super::Wake>,
+    /// The network's subnet (`docker.subnet`), in which each service has its address.
+    subnet: Option<String>,
 }
 
 impl DockerBackend {
@@ -185,7 +193,14 @@ impl DockerBackend {
             logs: BTreeMap::new(),
             exits: Arc::new(Mutex::new(Vec::new())),
             wake,
+            subnet: None,
         })
+    }
+
+    /// The subnet of the profile's network (the plan's), where each service has the
+    /// address the plan gives it.
+    pub fn set_subnet(&mut self, subnet: Option<String>) {
+        self.subnet = subnet;
     }
 
     /// Where each service's output goes (its log file and rotation).
@@ -228,21 +243,57 @@ impl DockerBackend {
                         self.other_state_dir(&format!("network `{name}`"), n.labels.as_ref())
                     );
                 }
+                let has = n
+                    .ipam
+                    .and_then(|i| i.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find_map(|c| c.subnet);
+                if self.subnet.is_some() && has != self.subnet {
+                    if n.containers.is_some_and(|c| !c.is_empty()) {
+                        return Err(format!(
+                            "network `{name}` has subnet {} and the profile's is {} (docker.subnet): the containers' addresses would not fit; run `chainctl down` and `up` again",
+                            has.as_deref().unwrap_or("(none)"),
+                            self.subnet.as_deref().unwrap_or_default()
+                        ));
+                    }
+                    self.docker
+                        .remove_network(&name)
+                        .await
+                        .map_err(|e| format!("cannot remove network `{name}` to make it again with the profile's subnet: {e}"))?;
+                    self.create_network(&name).await?;
+                }
             }
-            Err(e) if not_found(&e) => {
-                self.docker
-                    .create_network(NetworkCreateRequest {
-                        name: name.clone(),
-                        driver: Some("bridge".into()),
-                        labels: Some(self.labels(None)),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| format!("cannot create network `{name}`: {e}"))?;
-            }
+            Err(e) if not_found(&e) => self.create_network(&name).await?,
             Err(e) => return Err(format!("cannot inspect network `{name}`: {e}")),
         }
         Ok(name)
+    }
+
+    async fn create_network(&self, name: &str) -> Result<(), String> {
+        let ipam = self.subnet.as_ref().map(|s| Ipam {
+            config: Some(vec![IpamConfig {
+                subnet: Some(s.clone()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                labels: Some(self.labels(None)),
+                ipam,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| match &self.subnet {
+                Some(s) => format!(
+                    "cannot create network `{name}` with subnet {s}: {e}; when it overlaps another network of this host, set `docker.subnet` in the profile to a free one (e.g. `docker.subnet: 10.213.8.0/22`; `docker network inspect` shows the others')"
+                ),
+                None => format!("cannot create network `{name}`: {e}"),
+            })?;
+        Ok(())
     }
 
     /// A named volume backed by the service's data dir on this host.
@@ -346,6 +397,10 @@ impl DockerBackend {
                     network.to_string(),
                     EndpointSettings {
                         aliases: Some(vec![svc.name.clone()]),
+                        ipam_config: svc.address.map(|a| EndpointIpamConfig {
+                            ipv4_address: Some(a.to_string()),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     },
                 )])),
@@ -436,6 +491,9 @@ impl DockerBackend {
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(format!("cannot inspect container `{name}`: {e}")),
         }
+        if !svc.init.is_empty() {
+            self.run_init(svc, image, &volume).await?;
+        }
         let id = if reuse {
             name.clone()
         } else {
@@ -453,6 +511,85 @@ impl DockerBackend {
             .await
             .map_err(|e| format!("cannot start container `{name}`: {e}"))?;
         Ok((id, since))
+    }
+
+    /// Runs the service's init step (`geth init …`) to completion in a container of its
+    /// own: the service's image, volumes, user and hardening, no network, no ports.
+    /// Refused, with the step's last output lines, when it fails.
+    async fn run_init(&self, svc: &ServicePlan, image: &str, volume: &str) -> Result<(), String> {
+        let name = format!("{}-init", container_name(&self.profile, &svc.name));
+        let gone = |e: &DockerError| not_found(e);
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self
+            .docker
+            .remove_container(&name, Some(remove.clone()))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(format!("cannot remove the old container `{name}`: {e}")),
+        }
+        let mut body = self.create_body(svc, image, "none", volume)?;
+        let (program, args) = svc.init.split_first().expect("checked by the caller");
+        body.entrypoint = Some(vec![program.clone()]);
+        body.cmd = Some(args.to_vec());
+        body.exposed_ports = None;
+        body.networking_config = None;
+        let mut labels = self.labels(None);
+        labels.insert(LABEL_INIT.into(), svc.name.clone());
+        body.labels = Some(labels);
+        if let Some(h) = body.host_config.as_mut() {
+            h.port_bindings = None;
+        }
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| format!("cannot create container `{name}`: {e}"))?;
+        self.docker
+            .start_container(&name, None)
+            .await
+            .map_err(|e| format!("cannot start container `{name}`: {e}"))?;
+        let wait = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let waited = tokio::time::timeout(
+            INIT_LIMIT,
+            self.docker.wait_container(&name, Some(wait)).next(),
+        )
+        .await;
+        let code = match waited {
+            Err(_) => None,
+            Ok(Some(Ok(r))) => Some(r.status_code),
+            Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => Some(code),
+            Ok(_) => Some(-1),
+        };
+        let mut output = String::new();
+        let logs = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("20")
+            .build();
+        let mut stream = self.docker.logs(&name, Some(logs));
+        while let Some(Ok(chunk)) = stream.next().await {
+            output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        let _ = self.docker.remove_container(&name, Some(remove)).await;
+        let step = svc.init.join(" ");
+        match code {
+            Some(0) => Ok(()),
+            None => Err(format!(
+                "service {}: its init step `{step}` did not finish within {} s (last output: {})",
+                svc.name,
+                INIT_LIMIT.as_secs(),
+                output.trim()
+            )),
+            Some(c) => Err(format!(
+                "service {}: its init step `{step}` failed (exit status {c}): {}",
+                svc.name,
+                output.trim()
+            )),
+        }
     }
 
     fn pid_of(&self, id: &str) -> Result<(i32, bool, Option<i64>), String> {

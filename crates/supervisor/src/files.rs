@@ -95,12 +95,17 @@ pub fn write_files(
             .map(|a| a.port)
             .ok_or_else(|| anyhow::anyhow!("the plan has no port `{name}` for `{svc}`"))
     };
-    // Node keys and static peers of the external execution clients (containers get their
-    // keys only).
+    // Node keys and static peers of the external execution clients: at the listen
+    // address on this host, at their fixed addresses in containers of this host, none on
+    // a cluster (keys only).
     let read_at_start = chainctl_core::clients::p2p::write_files(
         p,
         layout,
-        (target == Target::Host).then_some(ip),
+        |svc| match target {
+            Target::Host => Some(ip),
+            Target::Container => plan.service(svc).and_then(|s| s.address),
+            Target::Cluster => None,
+        },
         |svc| port_of(svc, "p2p"),
     )?;
 
@@ -151,13 +156,13 @@ pub fn write_files(
     };
     let bind_ip = match target {
         Target::Host => ip,
-        Target::Container => std::net::IpAddr::from([0, 0, 0, 0]),
+        Target::Container | Target::Cluster => std::net::IpAddr::from([0, 0, 0, 0]),
     };
     let addr = |svc: &str, name: &str| -> Result<String> {
         let port = port_of(svc, name)?;
         Ok(match target {
             Target::Host => std::net::SocketAddr::new(ip, port).to_string(),
-            Target::Container => format!("{svc}:{port}"),
+            Target::Container | Target::Cluster => format!("{svc}:{port}"),
         })
     };
     for i in 0..v.count {

@@ -217,6 +217,7 @@ pub fn run(
             // Fail before starting anything when an image is missing (chainctl never pulls).
             d.check_images(&plan.services).map_err(anyhow::Error::msg)?;
             d.set_logs(&plan.services);
+            d.set_subnet(plan.subnet.clone());
             Box::new(d)
         }
         chainctl_core::profile::RuntimeKind::Swarm => {

@@ -14,7 +14,7 @@ pub mod p2p;
 pub mod reth;
 pub mod version;
 
-use crate::profile::{CommandService, ExecutionKind, PortSpec, Protocol, RuntimeKind};
+use crate::profile::{CommandService, ExecutionKind, PortSpec, Protocol};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
@@ -33,10 +33,8 @@ pub struct ElContext<'a> {
     pub binary: &'a str,
     /// Extra arguments the profile appends.
     pub extra_args: &'a [String],
-    /// Image, under `runtime: docker`.
+    /// Image, for container targets.
     pub image: Option<String>,
-    /// Where the services run.
-    pub runtime: RuntimeKind,
 }
 
 impl<'a> ElContext<'a> {
@@ -51,7 +49,6 @@ impl<'a> ElContext<'a> {
             binary,
             extra_args: &[],
             image: None,
-            runtime: RuntimeKind::Process,
         }
     }
 }
@@ -269,9 +266,8 @@ fn ports(extra: &[&str]) -> BTreeMap<String, PortSpec> {
 /// The command of an external client: run through `chainctl client-exec`, which refuses a
 /// data dir another process holds, runs the init step, adds the client's static peers
 /// (from [`p2p::peers_path`], each of `peer_flags` followed by the list), then becomes
-/// the client (same pid, so signals and exit statuses are the client's). Under
-/// `runtime: docker` the client's image has no chainctl: the client runs directly,
-/// without peers (adapters with an init step are refused there by validation).
+/// the client (same pid, so signals and exit statuses are the client's). A container
+/// plan splits it again ([`split_client_exec`]): the client's image has no chainctl.
 fn wrapped(
     kind: ExecutionKind,
     ctx: &ElContext,
@@ -280,9 +276,6 @@ fn wrapped(
     peer_flags: &[&str],
 ) -> Vec<String> {
     run.extend(ctx.extra_args.iter().cloned());
-    if ctx.runtime.containers() {
-        return run;
-    }
     let mut argv: Vec<String> = vec!["{{chainctl}}".into(), "client-exec".into()];
     if let Some((file, how)) = data_dir_lock(kind) {
         argv.extend([
@@ -306,26 +299,38 @@ fn wrapped(
     argv
 }
 
-/// The programs a command runs: its own and, when it is `chainctl client-exec` as
-/// [`wrapped`] writes it, the init step's and the client's.
-pub fn programs_of(argv: &[String]) -> Vec<&str> {
-    let mut out: Vec<&str> = argv.first().map(String::as_str).into_iter().collect();
+/// A command that is `chainctl client-exec` as [`wrapped`] writes it, split into the
+/// init step's words and the client's (each empty when absent); `None` for any other
+/// command.
+pub fn split_client_exec(argv: &[String]) -> Option<(Vec<String>, Vec<String>)> {
     if argv.get(1).map(String::as_str) != Some("client-exec") {
-        return out;
+        return None;
     }
-    let Some(dash) = argv.iter().position(|a| a == "--") else {
-        return out;
-    };
+    let dash = argv.iter().position(|a| a == "--")?;
     let init = argv[..dash]
         .windows(2)
         .find(|w| w[0] == "--init-argc")
         .and_then(|w| w[1].parse::<usize>().ok())
         .unwrap_or(0);
     let words = &argv[dash + 1..];
-    out.extend(words.first().map(String::as_str));
-    if init > 0 {
-        out.extend(words.get(init).map(String::as_str));
-    }
+    let init = init.min(words.len());
+    Some((words[..init].to_vec(), words[init..].to_vec()))
+}
+
+/// The programs a command runs: its own and, when it is `chainctl client-exec` as
+/// [`wrapped`] writes it, the init step's and the client's.
+pub fn programs_of(argv: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = argv.first().map(String::as_str).into_iter().collect();
+    let Some((init, client)) = split_client_exec(argv) else {
+        return out;
+    };
+    let dash = argv.len() - init.len() - client.len();
+    out.extend(
+        argv.get(dash)
+            .filter(|_| !init.is_empty())
+            .map(String::as_str),
+    );
+    out.extend(argv.get(dash + init.len()).map(String::as_str));
     out
 }
 
@@ -421,7 +426,6 @@ mod tests {
             binary,
             extra_args: &[],
             image: None,
-            runtime: RuntimeKind::Process,
         };
         let geth = service(ExecutionKind::Geth, &ctx("/opt/geth/geth")).command;
         assert_eq!(

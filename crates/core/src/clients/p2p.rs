@@ -9,14 +9,20 @@
 //!   0600). Reth's `--p2p-secret-key` parses the file's whole text as a key (no trailing
 //!   newline allowed; `crates/node/core/src/args/secret_key.rs`); Geth's and Erigon's
 //!   `--nodekey` read 64 hex characters (`crypto.LoadECDSA`).
-//! - Peers: `network/p2p/<service>.peers`, one enode URL per line, which
-//!   `chainctl client-exec --peers-file` turns into the client's flag at start (Reth
-//!   `--trusted-peers`, Erigon `--staticpeers` and `--trustedpeers`); Geth takes static
-//!   peers only from its TOML config (`[Node.P2P] StaticNodes`, `TrustedNodes`), written
-//!   beside it as `network/p2p/<service>.toml` and given with `--config`.
+//! - Peers, in the file each client reads them from, given with `--config`: Reth's TOML
+//!   config (`network/p2p/<service>.reth.toml`, `[peers] trusted_nodes`; reth-config's
+//!   `Config`, every other setting its default) and Geth's (`network/p2p/<service>.toml`,
+//!   `[Node.P2P] StaticNodes`, `TrustedNodes`: Geth takes static peers only from there).
+//!   Erigon takes them only as flags: `network/p2p/<service>.peers`, one enode URL per
+//!   line, which `chainctl client-exec --peers-file` turns into `--staticpeers` and
+//!   `--trustedpeers` at start.
 //!
-//! Only this host's services are peered (processes and systemd units, where the clients
-//! run through `client-exec`): in containers Reth keeps its key, without peers.
+//! A client is reached at the profile's listen address on this host (processes, systemd
+//! units) and at its fixed address in `docker.subnet` in containers of this host
+//! (`runtime: docker`, compose). On a cluster (Kubernetes, Swarm) addresses are the
+//! cluster's, and Reth resolves a peer's name only once, when it starts: clients there
+//! keep their keys and have no peers (their config files list none). In containers
+//! nothing runs before the client to add flags, so Erigon has no peers there.
 
 use crate::layout::Layout;
 use crate::profile::{ExecutionKind, Profile};
@@ -31,6 +37,7 @@ use std::path::{Path, PathBuf};
 const KEY: &str = "secrets/p2p/{}.key";
 const PEERS: &str = "network/p2p/{}.peers";
 const GETH_CONFIG: &str = "network/p2p/{}.toml";
+const RETH_CONFIG: &str = "network/p2p/{}.reth.toml";
 
 fn path_of(layout: &Layout, file: &str, service: &str) -> PathBuf {
     layout.root.join(file.replace("{}", service))
@@ -55,6 +62,11 @@ pub fn geth_config_path(layout: &Layout, service: &str) -> PathBuf {
     path_of(layout, GETH_CONFIG, service)
 }
 
+/// Reth's config file with its trusted peers.
+pub fn reth_config_path(layout: &Layout, service: &str) -> PathBuf {
+    path_of(layout, RETH_CONFIG, service)
+}
+
 /// [`key_path`] as an argument (placeholders the planner resolves).
 pub fn key_arg() -> String {
     arg_of(KEY)
@@ -66,6 +78,10 @@ pub fn peers_arg() -> String {
 /// [`geth_config_path`] as an argument.
 pub fn geth_config_arg() -> String {
     arg_of(GETH_CONFIG)
+}
+/// [`reth_config_path`] as an argument.
+pub fn reth_config_arg() -> String {
+    arg_of(RETH_CONFIG)
 }
 
 /// The external clients of the network (those that speak devp2p), with their kinds.
@@ -169,25 +185,38 @@ pub fn enode(id: &str, ip: IpAddr, port: u16) -> String {
 /// Geth's config: only the peers (every other setting comes from its flags, which Geth
 /// applies over the file).
 pub fn geth_config(peers: &[String]) -> String {
-    let list = peers
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = quoted(peers);
     format!(
         "# Written by chainctl: the network's other execution clients.\n[Node.P2P]\nStaticNodes = [{list}]\nTrustedNodes = [{list}]\n"
     )
 }
 
-/// Writes every external client's node key (kept once made) and, for clients on this
-/// host (`ip` is where they listen), its peers: the enode of every other external client.
-/// `p2p_port` gives a service's planned P2P port. Returns, for each client, what it reads
+/// Reth's config: only the trusted peers (every other setting is its default, or comes
+/// from its flags). Reth writes a config file only when it is missing.
+pub fn reth_config(peers: &[String]) -> String {
+    format!(
+        "# Written by chainctl: the network's other execution clients.\n[peers]\ntrusted_nodes = [{}]\n",
+        quoted(peers)
+    )
+}
+
+fn quoted(peers: &[String]) -> String {
+    peers
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes every external client's node key (kept once made) and its peers: where every
+/// client has an address others reach it at (`address` gives it), the enode of every
+/// other external client, else none. `p2p_port` gives a service's planned P2P port. Returns, for each client, what it reads
 /// at start (its node id and its peers): when that changes, a running client must be
 /// restarted to see it (the plan's `depends_on_content`).
 pub fn write_files(
     p: &Profile,
     layout: &Layout,
-    ip: Option<IpAddr>,
+    address: impl Fn(&str) -> Option<IpAddr>,
     p2p_port: impl Fn(&str) -> Result<u16>,
 ) -> Result<BTreeMap<String, String>> {
     let mut nodes = Vec::new();
@@ -199,34 +228,41 @@ pub fn write_files(
         .iter()
         .map(|(el, _, id)| (el.clone(), format!("node id {id}\n")))
         .collect();
-    let Some(ip) = ip else {
-        return Ok(read_at_start);
-    };
-    let enodes = nodes
+    // Every client needs an address for any to have peers.
+    let enodes = match nodes
         .iter()
-        .map(|(el, _, id)| Ok(enode(id, ip, p2p_port(el)?)))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|(el, ..)| address(el))
+        .collect::<Option<Vec<IpAddr>>>()
+    {
+        Some(ips) => nodes
+            .iter()
+            .zip(ips)
+            .map(|((el, _, id), ip)| Ok(Some(enode(id, ip, p2p_port(el)?))))
+            .collect::<Result<Vec<_>>>()?,
+        None => vec![None; nodes.len()],
+    };
     for (i, (el, kind, _)) in nodes.iter().enumerate() {
         let others: Vec<String> = enodes
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
-            .map(|(_, e)| e.clone())
+            .filter_map(|(_, e)| e.clone())
             .collect();
-        let path = peers_path(layout, el);
+        let mut text = others.join("\n");
+        text.push('\n');
+        // The file this client reads its peers from (a config file is read even when it
+        // lists none: a missing one Reth would create, in a read-only mount).
+        let (path, content) = match kind {
+            ExecutionKind::Reth => (reth_config_path(layout, el), reth_config(&others)),
+            ExecutionKind::Geth => (geth_config_path(layout, el), geth_config(&others)),
+            _ => (peers_path(layout, el), text.clone()),
+        };
         if let Some(d) = path.parent() {
             chainctl_common::fs::private_dir(d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
         }
-        let mut text = others.join("\n");
-        text.push('\n');
-        chainctl_common::fs::write_atomic(&path, text.as_bytes())
+        chainctl_common::fs::write_atomic(&path, content.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
-        if *kind == ExecutionKind::Geth {
-            let path = geth_config_path(layout, el);
-            chainctl_common::fs::write_atomic(&path, geth_config(&others).as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
         if let Some(r) = read_at_start.get_mut(el) {
             r.push_str(&text);
         }

@@ -36,10 +36,15 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "{{port.p2p}}",
         "--disable-discovery",
         // network.rs: the node key (peer id) chainctl keeps; without it Reth makes one in
-        // its data dir, unknown to the other clients. Peers: `--trusted-peers`, added at
-        // start by client-exec (p2p.rs)
+        // its data dir, unknown to the other clients
         "--p2p-secret-key",
         &super::p2p::key_arg(),
+        // the TOML config (reth-config's `Config`), written by chainctl with only the
+        // network's other external clients as trusted peers (`[peers] trusted_nodes`,
+        // what `--trusted-peers` adds to as well): read from a file, so it works as well
+        // in a container, where nothing adds flags at start (p2p.rs)
+        "--config",
+        &super::p2p::reth_config_arg(),
         // metric.rs: Prometheus endpoint
         "--metrics",
         "{{listen.rpc_host}}:{{port.metrics}}",
@@ -51,13 +56,7 @@ pub fn service(ctx: &ElContext) -> CommandService {
         "{{data_dir}}/logs",
     ]));
     command_service(
-        wrapped(
-            ExecutionKind::Reth,
-            ctx,
-            Vec::new(),
-            run,
-            &["--trusted-peers"],
-        ),
+        wrapped(ExecutionKind::Reth, ctx, Vec::new(), run, &[]),
         ports(&[]),
         ctx.image.clone(),
         &["http", "engine"],

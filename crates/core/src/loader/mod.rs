@@ -88,7 +88,6 @@ pub fn expand(p: &mut Profile) {
                 binary: &binary,
                 extra_args: settings.map(|c| c.args.as_slice()).unwrap_or(&[]),
                 image: settings.and_then(|c| c.image.clone()),
-                runtime: p.runtime,
             };
             p.services.insert(el.clone(), clients::service(*kind, &ctx));
         }

@@ -201,12 +201,13 @@ fn unsupported(p: &Profile, c: &mut Checker) {
                 }
             }
             if p.runtime.containers() && kind != crate::profile::ExecutionKind::Builtin {
-                if crate::clients::needs_init(kind) {
+                if crate::clients::needs_init(kind)
+                    && p.runtime == crate::profile::RuntimeKind::Swarm
+                {
                     c.at(
                         "validators.execution",
                         format!(
-                            "`{name}` needs its init step (`{name} init`) before it starts, which this build runs only on the host: use `runtime: process`, or reth/builtin under `runtime: {}`",
-                            p.runtime.name()
+                            "`{name}` needs its init step (`{name} init`) before it starts, which the swarm backend does not run: use `runtime: docker` (one host) or `runtime: process`, or reth/builtin under `runtime: swarm`"
                         ),
                     );
                 } else if settings.and_then(|s| s.image.as_ref()).is_none() {
@@ -287,6 +288,26 @@ fn unsupported(p: &Profile, c: &mut Checker) {
         ),
     }
     swarm(p, c);
+    docker(p, c);
+}
+
+/// `docker.subnet`: a subnet that holds every service (validators expanded).
+fn docker(p: &Profile, c: &mut Checker) {
+    let Some(text) = &p.docker.subnet else {
+        return;
+    };
+    match crate::subnet::Subnet::parse(text) {
+        Err(e) => c.at("docker.subnet", e),
+        Ok(net) if net.capacity() < p.services.len() => c.at(
+            "docker.subnet",
+            format!(
+                "`{net}` holds {} services and this profile has {}: give a shorter prefix",
+                net.capacity(),
+                p.services.len()
+            ),
+        ),
+        Ok(_) => {}
+    }
 }
 
 /// `swarm.placement`: each key a validator or service of this profile, each value a node

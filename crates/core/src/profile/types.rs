@@ -38,6 +38,9 @@ pub struct Profile {
     /// Docker Swarm settings (`runtime: swarm`): placement and publishing.
     #[serde(default)]
     pub swarm: SwarmConfig,
+    /// The network of `runtime: docker` and of rendered compose projects.
+    #[serde(default)]
+    pub docker: DockerConfig,
     /// The port range chainctl allocates from, and ports it must never hand out.
     #[serde(default)]
     pub ports: PortsConfig,
@@ -636,6 +639,19 @@ pub struct SwarmConfig {
     /// ports are always published on the node (host mode): the mesh would NAT them.
     #[serde(default)]
     pub publish: SwarmPublish,
+}
+
+/// The containers' network (`runtime: docker`, `chainctl render compose`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// The IPv4 subnet of the profile's bridge network, e.g. `10.213.8.0/22`. Each service
+    /// gets a fixed address in it (by name order, from the second address on), so the
+    /// execution clients' static peers (enode URLs, which need an address when the client
+    /// starts) stay right across restarts. Default: a /22 in 10.200.0.0–10.249.255.255
+    /// picked from the profile's name; set one when that overlaps a network of this host.
+    #[serde(default)]
+    pub subnet: Option<String>,
 }
 
 /// How a swarm service's non-P2P ports are published.

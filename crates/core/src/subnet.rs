@@ -1,0 +1,148 @@
+//! The containers' network (`docker.subnet`): an IPv4 subnet in which every service of a
+//! container plan has a fixed address. Execution clients' static peers are enode URLs,
+//! which Reth resolves once when it starts (a name not yet in Docker's DNS is dropped
+//! for an hour) and Geth reads from its config: a fixed address is right whenever and in
+//! whatever order the containers start.
+
+use std::net::Ipv4Addr;
+
+/// An IPv4 subnet: its first address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    base: Ipv4Addr,
+    prefix: u8,
+}
+
+/// The prefix lengths a profile may ask for: a /16 at most (a bridge network that large
+/// is almost surely a mistake), a /28 at least (14 addresses).
+const PREFIXES: std::ops::RangeInclusive<u8> = 16..=28;
+
+impl Subnet {
+    /// Parses `A.B.C.D/N`; the message says what is wrong and what is wanted.
+    pub fn parse(s: &str) -> Result<Subnet, String> {
+        let (ip, len) = s.split_once('/').ok_or_else(|| {
+            format!("`{s}` is not an IPv4 subnet: write it as ADDRESS/PREFIX, e.g. `10.213.8.0/22`")
+        })?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("`{ip}` in `{s}` is not an IPv4 address (IPv6 networks are not supported): e.g. `10.213.8.0/22`"))?;
+        let prefix: u8 = len
+            .parse()
+            .ok()
+            .filter(|p| PREFIXES.contains(p))
+            .ok_or_else(|| {
+                format!(
+                    "`/{len}` in `{s}`: the prefix length must be {} to {}",
+                    PREFIXES.start(),
+                    PREFIXES.end()
+                )
+            })?;
+        let net = Subnet { base: ip, prefix };
+        if net.network() != ip {
+            return Err(format!(
+                "`{s}` has host bits set: its network is `{}/{prefix}`",
+                net.network()
+            ));
+        }
+        Ok(net)
+    }
+
+    /// The default of profile `name`: a /22 in 10.200.0.0–10.249.255.255, from a hash of
+    /// the name (stable across runs and machines).
+    pub fn default_for(name: &str) -> Subnet {
+        // FNV-1a: small, stable, no dependency.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        let second = 200 + (h % 50) as u8;
+        let third = (((h >> 8) % 64) as u8) * 4;
+        Subnet {
+            base: Ipv4Addr::new(10, second, third, 0),
+            prefix: 22,
+        }
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX << (32 - self.prefix)
+    }
+
+    fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) & self.mask())
+    }
+
+    /// How many services it holds: every address but the network's, the gateway's (the
+    /// first, which Docker takes) and the broadcast address.
+    pub fn capacity(&self) -> usize {
+        (1usize << (32 - self.prefix)) - 3
+    }
+
+    /// The gateway Docker gives the network: its first address.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) + 1)
+    }
+
+    /// The address of the `i`-th service (from 0), if the subnet holds it.
+    pub fn address(&self, i: usize) -> Option<Ipv4Addr> {
+        (i < self.capacity()).then(|| Ipv4Addr::from(u32::from(self.network()) + 2 + i as u32))
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network(), self.prefix)
+    }
+}
+
+/// The subnet of a profile: `docker.subnet`, else its default.
+pub fn of(p: &crate::profile::Profile) -> Result<Subnet, String> {
+    match &p.docker.subnet {
+        Some(s) => Subnet::parse(s),
+        None => Ok(Subnet::default_for(&p.name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_numbers_addresses_and_refuses_with_the_fix() {
+        let s = Subnet::parse("10.213.8.0/22").unwrap();
+        assert_eq!(s.to_string(), "10.213.8.0/22");
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 213, 8, 1));
+        assert_eq!(s.address(0), Some(Ipv4Addr::new(10, 213, 8, 2)));
+        assert_eq!(s.address(300), Some(Ipv4Addr::new(10, 213, 9, 46)));
+        assert_eq!(s.capacity(), 1021);
+        assert_eq!(s.address(1020), Some(Ipv4Addr::new(10, 213, 11, 254)));
+        assert_eq!(s.address(1021), None, "not the broadcast address");
+        let small = Subnet::parse("192.168.7.16/28").unwrap();
+        assert_eq!(small.capacity(), 13);
+        assert_eq!(small.address(12), Some(Ipv4Addr::new(192, 168, 7, 30)));
+        for (bad, want) in [
+            ("10.0.0.0", "write it as ADDRESS/PREFIX"),
+            ("fd00::/64", "not an IPv4 address"),
+            ("10.0.0.0/8", "must be 16 to 28"),
+            ("10.0.0.0/x", "must be 16 to 28"),
+            ("10.0.0.5/24", "its network is `10.0.0.0/24`"),
+        ] {
+            let e = Subnet::parse(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_default_is_a_stable_22_of_the_name_in_10_200_to_10_249() {
+        let a = Subnet::default_for("devnet");
+        assert_eq!(a, Subnet::default_for("devnet"));
+        assert_ne!(a, Subnet::default_for("devnet2"));
+        for name in ["a", "devnet", "reth", "x-y-z", "mixedrun"] {
+            let s = Subnet::default_for(name);
+            let o = s.network().octets();
+            assert!(
+                (200..250).contains(&o[1]) && o[2].is_multiple_of(4) && o[3] == 0,
+                "{s}"
+            );
+            assert_eq!(Subnet::parse(&s.to_string()).unwrap(), s);
+        }
+    }
+}
