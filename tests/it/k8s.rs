@@ -425,6 +425,87 @@ fn profiles_a_cluster_cannot_run_are_refused_with_the_fix() {
     );
 }
 
+/// External clients on a cluster: each runs its own command from its image, after its
+/// init step (an init container of the same image and volumes, just before the client's
+/// native sidecar); the config files Reth and Geth read their peers from are in the
+/// network ConfigMap at their paths (listing no peers: pod addresses are the cluster's);
+/// and the manifests stay schema-valid.
+#[test]
+fn external_clients_start_after_their_init_step_with_their_config_files() {
+    let env = Env::new();
+    env.write_profile(
+        "name: ext\nvalidators:\n  count: 1\n  execution: [geth, reth]\n  clients:\n    geth: {image: 'geth:local'}\n    reth: {image: 'reth:local'}\n",
+    );
+    let out = env.path("out");
+    let o = env.run(&["render", "k8s", "--out", "out"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    schema_check(&out);
+    let docs = documents(&out.join("manifests.yaml"));
+    let set: StatefulSet = round_trip(
+        docs.iter()
+            .find(|d| d["kind"] == "StatefulSet")
+            .expect("a StatefulSet"),
+    );
+    let pod = set.spec.unwrap().template.spec.unwrap();
+    let inits = pod.init_containers.unwrap();
+    let names: Vec<&str> = inits.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["k8s-init", "val-0-el-0-init", "val-0-el-0", "val-0-el-1"]
+    );
+    let (init, geth) = (&inits[1], &inits[2]);
+    assert_eq!(init.image.as_deref(), Some("geth:local"));
+    assert_eq!(init.command.as_deref(), Some(&["geth".to_string()][..]));
+    let args = init.args.clone().unwrap();
+    assert_eq!(
+        args[..3],
+        ["--datadir", "/var/lib/chainctl/ext/data/val-0-el-0", "init"]
+    );
+    assert!(init.restart_policy.is_none(), "runs to completion");
+    assert_eq!(
+        init.volume_mounts, geth.volume_mounts,
+        "the client's volumes"
+    );
+    assert_eq!(geth.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(geth.command.as_deref(), Some(&["geth".to_string()][..]));
+    let config_of = |c: &k8s_openapi::api::core::v1::Container| {
+        let a = c.args.clone().unwrap();
+        a[a.iter().position(|x| x == "--config").unwrap() + 1].clone()
+    };
+    assert_eq!(
+        config_of(geth),
+        "/var/lib/chainctl/ext/network/p2p/val-0-el-0.toml"
+    );
+    assert_eq!(
+        config_of(&inits[3]),
+        "/var/lib/chainctl/ext/network/p2p/val-0-el-1.reth.toml"
+    );
+    // The ConfigMap holds both configs, the volume puts them back at their paths.
+    let net: ConfigMap = round_trip(&documents(&out.join("network.yaml"))[0]);
+    let data = net.data.unwrap();
+    assert!(
+        data["p2p.val-0-el-1.reth.toml"].contains("[peers]\ntrusted_nodes = []"),
+        "{data:?}"
+    );
+    assert!(
+        data["p2p.val-0-el-0.toml"].contains("StaticNodes = []"),
+        "{data:?}"
+    );
+    let items = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "network")
+        .unwrap()
+        .config_map
+        .unwrap()
+        .items
+        .unwrap();
+    assert!(items
+        .iter()
+        .any(|i| i.key == "p2p.val-0-el-1.reth.toml" && i.path == "p2p/val-0-el-1.reth.toml"));
+}
+
 #[test]
 fn k8s_init_copies_a_secret_volume_private() {
     let _engine = crate::util::docker_engine();

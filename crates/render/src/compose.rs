@@ -474,6 +474,72 @@ mod tests {
             .collect()
     }
 
+    /// Geth from its own image: its init step is a one-shot service of that image, with
+    /// the client's volumes and no network, which the client waits for; the client runs
+    /// its own program (no chainctl in its image); every service has its fixed address
+    /// in the profile's subnet, which the network declares.
+    #[test]
+    fn an_external_client_runs_its_own_command_after_its_init_step_at_a_fixed_address() {
+        let (_, doc) = project(
+            "name: t\ndocker: {subnet: 10.213.8.0/24}\nvalidators:\n  count: 1\n  execution: [geth, reth]\n  clients:\n    geth: {image: 'geth:local'}\n    reth: {image: 'reth:local'}\n",
+        )
+        .unwrap();
+        let svc = |n: &str| doc["services"][n].clone();
+        let strs = |v: &serde_yaml::Value| -> Vec<String> {
+            v.as_sequence()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        let init = svc("val-0-el-0_init");
+        assert_eq!(init["image"].as_str(), Some("geth:local"));
+        assert_eq!(strs(&init["entrypoint"]), ["geth"]);
+        let args = strs(&init["command"]);
+        assert_eq!(
+            args[..3],
+            ["--datadir", "/var/lib/chainctl/t/data/val-0-el-0", "init"]
+        );
+        assert!(args[3].ends_with("/network/genesis-geth.json"), "{args:?}");
+        assert_eq!(init["network_mode"].as_str(), Some("none"));
+        assert_eq!(init["restart"].as_str(), Some("no"));
+        assert_eq!(mounts(&doc, "val-0-el-0_init"), mounts(&doc, "val-0-el-0"));
+        assert_eq!(
+            init["depends_on"][INIT_SERVICE]["condition"].as_str(),
+            Some("service_completed_successfully")
+        );
+        let geth = svc("val-0-el-0");
+        assert_eq!(strs(&geth["entrypoint"]), ["geth"]);
+        assert!(!strs(&geth["command"])
+            .iter()
+            .any(|a| a == "client-exec" || a == "init"));
+        assert_eq!(
+            geth["depends_on"]["val-0-el-0_init"]["condition"].as_str(),
+            Some("service_completed_successfully")
+        );
+        // Reth has no init step, and reads its peers from its config file.
+        assert!(doc["services"].get("val-0-el-1_init").is_none());
+        let reth = strs(&svc("val-0-el-1")["command"]);
+        let config = reth.iter().position(|a| a == "--config").unwrap();
+        assert!(reth[config + 1].ends_with("/network/p2p/val-0-el-1.reth.toml"));
+        // Addresses: in name order from the subnet's second address.
+        assert_eq!(
+            doc["networks"]["chainctl-t"]["ipam"]["config"][0]["subnet"].as_str(),
+            Some("10.213.8.0/24")
+        );
+        for (name, addr) in [
+            ("val-0", "10.213.8.2"),
+            ("val-0-el-0", "10.213.8.3"),
+            ("val-0-el-1", "10.213.8.4"),
+        ] {
+            assert_eq!(
+                svc(name)["networks"]["chainctl-t"]["ipv4_address"].as_str(),
+                Some(addr),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn each_service_mounts_only_its_own_secrets_and_waits_for_init() {
         let (_, doc) = project(DEVNET).unwrap();

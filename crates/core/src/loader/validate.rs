@@ -291,19 +291,23 @@ fn unsupported(p: &Profile, c: &mut Checker) {
     docker(p, c);
 }
 
-/// `docker.subnet`: a subnet that holds every service (validators expanded).
+/// `docker.subnet`: a subnet that holds every service, each validator and its execution
+/// clients included (they are not expanded yet).
 fn docker(p: &Profile, c: &mut Checker) {
     let Some(text) = &p.docker.subnet else {
         return;
     };
+    let services = p.services.len()
+        + (0..p.validators.count)
+            .map(|i| 1 + crate::network::els_of(&p.validators, i).len())
+            .sum::<usize>();
     match crate::subnet::Subnet::parse(text) {
         Err(e) => c.at("docker.subnet", e),
-        Ok(net) if net.capacity() < p.services.len() => c.at(
+        Ok(net) if net.capacity() < services => c.at(
             "docker.subnet",
             format!(
-                "`{net}` holds {} services and this profile has {}: give a shorter prefix",
+                "`{net}` holds {} services and this profile has {services}: give a shorter prefix",
                 net.capacity(),
-                p.services.len()
             ),
         ),
         Ok(_) => {}
