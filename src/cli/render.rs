@@ -321,22 +321,37 @@ pub(super) fn k8s_files(
     let mut network = BTreeMap::new();
     let net = chainctl_core::network::network_dir(&layout);
     if p.validators.count > 0 {
-        // Its files and those of its subdirectories (the clients' peer configs in
-        // `p2p/`), by relative path.
-        let mut dirs = vec![net.clone()];
-        while let Some(dir) = dirs.pop() {
-            for e in
-                std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
-            {
-                let e = e?;
-                if e.file_type()?.is_dir() {
-                    dirs.push(e.path());
-                } else if e.file_type()?.is_file() {
-                    let text = std::fs::read_to_string(e.path())
-                        .with_context(|| format!("cannot read {}", e.path().display()))?;
-                    let rel = e.path().strip_prefix(&net)?.display().to_string();
-                    network.insert(rel, text);
+        for e in
+            std::fs::read_dir(&net).with_context(|| format!("cannot read {}", net.display()))?
+        {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                let text = std::fs::read_to_string(e.path())
+                    .with_context(|| format!("cannot read {}", e.path().display()))?;
+                network.insert(e.file_name().to_string_lossy().into_owned(), text);
+            }
+        }
+        // The config files Reth and Geth read their peers from, listing none: pod
+        // addresses are the cluster's (the state dir's own are for this host).
+        use chainctl_core::clients::p2p;
+        for (el, kind) in p2p::external_els(p) {
+            let rel = |path: PathBuf| -> Result<String> {
+                Ok(path.strip_prefix(&net)?.display().to_string())
+            };
+            match kind {
+                chainctl_core::profile::ExecutionKind::Reth => {
+                    network.insert(
+                        rel(p2p::reth_config_path(&layout, &el))?,
+                        p2p::reth_config(&[]),
+                    );
                 }
+                chainctl_core::profile::ExecutionKind::Geth => {
+                    network.insert(
+                        rel(p2p::geth_config_path(&layout, &el))?,
+                        p2p::geth_config(&[]),
+                    );
+                }
+                _ => {}
             }
         }
     }

@@ -8,8 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 /// A base port where TCP `b` and UDP `b+1` can be held by this test and `b+2..b+12` are free.
+/// A block of 12 free ports, above Linux's ephemeral range (32768-60999): inside it, the
+/// other tests' thousands of client connections can leave no block of 12 free.
 fn find_base() -> (u16, TcpListener, UdpSocket) {
-    for b in (41000..47000).step_by(37) {
+    for b in (61000..65000).step_by(37) {
         let Ok(t) = TcpListener::bind(("0.0.0.0", b)) else {
             continue;
         };

@@ -101,8 +101,8 @@ pub struct ServicePlan {
     /// it serves what is that client's ([`crate::clients::endpoints`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<crate::profile::ExecutionKind>,
-    /// Its fixed address on the containers' network (`docker.subnet`), for container
-    /// targets that give addresses ([`Target::Container`]).
+    /// Its fixed address on the containers' network (`docker.subnet`): external
+    /// execution clients under [`Target::Container`] (their peers' enode URLs name it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<IpAddr>,
     /// In containers: the init step (`geth init …`), run to completion in a container
@@ -126,7 +126,7 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     /// Engine API pairs.
     pub jwt_pairs: Vec<JwtPair>,
-    /// The containers' subnet, for targets that give fixed addresses.
+    /// The containers' subnet, when its external clients have fixed addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
 }
@@ -248,15 +248,15 @@ pub fn build_for(
         .flat_map(|i| crate::network::els_of(&profile.validators, i))
         .collect();
     let subnet = match target {
-        Target::Container => Some(crate::subnet::of(profile).map_err(|why| PlanError {
+        Target::Container => crate::subnet::of(profile).map_err(|why| PlanError {
             service: "docker.subnet".into(),
             why,
-        })?),
+        })?,
         _ => None,
     };
     let no_ports = BTreeMap::new();
     let mut services = BTreeMap::new();
-    for (i, (name, s)) in profile.services.iter().enumerate() {
+    for (name, s) in &profile.services {
         let err = |why: String| PlanError {
             service: name.clone(),
             why,
@@ -398,15 +398,17 @@ pub fn build_for(
             image: s.image.clone(),
             jit: s.jit,
             client: clients.get(name).copied(),
-            address: match subnet {
-                Some(net) => Some(IpAddr::V4(net.address(i).ok_or_else(|| {
+            // External clients, in name order, from the subnet's lower half: adding or
+            // removing one changes the others' peers anyway (and so restarts them).
+            address: match (subnet, external.iter().position(|e| e == name)) {
+                (Some(net), Some(i)) => Some(IpAddr::V4(net.address(i).ok_or_else(|| {
                     err(format!(
-                        "the subnet {net} (docker.subnet) holds {} services and this profile has {}: give a larger one",
+                        "the subnet {net} (docker.subnet) holds {} fixed addresses and this profile has {} external execution clients: give a larger one",
                         net.capacity(),
-                        profile.services.len()
+                        external.len()
                     ))
                 })?)),
-                None => None,
+                _ => None,
             },
             init: Vec::new(),
             spec_hash: String::new(),

@@ -1,8 +1,9 @@
-//! The containers' network (`docker.subnet`): an IPv4 subnet in which every service of a
-//! container plan has a fixed address. Execution clients' static peers are enode URLs,
-//! which Reth resolves once when it starts (a name not yet in Docker's DNS is dropped
-//! for an hour) and Geth reads from its config: a fixed address is right whenever and in
-//! whatever order the containers start.
+//! The containers' network (`docker.subnet`): an IPv4 subnet in whose lower half the
+//! external execution clients of a container plan have fixed addresses, while Docker
+//! gives every other container one from the upper half (`ip_range`), so the two never
+//! meet. Execution clients' static peers are enode URLs, which Reth resolves once when it
+//! starts (a name not yet in Docker's DNS is dropped for an hour) and Geth reads from its
+//! config: a fixed address is right whenever and in whatever order the containers start.
 
 use std::net::Ipv4Addr;
 
@@ -70,10 +71,20 @@ impl Subnet {
         Ipv4Addr::from(u32::from(self.base) & self.mask())
     }
 
-    /// How many services it holds: every address but the network's, the gateway's (the
-    /// first, which Docker takes) and the broadcast address.
+    fn size(&self) -> usize {
+        1usize << (32 - self.prefix)
+    }
+
+    /// How many fixed addresses its lower half holds: all but the network's own and the
+    /// gateway's (the first, which Docker takes).
     pub fn capacity(&self) -> usize {
-        (1usize << (32 - self.prefix)) - 3
+        self.size() / 2 - 2
+    }
+
+    /// How many containers Docker can give addresses to (the upper half, but for the
+    /// broadcast address).
+    pub fn dynamic_capacity(&self) -> usize {
+        self.size() / 2 - 1
     }
 
     /// The gateway Docker gives the network: its first address.
@@ -81,9 +92,15 @@ impl Subnet {
         Ipv4Addr::from(u32::from(self.network()) + 1)
     }
 
-    /// The address of the `i`-th service (from 0), if the subnet holds it.
+    /// The `i`-th fixed address (from 0), if the lower half holds it.
     pub fn address(&self, i: usize) -> Option<Ipv4Addr> {
         (i < self.capacity()).then(|| Ipv4Addr::from(u32::from(self.network()) + 2 + i as u32))
+    }
+
+    /// The upper half, where Docker gives the other containers their addresses.
+    pub fn dynamic_range(&self) -> String {
+        let upper = Ipv4Addr::from(u32::from(self.network()) + (self.size() / 2) as u32);
+        format!("{upper}/{}", self.prefix + 1)
     }
 }
 
@@ -93,11 +110,16 @@ impl std::fmt::Display for Subnet {
     }
 }
 
-/// The subnet of a profile: `docker.subnet`, else its default.
-pub fn of(p: &crate::profile::Profile) -> Result<Subnet, String> {
+/// The subnet of a profile, if its containers need one: `docker.subnet`, else, when it
+/// has external execution clients (which need fixed addresses for their peers), its
+/// default; none otherwise (Docker picks one, as it avoids the host's own networks).
+pub fn of(p: &crate::profile::Profile) -> Result<Option<Subnet>, String> {
     match &p.docker.subnet {
-        Some(s) => Subnet::parse(s),
-        None => Ok(Subnet::default_for(&p.name)),
+        Some(s) => Subnet::parse(s).map(Some),
+        None if !crate::clients::p2p::external_els(p).is_empty() => {
+            Ok(Some(Subnet::default_for(&p.name)))
+        }
+        None => Ok(None),
     }
 }
 
@@ -112,12 +134,15 @@ mod tests {
         assert_eq!(s.gateway(), Ipv4Addr::new(10, 213, 8, 1));
         assert_eq!(s.address(0), Some(Ipv4Addr::new(10, 213, 8, 2)));
         assert_eq!(s.address(300), Some(Ipv4Addr::new(10, 213, 9, 46)));
-        assert_eq!(s.capacity(), 1021);
-        assert_eq!(s.address(1020), Some(Ipv4Addr::new(10, 213, 11, 254)));
-        assert_eq!(s.address(1021), None, "not the broadcast address");
+        assert_eq!(s.capacity(), 510);
+        assert_eq!(s.address(509), Some(Ipv4Addr::new(10, 213, 9, 255)));
+        assert_eq!(s.address(510), None, "the upper half is Docker's");
+        assert_eq!(s.dynamic_range(), "10.213.10.0/23");
+        assert_eq!(s.dynamic_capacity(), 511);
         let small = Subnet::parse("192.168.7.16/28").unwrap();
-        assert_eq!(small.capacity(), 13);
-        assert_eq!(small.address(12), Some(Ipv4Addr::new(192, 168, 7, 30)));
+        assert_eq!(small.capacity(), 6);
+        assert_eq!(small.address(5), Some(Ipv4Addr::new(192, 168, 7, 23)));
+        assert_eq!(small.dynamic_range(), "192.168.7.24/29");
         for (bad, want) in [
             ("10.0.0.0", "write it as ADDRESS/PREFIX"),
             ("fd00::/64", "not an IPv4 address"),

@@ -4,14 +4,16 @@
 //! - Reads go to the best client (healthy, synced, least lag, lowest latency); on a
 //!   transport error they are retried once on the next best.
 //! - `eth_sendRawTransaction` goes to every healthy client's pool (marked as relayed, so
-//!   built-in clients do not pass it on again), and the first acceptance answers.
+//!   built-in clients do not pass it on again). It counts as taken only when a client a
+//!   validator builds blocks with now took it ([`pick_send`]): a backup's acceptance never
+//!   hides an active client's refusal.
 //! - Limits: body size (413), batch size, calls per second per client address (429), a
 //!   timeout per request; a JSON-RPC error naming each client's state when none is usable.
 //! - WebSocket: plain calls as over HTTP; `newHeads` and `logs` subscriptions are served
 //!   from one head feed that follows the best client, so they survive a failover with no
 //!   head missed or repeated (the chain is final: heights never reorg).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +41,56 @@ const RELAYED: &str = "x-chainctl-relayed";
 /// Methods that change state: sent to every healthy client, never retried.
 fn is_send(method: &str) -> bool {
     method == "eth_sendRawTransaction"
+}
+
+/// Which client's answer to a sent transaction the gateway returns (an index into
+/// `answers`, each client's JSON-RPC answer or none). A transaction counts as taken only
+/// when a client that builds blocks now — a validator's active client, `active` — has it:
+/// its acceptance (or "already known": it has it) is the answer, and when every active
+/// client that answered refused it, their refusal is. A backup's acceptance would hide a
+/// transaction no block builder holds: seen with Reth at its limit of pending
+/// transactions per sender, whose later nonces then waited behind the gap for good while
+/// the sender was told all was well. With no active client answering (or none known),
+/// the first acceptance of any client, else the first answer.
+fn pick_send(answers: &[(String, Option<Json>)], active: &BTreeSet<String>) -> Option<usize> {
+    let ok = |i: &usize| {
+        answers[*i]
+            .1
+            .as_ref()
+            .is_some_and(|a| a.get("result").is_some())
+    };
+    let has_it = |i: &usize| {
+        ok(i)
+            || answers[*i].1.as_ref().is_some_and(|a| {
+                a["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.to_ascii_lowercase().contains("already known"))
+            })
+    };
+    let answered: Vec<usize> = (0..answers.len())
+        .filter(|&i| answers[i].1.is_some())
+        .collect();
+    let actives: Vec<usize> = answered
+        .iter()
+        .copied()
+        .filter(|&i| active.contains(&answers[i].0))
+        .collect();
+    if actives.is_empty() {
+        return answered
+            .iter()
+            .copied()
+            .find(ok)
+            .or(answered.first().copied());
+    }
+    if actives.iter().any(has_it) {
+        return actives
+            .iter()
+            .copied()
+            .find(ok)
+            .or_else(|| answered.iter().copied().find(ok))
+            .or_else(|| actives.iter().copied().find(has_it));
+    }
+    actives.first().copied()
 }
 
 /// Methods counted under their own name in metrics (anything else is `other`, so a
@@ -599,11 +651,7 @@ impl Gw {
         match parsed {
             Parsed::Single(c) if is_send(&c.method) => {
                 let answers = self.broadcast(&ups, body).await;
-                let pick = answers
-                    .iter()
-                    .find(|(_, a)| a.as_ref().is_some_and(|a| a.get("result").is_some()))
-                    .or_else(|| answers.iter().find(|(_, a)| a.is_some()));
-                match pick {
+                match pick_send(&answers, &ups.active).map(|i| &answers[i]) {
                     Some((name, Some(a))) => {
                         let status = if a.get("result").is_some() {
                             "ok"
@@ -746,24 +794,20 @@ impl Gw {
             };
             let id: Json = serde_json::from_str(&c.id_text()).unwrap_or_default();
             if is_send(&c.method) {
-                let mut chosen: Option<Json> = None;
-                for (k, (_, a)) in send_answers.iter().enumerate() {
-                    let Some(arr) = a.as_ref().and_then(Json::as_array) else {
-                        continue;
-                    };
-                    if let Some(j) =
+                // Each client's answer to this call (the first unused one with its id).
+                let mut answers: Vec<(String, Option<Json>)> = Vec::new();
+                for (k, (name, a)) in send_answers.iter().enumerate() {
+                    let arr = a.as_ref().and_then(Json::as_array);
+                    let j = arr.and_then(|arr| {
                         (0..arr.len()).find(|&j| !used_send[k][j] && arr[j]["id"] == id)
-                    {
-                        let good = arr[j].get("result").is_some();
-                        if good || chosen.is_none() {
-                            used_send[k][j] = true;
-                            chosen = Some(arr[j].clone());
-                        }
-                        if good {
-                            break;
-                        }
+                    });
+                    if let Some(j) = j {
+                        used_send[k][j] = true;
                     }
+                    answers.push((name.clone(), j.and_then(|j| arr.map(|arr| arr[j].clone()))));
                 }
+                let chosen: Option<Json> =
+                    pick_send(&answers, &ups.active).and_then(|i| answers[i].1.clone());
                 let status = match &chosen {
                     Some(a) if a.get("result").is_some() => "ok",
                     Some(_) => "error",
@@ -1038,6 +1082,55 @@ fn subscription(subs: &Mutex<HashMap<String, Sub>>, c: &Call) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer to a sent transaction: an active client's acceptance, never a backup's
+    /// hiding an active client's refusal; "already known" is an acceptance; with no
+    /// active client answering, the first acceptance of any.
+    #[test]
+    fn a_send_is_taken_only_when_a_block_builder_took_it() {
+        let ok = |h: &str| Some(json!({"jsonrpc": "2.0", "id": 1, "result": h}));
+        let refused = |m: &str| {
+            Some(json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": m}}))
+        };
+        let answers = |list: Vec<(&str, Option<Json>)>| -> Vec<(String, Option<Json>)> {
+            list.into_iter().map(|(n, a)| (n.to_string(), a)).collect()
+        };
+        let active: BTreeSet<String> = ["reth-0".to_string(), "reth-1".to_string()].into();
+        // Reth at its per-sender limit refuses; the backup takes it: the refusal answers.
+        let a = answers(vec![
+            ("builtin-0", ok("0xab")),
+            ("reth-0", refused("txpool is full")),
+            ("reth-1", refused("txpool is full")),
+        ]);
+        assert_eq!(pick_send(&a, &active), Some(1));
+        // One active client took it: that acceptance.
+        let a = answers(vec![
+            ("builtin-0", ok("0xab")),
+            ("reth-0", refused("txpool is full")),
+            ("reth-1", ok("0xab")),
+        ]);
+        assert_eq!(pick_send(&a, &active), Some(2));
+        // An active client already has it (gossip was first): a success answers.
+        let a = answers(vec![
+            ("builtin-0", ok("0xab")),
+            ("reth-0", refused("already known")),
+            ("reth-1", None),
+        ]);
+        assert_eq!(pick_send(&a, &active), Some(0));
+        let a = answers(vec![("reth-0", refused("Already known"))]);
+        assert_eq!(pick_send(&a, &active), Some(0));
+        // No active client answered (both down): the first acceptance of any.
+        let a = answers(vec![
+            ("reth-0", None),
+            ("builtin-0", refused("nonce too low")),
+            ("builtin-1", ok("0xab")),
+        ]);
+        assert_eq!(pick_send(&a, &active), Some(2));
+        // No validators (plain services): the first acceptance, else the first answer.
+        let a = answers(vec![("a", refused("underpriced")), ("b", refused("x"))]);
+        assert_eq!(pick_send(&a, &BTreeSet::new()), Some(0));
+        assert_eq!(pick_send(&answers(vec![("a", None)]), &active), None);
+    }
 
     #[test]
     fn parse_tells_single_batch_and_garbage_apart() {

@@ -21,7 +21,7 @@ pub mod metrics;
 pub mod probe;
 pub mod tls_serve;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -427,6 +427,9 @@ pub struct Upstreams {
     pub ranked: Vec<Upstream>,
     /// Every healthy client (transactions go to all of them).
     pub healthy: Vec<Upstream>,
+    /// The clients the validators build blocks with now (each one's active client, as
+    /// its status last said): a transaction counts as taken when one of them took it.
+    pub active: BTreeSet<String>,
     /// Why there is none, when there is none.
     pub why_none: String,
 }
@@ -1121,6 +1124,11 @@ fn upstreams(view: &View, t: &Targets, max_lag: u64, current: Option<&str>) -> U
     Upstreams {
         ranked,
         healthy,
+        active: view
+            .validators
+            .values()
+            .filter_map(|v| v.active_el.clone())
+            .collect(),
         why_none,
     }
 }

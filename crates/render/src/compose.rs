@@ -363,11 +363,18 @@ pub fn render(input: &Inputs) -> Result<Vec<File>, RenderError> {
             Node::Map(vec![(network.clone(), {
                 let mut n = vec![("name".to_string(), lit(&network))];
                 if let Some(subnet) = &plan.subnet {
+                    // Fixed addresses in the lower half, compose's own picks in the upper.
+                    let range = chainctl_core::subnet::Subnet::parse(subnet)
+                        .map_err(|e| RenderError(format!("docker.subnet: {e}")))?
+                        .dynamic_range();
                     n.push((
                         "ipam".into(),
                         Node::map([(
                             "config",
-                            Node::List(vec![Node::map([("subnet", lit(subnet))])]),
+                            Node::List(vec![Node::map([
+                                ("subnet", lit(subnet)),
+                                ("ip_range", lit(range)),
+                            ])]),
                         )]),
                     ));
                 }
@@ -476,8 +483,9 @@ mod tests {
 
     /// Geth from its own image: its init step is a one-shot service of that image, with
     /// the client's volumes and no network, which the client waits for; the client runs
-    /// its own program (no chainctl in its image); every service has its fixed address
-    /// in the profile's subnet, which the network declares.
+    /// its own program (no chainctl in its image); the external clients have fixed
+    /// addresses in the lower half of the profile's subnet, which the network declares
+    /// with the upper half for compose's own picks.
     #[test]
     fn an_external_client_runs_its_own_command_after_its_init_step_at_a_fixed_address() {
         let (_, doc) = project(
@@ -522,22 +530,19 @@ mod tests {
         let reth = strs(&svc("val-0-el-1")["command"]);
         let config = reth.iter().position(|a| a == "--config").unwrap();
         assert!(reth[config + 1].ends_with("/network/p2p/val-0-el-1.reth.toml"));
-        // Addresses: in name order from the subnet's second address.
-        assert_eq!(
-            doc["networks"]["chainctl-t"]["ipam"]["config"][0]["subnet"].as_str(),
-            Some("10.213.8.0/24")
-        );
-        for (name, addr) in [
-            ("val-0", "10.213.8.2"),
-            ("val-0-el-0", "10.213.8.3"),
-            ("val-0-el-1", "10.213.8.4"),
-        ] {
+        // The external clients: fixed addresses in name order, from the lower half.
+        let ipam = &doc["networks"]["chainctl-t"]["ipam"]["config"][0];
+        assert_eq!(ipam["subnet"].as_str(), Some("10.213.8.0/24"));
+        assert_eq!(ipam["ip_range"].as_str(), Some("10.213.8.128/25"));
+        for (name, addr) in [("val-0-el-0", "10.213.8.2"), ("val-0-el-1", "10.213.8.3")] {
             assert_eq!(
                 svc(name)["networks"]["chainctl-t"]["ipv4_address"].as_str(),
                 Some(addr),
                 "{name}"
             );
         }
+        // The validator: compose's pick, from the upper half.
+        assert_eq!(strs(&svc("val-0")["networks"]), ["chainctl-t"]);
     }
 
     #[test]

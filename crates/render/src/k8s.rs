@@ -70,8 +70,8 @@ const CONFIGMAP_MAX: usize = 1024 * 1024;
 pub struct Inputs<'a> {
     /// The validated profile (validators expanded).
     pub profile: &'a Profile,
-    /// The plan built for containers ([`chainctl_core::plan::Target::Container`]) on the system
-    /// layout: the paths and ports the containers see.
+    /// The plan built for a cluster ([`chainctl_core::plan::Target::Cluster`]) on the
+    /// system layout: the paths and ports the containers see.
     pub plan: &'a Plan,
     /// The network directory's files (path under it → contents): genesis files, consensus
     /// genesis, the clients' peer configs (`p2p/…`).

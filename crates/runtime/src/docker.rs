@@ -145,8 +145,9 @@ pub struct DockerBackend {
     logs: BTreeMap<String, (PathBuf, chainctl_core::profile::LogConfig)>,
     exits: Arc<Mutex<Vec<BackendEvent>>>,
     wake: Option<super::Wake>,
-    /// The network's subnet (`docker.subnet`), in which each service has its address.
-    subnet: Option<String>,
+    /// The network's subnet (`docker.subnet`), when external clients have fixed
+    /// addresses in it.
+    subnet: Option<chainctl_core::subnet::Subnet>,
 }
 
 impl DockerBackend {
@@ -197,10 +198,40 @@ impl DockerBackend {
         })
     }
 
-    /// The subnet of the profile's network (the plan's), where each service has the
-    /// address the plan gives it.
-    pub fn set_subnet(&mut self, subnet: Option<String>) {
-        self.subnet = subnet;
+    /// The subnet of the profile's network (the plan's), where external clients have the
+    /// addresses the plan gives them. Refused before anything starts or stops when the
+    /// profile's network exists, in use, on another subnet: the containers' addresses
+    /// would not fit it.
+    pub fn set_subnet(&mut self, subnet: Option<&str>) -> Result<(), String> {
+        self.subnet = subnet
+            .map(chainctl_core::subnet::Subnet::parse)
+            .transpose()?;
+        let name = network_name(&self.profile);
+        let Ok(n) = self.rt.block_on(self.docker.inspect_network(&name, None)) else {
+            return Ok(());
+        };
+        if self.fits(&n) || n.containers.as_ref().is_none_or(|c| c.is_empty()) {
+            return Ok(());
+        }
+        Err(self.misfit(&name))
+    }
+
+    fn misfit(&self, name: &str) -> String {
+        format!(
+            "network `{name}` is in use on another subnet than the profile's ({}, docker.subnet): the external clients' fixed addresses would not fit it; run `chainctl down`, then `up` again",
+            self.subnet.map(|s| s.to_string()).unwrap_or_default()
+        )
+    }
+
+    /// Whether a network has the subnet this backend wants (any, when none is set).
+    fn fits(&self, n: &bollard::models::NetworkInspect) -> bool {
+        let Some(want) = self.subnet.map(|s| s.to_string()) else {
+            return true;
+        };
+        n.ipam
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.subnet.as_deref() == Some(want.as_str())))
     }
 
     /// Where each service's output goes (its log file and rotation).
@@ -243,19 +274,9 @@ impl DockerBackend {
                         self.other_state_dir(&format!("network `{name}`"), n.labels.as_ref())
                     );
                 }
-                let has = n
-                    .ipam
-                    .and_then(|i| i.config)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find_map(|c| c.subnet);
-                if self.subnet.is_some() && has != self.subnet {
-                    if n.containers.is_some_and(|c| !c.is_empty()) {
-                        return Err(format!(
-                            "network `{name}` has subnet {} and the profile's is {} (docker.subnet): the containers' addresses would not fit; run `chainctl down` and `up` again",
-                            has.as_deref().unwrap_or("(none)"),
-                            self.subnet.as_deref().unwrap_or_default()
-                        ));
+                if !self.fits(&n) {
+                    if n.containers.as_ref().is_some_and(|c| !c.is_empty()) {
+                        return Err(self.misfit(&name));
                     }
                     self.docker
                         .remove_network(&name)
@@ -271,9 +292,11 @@ impl DockerBackend {
     }
 
     async fn create_network(&self, name: &str) -> Result<(), String> {
-        let ipam = self.subnet.as_ref().map(|s| Ipam {
+        // Fixed addresses in the lower half, Docker's own picks in the upper half.
+        let ipam = self.subnet.map(|s| Ipam {
             config: Some(vec![IpamConfig {
-                subnet: Some(s.clone()),
+                subnet: Some(s.to_string()),
+                ip_range: Some(s.dynamic_range()),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -287,7 +310,7 @@ impl DockerBackend {
                 ..Default::default()
             })
             .await
-            .map_err(|e| match &self.subnet {
+            .map_err(|e| match self.subnet {
                 Some(s) => format!(
                     "cannot create network `{name}` with subnet {s}: {e}; when it overlaps another network of this host, set `docker.subnet` in the profile to a free one (e.g. `docker.subnet: 10.213.8.0/22`; `docker network inspect` shows the others')"
                 ),
@@ -517,17 +540,22 @@ impl DockerBackend {
     /// own: the service's image, volumes, user and hardening, no network, no ports.
     /// Refused, with the step's last output lines, when it fails.
     async fn run_init(&self, svc: &ServicePlan, image: &str, volume: &str) -> Result<(), String> {
-        let name = format!("{}-init", container_name(&self.profile, &svc.name));
-        let gone = |e: &DockerError| not_found(e);
-        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self
-            .docker
-            .remove_container(&name, Some(remove.clone()))
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if gone(&e) => {}
-            Err(e) => return Err(format!("cannot remove the old container `{name}`: {e}")),
+        // `_` cannot be in a service name: no service's container has this name.
+        let name = format!("{}_init", container_name(&self.profile, &svc.name));
+        let remove = || RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.inspect_container(&name, None).await {
+            Ok(c) => {
+                let labels = c.config.as_ref().and_then(|c| c.labels.as_ref());
+                if !self.ours(labels) || labels.and_then(|l| l.get(LABEL_INIT)) != Some(&svc.name) {
+                    return Err(self.other_state_dir(&format!("container `{name}`"), labels));
+                }
+                self.docker
+                    .remove_container(&name, Some(remove()))
+                    .await
+                    .map_err(|e| format!("cannot remove the old container `{name}`: {e}"))?;
+            }
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(format!("cannot inspect container `{name}`: {e}")),
         }
         let mut body = self.create_body(svc, image, "none", volume)?;
         let (program, args) = svc.init.split_first().expect("checked by the caller");
@@ -546,23 +574,29 @@ impl DockerBackend {
             .create_container(Some(opts), body)
             .await
             .map_err(|e| format!("cannot create container `{name}`: {e}"))?;
-        self.docker
-            .start_container(&name, None)
-            .await
-            .map_err(|e| format!("cannot start container `{name}`: {e}"))?;
-        let wait = WaitContainerOptionsBuilder::default()
-            .condition("not-running")
-            .build();
-        let waited = tokio::time::timeout(
-            INIT_LIMIT,
-            self.docker.wait_container(&name, Some(wait)).next(),
-        )
-        .await;
-        let code = match waited {
-            Err(_) => None,
-            Ok(Some(Ok(r))) => Some(r.status_code),
-            Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => Some(code),
-            Ok(_) => Some(-1),
+        let code = match self.docker.start_container(&name, None).await {
+            Err(e) => Err(format!("cannot start container `{name}`: {e}")),
+            Ok(()) => {
+                let wait = WaitContainerOptionsBuilder::default()
+                    .condition("not-running")
+                    .build();
+                let waited = tokio::time::timeout(
+                    INIT_LIMIT,
+                    self.docker.wait_container(&name, Some(wait)).next(),
+                )
+                .await;
+                match waited {
+                    Err(_) => Ok(None),
+                    Ok(Some(Ok(r))) => Ok(Some(r.status_code)),
+                    Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => {
+                        Ok(Some(code))
+                    }
+                    Ok(Some(Err(e))) => Err(format!("cannot wait for container `{name}`: {e}")),
+                    Ok(None) => Err(format!(
+                        "the engine stopped reporting on container `{name}`"
+                    )),
+                }
+            }
         };
         let mut output = String::new();
         let logs = LogsOptionsBuilder::default()
@@ -574,21 +608,22 @@ impl DockerBackend {
         while let Some(Ok(chunk)) = stream.next().await {
             output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
-        let _ = self.docker.remove_container(&name, Some(remove)).await;
+        let _ = self.docker.remove_container(&name, Some(remove())).await;
         let step = svc.init.join(" ");
         match code {
-            Some(0) => Ok(()),
-            None => Err(format!(
+            Ok(Some(0)) => Ok(()),
+            Ok(None) => Err(format!(
                 "service {}: its init step `{step}` did not finish within {} s (last output: {})",
                 svc.name,
                 INIT_LIMIT.as_secs(),
                 output.trim()
             )),
-            Some(c) => Err(format!(
+            Ok(Some(c)) => Err(format!(
                 "service {}: its init step `{step}` failed (exit status {c}): {}",
                 svc.name,
                 output.trim()
             )),
+            Err(e) => Err(format!("service {}: its init step `{step}`: {e}", svc.name)),
         }
     }
 
@@ -925,6 +960,30 @@ impl Backend for DockerBackend {
     }
 
     fn cleanup(&mut self, _known: &[i32]) {
+        // An init step's container left by a chainctl killed while it ran.
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_PROFILE}={}", self.profile),
+                LABEL_INIT.to_string(),
+            ],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let inits = self
+            .rt
+            .block_on(self.docker.list_containers(Some(opts)))
+            .unwrap_or_default();
+        for c in inits.into_iter().filter(|c| self.ours(c.labels.as_ref())) {
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            if let Some(id) = c.id {
+                let _ = self
+                    .rt
+                    .block_on(self.docker.remove_container(&id, Some(force)));
+            }
+        }
         // Everything is stopped: remove the containers (data stays in the data dirs, the
         // volumes stay for the next `up`) and the network.
         for (id, running) in self.list(true) {

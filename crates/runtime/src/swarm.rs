@@ -4,8 +4,8 @@
 //! failover, restarts and the report.
 //!
 //! What each service gets:
-//! - the plan built for containers ([`chainctl_core::plan::Target::Container`]), as under
-//!   `runtime: docker`: services bind all addresses inside their container and reach each
+//! - the plan built for a cluster ([`chainctl_core::plan::Target::Cluster`]), as under
+//!   `runtime: docker` but without fixed addresses: services bind all addresses inside their container and reach each
 //!   other by service name, a network alias on the profile's attachable overlay network
 //!   (`chainctl-PROFILE`);
 //! - every secret file it reads (Engine API secret, validator key, control token) as a

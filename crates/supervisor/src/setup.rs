@@ -192,11 +192,21 @@ pub fn run(
         }
     };
     let (rp, rs) = (profile.map(Path::to_path_buf), layout.root.clone());
+    let subnet = plan.subnet.clone();
     let reloader = Box::new(move |running: &[String]| {
         // chainctl's own ports are held by this process: keep them.
         let mut running = running.to_vec();
         running.push(chainctl_core::ports::CHAINCTL.to_string());
-        prepare(rp.as_deref(), Some(&rs), &running).map(|(_, _, plan)| plan)
+        let (_, _, plan) = prepare(rp.as_deref(), Some(&rs), &running)?;
+        // The containers' network keeps its subnet while it runs.
+        if plan.subnet != subnet {
+            anyhow::bail!(
+                "the containers' subnet would change ({} → {}: `docker.subnet`, or external clients added to or removed from a network that had none) while the network runs on the old one: run `chainctl down`, then `up`",
+                subnet.as_deref().unwrap_or("Docker's pick"),
+                plan.subnet.as_deref().unwrap_or("Docker's pick")
+            );
+        }
+        Ok(plan)
     });
     // A container's end wakes the loop as a child's SIGCHLD does.
     let wake: chainctl_runtime::Wake = {
@@ -217,7 +227,8 @@ pub fn run(
             // Fail before starting anything when an image is missing (chainctl never pulls).
             d.check_images(&plan.services).map_err(anyhow::Error::msg)?;
             d.set_logs(&plan.services);
-            d.set_subnet(plan.subnet.clone());
+            d.set_subnet(plan.subnet.as_deref())
+                .map_err(anyhow::Error::msg)?;
             Box::new(d)
         }
         chainctl_core::profile::RuntimeKind::Swarm => {

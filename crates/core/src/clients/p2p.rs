@@ -210,7 +210,7 @@ fn quoted(peers: &[String]) -> String {
 
 /// Writes every external client's node key (kept once made) and its peers: where every
 /// client has an address others reach it at (`address` gives it), the enode of every
-/// other external client, else none. `p2p_port` gives a service's planned P2P port. Returns, for each client, what it reads
+/// other external client; else, when its file is missing, none. `p2p_port` gives a service's planned P2P port. Returns, for each client, what it reads
 /// at start (its node id and its peers): when that changes, a running client must be
 /// restarted to see it (the plan's `depends_on_content`).
 pub fn write_files(
@@ -228,7 +228,10 @@ pub fn write_files(
         .iter()
         .map(|(el, _, id)| (el.clone(), format!("node id {id}\n")))
         .collect();
-    // Every client needs an address for any to have peers.
+    // Every client needs an address for any to have peers. Without addresses (a cluster)
+    // the files are made when missing, never emptied: rendering manifests from the state
+    // dir of a network running on this host must not take its clients' peers away.
+    let addressed = nodes.iter().all(|(el, ..)| address(el).is_some());
     let enodes = match nodes
         .iter()
         .map(|(el, ..)| address(el))
@@ -261,8 +264,10 @@ pub fn write_files(
             chainctl_common::fs::private_dir(d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
         }
-        chainctl_common::fs::write_atomic(&path, content.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        if addressed || !path.exists() {
+            chainctl_common::fs::write_atomic(&path, content.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         if let Some(r) = read_at_start.get_mut(el) {
             r.push_str(&text);
         }

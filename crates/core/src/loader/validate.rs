@@ -291,23 +291,25 @@ fn unsupported(p: &Profile, c: &mut Checker) {
     docker(p, c);
 }
 
-/// `docker.subnet`: a subnet that holds every service, each validator and its execution
-/// clients included (they are not expanded yet).
+/// `docker.subnet`: a subnet whose halves hold the external clients' fixed addresses
+/// and every other container (validators and their clients are not expanded yet).
 fn docker(p: &Profile, c: &mut Checker) {
     let Some(text) = &p.docker.subnet else {
         return;
     };
-    let services = p.services.len()
-        + (0..p.validators.count)
-            .map(|i| 1 + crate::network::els_of(&p.validators, i).len())
-            .sum::<usize>();
+    let els: usize = (0..p.validators.count)
+        .map(|i| crate::network::els_of(&p.validators, i).len())
+        .sum();
+    let fixed = crate::clients::p2p::external_els(p).len();
+    let others = p.services.len() + p.validators.count as usize + els - fixed;
     match crate::subnet::Subnet::parse(text) {
         Err(e) => c.at("docker.subnet", e),
-        Ok(net) if net.capacity() < services => c.at(
+        Ok(net) if net.capacity() < fixed || net.dynamic_capacity() < others => c.at(
             "docker.subnet",
             format!(
-                "`{net}` holds {} services and this profile has {services}: give a shorter prefix",
+                "`{net}` holds {} external execution clients and {} other containers, and this profile has {fixed} and {others}: give a shorter prefix",
                 net.capacity(),
+                net.dynamic_capacity(),
             ),
         ),
         Ok(_) => {}

@@ -645,11 +645,13 @@ pub struct SwarmConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DockerConfig {
-    /// The IPv4 subnet of the profile's bridge network, e.g. `10.213.8.0/22`. Each service
-    /// gets a fixed address in it (by name order, from the second address on), so the
-    /// execution clients' static peers (enode URLs, which need an address when the client
-    /// starts) stay right across restarts. Default: a /22 in 10.200.0.0–10.249.255.255
-    /// picked from the profile's name; set one when that overlaps a network of this host.
+    /// The IPv4 subnet of the profile's bridge network, e.g. `10.213.8.0/22`. The external
+    /// execution clients (Reth, Geth, Erigon) get fixed addresses in its lower half, in
+    /// name order, so their static peers (enode URLs, which need an address when the client
+    /// starts) are right whatever the start order; Docker gives the other containers
+    /// addresses from the upper half. Default, when the profile has external clients: a
+    /// /22 in 10.200.0.0–10.249.255.255 picked from the profile's name (set one when that
+    /// overlaps a network of this host); without them, whatever Docker picks.
     #[serde(default)]
     pub subnet: Option<String>,
 }
