@@ -588,20 +588,20 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
             let sidecar = g.validator && matches!(role, Role::Execution(_));
             // Its init step (`geth init …`) runs to completion just before it starts, in
             // its image with its volumes.
-            if let Some((program, args)) = svc.init.split_first() {
-                sidecars.push(Container {
-                    name: format!("{}-init", svc.name),
-                    image: svc.image.clone(),
-                    command: Some(vec![program.clone()]),
-                    args: Some(args.to_vec()),
-                    working_dir: Some(path(
-                        &svc.workdir,
-                        &format!("services.{}.workdir", svc.name),
-                    )?),
-                    volume_mounts: Some(mounts.clone()),
-                    security_context: Some(hardened()),
-                    ..Default::default()
-                });
+            let workdir = path(&svc.workdir, &format!("services.{}.workdir", svc.name))?;
+            // The same image, volumes and working dir as the client; the init's command.
+            let run = |name: String, (program, args): (&String, &[String])| Container {
+                name,
+                image: svc.image.clone(),
+                command: Some(vec![program.clone()]),
+                args: Some(args.to_vec()),
+                working_dir: Some(workdir.clone()),
+                volume_mounts: Some(mounts.clone()),
+                security_context: Some(hardened()),
+                ..Default::default()
+            };
+            if let Some(init) = svc.init.split_first() {
+                sidecars.push(run(format!("{}-init", svc.name), init));
             }
             let into = if sidecar {
                 &mut sidecars
@@ -610,17 +610,8 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
             };
             into.push(Container {
                 restart_policy: sidecar.then(|| "Always".to_string()),
-                name: svc.name.clone(),
-                image: svc.image.clone(),
-                command: Some(vec![program.clone()]),
-                args: Some(args.to_vec()),
-                working_dir: Some(path(
-                    &svc.workdir,
-                    &format!("services.{}.workdir", svc.name),
-                )?),
                 env: Some(env),
                 ports: (!ports.is_empty()).then_some(ports),
-                volume_mounts: Some(mounts),
                 resources: Some(ResourceRequirements {
                     requests: Some(BTreeMap::from([
                         ("cpu".into(), quantity(cpu)),
@@ -635,8 +626,7 @@ pub fn build(input: &Inputs) -> Result<Manifests, RenderError> {
                 ),
                 readiness_probe: probe(svc, PROBE_PERIOD_S, PROBE_FAILURES),
                 liveness_probe: probe(svc, LIVENESS_PERIOD_S, LIVENESS_FAILURES),
-                security_context: Some(hardened()),
-                ..Default::default()
+                ..run(svc.name.clone(), (program, args))
             });
             services.push(Service {
                 metadata: meta(&svc.name, labels(profile, &g)),
