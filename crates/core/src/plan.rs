@@ -167,7 +167,8 @@ pub enum Target {
     Host,
     /// In containers on one network of this host (compose, the Docker backend): services
     /// bind to all addresses inside their container and reach each other by service name;
-    /// ports are published on the host; each has a fixed address in `docker.subnet`.
+    /// ports are published on the host; external execution clients have fixed addresses
+    /// in `docker.subnet`.
     Container,
     /// In containers on a cluster's network (Kubernetes, Swarm): as [`Target::Container`],
     /// but addresses are the cluster's to give.

@@ -104,6 +104,38 @@ impl Subnet {
     }
 }
 
+impl Subnet {
+    /// The first route of this host (the text of `/proc/net/route`) whose network
+    /// overlaps this subnet, as (interface, `ADDRESS/PREFIX`): Docker does not check a
+    /// subnet it is given against the host's own networks, and containers on an
+    /// overlapping one would cut this host off from that network. Default routes and
+    /// Docker's own bridges are not networks of the host.
+    pub fn overlapping_route(&self, routes: &str) -> Option<(String, String)> {
+        let (mine, my_mask) = (u32::from(self.network()), self.mask());
+        routes.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dest, mask) = (*f.first()?, *f.get(1)?, *f.get(7)?);
+            if iface == "docker0" || iface == "docker_gwbridge" || iface.starts_with("br-") {
+                return None;
+            }
+            // The kernel prints each address as the hex of its bytes read as a
+            // little-endian number.
+            let dest = u32::from_str_radix(dest, 16).ok()?.swap_bytes();
+            let mask = u32::from_str_radix(mask, 16).ok()?.swap_bytes();
+            if mask == 0 {
+                return None;
+            }
+            let both = my_mask & mask;
+            (mine & both == dest & both).then(|| {
+                (
+                    iface.to_string(),
+                    format!("{}/{}", Ipv4Addr::from(dest & mask), mask.count_ones()),
+                )
+            })
+        })
+    }
+}
+
 impl std::fmt::Display for Subnet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.network(), self.prefix)
@@ -153,6 +185,38 @@ mod tests {
             let e = Subnet::parse(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_route_of_the_host_that_overlaps_is_found_and_docker_bridges_are_not() {
+        // As /proc/net/route prints them: little-endian hex.
+        let routes =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+br-1a2b\t0000D50A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+wg0\t0008D50A\t00000000\t0001\t0\t0\t0\t00FCFFFF\t0\t0\t0\n\
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let at = |s: &str| Subnet::parse(s).unwrap().overlapping_route(routes);
+        assert_eq!(
+            at("10.213.8.0/24"),
+            Some(("wg0".into(), "10.213.8.0/22".into()))
+        );
+        assert_eq!(
+            at("10.213.0.0/16"),
+            Some(("wg0".into(), "10.213.8.0/22".into()))
+        );
+        assert_eq!(at("10.213.12.0/22"), None, "next to it");
+        assert_eq!(
+            at("192.0.2.128/25"),
+            Some(("eth0".into(), "192.0.2.0/24".into()))
+        );
+        assert_eq!(at("172.17.5.0/24"), None, "docker0 is Docker's own");
+        assert_eq!(at("10.213.100.0/24"), None, "br-… is Docker's own");
+        assert_eq!(
+            Subnet::parse("10.9.0.0/24").unwrap().overlapping_route(""),
+            None
+        );
     }
 
     #[test]

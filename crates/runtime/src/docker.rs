@@ -18,6 +18,14 @@
 //!   processes), and Docker's own log buffer bounded: the logs are read through the API
 //!   into the service's rotated log file, where `chainctl logs` and the report read them.
 //!
+//! External execution clients (Reth, Geth, Erigon) run their own command from their own
+//! image; Geth's and Erigon's init step runs first, at each start, in a one-shot
+//! container `chainctl-PROFILE-SERVICE_init` (the client's image, volumes and user, no
+//! network). With external clients the network has the profile's subnet
+//! (`docker.subnet`, checked against the host's routes): they have fixed addresses in
+//! its lower half, which their peers' enode URLs name; Docker gives the other containers
+//! addresses from the upper half.
+//!
 //! Containers are labelled with the profile, the service, the spec hash and the state
 //! dir. A container stopped with the same spec is started again (keeping its network
 //! attachments, as a restart should), a changed one is recreated, and a running one found
@@ -292,6 +300,14 @@ impl DockerBackend {
     }
 
     async fn create_network(&self, name: &str) -> Result<(), String> {
+        if let Some((iface, route)) = self.subnet.and_then(|s| {
+            s.overlapping_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
+        }) {
+            return Err(format!(
+                "cannot create network `{name}` on subnet {}: it overlaps {route}, a network of this host on {iface}, which its containers would cut this host off from; set `docker.subnet` in the profile to a free subnet",
+                self.subnet.map(|s| s.to_string()).unwrap_or_default()
+            ));
+        }
         // Fixed addresses in the lower half, Docker's own picks in the upper half.
         let ipam = self.subnet.map(|s| Ipam {
             config: Some(vec![IpamConfig {
