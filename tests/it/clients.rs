@@ -16,9 +16,10 @@ use std::time::Duration;
 /// A stand-in `NAME` that prints `version_line` for `--version`.
 fn fake(dir: &Path, name: &str, version_line: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\necho '{version_line}'\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::util::write_executable(
+        &dir.join(name),
+        &format!("#!/bin/sh\necho '{version_line}'\n"),
+    );
 }
 
 const MIXED: &str = "name: mixed\nports: {start: 26000, end: 26199}\nchain: {chain_id: 1337}\nvalidators:\n  count: 4\n  execution: [[reth, builtin], [geth, builtin], [erigon, builtin], [reth, geth, erigon]]\n";
@@ -372,13 +373,12 @@ fn units_refuse_a_client_binary_their_hardening_would_hide() {
 /// with what the client's own flags name: its data dir, genesis (Reth's `--chain`, else
 /// the one its init step was given), HTTP and Engine API addresses and ports and JWT
 /// secret. So the validators drive, through the Engine API, exactly the endpoints and
-/// secrets each client's command line holds.
+/// secrets each client's command line holds. Like the real clients it answers
+/// `eth_syncing` as syncing until a forkchoice update moves its head.
 fn engine_standin(dir: &Path, name: &str, version_line: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
     let script = standin_script(version_line, &bin().display().to_string());
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::util::write_executable(&dir.join(name), &script);
 }
 
 /// The script of [`engine_standin`], running the engine as `chainctl` (a POSIX shell
@@ -403,7 +403,7 @@ if [ -n "$init" ]; then
 fi
 printf '%s\n' "$@" > "$dd/standin.argv"
 [ -z "$g" ] && g=$(cat "$dd/standin-genesis")
-exec '{chainctl}' node evm --genesis "$g" --http-addr "$ha" --http-port "$hp" ${{wp:+--ws-port "$wp"}} --authrpc-addr "$ea" --authrpc-port "$ep" --jwt-secret "$jwt" --datadir "$dd/engine"
+exec '{chainctl}' node evm --genesis "$g" --http-addr "$ha" --http-port "$hp" ${{wp:+--ws-port "$wp"}} --authrpc-addr "$ea" --authrpc-port "$ep" --jwt-secret "$jwt" --datadir "$dd/engine" --syncing-until-new-head
 "#
     )
 }

@@ -1745,3 +1745,38 @@ fn pulls_pending_transactions_from_a_source_that_answers_a_filter_once_per_block
     }
     assert_eq!(pool_status(&evm), (3, 0));
 }
+
+/// `--syncing-until-new-head`, as the client stand-ins run it: `eth_syncing` answers a
+/// syncing object (as Reth 2.5.1 does before its first forkchoice: an object of zeros)
+/// until a forkchoice update moves the head, and `false` from then on — also after a
+/// forkchoice that keeps the head where it is.
+#[test]
+fn a_stand_in_reports_syncing_until_a_forkchoice_moves_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let evm = Evm::spawn_with(
+        &fixtures().join("reth-interop/genesis.json"),
+        dir.path(),
+        false,
+        &["--syncing-until-new-head"],
+    )
+    .unwrap();
+    let syncing = evm.rpc("eth_syncing", json!([]));
+    assert_eq!(
+        syncing,
+        json!({"startingBlock": "0x0", "currentBlock": "0x0", "highestBlock": "0x0"})
+    );
+    let genesis = json!(evm.genesis);
+    // A forkchoice that keeps the head at genesis: still syncing.
+    let fcu = set_head(&evm, &genesis, &genesis);
+    assert_eq!(fcu["result"]["payloadStatus"]["status"], "VALID", "{fcu}");
+    assert!(evm.rpc("eth_syncing", json!([])).is_object());
+    // A block, and a forkchoice to it: synced.
+    let (hash, _) = build(&evm, &genesis, now(), 1);
+    assert!(
+        evm.rpc("eth_syncing", json!([])).is_object(),
+        "newPayload alone"
+    );
+    let fcu = set_head(&evm, &hash, &hash);
+    assert_eq!(fcu["result"]["payloadStatus"]["status"], "VALID", "{fcu}");
+    assert_eq!(evm.rpc("eth_syncing", json!([])), json!(false));
+}

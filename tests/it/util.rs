@@ -51,6 +51,31 @@ pub fn chainctl_image() {
     });
 }
 
+/// Writes an executable script. The file is written by a child process, never through a
+/// descriptor of this one: a descriptor open for writing here can be inherited by a
+/// process another test thread forks at that moment, and while that child lives the
+/// script cannot be run ("Text file busy", ETXTBSY), which made tests flaky.
+pub fn write_executable(path: &Path, content: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sh writes the script");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(content.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "cannot write {}",
+        path.display()
+    );
+}
+
 /// The image of the external-client stand-ins: `reth`, `geth` and `erigon` on its PATH
 /// are the stand-in script of the client tests (busybox's shell runs it, from Debian's
 /// `busybox-static`), running our static binary's engine. Built once per test binary

@@ -63,6 +63,9 @@ pub struct Engine {
     journal: Mutex<Option<super::journal::Journal>>,
     /// Hashes of transactions as they enter the pool, for pending filters.
     pub pending: Mutex<super::filters::PendingFeed>,
+    /// `eth_syncing` answers syncing until a forkchoice update moves the head, as
+    /// Reth, Geth and Erigon do after they start (`--syncing-until-new-head`).
+    syncing_until_new_head: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,7 +99,21 @@ impl Engine {
             heads,
             journal: Mutex::new(None),
             pending: Mutex::new(Default::default()),
+            syncing_until_new_head: Default::default(),
         }
+    }
+
+    /// From now until a forkchoice update moves the head, `eth_syncing` answers
+    /// syncing, as Reth, Geth and Erigon do after they start.
+    pub fn report_syncing_until_new_head(&self) {
+        self.syncing_until_new_head
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `eth_syncing` answers syncing now.
+    pub fn reports_syncing(&self) -> bool {
+        self.syncing_until_new_head
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Put back the transactions of the journal in `dir` into the pool, then keep the
@@ -400,6 +417,8 @@ impl Engine {
             })?;
         let head_block = chain.head().clone();
         if old_head != head {
+            self.syncing_until_new_head
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             let mut pool = lock(&self.pool);
             pool.prune(chain.head_state());
             if !dropped.is_empty() {

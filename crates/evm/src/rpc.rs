@@ -406,6 +406,10 @@ impl Engine {
                 env!("CARGO_PKG_VERSION"),
                 "/linux"
             ))),
+            "eth_syncing" if self.reports_syncing() => {
+                let head = U64::from(self.chain().head().number());
+                Ok(json!({"startingBlock": "0x0", "currentBlock": head, "highestBlock": head}))
+            }
             "eth_syncing" => Ok(json!(false)),
             "txpool_status" => {
                 let chain = self.chain();

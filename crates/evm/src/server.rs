@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// starts again from genesis at every start.
     #[arg(long)]
     pub datadir: Option<PathBuf>,
+    /// Answer `eth_syncing` with a syncing object until a forkchoice update moves the
+    /// head, as Reth, Geth and Erigon do after they start (seen with Reth 2.5.1: an
+    /// object of zeros before its first forkchoice): for tests that stand in for them.
+    #[arg(long)]
+    pub syncing_until_new_head: bool,
 }
 
 /// Header that marks a request as relayed by another engine (not to be relayed again).
@@ -530,6 +535,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let genesis_hash = chain.genesis_hash();
     let engine = Arc::new(Engine::new(chain));
+    if args.syncing_until_new_head {
+        engine.report_syncing_until_new_head();
+    }
     if let Some(dir) = &args.datadir {
         let (back, stale) = engine.open_journal(dir).map_err(|e| anyhow!("{e}"))?;
         if back + stale > 0 {
