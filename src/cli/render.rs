@@ -333,26 +333,14 @@ pub(super) fn k8s_files(
         }
         // The config files Reth and Geth read their peers from, listing none: pod
         // addresses are the cluster's (the state dir's own are for this host).
+        // (Erigon's list is read by `client-exec` only, which no container runs.)
         use chainctl_core::clients::p2p;
         for (el, kind) in p2p::external_els(p) {
-            let rel = |path: PathBuf| -> Result<String> {
-                Ok(path.strip_prefix(&net)?.display().to_string())
-            };
-            match kind {
-                chainctl_core::profile::ExecutionKind::Reth => {
-                    network.insert(
-                        rel(p2p::reth_config_path(&layout, &el))?,
-                        p2p::reth_config(&[]),
-                    );
-                }
-                chainctl_core::profile::ExecutionKind::Geth => {
-                    network.insert(
-                        rel(p2p::geth_config_path(&layout, &el))?,
-                        p2p::geth_config(&[]),
-                    );
-                }
-                _ => {}
+            if kind == chainctl_core::profile::ExecutionKind::Erigon {
+                continue;
             }
+            let (path, content) = p2p::peers_file(&layout, &el, kind, &[]);
+            network.insert(path.strip_prefix(&net)?.display().to_string(), content);
         }
     }
     let mut configs = BTreeMap::new();

@@ -208,11 +208,30 @@ fn quoted(peers: &[String]) -> String {
         .join(", ")
 }
 
+/// The file a client of `kind` reads its peers from, and its content listing `peers`:
+/// Reth's and Geth's TOML configs, Erigon's list for `client-exec`.
+pub fn peers_file(
+    layout: &Layout,
+    service: &str,
+    kind: ExecutionKind,
+    peers: &[String],
+) -> (PathBuf, String) {
+    match kind {
+        ExecutionKind::Reth => (reth_config_path(layout, service), reth_config(peers)),
+        ExecutionKind::Geth => (geth_config_path(layout, service), geth_config(peers)),
+        _ => (
+            peers_path(layout, service),
+            format!("{}\n", peers.join("\n")),
+        ),
+    }
+}
+
 /// Writes every external client's node key (kept once made) and its peers: where every
 /// client has an address others reach it at (`address` gives it), the enode of every
-/// other external client; else, when its file is missing, none. `p2p_port` gives a service's planned P2P port. Returns, for each client, what it reads
-/// at start (its node id and its peers): when that changes, a running client must be
-/// restarted to see it (the plan's `depends_on_content`).
+/// other external client; else, when its file is missing, none. `p2p_port` gives a
+/// service's planned P2P port. Returns, for each client, what it reads at start (its
+/// node id and its peers): when that changes, a running client must be restarted to see
+/// it (the plan's `depends_on_content`).
 pub fn write_files(
     p: &Profile,
     layout: &Layout,
@@ -231,12 +250,12 @@ pub fn write_files(
     // Every client needs an address for any to have peers. Without addresses (a cluster)
     // the files are made when missing, never emptied: rendering manifests from the state
     // dir of a network running on this host must not take its clients' peers away.
-    let addressed = nodes.iter().all(|(el, ..)| address(el).is_some());
-    let enodes = match nodes
+    let ips = nodes
         .iter()
         .map(|(el, ..)| address(el))
-        .collect::<Option<Vec<IpAddr>>>()
-    {
+        .collect::<Option<Vec<IpAddr>>>();
+    let addressed = ips.is_some();
+    let enodes = match ips {
         Some(ips) => nodes
             .iter()
             .zip(ips)
@@ -251,15 +270,9 @@ pub fn write_files(
             .filter(|(j, _)| *j != i)
             .filter_map(|(_, e)| e.clone())
             .collect();
-        let mut text = others.join("\n");
-        text.push('\n');
         // The file this client reads its peers from (a config file is read even when it
         // lists none: a missing one Reth would create, in a read-only mount).
-        let (path, content) = match kind {
-            ExecutionKind::Reth => (reth_config_path(layout, el), reth_config(&others)),
-            ExecutionKind::Geth => (geth_config_path(layout, el), geth_config(&others)),
-            _ => (peers_path(layout, el), text.clone()),
-        };
+        let (path, content) = peers_file(layout, el, *kind, &others);
         if let Some(d) = path.parent() {
             chainctl_common::fs::private_dir(d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
@@ -269,7 +282,8 @@ pub fn write_files(
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         if let Some(r) = read_at_start.get_mut(el) {
-            r.push_str(&text);
+            r.push_str(&others.join("\n"));
+            r.push('\n');
         }
     }
     Ok(read_at_start)
