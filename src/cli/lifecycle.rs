@@ -102,6 +102,26 @@ pub(super) fn up_detached(
     let mut alive = || matches!(child.try_wait(), Ok(None));
     match setup::wait_settled(&layout.control_socket(), deadline, &mut alive) {
         Ok(report) => {
+            // Settled services are not yet a network that answers: return once the
+            // gateway has a client to give a request to (the first request after `up
+            // --detach` must not fail), or say what it still waits for.
+            let gateway = chainctl_monitor::Settings::new(&loaded.profile, &layout)
+                .ok()
+                .and_then(|s| s.gateway_addr)
+                .map(chainctl_monitor::reachable);
+            if let Some(gw) = gateway {
+                if let Err(why) = wait_gateway(gw, deadline, &mut alive) {
+                    eprintln!("warning: the gateway at http://{gw} cannot serve yet: {why}; `chainctl status` shows what it waits for");
+                }
+            }
+            let report = chainctl_core::control::call(
+                &layout.control_socket(),
+                &chainctl_core::control::Request::Status,
+                Duration::from_secs(5),
+            )
+            .ok()
+            .and_then(|r| r.status)
+            .unwrap_or(report);
             print!("{}", status::table(&report));
             println!("supervisor running in the background (pid {}); its log: {}; stop with `chainctl down`", child.id(), layout.supervisor_log().display());
             Ok(ExitCode::SUCCESS)
@@ -115,6 +135,40 @@ pub(super) fn up_detached(
             )
         }
     }
+}
+
+/// Waits until the gateway at `gw` answers a JSON-RPC read with a result (it has a
+/// synced execution client behind it), for at most `limit`; the last answer otherwise.
+fn wait_gateway(
+    gw: std::net::SocketAddr,
+    limit: Duration,
+    alive: &mut dyn FnMut() -> bool,
+) -> std::result::Result<(), String> {
+    let t0 = std::time::Instant::now();
+    let call =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []});
+    let mut why = String::from("no answer yet");
+    let mut said = t0;
+    while t0.elapsed() < limit {
+        match chainctl_common::http::json(gw, None, "POST", "/", None, Some(&call)) {
+            Ok((_, v)) if v.get("result").is_some() => return Ok(()),
+            Ok((_, v)) => {
+                why = v["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| v.to_string(), str::to_owned)
+            }
+            Err(e) => why = e.to_string(),
+        }
+        if !alive() {
+            return Err("the supervisor exited".into());
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            eprintln!("waiting for the gateway at http://{gw}: {why}");
+            said = std::time::Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(why)
 }
 
 pub(super) fn report_without_supervisor(

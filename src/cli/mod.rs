@@ -207,6 +207,11 @@ pub enum Command {
     /// finalized tx/s, inclusion latency, errors by kind (exit 1 unless every transaction
     /// was finalized without error).
     Load(LoadArgs),
+    /// A chaos experiment on the running network: faults at a rate for a duration
+    /// (seeded, never more validators down than the network tolerates), optional load
+    /// through the gateway; prints each fault's recovery, losses, forks and a verdict,
+    /// and keeps the result for `chainctl report` (exit 1 unless PASS).
+    Chaos(ChaosArgs),
     /// Run the standard benchmark scenarios on this machine (a devnet of its own; up to
     /// first block, sustained load, failover drills, port allocation, engine throughput)
     /// and write bench.json and bench.md.
@@ -350,6 +355,46 @@ pub struct LoadArgs {
     drain: Duration,
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// `chainctl chaos`.
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// Fault kinds to draw from, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill")]
+    faults: Vec<chainctl_chaos::FaultKind>,
+    /// How long faults are injected for.
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Time between faults: `8s`, or `5s..8s` for a uniform draw in between.
+    #[arg(long, default_value = "5s..8s", value_parser = chainctl_chaos::parse_every)]
+    every: (Duration, Duration),
+    /// Stop after this many faults (before --duration when reached).
+    #[arg(long)]
+    count: Option<usize>,
+    /// How long a `pause` keeps its process stopped.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pause_for: Duration,
+    /// Most validators down at once (a validator is down when it, or every one of its
+    /// execution clients, is). Default: the number the network tolerates, (n − 1) / 3.
+    #[arg(long)]
+    max_down: Option<usize>,
+    /// Seed of the fault choices: the same seed on the same network repeats them
+    /// (default: from the clock, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Transactions per second sent through the gateway during the experiment (0: none).
+    #[arg(long, default_value_t = 0)]
+    tps: u64,
+    /// Where the load sends (default: the network's gateway).
+    #[arg(long, value_name = "URL")]
+    rpc: Option<String>,
+    /// How long after the last fault everything may take to be back.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    /// Output format of the result.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
 
@@ -569,6 +614,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => render(profile, state_dir, what, &out, &user, chainctl.as_deref()),
         Command::Systemd { action } => systemd_cmd(profile, state_dir, action),
         Command::Load(args) => load_cmd(profile, state_dir, args),
+        Command::Chaos(args) => chaos_cmd(&cli.profile, &cli.state_dir, args),
         Command::Report {
             format,
             out,

@@ -69,22 +69,203 @@ pub(super) fn network_rpcs(
     Ok((gateway, els))
 }
 
-pub(super) fn load_cmd(
+/// Where load goes: `--rpc`, else the gateway (it keeps serving when a client dies), else
+/// the first client; and every client of the network as a witness (blocks and receipts).
+fn load_endpoints(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
-    a: LoadArgs,
-) -> Result<ExitCode> {
-    // The gateway by default (it keeps serving when a client dies), else the first
-    // client; every client of the network is a witness (blocks and receipts).
+    rpc: Option<String>,
+) -> Result<(String, Vec<String>)> {
     let network = network_rpcs(profile, state_dir);
-    let rpc = match (a.rpc, &network) {
+    let rpc = match (rpc, &network) {
         (Some(r), _) => r,
         (None, Ok((gateway, els))) => gateway.clone().or_else(|| els.first().cloned()).ok_or_else(|| {
             anyhow::anyhow!("no --rpc given and the profile's network has no gateway and no execution client: pass --rpc URL")
         })?,
         (None, Err(e)) => return Err(anyhow::anyhow!("{e:#}")),
     };
-    let witnesses = network.map(|(_, els)| els).unwrap_or_default();
+    Ok((rpc, network.map(|(_, els)| els).unwrap_or_default()))
+}
+
+pub(super) fn chaos_cmd(
+    profile_arg: &Option<PathBuf>,
+    state_dir_arg: &Option<PathBuf>,
+    a: ChaosArgs,
+) -> Result<ExitCode> {
+    let (profile, state_dir) = (profile_arg.as_deref(), state_dir_arg.as_deref());
+    let layout = layout_of(profile, state_dir)?;
+    let st = state::read_json::<StateFile>(&layout.state_file())?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the network is not up (no {}): run `chainctl up --detach` first",
+            layout.state_file().display()
+        )
+    })?;
+    // The profile the network runs with (the state file names it), for its name, block
+    // time and runtime.
+    let path = profile
+        .map(Path::to_path_buf)
+        .or_else(|| st.profile_path.clone());
+    let loaded = chainctl_core::loader::load(setup::source(path.as_deref())?)?;
+    let p = &loaded.profile;
+    let injector = match p.runtime {
+        chainctl_core::profile::RuntimeKind::Process => chainctl_chaos::Injector::Process,
+        chainctl_core::profile::RuntimeKind::Docker => chainctl_chaos::Injector::Docker {
+            profile: p.name.clone(),
+        },
+        other => bail!(
+            "chaos runs on the process and docker runtimes (signals to processes, `docker kill`/`docker pause`); this profile's runtime is {other:?}: its services are not on this host for chainctl to hit"
+        ),
+    };
+    // The validators (a `status` port and a validator config) and their clients (the
+    // services they depend on that are generated execution clients).
+    let plans: BTreeMap<&str, &chainctl_core::plan::ServicePlan> = st
+        .services
+        .values()
+        .map(|r| (r.plan.name.as_str(), &r.plan))
+        .collect();
+    let reach = |p: &chainctl_core::plan::ServicePlan, port: u16| {
+        chainctl_monitor::reachable(std::net::SocketAddr::new(p.ready_host, port))
+    };
+    let mut validators = Vec::new();
+    for v in plans.values() {
+        let Some(status) = v.ports.get("status") else {
+            continue;
+        };
+        if !layout
+            .root
+            .join("data")
+            .join(&v.name)
+            .join("config.json")
+            .exists()
+        {
+            continue;
+        }
+        let els = v
+            .depends_on
+            .iter()
+            .filter_map(|d| {
+                let e = plans.get(d.as_str())?;
+                let http = e
+                    .ports
+                    .get(chainctl_core::clients::endpoints(e.client?).http)?;
+                Some(chainctl_chaos::ElNode {
+                    name: e.name.clone(),
+                    rpc: format!("http://{}", reach(e, http.port)),
+                })
+            })
+            .collect();
+        validators.push(chainctl_chaos::ValidatorNode {
+            name: v.name.clone(),
+            status: reach(v, status.port),
+            els,
+        });
+    }
+    let topology = chainctl_chaos::Topology { validators };
+    if topology.validators.is_empty() {
+        bail!("the network has no validators (`validators:` in the profile): chaos measures recovery by the chain's head");
+    }
+    let max_down = a.max_down.unwrap_or_else(|| topology.tolerated());
+    if max_down > topology.tolerated() {
+        eprintln!(
+            "warning: --max-down {max_down} is more than the {} validator(s) {} validators tolerate: the chain will stop while they are down",
+            topology.tolerated(),
+            topology.validators.len()
+        );
+    }
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let load = if a.tps > 0 {
+        let (rpc, witnesses) = load_endpoints(profile, state_dir, a.rpc)?;
+        let cfg = chainctl_load::Config {
+            rpc,
+            tps: a.tps,
+            duration: a.duration,
+            accounts: a.tps.div_ceil(chainctl_load::MAX_TPS_PER_ACCOUNT).max(1) as u32,
+            first_account: 0,
+            kind: chainctl_load::Kind::Transfer,
+            mnemonic: chainctl_core::network::DEV_MNEMONIC.to_string(),
+            drain: Duration::from_secs(30),
+            progress: false,
+            witnesses,
+        };
+        cfg.check()?;
+        Some(cfg)
+    } else {
+        None
+    };
+    // After the `supervisor` fault: `chainctl up --detach` with this command's profile and
+    // state dir, as an operator would.
+    let child_args = cli_args_for_child(profile_arg, state_dir_arg);
+    let restart_supervisor = std::sync::Arc::new(move || -> Result<()> {
+        let o = std::process::Command::new(std::env::current_exe()?)
+            .args(&child_args)
+            .args(["up", "--detach"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("cannot run chainctl up --detach")?;
+        if !o.status.success() {
+            bail!(
+                "chainctl up --detach: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(())
+    });
+    eprintln!(
+        "chaos on {}: {} every {}..{} for {} (seed {seed}; repeat with --seed {seed}), at most {max_down} validator(s) down at once{}",
+        p.name,
+        a.faults.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+        humantime::format_duration(a.every.0),
+        humantime::format_duration(a.every.1),
+        humantime::format_duration(a.duration),
+        if a.tps > 0 { format!(", {} tx/s of load", a.tps) } else { String::new() }
+    );
+    let record = chainctl_chaos::run(chainctl_chaos::Config {
+        profile: p.name.clone(),
+        topology,
+        kinds: a.faults,
+        duration: a.duration,
+        every: a.every,
+        pause_for: a.pause_for,
+        max_down,
+        count: a.count,
+        seed,
+        block_time: p.chain.block_time.get(),
+        load,
+        control_socket: layout.control_socket(),
+        injector,
+        restart_supervisor,
+        settle_limit: a.settle,
+        progress: true,
+    })?;
+    // Kept for `chainctl report`: evidence with its age.
+    let out = layout.chaos_result();
+    if let Some(dir) = out.parent() {
+        chainctl_common::fs::private_dir(dir)?;
+    }
+    chainctl_common::fs::write_atomic(&out, serde_json::to_string_pretty(&record)?.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&record)?),
+        Output::Table => print!("{}", chainctl_chaos::table(&record)),
+    }
+    Ok(if record.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(super) fn load_cmd(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    a: LoadArgs,
+) -> Result<ExitCode> {
+    let (rpc, witnesses) = load_endpoints(profile, state_dir, a.rpc)?;
     let accounts = a
         .accounts
         .unwrap_or_else(|| a.tps.div_ceil(chainctl_load::MAX_TPS_PER_ACCOUNT).max(1) as u32);

@@ -66,6 +66,10 @@ impl Layout {
     pub fn supervisor_log(&self) -> PathBuf {
         self.root.join("supervisor.log")
     }
+    /// The last chaos experiment's record (`chainctl chaos`), which the report reads.
+    pub fn chaos_result(&self) -> PathBuf {
+        self.root.join("chaos").join("last.json")
+    }
 }
 
 /// The documented default state dir of a profile: `$XDG_STATE_HOME/chainctl/<name>`,

@@ -12,7 +12,7 @@ pub const RPC_BODY_LIMIT: usize = 5 * 1024 * 1024;
 
 /// Transactions waiting to be relayed to one peer, at most (beyond: not relayed to it;
 /// the sender's own pool still holds them).
-const RELAY_BACKLOG: usize = 50_000;
+pub(crate) const RELAY_BACKLOG: usize = 50_000;
 
 /// Raw transactions (hex) waiting to be passed on to one peer.
 pub type RelayQueue = Arc<std::sync::Mutex<Vec<String>>>;

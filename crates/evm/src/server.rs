@@ -419,8 +419,10 @@ async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
     }
 }
 
-/// Pass accepted transactions on to one peer every 50 ms, in batches; while the peer is
-/// down (restarting) it misses them, as a disconnected P2P peer would.
+/// Pass accepted transactions on to one peer every 50 ms, in batches. While the peer is
+/// down (restarting) they wait for it (up to the backlog limit), as a devp2p peer is given
+/// the pool when it connects again: one that missed a sender's nonce n would hold that
+/// sender's later transactions behind a gap it never fills.
 async fn relay_loop(queue: RelayQueue, peer: String) {
     let client = reqwest::Client::builder()
         // Long enough for a peer checking blob proofs (its first blob transaction loads
@@ -435,6 +437,7 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
         let txs = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
         let mut result = Ok(());
         let (mut refused, mut first_refusal) = (0usize, None);
+        let mut delivered = 0;
         for chunk in batches(&txs, super::rpc::MAX_BATCH, RELAY_BATCH_BYTES) {
             let calls: Vec<serde_json::Value> = chunk
                 .iter()
@@ -454,12 +457,14 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
             };
             match answer {
                 Ok(items) => {
-                    // "already known" is a peer that had it: not a refusal.
+                    delivered += chunk.len();
+                    // "already known" is a peer that had it, "nonce too low" one whose
+                    // chain has it: not refusals.
                     for e in items
                         .iter()
                         .filter_map(|it| it["error"]["message"].as_str())
                     {
-                        if !e.starts_with("already known") {
+                        if !e.starts_with("already known") && !e.starts_with("nonce too low") {
                             refused += 1;
                             first_refusal.get_or_insert_with(|| e.to_owned());
                         }
@@ -470,6 +475,14 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
                     break;
                 }
             }
+        }
+        if result.is_err() {
+            // Kept for when the peer is back, ahead of what came meanwhile.
+            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut kept = txs[delivered..].to_vec();
+            kept.append(&mut q);
+            kept.truncate(super::app::RELAY_BACKLOG);
+            *q = kept;
         }
         if let Some(reason) = first_refusal.filter(|_| every_10_s(&mut refused_logged)) {
             tracing::warn!(%peer, refused, first = %reason, "a peer refused relayed transactions (logged at most every 10 s)");

@@ -7,7 +7,10 @@
 //! unknown (a timed-out request) is re-sent byte for byte: the client either takes it or
 //! answers "already known". Nonces are tracked per account; a refused nonce is re-sent,
 //! and an account refused five times in a row is retired from the run (named in the
-//! summary).
+//! summary). A failure of the path rather than of the transaction (the endpoint cannot be
+//! reached, the gateway has no client to give it to) is not a refusal: the same bytes are
+//! sent again, to the network's next endpoint when this one cannot be reached, and the
+//! failure is counted as retried.
 //!
 //! Inclusion is read from blocks, not per-transaction receipt polling: the finalized head
 //! is polled every 50 ms, each new block is read once, by number, with its transaction
@@ -148,8 +151,13 @@ pub struct Summary {
     pub found_by_receipt: u64,
     /// Of `included`, with a failed receipt (status 0).
     pub reverted: u64,
-    /// Refusals and transport failures by kind (first words of the error).
+    /// Refusals by kind (first words of the error).
     pub errors: BTreeMap<String, u64>,
+    /// Failures of the path (endpoint unreachable, no client behind the gateway) by kind:
+    /// the transactions were sent again, not refused.
+    pub retried: BTreeMap<String, u64>,
+    /// Endpoints the sender moved to when the one it used could not be reached.
+    pub endpoint_switches: u64,
     /// Accounts retired after repeated refusals.
     pub retired: Vec<Address>,
     /// `sent` per second of the send window.
@@ -213,6 +221,15 @@ impl Summary {
         }
         if let Some(t) = self.token {
             println!("  token contract {t}");
+        }
+        for (k, n) in &self.retried {
+            println!("  retried × {n}: {k}");
+        }
+        if self.endpoint_switches > 0 {
+            println!(
+                "  the sender moved to another endpoint {} times (one could not be reached)",
+                self.endpoint_switches
+            );
         }
         if self.errors.is_empty() {
             println!("  errors: none");
@@ -344,6 +361,19 @@ fn result_of(v: &Value) -> Result<Value, String> {
         .ok_or_else(|| "answer without result".into())
 }
 
+/// A failure of the path, not of the transaction: the endpoint could not be reached or
+/// answered with a server error, or the gateway had no execution client to give it to.
+/// The transaction is sent again; its sender is not blamed.
+fn transient(msg: &str) -> bool {
+    msg.starts_with("transport:")
+        || msg.starts_with("HTTP 5")
+        || msg.starts_with("no healthy execution client")
+        || msg.starts_with("no synced execution client")
+        || msg.starts_with("no execution client answered")
+        || msg.starts_with("no execution client took the transaction (none answered)")
+        || msg.contains("(gateway.timeout)")
+}
+
 /// The first words of an error message, so that errors group by kind.
 fn error_kind(msg: &str) -> String {
     if msg.starts_with("transport:") || msg.starts_with("HTTP ") {
@@ -459,6 +489,8 @@ struct Tracker {
     reverted: u64,
     latencies: Vec<f64>,
     errors: BTreeMap<String, u64>,
+    retried: BTreeMap<String, u64>,
+    endpoint_switches: u64,
     retired: Vec<Address>,
     first_block: Option<u64>,
     last_block: Option<u64>,
@@ -622,7 +654,10 @@ pub async fn run_async(cfg: Config) -> Result<Summary> {
     let progress = cfg.progress.then(|| spawn_progress(tracker.clone()));
 
     let t0 = Instant::now();
-    send(&cfg, &rpc, &plan, &signers, &mut nonces, &tracker, t0).await;
+    let endpoints: Vec<Rpc> = std::iter::once(rpc.clone())
+        .chain(witnesses.iter().cloned())
+        .collect();
+    send(&cfg, &endpoints, &plan, &signers, &mut nonces, &tracker, t0).await;
     let send_window = t0.elapsed();
 
     // Drain: wait for the rest to be finalized.
@@ -683,6 +718,8 @@ pub async fn run_async(cfg: Config) -> Result<Summary> {
         found_by_receipt: t.found_by_receipt,
         reverted: t.reverted,
         errors: t.errors.clone(),
+        retried: t.retried.clone(),
+        endpoint_switches: t.endpoint_switches,
         retired: t.retired.clone(),
         sent_tps: t.accepted.len() as f64 / send_window.as_secs_f64().max(1e-3),
         finalized_tps: if finalized_window > 0.0 {
@@ -767,7 +804,7 @@ type Answered = (Signed, Result<Vec<Result<Value, String>>, String>, Instant);
 /// back the schedule); answers are taken in as they come.
 async fn send(
     cfg: &Config,
-    rpc: &Rpc,
+    endpoints: &[Rpc],
     plan: &TxPlan,
     signers: &[PrivateKeySigner],
     nonces: &mut [u64],
@@ -793,21 +830,44 @@ async fn send(
     let mut retired = vec![false; signers.len()];
     let total = (cfg.tps as f64 * cfg.duration.as_secs_f64()).round() as u64;
     let mut ticks = 0u32;
+    // The endpoint batches go to: the first (the gateway, or --rpc) unless it could not be
+    // reached, then the next; back to the first after a while.
+    let route = Mutex::new(Route::default());
+    let route = &route;
     let mut in_flight = FuturesUnordered::new();
     let send_batch = |batch: Signed| async move {
         let calls: Vec<(&str, Value)> = batch
             .iter()
             .map(|(_, _, _, raw)| ("eth_sendRawTransaction", json!([raw])))
             .collect();
+        let spread = route.lock().unwrap_or_else(|e| e.into_inner()).spread();
         let sent_at = Instant::now();
-        let answer = rpc.batch(&calls).await;
+        let answer = if spread {
+            // Every client: one alone may not pass it on (the built-in engine has no
+            // transaction gossip; the gateway gives each send to every client).
+            let all = futures::future::join_all(endpoints[1..].iter().map(|e| e.batch(&calls)));
+            merge_answers(all.await, calls.len())
+        } else {
+            let a = endpoints[0].batch(&calls).await;
+            if matches!(&a, Err(e) if e.starts_with("transport:")) && endpoints.len() > 1 {
+                route
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unreachable();
+            }
+            a
+        };
         (batch, answer, sent_at)
     };
+    // Per account: a path failure happened since its last acceptance, so a "nonce too
+    // low" may be its own transaction, taken before the answer was lost.
+    let mut uncertain = vec![false; signers.len()];
     // What an answer means for the batch's accounts and nonces.
     let take = |(batch, answer, sent_at): Answered,
                 nonces: &mut [u64],
                 refusals: &mut [u32],
-                retired: &mut [bool]| {
+                retired: &mut [bool],
+                uncertain: &mut [bool]| {
         let mut t = lock(tracker);
         t.attempts += batch.len() as u64;
         for (k, (i, nonce, hash, _)) in batch.iter().enumerate() {
@@ -823,15 +883,22 @@ async fn send(
             };
             if accepted {
                 refusals[*i] = 0;
+                uncertain[*i] = false;
                 t.accept(*hash, sent_at);
                 continue;
             }
             let e = r.err().unwrap_or_default();
-            *t.errors.entry(error_kind(&e)).or_default() += 1;
             // Re-sign this nonce next (the same bytes); later nonces already
             // taken wait in the client's queue and answer "already known"
             // when re-sent.
             nonces[*i] = nonces[*i].min(*nonce);
+            let lost_answer = uncertain[*i] && e.to_ascii_lowercase().contains("nonce too low");
+            if transient(&e) || lost_answer {
+                uncertain[*i] = true;
+                *t.retried.entry(error_kind(&e)).or_default() += 1;
+                continue;
+            }
+            *t.errors.entry(error_kind(&e)).or_default() += 1;
             refusals[*i] += 1;
             if refusals[*i] >= RETIRE_AFTER && !retired[*i] {
                 retired[*i] = true;
@@ -839,9 +906,22 @@ async fn send(
             }
         }
     };
-    while done < total {
+    // Sends that failed on the path (retried) are made up for, so that the offered load
+    // is what reaches the network; not past the drain time, should the path never return.
+    let make_up_until = t0 + cfg.duration + cfg.drain;
+    let goal = || {
+        let owed: u64 = lock(tracker).retried.values().sum();
+        total
+            + if Instant::now() < make_up_until {
+                owed
+            } else {
+                0
+            }
+    };
+    // Until every send is answered: a late path failure is made up for too.
+    while done < goal() || !in_flight.is_empty() {
         ticks += 1;
-        let due = ((cfg.tps as f64 * t0.elapsed().as_secs_f64()) as u64).min(total);
+        let due = ((cfg.tps as f64 * t0.elapsed().as_secs_f64()) as u64).min(goal());
         // Catch up after a slow answer, but never more than a second's worth at once.
         let n = due.saturating_sub(done).min(cfg.tps);
         let mut batch: Signed = Vec::with_capacity(BATCH);
@@ -870,7 +950,7 @@ async fn send(
             if batch.len() == BATCH {
                 while in_flight.len() >= MAX_IN_FLIGHT {
                     if let Some(answer) = in_flight.next().await {
-                        take(answer, nonces, &mut refusals, &mut retired);
+                        take(answer, nonces, &mut refusals, &mut retired, &mut uncertain);
                     }
                 }
                 in_flight.push(send_batch(std::mem::take(&mut batch)));
@@ -884,14 +964,75 @@ async fn send(
         let next = tokio::time::Instant::from_std(t0 + tick * ticks);
         loop {
             tokio::select! {
-                Some(answer) = in_flight.next(), if !in_flight.is_empty() => take(answer, nonces, &mut refusals, &mut retired),
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => take(answer, nonces, &mut refusals, &mut retired, &mut uncertain),
                 _ = tokio::time::sleep_until(next) => break,
             }
         }
     }
     while let Some(answer) = in_flight.next().await {
-        take(answer, nonces, &mut refusals, &mut retired);
+        take(answer, nonces, &mut refusals, &mut retired, &mut uncertain);
     }
+    lock(tracker).endpoint_switches = route.lock().unwrap_or_else(|e| e.into_inner()).switches;
+}
+
+/// Where the sender sends: the first endpoint (the gateway, or --rpc), unless it could
+/// not be reached a moment ago; then every other one (the network's clients), and the
+/// first again after `BACK_AFTER`.
+#[derive(Default)]
+struct Route {
+    spread_since: Option<Instant>,
+    switches: u64,
+}
+
+impl Route {
+    const BACK_AFTER: Duration = Duration::from_secs(5);
+
+    /// Whether batches go to every other endpoint now.
+    fn spread(&mut self) -> bool {
+        if self
+            .spread_since
+            .is_some_and(|t| t.elapsed() >= Self::BACK_AFTER)
+        {
+            self.spread_since = None;
+        }
+        self.spread_since.is_some()
+    }
+
+    /// The first endpoint could not be reached.
+    fn unreachable(&mut self) {
+        if self.spread_since.is_none() {
+            self.spread_since = Some(Instant::now());
+            self.switches += 1;
+        }
+    }
+}
+
+/// One answer per call from the answers of several endpoints to the same batch: taken if
+/// any took it (or knew it already), else the first refusal, else a path failure.
+fn merge_answers(
+    answers: Vec<Result<Vec<Result<Value, String>>, String>>,
+    n: usize,
+) -> Result<Vec<Result<Value, String>>, String> {
+    let lists: Vec<&Vec<Result<Value, String>>> =
+        answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    if lists.is_empty() {
+        return Err(answers
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap_or_else(|| "transport: no endpoint".into()));
+    }
+    Ok((0..n)
+        .map(|k| {
+            let each = || lists.iter().filter_map(|l| l.get(k));
+            each()
+                .find(|r| r.is_ok())
+                .or_else(|| each().find(|r| matches!(r, Err(e) if e.contains("already known"))))
+                .or_else(|| each().find(|r| matches!(r, Err(e) if !transient(e))))
+                .or_else(|| each().next())
+                .cloned()
+                .unwrap_or_else(|| Err("no answer in the batch".into()))
+        })
+        .collect())
 }
 
 /// The watcher: reads every finalized block after `from`, each once, by number — from
@@ -909,7 +1050,14 @@ async fn watch(
     let mut per_block: BTreeMap<u64, u64> = BTreeMap::new();
     let mut stopping = false;
     loop {
-        let head = rpc.finalized().await;
+        // The endpoint's finalized head; another client's while it cannot answer.
+        let mut head = rpc.finalized().await;
+        for w in &witnesses {
+            if head > 0 {
+                break;
+            }
+            head = w.finalized().await;
+        }
         let polled_from = seen;
         while seen < head {
             let upto = head.min(seen + 20);
@@ -1069,6 +1217,20 @@ async fn count_reverted(rpc: &Rpc, n: u64, ours: &[B256]) -> u64 {
         .count() as u64
 }
 
+/// The finalized rate over the last `window` of (when, finalized so far) samples, oldest
+/// first: blocks come once a second or slower, so a one-second window reads 0 between
+/// blocks however many they finalize.
+fn window_rate(samples: &std::collections::VecDeque<(Instant, u64)>) -> f64 {
+    match (samples.front(), samples.back()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+/// How far back the progress line's rate looks (also how often it prints when stderr is
+/// not a terminal).
+const PROGRESS_WINDOW: Duration = Duration::from_secs(5);
+
 fn spawn_progress(tracker: Arc<Mutex<Tracker>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let tty = std::io::stderr().is_terminal();
@@ -1077,30 +1239,39 @@ fn spawn_progress(tracker: Arc<Mutex<Tracker>>) -> tokio::task::JoinHandle<()> {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
         let t0 = Instant::now();
-        let mut last = (Instant::now(), 0u64);
+        let mut samples = std::collections::VecDeque::from([(t0, 0u64)]);
         let mut k = 0u64;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             k += 1;
-            let (sent, included, pending, errors) = {
+            let (sent, included, pending, errors, retried) = {
                 let t = lock(&tracker);
                 (
                     t.accepted.len(),
                     t.included,
                     t.open.len(),
                     t.errors.values().sum::<u64>(),
+                    t.retried.values().sum::<u64>(),
                 )
             };
-            let rate = (included - last.1) as f64 / last.0.elapsed().as_secs_f64();
-            last = (Instant::now(), included);
+            let now = Instant::now();
+            samples.push_back((now, included));
+            while samples
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > PROGRESS_WINDOW)
+            {
+                samples.pop_front();
+            }
+            let rate = window_rate(&samples);
             let line = format!(
-                "{:>4.0} s  sent {sent}  finalized {included}  pending {pending}  errors {errors}  {rate:.0} tx/s",
-                t0.elapsed().as_secs_f64()
+                "{:>4.0} s  sent {sent}  finalized {included}  pending {pending}  refused {errors}  retried {retried}  {rate:.0} tx/s finalized (last {} s)",
+                t0.elapsed().as_secs_f64(),
+                PROGRESS_WINDOW.as_secs()
             );
             if tty {
                 bar.set_message(line);
                 bar.tick();
-            } else if k.is_multiple_of(5) {
+            } else if k.is_multiple_of(PROGRESS_WINDOW.as_secs()) {
                 eprintln!("{line}");
             }
         }
@@ -1110,6 +1281,93 @@ fn spawn_progress(tracker: Arc<Mutex<Tracker>>) -> tokio::task::JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_progress_rate_spans_the_window_not_the_last_second() {
+        let t = Instant::now();
+        let s = |v: &[(u64, u64)]| -> std::collections::VecDeque<(Instant, u64)> {
+            v.iter()
+                .map(|(ms, n)| (t + Duration::from_millis(*ms), *n))
+                .collect()
+        };
+        // 1,200 finalized in two blocks within 5 s, none in the last second: 240 tx/s.
+        let w = s(&[
+            (0, 0),
+            (1000, 600),
+            (2000, 600),
+            (3000, 1200),
+            (4000, 1200),
+            (5000, 1200),
+        ]);
+        assert_eq!(window_rate(&w), 240.0);
+        assert_eq!(window_rate(&s(&[(0, 5)])), 0.0);
+    }
+
+    #[test]
+    fn path_failures_are_retried_and_refusals_are_not() {
+        for e in [
+            "transport: cannot connect",
+            "transport: timed out",
+            "HTTP 502 Bad Gateway: <html>",
+            "no healthy execution client: val-0-el-0 is down",
+            "no synced execution client: none at the head",
+            "no execution client answered: val-0-el-0: connection refused",
+            "no execution client took the transaction (none answered)",
+            "val-0-el-1 did not answer within 10s (gateway.timeout)",
+        ] {
+            assert!(transient(e), "{e}");
+        }
+        for e in [
+            "nonce too low",
+            "already known",
+            "insufficient funds for gas * price + value",
+            "replacement transaction underpriced",
+            "HTTP 400: bad request",
+        ] {
+            assert!(!transient(e), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_sender_spreads_while_its_endpoint_is_unreachable_and_comes_back() {
+        let mut r = Route::default();
+        assert!(!r.spread());
+        r.unreachable();
+        assert!(r.spread());
+        // Late answers from the first endpoint count once.
+        r.unreachable();
+        assert_eq!(r.switches, 1);
+        r.spread_since = Some(Instant::now() - Route::BACK_AFTER);
+        assert!(!r.spread());
+    }
+
+    #[test]
+    fn spread_answers_take_the_best_of_every_client() {
+        let ok = |v: &str| Ok::<Value, String>(json!(v));
+        let err = |e: &str| Err::<Value, String>(e.to_string());
+        let a = Ok(vec![
+            ok("0x1"),
+            err("transport: cannot connect"),
+            err("nonce too low"),
+            err("transport: timed out"),
+        ]);
+        let b = Ok(vec![
+            err("already known"),
+            err("already known"),
+            err("transport: timed out"),
+            err("transport: timed out"),
+        ]);
+        let down = Err("transport: cannot connect".to_string());
+        let m = merge_answers(vec![a, down.clone(), b], 4).unwrap();
+        assert_eq!(m[0], ok("0x1"));
+        assert_eq!(m[1], err("already known"));
+        assert_eq!(m[2], err("nonce too low"));
+        assert_eq!(m[3], err("transport: timed out"));
+        assert_eq!(
+            merge_answers(vec![down.clone(), down], 4).unwrap_err(),
+            "transport: cannot connect"
+        );
+    }
 
     #[test]
     fn error_kinds_group_messages() {

@@ -6,7 +6,12 @@
 //! - `eth_sendRawTransaction` goes to every healthy client's pool (marked as relayed, so
 //!   built-in clients do not pass it on again). It counts as taken only when a client a
 //!   validator builds blocks with now took it ([`pick_send`]): a backup's acceptance never
-//!   hides an active client's refusal.
+//!   hides an active client's refusal. A client that was down missed what was sent
+//!   meanwhile: when it is healthy again it is given the last [`REPLAY_WINDOW`] of sends
+//!   ([`replay_loop`]), as a devp2p peer is given the pool on connect — without it, a
+//!   client that was down when a sender's nonce n went out holds that sender's later
+//!   transactions behind a gap it never fills, and builds blocks without them once it is
+//!   active again.
 //! - Limits: body size (413), batch size, calls per second per client address (429), a
 //!   timeout per request; a JSON-RPC error naming each client's state when none is usable.
 //! - WebSocket: plain calls as over HTTP; `newHeads` and `logs` subscriptions are served
@@ -195,6 +200,58 @@ struct Gw {
     http: UpstreamClient,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     heads: broadcast::Sender<Arc<Json>>,
+    /// Recent sends (each call's `params`), oldest first, for clients that come back.
+    recent: Mutex<std::collections::VecDeque<(Instant, String)>>,
+}
+
+/// How far back sends are given again to a client that is healthy again.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(60);
+/// Most sends kept for that (at 800 tx/s, the whole window).
+const REPLAY_MAX: usize = 50_000;
+
+/// Gives a client that is healthy again (not in the healthy set at the last look, every
+/// 250 ms) the sends of the last [`REPLAY_WINDOW`], in batches, marked as relayed. What it
+/// holds already or the chain has included it refuses, which is fine.
+async fn replay_loop(gw: Arc<Gw>) {
+    let mut before: BTreeSet<String> = BTreeSet::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let ups = gw.sh.upstreams();
+        let now: BTreeSet<String> = ups.healthy.iter().map(|u| u.name.clone()).collect();
+        for up in ups.healthy.iter().filter(|u| !before.contains(&u.name)) {
+            let sends: Vec<String> = {
+                let r = gw.recent.lock().unwrap_or_else(|e| e.into_inner());
+                r.iter()
+                    .filter(|(at, _)| at.elapsed() <= REPLAY_WINDOW)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            };
+            if sends.is_empty() {
+                continue;
+            }
+            let (gw, up) = (gw.clone(), up.clone());
+            tokio::spawn(async move {
+                for chunk in sends.chunks(100) {
+                    let body: Vec<String> = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_sendRawTransaction","params":{p}}}"#)
+                        })
+                        .collect();
+                    if let Err(e) = gw
+                        .post(&up, Bytes::from(format!("[{}]", body.join(","))), true)
+                        .await
+                    {
+                        tracing::debug!(upstream = %up.name, "replaying recent sends stopped: {e:?}");
+                        return;
+                    }
+                }
+                tracing::info!(upstream = %up.name, sends = sends.len(), "gave a client that is back the sends it missed");
+            });
+        }
+        before = now;
+    }
 }
 
 /// Serves the gateway on `listener` until the process ends.
@@ -212,8 +269,10 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
         http,
         buckets: Mutex::new(HashMap::new()),
         heads,
+        recent: Mutex::new(std::collections::VecDeque::new()),
     });
     tokio::spawn(head_feed(gw.clone()));
+    tokio::spawn(replay_loop(gw.clone()));
     // http_call enforces gateway.max_body_bytes itself (read_body).
     let app = Router::new()
         .route("/", get(ws_upgrade).post(http_call))
@@ -457,6 +516,7 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
 }
 
 /// Why an upstream call failed.
+#[derive(Debug)]
 enum UpErr {
     /// No connection, reset, bad answer: another client may serve it.
     Transport(String),
@@ -559,6 +619,23 @@ impl Gw {
         )
     }
 
+    /// Keeps sends for clients that come back ([`replay_loop`]).
+    fn remember(&self, sends: &[&Call]) {
+        let now = Instant::now();
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        for c in sends {
+            if let Some(p) = &c.params {
+                r.push_back((now, p.get().to_string()));
+            }
+        }
+        while r.len() > REPLAY_MAX
+            || r.front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > REPLAY_WINDOW)
+        {
+            r.pop_front();
+        }
+    }
+
     /// Send to every healthy client at once; answers from each, in rank order.
     async fn broadcast(&self, ups: &super::Upstreams, body: Bytes) -> Vec<(String, Option<Json>)> {
         let mut order: Vec<&Upstream> = ups.ranked.iter().collect();
@@ -650,6 +727,7 @@ impl Gw {
         }
         match parsed {
             Parsed::Single(c) if is_send(&c.method) => {
+                self.remember(&[&c]);
                 let answers = self.broadcast(&ups, body).await;
                 match pick_send(&answers, &ups.active).map(|i| &answers[i]) {
                     Some((name, Some(a))) => {
@@ -770,6 +848,7 @@ impl Gw {
             }
         }
         let send_answers = if sends > 0 {
+            self.remember(&send_calls);
             self.broadcast(ups, join(send_calls.clone())).await
         } else {
             Vec::new()

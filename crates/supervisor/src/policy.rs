@@ -1,5 +1,12 @@
 //! Restart policy, pure: given an exit and the service's failure history at time `now`,
 //! decide restart-after-delay, done, or given up. Clock and randomness are passed in.
+//!
+//! A service that ran for `backoff.reset_after` before it exited is not crash-looping: it
+//! starts again at once (a killed validator is back in its next round, not seconds
+//! later), and the exit does not count toward the give-up limit (a node killed now and
+//! then by an operator, the OOM killer or a chaos experiment must never be given up on).
+//! Only exits after shorter runs — a crash loop — back off, growing with each one in a
+//! row, and count toward giving up.
 
 use chainctl_core::instance::Exit;
 use chainctl_core::plan::RestartSpec;
@@ -56,7 +63,8 @@ pub fn on_exit(
     now: Instant,
     unit: f64,
 ) -> Decision {
-    if uptime >= spec.backoff.reset_after.get() {
+    let ran_long = uptime >= spec.backoff.reset_after.get();
+    if ran_long {
         hist.streak = 0;
     }
     let code = match exit {
@@ -77,6 +85,11 @@ pub fn on_exit(
             ));
         }
         _ => {}
+    }
+    if ran_long {
+        // Not a crash loop: no delay, not counted toward giving up, and the streak stays
+        // at 0 so that a crash right after this start waits `initial`.
+        return Decision::Restart(Duration::ZERO);
     }
     let window = spec.give_up.window.get();
     hist.failures.push_back(now);
@@ -256,6 +269,50 @@ mod tests {
             now,
             0.5,
         );
-        assert_eq!(d, Decision::Restart(Duration::from_secs(1)));
+        assert_eq!(d, Decision::Restart(Duration::ZERO));
+        assert_eq!(h.streak, 0);
+    }
+
+    #[test]
+    fn an_exit_after_a_long_run_restarts_at_once_and_a_crash_loop_still_backs_off() {
+        let s = spec(RestartPolicy::OnFailure);
+        let long = s.backoff.reset_after.get();
+        let short = Duration::from_millis(300);
+        let mut h = History::default();
+        let t0 = Instant::now();
+        let at = |k: u64| t0 + Duration::from_secs(k);
+        // Killed after a healthy run, three times in a row: each back at once.
+        for k in 0..3 {
+            assert_eq!(
+                on_exit(&s, &mut h, Exit::Signal(9), long, at(k), 0.5),
+                Decision::Restart(Duration::ZERO)
+            );
+        }
+        // Then it crashes right after starting: 1 s, 2 s, 4 s (jitter 0 at unit 0.5).
+        for (k, want) in [(3, 1), (4, 2), (5, 4)] {
+            assert_eq!(
+                on_exit(&s, &mut h, Exit::Code(1), short, at(k), 0.5),
+                Decision::Restart(Duration::from_secs(want))
+            );
+        }
+        // Exits after long runs never add up to giving up; crash-loop exits do (10 within
+        // 30 min: 3 so far).
+        for k in 6..100 {
+            assert_eq!(
+                on_exit(&s, &mut h, Exit::Signal(9), long, at(k), 0.5),
+                Decision::Restart(Duration::ZERO)
+            );
+        }
+        for k in 100..106 {
+            assert!(matches!(
+                on_exit(&s, &mut h, Exit::Code(1), short, at(k), 0.5),
+                Decision::Restart(_)
+            ));
+        }
+        let d = on_exit(&s, &mut h, Exit::Code(1), short, at(106), 0.5);
+        assert!(
+            matches!(&d, Decision::GiveUp(m) if m.starts_with("10 failures")),
+            "{d:?}"
+        );
     }
 }

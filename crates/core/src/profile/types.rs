@@ -964,7 +964,8 @@ pub struct BackoffConfig {
     /// Random spread, as a fraction of the delay (0.25 = ±25 %).
     #[serde(default = "default_jitter")]
     pub jitter: f64,
-    /// Uptime after which the failure streak is forgotten.
+    /// Uptime after which an exit is not a crash loop: the service starts again at once
+    /// and the failure streak is forgotten.
     #[serde(default = "default_reset_after")]
     pub reset_after: Dur,
 }
@@ -994,10 +995,11 @@ fn default_jitter() -> f64 {
     0.25
 }
 fn default_reset_after() -> Dur {
-    Dur::secs(600)
+    Dur::secs(10)
 }
 
-/// The give-up limit: this many failures within the window.
+/// The give-up limit: this many crash-loop exits (after runs shorter than
+/// `backoff.reset_after`) within the window.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GiveUpConfig {
