@@ -308,7 +308,14 @@ pub(super) fn down(
         None => chainctl_supervisor::stop::stop_unsupervised(&layout, &mut say)?,
     }
     if purge {
-        for p in [layout.data_root(), layout.secrets_dir(), layout.log_dir()] {
+        // The chaos record too: it is evidence about this chain only.
+        let chaos = layout.root.join("chaos");
+        for p in [
+            layout.data_root(),
+            layout.secrets_dir(),
+            layout.log_dir(),
+            chaos,
+        ] {
             if p.exists() {
                 std::fs::remove_dir_all(&p)
                     .with_context(|| format!("cannot delete {}", p.display()))?;

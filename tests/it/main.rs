@@ -9,6 +9,7 @@ mod blobutil;
 mod evmutil;
 mod util;
 
+mod chaos;
 mod clients;
 mod compose;
 mod consensus;

@@ -4,7 +4,7 @@
 //! the JSON validates against the published schema; the HTML renders in headless
 //! Chromium with its verdict. Ports 25000-25099.
 
-use crate::util::{wait_for, Env};
+use crate::util::{text, wait_for, Env};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -183,8 +183,19 @@ fn readiness_report_from_live_evidence() {
         r["blockers"][0].as_str().unwrap().contains("untested"),
         "{r}"
     );
+    // No chaos experiment yet: shown as not measured, with the command to run.
+    let c = check(&r, "ha.chaos");
+    assert_eq!(c["status"], "skipped", "{c}");
+    assert!(
+        c["summary"].as_str().unwrap().contains("chainctl chaos"),
+        "{c}"
+    );
     let np = not_passing(&r);
-    assert_eq!(np.len(), 1, "only the drill may not pass: {np:#?}");
+    assert_eq!(
+        np.len(),
+        2,
+        "only the drill and chaos may not pass: {np:#?}"
+    );
     assert!(r["score"].as_f64().unwrap() >= 99.9, "{}", r["score"]);
     assert!(r["score_formula"].as_str().unwrap().contains("weight"));
     let c = check(&r, "consensus.agreement");
@@ -245,6 +256,54 @@ fn readiness_report_from_live_evidence() {
         red > 500,
         "the verdict is not visible ({red} verdict pixels)"
     );
+
+    // A chaos experiment (one execution client killed) is evidence with its age; a failed
+    // one fails the check with its reasons.
+    let o = env
+        .cmd(&[
+            "chaos",
+            "--faults",
+            "kill-el",
+            "--count",
+            "1",
+            "--every",
+            "1s",
+            "--duration",
+            "20s",
+        ])
+        .env("CHAINCTL_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "chaos: {}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let (_, r) = json_report(&env, &[]);
+    let c = check(&r, "ha.chaos");
+    assert_eq!(c["status"], "pass", "{c}");
+    let ev = c["evidence"].to_string();
+    assert!(
+        ev.contains("1 faults (kill-el)") && ev.contains("forks: 0"),
+        "{ev}"
+    );
+    let rec = env.state().join("chaos/last.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    v["verdict"] = "FAIL".into();
+    v["reasons"] = serde_json::json!([
+        "3 of 900 accepted transactions are in no finalized block on any execution client"
+    ]);
+    std::fs::write(&rec, v.to_string()).unwrap();
+    let (_, r) = json_report(&env, &[]);
+    let c = check(&r, "ha.chaos");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["evidence"].to_string().contains("3 of 900 accepted"),
+        "{c}"
+    );
+    std::fs::remove_file(&rec).unwrap();
 
     // With the drill: an active EL is killed, the switch measured, the EL restored: READY.
     let (code, r) = json_report(&env, &["--drill"]);

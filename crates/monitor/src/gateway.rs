@@ -468,6 +468,25 @@ enum Parsed {
     Batch(Vec<Result<Call, String>>),
 }
 
+/// The gateway's decoding of a request body, as the fuzz targets drive it
+/// (`crates/fuzz`): the number of calls it holds (each rebuilt as the JSON forwarded
+/// upstream), or the message of the error answered.
+pub fn decode_request(body: &[u8]) -> Result<usize, String> {
+    match parse(body) {
+        Ok(Parsed::Single(c)) => {
+            let _ = (c.to_json(), is_send(&c.method));
+            Ok(1)
+        }
+        Ok(Parsed::Batch(items)) => {
+            for c in items.iter().flatten() {
+                let _ = (c.to_json(), is_send(&c.method));
+            }
+            Ok(items.len())
+        }
+        Err(a) => Err(String::from_utf8_lossy(&a.body).into_owned()),
+    }
+}
+
 fn parse(body: &[u8]) -> Result<Parsed, Answer> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {

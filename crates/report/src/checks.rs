@@ -2,6 +2,7 @@
 //! severity, status, what was measured and the remedy.
 
 use serde_json::Value;
+use std::time::Duration;
 
 use super::evidence::{Evidence, AGREEMENT_HEIGHTS};
 use super::{Check, ServiceRow, Severity, Status, DRILL_ID};
@@ -118,6 +119,7 @@ pub fn all(e: &Evidence) -> Vec<Check> {
     monitoring(&mut c);
     performance(&mut c);
     high_availability(&mut c);
+    chaos(&mut c);
     c.out
 }
 
@@ -1121,6 +1123,78 @@ fn high_availability(c: &mut Checks) {
         "Failover drill: kill the active execution client",
         Severity::Critical,
         "Give every validator a second execution client that is kept in sync; check `failover:` in the profile.",
+        f,
+    );
+}
+
+/// A chaos record older than this is shown as stale.
+const CHAOS_FRESH_MS: u64 = 7 * 24 * 3600 * 1000;
+
+fn chaos(c: &mut Checks) {
+    let e = c.e;
+    let f = match &e.chaos {
+        None => skipped(
+            "no chaos experiment on record: run `chainctl chaos --tps 200 --duration 3m` to kill services at random under load and measure what the network loses",
+        ),
+        Some(Err(err)) => found(Status::Fail, format!("the last chaos record cannot be read: {err}"), vec![]),
+        Some(Ok(r)) => {
+            let age_ms = e.at_ms.saturating_sub(r.finished_at_ms);
+            let age = humantime::format_duration(Duration::from_secs(age_ms / 1000));
+            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |s| format!("{s:.2} s"));
+            let mut ev = vec![
+                format!(
+                    "{} ago: {} faults ({}) over {:.0} s, seed {}, at most {} validator(s) down",
+                    age,
+                    r.faults.len(),
+                    r.kinds.join(", "),
+                    r.duration_s,
+                    r.seed,
+                    r.max_down
+                ),
+                format!(
+                    "recovery p50 {}, max {}; longest stall {:.1} s; blocks at the block time {} after the last fault",
+                    opt(r.recovery_p50_s),
+                    opt(r.recovery_max_s),
+                    r.longest_stall_s,
+                    opt(r.back_to_rate_s)
+                ),
+                format!(
+                    "forks: {} (heights {}..={} on every execution client); given up: {}",
+                    r.forks.len(),
+                    r.heights_checked.0,
+                    r.heights_checked.1,
+                    if r.given_up.is_empty() { "none".to_string() } else { r.given_up.join(", ") }
+                ),
+            ];
+            if let Some(l) = &r.load {
+                ev.push(format!(
+                    "load {} tx/s: sent {}, finalized {}, lost {}; latency p50 {:.2} s, p99 {:.2} s",
+                    l.tps, l.sent, l.finalized, l.lost, l.latency_p50_s, l.latency_p99_s
+                ));
+            }
+            ev.extend(r.reasons.iter().cloned());
+            if !r.passed() {
+                found(Status::Fail, format!("the last chaos experiment ({age} ago) failed"), ev)
+            } else if age_ms > CHAOS_FRESH_MS {
+                found(Status::Warn, format!("the last chaos experiment passed, but {age} ago: run it again"), ev)
+            } else {
+                found(
+                    Status::Pass,
+                    format!(
+                        "chaos {age} ago: {} faults, nothing lost, no fork, recovery max {}",
+                        r.faults.len(),
+                        opt(r.recovery_max_s)
+                    ),
+                    ev,
+                )
+            }
+        }
+    };
+    c.add(
+        "ha.chaos",
+        "Chaos experiment: random faults under load",
+        Severity::Important,
+        "Run `chainctl chaos` after every change to the network; each reason above names what broke.",
         f,
     );
 }

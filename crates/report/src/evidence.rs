@@ -130,6 +130,8 @@ pub struct Evidence {
     pub data_fs: Vec<(String, PathBuf, String)>,
     pub rules: Result<Rules, String>,
     pub drill: Option<Result<Drill, String>>,
+    /// The last `chainctl chaos` experiment on this network (`None`: never run).
+    pub chaos: Option<Result<chainctl_core::chaos::ChaosRecord, String>>,
 }
 
 /// What a report run needs.
@@ -216,12 +218,24 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
             .map(|s| (s.name.clone(), s.data_dir.clone(), fs_type(&s.data_dir)))
             .collect(),
         drill: None,
+        chaos: chaos_record(&i.layout.chaos_result()),
         status,
     };
     if i.drill {
         e.drill = Some(drill(&api, &e, i.profile.chain.block_time.get()));
     }
     Ok(e)
+}
+
+/// The last chaos experiment's record, when there is one.
+fn chaos_record(
+    path: &std::path::Path,
+) -> Option<Result<chainctl_core::chaos::ChaosRecord, String>> {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(format!("{}: {e}", path.display()))),
+        Ok(t) => Some(serde_json::from_str(&t).map_err(|e| format!("{}: {e}", path.display()))),
+    }
 }
 
 /// GET on the API: status code and body text.
