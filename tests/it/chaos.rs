@@ -100,13 +100,25 @@ fn assert_no_duplicates(env: &Env, services: &[String]) {
     );
 }
 
-fn load_of(v: &Value) -> (u64, u64, u64) {
+/// Every fault recovered, at least `min_sent` transactions accepted and every one of them
+/// finalized, no fork, nothing given up.
+fn assert_nothing_lost(v: &Value, min_sent: u64) {
+    for f in v["faults"].as_array().unwrap() {
+        assert!(f["recovery_s"].is_number(), "not back: {f}");
+    }
     let l = &v["load"];
-    (
-        l["sent"].as_u64().unwrap(),
-        l["finalized"].as_u64().unwrap(),
-        l["lost"].as_u64().unwrap(),
-    )
+    let sent = l["sent"].as_u64().unwrap();
+    assert!(sent >= min_sent, "sent {sent}: {l}");
+    assert_eq!(
+        (
+            l["finalized"].as_u64().unwrap(),
+            l["lost"].as_u64().unwrap()
+        ),
+        (sent, 0),
+        "every accepted transaction finalized: {l}"
+    );
+    assert_eq!(v["forks"], json!([]));
+    assert_eq!(v["given_up"], json!([]));
 }
 
 #[test]
@@ -162,18 +174,7 @@ fn a_devnet_under_kills_restart_all_and_a_killed_supervisor_loses_nothing_and_ne
         hit.iter().any(|t| !t.contains("-el-")) && hit.iter().any(|t| t.contains("-el-")),
         "validators and execution clients both hit: {hit:?}"
     );
-    for f in faults {
-        assert!(f["recovery_s"].is_number(), "not back: {f}");
-    }
-    let (sent, finalized, lost) = load_of(&v);
-    assert!(sent >= 20_000, "sent {sent} of 24,000");
-    assert_eq!(
-        (finalized, lost),
-        (sent, 0),
-        "every accepted transaction finalized"
-    );
-    assert_eq!(v["forks"], json!([]));
-    assert_eq!(v["given_up"], json!([]));
+    assert_nothing_lost(&v, 20_000);
     let back = v["back_to_rate_s"]
         .as_f64()
         .expect("blocks at the block time again");
@@ -212,18 +213,7 @@ fn a_devnet_under_kills_restart_all_and_a_killed_supervisor_loses_nothing_and_ne
         ["restart-all", "supervisor"].into_iter().collect(),
         "{v}"
     );
-    for f in v["faults"].as_array().unwrap() {
-        assert!(f["recovery_s"].is_number(), "not back: {f}");
-    }
-    let (sent, finalized, lost) = load_of(&v);
-    assert!(sent >= 5_000, "sent {sent} of 6,400");
-    assert_eq!(
-        (finalized, lost),
-        (sent, 0),
-        "every accepted transaction finalized"
-    );
-    assert_eq!(v["forks"], json!([]));
-    assert_eq!(v["given_up"], json!([]));
+    assert_nothing_lost(&v, 5_000);
     assert_no_duplicates(&env, &services);
     let h2 = assert_one_chain(&chain, &els);
     assert!(h2 > h1 + 20, "the chain went on: {h1} → {h2}");

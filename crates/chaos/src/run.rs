@@ -274,6 +274,21 @@ fn signal(
     }
 }
 
+/// SIGCONT to paused services (`docker unpause`); what could not be resumed.
+fn resume(injector: &Injector, snap: &Snapshot, targets: &[String]) -> Vec<anyhow::Error> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            let pid = snap
+                .services
+                .as_ref()
+                .and_then(|s| s.get(t))
+                .and_then(|s| s.pid);
+            signal(injector, t, pid, nix::sys::signal::Signal::SIGCONT).err()
+        })
+        .collect()
+}
+
 /// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
 fn ended(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -372,15 +387,8 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
         // Resume due pauses first: a paused service must not wait on this look.
         for o in open.iter_mut() {
             if let Some(at) = o.resume_at.filter(|at| tick >= *at) {
-                for t in &o.targets {
-                    let pid = snap
-                        .services
-                        .as_ref()
-                        .and_then(|s| s.get(t))
-                        .and_then(|s| s.pid);
-                    if let Err(e) = signal(&cfg.injector, t, pid, Signal::SIGCONT) {
-                        say(format!("{:>6.1} s  cannot resume {t}: {e:#}", secs(tick)));
-                    }
+                for e in resume(&cfg.injector, &snap, &o.targets) {
+                    say(format!("{:>6.1} s  cannot resume: {e:#}", secs(tick)));
                 }
                 o.since = at;
                 o.since_ms = now_ms();
@@ -593,13 +601,8 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
     let t_end = Instant::now();
     // Pauses never resumed (out of time) are resumed now: never leave a process stopped.
     for o in open.iter().filter(|o| o.resume_at.is_some()) {
-        for t in &o.targets {
-            let pid = snap
-                .services
-                .as_ref()
-                .and_then(|s| s.get(t))
-                .and_then(|s| s.pid);
-            let _ = signal(&cfg.injector, t, pid, Signal::SIGCONT);
+        for e in resume(&cfg.injector, &snap, &o.targets) {
+            say(format!("cannot resume: {e:#}"));
         }
     }
     for o in &open {

@@ -42,15 +42,21 @@ pub fn gateway_request(data: &[u8]) {
     let _ = chainctl_monitor::gateway::decode_request(data);
 }
 
-/// A fresh built-in engine on a small genesis (one funded account), each input alone.
+/// A fresh built-in engine on a small genesis (the first development account funded),
+/// each input alone. The genesis is made once: deriving the key from the mnemonic was
+/// most of a run's time otherwise.
 fn engine() -> Arc<chainctl_evm::engine::Engine> {
-    let funded = [
-        chainctl_core::network::dev_signers(chainctl_core::network::DEV_MNEMONIC, 0, 1)
-            .expect("the development mnemonic")[0]
-            .address(),
-    ];
-    let g = chainctl_evm::benchkit::genesis(0, &funded);
-    let chain = chainctl_evm::server::chain_from_genesis(&g).expect("the fuzz genesis");
+    static GENESIS: std::sync::OnceLock<alloy_genesis::Genesis> = std::sync::OnceLock::new();
+    let g = GENESIS.get_or_init(|| {
+        let funded =
+            [
+                chainctl_core::network::dev_signers(chainctl_core::network::DEV_MNEMONIC, 0, 1)
+                    .expect("the development mnemonic")[0]
+                    .address(),
+            ];
+        chainctl_evm::benchkit::genesis(0, &funded)
+    });
+    let chain = chainctl_evm::server::chain_from_genesis(g).expect("the fuzz genesis");
     Arc::new(chainctl_evm::engine::Engine::new(chain))
 }
 
@@ -115,7 +121,16 @@ mod tests {
             assert!(!inputs.is_empty(), "{}: no corpus", dir.display());
             for p in &inputs {
                 let data = std::fs::read(p).unwrap();
-                if std::panic::catch_unwind(|| target(&data)).is_err() {
+                if std::env::var_os("CHAINCTL_FUZZ_TRACE").is_some() {
+                    eprintln!("{}", p.display());
+                }
+                // On a thread with a tokio worker's stack (2 MiB): deep nesting must not
+                // overflow where the gateway and the engine decode requests.
+                let run = std::thread::Builder::new()
+                    .stack_size(2 << 20)
+                    .spawn(move || target(&data))
+                    .unwrap();
+                if run.join().is_err() {
                     panic!("{name}: {} panics", p.display());
                 }
             }
