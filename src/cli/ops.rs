@@ -18,10 +18,7 @@ pub(super) fn network_rpcs(
     let st = state::read_json::<StateFile>(&layout.state_file())
         .ok()
         .flatten();
-    let url = |ip: std::net::IpAddr, port: u16| {
-        let a = chainctl_monitor::reachable(std::net::SocketAddr::new(ip, port));
-        format!("http://{a}")
-    };
+    let url = |ip, port| format!("http://{}", reach(ip, port));
     // The gateway where the supervisor put it, from the profile the network was started
     // with (the state file names it).
     let path = profile
@@ -40,15 +37,7 @@ pub(super) fn network_rpcs(
         .flat_map(|st| st.services.values())
         .map(|r| &r.plan)
         .collect();
-    let mut els: Vec<String> = plans
-        .iter()
-        .filter_map(|p| {
-            let http = p
-                .ports
-                .get(chainctl_core::clients::endpoints(p.client?).http)?;
-            Some(url(p.ready_host, http.port))
-        })
-        .collect();
+    let mut els: Vec<String> = plans.iter().filter_map(|p| el_url(p)).collect();
     // No generated client (a profile of hand-written services, or a state dir written
     // before the plan named its clients): the services with an `http` or `rpc` port.
     if els.is_empty() {
@@ -67,6 +56,20 @@ pub(super) fn network_rpcs(
             .collect();
     }
     Ok((gateway, els))
+}
+
+/// Where this host reaches `ip:port` (loopback for a listener on every address).
+fn reach(ip: std::net::IpAddr, port: u16) -> std::net::SocketAddr {
+    chainctl_monitor::reachable(std::net::SocketAddr::new(ip, port))
+}
+
+/// A generated execution client's JSON-RPC URL (where the supervisor reaches it, on the
+/// port its adapter serves HTTP on).
+fn el_url(p: &chainctl_core::plan::ServicePlan) -> Option<String> {
+    let http = p
+        .ports
+        .get(chainctl_core::clients::endpoints(p.client?).http)?;
+    Some(format!("http://{}", reach(p.ready_host, http.port)))
 }
 
 /// Where load goes: `--rpc`, else the gateway (it keeps serving when a client dies), else
@@ -123,40 +126,25 @@ pub(super) fn chaos_cmd(
         .values()
         .map(|r| (r.plan.name.as_str(), &r.plan))
         .collect();
-    let reach = |p: &chainctl_core::plan::ServicePlan, port: u16| {
-        chainctl_monitor::reachable(std::net::SocketAddr::new(p.ready_host, port))
-    };
     let mut validators = Vec::new();
     for v in plans.values() {
-        let Some(status) = v.ports.get("status") else {
+        let Some(status) = status::validator_status_port(&layout.root, &v.name, &v.ports) else {
             continue;
         };
-        if !layout
-            .root
-            .join("data")
-            .join(&v.name)
-            .join("config.json")
-            .exists()
-        {
-            continue;
-        }
         let els = v
             .depends_on
             .iter()
             .filter_map(|d| {
                 let e = plans.get(d.as_str())?;
-                let http = e
-                    .ports
-                    .get(chainctl_core::clients::endpoints(e.client?).http)?;
                 Some(chainctl_chaos::ElNode {
                     name: e.name.clone(),
-                    rpc: format!("http://{}", reach(e, http.port)),
+                    rpc: el_url(e)?,
                 })
             })
             .collect();
         validators.push(chainctl_chaos::ValidatorNode {
             name: v.name.clone(),
-            status: reach(v, status.port),
+            status: reach(v.ready_host, status.port),
             els,
         });
     }
@@ -184,7 +172,7 @@ pub(super) fn chaos_cmd(
             rpc,
             tps: a.tps,
             duration: a.duration,
-            accounts: a.tps.div_ceil(chainctl_load::MAX_TPS_PER_ACCOUNT).max(1) as u32,
+            accounts: chainctl_load::accounts_for(a.tps),
             first_account: 0,
             kind: chainctl_load::Kind::Transfer,
             mnemonic: chainctl_core::network::DEV_MNEMONIC.to_string(),
@@ -268,7 +256,7 @@ pub(super) fn load_cmd(
     let (rpc, witnesses) = load_endpoints(profile, state_dir, a.rpc)?;
     let accounts = a
         .accounts
-        .unwrap_or_else(|| a.tps.div_ceil(chainctl_load::MAX_TPS_PER_ACCOUNT).max(1) as u32);
+        .unwrap_or_else(|| chainctl_load::accounts_for(a.tps));
     let summary = chainctl_load::run(chainctl_load::Config {
         rpc,
         tps: a.tps,

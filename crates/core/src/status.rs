@@ -95,22 +95,28 @@ pub struct ValidatorView {
     pub status: Result<serde_json::Value, String>,
 }
 
-/// Ask every running validator (a service with a `status` port whose data dir holds a
-/// validator config) for its status.
+/// A service's `status` port when it is a validator: it has one, and its data dir holds
+/// a validator config.
+pub fn validator_status_port<'a>(
+    state_dir: &std::path::Path,
+    name: &str,
+    ports: &'a BTreeMap<String, Assigned>,
+) -> Option<&'a Assigned> {
+    let port = ports.get("status")?;
+    state_dir
+        .join("data")
+        .join(name)
+        .join("config.json")
+        .exists()
+        .then_some(port)
+}
+
+/// Ask every running validator ([`validator_status_port`]) for its status.
 pub fn query_validators(r: &mut StatusReport) {
     for s in &r.services {
-        let Some(port) = s.ports.get("status") else {
+        let Some(port) = validator_status_port(&r.state_dir, &s.name, &s.ports) else {
             continue;
         };
-        if !r
-            .state_dir
-            .join("data")
-            .join(&s.name)
-            .join("config.json")
-            .exists()
-        {
-            continue;
-        }
         let status = if s.pid.is_none() {
             Err("not running".to_string())
         } else {

@@ -54,6 +54,11 @@ pub const SINK: Address = Address::new([
 /// Most transactions per second one account is asked to send: execution clients keep a
 /// bounded number of pending transactions per sender (Reth and Geth: 16 by default).
 pub const MAX_TPS_PER_ACCOUNT: u64 = 8;
+
+/// The fewest sending accounts for `tps` ([`MAX_TPS_PER_ACCOUNT`] each).
+pub fn accounts_for(tps: u64) -> u32 {
+    tps.div_ceil(MAX_TPS_PER_ACCOUNT).max(1) as u32
+}
 /// Largest JSON-RPC batch sent (our engine's limit; Reth and Geth accept more).
 const BATCH: usize = 100;
 /// How long a hash of a finalized block is kept for an acceptance read late: well past
