@@ -635,6 +635,9 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
                 lost: s.pending,
                 refused: s.errors.values().sum(),
                 retried: s.retried.values().sum(),
+                refused_by_kind: s.errors.clone(),
+                retried_by_kind: s.retried.clone(),
+                retired_senders: s.retired.len() as u64,
                 latency_p50_s: s.latency_s.p50,
                 latency_p99_s: s.latency_s.p99,
                 latency_max_s: s.latency_s.max,
@@ -817,6 +820,21 @@ pub fn table(r: &ChaosRecord) -> String {
             "  load {} tx/s: sent {}  finalized {}  lost {}  refused {}  retried {}  latency p50 {:.2} s  p99 {:.2} s  max {:.2} s",
             l.tps, l.sent, l.finalized, l.lost, l.refused, l.retried, l.latency_p50_s, l.latency_p99_s, l.latency_max_s
         );
+        for (what, m) in [
+            ("refused", &l.refused_by_kind),
+            ("retried", &l.retried_by_kind),
+        ] {
+            for (kind, n) in m {
+                let _ = writeln!(out, "    {what} × {n}: {kind}");
+            }
+        }
+        if l.retired_senders > 0 {
+            let _ = writeln!(
+                out,
+                "    senders retired after repeated refusals: {}",
+                l.retired_senders
+            );
+        }
     }
     let _ = writeln!(
         out,

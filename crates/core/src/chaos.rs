@@ -3,6 +3,7 @@
 //! what each fault cost, what the network lost, and the verdict with its reasons.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One injected fault and its recovery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,10 +30,19 @@ pub struct LoadRecord {
     pub finalized: u64,
     /// Of `sent`, in no finalized block on any execution client at the end.
     pub lost: u64,
-    /// Refused by the network (by kind).
+    /// Refused by the network.
     pub refused: u64,
     /// Path failures the load sent again (no client reachable for a moment).
     pub retried: u64,
+    /// Refusals by kind (the first words of the error), so that a failed run says why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused_by_kind: BTreeMap<String, u64>,
+    /// Path failures by kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retried_by_kind: BTreeMap<String, u64>,
+    /// Senders retired after repeated refusals.
+    #[serde(default)]
+    pub retired_senders: u64,
     /// Inclusion latency (accepted → seen finalized), seconds.
     pub latency_p50_s: f64,
     pub latency_p99_s: f64,

@@ -10,7 +10,9 @@
 //! summary). A failure of the path rather than of the transaction (the endpoint cannot be
 //! reached, the gateway has no client to give it to) is not a refusal: the same bytes are
 //! sent again, to the network's next endpoint when this one cannot be reached, and the
-//! failure is counted as retried.
+//! failure is counted as retried. Since only the run signs for its accounts, a "nonce
+//! too low" for a transaction sent before means that send was taken (its answer lost):
+//! it is followed as accepted (and counted lost if no finalized block holds it).
 //!
 //! Inclusion is read from blocks, not per-transaction receipt polling: the finalized head
 //! is polled every 50 ms, each new block is read once, by number, with its transaction
@@ -804,6 +806,74 @@ type Signed = Vec<(usize, u64, B256, String)>;
 /// A sent batch, the client's answer to it, and when it was sent.
 type Answered = (Signed, Result<Vec<Result<Value, String>>, String>, Instant);
 
+/// What the sender knows of its accounts beyond their next nonce.
+struct Senders {
+    addresses: Vec<Address>,
+    /// Per account: consecutive refusals, and whether it is retired.
+    refusals: Vec<u32>,
+    retired: Vec<bool>,
+    /// Transactions sent before, whatever their answer, with their first send. A
+    /// transaction is signed the same, byte for byte, each time its (account, nonce) is
+    /// sent, and only this run signs for its accounts: a "nonce too low" for one sent
+    /// before means that send was taken (its answer lost on the way, or given by a client
+    /// that had not seen it yet). It is followed like any accepted one: if no finalized
+    /// block holds it, it counts as lost. Latency counts from the first send.
+    sent_before: HashMap<B256, Instant>,
+}
+
+impl Senders {
+    fn new(addresses: Vec<Address>) -> Self {
+        let n = addresses.len();
+        Senders {
+            addresses,
+            refusals: vec![0; n],
+            retired: vec![false; n],
+            sent_before: HashMap::new(),
+        }
+    }
+
+    /// What an answer means for the batch's accounts and nonces.
+    fn take(&mut self, (batch, answer, sent_at): Answered, nonces: &mut [u64], t: &mut Tracker) {
+        t.attempts += batch.len() as u64;
+        for (k, (i, nonce, hash, _)) in batch.iter().enumerate() {
+            let r = match &answer {
+                Ok(rs) => rs[k].clone(),
+                Err(e) => Err(e.clone()),
+            };
+            let first = *self.sent_before.entry(*hash).or_insert(sent_at);
+            // Accepted now, or earlier (a re-send of the same bytes: "already known"
+            // while pending, "nonce too low" once included).
+            let accepted = match &r {
+                Ok(_) => true,
+                Err(e) => {
+                    e.contains("already known")
+                        || t.accepted.contains(hash)
+                        || (first < sent_at && e.to_ascii_lowercase().contains("nonce too low"))
+                }
+            };
+            if accepted {
+                self.refusals[*i] = 0;
+                t.accept(*hash, first);
+                continue;
+            }
+            let e = r.err().unwrap_or_default();
+            // Re-sign this nonce next (the same bytes); later nonces already taken wait
+            // in the client's queue and answer "already known" when re-sent.
+            nonces[*i] = nonces[*i].min(*nonce);
+            if transient(&e) {
+                *t.retried.entry(error_kind(&e)).or_default() += 1;
+                continue;
+            }
+            *t.errors.entry(error_kind(&e)).or_default() += 1;
+            self.refusals[*i] += 1;
+            if self.refusals[*i] >= RETIRE_AFTER && !self.retired[*i] {
+                self.retired[*i] = true;
+                t.retired.push(self.addresses[*i]);
+            }
+        }
+    }
+}
+
 /// The sender: every 50 ms, the transactions due by the schedule, signed and sent in
 /// batches without waiting for earlier batches' answers (a slow answer must not hold
 /// back the schedule); answers are taken in as they come.
@@ -830,9 +900,7 @@ async fn send(
     let tick = Duration::from_millis(50);
     let mut done = 0u64; // transactions taken off the schedule
     let mut next_account = 0usize;
-    // Per account: consecutive refusals, and whether it is retired.
-    let mut refusals = vec![0u32; signers.len()];
-    let mut retired = vec![false; signers.len()];
+    let mut senders = Senders::new(signers.iter().map(|s| s.address()).collect());
     let total = (cfg.tps as f64 * cfg.duration.as_secs_f64()).round() as u64;
     let mut ticks = 0u32;
     // The endpoint batches go to: the first (the gateway, or --rpc) unless it could not be
@@ -864,53 +932,6 @@ async fn send(
         };
         (batch, answer, sent_at)
     };
-    // Per account: a path failure happened since its last acceptance, so a "nonce too
-    // low" may be its own transaction, taken before the answer was lost.
-    let mut uncertain = vec![false; signers.len()];
-    // What an answer means for the batch's accounts and nonces.
-    let take = |(batch, answer, sent_at): Answered,
-                nonces: &mut [u64],
-                refusals: &mut [u32],
-                retired: &mut [bool],
-                uncertain: &mut [bool]| {
-        let mut t = lock(tracker);
-        t.attempts += batch.len() as u64;
-        for (k, (i, nonce, hash, _)) in batch.iter().enumerate() {
-            let r = match &answer {
-                Ok(rs) => rs[k].clone(),
-                Err(e) => Err(e.clone()),
-            };
-            // Accepted now, or earlier (a re-send of the same bytes: "already
-            // known" while pending, "nonce too low" once included).
-            let accepted = match &r {
-                Ok(_) => true,
-                Err(e) => e.contains("already known") || t.accepted.contains(hash),
-            };
-            if accepted {
-                refusals[*i] = 0;
-                uncertain[*i] = false;
-                t.accept(*hash, sent_at);
-                continue;
-            }
-            let e = r.err().unwrap_or_default();
-            // Re-sign this nonce next (the same bytes); later nonces already
-            // taken wait in the client's queue and answer "already known"
-            // when re-sent.
-            nonces[*i] = nonces[*i].min(*nonce);
-            let lost_answer = uncertain[*i] && e.to_ascii_lowercase().contains("nonce too low");
-            if transient(&e) || lost_answer {
-                uncertain[*i] = true;
-                *t.retried.entry(error_kind(&e)).or_default() += 1;
-                continue;
-            }
-            *t.errors.entry(error_kind(&e)).or_default() += 1;
-            refusals[*i] += 1;
-            if refusals[*i] >= RETIRE_AFTER && !retired[*i] {
-                retired[*i] = true;
-                t.retired.push(signers[*i].address());
-            }
-        }
-    };
     // Sends that failed on the path (retried) are made up for, so that the offered load
     // is what reaches the network; not past the drain time, should the path never return.
     let make_up_until = t0 + cfg.duration + cfg.drain;
@@ -935,7 +956,7 @@ async fn send(
             signed += 1;
             let Some(i) = (0..keys.len())
                 .map(|k| (next_account + k) % keys.len())
-                .find(|i| !retired[*i])
+                .find(|i| !senders.retired[*i])
             else {
                 break;
             };
@@ -955,7 +976,7 @@ async fn send(
             if batch.len() == BATCH {
                 while in_flight.len() >= MAX_IN_FLIGHT {
                     if let Some(answer) = in_flight.next().await {
-                        take(answer, nonces, &mut refusals, &mut retired, &mut uncertain);
+                        senders.take(answer, nonces, &mut lock(tracker));
                     }
                 }
                 in_flight.push(send_batch(std::mem::take(&mut batch)));
@@ -969,13 +990,13 @@ async fn send(
         let next = tokio::time::Instant::from_std(t0 + tick * ticks);
         loop {
             tokio::select! {
-                Some(answer) = in_flight.next(), if !in_flight.is_empty() => take(answer, nonces, &mut refusals, &mut retired, &mut uncertain),
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => senders.take(answer, nonces, &mut lock(tracker)),
                 _ = tokio::time::sleep_until(next) => break,
             }
         }
     }
     while let Some(answer) = in_flight.next().await {
-        take(answer, nonces, &mut refusals, &mut retired, &mut uncertain);
+        senders.take(answer, nonces, &mut lock(tracker));
     }
     lock(tracker).endpoint_switches = route.lock().unwrap_or_else(|e| e.into_inner()).switches;
 }
@@ -1419,6 +1440,63 @@ mod tests {
             <TxEnvelope as alloy_eips::eip2718::Decodable2718>::decode_2718_exact(&bytes).unwrap();
         assert_eq!(*tx.tx_hash(), hash);
         assert_eq!(tx.recover_signer().unwrap(), signers[1].address());
+    }
+
+    #[test]
+    fn a_resent_transaction_answered_nonce_too_low_was_taken_and_a_first_send_is_refused() {
+        let mut s = Senders::new(vec![Address::repeat_byte(1), Address::repeat_byte(2)]);
+        let mut t = Tracker::default();
+        let mut nonces = vec![7u64, 3];
+        let h = |n: u8| B256::repeat_byte(n);
+        let one = |i: usize, nonce: u64, hash: B256, answer: Result<Value, String>| {
+            (
+                vec![(i, nonce, hash, String::new())],
+                Ok(vec![answer]),
+                Instant::now(),
+            )
+        };
+        // Nonce 5 of account 0 fails on the path; nonce 6 is taken meanwhile (which
+        // reset a per-account "uncertain" flag before); nonce 5 re-sent: "nonce too low".
+        let path: Answered = (
+            vec![(0, 5, h(5), String::new())],
+            Err("transport: request failed".into()),
+            Instant::now(),
+        );
+        s.take(path, &mut nonces, &mut t);
+        assert_eq!(nonces[0], 5, "the failed nonce is sent again");
+        s.take(one(0, 6, h(6), Ok(json!("0x06"))), &mut nonces, &mut t);
+        std::thread::sleep(Duration::from_millis(2));
+        s.take(
+            one(
+                0,
+                5,
+                h(5),
+                Err("nonce too low: next nonce 7, tx nonce 5".into()),
+            ),
+            &mut nonces,
+            &mut t,
+        );
+        assert!(t.accepted.contains(&h(5)), "followed as accepted");
+        assert!(t.errors.is_empty(), "not a refusal: {:?}", t.errors);
+        assert_eq!(t.retried.values().sum::<u64>(), 1);
+        // Account 1's first send of nonce 3 answered "nonce too low": someone else moved
+        // its nonce; a refusal, and five in a row retire the account.
+        for k in 0..RETIRE_AFTER as u8 {
+            s.take(
+                one(
+                    1,
+                    3,
+                    h(100 + k),
+                    Err("nonce too low: next nonce 9, tx nonce 3".into()),
+                ),
+                &mut nonces,
+                &mut t,
+            );
+        }
+        assert!(!t.accepted.contains(&h(100)));
+        assert_eq!(t.errors["nonce too low"], RETIRE_AFTER as u64);
+        assert_eq!(t.retired, vec![Address::repeat_byte(2)]);
+        assert!(s.retired[1] && !s.retired[0]);
     }
 
     #[test]
