@@ -376,6 +376,9 @@ pub struct ChaosArgs {
     /// How long a `pause` keeps its process stopped.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pause_for: Duration,
+    /// How long a `partition` keeps its validator cut off (runtime: docker).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    partition_for: Duration,
     /// Most validators down at once (a validator is down when it, or every one of its
     /// execution clients, is). Default: the number the network tolerates, (n − 1) / 3.
     #[arg(long)]

@@ -219,6 +219,7 @@ pub(super) fn chaos_cmd(
         duration: a.duration,
         every: a.every,
         pause_for: a.pause_for,
+        partition_for: a.partition_for,
         max_down,
         count: a.count,
         seed,

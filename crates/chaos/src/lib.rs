@@ -1,7 +1,8 @@
 //! chainctl-chaos: `chainctl chaos`, an experiment on a running network. Faults of the
 //! kinds asked for are injected at a rate for a duration — `kill -9` of an execution
 //! client or a validator, a pause (SIGSTOP: a hung process), every service killed at
-//! once, chainctl itself killed and started again — chosen by a seeded generator, so the
+//! once, a validator's container cut off from the network (the docker runtime), chainctl
+//! itself killed and started again — chosen by a seeded generator, so the
 //! same seed on the same network makes the same choices, and never more validators down
 //! at once than the network tolerates unless asked. Optional load runs through the
 //! gateway meanwhile. Everything the result says is measured: each fault's recovery
@@ -33,6 +34,10 @@ pub enum FaultKind {
     KillValidator,
     /// SIGSTOP of a random execution client or validator for `--pause-for`, then SIGCONT.
     Pause,
+    /// A random validator and its execution clients (its host) cut off from the rest of
+    /// the network for `--partition-for`, still reaching each other, then connected again
+    /// (Docker networks; the docker runtime only).
+    Partition,
     /// SIGKILL of every service at once (beyond `--max-down`: asked for explicitly).
     RestartAll,
     /// SIGKILL of the chainctl supervisor, then `chainctl up --detach`: its services must
@@ -48,6 +53,7 @@ impl FaultKind {
             FaultKind::KillEl => "kill-el",
             FaultKind::KillValidator => "kill-validator",
             FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
             FaultKind::RestartAll => "restart-all",
             FaultKind::Supervisor => "supervisor",
         }
@@ -177,6 +183,23 @@ pub fn choose(
             FaultKind::Kill | FaultKind::Pause => singles(topo.services()),
             FaultKind::KillEl => singles(els.clone()),
             FaultKind::KillValidator => singles(validators.clone()),
+            // A validator with its clients, as a host cut off would be: all or nothing.
+            FaultKind::Partition => topo
+                .validators
+                .iter()
+                .map(|v| {
+                    std::iter::once(v.name.clone())
+                        .chain(v.els.iter().map(|e| e.name.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|g| {
+                    g.iter().all(|s| !down.contains(s)) && {
+                        let mut with = down.clone();
+                        with.extend(g.iter().cloned());
+                        topo.validators_down(&with) <= max_down
+                    }
+                })
+                .collect(),
             FaultKind::RestartAll if down.is_empty() => vec![topo.services()],
             FaultKind::Supervisor if down.is_empty() => vec![Vec::new()],
             FaultKind::RestartAll | FaultKind::Supervisor => Vec::new(),
@@ -333,6 +356,50 @@ mod tests {
         );
         let c = choose(&mut rng, &t, &[FaultKind::RestartAll], &BTreeSet::new(), 1).unwrap();
         assert_eq!(c.targets.len(), 12);
+    }
+
+    #[test]
+    fn a_partition_cuts_off_one_validator_and_only_where_the_runtime_can() {
+        let t = topo(4);
+        let mut rng = Rng::new(11);
+        let down = set(&["val-1"]);
+        for _ in 0..200 {
+            let c = choose(&mut rng, &t, &[FaultKind::Partition], &BTreeSet::new(), 1).unwrap();
+            let v = &c.targets[0];
+            assert_eq!(
+                c.targets,
+                vec![v.clone(), format!("{v}-el-0"), format!("{v}-el-1")],
+                "a validator with its own clients"
+            );
+            // One of val-0's clients is down: val-0's group is not cut (all or nothing).
+            let c = choose(
+                &mut rng,
+                &t,
+                &[FaultKind::Partition],
+                &set(&["val-0-el-1"]),
+                1,
+            )
+            .unwrap();
+            assert_ne!(c.targets[0], "val-0");
+            // val-1 is down already: no partition fits under max 1.
+            assert_eq!(
+                choose(&mut rng, &t, &[FaultKind::Partition], &down, 1),
+                None
+            );
+        }
+        let why = Injector::Process
+            .check(FaultKind::Partition)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            why.contains("--faults partition") && why.contains("runtime: docker"),
+            "{why}"
+        );
+        let docker = Injector::Docker {
+            profile: "x".into(),
+        };
+        assert!(docker.check(FaultKind::Partition).is_ok());
+        assert!(Injector::Process.check(FaultKind::Pause).is_ok());
     }
 
     #[test]

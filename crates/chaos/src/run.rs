@@ -26,6 +26,127 @@ pub enum Injector {
     },
 }
 
+impl Injector {
+    /// Whether this backend can inject `kind`, and why not.
+    pub fn check(&self, kind: FaultKind) -> Result<()> {
+        match (self, kind) {
+            (Injector::Process, FaultKind::Partition) => bail!(
+                "--faults partition: the process runtime cannot cut one validator off — its \
+                 services share this host's loopback, and a running process cannot be moved \
+                 into another network namespace. Run the experiment on a `runtime: docker` \
+                 profile (a container is disconnected from the profile's network), or use \
+                 `pause` (a validator that stops answering) here"
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A validator's group (it and its clients) moved from the profile's network to a network
+/// of their own: they reach each other, nothing else reaches them.
+#[derive(Debug, Clone)]
+struct Island {
+    network: String,
+    island: String,
+    /// (service, container, fixed address on the profile's network if it had one).
+    members: Vec<(String, String, Option<String>)>,
+}
+
+fn docker(args: &[&str]) -> Result<String> {
+    let o = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .context("cannot run docker")?;
+    if !o.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// Cuts `group` (a validator first, then its clients) off from the profile's network: an
+/// internal network of their own is made, each joins it under its service name, then
+/// leaves the profile's network. Undone on failure.
+fn cut(injector: &Injector, group: &[String]) -> Result<Island> {
+    let Injector::Docker { profile } = injector else {
+        bail!("partition: only the docker runtime can cut a service off");
+    };
+    let network = chainctl_runtime::docker::network_name(profile);
+    let island = format!("{network}-cut-{}", group[0]);
+    // Left by an experiment that was killed: made again.
+    let _ = docker(&["network", "rm", &island]);
+    let label = format!("{}={profile}", chainctl_runtime::docker::LABEL_PROFILE);
+    docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--label",
+        &label,
+        &island,
+    ])?;
+    let mut done = Island {
+        network: network.clone(),
+        island: island.clone(),
+        members: Vec::new(),
+    };
+    let fmt = format!(
+        "{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{with .IPAMConfig}}}}{{{{.IPv4Address}}}}{{{{end}}}}{{{{end}}}}"
+    );
+    let step = |done: &mut Island| -> Result<()> {
+        for svc in group {
+            let container = chainctl_runtime::docker::container_name(profile, svc);
+            // Its address, kept so that it comes back where its peers expect it.
+            let ip = docker(&["inspect", "--format", &fmt, &container])?;
+            docker(&["network", "connect", "--alias", svc, &island, &container])?;
+            done.members.push((
+                svc.clone(),
+                container,
+                (!ip.is_empty() && ip != "<no value>").then_some(ip),
+            ));
+        }
+        for (_, container, _) in &done.members {
+            docker(&["network", "disconnect", &network, container])?;
+        }
+        Ok(())
+    };
+    match step(&mut done) {
+        Ok(()) => Ok(done),
+        Err(e) => {
+            let _ = heal(&done);
+            Err(e)
+        }
+    }
+}
+
+/// Connects a cut-off group again, under their service names (and fixed addresses), and
+/// removes their island.
+fn heal(c: &Island) -> Result<()> {
+    let mut first_error = None;
+    for (svc, container, ip) in &c.members {
+        let mut args = vec!["network", "connect", "--alias", svc.as_str()];
+        if let Some(ip) = ip {
+            args.extend(["--ip", ip.as_str()]);
+        }
+        args.extend([c.network.as_str(), container.as_str()]);
+        match docker(&args) {
+            // Never left it (a failed cut), or started again meanwhile.
+            Err(e) if format!("{e}").contains("already exists") => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+            Ok(_) => {}
+        }
+        let _ = docker(&["network", "disconnect", "--force", &c.island, container]);
+    }
+    if let Err(e) = docker(&["network", "rm", &c.island]) {
+        first_error.get_or_insert(e);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// One experiment.
 pub struct Config {
     pub profile: String,
@@ -37,6 +158,8 @@ pub struct Config {
     pub every: (Duration, Duration),
     /// How long a `pause` lasts.
     pub pause_for: Duration,
+    /// How long a `partition` lasts.
+    pub partition_for: Duration,
     /// Most validators down at once (restart-all aside).
     pub max_down: usize,
     /// Stop after this many faults (before `duration` when reached).
@@ -116,8 +239,10 @@ struct Open {
     /// Each target's restart count before the fault: a killed one must have been started
     /// again.
     restarts_before: BTreeMap<String, u32>,
-    /// A pause: when to resume, and whether it was.
+    /// A pause or a partition: when to end it (resume, connect again).
     resume_at: Option<Instant>,
+    /// A partition: how to connect its targets again.
+    island: Option<Island>,
     /// The supervisor fault's restart, running.
     restarting: Option<tokio::task::JoinHandle<Result<()>>>,
     restarted: bool,
@@ -258,25 +383,18 @@ fn signal(
                 Signal::SIGCONT => vec!["unpause", &name],
                 _ => vec!["kill", "--signal", sig.as_str(), &name],
             };
-            let o = std::process::Command::new("docker")
-                .args(&args)
-                .output()
-                .context("cannot run docker")?;
-            if !o.status.success() {
-                bail!(
-                    "docker {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-            }
-            Ok(())
+            docker(&args).map(drop)
         }
     }
 }
 
-/// SIGCONT to paused services (`docker unpause`); what could not be resumed.
-fn resume(injector: &Injector, snap: &Snapshot, targets: &[String]) -> Vec<anyhow::Error> {
-    targets
+/// Ends a pause (SIGCONT, `docker unpause`) or a partition (connected again); what could
+/// not be undone.
+fn resume(injector: &Injector, snap: &Snapshot, o: &Open) -> Vec<anyhow::Error> {
+    if o.kind == FaultKind::Partition {
+        return o.island.iter().filter_map(|c| heal(c).err()).collect();
+    }
+    o.targets
         .iter()
         .filter_map(|t| {
             let pid = snap
@@ -320,6 +438,9 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
     use nix::sys::signal::Signal;
     if cfg.kinds.is_empty() {
         bail!("--faults: name at least one fault kind");
+    }
+    for k in &cfg.kinds {
+        cfg.injector.check(*k)?;
     }
     if cfg.topology.validators.is_empty() {
         bail!("the network has no validators: chaos needs a network `validators:` generated");
@@ -387,15 +508,23 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
         // Resume due pauses first: a paused service must not wait on this look.
         for o in open.iter_mut() {
             if let Some(at) = o.resume_at.filter(|at| tick >= *at) {
-                for e in resume(&cfg.injector, &snap, &o.targets) {
+                for e in resume(&cfg.injector, &snap, o) {
                     say(format!("{:>6.1} s  cannot resume: {e:#}", secs(tick)));
                 }
                 o.since = at;
                 o.since_ms = now_ms();
                 o.resume_at = None;
+                // The network is disturbed again when it ends (a validator rejoins): the
+                // block rate is judged from here.
+                last_fault = Some(last_fault.map_or(at, |l| l.max(at)));
                 say(format!(
-                    "{:>6.1} s  resumed {}",
+                    "{:>6.1} s  {} {}",
                     secs(tick),
+                    if o.kind == FaultKind::Partition {
+                        "connected again:"
+                    } else {
+                        "resumed"
+                    },
                     o.targets.join(", ")
                 ));
             }
@@ -496,6 +625,7 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
                     since_ms: now_ms(),
                     restarts_before: BTreeMap::new(),
                     resume_at: None,
+                    island: None,
                     restarting: None,
                     restarted: false,
                 };
@@ -527,6 +657,13 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
                         }
                         None => failed = Some("the supervisor did not say its pid".into()),
                     },
+                    FaultKind::Partition => {
+                        o.resume_at = Some(now + cfg.partition_for);
+                        match cut(&cfg.injector, &c.targets) {
+                            Ok(k) => o.island = Some(k),
+                            Err(e) => failed = Some(format!("{e:#}")),
+                        }
+                    }
                     kind => {
                         let sig = if kind == FaultKind::Pause {
                             o.resume_at = Some(now + cfg.pause_for);
@@ -601,7 +738,7 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
     let t_end = Instant::now();
     // Pauses never resumed (out of time) are resumed now: never leave a process stopped.
     for o in open.iter().filter(|o| o.resume_at.is_some()) {
-        for e in resume(&cfg.injector, &snap, &o.targets) {
+        for e in resume(&cfg.injector, &snap, o) {
             say(format!("cannot resume: {e:#}"));
         }
     }

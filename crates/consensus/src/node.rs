@@ -367,24 +367,33 @@ pub const EXIT_ISOLATED: u8 = 75;
 /// moving on, it is cut off: it exits so its supervisor restarts it, which dials every
 /// peer again (it then resumes from its WAL and decided-block log, and syncs). A network
 /// that is halted as a whole (no quorum) does not trigger it.
+///
+/// Two ways to be cut off, checked every second:
+/// - **left behind**: running for [`Watch::WARMED_UP`], nothing decided for
+///   [`Watch::BEHIND_QUIET`], and a peer's status endpoint answering more than 2 heights
+///   ahead, on two checks in a row with no decision between — the network can be reached
+///   again but consensus and sync do not resume over what is left of our connections (a
+///   healed partition: peers dial us again, yet nothing arrives): exit a couple of
+///   seconds after the partition ends;
+/// - **stuck**: nothing decided for [`Watch::STALL`] while peers are ahead, or a quorum is
+///   up and nothing was decided for twice that — exit on the second such check 5 s apart.
 async fn watchdog(report: Arc<Mutex<Report>>, peers: Vec<String>) {
-    const STALL: Duration = Duration::from_secs(15);
     if peers.is_empty() {
         return;
     }
     let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(1))
         .build()
     {
         Ok(c) => c,
         Err(_) => return,
     };
     let started = std::time::Instant::now();
-    // Cut off on two checks in a row with no decision in between (a thawed node that
-    // still has its connections syncs within one check).
-    let mut suspect: Option<u64> = None;
+    let mut watch = Watch::default();
+    let mut tick = 0u64;
     loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tick += 1;
         let (ours, last_ms) = {
             let r = report.lock().unwrap_or_else(|e| e.into_inner());
             (r.decided_blocks, r.last_decided_at_ms)
@@ -393,12 +402,14 @@ async fn watchdog(report: Arc<Mutex<Report>>, peers: Vec<String>) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let stalled = match last_ms {
-            Some(t) => now_ms.saturating_sub(t) > STALL.as_millis() as u64,
-            None => started.elapsed() > STALL,
+        let quiet = match last_ms {
+            Some(t) => Duration::from_millis(now_ms.saturating_sub(t)),
+            None => started.elapsed(),
         };
-        if !stalled {
-            suspect = None;
+        let connected = connected_peers();
+        let slow_turn = tick.is_multiple_of(5);
+        if !watch.worth_asking(quiet, started.elapsed(), slow_turn) {
+            watch.calm(quiet);
             continue;
         }
         let mut best = 0u64;
@@ -412,39 +423,124 @@ async fn watchdog(report: Arc<Mutex<Report>>, peers: Vec<String>) {
                 }
             }
         }
+        let seen = Seen {
+            ours,
+            quiet,
+            uptime: started.elapsed(),
+            peers: peers.len(),
+            answering,
+            best,
+        };
+        match watch.judge(&seen, slow_turn) {
+            Verdict::Fine => {}
+            Verdict::Suspect(why) => {
+                tracing::warn!(ours, peers_at = best, connected, "{why}: checking again")
+            }
+            Verdict::CutOff(why) => {
+                tracing::error!(
+                    ours,
+                    peers_at = best,
+                    peers_answering = answering,
+                    connected,
+                    "cut off ({why}); exiting so the supervisor restarts this validator and it dials its peers again"
+                );
+                std::process::exit(EXIT_ISOLATED as i32);
+            }
+        }
+    }
+}
+
+/// What the watchdog saw in one check.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Blocks we decided.
+    ours: u64,
+    /// Since our last decision (or the start).
+    quiet: Duration,
+    /// Since this process started.
+    uptime: Duration,
+    peers: usize,
+    /// Peers whose status endpoint answered, and the most blocks one of them decided.
+    answering: usize,
+    best: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Fine,
+    Suspect(&'static str),
+    CutOff(&'static str),
+}
+
+/// The watchdog's memory between checks: a suspicion is confirmed by the next check of
+/// the same kind with still no decision.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Left behind, at this many decided blocks.
+    behind: Option<u64>,
+    /// Stuck, at this many decided blocks.
+    stuck: Option<u64>,
+}
+
+impl Watch {
+    /// Nothing decided for this long while peers are ahead: stuck.
+    const STALL: Duration = Duration::from_secs(15);
+    /// Nothing decided for this long while peers are ahead: worth a closer look. A
+    /// connected validator that falls behind syncs well within it (each synced height is a
+    /// decision).
+    const BEHIND_QUIET: Duration = Duration::from_secs(4);
+    /// The left-behind rule waits this long after a start: a fresh process that cannot
+    /// decide yet (its execution client still starting) must not exit into a crash loop.
+    const WARMED_UP: Duration = Duration::from_secs(20);
+
+    /// Whether this check needs the peers' status (an HTTP round to each).
+    fn worth_asking(&self, quiet: Duration, uptime: Duration, slow_turn: bool) -> bool {
+        (quiet >= Self::BEHIND_QUIET && uptime >= Self::WARMED_UP)
+            || (slow_turn && quiet >= Self::STALL)
+    }
+
+    /// Nothing worth asking the peers about now: a decision came. A stuck suspicion
+    /// (judged on slow turns) lasts while the stall does.
+    fn calm(&mut self, quiet: Duration) {
+        self.behind = None;
+        if quiet < Self::STALL {
+            self.stuck = None;
+        }
+    }
+
+    fn judge(&mut self, s: &Seen, slow_turn: bool) -> Verdict {
+        let ahead = s.answering > 0 && s.best > s.ours + 2;
+        if s.quiet >= Self::BEHIND_QUIET && s.uptime >= Self::WARMED_UP && ahead {
+            const WHY: &str = "the other validators decide and we neither decide nor sync";
+            if self.behind == Some(s.ours) {
+                return Verdict::CutOff(WHY);
+            }
+            self.behind = Some(s.ours);
+            return Verdict::Suspect(WHY);
+        }
+        self.behind = None;
+        if !slow_turn {
+            return Verdict::Fine;
+        }
         // Nobody ahead: the whole network is stuck. With a quorum of validators up (we
         // and 2f others answer), that means connections were lost (a validator frozen
         // past the transport's timeouts is never dialled again): after a long stall,
-        // restart to dial every peer again. Without a quorum up, it is a real halt:
-        // wait.
-        let n = peers.len() + 1;
-        let quorum_up = 3 * (answering + 1) > 2 * n;
-        let long_stall = match last_ms {
-            Some(t) => now_ms.saturating_sub(t) > 2 * STALL.as_millis() as u64,
-            None => started.elapsed() > 2 * STALL,
-        };
-        if best <= ours + 2 && !(quorum_up && long_stall) {
-            suspect = None;
-            continue;
+        // restart to dial every peer again. Without a quorum up, it is a real halt: wait.
+        let n = s.peers + 1;
+        let quorum_up = 3 * (s.answering + 1) > 2 * n;
+        let stalled = s.quiet >= Self::STALL;
+        let long_stall = s.quiet >= 2 * Self::STALL;
+        if !stalled || !(ahead || (quorum_up && long_stall)) {
+            self.stuck = None;
+            return Verdict::Fine;
         }
-        if suspect != Some(ours) {
-            tracing::warn!(
-                ours,
-                peers_at = best,
-                "no decision while the other validators decide: checking again"
+        if self.stuck == Some(s.ours) {
+            return Verdict::CutOff(
+                "the other validators decide and we do not, or a quorum is up and nothing was decided for 30 s",
             );
-            suspect = Some(ours);
-            continue;
         }
-        {
-            tracing::error!(
-                ours,
-                peers_at = best,
-                peers_answering = answering,
-                "cut off: the other validators decide and we do not, or a quorum is up and nothing was decided for 30 s; exiting so the supervisor restarts this validator and it dials its peers again"
-            );
-            std::process::exit(EXIT_ISOLATED as i32);
-        }
+        self.stuck = Some(s.ours);
+        Verdict::Suspect("no decision while the other validators decide")
     }
 }
 
@@ -486,6 +582,78 @@ fn connected_peers_in(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Seen, Verdict, Watch};
+    use std::time::Duration;
+
+    fn seen(ours: u64, quiet: u64, uptime: u64, answering: usize, best: u64) -> Seen {
+        Seen {
+            ours,
+            quiet: Duration::from_secs(quiet),
+            uptime: Duration::from_secs(uptime),
+            peers: 3,
+            answering,
+            best,
+        }
+    }
+
+    #[test]
+    fn a_healed_partition_is_seen_within_two_checks_and_a_fresh_or_halted_node_is_left_alone() {
+        let s = Duration::from_secs;
+        let mut w = Watch::default();
+        // Cut off (the partition itself): worth asking, nobody answers — wait.
+        assert!(w.worth_asking(s(5), s(60), false));
+        assert_eq!(w.judge(&seen(28, 5, 60, 0, 0), false), Verdict::Fine);
+        // Healed: peers answer ahead and we neither decide nor sync: suspect, then cut off
+        // on the next check one second later (not after a 15 s stall).
+        assert!(matches!(
+            w.judge(&seen(28, 9, 64, 3, 39), false),
+            Verdict::Suspect(_)
+        ));
+        assert!(matches!(
+            w.judge(&seen(28, 10, 65, 3, 40), false),
+            Verdict::CutOff(_)
+        ));
+        // Syncing in between (a resumed pause): a new decision clears the suspicion.
+        let mut w = Watch::default();
+        assert!(matches!(
+            w.judge(&seen(28, 5, 60, 3, 39), false),
+            Verdict::Suspect(_)
+        ));
+        assert!(matches!(
+            w.judge(&seen(33, 4, 61, 3, 39), false),
+            Verdict::Suspect(_)
+        ));
+        // Deciding along with the others: never asked.
+        assert!(!w.worth_asking(Duration::from_millis(900), s(60), false));
+        w.calm(Duration::from_millis(900));
+        assert!(matches!(
+            w.judge(&seen(36, 5, 66, 3, 45), false),
+            Verdict::Suspect(_)
+        ));
+        // A fresh process behind (its execution client still starting): the left-behind
+        // rule waits until it has run 20 s; the stuck rule waits for its 15 s stall.
+        let mut w = Watch::default();
+        assert!(!w.worth_asking(s(8), s(8), false));
+        assert_eq!(w.judge(&seen(28, 8, 8, 3, 39), false), Verdict::Fine);
+        assert!(matches!(
+            w.judge(&seen(28, 16, 16, 3, 39), true),
+            Verdict::Suspect(_)
+        ));
+        assert!(matches!(
+            w.judge(&seen(28, 19, 19, 3, 42), false),
+            Verdict::Fine
+        ));
+        assert!(matches!(
+            w.judge(&seen(28, 21, 21, 3, 44), true),
+            Verdict::Suspect(_)
+        ));
+        // A halted network (nobody ahead, no quorum answering): never cut off.
+        let mut w = Watch::default();
+        for q in [16, 21, 26, 31, 36] {
+            assert_eq!(w.judge(&seen(28, q, 99, 1, 28), true), Verdict::Fine);
+        }
+    }
+
     #[test]
     fn reads_the_connected_peers_gauge() {
         let text = "# HELP malachitebft_core_consensus_connected_peers Number of connected peers\n\
