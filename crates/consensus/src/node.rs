@@ -375,8 +375,9 @@ pub const EXIT_ISOLATED: u8 = 75;
 ///   again but consensus and sync do not resume over what is left of our connections (a
 ///   healed partition: peers dial us again, yet nothing arrives): exit a couple of
 ///   seconds after the partition ends;
-/// - **stuck**: nothing decided for [`Watch::STALL`] while peers are ahead, or a quorum is
-///   up and nothing was decided for twice that — exit on the second such check 5 s apart.
+/// - **stuck**: nothing decided for [`Watch::STALL`] while peers are ahead, or, after
+///   [`Watch::WARMED_UP`], for [`Watch::QUORUM_STALL`] by anyone while a quorum answers —
+///   exit on the second such check 5 s apart.
 async fn watchdog(report: Arc<Mutex<Report>>, peers: Vec<String>) {
     if peers.is_empty() {
         return;
@@ -489,6 +490,8 @@ impl Watch {
     /// connected validator that falls behind syncs well within it (each synced height is a
     /// decision).
     const BEHIND_QUIET: Duration = Duration::from_secs(4);
+    /// Nothing decided for this long by anyone while a quorum answers: stuck as a whole.
+    const QUORUM_STALL: Duration = Duration::from_secs(10);
     /// The left-behind rule waits this long after a start: a fresh process that cannot
     /// decide yet (its execution client still starting) must not exit into a crash loop.
     const WARMED_UP: Duration = Duration::from_secs(20);
@@ -496,14 +499,14 @@ impl Watch {
     /// Whether this check needs the peers' status (an HTTP round to each).
     fn worth_asking(&self, quiet: Duration, uptime: Duration, slow_turn: bool) -> bool {
         (quiet >= Self::BEHIND_QUIET && uptime >= Self::WARMED_UP)
-            || (slow_turn && quiet >= Self::STALL)
+            || (slow_turn && quiet >= Self::QUORUM_STALL)
     }
 
     /// Nothing worth asking the peers about now: a decision came. A stuck suspicion
     /// (judged on slow turns) lasts while the stall does.
     fn calm(&mut self, quiet: Duration) {
         self.behind = None;
-        if quiet < Self::STALL {
+        if quiet < Self::QUORUM_STALL {
             self.stuck = None;
         }
     }
@@ -523,20 +526,22 @@ impl Watch {
             return Verdict::Fine;
         }
         // Nobody ahead: the whole network is stuck. With a quorum of validators up (we
-        // and 2f others answer), that means connections were lost (a validator frozen
-        // past the transport's timeouts is never dialled again): after a long stall,
-        // restart to dial every peer again. Without a quorum up, it is a real halt: wait.
+        // and 2f others answer), that means their connections carry nothing (a validator
+        // frozen past the transport's timeouts is never dialled again; one that came back
+        // while the others still held dead connections to it gets no gossip): restart to
+        // dial every peer again. Without a quorum up, it is a real halt: wait. A fresh
+        // process (all restarted at once, execution clients still starting) waits too.
         let n = s.peers + 1;
         let quorum_up = 3 * (s.answering + 1) > 2 * n;
-        let stalled = s.quiet >= Self::STALL;
-        let long_stall = s.quiet >= 2 * Self::STALL;
-        if !stalled || !(ahead || (quorum_up && long_stall)) {
+        let stuck_behind = s.quiet >= Self::STALL && ahead;
+        let stuck_all = s.quiet >= Self::QUORUM_STALL && quorum_up && s.uptime >= Self::WARMED_UP;
+        if !(stuck_behind || stuck_all) {
             self.stuck = None;
             return Verdict::Fine;
         }
         if self.stuck == Some(s.ours) {
             return Verdict::CutOff(
-                "the other validators decide and we do not, or a quorum is up and nothing was decided for 30 s",
+                "the other validators decide and we do not, or a quorum is up and nothing was decided for 10 s",
             );
         }
         self.stuck = Some(s.ours);
@@ -647,6 +652,26 @@ mod tests {
             w.judge(&seen(28, 21, 21, 3, 44), true),
             Verdict::Suspect(_)
         ));
+        // Everyone stuck with a quorum answering (dead connections): out after 10 s and a
+        // second look, once warmed up.
+        let mut w = Watch::default();
+        assert!(w.worth_asking(s(10), s(99), true));
+        assert!(matches!(
+            w.judge(&seen(49, 10, 99, 3, 49), true),
+            Verdict::Suspect(_)
+        ));
+        assert!(matches!(
+            w.judge(&seen(49, 15, 104, 3, 49), true),
+            Verdict::CutOff(_)
+        ));
+        let mut w = Watch::default();
+        for q in [10, 15] {
+            assert_eq!(
+                w.judge(&seen(49, q, q, 3, 49), true),
+                Verdict::Fine,
+                "fresh"
+            );
+        }
         // A halted network (nobody ahead, no quorum answering): never cut off.
         let mut w = Watch::default();
         for q in [16, 21, 26, 31, 36] {

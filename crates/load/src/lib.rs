@@ -369,7 +369,8 @@ fn result_of(v: &Value) -> Result<Value, String> {
 }
 
 /// A failure of the path, not of the transaction: the endpoint could not be reached or
-/// answered with a server error, or the gateway had no execution client to give it to.
+/// answered with a server error, the gateway had no execution client to give it to, or
+/// the pool had no room for the sender (the chain stalled).
 /// The transaction is sent again; its sender is not blamed.
 fn transient(msg: &str) -> bool {
     msg.starts_with("transport:")
@@ -379,6 +380,10 @@ fn transient(msg: &str) -> bool {
         || msg.starts_with("no execution client answered")
         || msg.starts_with("no execution client took the transaction (none answered)")
         || msg.contains("(gateway.timeout)")
+        // Back-pressure, not a verdict on the transaction: the sender's slots in the pool
+        // are taken while the chain stalls; the same bytes go in once blocks come again.
+        || msg.contains("txpool is full")
+        || msg.contains("transaction pool is full")
 }
 
 /// The first words of an error message, so that errors group by kind.
@@ -1343,6 +1348,9 @@ mod tests {
         ] {
             assert!(transient(e), "{e}");
         }
+        assert!(transient(
+            "txpool is full for this sender (64 pending transactions)"
+        ));
         for e in [
             "nonce too low",
             "already known",
