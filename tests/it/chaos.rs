@@ -202,15 +202,12 @@ fn a_devnet_under_kills_restart_all_and_a_killed_supervisor_loses_nothing_and_ne
             "3",
         ],
     );
-    let kinds: std::collections::BTreeSet<&str> = v["faults"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
-        ["restart-all", "supervisor"].into_iter().collect(),
+        crate::util::fault_kinds(&v),
+        ["restart-all", "supervisor"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         "{v}"
     );
     assert_nothing_lost(&v, 5_000);

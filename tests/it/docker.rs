@@ -404,13 +404,7 @@ fn chaos_on_containers_partitions_kills_and_loses_nothing() {
     eprintln!("chaos:\n{}", text(&o.stderr));
     assert_eq!(v["verdict"], "PASS", "{v}");
     assert!(o.status.success());
-    let kinds: std::collections::BTreeSet<&str> = v["faults"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap())
-        .collect();
-    assert!(kinds.contains("partition"), "{v}");
+    assert!(crate::util::fault_kinds(&v).contains("partition"), "{v}");
     for f in v["faults"].as_array().unwrap() {
         let r = f["recovery_s"]
             .as_f64()

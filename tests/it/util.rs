@@ -286,6 +286,18 @@ pub fn text(b: &[u8]) -> String {
 }
 
 /// Polls `f` until it returns `Some`, failing the test with `what` after `timeout`.
+/// The fault kinds a `chainctl chaos` record holds.
+pub fn fault_kinds(record: &Value) -> std::collections::BTreeSet<String> {
+    record["faults"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| f["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
     loop {
