@@ -288,6 +288,7 @@ fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_af
         "consensus.agreement",
         "execution.synced",
         "security.jwt_files",
+        "security.secret_files",
         "security.engine_auth",
         "security.listeners",
         "security.secrets_in_logs",

@@ -335,6 +335,40 @@ fn readiness_report_from_live_evidence() {
         "{r}"
     );
 
+    // Every secret, not only JWT files: a validator's signing key and the API token that
+    // others can read and a secrets directory others can list fail, each named with its fix.
+    let key = env.state().join("secrets/validators/val-1.key");
+    let token = env.state().join("secrets/api.token");
+    let vdir = env.state().join("secrets/validators");
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&key, 0o644);
+    mode(&token, 0o644);
+    mode(&vdir, 0o755);
+    let (code, r) = json_report(&env, &[]);
+    mode(&key, 0o600);
+    mode(&token, 0o600);
+    mode(&vdir, 0o700);
+    assert_eq!(code, 1, "{:#?}", not_passing(&r));
+    assert_eq!(r["verdict"], "NOT-READY");
+    let c = check(&r, "security.secret_files");
+    assert_eq!(c["status"], "fail", "{c}");
+    let ev = c["evidence"].to_string();
+    for want in [
+        "val-1.key is mode 0644",
+        "chmod 600",
+        "api.token is mode 0644",
+        "validators is a directory of mode 0755",
+        "chmod 700",
+    ] {
+        assert!(ev.contains(want), "{want}: {ev}");
+    }
+    assert!(
+        r["blockers"].to_string().contains("security.secret_files"),
+        "{r}"
+    );
+
     // A secret that reached a log file fails the scan, naming both files (not the secret).
     let secret = std::fs::read_to_string(&jwt).unwrap();
     let leak = env.state().join("logs/leak.log");

@@ -771,6 +771,58 @@ fn security(c: &mut Checks) {
         f,
     );
 
+    // Every secret: files 0600 (or stricter), directories 0700, all owned by the state
+    // dir's owner — the JWT check above is about pairing; this one is about every file.
+    let sf = &e.secret_files;
+    let mut problems: Vec<String> = sf.errors.clone();
+    for p in &sf.paths {
+        let shown = p.path.display();
+        if p.mode & 0o077 != 0 {
+            problems.push(if p.dir {
+                format!(
+                    "{shown} is a directory of mode {:04o}: others can list or enter it — `chmod 700 {shown}`",
+                    p.mode
+                )
+            } else {
+                format!(
+                    "{shown} is mode {:04o}: others can read it — `chmod 600 {shown}`",
+                    p.mode
+                )
+            });
+        }
+        if let Some(owner) = sf.owner.filter(|o| *o != p.uid) {
+            problems.push(format!(
+                "{shown} is owned by uid {}, not by the state dir's owner (uid {owner}) — `chown {owner} {shown}`",
+                p.uid
+            ));
+        }
+    }
+    let files = sf.paths.iter().filter(|p| !p.dir).count();
+    let f = if files == 0 && problems.is_empty() {
+        skipped("no secret file was found to check (no secrets dir, no TLS key)")
+    } else if problems.is_empty() {
+        found(
+            Status::Pass,
+            format!(
+                "{files} secret files (JWT secrets, validator keys, control and API tokens, TLS keys) are 0600 or stricter in 0700 directories, owned by the state dir's owner"
+            ),
+            vec![],
+        )
+    } else {
+        found(
+            Status::Fail,
+            format!("{} problems with secret files", problems.len()),
+            problems,
+        )
+    };
+    c.add(
+        "security.secret_files",
+        "Every secret file is private",
+        Severity::Critical,
+        "Apply each `chmod`/`chown` the evidence names; then rotate what others could read (`chainctl jwt rotate`, a new API token, a new TLS key).",
+        f,
+    );
+
     let wrong: Vec<String> = e
         .engine_bad_token
         .iter()
@@ -889,7 +941,13 @@ fn security(c: &mut Checks) {
         "{} secrets looked for in {} log files ({} bytes)",
         s.secrets, s.files, s.bytes
     )];
-    let f = if s.found.is_empty() {
+    let f = if s.found.is_empty() && (s.secrets == 0 || s.files == 0) {
+        // Nothing looked for, or nowhere to look: not a pass.
+        skipped(format!(
+            "nothing to scan: {} secrets, {} log files",
+            s.secrets, s.files
+        ))
+    } else if s.found.is_empty() {
         found(Status::Pass, "no secret appears in any log file", ev)
     } else {
         let mut ev = ev;

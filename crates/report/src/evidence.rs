@@ -59,6 +59,25 @@ pub struct LogScan {
     pub found: Vec<String>,
 }
 
+/// A file or directory holding secrets, as the file system has it.
+#[derive(Debug, Clone)]
+pub struct SecretPath {
+    pub path: PathBuf,
+    pub dir: bool,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+}
+
+/// Every secret chainctl keeps or was given: what was found, and what could not be read.
+#[derive(Debug, Clone, Default)]
+pub struct SecretScan {
+    /// The owner every secret must have: the state dir's.
+    pub owner: Option<u32>,
+    pub paths: Vec<SecretPath>,
+    pub errors: Vec<String>,
+}
+
 /// What the failover drill measured.
 #[derive(Debug, Clone)]
 pub struct Drill {
@@ -124,6 +143,9 @@ pub struct Evidence {
     /// Allocated ports whose listener is bound to every address.
     pub wildcard_listeners: Vec<(String, String, u16)>,
     pub log_scan: LogScan,
+    /// Every secret file (JWT, validator keys, control and API tokens, TLS keys) and the
+    /// directories that hold them, up to the state dir.
+    pub secret_files: SecretScan,
     /// Log files over their rotation size (path, bytes).
     pub oversized_logs: Vec<(PathBuf, u64)>,
     /// Data dirs and the type of file system they are on.
@@ -210,6 +232,7 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
             .collect(),
         wildcard_listeners: wildcard_listeners(&allocation),
         log_scan: scan_logs(i.layout),
+        secret_files: secret_files(i.layout, i.profile),
         oversized_logs: oversized_logs(i.plan),
         data_fs: i
             .plan
@@ -642,6 +665,46 @@ fn secret_values(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
             }
         }
     }
+}
+
+/// The state dir, its secrets dir and everything under it, and the API's TLS key (with
+/// the directory holding it): owner and mode of each.
+fn secret_files(layout: &Layout, profile: &Profile) -> SecretScan {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut scan = SecretScan::default();
+    let look = |path: &Path, scan: &mut SecretScan| match std::fs::symlink_metadata(path) {
+        Ok(m) => scan.paths.push(SecretPath {
+            path: path.to_path_buf(),
+            dir: m.is_dir(),
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => scan.errors.push(format!("{}: {e}", path.display())),
+    };
+    scan.owner = std::fs::metadata(&layout.root).ok().map(|m| m.uid());
+    look(&layout.root, &mut scan);
+    let mut todo = vec![layout.secrets_dir()];
+    while let Some(dir) = todo.pop() {
+        look(&dir, &mut scan);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(p),
+                _ => look(&p, &mut scan),
+            }
+        }
+    }
+    if let Some(tls) = &profile.api.tls {
+        look(&tls.key, &mut scan);
+        if let Some(dir) = tls.key.parent().filter(|d| !d.as_os_str().is_empty()) {
+            look(dir, &mut scan);
+        }
+    }
+    scan
 }
 
 /// Looks for every secret value in every file of the log dir (rotated ones too).
