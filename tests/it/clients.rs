@@ -60,6 +60,9 @@ fn argv(plan: &Value, svc: &str) -> Vec<String> {
 
 #[test]
 fn each_clients_command_line_is_the_golden_one() {
+    // `validate` checks the profile's default gateway port (8545), which the mixed
+    // network's test binds (CI failed once on "port 8545/tcp … is in use by chainctl").
+    let _ports = default_ports_lock();
     let env = Env::new();
     let bins = env.path("bin");
     good_clients(&bins);
