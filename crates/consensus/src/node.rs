@@ -409,7 +409,7 @@ async fn watchdog(report: Arc<Mutex<Report>>, peers: Vec<String>) {
         };
         let connected = connected_peers();
         let slow_turn = tick.is_multiple_of(5);
-        if !watch.worth_asking(quiet, started.elapsed(), slow_turn) {
+        if !Watch::worth_asking(quiet, started.elapsed(), slow_turn) {
             watch.calm(quiet);
             continue;
         }
@@ -497,7 +497,7 @@ impl Watch {
     const WARMED_UP: Duration = Duration::from_secs(20);
 
     /// Whether this check needs the peers' status (an HTTP round to each).
-    fn worth_asking(&self, quiet: Duration, uptime: Duration, slow_turn: bool) -> bool {
+    fn worth_asking(quiet: Duration, uptime: Duration, slow_turn: bool) -> bool {
         (quiet >= Self::BEHIND_QUIET && uptime >= Self::WARMED_UP)
             || (slow_turn && quiet >= Self::QUORUM_STALL)
     }
@@ -606,7 +606,7 @@ mod tests {
         let s = Duration::from_secs;
         let mut w = Watch::default();
         // Cut off (the partition itself): worth asking, nobody answers — wait.
-        assert!(w.worth_asking(s(5), s(60), false));
+        assert!(Watch::worth_asking(s(5), s(60), false));
         assert_eq!(w.judge(&seen(28, 5, 60, 0, 0), false), Verdict::Fine);
         // Healed: peers answer ahead and we neither decide nor sync: suspect, then cut off
         // on the next check one second later (not after a 15 s stall).
@@ -629,7 +629,11 @@ mod tests {
             Verdict::Suspect(_)
         ));
         // Deciding along with the others: never asked.
-        assert!(!w.worth_asking(Duration::from_millis(900), s(60), false));
+        assert!(!Watch::worth_asking(
+            Duration::from_millis(900),
+            s(60),
+            false
+        ));
         w.calm(Duration::from_millis(900));
         assert!(matches!(
             w.judge(&seen(36, 5, 66, 3, 45), false),
@@ -638,7 +642,7 @@ mod tests {
         // A fresh process behind (its execution client still starting): the left-behind
         // rule waits until it has run 20 s; the stuck rule waits for its 15 s stall.
         let mut w = Watch::default();
-        assert!(!w.worth_asking(s(8), s(8), false));
+        assert!(!Watch::worth_asking(s(8), s(8), false));
         assert_eq!(w.judge(&seen(28, 8, 8, 3, 39), false), Verdict::Fine);
         assert!(matches!(
             w.judge(&seen(28, 16, 16, 3, 39), true),
@@ -655,7 +659,7 @@ mod tests {
         // Everyone stuck with a quorum answering (dead connections): out after 10 s and a
         // second look, once warmed up.
         let mut w = Watch::default();
-        assert!(w.worth_asking(s(10), s(99), true));
+        assert!(Watch::worth_asking(s(10), s(99), true));
         assert!(matches!(
             w.judge(&seen(49, 10, 99, 3, 49), true),
             Verdict::Suspect(_)

@@ -668,11 +668,13 @@ fn secret_values(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
 }
 
 /// The state dir, its secrets dir and everything under it, and the API's TLS key (with
-/// the directory holding it): owner and mode of each.
+/// the directory holding it): owner and mode of each, through symlinks (a state dir
+/// linked elsewhere is judged by what it points to). Every secret must have the state
+/// dir's owner.
 fn secret_files(layout: &Layout, profile: &Profile) -> SecretScan {
     use std::os::unix::fs::MetadataExt as _;
     let mut scan = SecretScan::default();
-    let look = |path: &Path, scan: &mut SecretScan| match std::fs::symlink_metadata(path) {
+    let look = |path: &Path, scan: &mut SecretScan| match std::fs::metadata(path) {
         Ok(m) => scan.paths.push(SecretPath {
             path: path.to_path_buf(),
             dir: m.is_dir(),
@@ -682,8 +684,8 @@ fn secret_files(layout: &Layout, profile: &Profile) -> SecretScan {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => scan.errors.push(format!("{}: {e}", path.display())),
     };
-    scan.owner = std::fs::metadata(&layout.root).ok().map(|m| m.uid());
     look(&layout.root, &mut scan);
+    scan.owner = scan.paths.first().map(|p| p.uid);
     let mut todo = vec![layout.secrets_dir()];
     while let Some(dir) = todo.pop() {
         look(&dir, &mut scan);
