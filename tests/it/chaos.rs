@@ -123,6 +123,7 @@ fn assert_nothing_lost(v: &Value, min_sent: u64) {
 
 #[test]
 fn a_devnet_under_kills_restart_all_and_a_killed_supervisor_loses_nothing_and_never_forks() {
+    let _machine = crate::util::quiet_machine();
     let env = Env::new();
     env.write_profile(PROFILE);
     env.up_detached();

@@ -323,6 +323,7 @@ fn files_in_container(id: &str, dir: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_devnet_runs_from_its_rendered_compose_project() {
+    let _machine = crate::util::busy_machine();
     let _engine = crate::util::docker_engine();
     crate::util::chainctl_image();
     let env = Env::new();

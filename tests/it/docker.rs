@@ -140,6 +140,7 @@ impl Net {
 #[test]
 fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_after_chainctl_restarts(
 ) {
+    let _machine = crate::util::busy_machine();
     let _engine = crate::util::docker_engine();
     let net = Net::up("dk-a", 25100);
     net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(120));
@@ -339,6 +340,7 @@ fn cut_off(net: &Net) -> Vec<String> {
 /// experiment runs, which validator is cut off: the partition is real.
 #[test]
 fn chaos_on_containers_partitions_kills_and_loses_nothing() {
+    let _machine = crate::util::quiet_machine();
     let _engine = crate::util::docker_engine();
     let net = Net::up("dk-b", 25200);
     net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(120));
@@ -472,6 +474,7 @@ fn a_missing_image_stops_up_before_anything_starts_with_the_command_that_provide
 /// exactly those addresses.
 #[test]
 fn external_clients_run_from_their_image_with_init_steps_and_peers_at_fixed_addresses() {
+    let _machine = crate::util::busy_machine();
     let _engine = crate::util::docker_engine();
     let image = crate::util::standin_image();
     let net = Net::up_with(

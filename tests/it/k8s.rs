@@ -773,6 +773,7 @@ fn block_number(url: &str) -> Option<u64> {
 
 #[test]
 fn the_rendered_pods_run_the_devnet_as_a_kubelet_would_start_them() {
+    let _machine = crate::util::busy_machine();
     let _engine = crate::util::docker_engine();
     crate::util::chainctl_image();
     let env = Env::new();

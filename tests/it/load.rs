@@ -69,6 +69,7 @@ fn txs_in(port: u16, a: u64, b: u64) -> Vec<Value> {
 
 #[test]
 fn load_at_200_tps_is_all_finalized_and_agrees_with_the_chain() {
+    let _machine = crate::util::busy_machine();
     let env = Env::new();
     let ports = up(&env, 24500, 60);
     let port = |svc: &str| ports["services"][svc]["http"]["port"].as_u64().unwrap() as u16;
@@ -279,6 +280,7 @@ fn load_through_a_slow_lagging_endpoint_misses_nothing(env: &Env, ports: &Value)
 
 #[test]
 fn bench_measures_every_scenario_or_says_why_not() {
+    let _machine = crate::util::busy_machine();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results");
     let o = std::process::Command::new(crate::util::bin())

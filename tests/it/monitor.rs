@@ -515,6 +515,7 @@ fn disk_over_the_threshold_raises_the_alert() {
 
 #[test]
 fn killing_each_active_el_under_load_through_the_gateway() {
+    let _machine = crate::util::busy_machine();
     let env = Env::new();
     let ports = devnet(&env, "fail", 24800, "gateway: {port: auto}\n");
     let gw = format!("http://127.0.0.1:{}", own_port(&ports, "gateway"));

@@ -157,6 +157,7 @@ fn screenshot_pixels(dir: &Path, html: &Path, rgb: (u8, u8, u8)) -> (usize, usiz
 
 #[test]
 fn readiness_report_from_live_evidence() {
+    let _machine = crate::util::busy_machine();
     let env = Env::new();
     env.write_profile(PROFILE);
     env.up_detached();

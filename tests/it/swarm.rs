@@ -470,6 +470,7 @@ fn secret_bytes(state: &std::path::Path) -> Vec<(String, String)> {
 
 #[test]
 fn the_devnet_runs_as_swarm_services_survives_a_killed_task_and_upgrades_one_validator_at_a_time() {
+    let _machine = crate::util::busy_machine();
     let _engine = crate::util::docker_engine_alone();
     crate::util::chainctl_image();
     let image = format!("chainctl:{}", env!("CARGO_PKG_VERSION"));

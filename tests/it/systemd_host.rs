@@ -167,6 +167,7 @@ impl Drop for Host {
 
 #[test]
 fn devnet_under_real_systemd_install_drift_restart_uninstall() {
+    let _machine = crate::util::busy_machine();
     let _engine = crate::util::docker_engine();
     let host = Host::boot();
     host.install("standins.yaml");
@@ -275,6 +276,7 @@ fn http_port(unit_text: &str) -> u16 {
 
 #[test]
 fn the_validator_devnet_runs_under_real_systemd_as_notify_units_and_survives_an_el_kill() {
+    let _machine = crate::util::busy_machine();
     let _engine = crate::util::docker_engine();
     let host = Host::boot();
     host.install("devnet.yaml");

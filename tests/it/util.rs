@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 /// A statically linked chainctl: `CHAINCTL_STATIC_BIN`, else built here exactly as the
 /// docs say (once; later calls find it built).
 pub fn static_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_static_binary).clone()
+}
+
+fn build_static_binary() -> PathBuf {
     if let Ok(p) = std::env::var("CHAINCTL_STATIC_BIN") {
         return PathBuf::from(p);
     }
@@ -123,6 +128,24 @@ pub fn standin_image() -> String {
             tag
         })
         .clone()
+}
+
+/// The machine's two cores, as the tests share them: the chaos experiments, whose verdict
+/// includes how fast the network comes back (blocks at the block time within 5 s of the
+/// last fault), have them without the other load-heavy tests (devnets under load, Swarm,
+/// real systemd); those share them with each other. Light tests take nothing. Taken
+/// before [`DOCKER_ENGINE`] by the tests that hold both, so that they never wait for each
+/// other in a circle.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A load-heavy test: shares the machine with the others (see [`MACHINE`]).
+pub fn busy_machine() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A test that measures recovery times: has the machine without the load-heavy tests.
+pub fn quiet_machine() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Tests that use the host's Docker engine hold this: shared by those that only run

@@ -552,27 +552,43 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
                 }
                 o.restarting = None;
             }
+            let restarted = |t: &String| match o.restarts_before.get(t) {
+                Some(before) => snap
+                    .services
+                    .as_ref()
+                    .and_then(|s| s.get(t))
+                    .is_some_and(|s| s.restarts > *before && s.pid.is_some()),
+                None => true,
+            };
+            let answering = |t: &String| snap.heads.contains_key(t) || snap.heights.contains_key(t);
+            // The phases of a kill's recovery, each noted the first time it is seen.
+            if !o.restarts_before.is_empty() {
+                let rec = &mut records[o.record];
+                let took = Some(now.duration_since(o.since).as_secs_f64());
+                if rec.restarted_s.is_none() && o.targets.iter().all(restarted) {
+                    rec.restarted_s = took;
+                }
+                if rec.restarted_s.is_some()
+                    && rec.answering_s.is_none()
+                    && o.targets.iter().all(answering)
+                {
+                    rec.answering_s = took;
+                }
+            }
             let back = match o.kind {
                 FaultKind::Supervisor => o.restarted && snap.services.is_some(),
                 _ if o.resume_at.is_some() => false,
                 _ => o.targets.iter().all(|t| {
-                    let restarted = match o.restarts_before.get(t) {
-                        Some(before) => snap
-                            .services
-                            .as_ref()
-                            .and_then(|s| s.get(t))
-                            .is_some_and(|s| s.restarts > *before && s.pid.is_some()),
-                        None => true,
-                    };
                     let decided = snap.decided_ms.get(t).is_none_or(|d| *d >= o.since_ms);
-                    restarted && decided && snap.at_head(t)
+                    restarted(t) && decided && snap.at_head(t)
                 }),
             };
             if back {
                 let took = now.duration_since(o.since).as_secs_f64();
-                records[o.record].recovery_s = Some(took);
+                let rec = &mut records[o.record];
+                rec.recovery_s = Some(took);
                 say(format!(
-                    "{:>6.1} s  {} back{} after {took:.2} s",
+                    "{:>6.1} s  {} back{} after {took:.2} s{}",
                     secs(now),
                     if o.targets.is_empty() {
                         "chainctl".to_string()
@@ -584,6 +600,7 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
                     } else {
                         " at the head"
                     },
+                    phases(rec),
                 ));
                 open.swap_remove(k);
             } else {
@@ -713,6 +730,8 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
                                 c.targets.clone()
                             },
                             recovery_s: None,
+                            restarted_s: None,
+                            answering_s: None,
                         });
                         open.push(o);
                         last_fault = Some(now);
@@ -916,6 +935,16 @@ async fn run_async(cfg: Config) -> Result<ChaosRecord> {
 }
 
 /// The record as a table for people.
+/// Where a kill's recovery went: ` (restarted after 0.01 s, answering after 0.40 s)`, or
+/// nothing when the phases were not seen.
+fn phases(f: &FaultRecord) -> String {
+    match (f.restarted_s, f.answering_s) {
+        (Some(r), Some(a)) => format!(" (restarted after {r:.2} s, answering after {a:.2} s)"),
+        (Some(r), None) => format!(" (restarted after {r:.2} s)"),
+        _ => String::new(),
+    }
+}
+
 pub fn table(r: &ChaosRecord) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -941,6 +970,7 @@ pub fn table(r: &ChaosRecord) -> String {
             f.targets.join(","),
             f.recovery_s
                 .map_or_else(|| "NOT BACK".to_string(), |s| format!("{s:.2} s"))
+                + &phases(f)
         );
     }
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |s| format!("{s:.2} s"));

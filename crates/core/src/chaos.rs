@@ -17,6 +17,14 @@ pub struct FaultRecord {
     /// Seconds from the fault (from the resume, for a pause) until every target was back
     /// and at the head: its recovery. `None`: not back when the experiment ended.
     pub recovery_s: Option<f64>,
+    /// Where the recovery went, for a killed service: seconds from the fault until the
+    /// supervisor had started every target again (its restart delay)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_s: Option<f64>,
+    /// …and until every target answered again (its start-up: opening its store, its
+    /// listeners). The rest of `recovery_s` is catching up with the head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answering_s: Option<f64>,
 }
 
 /// Transactions sent through the network during the experiment.
