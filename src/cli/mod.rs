@@ -231,6 +231,12 @@ pub enum Command {
         /// report says failover is untested and the verdict cannot be READY.
         #[arg(long)]
         drill: bool,
+        /// Do not send the canary transaction (a 0-value transfer to itself, signed with
+        /// `report.canary_key` or the last development account, sent through the gateway
+        /// and followed to every execution client's receipt). Without it the verdict
+        /// cannot be READY.
+        #[arg(long)]
+        no_canary: bool,
         /// The window the rates and block times cover (e.g. 10m, 30s).
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         window: std::time::Duration,
@@ -536,7 +542,14 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(mut cli: Cli) -> Result<ExitCode> {
+    // A relative state dir is the same dir for every reader of the plan (the detached
+    // supervisor, `report` comparing the paths in the services' command lines).
+    if let Some(d) = cli.state_dir.as_mut() {
+        if let Ok(abs) = std::path::absolute(&*d) {
+            *d = abs;
+        }
+    }
     let profile = cli.profile.as_deref();
     let state_dir = cli.state_dir.as_deref();
     match cli.command {
@@ -622,6 +635,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             out,
             drill,
+            no_canary,
             window,
             schema,
         } => {
@@ -629,7 +643,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", chainctl_report::json_schema());
                 return Ok(ExitCode::SUCCESS);
             }
-            report_cmd(profile, state_dir, format, out.as_deref(), drill, window)
+            report_cmd(
+                profile,
+                state_dir,
+                format,
+                out.as_deref(),
+                (drill, !no_canary),
+                window,
+            )
         }
         Command::Bench(args) => {
             let report = chainctl_load::bench::run(&args)?;

@@ -325,7 +325,7 @@ pub(super) fn report_cmd(
     state_dir: Option<&Path>,
     format: chainctl_report::render::Format,
     out: Option<&Path>,
-    drill: bool,
+    (drill, canary): (bool, bool),
     window: std::time::Duration,
 ) -> Result<ExitCode> {
     // Exit 2, not 1, when the report cannot be made: a gate must not read "could not
@@ -353,7 +353,11 @@ pub(super) fn report_cmd(
         plan: &plan,
         window,
         drill,
+        canary,
     };
+    if canary {
+        eprintln!("canary: a 0-value transfer to itself through the gateway, followed to every execution client's receipt…");
+    }
     if drill {
         eprintln!("failover drill: killing one validator's active execution client (it is restarted and checked)…");
     }

@@ -570,7 +570,14 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
     // does), the built-in engine's HTTP port. Asking on the HTTP port, it could never
     // pass on a real Reth. (The stand-ins serve no metrics or P2P, so only the WebSocket
     // part of `infra.endpoints` is looked at here.)
-    let r = env.run(&["report", "--window", "20s", "--format", "json"]);
+    let r = env.run(&[
+        "report",
+        "--window",
+        "20s",
+        "--format",
+        "json",
+        "--no-canary",
+    ]);
     let out = text(&r.stdout);
     let report: Value = serde_json::from_str(&out[out.find('{').expect("a JSON report")..])
         .unwrap_or_else(|e| panic!("{e}: {out}"));

@@ -1,7 +1,7 @@
 //! Fault injection for tests of the network's defences: a validator told to misbehave
 //! (environment `CHAINCTL_TEST_FAULT=bad-state-root:MONIKER`) proposes blocks whose state
 //! root is wrong but whose block hash is recomputed, so only executing the block can tell.
-//! Never set it outside a test network.
+//! Never set it outside a test network; release builds ignore it.
 
 use alloy_consensus::TxEnvelope;
 use alloy_eips::eip7685::Requests;
@@ -19,8 +19,12 @@ pub enum Fault {
     BadStateRoot,
 }
 
-/// The fault this validator must commit, from `CHAINCTL_TEST_FAULT`.
+/// The fault this validator must commit, from `CHAINCTL_TEST_FAULT` — in debug builds
+/// (the tests') only: a release build never reads it.
 pub fn from_env(moniker: &str) -> Option<Fault> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
     let v = std::env::var("CHAINCTL_TEST_FAULT").ok()?;
     let (what, who) = v.split_once(':')?;
     (who == moniker && what == "bad-state-root").then_some(Fault::BadStateRoot)

@@ -70,6 +70,10 @@ impl Layout {
     pub fn chaos_result(&self) -> PathBuf {
         self.root.join("chaos").join("last.json")
     }
+    /// The network's planned stops (see [`crate::state::PlannedStop`]).
+    pub fn planned_stops(&self) -> PathBuf {
+        self.root.join("stops.json")
+    }
 }
 
 /// The documented default state dir of a profile: `$XDG_STATE_HOME/chainctl/<name>`,

@@ -100,6 +100,33 @@ pub fn dev_accounts(n: u32) -> Result<Vec<Address>> {
         .collect())
 }
 
+/// The signer of a key file: the 32-byte secp256k1 private key in hex (`0x` optional,
+/// surrounding whitespace ignored), in a file only its owner can read or write.
+pub fn key_file_signer(
+    path: &std::path::Path,
+) -> Result<alloy_signer_local::PrivateKeySigner, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown}: mode {mode:04o} lets others read or change a private key: `chmod 600 {shown}`"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let hex = text.trim();
+    let hex = hex.strip_prefix("0x").unwrap_or(hex);
+    let bytes = alloy_primitives::hex::decode(hex)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| {
+            format!("{shown}: not a private key (expected 64 hex digits, `0x` optional)")
+        })?;
+    alloy_signer_local::PrivateKeySigner::from_slice(&bytes)
+        .map_err(|e| format!("{shown}: not a valid secp256k1 private key: {e}"))
+}
+
 /// Signers of accounts `first..first + n` of `mnemonic` (BIP-44 path m/44'/60'/0'/0/i,
 /// as Foundry, Hardhat and go-ethereum's tools derive them). The seed is stretched once.
 pub fn dev_signers(
@@ -203,6 +230,30 @@ pub fn render_el_genesis(p: &Profile, timestamp: u64) -> Result<Json> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_key_file_must_be_private_and_hold_one_key() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.hex");
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        // Account 0 of the development mnemonic.
+        let key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+        write(&format!("{key}\n"), 0o600);
+        assert_eq!(
+            key_file_signer(&path).unwrap().address(),
+            dev_accounts(1).unwrap()[0]
+        );
+        write(key, 0o644);
+        let e = key_file_signer(&path).unwrap_err();
+        assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
+        write("0x1234", 0o600);
+        let e = key_file_signer(&path).unwrap_err();
+        assert!(e.contains("not a private key"), "{e}");
+    }
     use super::*;
 
     #[test]

@@ -75,6 +75,50 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// A stop of the whole network that was asked for — `chainctl down`, Ctrl-C of a
+/// foreground `up` — as opposed to an outage: the readiness report shows the gap in
+/// blocks it makes as planned downtime, not as missed slots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStop {
+    /// When chainctl was told to stop every service (unix ms).
+    pub down_at_ms: u64,
+    /// When a supervisor started them again; none while the network is down.
+    pub up_at_ms: Option<u64>,
+}
+
+/// How many planned stops are kept (the oldest are dropped).
+const PLANNED_STOPS_KEPT: usize = 100;
+
+/// The planned stops on record, oldest first (none when there is no record, or it cannot
+/// be read: a report must not fail over its history).
+pub fn planned_stops(path: &Path) -> Vec<PlannedStop> {
+    read_json(path).ok().flatten().unwrap_or_default()
+}
+
+/// Records that every service is being stopped on request now.
+pub fn record_down(path: &Path, now_ms: u64) -> anyhow::Result<()> {
+    let mut stops = planned_stops(path);
+    stops.push(PlannedStop {
+        down_at_ms: now_ms,
+        up_at_ms: None,
+    });
+    let drop = stops.len().saturating_sub(PLANNED_STOPS_KEPT);
+    stops.drain(..drop);
+    write_json(path, &stops)
+}
+
+/// Records that a supervisor starts the network now: it ends the planned stop still open.
+pub fn record_up(path: &Path, now_ms: u64) -> anyhow::Result<()> {
+    let mut stops = planned_stops(path);
+    match stops.last_mut() {
+        Some(s) if s.up_at_ms.is_none() => {
+            s.up_at_ms = Some(now_ms);
+            write_json(path, &stops)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The persisted port allocation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortsFile {
@@ -197,4 +241,42 @@ pub fn port_owners(st: Option<&StateFile>) -> crate::ports::Owners {
         .unwrap_or_default(),
         st.and_then(|s| s.supervisor_pid),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planned_stop_is_opened_by_down_and_closed_by_the_next_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stops.json");
+        assert_eq!(planned_stops(&path), vec![]);
+        // An up with no stop on record (the first, or after a crash) records nothing.
+        record_up(&path, 5).unwrap();
+        assert_eq!(planned_stops(&path), vec![]);
+        record_down(&path, 10).unwrap();
+        record_up(&path, 20).unwrap();
+        record_up(&path, 30).unwrap();
+        record_down(&path, 40).unwrap();
+        assert_eq!(
+            planned_stops(&path),
+            vec![
+                PlannedStop {
+                    down_at_ms: 10,
+                    up_at_ms: Some(20)
+                },
+                PlannedStop {
+                    down_at_ms: 40,
+                    up_at_ms: None
+                },
+            ]
+        );
+        for t in 0..150 {
+            record_down(&path, 100 + t).unwrap();
+        }
+        let kept = planned_stops(&path);
+        assert_eq!(kept.len(), PLANNED_STOPS_KEPT);
+        assert_eq!(kept.last().unwrap().down_at_ms, 249);
+    }
 }

@@ -535,7 +535,14 @@ impl Engine {
                     .block(&bh)
                     .ok_or_else(|| RpcError::internal("indexed block missing"))?;
                 let first_log = b.receipts[..i].iter().map(|r| r.logs().len() as u64).sum();
-                Ok(rpc_receipt(&b, i, first_log, blob_gas_price(&chain, &b)))
+                let mut receipt = rpc_receipt(&b, i, first_log, blob_gas_price(&chain, &b));
+                if receipt_skew() {
+                    receipt["gasUsed"] = json!(format!(
+                        "0x{:x}",
+                        chainctl_common::units::quantity(&receipt["gasUsed"]).unwrap_or(0) + 1
+                    ));
+                }
+                Ok(receipt)
             }
             "eth_sendRawTransaction" => {
                 let (raw,): (Bytes,) = params(p)?;
@@ -660,4 +667,24 @@ fn block_rewards(b: &ExecutedBlock, percentiles: &[f64]) -> Vec<U256> {
             U256::from(tip.unwrap_or(txs.last().expect("non-empty")).0)
         })
         .collect()
+}
+
+/// A test hook of debug builds only, for the readiness report's canary check: with
+/// `CHAINCTL_TEST_FAULT=receipt-skew:SERVICE` the engine run as `SERVICE`
+/// (`CHAINCTL_SERVICE`) reports one more gas used in its receipts than it charged, so
+/// its receipts differ from the other clients'. A release build never reads it.
+fn receipt_skew() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static SKEW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SKEW.get_or_init(|| {
+            let fault = std::env::var("CHAINCTL_TEST_FAULT").unwrap_or_default();
+            let me = std::env::var("CHAINCTL_SERVICE").unwrap_or_default();
+            !me.is_empty() && fault == format!("receipt-skew:{me}")
+        })
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
 }

@@ -446,7 +446,7 @@ impl TxPlan {
             ),
             _ => (SINK, U256::from(1), Bytes::new(), 21_000),
         };
-        let tx = TxEip1559 {
+        key.sign(TxEip1559 {
             chain_id: self.chain_id,
             nonce,
             gas_limit: gas,
@@ -456,14 +456,45 @@ impl TxPlan {
             value,
             input,
             access_list: Default::default(),
-        };
-        let sig = key.sign_hash(&tx.signature_hash());
+        })
+    }
+}
+
+impl FastKey {
+    /// The signed transaction: its hash and its raw bytes (0x-hex), as
+    /// `eth_sendRawTransaction` takes them.
+    fn sign(&self, tx: TxEip1559) -> Result<(B256, String)> {
+        let sig = self.sign_hash(&tx.signature_hash());
         let env: TxEnvelope = tx.into_signed(sig).into();
         Ok((
             *env.tx_hash(),
             format!("0x{}", hex::encode(env.encoded_2718())),
         ))
     }
+}
+
+/// A plain transfer (no data, 21,000 gas, EIP-1559 fees) signed by `signer`: its hash and
+/// raw bytes — what the readiness report's canary sends.
+pub fn sign_plain_transfer(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    to: Address,
+    value: U256,
+    max_fee: u128,
+    tip: u128,
+) -> Result<(B256, String)> {
+    FastKey::new(signer)?.sign(TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: max_fee,
+        max_priority_fee_per_gas: tip,
+        to: TxKind::Call(to),
+        value,
+        input: Bytes::new(),
+        access_list: Default::default(),
+    })
 }
 
 /// A signed 1-wei transfer from development account `account` (the documented mnemonic)

@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 use super::evidence::{Evidence, AGREEMENT_HEIGHTS};
-use super::{Check, ServiceRow, Severity, Status, DRILL_ID};
+use super::{Check, ServiceRow, Severity, Status, CANARY_ID, DRILL_ID};
 
 /// Builds checks with the measurement time filled in.
 struct Checks<'a> {
@@ -18,6 +18,9 @@ struct Found {
     status: Status,
     summary: String,
     evidence: Vec<String>,
+    /// When it was measured, when that is not the evidence's common time (the canary,
+    /// the drill: measured after the rest).
+    at_ms: Option<u64>,
 }
 
 fn found(status: Status, summary: impl Into<String>, evidence: Vec<String>) -> Found {
@@ -25,6 +28,14 @@ fn found(status: Status, summary: impl Into<String>, evidence: Vec<String>) -> F
         status,
         summary: summary.into(),
         evidence,
+        at_ms: None,
+    }
+}
+
+impl Found {
+    fn at(mut self, ms: u64) -> Found {
+        self.at_ms = Some(ms);
+        self
     }
 }
 
@@ -44,6 +55,7 @@ fn skipped(reason: impl Into<String>) -> Found {
         status: Status::Skipped,
         summary: format!("not measured: {r}"),
         evidence: vec![],
+        at_ms: None,
     }
 }
 
@@ -72,7 +84,7 @@ impl Checks<'_> {
             status: f.status,
             summary: f.summary,
             evidence: f.evidence,
-            measured_at_ms: self.e.at_ms,
+            measured_at_ms: f.at_ms.unwrap_or(self.e.at_ms),
             skipped_reason,
             remedy: remedy.into(),
         });
@@ -86,13 +98,51 @@ fn services(e: &Evidence) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
-/// The time since the last block counts as the last interval: a chain that stopped
-/// shows as one long one, not as "none missed".
+/// A planned stop began in the gap between blocks made at `from` and `to` (Unix
+/// seconds): the last block can follow the `down` by a few seconds (the validators stop
+/// after the clients they drive).
+fn stop_in_gap(e: &Evidence, from: u64, to: u64) -> Option<&chainctl_core::state::PlannedStop> {
+    e.planned_stops.iter().find(|s| {
+        let down = s.down_at_ms / 1000;
+        down + 10 >= from && down < to
+    })
+}
+
+/// The gaps between blocks that a planned stop (`chainctl down`) made: not missed slots,
+/// shown as planned downtime.
+fn planned_downtime(e: &Evidence) -> Vec<String> {
+    let Ok(b) = &e.chain else {
+        return vec![];
+    };
+    b.windows(2)
+        .filter_map(|w| {
+            let s = stop_in_gap(e, w[0].timestamp, w[1].timestamp)?;
+            Some(format!(
+                "planned downtime: {}s between blocks {} and {} (`chainctl down` at {}, up again at {})",
+                w[1].timestamp.saturating_sub(w[0].timestamp),
+                w[0].number,
+                w[1].number,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(s.down_at_ms)
+                ),
+                s.up_at_ms.map_or("-".to_string(), |u| humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(u)
+                )
+                .to_string())
+            ))
+        })
+        .collect()
+}
+
+/// The intervals between blocks in the window, but those of a planned stop. The time
+/// since the last block counts as the last interval: a chain that stopped shows as one
+/// long one, not as "none missed".
 fn intervals(e: &Evidence) -> Vec<u64> {
     match &e.chain {
         Ok(b) => {
             let mut iv: Vec<u64> = b
                 .windows(2)
+                .filter(|w| stop_in_gap(e, w[0].timestamp, w[1].timestamp).is_none())
                 .map(|w| w[1].timestamp.saturating_sub(w[0].timestamp))
                 .collect();
             if let Some(last) = b.last() {
@@ -118,6 +168,7 @@ pub fn all(e: &Evidence) -> Vec<Check> {
     security(&mut c);
     monitoring(&mut c);
     performance(&mut c);
+    canary(&mut c);
     high_availability(&mut c);
     chaos(&mut c);
     c.out
@@ -375,6 +426,8 @@ fn consensus(c: &mut Checks) {
                 ),
                 format!("longest interval {longest}s"),
             ];
+            let mut ev = ev;
+            ev.extend(planned_downtime(e));
             if got == 0 {
                 found(Status::Fail, "no block was finalized in the window", ev)
             } else if (longest as f64) > 3.0 * bt || missed * 10 > expected.max(1) {
@@ -499,47 +552,64 @@ fn consensus(c: &mut Checks) {
         f,
     );
 
-    let producing: Vec<String> = e
-        .undriven
-        .iter()
-        // A follower of our own chain advances too; a head that moves on another chain
-        // (or one we cannot compare) is a client making its own blocks.
-        .filter(|u| u.heads.1 > u.heads.0 && u.same_chain != Some(true))
-        .map(|u| {
-            format!(
-                "{} ({}): head {} → {} in 2s, block 1 {}, and no validator of this network drives it",
+    let mut producing = Vec::new();
+    let mut quiet = Vec::new();
+    let mut unanswered = Vec::new();
+    for u in &e.undriven {
+        match &u.heads {
+            Err(err) => unanswered.push(format!(
+                "{} ({}): does not answer eth_blockNumber ({err}): cannot tell whether it makes blocks by itself",
+                u.service, u.addr
+            )),
+            // A follower of our own chain advances too; a head that moves on another
+            // chain (or one we cannot compare) is a client making its own blocks.
+            Ok((h1, h2)) if h2 > h1 && u.same_chain != Some(true) => producing.push(format!(
+                "{} ({}): head {h1} → {h2} in 2s, block 1 {}, and no validator of this network drives it",
                 u.service,
                 u.addr,
-                u.heads.0,
-                u.heads.1,
                 match u.same_chain {
                     Some(true) => "is ours",
                     Some(false) => "is NOT ours",
                     None => "unknown",
                 }
-            )
-        })
-        .collect();
-    let f = if producing.is_empty() {
+            )),
+            Ok((h1, h2)) => quiet.push(format!(
+                "{}: head {h1} → {h2} ({})",
+                u.service,
+                if h2 > h1 { "following our chain" } else { "not advancing" }
+            )),
+        }
+    }
+    let f = if !producing.is_empty() {
+        let n = producing.len();
+        producing.extend(unanswered);
+        found(
+            Status::Fail,
+            format!("{n} clients produce blocks by themselves (dev mode)"),
+            producing,
+        )
+    } else if !unanswered.is_empty() {
+        let n = unanswered.len();
+        unanswered.extend(quiet);
+        found(
+            Status::Warn,
+            format!("{n} RPC services outside the validators did not answer: not verified"),
+            unanswered,
+        )
+    } else if e.undriven.is_empty() {
+        found(
+            Status::Pass,
+            "no RPC service runs outside the validators' execution clients",
+            vec![],
+        )
+    } else {
         found(
             Status::Pass,
             format!(
                 "every block-producing client is driven by this network's validators ({} other RPC services checked)",
                 e.undriven.len()
             ),
-            e.undriven
-                .iter()
-                .map(|u| format!("{}: head {} → {} (not advancing)", u.service, u.heads.0, u.heads.1))
-                .collect(),
-        )
-    } else {
-        found(
-            Status::Fail,
-            format!(
-                "{} clients produce blocks by themselves (dev mode)",
-                producing.len()
-            ),
-            producing,
+            quiet,
         )
     };
     c.add(
@@ -1076,8 +1146,9 @@ fn performance(c: &mut Checks) {
                 .zip(b.last())
                 .map_or(0, |(a, z)| z.timestamp.saturating_sub(a.timestamp))
                 .max(1);
+            // A figure, not a verdict: 0 transactions is no failure, and no success.
             found(
-                Status::Pass,
+                Status::Info,
                 format!(
                     "{txs} transactions in {span}s: {:.1} tx/s",
                     txs as f64 / span as f64
@@ -1113,8 +1184,10 @@ fn performance(c: &mut Checks) {
     let f = if sorted.is_empty() {
         skipped("fewer than two blocks in the window")
     } else if p99 <= 2.0 * bt.max(1.0) {
+        // Information: whether blocks come on time is `consensus.block_production`'s
+        // verdict.
         found(
-            Status::Pass,
+            Status::Info,
             format!("block time p50 {p50}s, p99 {p99}s"),
             ev,
         )
@@ -1134,6 +1207,127 @@ fn performance(c: &mut Checks) {
     );
 }
 
+/// The canary: sent, included, finalized, and the same receipt from every client.
+fn canary(c: &mut Checks) {
+    let f = match &c.e.canary {
+        Err(why) => skipped(format!("untested: {why}")),
+        Ok(k) => canary_found(k),
+    };
+    c.add(
+        CANARY_ID,
+        "Canary transaction: sent, finalized, the same receipt everywhere",
+        Severity::Critical,
+        "Read where it stopped: a refusal names the gateway's or client's reason; a transaction not included points at the pool or the proposers (`chainctl status`, `chainctl logs val-N`); receipts that differ mean the execution clients disagree on what the block did: stop and compare them before anything else.",
+        f,
+    );
+}
+
+fn canary_found(k: &crate::canary::Canary) -> Found {
+    let secs = |d: Option<std::time::Duration>| {
+        d.map_or("-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
+    };
+    let mut ev = vec![
+        format!("key: {}, account {}", k.key, k.from),
+        format!(
+            "sent through {}: {}",
+            k.via,
+            match (&k.hash, k.nonce) {
+                (Some(h), Some(n)) => format!("{h} (nonce {n}, value 0 to itself)"),
+                _ => "nothing taken".into(),
+            }
+        ),
+    ];
+    if let Some((n, h)) = &k.block {
+        ev.push(format!(
+            "included in block {n} ({h}) after {}, finalized after {}",
+            secs(k.included_after),
+            secs(k.finalized_after)
+        ));
+    }
+    if let (Some(g), Some(p)) = (k.gas_used, k.effective_gas_price) {
+        ev.push(format!(
+            "cost: {g} gas × {p} wei = {} wei",
+            k.cost_wei().unwrap_or(0)
+        ));
+    }
+    let f = if let Some(stopped) = &k.stopped {
+        found(Status::Fail, format!("the canary stopped: {stopped}"), ev)
+    } else {
+        let problems = receipt_problems(&k.receipts);
+        for (el, r) in &k.receipts {
+            ev.push(match r {
+                Ok(r) => format!(
+                    "{el}: receipt status {}, gas used {}, block {}",
+                    r["status"], r["gasUsed"], r["blockNumber"]
+                ),
+                Err(e) => format!("{el}: {e}"),
+            });
+        }
+        if k.receipts.is_empty() {
+            found(
+                Status::Fail,
+                "the canary was finalized but no execution client was asked for its receipt",
+                ev,
+            )
+        } else if problems.is_empty() {
+            found(
+                Status::Pass,
+                format!(
+                    "finalized {} after it was sent; all {} execution clients return the same successful receipt",
+                    secs(k.finalized_after),
+                    k.receipts.len()
+                ),
+                ev,
+            )
+        } else {
+            ev.extend(problems.iter().cloned());
+            found(Status::Fail, problems[0].clone(), ev)
+        }
+    };
+    f.at(k.measured_at_ms)
+}
+
+/// What is wrong with the receipts: a client without one, a failed status, clients that
+/// disagree (each named with the fields it differs in from the most common receipt).
+fn receipt_problems(receipts: &[(String, Result<Value, String>)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (el, r) in receipts {
+        match r {
+            Err(e) => out.push(format!("{el} returns no receipt: {e}")),
+            Ok(r) if r["status"] != "0x1" => out.push(format!(
+                "{el}: the canary failed (receipt status {})",
+                r["status"]
+            )),
+            Ok(_) => {}
+        }
+    }
+    let got: Vec<(&String, &Value)> = receipts
+        .iter()
+        .filter_map(|(el, r)| r.as_ref().ok().map(|r| (el, r)))
+        .collect();
+    // The receipt most clients return is the reference.
+    let reference = got
+        .iter()
+        .max_by_key(|(_, r)| got.iter().filter(|(_, o)| o == r).count())
+        .map(|(_, r)| *r);
+    if let Some(reference) = reference {
+        for (el, r) in &got {
+            let fields: Vec<String> = crate::canary::RECEIPT_FIELDS
+                .iter()
+                .filter(|f| r[**f] != reference[**f])
+                .map(|f| format!("{f} {} (others {})", r[*f], reference[*f]))
+                .collect();
+            if !fields.is_empty() {
+                out.push(format!(
+                    "receipts differ between execution clients: {el} has {}",
+                    fields.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn high_availability(c: &mut Checks) {
     let e = c.e;
     let bt_ms = e.profile.chain.block_time.get().as_millis() as u64;
@@ -1146,7 +1340,11 @@ fn high_availability(c: &mut Checks) {
             let ev = vec![
                 format!("kill -9 of {} (active EL of {})", d.killed, d.validator),
                 format!(
-                    "switched to {}{}, gap {}",
+                    "longest wait for the head to move from the kill on, read every 100 ms through an endpoint not killed: {}",
+                    d.observed_gap_ms.map_or("unknown".into(), |g| format!("{g} ms"))
+                ),
+                format!(
+                    "switched to {}{}, gap {} as the validator recorded it",
                     d.switched_to.as_deref().unwrap_or("nothing"),
                     d.switch_kind.as_ref().map_or(String::new(), |k| format!(" ({k})")),
                     d.gap_ms.map_or("unknown".into(), |g| format!("{g} ms"))
@@ -1161,19 +1359,22 @@ fn high_availability(c: &mut Checks) {
                     None => format!("{} was not healthy again within 90 s", d.killed),
                 },
             ];
-            let gap_ok = d.gap_ms.is_some_and(|g| g <= 3 * bt_ms.max(1000));
-            if d.switched_to.is_some() && gap_ok && d.missed_heights == 0 && d.restored_after.is_some() {
+            // The report's own observation decides; the validator's word corroborates.
+            let gap_ok = d.observed_gap_ms.is_some_and(|g| g <= 3 * bt_ms.max(1000));
+            let f = if d.switched_to.is_some() && gap_ok && d.missed_heights == 0 && d.restored_after.is_some() {
                 found(
                     Status::Pass,
                     format!(
-                        "failover in {} ms, no height missed beyond it, client restored",
-                        d.gap_ms.unwrap_or(0)
+                        "failover: the head moved again {} ms after the kill at the latest (the validator: {} ms), no height missed, client restored",
+                        d.observed_gap_ms.unwrap_or(0),
+                        d.gap_ms.map_or("?".into(), |g| g.to_string())
                     ),
                     ev,
                 )
             } else {
                 found(Status::Fail, "the failover drill did not pass", ev)
-            }
+            };
+            f.at(d.measured_at_ms)
         }
     };
     c.add(
@@ -1329,4 +1530,43 @@ pub fn service_rows(e: &Evidence) -> Vec<ServiceRow> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn receipt(gas: &str) -> Value {
+        crate::canary::consensus_fields(
+            &json!({"status": "0x1", "blockNumber": "0x7", "blockHash": "0xab", "gasUsed": gas}),
+        )
+    }
+
+    #[test]
+    fn receipts_that_differ_missing_or_failed_are_each_named() {
+        let same = vec![
+            ("a".to_string(), Ok(receipt("0x5208"))),
+            ("b".to_string(), Ok(receipt("0x5208"))),
+        ];
+        assert!(receipt_problems(&same).is_empty());
+        let mut skewed = same.clone();
+        skewed.push(("c".to_string(), Ok(receipt("0x5209"))));
+        let p = receipt_problems(&skewed);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("c has gasUsed \"0x5209\" (others \"0x5208\")"),
+            "{p:?}"
+        );
+        let mut missing = same.clone();
+        missing.push(("d".to_string(), Err("no receipt".into())));
+        assert_eq!(
+            receipt_problems(&missing),
+            vec!["d returns no receipt: no receipt"]
+        );
+        let mut failed = receipt("0x5208");
+        failed["status"] = json!("0x0");
+        let p = receipt_problems(&[("e".to_string(), Ok(failed))]);
+        assert!(p[0].contains("e: the canary failed"), "{p:?}");
+    }
 }

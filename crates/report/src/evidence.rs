@@ -43,8 +43,9 @@ pub struct Agreement {
 pub struct Undriven {
     pub service: String,
     pub addr: SocketAddr,
-    /// Its head at the first and second look, seconds apart.
-    pub heads: (u64, u64),
+    /// Its head at the first and second look, seconds apart, or why it did not say: a
+    /// client that does not answer is kept (unverified), never dropped.
+    pub heads: Result<(u64, u64), String>,
     /// Its block 1 (if any) is one of our network's.
     pub same_chain: Option<bool>,
 }
@@ -87,8 +88,13 @@ pub struct Drill {
     /// Who noticed, as the switch's kind says: `down` (the supervisor saw the exit),
     /// `el_behind` / `build_failed` (the validator's own Engine API call failed), …
     pub switch_kind: Option<String>,
-    /// The decision interval the switch fell in, as the validator recorded it.
+    /// The decision interval the switch fell in, as the validator recorded it
+    /// (corroborating evidence: the verdict rests on `observed_gap_ms`).
     pub gap_ms: Option<u64>,
+    /// The report's own measurement: the longest time between two moves of the head,
+    /// from the kill on (the kill itself the first moment), read every 100 ms from an
+    /// endpoint it did not kill for the 10 s after the kill.
+    pub observed_gap_ms: Option<u64>,
     /// Longest interval between consecutive blocks from the kill to 10 s after it.
     pub longest_interval_s: Option<u64>,
     /// Heights without a block beyond the failover gap (intervals over two block times,
@@ -96,6 +102,8 @@ pub struct Drill {
     pub missed_heights: u64,
     /// The killed client was running and healthy again, and how long it took.
     pub restored_after: Option<Duration>,
+    /// When the drill ended (ms since the epoch).
+    pub measured_at_ms: u64,
 }
 
 /// Result of checking the shipped alert rules.
@@ -154,6 +162,10 @@ pub struct Evidence {
     pub drill: Option<Result<Drill, String>>,
     /// The last `chainctl chaos` experiment on this network (`None`: never run).
     pub chaos: Option<Result<chainctl_core::chaos::ChaosRecord, String>>,
+    /// The canary transaction, or why none was sent.
+    pub canary: Result<crate::canary::Canary, String>,
+    /// The network's planned stops (`chainctl down`), for the gaps they make.
+    pub planned_stops: Vec<chainctl_core::state::PlannedStop>,
 }
 
 /// What a report run needs.
@@ -163,6 +175,8 @@ pub struct Inputs<'a> {
     pub plan: &'a Plan,
     pub window: Duration,
     pub drill: bool,
+    /// Send the canary transaction (`--no-canary` turns it off).
+    pub canary: bool,
 }
 
 /// Gathers everything. An error means the report could not run (no API, no network).
@@ -242,12 +256,41 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
             .collect(),
         drill: None,
         chaos: chaos_record(&i.layout.chaos_result()),
+        canary: Err("not sent yet".into()),
+        planned_stops: chainctl_core::state::planned_stops(&i.layout.planned_stops()),
         status,
     };
+    e.canary = canary(i, &e, &targets);
     if i.drill {
         e.drill = Some(drill(&api, &e, i.profile.chain.block_time.get()));
     }
     Ok(e)
+}
+
+/// The canary transaction, through the gateway (else the first execution client), to
+/// every execution client's receipt; run before the drill, on the network as it is.
+fn canary(i: &Inputs, e: &Evidence, t: &Targets) -> Result<crate::canary::Canary, String> {
+    if !i.canary {
+        return Err("--no-canary: no transaction was sent, so nothing shows the network takes, includes and agrees on one".into());
+    }
+    let (signer, key) = crate::canary::key(i.profile)?;
+    let via = match (e.status["gateway"].is_string(), e.rpc, t.els.first()) {
+        (true, Some(a), _) => (format!("the gateway ({a})"), a),
+        (false, _, Some(el)) => (format!("{} (the profile has no gateway)", el.name), el.http),
+        _ => return Err("no gateway and no execution client to send it to".into()),
+    };
+    let els: Vec<(String, SocketAddr)> =
+        t.els.iter().map(|el| (el.name.clone(), el.http)).collect();
+    Ok(crate::canary::send(
+        &rpc,
+        &signer,
+        key,
+        i.profile.chain.chain_id,
+        via,
+        &els,
+        // Ten block times, ten seconds at least.
+        (i.profile.chain.block_time.get() * 10).max(Duration::from_secs(10)),
+    ))
 }
 
 /// The last chaos experiment's record, when there is one.
@@ -425,7 +468,7 @@ fn undriven(plan: &Plan, t: &Targets, chain: &Result<Vec<Block>, String>) -> Vec
     if candidates.is_empty() {
         return Vec::new();
     }
-    let first: Vec<Option<u64>> = candidates.iter().map(|(_, a)| head(*a).ok()).collect();
+    let first: Vec<Result<u64, String>> = candidates.iter().map(|(_, a)| head(*a)).collect();
     std::thread::sleep(Duration::from_secs(2));
     let ours_1 = chain
         .as_ref()
@@ -436,19 +479,18 @@ fn undriven(plan: &Plan, t: &Targets, chain: &Result<Vec<Block>, String>) -> Vec
     candidates
         .into_iter()
         .zip(first)
-        .filter_map(|((service, addr), h1)| {
-            let h1 = h1?;
-            let h2 = head(addr).ok()?;
-            let same_chain = match (&ours_1, blocks(addr, 1, 1)) {
-                (Some(o), Ok(b)) => b.first().map(|b| &b.hash == o),
+        .map(|((service, addr), h1)| {
+            let heads = h1.and_then(|h1| Ok((h1, head(addr)?)));
+            let same_chain = match (&ours_1, heads.is_ok().then(|| blocks(addr, 1, 1))) {
+                (Some(o), Some(Ok(b))) => b.first().map(|b| &b.hash == o),
                 _ => None,
             };
-            Some(Undriven {
+            Undriven {
                 service,
                 addr,
-                heads: (h1, h2),
+                heads,
                 same_chain,
-            })
+            }
         })
         .collect()
 }
@@ -700,9 +742,14 @@ fn secret_files(layout: &Layout, profile: &Profile) -> SecretScan {
             }
         }
     }
-    if let Some(tls) = &profile.api.tls {
-        look(&tls.key, &mut scan);
-        if let Some(dir) = tls.key.parent().filter(|d| !d.as_os_str().is_empty()) {
+    // Keys the profile names outside the state dir: the API's TLS key, the canary's.
+    let given = [
+        profile.api.tls.as_ref().map(|t| &t.key),
+        profile.report.canary_key.as_ref(),
+    ];
+    for key in given.into_iter().flatten() {
+        look(key, &mut scan);
+        if let Some(dir) = key.parent().filter(|d| !d.as_os_str().is_empty()) {
             look(dir, &mut scan);
         }
     }
@@ -926,10 +973,28 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
     }
     let killed_at = Instant::now();
 
-    // The switch, as the validator records it (with its gap once the next block is in).
+    // For 10 s (20 s at most while the switch is not recorded): the head every 100 ms,
+    // as the report sees it, and the switch, as the validator records it (with its gap
+    // once the next block is in).
     let mut switch: Option<chainctl_common::validator::Switch> = None;
-    while killed_at.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(250));
+    let mut seen = h0;
+    let (mut last_move, mut observed_gap) = (killed_at, Duration::ZERO);
+    let mut polls = 0u32;
+    while killed_at.elapsed() < Duration::from_secs(10)
+        || (switch.is_none() && killed_at.elapsed() < Duration::from_secs(20))
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        polls += 1;
+        if let Ok(h) = head(rpc) {
+            if h > seen {
+                seen = h;
+                observed_gap = observed_gap.max(last_move.elapsed());
+                last_move = Instant::now();
+            }
+        }
+        if switch.is_some() || !polls.is_multiple_of(3) {
+            continue;
+        }
         let st = get_status()?;
         let records = Vec::<chainctl_monitor::SwitchRecord>::deserialize(&st["health"]["switches"])
             .unwrap_or_default();
@@ -942,14 +1007,9 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
                     && r.switch.gap_ms.is_some()
             })
             .map(|r| r.switch);
-        if switch.is_some() {
-            break;
-        }
     }
-    // Ten seconds of chain after the kill; the time since the last block counts too, so
-    // a chain that stopped shows as one long interval.
-    let wait = Duration::from_secs(10).saturating_sub(killed_at.elapsed());
-    std::thread::sleep(wait);
+    // A head that stopped moving shows as one long interval up to now.
+    observed_gap = observed_gap.max(last_move.elapsed());
     let h1 = head(rpc)?;
     let chain = blocks(rpc, h0.saturating_sub(1).max(1), h1)?;
     let now_s = chainctl_common::time::now_ms() / 1000;
@@ -996,8 +1056,10 @@ fn drill(api: &ApiEndpoint, e: &Evidence, block_time: Duration) -> Result<Drill,
         switched_to: switch.as_ref().map(|s| s.to.clone()),
         switch_kind: switch.as_ref().map(|s| s.kind.clone()),
         gap_ms: switch.as_ref().and_then(|s| s.gap_ms),
+        observed_gap_ms: Some(observed_gap.as_millis() as u64),
         longest_interval_s: longest,
         missed_heights,
         restored_after,
+        measured_at_ms: chainctl_common::time::now_ms(),
     })
 }

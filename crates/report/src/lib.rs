@@ -9,6 +9,7 @@
 //! and chainctl-common. It must never depend on the supervisor: it reads a running
 //! network through its API, its chain and its state dir, as an operator would.
 
+pub mod canary;
 pub mod checks;
 pub mod evidence;
 pub mod render;
@@ -46,6 +47,9 @@ pub enum Status {
     Fail,
     /// Not measured; `skipped_reason` says why.
     Skipped,
+    /// A figure shown for information (throughput, block times): measured, but not a
+    /// verdict on anything, so never a pass.
+    Info,
 }
 
 impl Status {
@@ -55,7 +59,7 @@ impl Status {
             Status::Pass => Some(1.0),
             Status::Warn => Some(0.5),
             Status::Fail => Some(0.0),
-            Status::Skipped => None,
+            Status::Skipped | Status::Info => None,
         }
     }
 }
@@ -94,12 +98,15 @@ pub enum Verdict {
 
 /// The score formula, printed beside the score.
 pub const SCORE_FORMULA: &str = "score = Σ weight × value / Σ weight over the checks that ran \
-     (weight: critical 3, important 2, nice 1; value: pass 1, warn 0.5, fail 0; skipped checks \
-     are left out). The verdict does not come from the score: one failed critical check, or an \
-     untested failover, is NOT READY.";
+     (weight: critical 3, important 2, nice 1; value: pass 1, warn 0.5, fail 0; skipped and \
+     info checks are left out). The verdict does not come from the score: one failed critical check, an \
+     untested failover or no canary transaction is NOT READY.";
 
 /// The id of the failover drill check, which must pass for READY.
 pub const DRILL_ID: &str = "ha.failover_drill";
+
+/// The id of the canary transaction check, which must have run for READY.
+pub const CANARY_ID: &str = "execution.canary";
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -115,8 +122,11 @@ pub struct Report {
     pub window_secs: u64,
     pub verdict: Verdict,
     /// Why the verdict is NOT READY (the critical checks that failed, an untested
-    /// failover), empty when READY.
+    /// failover, no canary), empty when READY.
     pub blockers: Vec<String>,
+    /// Critical checks that neither passed nor failed (a warning, not measured): what
+    /// the verdict rests on without having seen it.
+    pub not_verified: Vec<String>,
     /// 0 to 100.
     pub score: f64,
     pub score_formula: String,
@@ -125,6 +135,8 @@ pub struct Report {
     pub warned: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Informational checks (figures, not verdicts).
+    pub info: usize,
     pub checks: Vec<Check>,
     /// One row per service, for the service matrix.
     pub services: Vec<ServiceRow>,
@@ -184,18 +196,52 @@ pub fn verdict(checks: &[Check]) -> (Verdict, Vec<String>) {
         .filter(|c| c.severity == Severity::Critical && c.status == Status::Fail)
         .map(|c| format!("{} failed: {}", c.id, c.summary))
         .collect();
-    match checks.iter().find(|c| c.id == DRILL_ID) {
-        Some(c) if c.status == Status::Pass => {}
-        Some(c) if c.status == Status::Fail => {}
-        _ => blockers.push(format!(
-            "{DRILL_ID}: failover is untested (run `chainctl report --drill`)"
-        )),
+    // The drill and the canary are what show the network works, not only answers: not
+    // run is never READY.
+    for (id, untested) in [
+        (
+            DRILL_ID,
+            "failover is untested (run `chainctl report --drill`)",
+        ),
+        (CANARY_ID, "no transaction was followed through the network"),
+    ] {
+        match checks.iter().find(|c| c.id == id) {
+            Some(c) if c.status == Status::Pass => {}
+            Some(c) if c.status == Status::Fail => {}
+            Some(c) => blockers.push(match &c.skipped_reason {
+                Some(why) => format!("{id}: {why}"),
+                None => format!("{id}: {untested}: {}", c.summary),
+            }),
+            None => blockers.push(format!("{id}: {untested}")),
+        }
     }
     if blockers.is_empty() {
         (Verdict::Ready, blockers)
     } else {
         (Verdict::NotReady, blockers)
     }
+}
+
+/// The critical checks that ended in a warning or were not measured, each with why.
+pub fn not_verified(checks: &[Check]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| {
+            c.severity == Severity::Critical && matches!(c.status, Status::Warn | Status::Skipped)
+        })
+        .map(|c| {
+            let status = if c.status == Status::Warn {
+                "warning"
+            } else {
+                "not measured"
+            };
+            format!(
+                "{} ({status}): {}",
+                c.id,
+                c.skipped_reason.as_deref().unwrap_or(&c.summary)
+            )
+        })
+        .collect()
 }
 
 /// Puts the parts together: counts, score, verdict.
@@ -209,6 +255,7 @@ pub fn assemble(
 ) -> Report {
     let (verdict, blockers) = verdict(&checks);
     let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
+    let not_verified = not_verified(&checks);
     Report {
         schema: "https://chainctl.dev/schema/report-v1.json".into(),
         profile,
@@ -217,12 +264,14 @@ pub fn assemble(
         window_secs,
         verdict,
         blockers,
+        not_verified,
         score: score(&checks),
         score_formula: SCORE_FORMULA.into(),
         passed: count(Status::Pass),
         warned: count(Status::Warn),
         failed: count(Status::Fail),
         skipped: count(Status::Skipped),
+        info: count(Status::Info),
         checks,
         services,
         ports,
@@ -270,15 +319,44 @@ mod tests {
     }
 
     #[test]
+    fn critical_checks_not_passed_nor_failed_are_listed_as_not_verified() {
+        let mut c = vec![
+            check("a", Severity::Critical, Status::Warn),
+            check("b", Severity::Critical, Status::Skipped),
+            check("c", Severity::Important, Status::Skipped),
+            check("d", Severity::Critical, Status::Pass),
+            check("e", Severity::Nice, Status::Info),
+        ];
+        c[1].skipped_reason = Some("no file".into());
+        assert_eq!(
+            not_verified(&c),
+            vec!["a (warning): a summary", "b (not measured): no file"]
+        );
+        // Information is left out of the score, like what was not measured.
+        assert_eq!(score(&c[3..]), 100.0);
+    }
+
+    #[test]
     fn ready_needs_no_critical_failure_and_a_passed_drill() {
         let mut c = vec![
             check("a", Severity::Critical, Status::Pass),
             check("b", Severity::Important, Status::Fail),
+            check(CANARY_ID, Severity::Critical, Status::Pass),
             check(DRILL_ID, Severity::Critical, Status::Pass),
         ];
         assert_eq!(verdict(&c).0, Verdict::Ready);
-        // An untested failover is never READY, however high the score.
+        // No canary transaction followed through the network: never READY.
         c[2].status = Status::Skipped;
+        c[2].skipped_reason = Some("--no-canary".into());
+        let (v, why) = verdict(&c);
+        assert_eq!(v, Verdict::NotReady);
+        assert!(
+            why[0].starts_with(CANARY_ID) && why[0].contains("--no-canary"),
+            "{why:?}"
+        );
+        c[2].status = Status::Pass;
+        // An untested failover is never READY, however high the score.
+        c[3].status = Status::Skipped;
         let (v, why) = verdict(&c);
         assert_eq!(v, Verdict::NotReady);
         assert!(why[0].contains("untested"), "{why:?}");
@@ -287,6 +365,7 @@ mod tests {
         // One critical failure is NOT READY whatever else passes.
         let c = vec![
             check("a", Severity::Critical, Status::Fail),
+            check(CANARY_ID, Severity::Critical, Status::Pass),
             check(DRILL_ID, Severity::Critical, Status::Pass),
         ];
         let (v, why) = verdict(&c);

@@ -50,6 +50,7 @@ fn icon(s: Status) -> &'static str {
         Status::Warn => "⚠️",
         Status::Fail => "❌",
         Status::Skipped => "⏭️",
+        Status::Info => "ℹ️",
     }
 }
 
@@ -129,9 +130,11 @@ fn context(r: &Report, markdown: bool) -> Value {
         "profile": r.profile, "chainctl": r.chainctl,
         "generated": time(r.generated_at_ms), "window_secs": r.window_secs,
         "verdict": verdict, "verdict_class": verdict_class,
-        "blockers": r.blockers, "score": format!("{:.1}", r.score),
+        "blockers": r.blockers, "not_verified": r.not_verified,
+        "score": format!("{:.1}", r.score),
         "score_formula": r.score_formula,
         "passed": r.passed, "warned": r.warned, "failed": r.failed, "skipped": r.skipped,
+        "info": r.info,
         "checks": checks, "categories": categories, "services": services,
         "ports": r.ports.iter().map(|p| json!({
             "service": p.service, "name": p.name, "port": p.port,
@@ -152,13 +155,42 @@ pub fn chart(blocks: &[(u64, u64, usize)]) -> String {
         return "<p>No block intervals in the window.</p>".into();
     }
     let (w, h, pad) = (800.0, 200.0, 30.0);
-    let max_y = iv.iter().map(|(_, s)| *s).max().unwrap_or(1).max(2) as f64;
+    // Outliers (a network started again after a long stop) are clipped at three times
+    // the 90th percentile and labelled with their value, so one spike does not flatten
+    // every other interval.
+    let mut sorted: Vec<u64> = iv.iter().map(|(_, s)| *s).collect();
+    sorted.sort_unstable();
+    let p90 = sorted[(sorted.len() - 1) * 9 / 10];
+    let longest = *sorted.last().unwrap_or(&1);
+    let cap = longest.min((3 * p90).max(2)).max(2);
+    let max_y = cap as f64;
     let n = iv.len().max(2) as f64 - 1.0;
     let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / n.max(1.0);
-    let y = |s: u64| h - pad - (h - 2.0 * pad) * s as f64 / max_y;
+    let y = |s: u64| h - pad - (h - 2.0 * pad) * s.min(cap) as f64 / max_y;
     let mut points = String::new();
-    for (i, (_, s)) in iv.iter().enumerate() {
+    let mut clipped = String::new();
+    let mut n_clipped = 0;
+    for (i, (height, s)) in iv.iter().enumerate() {
         let _ = write!(points, "{:.1},{:.1} ", x(i), y(*s));
+        if *s > cap {
+            n_clipped += 1;
+            let _ = write!(
+                clipped,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#cf222e\"><title>block {height}: {s}s</title></circle>\
+<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#cf222e\">{s}s ↑</text>",
+                x(i),
+                y(*s),
+                (x(i) + 6.0).min(w - 60.0),
+                y(*s) + 4.0
+            );
+        }
+    }
+    if n_clipped > 0 {
+        let _ = write!(
+            clipped,
+            "<text x=\"{:.1}\" y=\"14\" font-size=\"11\" fill=\"#cf222e\">{n_clipped} interval(s) above {cap}s clipped (longest {longest}s)</text>",
+            w / 2.0 - 120.0
+        );
     }
     let first = iv.first().map_or(0, |v| v.0);
     let last = iv.last().map_or(0, |v| v.0);
@@ -170,7 +202,7 @@ pub fn chart(blocks: &[(u64, u64, usize)]) -> String {
 <text x=\"2\" y=\"{t}\" font-size=\"11\">{max_y}s</text><text x=\"10\" y=\"{b}\" font-size=\"11\">0</text>\
 <text x=\"{pad}\" y=\"{lbl}\" font-size=\"11\">block {first}</text>\
 <text x=\"{lr}\" y=\"{lbl}\" font-size=\"11\">block {last}</text>\
-<polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"2\" points=\"{points}\"/></svg>",
+<polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"2\" points=\"{points}\"/>{clipped}</svg>",
         b = h - pad,
         r = w - pad,
         t = pad + 4.0,
@@ -216,6 +248,11 @@ mod tests {
         let md = render(&r, Format::Md);
         assert!(md.contains("**Verdict: NOT READY**"), "{md}");
         assert!(md.contains("`security.a`") && md.contains(DRILL_ID), "{md}");
+        // A critical check not measured is named under "Not verified".
+        assert!(
+            md.contains("Not verified") && md.contains(&format!("- {DRILL_ID} (not measured)")),
+            "{md}"
+        );
         // Table cells cannot break the table, and text from other programs stays text.
         assert!(md.contains("found \\| this"), "{md}");
         assert!(md.contains("&lt;1&gt;") && !md.contains("<1>"), "{md}");
@@ -233,6 +270,27 @@ mod tests {
         let v: Value = serde_json::from_str(&render(&r, Format::Json)).unwrap();
         assert_eq!(v["verdict"], "NOT-READY");
         assert_eq!(v["checks"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_outlier_is_clipped_and_labelled_not_scaled_to() {
+        // A network started again after an hour's stop: one 3600 s interval among 1 s ones.
+        let mut blocks: Vec<(u64, u64, usize)> = (0..20).map(|i| (i, 1000 + i, 0)).collect();
+        blocks.push((20, 1019 + 3600, 0));
+        blocks.extend((21..40).map(|i| (i, 4600 + i, 0)));
+        let svg = chart(&blocks);
+        assert!(
+            svg.contains(">3s</text>"),
+            "the scale is the usual intervals': {svg}"
+        );
+        assert!(
+            svg.contains("3600s ↑")
+                && svg.contains("1 interval(s) above 3s clipped (longest 3600s)"),
+            "{svg}"
+        );
+        // Without outliers nothing is clipped.
+        let svg = chart(&[(1, 100, 0), (2, 101, 0), (3, 104, 0)]);
+        assert!(!svg.contains("clipped"), "{svg}");
     }
 
     #[test]

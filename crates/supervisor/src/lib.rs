@@ -315,6 +315,13 @@ impl Supervisor {
     /// Runs until shut down and every service has stopped.
     pub fn run(mut self, rx: Receiver<Event>) -> anyhow::Result<()> {
         let mut interrupts = 0;
+        // The end of a planned stop, if one is open (the report's planned downtime).
+        if let Err(e) = chainctl_core::state::record_up(
+            &self.layout.planned_stops(),
+            chainctl_common::time::now_ms(),
+        ) {
+            warn!("cannot record the end of the planned stop: {e:#}");
+        }
         loop {
             let now = Instant::now();
             self.step(now);
@@ -330,11 +337,7 @@ impl Supervisor {
                     interrupts += 1;
                     if interrupts == 1 {
                         info!("stopping every service (again to kill them at once)");
-                        self.shutting_down = true;
-                        // No failover or health restarts while everything stops.
-                        if let Some(m) = self.monitor.take() {
-                            std::thread::spawn(move || drop(m));
-                        }
+                        self.begin_shutdown();
                     } else {
                         warn!("second interrupt: killing every service now");
                         for s in &self.services {
@@ -365,6 +368,26 @@ impl Supervisor {
         self.persist_final();
         info!("all services stopped");
         Ok(())
+    }
+
+    /// Stops every service, as asked (`chainctl down`, a signal): recorded as a planned
+    /// stop; no failover or health restarts while everything stops.
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        if let Err(e) = chainctl_core::state::record_down(
+            &self.layout.planned_stops(),
+            chainctl_common::time::now_ms(),
+        ) {
+            warn!("cannot record the planned stop: {e:#}");
+        }
+        if let Some(m) = self.monitor.take() {
+            // Joining waits for the monitor, which may be waiting for this process's
+            // answer: let it go on its own thread.
+            std::thread::spawn(move || drop(m));
+        }
     }
 
     /// How long the loop may sleep: short while something is in motion, until the next
@@ -758,12 +781,7 @@ impl Supervisor {
                 ..Default::default()
             },
             Request::Shutdown => {
-                self.shutting_down = true;
-                if let Some(m) = self.monitor.take() {
-                    // Joining waits for the monitor, which may be waiting for this
-                    // answer: let it go on its own thread.
-                    std::thread::spawn(move || drop(m));
-                }
+                self.begin_shutdown();
                 Response::ok("stopping every service")
             }
             Request::Reload => {

@@ -214,6 +214,14 @@ pub fn check_host(loaded: &Loaded, with_clients: bool) -> Result<(), ProfileErro
             });
         }
     }
+    if let Some(key) = &loaded.profile.report.canary_key {
+        if let Err(why) = crate::network::key_file_signer(key) {
+            problems.push(Problem {
+                pos: loaded.index.value("report.canary_key"),
+                message: format!("report.canary_key: {why}"),
+            });
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {

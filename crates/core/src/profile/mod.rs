@@ -107,11 +107,14 @@ pub(crate) fn resolve_paths(profile: &mut Profile, source: &Source) {
         .and_then(Path::parent)
         .unwrap_or(Path::new("."));
     let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    let mut paths: Vec<&mut PathBuf> = Vec::new();
     if let Some(tls) = &mut profile.api.tls {
-        for p in [&mut tls.cert, &mut tls.key] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
+        paths.extend([&mut tls.cert, &mut tls.key]);
+    }
+    paths.extend(profile.report.canary_key.as_mut());
+    for p in paths {
+        if p.is_relative() {
+            *p = base.join(&*p);
         }
     }
 }

@@ -62,6 +62,24 @@ pub struct Profile {
     /// Supervisor defaults: restart backoff, give-up limit, stop grace, logs.
     #[serde(default)]
     pub supervisor: SupervisorConfig,
+    /// `chainctl report`: what it may use on the network.
+    #[serde(default)]
+    pub report: ReportConfig,
+}
+
+/// What `chainctl report` may use on the network.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// The key of the account that signs the report's canary transaction (a 0-value
+    /// transfer to itself, sent through the gateway and followed to every execution
+    /// client's receipt): a file holding the 32-byte secp256k1 private key in hex, mode
+    /// 0600 (relative paths are relative to the profile). The account pays the canary's
+    /// gas. Without it the canary uses the last development account
+    /// (`chain.dev_accounts`); with neither the canary is not sent and the report cannot
+    /// say READY.
+    #[serde(default)]
+    pub canary_key: Option<PathBuf>,
 }
 
 /// Chain parameters shared by every node.
