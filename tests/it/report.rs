@@ -459,7 +459,10 @@ fn readiness_report_from_live_evidence() {
     );
     // Blocks made after the stop (a supervisor starts again in about a second).
     let before = std::fs::read_to_string(env.state().join("stops.json")).unwrap_or_default();
-    assert!(before.contains("down_at_ms"), "the stop is on record: {before}");
+    assert!(
+        before.contains("down_at_ms"),
+        "the stop is on record: {before}"
+    );
     let resumed = head().unwrap_or(0) + 3;
     wait_for("blocks after the stop", Duration::from_secs(30), || {
         (head()? >= resumed).then_some(())
