@@ -326,6 +326,8 @@ pub(super) fn down(
             layout.state_file(),
             layout.supervisor_log(),
             layout.lock_file(),
+            // The planned stops are the history of this chain only, like the chaos record.
+            layout.planned_stops(),
         ] {
             let _ = std::fs::remove_file(f);
         }

@@ -142,7 +142,7 @@ fn gateway_api_metrics_and_jwt_probe() {
         &env,
         "mon",
         24700,
-        "gateway: {port: auto, max_batch: 50, max_body_bytes: 65536, rate_limit: 400}\n",
+        "gateway: {port: auto, max_batch: 50, max_body_bytes: 65536, rate_limit: 400, allow: ['eth_*', 'net_*', 'web3_*']}\n",
     );
     let gw = format!("http://127.0.0.1:{}", own_port(&ports, "gateway"));
     let api = format!("http://127.0.0.1:{}", own_port(&ports, "api"));
@@ -257,6 +257,42 @@ fn gateway_api_metrics_and_jwt_probe() {
     assert_eq!(v[0]["error"]["code"], -32600, "{v}");
     assert_eq!(v[1]["result"], "0x539", "{v}");
 
+    // The method policy (gateway.allow, here the defaults without `txpool_status`): the
+    // gateway itself refuses what is not allowed, naming the setting — `txpool_status`,
+    // which the client behind it answers; admin and debug methods; the Engine API; a
+    // method that signs with the node's keys, which `eth_*` does not cover.
+    assert!(
+        rpc(&el, "txpool_status", json!([]))
+            .get("pending")
+            .is_some(),
+        "the client answers it directly"
+    );
+    for (method, says) in [
+        (
+            "txpool_status",
+            "add `txpool_status` or `txpool_*` to gateway.allow",
+        ),
+        ("admin_addPeer", "gateway.allow"),
+        ("debug_traceTransaction", "gateway.allow"),
+        ("engine_forkchoiceUpdatedV3", "Engine API"),
+        ("eth_sign", "name `eth_sign` in gateway.allow"),
+    ] {
+        let (_, v) = err(&format!(
+            r#"{{"jsonrpc":"2.0","id":9,"method":"{method}","params":[]}}"#
+        ));
+        assert_eq!(v["error"]["code"], -32601, "{method}: {v}");
+        assert_eq!(v["id"], 9, "{v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(method) && m.contains(says), "{method}: {m}");
+    }
+    // In a batch, answered in place beside the calls that go through.
+    let (_, v) = err(
+        r#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","id":2,"method":"admin_addPeer","params":["enode://x"]}]"#,
+    );
+    assert_eq!(v[0]["result"], "0x539", "{v}");
+    assert_eq!(v[1]["error"]["code"], -32601, "{v}");
+    assert_eq!(v[1]["id"], 2, "{v}");
+
     // A transaction through the gateway reaches every pool and gets a receipt.
     let raw = signed_transfer(0);
     let hash = rpc(&gw, "eth_sendRawTransaction", json!([raw]));
@@ -318,6 +354,11 @@ fn gateway_api_metrics_and_jwt_probe() {
         "{text}"
     );
     assert!(text.contains(r#"method="eth_sendRawTransaction",status="ok",upstream="all""#));
+    // Refusals are counted (methods outside the known set under `other`).
+    assert!(
+        text.contains(r#"method="other",status="refused",upstream="gateway""#),
+        "{text}"
+    );
 
     // A burst over the rate limit (400 calls/s) gets 429, and the client is named the fix.
     let batch: Vec<Value> = (0..50)

@@ -38,6 +38,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("missing workdir", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    workdir: /nonexistent/dir\n", "5:14: services.a.workdir: `/nonexistent/dir` is not a directory"),
     ("zero stop grace", "name: x\nservices:\n  a:\n    command: [sleep, '1']\n    stop: {grace: 0s}\n", "5:19: services.a.stop.grace: must be more than 0s"),
     ("empty command", "name: x\nservices:\n  a:\n    command: []\n", "4:14: services.a.command: is empty"),
+    ("the Engine API in the gateway's allow-list", "name: x\ngateway:\n  allow: ['eth_*', 'engine_*']\nservices:\n  a:\n    command: [sleep, '1']\n", "3:20: gateway.allow[1]: `engine_*`: the Engine API is never forwarded by the gateway"),
     ("canary key missing", "name: x\nreport:\n  canary_key: /nonexistent/key.hex\nservices:\n  a:\n    command: [sleep, '1']\n", "3:15: report.canary_key: /nonexistent/key.hex: No such file or directory"),
     ("docker service without an image", "name: x\nruntime: docker\nservices:\n  a:\n    command: [sleep, '1']\n", "4:3: services.a: has no `image`, and under `runtime: docker` every service runs from one"),
     ("client flag chainctl sets", "name: x\nvalidators:\n  count: 1\n  execution: [reth]\n  clients:\n    reth: {args: [-vvv, '--http.port=9999']}\n", "6:25: validators.clients.reth.args[1]: `--http.port` is set by chainctl for every reth"),

@@ -497,6 +497,34 @@ fn readiness_report_from_live_evidence() {
         "{r}"
     );
 
+    // A gateway whose allow-list leaves out `eth_sendRawTransaction`: the canary is
+    // refused there, and says so.
+    env.ok(&["down"]);
+    env.write_profile(&PROFILE.replace(
+        "gateway: {port: auto}",
+        "gateway: {port: auto, allow: [eth_chainId, eth_blockNumber, eth_getBlockByNumber, eth_getBalance, eth_getTransactionCount, eth_getTransactionReceipt, 'net_*', 'web3_*']}",
+    ));
+    env.up_detached();
+    wait_for(
+        "the devnet to be ready again",
+        Duration::from_secs(60),
+        || {
+            let r = ureq::get(&format!("{api}/ready")).call().ok()?;
+            (r.status() == 200).then_some(())
+        },
+    );
+    let (code, r) = json_report(&env, &[]);
+    assert_eq!(code, 1, "{:#?}", not_passing(&r));
+    let c = check(&r, "execution.canary");
+    assert_eq!(c["status"], "fail", "{c}");
+    let summary = c["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("refused by the gateway")
+            && summary.contains("eth_sendRawTransaction")
+            && summary.contains("gateway.allow"),
+        "{c}"
+    );
+
     // A frozen EL (SIGSTOP: its port accepts, nothing answers): execution fails for it,
     // and its validator has no backup in sync.
     let st = env.status();

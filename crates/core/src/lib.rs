@@ -16,6 +16,7 @@ pub mod instance;
 pub mod jwt;
 pub mod layout;
 pub mod loader;
+pub mod methods;
 pub mod network;
 pub mod placeholders;
 pub mod plan;

@@ -726,6 +726,12 @@ impl Gw {
                 ),
             );
         }
+        // The method policy (gateway.allow): answered here, whatever the clients are.
+        if let Parsed::Single(c) = &parsed {
+            if let Some(why) = self.refused(&c.method) {
+                return Answer::error(StatusCode::OK, &c.id_text(), -32601, &why);
+            }
+        }
         let ups = self.sh.upstreams();
         let id = match &parsed {
             Parsed::Single(c) => c.id_text(),
@@ -798,20 +804,41 @@ impl Gw {
         }
     }
 
+    /// Why `method` is not forwarded (gateway.allow), counted; `None` when it is.
+    fn refused(&self, method: &str) -> Option<String> {
+        match chainctl_core::methods::decide(&self.sh.settings.gateway.allow, method) {
+            chainctl_core::methods::Decision::Forward => None,
+            chainctl_core::methods::Decision::Refuse(why) => {
+                self.sh.gateway.count(method, "refused", "gateway", 1);
+                Some(why)
+            }
+        }
+    }
+
     /// A batch: reads in one request to the best client, transactions to every healthy
-    /// one, answers put back in the order of the calls.
+    /// one, answers put back in the order of the calls; calls the method policy refuses
+    /// are answered in place by the gateway.
     async fn batch(
         &self,
         ups: &super::Upstreams,
         body: Bytes,
         items: Vec<Result<Call, String>>,
     ) -> Answer {
-        let any_invalid = items.iter().any(Result::is_err);
-        let sends = items
+        let refusals: Vec<Option<String>> = items
             .iter()
-            .filter(|c| c.as_ref().is_ok_and(|c| is_send(&c.method)))
-            .count();
-        let reads = items.len() - sends - items.iter().filter(|c| c.is_err()).count();
+            .map(|c| c.as_ref().ok().and_then(|c| self.refused(&c.method)))
+            .collect();
+        let any_invalid = items.iter().any(Result::is_err) || refusals.iter().any(Option::is_some);
+        // The calls forwarded: well formed and allowed.
+        let forwarded = || {
+            items
+                .iter()
+                .zip(&refusals)
+                .filter(|(_, r)| r.is_none())
+                .filter_map(|(c, _)| c.as_ref().ok())
+        };
+        let sends = forwarded().filter(|c| is_send(&c.method)).count();
+        let reads = forwarded().count() - sends;
         // Fast path: only reads, all well formed: forward the body as it came.
         if sends == 0 && !any_invalid && !ups.ranked.is_empty() {
             let a = self.read(ups, body, "null").await;
@@ -824,16 +851,8 @@ impl Gw {
             let parts: Vec<String> = calls.iter().map(|c| c.to_json()).collect();
             Bytes::from(format!("[{}]", parts.join(",")))
         };
-        let read_calls: Vec<&Call> = items
-            .iter()
-            .flatten()
-            .filter(|c| !is_send(&c.method))
-            .collect();
-        let send_calls: Vec<&Call> = items
-            .iter()
-            .flatten()
-            .filter(|c| is_send(&c.method))
-            .collect();
+        let read_calls: Vec<&Call> = forwarded().filter(|c| !is_send(&c.method)).collect();
+        let send_calls: Vec<&Call> = forwarded().filter(|c| is_send(&c.method)).collect();
         let mut read_answers: Vec<Json> = Vec::new();
         let mut read_upstream = "none".to_string();
         if reads > 0 {
@@ -879,7 +898,7 @@ impl Gw {
             .iter()
             .map(|(_, a)| vec![false; a.as_ref().and_then(Json::as_array).map_or(0, Vec::len)])
             .collect();
-        for item in &items {
+        for (item, refusal) in items.iter().zip(&refusals) {
             let c = match item {
                 Err(why) => {
                     self.sh.gateway.count("", "invalid", "none", 1);
@@ -890,6 +909,13 @@ impl Gw {
                 }
                 Ok(c) => c,
             };
+            if let Some(why) = refusal {
+                out.push(
+                    serde_json::from_str(&error_json(&c.id_text(), -32601, why))
+                        .unwrap_or_default(),
+                );
+                continue;
+            }
             let id: Json = serde_json::from_str(&c.id_text()).unwrap_or_default();
             if is_send(&c.method) {
                 // Each client's answer to this call (the first unused one with its id).
@@ -1117,8 +1143,13 @@ async fn ws_session(gw: Arc<Gw>, ip: IpAddr, socket: WebSocket) {
         };
         let answer = match serde_json::from_str::<Call>(&text) {
             Ok(c) if c.method == "eth_subscribe" || c.method == "eth_unsubscribe" => {
-                gw.sh.gateway.count(&c.method, "ok", "gateway", 1);
-                subscription(&subs, &c)
+                match gw.refused(&c.method) {
+                    Some(why) => error_json(&c.id_text(), -32601, &why),
+                    None => {
+                        gw.sh.gateway.count(&c.method, "ok", "gateway", 1);
+                        subscription(&subs, &c)
+                    }
+                }
             }
             _ => {
                 let a = gw.handle(ip, Bytes::from(text)).await;

@@ -97,6 +97,11 @@ fn monitoring(p: &Profile, c: &mut Checker) {
     if g.timeout.get().is_zero() {
         c.at("gateway.timeout", "must be more than 0s");
     }
+    for (i, entry) in g.allow.iter().enumerate() {
+        if let Some(why) = crate::methods::entry_problem(entry) {
+            c.at(&format!("gateway.allow[{i}]"), why);
+        }
+    }
 }
 
 fn chain(p: &Profile, c: &mut Checker) {

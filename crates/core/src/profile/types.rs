@@ -812,6 +812,13 @@ pub struct Gateway {
     /// How long one call may take upstream before the client gets an error.
     #[serde(default = "default_gateway_timeout")]
     pub timeout: Dur,
+    /// The JSON-RPC methods it forwards: names (`txpool_status`) and namespaces
+    /// (`eth_*`; a namespace never covers the methods that sign with the node's keys or
+    /// mine, such as `eth_sign` or `eth_sendTransaction`: name those to allow them).
+    /// Anything else is answered by the gateway itself with error -32601 naming this
+    /// setting. `engine_*` is never forwarded.
+    #[serde(default = "default_gateway_allow")]
+    pub allow: Vec<String>,
 }
 
 impl Default for Gateway {
@@ -823,8 +830,16 @@ impl Default for Gateway {
             max_batch: default_max_batch(),
             rate_limit: default_rate_limit(),
             timeout: default_gateway_timeout(),
+            allow: default_gateway_allow(),
         }
     }
+}
+
+fn default_gateway_allow() -> Vec<String> {
+    crate::methods::DEFAULT_ALLOW
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn default_gateway_port() -> PortSpec {
