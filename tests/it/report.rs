@@ -602,6 +602,37 @@ fn readiness_report_from_live_evidence() {
         "{c}"
     );
 
+    // A drill whose failover never happens: val-0 (the validator drilled) has one
+    // execution client, nothing to switch to. The drill fails, NOT READY.
+    env.ok(&["down"]);
+    env.write_profile(&PROFILE.replace(
+        "execution: [builtin, builtin]",
+        "execution: [[builtin], [builtin, builtin], [builtin, builtin], [builtin, builtin]]",
+    ));
+    env.up_detached();
+    wait_for(
+        "the devnet to be ready again",
+        Duration::from_secs(60),
+        || {
+            let r = ureq::get(&format!("{api}/ready")).call().ok()?;
+            (r.status() == 200).then_some(())
+        },
+    );
+    let (code, r) = json_report(&env, &["--drill", "--no-canary"]);
+    assert_eq!(code, 1, "{:#?}", not_passing(&r));
+    let d = check(&r, "ha.failover_drill");
+    assert_eq!(d["status"], "fail", "{d}");
+    assert!(
+        d["evidence"].to_string().contains("switched to nothing"),
+        "{d}"
+    );
+    assert!(
+        r["blockers"]
+            .to_string()
+            .contains("ha.failover_drill failed"),
+        "{r}"
+    );
+
     // Could not run (no network): exit 2 with the reason.
     env.ok(&["down"]);
     let (code, out) = report(&env, &[]);
