@@ -49,6 +49,11 @@ impl Net {
 
     /// A devnet whose `validators` section goes on with `validators_rest`.
     fn up_with(name: &str, port_start: u16, validators_rest: &str) -> Net {
+        Net::up_env(name, port_start, validators_rest, &[])
+    }
+
+    /// The same, `up` run with `vars` in its environment.
+    fn up_env(name: &str, port_start: u16, validators_rest: &str, vars: &[(&str, &str)]) -> Net {
         crate::util::chainctl_image();
         let env = Env::new();
         env.write_profile(&format!(
@@ -61,7 +66,13 @@ impl Net {
             name: name.to_string(),
             chain: crate::util::Chain::default(),
         };
-        net.env.up_detached();
+        let o = net
+            .env
+            .cmd(&["up", "--detach"])
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "up: {}", text(&o.stderr));
         net.chain = crate::util::Chain::read(&net.env.state());
         net
     }
@@ -142,8 +153,40 @@ fn containers_fail_over_when_an_el_is_killed_restart_in_place_and_are_adopted_af
 ) {
     let _machine = crate::util::busy_machine();
     let _engine = crate::util::docker_engine();
-    let net = Net::up("dk-a", 25100);
-    net.wait_height(&[0, 1, 2, 3], 3, Duration::from_secs(120));
+    // The release binary the containers run ignores the test hooks: told to propose bad
+    // state roots (as the consensus test's debug build does), val-1 proposes valid blocks.
+    let net = Net::up_env(
+        "dk-a",
+        25100,
+        "  execution: [builtin, builtin]\n",
+        &[("CHAINCTL_TEST_FAULT", "bad-state-root:val-1")],
+    );
+    net.wait_height(&[0, 1, 2, 3], 7, Duration::from_secs(120));
+    let env_of_val1 = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &net.container("val-1"),
+    ]);
+    assert!(
+        env_of_val1.contains("CHAINCTL_TEST_FAULT=bad-state-root:val-1"),
+        "the variable reached the container: {env_of_val1}"
+    );
+    let log = |svc: &str| {
+        std::fs::read_to_string(net.env.state().join(format!("logs/{svc}.log"))).unwrap_or_default()
+    };
+    assert!(
+        !log("val-1").contains("TEST FAULT"),
+        "{}",
+        net.tail("val-1")
+    );
+    for v in ["val-0", "val-2", "val-3"] {
+        assert!(
+            !log(v).contains("state root mismatch"),
+            "{v}: {}",
+            net.tail(v)
+        );
+    }
 
     // Every service is a container of the profile, with its labels, on 127.0.0.1 only,
     // without capabilities, read-only, as chainctl's user.
