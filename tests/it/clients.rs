@@ -569,7 +569,14 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
     // Geth's and Erigon's own `ws` port (their HTTP port answers 403, as the stand-ins'
     // does), the built-in engine's HTTP port. Asking on the HTTP port, it could never
     // pass on a real Reth. (The stand-ins serve no metrics or P2P, so only the WebSocket
-    // part of `infra.endpoints` is looked at here.)
+    // part of `infra.endpoints` is looked at here.) A P2P node key others can read fails
+    // the secret-file check, naming the key and the fix, and the verdict is NOT READY.
+    let node_key = key_file("val-1-el-0");
+    let mode = |m: u32| {
+        std::fs::set_permissions(&node_key, std::os::unix::fs::PermissionsExt::from_mode(m))
+            .unwrap()
+    };
+    mode(0o644);
     let r = env.run(&[
         "report",
         "--window",
@@ -578,9 +585,29 @@ fn a_mixed_network_runs_behind_each_clients_command_line_with_static_peers() {
         "json",
         "--no-canary",
     ]);
+    mode(0o600);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r.stderr));
     let out = text(&r.stdout);
     let report: Value = serde_json::from_str(&out[out.find('{').expect("a JSON report")..])
         .unwrap_or_else(|e| panic!("{e}: {out}"));
+    let secrets = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "security.secret_files")
+        .unwrap();
+    assert_eq!(secrets["status"], "fail", "{secrets}");
+    let ev = secrets["evidence"].to_string();
+    assert!(
+        ev.contains("p2p/val-1-el-0.key is mode 0644") && ev.contains("chmod 600"),
+        "{ev}"
+    );
+    assert!(
+        report["blockers"]
+            .to_string()
+            .contains("security.secret_files"),
+        "{report}"
+    );
     let endpoints = report["checks"]
         .as_array()
         .unwrap()
