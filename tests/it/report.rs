@@ -43,6 +43,14 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
 
+/// Until chainctl's API at `api` says the network is ready (`/ready` 200).
+fn wait_ready(api: &str, what: &str) {
+    wait_for(what, Duration::from_secs(60), || {
+        let r = ureq::get(&format!("{api}/ready")).call().ok()?;
+        (r.status() == 200).then_some(())
+    });
+}
+
 /// `report ARGS` (over the last 20 s unless ARGS say): its exit code and stdout.
 fn report(env: &Env, args: &[&str]) -> (i32, String) {
     let mut a = vec!["report"];
@@ -172,10 +180,7 @@ fn readiness_report_from_live_evidence() {
         ports["services"]["chainctl"]["api"]["port"]
     );
     // Ready, and enough blocks for the window.
-    wait_for("the devnet to be ready", Duration::from_secs(60), || {
-        let r = ureq::get(&format!("{api}/ready")).call().ok()?;
-        (r.status() == 200).then_some(())
-    });
+    wait_ready(&api, "the devnet to be ready");
     std::thread::sleep(Duration::from_secs(12));
 
     // Without a drill: every check passes but failover is untested, so NOT READY (1).
@@ -449,14 +454,7 @@ fn readiness_report_from_live_evidence() {
         .output()
         .unwrap();
     assert!(o.status.success(), "up: {}", text(&o.stderr));
-    wait_for(
-        "the devnet to be ready again",
-        Duration::from_secs(60),
-        || {
-            let r = ureq::get(&format!("{api}/ready")).call().ok()?;
-            (r.status() == 200).then_some(())
-        },
-    );
+    wait_ready(&api, "the devnet to be ready again");
     // Blocks made after the stop (a supervisor starts again in about a second).
     let before = std::fs::read_to_string(env.state().join("stops.json")).unwrap_or_default();
     assert!(
@@ -505,14 +503,7 @@ fn readiness_report_from_live_evidence() {
         "gateway: {port: auto, allow: [eth_chainId, eth_blockNumber, eth_getBlockByNumber, eth_getBalance, eth_getTransactionCount, eth_getTransactionReceipt, 'net_*', 'web3_*']}",
     ));
     env.up_detached();
-    wait_for(
-        "the devnet to be ready again",
-        Duration::from_secs(60),
-        || {
-            let r = ureq::get(&format!("{api}/ready")).call().ok()?;
-            (r.status() == 200).then_some(())
-        },
-    );
+    wait_ready(&api, "the devnet to be ready again");
     let (code, r) = json_report(&env, &[]);
     assert_eq!(code, 1, "{:#?}", not_passing(&r));
     let c = check(&r, "execution.canary");
@@ -610,14 +601,7 @@ fn readiness_report_from_live_evidence() {
         "execution: [[builtin], [builtin, builtin], [builtin, builtin], [builtin, builtin]]",
     ));
     env.up_detached();
-    wait_for(
-        "the devnet to be ready again",
-        Duration::from_secs(60),
-        || {
-            let r = ureq::get(&format!("{api}/ready")).call().ok()?;
-            (r.status() == 200).then_some(())
-        },
-    );
+    wait_ready(&api, "the devnet to be ready again");
     let (code, r) = json_report(&env, &["--drill", "--no-canary"]);
     assert_eq!(code, 1, "{:#?}", not_passing(&r));
     let d = check(&r, "ha.failover_drill");
