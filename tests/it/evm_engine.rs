@@ -1780,3 +1780,91 @@ fn a_stand_in_reports_syncing_until_a_forkchoice_moves_its_head() {
     assert_eq!(fcu["result"]["payloadStatus"]["status"], "VALID", "{fcu}");
     assert_eq!(evm.rpc("eth_syncing", json!([])), json!(false));
 }
+
+/// Whether `evm`'s pool holds the transaction `raw` (pending or held back).
+fn holds(evm: &Evm, raw: &Bytes) -> bool {
+    !evm.rpc(
+        "eth_getTransactionByHash",
+        json!([alloy_primitives::keccak256(raw)]),
+    )
+    .is_null()
+}
+
+/// Waits up to 5 s for `evm` to hold every one of `raws`.
+fn wait_held(evm: &Evm, raws: &[&Bytes], what: &str) {
+    let t0 = std::time::Instant::now();
+    while !raws.iter().all(|r| holds(evm, r)) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{what}: not in the peer's pool after 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("{what}: in the peer's pool after {:?}", t0.elapsed());
+}
+
+/// `--tx-peer`, as a devp2p peer is given the pool when it connects: a peer is given this
+/// engine's whole pool the first time it answers and again whenever it restarted (a new
+/// boot id). Seen under `chainctl chaos` restart-all: a sender's nonce n taken only by a
+/// client that was then killed came back from its journal, but its peers — down when n
+/// was sent — never got it, and every later transaction of that sender waited behind
+/// the gap for good (650 and 1,610 transactions "lost").
+#[test]
+fn a_peer_that_was_down_or_restarted_is_given_the_whole_pool() {
+    let genesis = fixtures().join("reth-interop/genesis.json");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let peer_url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let start_a =
+        || Evm::spawn_with(&genesis, dir.path(), true, &["--tx-peer", &peer_url]).unwrap();
+    let a = start_a();
+    let k0 = signer(KEY0);
+    // The peer is down. Nonce 0 comes as the gateway sends (marked relayed: not passed
+    // on), nonce 1 from a user (queued for the peer, which cannot be reached).
+    let (t0, t1) = (transfer_of_1_wei(&k0, 0), transfer_of_1_wei(&k0, 1));
+    let (status, v) = ureq::post(&a.rpc)
+        .set("x-chainctl-relayed", "1")
+        .send_json(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [t0]}),
+        )
+        .map(|r| (r.status(), r.into_json::<Value>().unwrap()))
+        .unwrap();
+    assert_eq!((status, v.get("error")), (200, None), "{v}");
+    a.rpc("eth_sendRawTransaction", json!([t1]));
+    assert_eq!(pool_status(&a), (2, 0));
+    // Killed: what waited for the peer dies with it; the journal keeps the pool.
+    drop(a);
+    let a = start_a();
+    assert_eq!(
+        pool_status(&a),
+        (2, 0),
+        "the pool came back from the journal"
+    );
+
+    // The peer starts: it is given both.
+    let peer_dir = tempfile::tempdir().unwrap();
+    let port_arg = port.to_string();
+    let start_peer = || {
+        Evm::spawn_with(
+            &genesis,
+            peer_dir.path(),
+            false,
+            &["--http-port", &port_arg],
+        )
+        .unwrap()
+    };
+    let peer = start_peer();
+    wait_held(&peer, &[&t0, &t1], "the pool, the peer's first answer");
+    assert_eq!(pool_status(&peer), (2, 0));
+    // The peer restarts (its pool lost: no data dir) while nothing new is sent: seen by
+    // its new boot id, and given the pool again.
+    drop(peer);
+    let peer = start_peer();
+    assert_eq!(pool_status(&peer), (0, 0));
+    wait_held(&peer, &[&t0, &t1], "the pool, after the peer restarted");
+    drop(a);
+}

@@ -78,18 +78,15 @@ impl Evm {
             secret
         };
         let mut cmd = Command::new(bin());
-        cmd.args([
-            "node",
-            "evm",
-            "--http-port",
-            "0",
-            "--authrpc-port",
-            "0",
-            "--genesis",
-        ])
-        .arg(genesis)
-        .arg("--jwt-secret")
-        .arg(&jwt);
+        cmd.args(["node", "evm", "--authrpc-port", "0"]);
+        // Port 0 (any) unless the test names one.
+        if !args.contains(&"--http-port") {
+            cmd.args(["--http-port", "0"]);
+        }
+        cmd.arg("--genesis")
+            .arg(genesis)
+            .arg("--jwt-secret")
+            .arg(&jwt);
         if datadir {
             cmd.arg("--datadir").arg(dir.join("data"));
         }

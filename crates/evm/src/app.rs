@@ -25,6 +25,8 @@ pub struct AppState {
     /// Raw transactions (hex) accepted from users, waiting to be passed on: one queue
     /// per peer, so that a peer that hangs delays only itself.
     pub(crate) relay: Arc<Vec<RelayQueue>>,
+    /// This process's boot id ([`super::server::BOOT_HEADER`]).
+    pub(crate) boot: Arc<str>,
 }
 
 impl AppState {

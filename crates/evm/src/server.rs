@@ -85,6 +85,14 @@ pub struct ServeArgs {
 /// Header that marks a request as relayed by another engine (not to be relayed again).
 pub const RELAYED_HEADER: &str = "x-chainctl-relayed";
 
+/// Header on every public JSON-RPC answer: this engine process's boot id, random at each
+/// start. A peer that reads a new one knows this engine's pool was rebuilt from its
+/// journal and lacks what was sent while it was down ([`relay_loop`]).
+pub const BOOT_HEADER: &str = "x-chainctl-boot";
+
+/// How often a relay with nothing to pass on asks its peer who it is (its boot id).
+const PEER_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Load a genesis file into a chain.
 pub fn load_genesis(path: &Path) -> anyhow::Result<Chain> {
     let text = std::fs::read_to_string(path)
@@ -152,10 +160,15 @@ async fn engine_handler(State(app): State<AppState>, headers: HeaderMap, body: B
 
 async fn rpc_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let relayed = headers.contains_key(RELAYED_HEADER);
+    let boot = app.boot.clone();
     let out =
         tokio::task::spawn_blocking(move || handle_body(&body, &|m, p| app.call(m, p, relayed)))
             .await;
-    respond(out)
+    let mut r = respond(out);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&boot) {
+        r.headers_mut().insert(BOOT_HEADER, v);
+    }
+    r
 }
 
 /// Hashes a source reported and the engine could not fetch yet, kept for the next round
@@ -420,10 +433,15 @@ async fn pull_loop(engine: Arc<super::engine::Engine>, source: String) {
 }
 
 /// Pass accepted transactions on to one peer every 50 ms, in batches. While the peer is
-/// down (restarting) they wait for it (up to the backlog limit), as a devp2p peer is given
-/// the pool when it connects again: one that missed a sender's nonce n would hold that
-/// sender's later transactions behind a gap it never fills.
-async fn relay_loop(queue: RelayQueue, peer: String) {
+/// down they wait for it (up to the backlog limit). And as a devp2p peer is given the
+/// pool when it connects, the peer is given this engine's whole pool the first time it
+/// answers and whenever it answers with a new boot id ([`BOOT_HEADER`]: it restarted):
+/// a peer that missed a sender's nonce n would hold that sender's later transactions
+/// behind a gap it never fills. The backlog alone does not cover it — it dies with this
+/// process, and transactions the gateway gave to every client itself (marked relayed)
+/// or put back from the journal are never queued. With nothing to pass on, the peer is
+/// asked who it is every [`PEER_PROBE`], so that a restart between two sends is seen.
+async fn relay_loop(engine: Arc<super::engine::Engine>, queue: RelayQueue, peer: String) {
     let client = reqwest::Client::builder()
         // Long enough for a peer checking blob proofs (its first blob transaction loads
         // the KZG setup, seconds).
@@ -432,12 +450,27 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
         .unwrap_or_default();
     let mut failing = false;
     let mut refused_logged: Option<std::time::Instant> = None;
+    // The peer's boot id when it last answered, and when that was.
+    let mut peer_boot: Option<axum::http::HeaderValue> = None;
+    let mut heard_at: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let txs = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
         let mut result = Ok(());
         let (mut refused, mut first_refusal) = (0usize, None);
         let mut delivered = 0;
+        let mut boots = Vec::new();
+        if txs.is_empty() && heard_at.is_none_or(|t| t.elapsed() >= PEER_PROBE) {
+            match client
+                .post(&peer)
+                .json(&rpc_call(0, "net_version", json!([])))
+                .send()
+                .await
+            {
+                Ok(r) => boots.push(r.headers().get(BOOT_HEADER).cloned()),
+                Err(e) => result = Err(e),
+            }
+        }
         for chunk in batches(&txs, super::rpc::MAX_BATCH, RELAY_BATCH_BYTES) {
             let calls: Vec<serde_json::Value> = chunk
                 .iter()
@@ -452,7 +485,10 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
                 .await
                 .and_then(|r| r.error_for_status())
             {
-                Ok(r) => r.json::<Vec<serde_json::Value>>().await,
+                Ok(r) => {
+                    boots.push(r.headers().get(BOOT_HEADER).cloned());
+                    r.json::<Vec<serde_json::Value>>().await
+                }
                 Err(e) => Err(e),
             };
             match answer {
@@ -476,10 +512,42 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
                 }
             }
         }
-        if result.is_err() {
+        if !boots.is_empty() {
+            heard_at = Some(std::time::Instant::now());
+        }
+        // A peer this pool is new to: all of it goes first, in each sender's nonce order,
+        // ahead of what is queued (what it holds already it answers "already known").
+        let mut give_pool = false;
+        for b in boots.into_iter().flatten() {
+            if peer_boot.as_ref() != Some(&b) {
+                peer_boot = Some(b);
+                give_pool = true;
+            }
+        }
+        let mut kept = if result.is_err() {
+            txs[delivered..].to_vec()
+        } else {
+            Vec::new()
+        };
+        if give_pool {
+            let e = engine.clone();
+            let pool = tokio::task::spawn_blocking(move || {
+                crate::engine_lock(&e.pool)
+                    .journal_records()
+                    .iter()
+                    .map(alloy_primitives::hex::encode_prefixed)
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            if !pool.is_empty() {
+                tracing::info!(%peer, transactions = pool.len(), "giving the pool to a peer that (re)started");
+            }
+            kept.splice(0..0, pool);
+        }
+        if !kept.is_empty() {
             // Kept for when the peer is back, ahead of what came meanwhile.
             let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-            let mut kept = txs[delivered..].to_vec();
             kept.append(&mut q);
             kept.truncate(super::app::RELAY_BACKLOG);
             *q = kept;
@@ -492,7 +560,7 @@ async fn relay_loop(queue: RelayQueue, peer: String) {
                 tracing::warn!(%peer, error = %e.without_url(), "cannot pass transactions on to a peer (retried with the next ones)");
                 failing = true;
             }
-            Ok(()) if failing && !txs.is_empty() => {
+            Ok(()) if failing && heard_at.is_some_and(|t| t.elapsed() < PEER_PROBE) => {
                 tracing::info!(%peer, "peer takes transactions again");
                 failing = false;
             }
@@ -572,7 +640,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|peer| {
                 let q = RelayQueue::default();
-                tokio::spawn(relay_loop(q.clone(), peer.clone()));
+                tokio::spawn(relay_loop(engine.clone(), q.clone(), peer.clone()));
                 q
             })
             .collect();
@@ -596,7 +664,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        let app = AppState { engine: engine.clone(), secret: Arc::new(secret), relay };
+        let boot: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
+        let app = AppState { engine: engine.clone(), secret: Arc::new(secret), relay, boot };
         let engine_router = Router::new()
             .route("/", post(engine_handler))
             .layer(DefaultBodyLimit::max(ENGINE_BODY_LIMIT))

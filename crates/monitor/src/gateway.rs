@@ -202,6 +202,10 @@ struct Gw {
     heads: broadcast::Sender<Arc<Json>>,
     /// Recent sends (each call's `params`), oldest first, for clients that come back.
     recent: Mutex<std::collections::VecDeque<(Instant, String)>>,
+    /// Clients a send could not be delivered to, with the first such send: given what
+    /// they missed once they answer again ([`replay_loop`]), even when the monitor never
+    /// saw them down (a client killed and restarted between two of its looks).
+    missed: Mutex<HashMap<String, Instant>>,
 }
 
 /// How far back sends are given again to a client that is healthy again.
@@ -210,22 +214,20 @@ pub const REPLAY_WINDOW: Duration = Duration::from_secs(60);
 const REPLAY_MAX: usize = 50_000;
 
 /// Gives a client that is healthy again (not in the healthy set at the last look, every
-/// 250 ms) the sends of the last [`REPLAY_WINDOW`], in batches, marked as relayed. What it
-/// holds already or the chain has included it refuses, which is fine.
+/// 250 ms) the sends of the last [`REPLAY_WINDOW`], and a client a send could not be
+/// delivered to those since that send (less a second), in batches, marked as relayed.
+/// What it holds already or the chain has included it refuses, which is fine.
 async fn replay_loop(gw: Arc<Gw>) {
     let mut before: BTreeSet<String> = BTreeSet::new();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let ups = gw.sh.upstreams();
         let now: BTreeSet<String> = ups.healthy.iter().map(|u| u.name.clone()).collect();
-        for up in ups.healthy.iter().filter(|u| !before.contains(&u.name)) {
-            let sends: Vec<String> = {
-                let r = gw.recent.lock().unwrap_or_else(|e| e.into_inner());
-                r.iter()
-                    .filter(|(at, _)| at.elapsed() <= REPLAY_WINDOW)
-                    .map(|(_, p)| p.clone())
-                    .collect()
+        for up in &ups.healthy {
+            let Some(since) = replay_due(&before, &mut lock(&gw.missed), &up.name) else {
+                continue;
             };
+            let sends = replay_of(&lock(&gw.recent), since, Instant::now());
             if sends.is_empty() {
                 continue;
             }
@@ -244,6 +246,15 @@ async fn replay_loop(gw: Arc<Gw>) {
                         .await
                     {
                         tracing::debug!(upstream = %up.name, "replaying recent sends stopped: {e:?}");
+                        // Tried again once it answers.
+                        gw.missed_by(
+                            &up.name,
+                            since.unwrap_or_else(|| {
+                                Instant::now()
+                                    .checked_sub(REPLAY_WINDOW)
+                                    .unwrap_or_else(Instant::now)
+                            }),
+                        );
                         return;
                     }
                 }
@@ -252,6 +263,41 @@ async fn replay_loop(gw: Arc<Gw>) {
         }
         before = now;
     }
+}
+
+/// Whether `client` (healthy now) is given sends again, and from when: all of the
+/// window (`Some(None)`) when it was not healthy at the last look; those from a second
+/// before the first send it missed when one could not be delivered to it (the mark is
+/// taken); else none.
+fn replay_due(
+    before: &BTreeSet<String>,
+    missed: &mut HashMap<String, Instant>,
+    client: &str,
+) -> Option<Option<Instant>> {
+    let mark = missed.remove(client);
+    if !before.contains(client) {
+        return Some(None);
+    }
+    mark.map(|at| Some(at.checked_sub(Duration::from_secs(1)).unwrap_or(at)))
+}
+
+/// The sends of `recent` within [`REPLAY_WINDOW`] of `now`, from `since` on.
+fn replay_of(
+    recent: &std::collections::VecDeque<(Instant, String)>,
+    since: Option<Instant>,
+    now: Instant,
+) -> Vec<String> {
+    recent
+        .iter()
+        .filter(|(at, _)| {
+            now.saturating_duration_since(*at) <= REPLAY_WINDOW && since.is_none_or(|s| *at >= s)
+        })
+        .map(|(_, p)| p.clone())
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Serves the gateway on `listener` until the process ends.
@@ -270,6 +316,7 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
         buckets: Mutex::new(HashMap::new()),
         heads,
         recent: Mutex::new(std::collections::VecDeque::new()),
+        missed: Mutex::new(HashMap::new()),
     });
     tokio::spawn(head_feed(gw.clone()));
     tokio::spawn(replay_loop(gw.clone()));
@@ -638,6 +685,13 @@ impl Gw {
         )
     }
 
+    /// `client` missed the sends from `at` on (the earliest such time is kept).
+    fn missed_by(&self, client: &str, at: Instant) {
+        let mut m = lock(&self.missed);
+        let e = m.entry(client.to_string()).or_insert(at);
+        *e = (*e).min(at);
+    }
+
     /// Keeps sends for clients that come back ([`replay_loop`]).
     fn remember(&self, sends: &[&Call]) {
         let now = Instant::now();
@@ -663,12 +717,16 @@ impl Gw {
                 order.push(h);
             }
         }
+        let sent_at = Instant::now();
         let answers =
             futures::future::join_all(order.iter().map(|u| self.post(u, body.clone(), true))).await;
         order
             .into_iter()
             .zip(answers)
             .map(|(u, a)| {
+                if a.is_err() {
+                    self.missed_by(&u.name, sent_at);
+                }
                 (
                     u.name.clone(),
                     a.ok().and_then(|b| serde_json::from_slice::<Json>(&b).ok()),
@@ -1211,6 +1269,47 @@ fn subscription(subs: &Mutex<HashMap<String, Sub>>, c: &Call) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client the monitor never saw down (killed and restarted between two looks) but
+    /// to which a send could not be delivered is given the sends from just before the
+    /// first it missed — before, only a client seen unhealthy was (seen under `chainctl
+    /// chaos` restart-all: clients back in 0.5 s never left the healthy set, and a
+    /// sender's nonce held only by a backup left its later transactions waiting).
+    #[test]
+    fn a_client_a_send_missed_is_given_what_it_missed_even_if_never_seen_down() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let recent: std::collections::VecDeque<(Instant, String)> = (0..10)
+            .map(|s| (at(s), format!("[\"0x{s:02x}\"]")))
+            .collect();
+        let before: BTreeSet<String> = ["el-0".to_string(), "el-1".to_string()].into();
+        let mut missed = HashMap::new();
+        missed.insert("el-1".to_string(), at(6));
+        // Seen healthy all along, nothing missed: nothing.
+        assert_eq!(replay_due(&before, &mut missed, "el-0"), None);
+        // Missed the send at 6 s: from 5 s on, once.
+        let since = replay_due(&before, &mut missed, "el-1").expect("due");
+        assert_eq!(since, Some(at(5)));
+        assert_eq!(
+            replay_of(&recent, since, at(10)),
+            [
+                "[\"0x05\"]",
+                "[\"0x06\"]",
+                "[\"0x07\"]",
+                "[\"0x08\"]",
+                "[\"0x09\"]"
+            ]
+        );
+        assert_eq!(
+            replay_due(&before, &mut missed, "el-1"),
+            None,
+            "the mark is taken"
+        );
+        // Back after the monitor saw it down: the whole window (the older sends are
+        // past it).
+        assert_eq!(replay_due(&before, &mut missed, "el-2"), Some(None));
+        assert_eq!(replay_of(&recent, None, at(65)).len(), 5);
+    }
 
     /// The answer to a sent transaction: an active client's acceptance, never a backup's
     /// hiding an active client's refusal; "already known" is an acceptance; with no
