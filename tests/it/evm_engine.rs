@@ -1601,6 +1601,24 @@ fn prague_blobs() {
         )["payloadId"]]),
     );
     assert!(e.contains("-38005"), "{e}");
+    // The same block with the blob transaction in its network form (wrapped with its
+    // blobs, commitments and proofs), resealed so that only that is at fault: INVALID —
+    // accepting it where every other client refuses it would split the network.
+    let mut params = resealed(
+        &env,
+        B256::repeat_byte(1),
+        |p| p.payload_inner.payload_inner.transactions[0] = raw.clone(),
+        None,
+    );
+    params[1] = json!(hashes);
+    let status = evm.engine("engine_newPayloadV4", params);
+    assert_eq!(status["status"], "INVALID", "{status}");
+    let why = status["validationError"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("network form") && why.contains(&format!("{hash}")),
+        "{status}"
+    );
+    assert_eq!(status["latestValidHash"], json!(evm.genesis), "{status}");
     let head = import_with_blobs(&evm, &env, 1, &hashes);
     set_head(&evm, &head, &head);
     assert_eq!(

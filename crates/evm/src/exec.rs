@@ -64,6 +64,46 @@ fn fail(msg: impl Into<String>) -> String {
 }
 
 /// Header checks that need only the block itself.
+/// The start of the reason a block whose deposit contract logged a malformed
+/// `DepositEvent` is invalid.
+pub const INVALID_DEPOSIT_LAYOUT: &str = "invalid deposit event layout";
+
+/// keccak256("DepositEvent(bytes,bytes,bytes,bytes,bytes)").
+const DEPOSIT_EVENT_TOPIC: B256 =
+    alloy_primitives::b256!("649bbc62d0e31342afea4e5cd82d4049e7e1ee912fc0889aa790803be39038c5");
+
+/// EIP-6110's check of a `DepositEvent`'s data: exactly the ABI layout the deposit
+/// contract writes — 576 bytes, the five offsets 160, 256, 320, 384, 512 and the sizes
+/// 48 (pubkey), 32 (withdrawal credentials), 8 (amount), 96 (signature), 8 (index).
+/// Anything else makes the block invalid, even when a lenient ABI decoder would read it.
+pub fn deposit_layout(data: &[u8]) -> Result<(), String> {
+    if data.len() != 576 {
+        return Err(format!("{} bytes of event data, not 576", data.len()));
+    }
+    let word = |at: usize| U256::from_be_slice(&data[at..at + 32]);
+    let fields = [
+        ("pubkey", 160u64, 48u64),
+        ("withdrawal_credentials", 256, 32),
+        ("amount", 320, 8),
+        ("signature", 384, 96),
+        ("index", 512, 8),
+    ];
+    for (k, (name, offset, size)) in fields.iter().enumerate() {
+        let got = word(32 * k);
+        if got != U256::from(*offset) {
+            return Err(format!("{name} offset {got}, not {offset}"));
+        }
+        let got = word(*offset as usize);
+        if got != U256::from(*size) {
+            return Err(format!("{name} size {got}, not {size}"));
+        }
+    }
+    Ok(())
+}
+
+/// The start of the reason a block holding a transaction in its network form is invalid.
+pub const NETWORK_FORM_IN_BLOCK: &str = "blob transaction in its network form in a block";
+
 pub fn check_standalone(spec: &ChainSpec, block: &Block<TxEnvelope>) -> Result<(), String> {
     let h = &block.header;
     let ts = h.timestamp;
@@ -93,6 +133,17 @@ pub fn check_standalone(spec: &ChainSpec, block: &Block<TxEnvelope>) -> Result<(
     }
     if h.base_fee_per_gas.is_none() {
         return Err(fail("missing base fee"));
+    }
+    // Only the canonical form of each transaction belongs in a block: a blob transaction
+    // wrapped with its blobs, commitments and proofs is its network form (EIP-4844), which
+    // alloy's envelope decodes all the same.
+    if let Some((i, t)) = block.body.transactions.iter().enumerate().find(|(_, t)| {
+        matches!(t, TxEnvelope::Eip4844(s) if matches!(s.tx(), alloy_consensus::TxEip4844Variant::TxEip4844WithSidecar(_)))
+    }) {
+        return Err(format!(
+            "{NETWORK_FORM_IN_BLOCK}: transaction {i} ({}) carries its blobs, commitments and proofs; a block holds only the canonical form",
+            t.tx_hash()
+        ));
     }
     let tx_root = proofs::calculate_transaction_root(&block.body.transactions);
     if tx_root != h.transactions_root {
@@ -400,6 +451,19 @@ fn run(
             }
         }
     }
+    if spec.prague(timestamp) {
+        if let Some(contract) = spec.deposit_contract {
+            for (i, r) in executor.receipts().iter().enumerate() {
+                for log in r.logs().iter().filter(|l| l.address == contract) {
+                    if log.topics().first() == Some(&DEPOSIT_EVENT_TOPIC) {
+                        deposit_layout(&log.data.data).map_err(|why| {
+                            format!("{INVALID_DEPOSIT_LAYOUT} (transaction {i}): {why}")
+                        })?;
+                    }
+                }
+            }
+        }
+    }
     let (_evm, result) = executor.finish().map_err(|e| e.to_string())?;
     db.merge_transitions(BundleRetention::PlainState);
     let bundle = db.take_bundle();
@@ -600,5 +664,40 @@ pub fn gas_used_by(receipts: &[ReceiptEnvelope], i: usize) -> u64 {
         cum
     } else {
         cum - receipts[i - 1].cumulative_gas_used()
+    }
+}
+
+#[cfg(test)]
+mod deposit_tests {
+    use super::*;
+
+    /// The deposit contract's own ABI encoding of a `DepositEvent`.
+    fn canonical() -> Vec<u8> {
+        let mut d = vec![0u8; 576];
+        let mut put = |at: usize, v: u64| d[at + 24..at + 32].copy_from_slice(&v.to_be_bytes());
+        for (k, (offset, size)) in [(160, 48), (256, 32), (320, 8), (384, 96), (512, 8)]
+            .into_iter()
+            .enumerate()
+        {
+            put(32 * k, offset);
+            put(offset as usize, size);
+        }
+        d
+    }
+
+    #[test]
+    fn only_the_deposit_contracts_own_layout_is_valid() {
+        assert_eq!(deposit_layout(&canonical()), Ok(()));
+        let mut d = canonical();
+        d[64 + 31] = 0x41; // amount offset 321
+        assert!(deposit_layout(&d)
+            .unwrap_err()
+            .contains("amount offset 321"));
+        let mut d = canonical();
+        d[512 + 31] = 9; // index size 9
+        assert!(deposit_layout(&d).unwrap_err().contains("index size 9"));
+        let mut d = canonical();
+        d.push(0);
+        assert!(deposit_layout(&d).unwrap_err().contains("577 bytes"));
     }
 }

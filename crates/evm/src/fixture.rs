@@ -1,5 +1,13 @@
 //! `chainctl node evm import-fixture`: run Ethereum execution-spec-tests blockchain
 //! fixtures through the engine's block import.
+//!
+//! A block the fixture expects to be rejected counts only when the engine rejects it
+//! for the kind of reason the fixture names (`expectException`, e.g.
+//! `TransactionException.INSUFFICIENT_ACCOUNT_FUNDS`): EEST names each exception, the
+//! engine gives a reason in words, and [`EXCEPTION_KINDS`] says which words each name
+//! stands for. A block refused for another reason — it does not decode, its parent is
+//! unknown, another rule — is a failed case, not a pass. Networks before the merge
+//! (Frontier…London) are `unsupported`, counted apart from passed and failed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -73,7 +81,146 @@ pub struct CaseResult {
     pub file: PathBuf,
     pub name: String,
     pub fork: String,
-    pub error: Option<String>,
+    pub outcome: Outcome,
+    /// Every block the case expects to be rejected, as far as the case ran.
+    pub rejections: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Passed,
+    Failed(String),
+    /// The fork rules are not the engine's (pre-merge): why.
+    Unsupported(String),
+}
+
+/// A block the fixture expects to be rejected, and what the engine did with it.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The fixture's `expectException` (alternatives joined by `|`).
+    pub expected: String,
+    /// Why the engine refused it; `None`: it was accepted.
+    pub reason: Option<String>,
+    /// The reason is of a kind the fixture names.
+    pub matched: bool,
+}
+
+/// EEST exception names, each with the words of the engine's reasons of that kind (its
+/// own checks, alloy-evm's and revm's errors). Matched case-insensitively.
+pub const EXCEPTION_KINDS: &[(&str, &[&str])] = &[
+    (
+        "TransactionException.INSUFFICIENT_ACCOUNT_FUNDS",
+        &["lack of funds"],
+    ),
+    (
+        "TransactionException.INSUFFICIENT_MAX_FEE_PER_GAS",
+        &[
+            "gas price is less than basefee",
+            "max fee per gas less than block base fee",
+        ],
+    ),
+    (
+        "TransactionException.GAS_LIMIT_EXCEEDS_MAXIMUM",
+        &["is greater than the cap"],
+    ),
+    (
+        "TransactionException.TYPE_3_TX_ZERO_BLOBS",
+        &["empty blobs"],
+    ),
+    (
+        "TransactionException.TYPE_3_TX_MAX_BLOB_GAS_ALLOWANCE_EXCEEDED",
+        &["too many blobs", "exceeds the maximum"],
+    ),
+    (
+        "TransactionException.TYPE_3_TX_BLOB_COUNT_EXCEEDED",
+        &["too many blobs"],
+    ),
+    (
+        "TransactionException.TYPE_3_TX_WITH_FULL_BLOBS",
+        &[crate::exec::NETWORK_FORM_IN_BLOCK],
+    ),
+    (
+        "BlockException.RLP_STRUCTURES_ENCODING",
+        &["does not decode", crate::exec::NETWORK_FORM_IN_BLOCK],
+    ),
+    (
+        "BlockException.INVALID_REQUESTS",
+        &["requests hash mismatch"],
+    ),
+    (
+        "BlockException.INVALID_DEPOSIT_EVENT_LAYOUT",
+        &[
+            crate::exec::INVALID_DEPOSIT_LAYOUT,
+            "failed to decode deposit requests",
+        ],
+    ),
+    (
+        "BlockException.SYSTEM_CONTRACT_CALL_FAILED",
+        &[
+            "pre-block system call failed",
+            "requests contract call: execution",
+        ],
+    ),
+    (
+        "BlockException.SYSTEM_CONTRACT_EMPTY",
+        &["system contract", "has no code"],
+    ),
+    (
+        "BlockException.INVALID_WITHDRAWALS_ROOT",
+        &["withdrawals root mismatch"],
+    ),
+    (
+        "BlockException.INVALID_BLOCK_HASH",
+        &["block hash mismatch"],
+    ),
+];
+
+/// Whether `reason` is of a kind `expected` names (`A|B`: either). An exception name
+/// without an entry in [`EXCEPTION_KINDS`] matches nothing: a case expecting it fails,
+/// naming it, until the table says what it stands for.
+pub fn exception_matches(expected: &str, reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    expected.split('|').map(str::trim).any(|name| {
+        EXCEPTION_KINDS
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .flat_map(|(_, words)| words.iter())
+            .any(|w| reason.contains(&w.to_ascii_lowercase()))
+    })
+}
+
+/// Networks of the fork rules before the merge, each refused with the same message.
+const PRE_MERGE: &[&str] = &[
+    "Frontier",
+    "Homestead",
+    "EIP150",
+    "EIP158",
+    "Byzantium",
+    "Constantinople",
+    "ConstantinopleFix",
+    "Petersburg",
+    "Istanbul",
+    "MuirGlacier",
+    "Berlin",
+    "London",
+    "ArrowGlacier",
+    "GrayGlacier",
+];
+
+/// Why the engine cannot run `network`'s rules, when it cannot.
+pub fn unsupported(network: &str) -> Option<String> {
+    let first = network.split("To").next().unwrap_or(network);
+    if PRE_MERGE.contains(&first) || network.starts_with("FrontierTo") {
+        return Some(format!(
+            "{network}: a fork before the merge (Frontier…London); the built-in engine runs proof-of-stake chains only"
+        ));
+    }
+    if first == "Paris" || first == "Merge" {
+        return Some(format!(
+            "{network}: the merge fork itself (Paris, Engine API V1/V2) is not supported yet; chains start at Shanghai"
+        ));
+    }
+    None
 }
 
 fn blob_schedule(cfg: &Option<FixtureConfig>) -> BlobScheduleBlobParams {
@@ -98,7 +245,7 @@ fn blob_schedule(cfg: &Option<FixtureConfig>) -> BlobScheduleBlobParams {
     s
 }
 
-fn run_case(case: &Case) -> Result<(), String> {
+fn run_case(case: &Case, rejections: &mut Vec<Rejection>) -> Result<(), String> {
     let chain_id = case
         .config
         .as_ref()
@@ -153,6 +300,17 @@ fn run_case(case: &Case) -> Result<(), String> {
                 }
             }
         };
+        if let Some(exc) = &fb.expect_exception {
+            let (reason, matched) = match &outcome {
+                Ok(_) => (None, false),
+                Err(r) => (Some(r.clone()), exception_matches(exc, r)),
+            };
+            rejections.push(Rejection {
+                expected: exc.clone(),
+                reason,
+                matched,
+            });
+        }
         match (outcome, &fb.expect_exception) {
             (Ok(hash), None) => {
                 if let Some(h) = &fb.block_header {
@@ -173,7 +331,13 @@ fn run_case(case: &Case) -> Result<(), String> {
                 ));
             }
             (Err(reason), None) => return Err(format!("block {i} rejected: {reason}")),
-            (Err(_), Some(_)) => {}
+            (Err(reason), Some(exc)) => {
+                if !exception_matches(exc, &reason) {
+                    return Err(format!(
+                        "block {i} rejected for another reason than the fixture's {exc}: {reason}"
+                    ));
+                }
+            }
         }
     }
     if chain.head().hash != case.lastblockhash {
@@ -294,10 +458,23 @@ pub fn import(paths: &[PathBuf]) -> Result<Vec<CaseResult>, String> {
     }
     let mut results = Vec::new();
     for file in files {
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let cases: HashMap<String, serde_json::Value> = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a fixture file: {e}", file.display()))?;
+        // A file that cannot be read or parsed is one failed entry; the others still run.
+        let cases: HashMap<String, serde_json::Value> = match std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("not a fixture file: {e}")))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                results.push(CaseResult {
+                    file: file.clone(),
+                    name: "(the whole file)".into(),
+                    fork: "?".into(),
+                    outcome: Outcome::Failed(e),
+                    rejections: Vec::new(),
+                });
+                continue;
+            }
+        };
         let mut names: Vec<_> = cases.keys().cloned().collect();
         names.sort();
         for name in names {
@@ -307,14 +484,21 @@ pub fn import(paths: &[PathBuf]) -> Result<Vec<CaseResult>, String> {
                 .and_then(|n| n.as_str())
                 .unwrap_or("?")
                 .to_string();
-            let error = match serde_json::from_value::<Case>(value) {
-                Err(e) => Some(format!("not a blockchain test case: {e}")),
-                Ok(case) => {
-                    // A panic inside a dependency is a failed case, not a crashed run.
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&case)))
-                    {
-                        Ok(r) => r.err(),
-                        Err(_) => Some("panicked during import".into()),
+            let mut rejections = Vec::new();
+            let outcome = if let Some(why) = unsupported(&fork) {
+                Outcome::Unsupported(why)
+            } else {
+                match serde_json::from_value::<Case>(value) {
+                    Err(e) => Outcome::Failed(format!("not a blockchain test case: {e}")),
+                    Ok(case) => {
+                        // A panic inside a dependency is a failed case, not a crashed run.
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            run_case(&case, &mut rejections)
+                        })) {
+                            Ok(Ok(())) => Outcome::Passed,
+                            Ok(Err(e)) => Outcome::Failed(e),
+                            Err(_) => Outcome::Failed("panicked during import".into()),
+                        }
                     }
                 }
             };
@@ -322,9 +506,62 @@ pub fn import(paths: &[PathBuf]) -> Result<Vec<CaseResult>, String> {
                 file: file.clone(),
                 name,
                 fork,
-                error,
+                outcome,
+                rejections,
             });
         }
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_counts_only_for_the_kind_the_fixture_names() {
+        let funds = "transaction 0 (0xab): lack of funds (1) for max fee (2)";
+        assert!(exception_matches(
+            "TransactionException.INSUFFICIENT_ACCOUNT_FUNDS",
+            funds
+        ));
+        // Another kind, or a block that does not even decode: not the expected rejection.
+        assert!(!exception_matches("BlockException.INVALID_REQUESTS", funds));
+        assert!(!exception_matches(
+            "TransactionException.INSUFFICIENT_ACCOUNT_FUNDS",
+            "does not decode: unexpected end"
+        ));
+        // Alternatives: either.
+        assert!(exception_matches(
+            "BlockException.INVALID_WITHDRAWALS_ROOT|BlockException.INVALID_BLOCK_HASH",
+            "withdrawals root mismatch: header 0x1 computed 0x2"
+        ));
+        // A network-form blob transaction in a block: what EEST calls either name.
+        let full = format!(
+            "{}: transaction 0 (0xab) carries …",
+            crate::exec::NETWORK_FORM_IN_BLOCK
+        );
+        assert!(exception_matches(
+            "TransactionException.TYPE_3_TX_WITH_FULL_BLOBS|BlockException.RLP_STRUCTURES_ENCODING",
+            &full
+        ));
+        // A name the table does not know matches nothing.
+        assert!(!exception_matches("BlockException.SOMETHING_NEW", funds));
+    }
+
+    #[test]
+    fn forks_before_the_merge_are_unsupported_and_named() {
+        for n in [
+            "Frontier",
+            "London",
+            "BerlinToLondonAt5",
+            "Paris",
+            "ParisToShanghaiAtTime15k",
+        ] {
+            assert!(unsupported(n).is_some_and(|w| w.contains(n)), "{n}");
+        }
+        for n in ["Shanghai", "CancunToPragueAtTime15k", "Osaka"] {
+            assert_eq!(unsupported(n), None, "{n}");
+        }
+    }
 }

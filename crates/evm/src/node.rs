@@ -40,19 +40,24 @@ pub fn run(args: EvmArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn import_fixture(paths: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> {
+    use super::fixture::Outcome;
     let results = super::fixture::import(paths).map_err(|e| anyhow::anyhow!(e))?;
-    let mut by_fork: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    // Per fork: passed, failed, unsupported.
+    let mut by_fork: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    // Per expected exception: rejected for it, rejected for another reason, accepted.
+    let mut by_exception: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let mut unsupported_why: BTreeMap<String, usize> = BTreeMap::new();
     for r in &results {
         let e = by_fork.entry(r.fork.clone()).or_default();
-        match &r.error {
-            None => {
-                e.0 += 1;
+        match &r.outcome {
+            Outcome::Passed => {
+                e[0] += 1;
                 if verbose {
                     println!("ok   {} :: {} ({})", r.file.display(), r.name, r.fork);
                 }
             }
-            Some(err) => {
-                e.1 += 1;
+            Outcome::Failed(err) => {
+                e[1] += 1;
                 println!(
                     "FAIL {} :: {} ({}): {err}",
                     r.file.display(),
@@ -60,16 +65,61 @@ fn import_fixture(paths: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> 
                     r.fork
                 );
             }
+            Outcome::Unsupported(why) => {
+                e[2] += 1;
+                *unsupported_why.entry(why.clone()).or_default() += 1;
+                if verbose {
+                    println!("unsupported {} :: {}: {why}", r.file.display(), r.name);
+                }
+            }
+        }
+        for j in &r.rejections {
+            let k = by_exception.entry(j.expected.clone()).or_default();
+            match (&j.reason, j.matched) {
+                (Some(_), true) => k[0] += 1,
+                (Some(_), false) => k[1] += 1,
+                (None, _) => k[2] += 1,
+            }
+            if verbose {
+                println!(
+                    "     expects {}: {}",
+                    j.expected,
+                    j.reason.as_deref().unwrap_or("ACCEPTED")
+                );
+            }
         }
     }
-    let (mut passed, mut failed) = (0, 0);
-    for (fork, (p, f)) in &by_fork {
-        println!("{fork}: {p} passed, {f} failed");
-        passed += p;
-        failed += f;
+    let mut total = [0usize; 3];
+    for (fork, [p, f, u]) in &by_fork {
+        if *u > 0 {
+            println!("{fork}: {p} passed, {f} failed, {u} unsupported");
+        } else {
+            println!("{fork}: {p} passed, {f} failed");
+        }
+        total[0] += p;
+        total[1] += f;
+        total[2] += u;
     }
-    println!("total: {passed} passed, {failed} failed");
-    Ok(if failed == 0 {
+    if !by_exception.is_empty() {
+        println!("expected rejections, by exception:");
+        for (exc, [m, other, accepted]) in &by_exception {
+            println!(
+                "  {exc}: {m} rejected for it, {other} for another reason, {accepted} accepted"
+            );
+        }
+    }
+    for (why, n) in &unsupported_why {
+        println!("{n} unsupported: {why}");
+    }
+    if total[2] > 0 {
+        println!(
+            "total: {} passed, {} failed, {} unsupported",
+            total[0], total[1], total[2]
+        );
+    } else {
+        println!("total: {} passed, {} failed", total[0], total[1]);
+    }
+    Ok(if total[1] == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
