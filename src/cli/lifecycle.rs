@@ -50,8 +50,17 @@ pub(super) fn print_progress(report: &StatusReport, changes: &[(String, String)]
     }
 }
 
-pub(super) fn up_foreground(profile: Option<&Path>, state_dir: Option<&Path>) -> Result<ExitCode> {
-    setup::run(profile, state_dir, Some(Box::new(print_progress)))?;
+pub(super) fn up_foreground(
+    profile: Option<&Path>,
+    state_dir: Option<&Path>,
+    fix_permissions: bool,
+) -> Result<ExitCode> {
+    setup::run(
+        profile,
+        state_dir,
+        Some(Box::new(print_progress)),
+        fix_permissions,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -59,6 +68,7 @@ pub(super) fn up_detached(
     child_args: &[std::ffi::OsString],
     profile: Option<&Path>,
     state_dir: Option<&Path>,
+    fix_permissions: bool,
 ) -> Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     // Validate here so errors reach this terminal, not a log file.
@@ -67,6 +77,8 @@ pub(super) fn up_detached(
     if let Some(pid) = state::holder(&layout.lock_file()) {
         bail!("another chainctl supervisor (pid {pid}) already runs for state dir {}: use `chainctl status`, or `chainctl down` first", layout.root.display());
     }
+    // The secrets kept from an earlier run (the supervisor checks again what it writes).
+    setup::check_secret_files(&loaded.profile, &layout, fix_permissions)?;
     chainctl_common::fs::private_dir(&layout.root)?;
     let log = std::fs::OpenOptions::new()
         .create(true)

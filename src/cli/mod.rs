@@ -87,6 +87,10 @@ pub enum Command {
         /// Internal: run as the detached supervisor.
         #[arg(long, hide = true)]
         supervisor: bool,
+        /// Make secret files 0600 and their directories 0700 where they are not (`up`
+        /// refuses to start otherwise, naming each file and its `chmod`).
+        #[arg(long)]
+        fix_permissions: bool,
     },
     /// Stop every service gracefully.
     Down {
@@ -554,15 +558,23 @@ fn run(mut cli: Cli) -> Result<ExitCode> {
     let state_dir = cli.state_dir.as_deref();
     match cli.command {
         Command::Up {
-            detach: _,
             supervisor: true,
-        } => setup::run(profile, state_dir, None).map(|_| ExitCode::SUCCESS),
-        Command::Up { detach: true, .. } => up_detached(
+            fix_permissions,
+            ..
+        } => setup::run(profile, state_dir, None, fix_permissions).map(|_| ExitCode::SUCCESS),
+        Command::Up {
+            detach: true,
+            fix_permissions,
+            ..
+        } => up_detached(
             &cli_args_for_child(&cli.profile, &cli.state_dir),
             profile,
             state_dir,
+            fix_permissions,
         ),
-        Command::Up { .. } => up_foreground(profile, state_dir),
+        Command::Up {
+            fix_permissions, ..
+        } => up_foreground(profile, state_dir, fix_permissions),
         Command::Down { purge, yes } => down(profile, state_dir, purge, yes),
         Command::Status { output } => status_cmd(profile, state_dir, output),
         Command::Validate { file, output } => {

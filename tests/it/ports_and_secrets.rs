@@ -193,6 +193,50 @@ fn jwt_generate_verify_catches_bad_files_and_missing_ends() {
     assert!(v.contains("service `cl` never passes"), "{v}");
 }
 
+/// `up` starts nothing while a secret file others can read or a secrets directory others
+/// can list is left from an earlier run: each is named with its `chmod`; `up
+/// --fix-permissions` applies them and starts.
+#[test]
+fn up_refuses_secret_files_others_can_read_and_fix_permissions_repairs_them() {
+    let env = Env::new();
+    env.write_profile(PAIR);
+    let path = env.state().join("secrets/jwt/cl--el.hex");
+    env.ok(&["jwt", "generate"]);
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let get = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    set(&path, 0o644);
+    set(path.parent().unwrap(), 0o755);
+    for args in [&["up", "--detach"][..], &["up"][..]] {
+        let o = env.run(args);
+        assert!(!o.status.success(), "{args:?} started");
+        let e = text(&o.stderr);
+        assert!(
+            e.contains(&format!("{} is mode 0644", path.display()))
+                && e.contains(&format!("chmod 600 {}", path.display()))
+                && e.contains(&format!("chmod 700 {}", path.parent().unwrap().display()))
+                && e.contains("--fix-permissions")
+                && e.contains("nothing was started"),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(
+        env.status()["supervisor_pid"].is_null(),
+        "no supervisor runs"
+    );
+    assert_eq!((get(&path), get(path.parent().unwrap())), (0o644, 0o755));
+    let o = env.run(&["up", "--detach", "--fix-permissions"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(&format!("--fix-permissions: chmod 600 {}", path.display())),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!((get(&path), get(path.parent().unwrap())), (0o600, 0o700));
+    env.ok(&["down"]);
+}
+
 #[test]
 fn jwt_rotate_is_atomic_and_restarts_the_pair() {
     let env = Env::new();

@@ -23,6 +23,7 @@ pub mod plan;
 pub mod ports;
 pub mod procinfo;
 pub mod profile;
+pub mod secret_files;
 pub mod state;
 pub mod status;
 pub mod subnet;

@@ -844,30 +844,8 @@ fn security(c: &mut Checks) {
     // Every secret: files 0600 (or stricter), directories 0700, all owned by the state
     // dir's owner — the JWT check above is about pairing; this one is about every file.
     let sf = &e.secret_files;
-    let mut problems: Vec<String> = sf.errors.clone();
-    for p in &sf.paths {
-        let shown = p.path.display();
-        if p.mode & 0o077 != 0 {
-            problems.push(if p.dir {
-                format!(
-                    "{shown} is a directory of mode {:04o}: others can list or enter it — `chmod 700 {shown}`",
-                    p.mode
-                )
-            } else {
-                format!(
-                    "{shown} is mode {:04o}: others can read it — `chmod 600 {shown}`",
-                    p.mode
-                )
-            });
-        }
-        if let Some(owner) = sf.owner.filter(|o| *o != p.uid) {
-            problems.push(format!(
-                "{shown} is owned by uid {}, not by the state dir's owner (uid {owner}) — `chown {owner} {shown}`",
-                p.uid
-            ));
-        }
-    }
-    let files = sf.paths.iter().filter(|p| !p.dir).count();
+    let problems: Vec<String> = sf.problems().into_iter().map(|p| p.text).collect();
+    let files = sf.files();
     let f = if files == 0 && problems.is_empty() {
         skipped("no secret file was found to check (no secrets dir, no TLS key)")
     } else if problems.is_empty() {

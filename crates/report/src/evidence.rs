@@ -60,24 +60,7 @@ pub struct LogScan {
     pub found: Vec<String>,
 }
 
-/// A file or directory holding secrets, as the file system has it.
-#[derive(Debug, Clone)]
-pub struct SecretPath {
-    pub path: PathBuf,
-    pub dir: bool,
-    /// Permission bits (`st_mode & 0o7777`).
-    pub mode: u32,
-    pub uid: u32,
-}
-
-/// Every secret chainctl keeps or was given: what was found, and what could not be read.
-#[derive(Debug, Clone, Default)]
-pub struct SecretScan {
-    /// The owner every secret must have: the state dir's.
-    pub owner: Option<u32>,
-    pub paths: Vec<SecretPath>,
-    pub errors: Vec<String>,
-}
+pub use chainctl_core::secret_files::{SecretPath, SecretScan};
 
 /// What the failover drill measured.
 #[derive(Debug, Clone)]
@@ -246,7 +229,7 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
             .collect(),
         wildcard_listeners: wildcard_listeners(&allocation),
         log_scan: scan_logs(i.layout),
-        secret_files: secret_files(i.layout, i.profile),
+        secret_files: chainctl_core::secret_files::scan(i.layout, i.profile),
         oversized_logs: oversized_logs(i.plan),
         data_fs: i
             .plan
@@ -707,53 +690,6 @@ fn secret_values(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
             }
         }
     }
-}
-
-/// The state dir, its secrets dir and everything under it, and the API's TLS key (with
-/// the directory holding it): owner and mode of each, through symlinks (a state dir
-/// linked elsewhere is judged by what it points to). Every secret must have the state
-/// dir's owner.
-fn secret_files(layout: &Layout, profile: &Profile) -> SecretScan {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut scan = SecretScan::default();
-    let look = |path: &Path, scan: &mut SecretScan| match std::fs::metadata(path) {
-        Ok(m) => scan.paths.push(SecretPath {
-            path: path.to_path_buf(),
-            dir: m.is_dir(),
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => scan.errors.push(format!("{}: {e}", path.display())),
-    };
-    look(&layout.root, &mut scan);
-    scan.owner = scan.paths.first().map(|p| p.uid);
-    let mut todo = vec![layout.secrets_dir()];
-    while let Some(dir) = todo.pop() {
-        look(&dir, &mut scan);
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => todo.push(p),
-                _ => look(&p, &mut scan),
-            }
-        }
-    }
-    // Keys the profile names outside the state dir: the API's TLS key, the canary's.
-    let given = [
-        profile.api.tls.as_ref().map(|t| &t.key),
-        profile.report.canary_key.as_ref(),
-    ];
-    for key in given.into_iter().flatten() {
-        look(key, &mut scan);
-        if let Some(dir) = key.parent().filter(|d| !d.as_os_str().is_empty()) {
-            look(dir, &mut scan);
-        }
-    }
-    scan
 }
 
 /// Looks for every secret value in every file of the log dir (rotated ones too).

@@ -155,11 +155,43 @@ pub fn prepare(
     Ok((loaded, layout, plan))
 }
 
+/// `up` starts nothing while a secret file is readable by others or owned by another
+/// user than the state dir's ([`chainctl_core::secret_files`]): each problem is named
+/// with the command that fixes it. With `fix`, the modes are fixed first (a `chown`
+/// stays the operator's to do).
+pub fn check_secret_files(profile: &profile::Profile, layout: &Layout, fix: bool) -> Result<()> {
+    use chainctl_core::secret_files::{fix_modes, scan};
+    let mut problems = scan(layout, profile).problems();
+    if fix && problems.iter().any(|p| p.chmod.is_some()) {
+        for done in fix_modes(&problems).map_err(anyhow::Error::msg)? {
+            eprintln!("--fix-permissions: {done}");
+            info!(fixed = %done, "secret file made private");
+        }
+        problems = scan(layout, profile).problems();
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| format!("  - {}", p.text)).collect();
+    anyhow::bail!(
+        "{} problem{} with secret files; nothing was started:\n{}\nrun the commands above{}; then rotate what others could read (`chainctl jwt rotate PAIR`, a new API token or TLS key)",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        list.join("\n"),
+        if problems.iter().any(|p| p.chmod.is_some()) {
+            ", or `chainctl up --fix-permissions` to apply the chmods"
+        } else {
+            ""
+        }
+    )
+}
+
 /// Runs the supervisor in this process until it is shut down.
 pub fn run(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
     progress: Option<Progress>,
+    fix_permissions: bool,
 ) -> Result<()> {
     let loaded = load(profile)?;
     let layout = layout(&loaded, state_dir);
@@ -169,6 +201,7 @@ pub fn run(
     let previous = state::read_json::<StateFile>(&layout.state_file())?;
     let running = running_services(&layout);
     let (loaded, layout, plan) = prepare(profile, Some(&layout.root), &running)?;
+    check_secret_files(&loaded.profile, &layout, fix_permissions)?;
     info!(profile = %loaded.profile.name, state_dir = %layout.root.display(), services = plan.services.len(), "supervisor starting");
 
     // Orphaned grandchildren are re-parented to us and reaped, not left as zombies.
