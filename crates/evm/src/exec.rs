@@ -11,7 +11,7 @@ use alloy_eips::{
     eip1559::BaseFeeParams, eip4844::DATA_GAS_PER_BLOB, eip4895::Withdrawal, eip7685::Requests,
 };
 use alloy_evm::{
-    block::{BlockExecutor, BlockExecutorFactory},
+    block::BlockExecutor,
     eth::{receipt_builder::AlloyReceiptBuilder, EthBlockExecutionCtx, EthBlockExecutorFactory},
     EthEvmFactory, EvmEnv, EvmFactory,
 };
@@ -414,7 +414,13 @@ fn run(
         tx_count_hint: None,
         slot_number: None,
     };
-    let mut executor = factory.create_executor(evm, ctx);
+    // System calls with the 30M gas of the forks run here (revm 43 gives them more).
+    let mut executor = alloy_evm::eth::EthBlockExecutor::new(
+        super::syscall::SpecSystemCalls(evm),
+        ctx,
+        factory.spec(),
+        factory.receipt_builder(),
+    );
     executor
         .apply_pre_execution_changes()
         .map_err(|e| format!("pre-block system call failed: {e}"))?;

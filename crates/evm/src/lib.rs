@@ -22,6 +22,7 @@ pub mod server;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod syscall;
 pub mod trie;
 pub mod wire;
 pub mod ws;
