@@ -77,9 +77,9 @@ pub(super) fn up_detached(
     if let Some(pid) = state::holder(&layout.lock_file()) {
         bail!("another chainctl supervisor (pid {pid}) already runs for state dir {}: use `chainctl status`, or `chainctl down` first", layout.root.display());
     }
+    chainctl_common::fs::private_dir(&layout.root)?;
     // The secrets kept from an earlier run (the supervisor checks again what it writes).
     setup::check_secret_files(&loaded.profile, &layout, fix_permissions)?;
-    chainctl_common::fs::private_dir(&layout.root)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,8 +1,8 @@
 //! Every file chainctl keeps a secret in (or was given one in) and whether it is
 //! private: the state dir, its `secrets/` tree (JWT secrets, validator keys, control and
-//! API tokens, P2P node keys) and the keys the profile names outside it (the API's TLS
-//! key, the canary's key). Files must be 0600 or stricter, directories 0700, all owned
-//! by the state dir's owner. `chainctl up` refuses to start on any problem (or fixes the
+//! API tokens, P2P node keys) and the key files the profile names outside it (the
+//! API's TLS key, the canary's key). Files must be 0600 or stricter, the state dir and
+//! the directories of the secrets tree 0700, all owned by the state dir's owner. `chainctl up` refuses to start on any problem (or fixes the
 //! modes with `--fix-permissions`); `chainctl report` fails `security.secret_files`.
 
 use std::path::{Path, PathBuf};
@@ -69,16 +69,15 @@ pub fn scan(layout: &Layout, profile: &Profile) -> SecretScan {
             }
         }
     }
-    // Keys the profile names outside the state dir: the API's TLS key, the canary's.
+    // Keys the profile names outside the state dir: the API's TLS key, the canary's —
+    // the files only: their directories are the operator's (`/etc/ssl/private`, a
+    // home), and one others can list shows names, not a 0600 file's content.
     let given = [
         profile.api.tls.as_ref().map(|t| &t.key),
         profile.report.canary_key.as_ref(),
     ];
     for key in given.into_iter().flatten() {
         look(key, &mut scan);
-        if let Some(dir) = key.parent().filter(|d| !d.as_os_str().is_empty()) {
-            look(dir, &mut scan);
-        }
     }
     scan
 }
