@@ -1886,3 +1886,178 @@ fn a_peer_that_was_down_or_restarted_is_given_the_whole_pool() {
     wait_held(&peer, &[&t0, &t1], "the pool, after the peer restarted");
     drop(a);
 }
+
+/// The interop genesis with every fork after `last` left out, written to `dir`.
+fn genesis_up_to(dir: &std::path::Path, last: &str) -> std::path::PathBuf {
+    let mut genesis: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("reth-interop/genesis.json")).unwrap(),
+    )
+    .unwrap();
+    let cfg = genesis["config"].as_object_mut().unwrap();
+    let later: &[&str] = match last {
+        "shanghai" => &["cancunTime", "pragueTime", "osakaTime", "blobSchedule"],
+        other => panic!("no genesis for {other}"),
+    };
+    for k in later {
+        cfg.remove(*k);
+    }
+    let path = dir.join(format!("{last}.json"));
+    std::fs::write(&path, genesis.to_string()).unwrap();
+    path
+}
+
+/// Payload attributes for a forkchoiceUpdatedV2 (PayloadAttributesV2: withdrawals, no
+/// beacon root).
+fn attrs_v2(ts: u64) -> Value {
+    json!({
+        "timestamp": format!("{ts:#x}"),
+        "prevRandao": B256::repeat_byte(7),
+        "suggestedFeeRecipient": Address::repeat_byte(0x11),
+        "withdrawals": [],
+    })
+}
+
+/// Engine API V1/V2 (issue 31): a chain whose genesis stops at Shanghai is built and
+/// imported through forkchoiceUpdatedV2, getPayloadV2 and newPayloadV2 (V3 refused it
+/// with -38005 before); every wrong version of a method or of its structure gets the
+/// spec's error code — -38005 for a method of another fork, -32602 for the wrong
+/// structure (execution-apis shanghai.md and cancun.md).
+#[test]
+fn a_shanghai_chain_is_driven_through_v2_and_wrong_versions_get_the_spec_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let evm = Evm::start(&genesis_up_to(dir.path(), "shanghai"));
+    let k0 = signer(KEY0);
+    let tx = transfer_of_1_wei(&k0, 0);
+    let hash = evm.rpc("eth_sendRawTransaction", json!([tx]));
+    let genesis = json!(evm.genesis);
+    let fc = json!({"headBlockHash": genesis, "safeBlockHash": B256::ZERO, "finalizedBlockHash": B256::ZERO});
+    let ts = now();
+    let code = |e: String, c: &str| assert!(e.contains(c), "wanted {c}: {e}");
+
+    // Attributes of the wrong version for a Shanghai block.
+    let mut v3 = attrs_v2(ts);
+    v3["parentBeaconBlockRoot"] = json!(B256::repeat_byte(1));
+    code(
+        engine_err(&evm, "engine_forkchoiceUpdatedV3", json!([fc, v3])),
+        "-38005",
+    );
+    code(
+        engine_err(&evm, "engine_forkchoiceUpdatedV2", json!([fc, v3])),
+        "-32602",
+    );
+    let mut v1 = attrs_v2(ts);
+    v1.as_object_mut().unwrap().remove("withdrawals");
+    code(
+        engine_err(&evm, "engine_forkchoiceUpdatedV2", json!([fc, v1])),
+        "-32602",
+    );
+    code(
+        engine_err(
+            &evm,
+            "engine_forkchoiceUpdatedV1",
+            json!([fc, attrs_v2(ts)]),
+        ),
+        "-32602",
+    );
+
+    // Built through V2.
+    let fcu = evm.engine("engine_forkchoiceUpdatedV2", json!([fc, attrs_v2(ts)]));
+    assert_eq!(fcu["payloadStatus"]["status"], "VALID", "{fcu}");
+    let id = fcu["payloadId"].clone();
+    code(
+        engine_err(&evm, "engine_getPayloadV3", json!([id])),
+        "-38005",
+    );
+    code(
+        engine_err(&evm, "engine_getPayloadV1", json!([id])),
+        "-38005",
+    );
+    let env = evm.engine("engine_getPayloadV2", json!([id]));
+    let payload = env["executionPayload"].clone();
+    assert!(env["blockValue"].is_string(), "{env}");
+    assert_eq!(payload["withdrawals"], json!([]), "{env}");
+    assert!(payload.get("blobGasUsed").is_none(), "a V2 payload: {env}");
+    assert_eq!(payload["transactions"], json!([tx]), "{env}");
+
+    // Imported through V2; the other versions and structures are refused.
+    let mut no_withdrawals = payload.clone();
+    no_withdrawals
+        .as_object_mut()
+        .unwrap()
+        .remove("withdrawals");
+    code(
+        engine_err(&evm, "engine_newPayloadV2", json!([no_withdrawals])),
+        "-32602",
+    );
+    code(
+        engine_err(&evm, "engine_newPayloadV1", json!([no_withdrawals])),
+        "-32602",
+    );
+    code(
+        engine_err(&evm, "engine_newPayloadV1", json!([payload])),
+        "-32602",
+    );
+    let mut with_blob_gas = payload.clone();
+    with_blob_gas["blobGasUsed"] = json!("0x0");
+    with_blob_gas["excessBlobGas"] = json!("0x0");
+    code(
+        engine_err(&evm, "engine_newPayloadV2", json!([with_blob_gas])),
+        "-32602",
+    );
+    code(
+        engine_err(
+            &evm,
+            "engine_newPayloadV3",
+            json!([with_blob_gas, [], B256::repeat_byte(1)]),
+        ),
+        "-38005",
+    );
+    let status = evm.engine("engine_newPayloadV2", json!([payload]));
+    assert_eq!(status["status"], "VALID", "{status}");
+    let head = payload["blockHash"].clone();
+    let fcu = evm.engine(
+        "engine_forkchoiceUpdatedV2",
+        json!([{"headBlockHash": head, "safeBlockHash": head, "finalizedBlockHash": head}, null]),
+    );
+    assert_eq!(fcu["payloadStatus"]["status"], "VALID", "{fcu}");
+    assert_eq!(receipt(&evm, &hash)["status"], "0x1");
+    let caps = evm.engine("engine_exchangeCapabilities", json!([[]]));
+    for m in [
+        "engine_newPayloadV2",
+        "engine_forkchoiceUpdatedV2",
+        "engine_getPayloadV2",
+    ] {
+        assert!(caps.as_array().unwrap().contains(&json!(m)), "{caps}");
+    }
+
+    // On a chain in Cancun and later, the V2 methods are another fork's: -38005.
+    let cancun = Evm::start(&fixtures().join("reth-interop/genesis.json"));
+    let env = propose(&cancun, &json!(cancun.genesis), now(), 1);
+    let mut p = env["executionPayload"].clone();
+    let obj = p.as_object_mut().unwrap();
+    obj.remove("blobGasUsed");
+    obj.remove("excessBlobGas");
+    code(
+        engine_err(&cancun, "engine_newPayloadV2", json!([p])),
+        "-38005",
+    );
+    let fc = json!({"headBlockHash": cancun.genesis, "safeBlockHash": B256::ZERO, "finalizedBlockHash": B256::ZERO});
+    code(
+        engine_err(
+            &cancun,
+            "engine_forkchoiceUpdatedV2",
+            json!([fc, attrs_v2(now() + 1)]),
+        ),
+        "-38005",
+    );
+    let fcu = cancun.engine(
+        "engine_forkchoiceUpdatedV3",
+        json!([fc, {"timestamp": format!("{:#x}", now() + 2), "prevRandao": B256::ZERO,
+                    "suggestedFeeRecipient": Address::ZERO, "withdrawals": [],
+                    "parentBeaconBlockRoot": B256::ZERO}]),
+    );
+    code(
+        engine_err(&cancun, "engine_getPayloadV2", json!([fcu["payloadId"]])),
+        "-38005",
+    );
+}

@@ -10,8 +10,8 @@ use alloy_primitives::{keccak256, Address, Bytes, B256};
 use alloy_rpc_types_engine::{
     CancunPayloadFields, ExecutionPayload, ExecutionPayloadBodyV1, ExecutionPayloadEnvelopeV3,
     ExecutionPayloadEnvelopeV4, ExecutionPayloadEnvelopeV5, ExecutionPayloadSidecar,
-    ExecutionPayloadV3, ForkchoiceState, ForkchoiceUpdated, PayloadAttributes, PayloadId,
-    PayloadStatus, PayloadStatusEnum, PraguePayloadFields,
+    ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3, ForkchoiceState, ForkchoiceUpdated,
+    PayloadAttributes, PayloadId, PayloadStatus, PayloadStatusEnum, PraguePayloadFields,
 };
 use serde_json::{json, Value};
 
@@ -25,9 +25,15 @@ use super::wire::RpcError;
 pub const CAPABILITIES: &[&str] = &[
     "engine_exchangeCapabilities",
     "engine_getClientVersionV1",
+    "engine_newPayloadV1",
+    "engine_newPayloadV2",
     "engine_newPayloadV3",
     "engine_newPayloadV4",
+    "engine_forkchoiceUpdatedV1",
+    "engine_forkchoiceUpdatedV2",
     "engine_forkchoiceUpdatedV3",
+    "engine_getPayloadV1",
+    "engine_getPayloadV2",
     "engine_getPayloadV3",
     "engine_getPayloadV4",
     "engine_getPayloadV5",
@@ -181,7 +187,9 @@ impl Engine {
                 let ts = payload.timestamp();
                 self.require_fork(ts, "cancun", method)?;
                 let sidecar = ExecutionPayloadSidecar::v3(CancunPayloadFields::new(root, hashes));
-                Ok(to_json(&self.new_payload(payload, sidecar)))
+                Ok(to_json(
+                    &self.new_payload(ExecutionPayload::V3(payload), sidecar),
+                ))
             }
             "engine_newPayloadV4" => {
                 let (payload, hashes, root, requests): (
@@ -202,15 +210,82 @@ impl Engine {
                     CancunPayloadFields::new(root, hashes),
                     PraguePayloadFields::new(Requests::new(requests)),
                 );
-                Ok(to_json(&self.new_payload(payload, sidecar)))
+                Ok(to_json(
+                    &self.new_payload(ExecutionPayload::V3(payload), sidecar),
+                ))
             }
-            "engine_forkchoiceUpdatedV3" => {
+            "engine_newPayloadV1" | "engine_newPayloadV2" => {
+                let (raw,): (Value,) = params(p)?;
+                let payload = payload_v1_or_v2(raw, method)?;
+                let ts = payload.timestamp();
+                let spec = self.chain().spec.clone();
+                if spec.cancun(ts) {
+                    return Err(RpcError::unsupported_fork(format!(
+                        "{method} is for payloads before Cancun; the payload's timestamp is in {}: use newPayloadV3 (Cancun) or V4 (Prague, Osaka)",
+                        spec.fork_name(ts)
+                    )));
+                }
+                let withdrawals = matches!(payload, ExecutionPayload::V2(_));
+                if spec.shanghai(ts) && !withdrawals {
+                    return Err(RpcError::invalid_params(format!(
+                        "the payload's timestamp is in Shanghai: {method} takes ExecutionPayloadV2, with withdrawals{}",
+                        if method == "engine_newPayloadV1" { " (newPayloadV2)" } else { "" }
+                    )));
+                }
+                if !spec.shanghai(ts) && withdrawals {
+                    return Err(RpcError::invalid_params(
+                        "withdrawals before Shanghai: a Paris payload is an ExecutionPayloadV1",
+                    ));
+                }
+                Ok(to_json(
+                    &self.new_payload(payload, ExecutionPayloadSidecar::none()),
+                ))
+            }
+            "engine_forkchoiceUpdatedV1"
+            | "engine_forkchoiceUpdatedV2"
+            | "engine_forkchoiceUpdatedV3" => {
                 let (state, attrs): (ForkchoiceState, Option<PayloadAttributes>) =
                     match p.as_array().map(|a| a.len()) {
                         Some(1) => (params::<(ForkchoiceState,)>(p)?.0, None),
                         _ => params(p)?,
                     };
-                self.forkchoice_updated(state, attrs).map(|r| to_json(&r))
+                let version = if method.ends_with('3') {
+                    3
+                } else if method.ends_with('2') {
+                    2
+                } else {
+                    1
+                };
+                self.forkchoice_updated(state, attrs, version)
+                    .map(|r| to_json(&r))
+            }
+            "engine_getPayloadV1" | "engine_getPayloadV2" => {
+                let (id,): (PayloadId,) = params(p)?;
+                let (built, _) = self.payload(&id).ok_or_else(RpcError::unknown_payload)?;
+                let ts = built.header().timestamp;
+                let spec = self.chain().spec.clone();
+                let fork = spec.fork_name(ts);
+                if spec.cancun(ts) || (method == "engine_getPayloadV1" && spec.shanghai(ts)) {
+                    return Err(RpcError::unsupported_fork(format!(
+                        "payload {id} is a {fork} block; {method} serves {} payloads",
+                        if method == "engine_getPayloadV1" {
+                            "Paris"
+                        } else {
+                            "Paris and Shanghai"
+                        }
+                    )));
+                }
+                let block = built.block.clone().map_transactions(|t| t);
+                let payload = if spec.shanghai(ts) {
+                    json!(ExecutionPayloadV2::from_block_unchecked(built.hash, &block))
+                } else {
+                    json!(ExecutionPayloadV1::from_block_unchecked(built.hash, &block))
+                };
+                Ok(if method == "engine_getPayloadV1" {
+                    payload
+                } else {
+                    json!({"executionPayload": payload, "blockValue": to_json(&built.fees)})
+                })
             }
             "engine_getPayloadV3" | "engine_getPayloadV4" | "engine_getPayloadV5" => {
                 let (id,): (PayloadId,) = params(p)?;
@@ -327,13 +402,11 @@ impl Engine {
 
     fn new_payload(
         &self,
-        payload: ExecutionPayloadV3,
+        payload: ExecutionPayload,
         sidecar: ExecutionPayloadSidecar,
     ) -> PayloadStatus {
-        let claimed = payload.payload_inner.payload_inner.block_hash;
-        let block = match ExecutionPayload::V3(payload)
-            .try_into_block_with_sidecar::<TxEnvelope>(&sidecar)
-        {
+        let claimed = payload.block_hash();
+        let block = match payload.try_into_block_with_sidecar::<TxEnvelope>(&sidecar) {
             Ok(b) => b,
             Err(e) => return invalid(format!("payload does not form a block: {e}"), None),
         };
@@ -352,7 +425,12 @@ impl Engine {
             .flatten()
             .copied()
             .collect();
-        if Some(&blob_hashes) != sidecar.versioned_hashes() {
+        // From Cancun (newPayloadV3 on) the call names the block's blobs; before, a block
+        // has none (a blob transaction there fails execution).
+        if sidecar
+            .versioned_hashes()
+            .is_some_and(|want| *want != blob_hashes)
+        {
             return invalid(
                 "expected blob versioned hashes differ from the block's blob transactions".into(),
                 None,
@@ -393,6 +471,7 @@ impl Engine {
         &self,
         state: ForkchoiceState,
         attrs: Option<PayloadAttributes>,
+        version: u8,
     ) -> Result<ForkchoiceUpdated, RpcError> {
         let mut chain = self.chain();
         let head = state.head_block_hash;
@@ -446,21 +525,54 @@ impl Engine {
             )));
         }
         let spec = chain.spec.clone();
-        if !spec.cancun(ts) {
-            return Err(RpcError::unsupported_fork(format!(
-                "forkchoiceUpdatedV3 builds Cancun or later blocks; {ts} is in {}",
-                spec.fork_name(ts)
-            )));
-        }
-        let Some(beacon_root) = attrs.parent_beacon_block_root else {
-            return Err(RpcError::invalid_params(
-                "parentBeaconBlockRoot is required by forkchoiceUpdatedV3",
-            ));
-        };
-        if attrs.withdrawals.is_none() {
-            return Err(RpcError::invalid_params(
-                "withdrawals are required by forkchoiceUpdatedV3",
-            ));
+        let fork = spec.fork_name(ts);
+        if version == 3 {
+            if !spec.cancun(ts) {
+                return Err(RpcError::unsupported_fork(format!(
+                    "forkchoiceUpdatedV3 builds Cancun or later blocks; {ts} is in {fork}: use forkchoiceUpdatedV2"
+                )));
+            }
+            if attrs.parent_beacon_block_root.is_none() {
+                return Err(RpcError::invalid_params(
+                    "parentBeaconBlockRoot is required by forkchoiceUpdatedV3",
+                ));
+            }
+            if attrs.withdrawals.is_none() {
+                return Err(RpcError::invalid_params(
+                    "withdrawals are required by forkchoiceUpdatedV3",
+                ));
+            }
+        } else {
+            // PayloadAttributesV1 before Shanghai, V2 from Shanghai to Cancun.
+            if spec.cancun(ts) {
+                return Err(RpcError::unsupported_fork(format!(
+                    "forkchoiceUpdatedV{version} builds blocks before Cancun; {ts} is in {fork}: use forkchoiceUpdatedV3"
+                )));
+            }
+            if attrs.parent_beacon_block_root.is_some() {
+                return Err(RpcError::invalid_params(format!(
+                    "parentBeaconBlockRoot is a PayloadAttributesV3 field (Cancun), not one of forkchoiceUpdatedV{version}'s"
+                )));
+            }
+            match (spec.shanghai(ts), attrs.withdrawals.is_some()) {
+                (true, false) => {
+                    return Err(RpcError::invalid_params(format!(
+                        "{ts} is in Shanghai: the attributes are PayloadAttributesV2, with withdrawals{}",
+                        if version == 1 { " (forkchoiceUpdatedV2)" } else { "" }
+                    )))
+                }
+                (false, true) => {
+                    return Err(RpcError::invalid_params(
+                        "withdrawals before Shanghai: the attributes are PayloadAttributesV1",
+                    ))
+                }
+                _ => {}
+            }
+            if version == 1 && attrs.withdrawals.is_some() {
+                return Err(RpcError::invalid_params(
+                    "forkchoiceUpdatedV1 takes PayloadAttributesV1 (no withdrawals): use forkchoiceUpdatedV2",
+                ));
+            }
         }
         let id = payload_id(&head, &attrs);
         if lock(&self.payloads).iter().any(|b| b.id == id) {
@@ -471,7 +583,7 @@ impl Engine {
             prev_randao: attrs.prev_randao,
             fee_recipient: attrs.suggested_fee_recipient,
             withdrawals: attrs.withdrawals.clone(),
-            parent_beacon_block_root: Some(beacon_root),
+            parent_beacon_block_root: attrs.parent_beacon_block_root,
             gas_limit: head_block.header().gas_limit,
             extra_data: Bytes::from_static(
                 concat!("chainctl/", env!("CARGO_PKG_VERSION")).as_bytes(),
@@ -661,6 +773,31 @@ fn body(b: &ExecutedBlock) -> ExecutionPayloadBodyV1 {
             .map(|t| t.encoded_2718().into())
             .collect(),
         withdrawals: b.block.body.withdrawals.clone().map(|w| w.into_inner()),
+    }
+}
+
+/// An `ExecutionPayloadV1` or `V2` (with withdrawals) from a newPayloadV1/V2 call; a
+/// Cancun field (blob gas) is the wrong structure for the method: -32602.
+fn payload_v1_or_v2(raw: Value, method: &str) -> Result<ExecutionPayload, RpcError> {
+    if raw.get("blobGasUsed").is_some() || raw.get("excessBlobGas").is_some() {
+        return Err(RpcError::invalid_params(format!(
+            "{method} takes ExecutionPayloadV1 or V2; blobGasUsed and excessBlobGas are ExecutionPayloadV3 fields (newPayloadV3)"
+        )));
+    }
+    let with_withdrawals = raw.get("withdrawals").is_some_and(|w| !w.is_null());
+    if with_withdrawals {
+        if method == "engine_newPayloadV1" {
+            return Err(RpcError::invalid_params(
+                "newPayloadV1 takes ExecutionPayloadV1 (no withdrawals): use newPayloadV2",
+            ));
+        }
+        serde_json::from_value::<ExecutionPayloadV2>(raw)
+            .map(ExecutionPayload::V2)
+            .map_err(|e| RpcError::invalid_params(format!("ExecutionPayloadV2: {e}")))
+    } else {
+        serde_json::from_value::<ExecutionPayloadV1>(raw)
+            .map(ExecutionPayload::V1)
+            .map_err(|e| RpcError::invalid_params(format!("ExecutionPayloadV1: {e}")))
     }
 }
 
