@@ -505,3 +505,41 @@ fn after_kill_9_a_changed_service_restarts_and_a_dead_one_with_leftovers_is_clea
         "{log}"
     );
 }
+
+/// Test hooks live in debug builds only (issue 27): the release chainctl, started with
+/// the fault variable set, passes it to none of its services (a debug build does: the
+/// network tests use it), alongside the variables it does pass on.
+#[test]
+fn a_release_build_passes_no_test_hook_to_its_services() {
+    let env = Env::new();
+    env.write_profile(
+        "name: rel\nservices:\n  show:\n    command: [sh, -c, 'env > {{data_dir}}/env.txt; exec sleep 600']\n",
+    );
+    let release = crate::util::static_binary();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&release)
+            .arg("--profile")
+            .arg(env.profile())
+            .arg("--state-dir")
+            .arg(env.state())
+            .args(args)
+            .env("CHAINCTL_TEST_FAULT", "bad-state-root:val-1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run(&["up", "--detach"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let file = env.state().join("data/show/env.txt");
+    let seen = wait_for("the service's environment", Duration::from_secs(20), || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| t.contains("CHAINCTL_SERVICE="))
+    });
+    let _ = run(&["down"]);
+    assert!(
+        seen.contains("CHAINCTL_SERVICE=show") && seen.contains("PATH="),
+        "{seen}"
+    );
+    assert!(!seen.contains("CHAINCTL_TEST_FAULT"), "{seen}");
+}

@@ -9,6 +9,7 @@ pub mod fs;
 pub mod http;
 pub mod sdnotify;
 pub mod secrets;
+pub mod test_hooks;
 pub mod time;
 pub mod tls;
 pub mod units;

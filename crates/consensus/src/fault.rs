@@ -22,10 +22,7 @@ pub enum Fault {
 /// The fault this validator must commit, from `CHAINCTL_TEST_FAULT` — in debug builds
 /// (the tests') only: a release build never reads it.
 pub fn from_env(moniker: &str) -> Option<Fault> {
-    if !cfg!(debug_assertions) {
-        return None;
-    }
-    let v = std::env::var("CHAINCTL_TEST_FAULT").ok()?;
+    let v = chainctl_common::test_hooks::fault()?;
     let (what, who) = v.split_once(':')?;
     (who == moniker && what == "bad-state-root").then_some(Fault::BadStateRoot)
 }

@@ -345,6 +345,21 @@ impl Engine {
     /// while its fee cap was below the base fee (it waits for the fee to fall), so neither
     /// is checked again.
     pub fn submit_raw(&self, raw: &[u8], replay: bool) -> Result<alloy_primitives::B256, String> {
+        // A transaction in its canonical form hashes to its bytes: one the pool holds
+        // already is answered before the costly decoding and signature recovery. Peers
+        // give a restarted engine their whole pools (`server::relay_loop`), mostly what
+        // it holds already; a journal replays what the chain has since included.
+        if raw.first() != Some(&0x03) {
+            let h = alloy_primitives::keccak256(raw);
+            if crate::engine_lock(&self.pool).get(&h).is_some() {
+                return Err(format!("already known: {h}"));
+            }
+            if let Some((block, _)) = self.chain().tx_location(&h) {
+                return Err(format!(
+                    "nonce too low: transaction {h} is in block {block}"
+                ));
+            }
+        }
         let d = super::blobs::decode_raw(raw)?;
         let sidecar = match d.sidecar {
             None => None,
@@ -678,7 +693,7 @@ fn receipt_skew() -> bool {
     {
         static SKEW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *SKEW.get_or_init(|| {
-            let fault = std::env::var("CHAINCTL_TEST_FAULT").unwrap_or_default();
+            let fault = chainctl_common::test_hooks::fault().unwrap_or_default();
             let me = std::env::var("CHAINCTL_SERVICE").unwrap_or_default();
             !me.is_empty() && fault == format!("receipt-skew:{me}")
         })

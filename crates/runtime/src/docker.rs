@@ -391,8 +391,8 @@ impl DockerBackend {
         }
         let mut env = vec![format!("CHAINCTL_SERVICE={}", svc.name)];
         env.extend(svc.env.iter().map(|(k, v)| format!("{k}={v}")));
-        if let Ok(f) = std::env::var("CHAINCTL_TEST_FAULT") {
-            env.push(format!("CHAINCTL_TEST_FAULT={f}"));
+        if let Some(f) = chainctl_common::test_hooks::fault() {
+            env.push(format!("{}={f}", chainctl_common::test_hooks::VAR));
         }
         Ok(ContainerCreateBody {
             image: Some(image.to_string()),

@@ -21,16 +21,7 @@ use std::process::{Command, Stdio};
 /// Environment variables passed through from chainctl to every service; everything else
 /// a service sees is declared in its profile, so runs are reproducible.
 pub const PASSTHROUGH_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    // Fault injection for tests of the network (see `consensus::fault`).
-    "CHAINCTL_TEST_FAULT",
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR",
 ];
 
 /// Runs services as child processes.
@@ -124,6 +115,10 @@ impl Backend for ProcessBackend {
                     .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
             )
             .env("CHAINCTL_SERVICE", &svc.name)
+            // Fault injection for the tests of the network: debug builds only.
+            .envs(
+                chainctl_common::test_hooks::fault().map(|f| (chainctl_common::test_hooks::VAR, f)),
+            )
             .envs(&svc.env)
             .current_dir(&svc.workdir)
             .stdin(Stdio::null())
