@@ -27,22 +27,20 @@ const NAMED_ONLY: [&str; 13] = [
 
 /// Why an entry of `gateway.allow` cannot be used, or `None`.
 pub fn entry_problem(entry: &str) -> Option<String> {
-    let Some((ns, rest)) = entry.split_once('_') else {
+    let well_formed = entry.split_once('_').filter(|(ns, rest)| {
+        ns.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && ns
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && (*rest == "*"
+                || (!rest.is_empty()
+                    && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')))
+    });
+    let Some((ns, _)) = well_formed else {
         return Some(format!(
-            "`{entry}` is neither a method (`eth_call`) nor a namespace (`eth_*`)"
+            "`{entry}` is neither a method nor a namespace: write a method name such as `eth_call` or a namespace such as `eth_*`"
         ));
     };
-    let ns_ok = ns.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && ns
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = rest == "*"
-        || (!rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-    if !ns_ok || !rest_ok {
-        return Some(format!(
-            "`{entry}` is neither a method (`eth_call`) nor a namespace (`eth_*`)"
-        ));
-    }
     if ns == "engine" {
         return Some(format!(
             "`{entry}`: the Engine API is never forwarded by the gateway (validators reach their execution clients directly); remove it"

@@ -225,18 +225,13 @@ impl Engine {
                         spec.fork_name(ts)
                     )));
                 }
-                let withdrawals = matches!(payload, ExecutionPayload::V2(_));
-                if spec.shanghai(ts) && !withdrawals {
-                    return Err(RpcError::invalid_params(format!(
-                        "the payload's timestamp is in Shanghai: {method} takes ExecutionPayloadV2, with withdrawals{}",
-                        if method == "engine_newPayloadV1" { " (newPayloadV2)" } else { "" }
-                    )));
-                }
-                if !spec.shanghai(ts) && withdrawals {
-                    return Err(RpcError::invalid_params(
-                        "withdrawals before Shanghai: a Paris payload is an ExecutionPayloadV1",
-                    ));
-                }
+                withdrawals_by_fork(
+                    &spec,
+                    ts,
+                    matches!(payload, ExecutionPayload::V2(_)),
+                    "ExecutionPayload",
+                    "newPayloadV2",
+                )?;
                 Ok(to_json(
                     &self.new_payload(payload, ExecutionPayloadSidecar::none()),
                 ))
@@ -554,20 +549,13 @@ impl Engine {
                     "parentBeaconBlockRoot is a PayloadAttributesV3 field (Cancun), not one of forkchoiceUpdatedV{version}'s"
                 )));
             }
-            match (spec.shanghai(ts), attrs.withdrawals.is_some()) {
-                (true, false) => {
-                    return Err(RpcError::invalid_params(format!(
-                        "{ts} is in Shanghai: the attributes are PayloadAttributesV2, with withdrawals{}",
-                        if version == 1 { " (forkchoiceUpdatedV2)" } else { "" }
-                    )))
-                }
-                (false, true) => {
-                    return Err(RpcError::invalid_params(
-                        "withdrawals before Shanghai: the attributes are PayloadAttributesV1",
-                    ))
-                }
-                _ => {}
-            }
+            withdrawals_by_fork(
+                &spec,
+                ts,
+                attrs.withdrawals.is_some(),
+                "PayloadAttributes",
+                "forkchoiceUpdatedV2",
+            )?;
             if version == 1 && attrs.withdrawals.is_some() {
                 return Err(RpcError::invalid_params(
                     "forkchoiceUpdatedV1 takes PayloadAttributesV1 (no withdrawals): use forkchoiceUpdatedV2",
@@ -773,6 +761,27 @@ fn body(b: &ExecutedBlock) -> ExecutionPayloadBodyV1 {
             .map(|t| t.encoded_2718().into())
             .collect(),
         withdrawals: b.block.body.withdrawals.clone().map(|w| w.into_inner()),
+    }
+}
+
+/// Withdrawals belong to the Shanghai form of a structure (`ExecutionPayloadV2`,
+/// `PayloadAttributesV2`, taken by `v2_method`) and to nothing before Shanghai: the
+/// wrong form for the timestamp is -32602.
+fn withdrawals_by_fork(
+    spec: &super::spec::ChainSpec,
+    ts: u64,
+    withdrawals: bool,
+    structure: &str,
+    v2_method: &str,
+) -> Result<(), RpcError> {
+    match (spec.shanghai(ts), withdrawals) {
+        (true, false) => Err(RpcError::invalid_params(format!(
+            "{ts} is in Shanghai: send {structure}V2, with withdrawals ({v2_method})"
+        ))),
+        (false, true) => Err(RpcError::invalid_params(format!(
+            "withdrawals before Shanghai: {ts} takes {structure}V1, without them"
+        ))),
+        _ => Ok(()),
     }
 }
 
