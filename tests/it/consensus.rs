@@ -387,3 +387,102 @@ fn a_proposer_with_a_wrong_state_root_gets_nil_votes_and_the_height_still_decide
         assert_eq!(net.status(v).unwrap()["consensus_violations"], 0);
     }
 }
+
+/// A chain that starts at an older fork is driven through that fork's Engine API method
+/// versions — V1 at Paris, V2 at Shanghai, V3 at Cancun — which the built-in engine
+/// enforces (-38005 / -32602 for any other): blocks are made and validated by both ELs,
+/// transfers sent through the gateway are finalized, and each block carries exactly its
+/// fork's header fields.
+#[test]
+fn chains_starting_at_paris_shanghai_or_cancun_are_driven_through_their_own_engine_api() {
+    for (i, fork) in ["paris", "shanghai", "cancun"].into_iter().enumerate() {
+        let start = 26200 + 60 * i as u16;
+        let env = Env::new();
+        env.write_profile(&format!(
+            "name: fork-{fork}\nports: {{start: {start}, end: {}}}\nchain: {{chain_id: 1337, block_time: 1s, fork: {fork}}}\nvalidators:\n  count: 1\n  execution: [builtin, builtin]\ngateway: {{port: auto}}\n",
+            start + 59
+        ));
+        let o = env
+            .cmd(&["up", "--detach"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{fork}: up: {}",
+            crate::util::text(&o.stderr)
+        );
+        let genesis: Value = serde_json::from_str(
+            &std::fs::read_to_string(env.state().join("network/consensus-genesis.json")).unwrap(),
+        )
+        .unwrap();
+        let chain = crate::util::Chain::read(&env.state());
+        let gateway = format!(
+            "http://{}",
+            env.status()["monitor"]["gateway"].as_str().unwrap()
+        );
+        let o = env
+            .cmd(&[
+                "load",
+                "--rpc",
+                &gateway,
+                "--tps",
+                "10",
+                "--duration",
+                "3s",
+                "--drain",
+                "20s",
+                "--output",
+                "json",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let val_log = std::fs::read_to_string(env.state().join("logs/val-0.log")).unwrap();
+        assert!(
+            o.status.success(),
+            "{fork}: load: {}\n{}\nval-0:\n{}",
+            crate::util::text(&o.stdout),
+            crate::util::text(&o.stderr),
+            val_log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let load: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(load["sent"], 30, "{fork}: {load}");
+        assert_eq!(load["included"], 30, "{fork}: {load}");
+        assert!(!val_log.contains("building failed"), "{fork}: {val_log}");
+        let els = chain.els(1);
+        let h = chain.el_height(&els[0]);
+        let block = chain
+            .rpc(&els[1], "eth_getBlockByNumber", json!(["0x1", false]))
+            .unwrap();
+        let has = |k: &str| !block[k].is_null();
+        assert_eq!(has("withdrawalsRoot"), fork != "paris", "{fork}: {block}");
+        assert_eq!(has("blobGasUsed"), fork == "cancun", "{fork}: {block}");
+        assert_eq!(
+            has("parentBeaconBlockRoot"),
+            fork == "cancun",
+            "{fork}: {block}"
+        );
+        assert!(!has("requestsHash"), "{fork}: {block}");
+        for n in 1..=h {
+            assert_eq!(
+                chain.block_hash(&els[0], n),
+                chain.block_hash(&els[1], n),
+                "{fork} at {n}"
+            );
+        }
+        // The validator reads its chain's schedule: nothing past the profile's fork.
+        let forks = &genesis["forks"];
+        assert_eq!(forks["shanghai"].is_null(), fork == "paris", "{genesis}");
+        assert_eq!(forks["cancun"].is_null(), fork != "cancun", "{genesis}");
+        assert!(
+            forks["prague"].is_null() && forks["osaka"].is_null(),
+            "{genesis}"
+        );
+    }
+}

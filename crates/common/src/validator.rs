@@ -116,6 +116,108 @@ pub struct Genesis {
     pub block_time_secs: u64,
     /// Validators in proposer order.
     pub validators: Vec<GenesisValidator>,
+    /// When the execution chain's post-merge forks activate, as its genesis `config`
+    /// says: every Engine API call's version follows from the block's timestamp. A file
+    /// without it (written before chainctl ran chains older than Prague) means every fork
+    /// through Osaka at genesis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forks: Option<ForkTimes>,
+}
+
+/// Activation times (unix seconds) of the time-activated forks after the merge; `None`
+/// never. Paris (the merge itself) is active from genesis on every chain chainctl runs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ForkTimes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shanghai: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancun: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prague: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub osaka: Option<u64>,
+}
+
+/// The post-merge forks, each with its own Engine API method versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EngineFork {
+    Paris,
+    Shanghai,
+    Cancun,
+    Prague,
+    Osaka,
+}
+
+impl std::fmt::Display for EngineFork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl ForkTimes {
+    /// Every fork through Osaka at genesis.
+    pub const ALL_AT_GENESIS: ForkTimes = ForkTimes {
+        shanghai: Some(0),
+        cancun: Some(0),
+        prague: Some(0),
+        osaka: Some(0),
+    };
+
+    /// The schedule in a go-ethereum genesis `config` (`shanghaiTime`, …). Refuses a
+    /// schedule out of order or with a gap (a fork set while an earlier one is not), which
+    /// no client runs.
+    pub fn from_genesis_config(config: &serde_json::Value) -> Result<ForkTimes, String> {
+        let keys = ["shanghaiTime", "cancunTime", "pragueTime", "osakaTime"];
+        let mut at = [None; 4];
+        for (i, k) in keys.iter().enumerate() {
+            at[i] = match config.get(*k) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(v) => Some(v.as_u64().ok_or_else(|| {
+                    format!("config.{k} is {v}: a fork time is a whole number of seconds")
+                })?),
+            };
+            if let (Some(t), Some(j)) = (at[i], i.checked_sub(1)) {
+                match at[j] {
+                    None => {
+                        return Err(format!(
+                            "config.{} is set but config.{} is not: forks activate in order",
+                            keys[i], keys[j]
+                        ))
+                    }
+                    Some(p) if p > t => {
+                        return Err(format!(
+                            "config.{} ({t}) is before config.{} ({p}): forks activate in order",
+                            keys[i], keys[j]
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(ForkTimes {
+            shanghai: at[0],
+            cancun: at[1],
+            prague: at[2],
+            osaka: at[3],
+        })
+    }
+
+    /// The fork a block with this timestamp belongs to.
+    pub fn at(&self, timestamp: u64) -> EngineFork {
+        let on = |t: Option<u64>| t.is_some_and(|t| timestamp >= t);
+        if on(self.osaka) {
+            EngineFork::Osaka
+        } else if on(self.prague) {
+            EngineFork::Prague
+        } else if on(self.cancun) {
+            EngineFork::Cancun
+        } else if on(self.shanghai) {
+            EngineFork::Shanghai
+        } else {
+            EngineFork::Paris
+        }
+    }
 }
 
 /// One validator in the genesis file.
@@ -133,8 +235,21 @@ pub struct GenesisValidator {
 impl Genesis {
     /// The domain every signature of this network is bound to: keccak256 of the
     /// canonical JSON of the genesis.
+    ///
+    /// The fork schedule is left out: it is the execution genesis's (which every EL
+    /// enforces), and a network whose file was written before the schedule was keeps its
+    /// domain — and the signatures in its stores stay valid — when `up` adds it.
     pub fn hash(&self) -> B256 {
-        keccak256(serde_json::to_vec(self).expect("genesis serializes"))
+        let bound = Genesis {
+            forks: None,
+            ..self.clone()
+        };
+        keccak256(serde_json::to_vec(&bound).expect("genesis serializes"))
+    }
+
+    /// The fork schedule, every fork through Osaka at genesis when the file has none.
+    pub fn fork_times(&self) -> ForkTimes {
+        self.forks.unwrap_or(ForkTimes::ALL_AT_GENESIS)
     }
 }
 
@@ -211,4 +326,55 @@ pub fn public_key_hex(key: &KeyBytes) -> String {
             .verification_key()
             .as_bytes(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_fork_of_a_block_follows_the_genesis_schedule() {
+        let f = ForkTimes::from_genesis_config(&json!({"shanghaiTime": 0, "cancunTime": 100,
+                                                       "pragueTime": 100, "osakaTime": null}))
+        .unwrap();
+        assert_eq!(f.at(0), EngineFork::Shanghai);
+        assert_eq!(f.at(99), EngineFork::Shanghai);
+        assert_eq!(f.at(100), EngineFork::Prague);
+        assert_eq!(f.at(u64::MAX), EngineFork::Prague);
+        let paris = ForkTimes::from_genesis_config(&json!({"chainId": 1})).unwrap();
+        assert_eq!(paris.at(1_800_000_000), EngineFork::Paris);
+        assert_eq!(ForkTimes::ALL_AT_GENESIS.at(0), EngineFork::Osaka);
+        let e = ForkTimes::from_genesis_config(&json!({"cancunTime": 0})).unwrap_err();
+        assert!(
+            e.contains("config.cancunTime is set but config.shanghaiTime is not"),
+            "{e}"
+        );
+        let e = ForkTimes::from_genesis_config(&json!({"shanghaiTime": 9, "cancunTime": 5}))
+            .unwrap_err();
+        assert!(e.contains("(5) is before config.shanghaiTime (9)"), "{e}");
+        let e = ForkTimes::from_genesis_config(&json!({"shanghaiTime": "0x0"})).unwrap_err();
+        assert!(e.contains("whole number of seconds"), "{e}");
+    }
+
+    #[test]
+    fn the_signing_domain_does_not_move_when_the_schedule_is_added() {
+        let mut g = Genesis {
+            chain_id: 1337,
+            execution_genesis_hash: B256::repeat_byte(7),
+            genesis_time: 1,
+            block_time_secs: 1,
+            validators: vec![],
+            forks: None,
+        };
+        let before = g.hash();
+        let old_file = serde_json::to_string(&g).unwrap();
+        assert!(!old_file.contains("forks"), "{old_file}");
+        g.forks = Some(ForkTimes::default());
+        assert_eq!(g.hash(), before);
+        let back: Genesis = serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+        assert_eq!(back.fork_times().at(5), EngineFork::Paris);
+        let old: Genesis = serde_json::from_str(&old_file).unwrap();
+        assert_eq!(old.fork_times().at(5), EngineFork::Osaka);
+    }
 }

@@ -34,10 +34,11 @@ use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::el::{El, ElError, PayloadStatus};
+use super::el::{El, ElError, EngineFork, PayloadStatus};
 use super::signing::parts_digest;
 use super::store::{Decided, Store};
 use super::types::{Address, BlockHash, Ctx, Genesis, Height, ProposalPart, ValidatorSet, Value};
+use chainctl_common::validator::ForkTimes;
 
 /// Largest data chunk of a streamed proposal (gossip messages are capped at 4 MiB).
 const CHUNK: usize = 512 * 1024;
@@ -154,8 +155,9 @@ pub struct App {
     els: Vec<El>,
     el_reports: Vec<ElReport>,
     active: usize,
-    /// Whether the ELs speak getPayloadV5 (Osaka); learned from the first build.
-    osaka: Option<bool>,
+    /// When the execution chain's forks activate: every Engine API call takes the
+    /// version of its block's fork.
+    forks: ForkTimes,
     store: Store,
     head: Head,
     height: Height,
@@ -298,6 +300,7 @@ impl App {
             })
             .collect();
         let fault = super::fault::from_env(&moniker);
+        let forks = genesis.fork_times();
         let head = Head {
             height: 0,
             hash: genesis.execution_genesis_hash,
@@ -320,7 +323,7 @@ impl App {
             els,
             el_reports,
             active: 0,
-            osaka: None,
+            forks,
             store,
             head,
             height: Height(0),
@@ -696,18 +699,14 @@ impl App {
         beacon.extend_from_slice(self.ctx.domain.as_slice());
         beacon.extend_from_slice(self.head.hash.as_slice());
         let beacon_root = keccak256(beacon);
-        let attrs = json!({
-            "timestamp": format!("0x{timestamp:x}"),
-            "prevRandao": randao,
-            "suggestedFeeRecipient": self.fee_recipient,
-            "withdrawals": [],
-            "parentBeaconBlockRoot": beacon_root,
-        });
+        let fork = self.forks.at(timestamp);
+        let attrs =
+            super::el::payload_attributes(fork, timestamp, randao, self.fee_recipient, beacon_root);
         let mut tried = 0;
         while tried < self.els.len() && Instant::now() < deadline {
             tried += 1;
             let i = self.active;
-            match self.build_on(i, &attrs, beacon_root).await {
+            match self.build_on(i, fork, &attrs, beacon_root).await {
                 Ok(v) => {
                     if self.fault.is_none() {
                         // The builder holds its own block (a faulty proposer's altered
@@ -742,12 +741,13 @@ impl App {
     async fn build_on(
         &mut self,
         i: usize,
+        fork: EngineFork,
         attrs: &Json,
         beacon_root: B256,
     ) -> Result<Value, String> {
         let el = &self.els[i];
         let (status, id) = el
-            .forkchoice(self.head.hash, self.head.hash, Some(attrs.clone()))
+            .forkchoice(fork, self.head.hash, self.head.hash, Some(attrs.clone()))
             .await
             .map_err(|e| e.to_string())?;
         if !status.is_valid() {
@@ -759,17 +759,7 @@ impl App {
             ));
         }
         let id = id.ok_or("forkchoiceUpdated with attributes returned no payloadId")?;
-        let env = match el.get_payload(&id, self.osaka != Some(false)).await {
-            Err(ElError::Rpc { code: -38005, .. }) if self.osaka.is_none() => {
-                self.osaka = Some(false);
-                el.get_payload(&id, false).await
-            }
-            other => other,
-        }
-        .map_err(|e| e.to_string())?;
-        if self.osaka.is_none() {
-            self.osaka = Some(true);
-        }
+        let env = el.get_payload(fork, &id).await.map_err(|e| e.to_string())?;
         let payload = env
             .get("executionPayload")
             .cloned()
@@ -794,7 +784,8 @@ impl App {
                     .collect()
             })
             .unwrap_or_default();
-        let mut params = json!([payload, hashes, beacon_root, requests]);
+        let mut params =
+            super::el::new_payload_params(fork, payload, &hashes, beacon_root, requests);
         if self.fault == Some(super::fault::Fault::BadStateRoot) {
             params = super::fault::with_bad_state_root(&params)?;
             tracing::warn!("TEST FAULT: proposing a block with a wrong state root");
@@ -993,10 +984,18 @@ impl App {
                 return Validity::Invalid;
             }
         };
+        let fork = self.forks.at(ph.timestamp);
+        let arity = super::el::new_payload_arity(fork);
         let why = if ph.hash != value.id.0 {
             Some(format!(
                 "value id {} is not its block hash {}",
                 value.id, ph.hash
+            ))
+        } else if params.as_array().map(Vec::len) != Some(arity) {
+            Some(format!(
+                "a {fork} block is sent as {} with {arity} params, not {}",
+                super::el::new_payload_method(fork),
+                params.as_array().map_or(0, Vec::len)
             ))
         } else if ph.number != height.0 {
             Some(format!(
@@ -1020,7 +1019,7 @@ impl App {
             tracing::warn!(height = height.0, block = %ph.hash, %why, "voting nil");
             return Validity::Invalid;
         }
-        let results = self.new_payload_all(ph.hash, &params).await;
+        let results = self.new_payload_all(fork, ph.hash, &params).await;
         let valid: Vec<&str> = results
             .iter()
             .filter(|(_, r)| matches!(r, Ok(s) if s.is_valid()))
@@ -1080,11 +1079,17 @@ impl App {
 
     async fn new_payload_all(
         &mut self,
+        fork: EngineFork,
         block: B256,
         params: &Json,
     ) -> Vec<(String, Result<PayloadStatus, ElError>)> {
-        let futs: Vec<_> = self.els.iter().map(|el| el.new_payload(params)).collect();
-        let results = all_with_grace(&self.els, "engine_newPayloadV4", futs).await;
+        let futs: Vec<_> = self
+            .els
+            .iter()
+            .map(|el| el.new_payload(fork, params))
+            .collect();
+        let method = super::el::new_payload_method(fork);
+        let results = all_with_grace(&self.els, method, futs).await;
         for (i, r) in results.iter().enumerate() {
             self.note_el(i, r.as_ref());
             if matches!(r, Ok(s) if s.is_valid()) {
@@ -1167,6 +1172,7 @@ impl App {
     /// Give every EL the decided block and make it their head, safe and finalized block.
     async fn apply_head(&mut self, params: &Json) {
         let head = self.head.hash;
+        let fork = self.forks.at(self.head.timestamp);
         let holding = std::mem::take(&mut self.holding);
         let futs: Vec<_> = self
             .els
@@ -1176,16 +1182,17 @@ impl App {
                 let held = holding.contains(&(head, i));
                 async move {
                     if !held {
-                        match el.new_payload(params).await {
+                        match el.new_payload(fork, params).await {
                             Ok(s) if s.is_valid() => {}
                             other => return other,
                         }
                     }
-                    el.forkchoice(head, head, None).await.map(|(s, _)| s)
+                    el.forkchoice(fork, head, head, None).await.map(|(s, _)| s)
                 }
             })
             .collect();
-        let results = all_with_grace(&self.els, "engine_forkchoiceUpdatedV3", futs).await;
+        let method = super::el::forkchoice_method(fork);
+        let results = all_with_grace(&self.els, method, futs).await;
         let mut behind = Vec::new();
         for (i, r) in results.iter().enumerate() {
             self.note_el(i, r.as_ref());
@@ -1231,7 +1238,7 @@ impl App {
             return;
         }
         let mut k = last;
-        let mut blocks: Vec<Json> = Vec::new();
+        let mut blocks: Vec<(EngineFork, Json)> = Vec::new();
         loop {
             let d = match self.store.get(Height(k)) {
                 Ok(Some(d)) => d,
@@ -1248,7 +1255,11 @@ impl App {
                 Ok(p) => p,
                 Err(_) => return,
             };
-            let r = self.els[i].new_payload(&params).await;
+            let Ok(ph) = header_of(&params) else {
+                return;
+            };
+            let fork = self.forks.at(ph.timestamp);
+            let r = self.els[i].new_payload(fork, &params).await;
             self.note_el(i, r.as_ref());
             match r {
                 Ok(s) if s.is_valid() || s.status == "ACCEPTED" => break,
@@ -1257,7 +1268,7 @@ impl App {
                     return;
                 }
                 Ok(_) => {
-                    blocks.push(params);
+                    blocks.push((fork, params));
                     if k == 1 {
                         tracing::error!(el = %self.els[i].name, "execution client cannot import block 1 of our chain: is it running the network's genesis?");
                         return;
@@ -1273,8 +1284,8 @@ impl App {
         if !blocks.is_empty() {
             tracing::info!(el = %self.els[i].name, from = k + 1, to = last, "replaying decided blocks to a lagging execution client");
         }
-        for params in blocks.iter().rev() {
-            let r = self.els[i].new_payload(params).await;
+        for (fork, params) in blocks.iter().rev() {
+            let r = self.els[i].new_payload(*fork, params).await;
             self.note_el(i, r.as_ref());
             if !matches!(&r, Ok(s) if s.is_valid()) {
                 tracing::warn!(el = %self.els[i].name, result = ?r, "replay stopped");
@@ -1282,7 +1293,12 @@ impl App {
             }
         }
         let r = self.els[i]
-            .forkchoice(self.head.hash, self.head.hash, None)
+            .forkchoice(
+                self.forks.at(self.head.timestamp),
+                self.head.hash,
+                self.head.hash,
+                None,
+            )
             .await
             .map(|(s, _)| s);
         self.note_el(i, r.as_ref());

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use chainctl_common::secrets::{self, JwtSecret};
-pub use chainctl_common::validator::{ElConfig, Timeouts};
+pub use chainctl_common::validator::{ElConfig, EngineFork, Timeouts};
 
 /// What went wrong talking to an EL.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -148,23 +148,30 @@ impl El {
         })
     }
 
-    /// `engine_newPayloadV4` with the value's params.
-    pub async fn new_payload(&self, params: &Json) -> Result<PayloadStatus, ElError> {
-        let m = "engine_newPayloadV4";
+    /// `engine_newPayloadVn` with the value's params, `n` the version of the block's fork.
+    pub async fn new_payload(
+        &self,
+        fork: EngineFork,
+        params: &Json,
+    ) -> Result<PayloadStatus, ElError> {
+        let m = new_payload_method(fork);
         let r = self
             .call(m, params.clone(), self.timeouts.new_payload)
             .await?;
         self.decode(m, r)
     }
 
-    /// `engine_forkchoiceUpdatedV3`; returns the status and the payload id when building.
+    /// `engine_forkchoiceUpdatedVn`, `n` the version of `fork` (the fork of the block the
+    /// attributes build, or of the new head); returns the status and the payload id when
+    /// building.
     pub async fn forkchoice(
         &self,
+        fork: EngineFork,
         head: B256,
         finalized: B256,
         attributes: Option<Json>,
     ) -> Result<(PayloadStatus, Option<String>), ElError> {
-        let m = "engine_forkchoiceUpdatedV3";
+        let m = forkchoice_method(fork);
         let state = json!({"headBlockHash": head, "safeBlockHash": finalized, "finalizedBlockHash": finalized});
         // Starting a build, a proposer cannot wait the full forkchoice timeout in a slot
         // of a second or two: twice getPayload's, then it builds on another client.
@@ -187,13 +194,97 @@ impl El {
         Ok((f.payload_status, f.payload_id))
     }
 
-    /// `engine_getPayloadV5` (Osaka) or `V4` (Prague) — whichever the payload's fork takes.
-    pub async fn get_payload(&self, id: &str, osaka: bool) -> Result<Json, ElError> {
-        let m = if osaka {
-            "engine_getPayloadV5"
+    /// `engine_getPayloadVn` for a payload of `fork`, as an envelope with an
+    /// `executionPayload` whatever the version (V1 answers with the bare payload).
+    pub async fn get_payload(&self, fork: EngineFork, id: &str) -> Result<Json, ElError> {
+        let m = get_payload_method(fork);
+        let r = self.call(m, json!([id]), self.timeouts.get_payload).await?;
+        Ok(if fork == EngineFork::Paris {
+            json!({ "executionPayload": r })
         } else {
-            "engine_getPayloadV4"
-        };
-        self.call(m, json!([id]), self.timeouts.get_payload).await
+            r
+        })
+    }
+}
+
+/// The `newPayload` version of a block of this fork (the Engine API spec: V1 Paris, V2
+/// Shanghai, V3 Cancun, V4 Prague and Osaka).
+pub fn new_payload_method(fork: EngineFork) -> &'static str {
+    match fork {
+        EngineFork::Paris => "engine_newPayloadV1",
+        EngineFork::Shanghai => "engine_newPayloadV2",
+        EngineFork::Cancun => "engine_newPayloadV3",
+        EngineFork::Prague | EngineFork::Osaka => "engine_newPayloadV4",
+    }
+}
+
+/// The `forkchoiceUpdated` version for this fork: V1 Paris, V2 Shanghai, V3 from Cancun.
+pub fn forkchoice_method(fork: EngineFork) -> &'static str {
+    match fork {
+        EngineFork::Paris => "engine_forkchoiceUpdatedV1",
+        EngineFork::Shanghai => "engine_forkchoiceUpdatedV2",
+        _ => "engine_forkchoiceUpdatedV3",
+    }
+}
+
+/// The `getPayload` version for a payload of this fork: V1 … V5, one per fork.
+pub fn get_payload_method(fork: EngineFork) -> &'static str {
+    match fork {
+        EngineFork::Paris => "engine_getPayloadV1",
+        EngineFork::Shanghai => "engine_getPayloadV2",
+        EngineFork::Cancun => "engine_getPayloadV3",
+        EngineFork::Prague => "engine_getPayloadV4",
+        EngineFork::Osaka => "engine_getPayloadV5",
+    }
+}
+
+/// Payload attributes for a block of `fork`: withdrawals from Shanghai (none: no beacon
+/// chain pays any), the parent beacon block root from Cancun — each field present exactly
+/// when the fork has it, as the spec's version checks require.
+pub fn payload_attributes(
+    fork: EngineFork,
+    timestamp: u64,
+    prev_randao: B256,
+    fee_recipient: alloy_primitives::Address,
+    beacon_root: B256,
+) -> Json {
+    let mut a = json!({
+        "timestamp": format!("0x{timestamp:x}"),
+        "prevRandao": prev_randao,
+        "suggestedFeeRecipient": fee_recipient,
+    });
+    if fork >= EngineFork::Shanghai {
+        a["withdrawals"] = json!([]);
+    }
+    if fork >= EngineFork::Cancun {
+        a["parentBeaconBlockRoot"] = json!(beacon_root);
+    }
+    a
+}
+
+/// The `newPayload` params of a block of `fork`: `[payload]` to Shanghai, then the blob
+/// hashes and the parent beacon root (Cancun), then the execution requests (Prague).
+pub fn new_payload_params(
+    fork: EngineFork,
+    payload: Json,
+    blob_hashes: &[B256],
+    beacon_root: B256,
+    requests: Json,
+) -> Json {
+    match fork {
+        EngineFork::Paris | EngineFork::Shanghai => json!([payload]),
+        EngineFork::Cancun => json!([payload, blob_hashes, beacon_root]),
+        EngineFork::Prague | EngineFork::Osaka => {
+            json!([payload, blob_hashes, beacon_root, requests])
+        }
+    }
+}
+
+/// How many params `newPayload` takes for a block of this fork.
+pub fn new_payload_arity(fork: EngineFork) -> usize {
+    match fork {
+        EngineFork::Paris | EngineFork::Shanghai => 1,
+        EngineFork::Cancun => 3,
+        EngineFork::Prague | EngineFork::Osaka => 4,
     }
 }

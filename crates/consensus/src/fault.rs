@@ -7,8 +7,7 @@ use alloy_consensus::TxEnvelope;
 use alloy_eips::eip7685::Requests;
 use alloy_primitives::{Bytes, B256};
 use alloy_rpc_types_engine::{
-    CancunPayloadFields, ExecutionPayload, ExecutionPayloadSidecar, ExecutionPayloadV3,
-    PraguePayloadFields,
+    CancunPayloadFields, ExecutionPayload, ExecutionPayloadSidecar, PraguePayloadFields,
 };
 use serde_json::Value;
 
@@ -27,26 +26,39 @@ pub fn from_env(moniker: &str) -> Option<Fault> {
     (who == moniker && what == "bad-state-root").then_some(Fault::BadStateRoot)
 }
 
-/// `engine_newPayloadV4` params with the state root replaced and the block hash
+/// `newPayload` params (of any version: `[payload]`, `[payload, hashes, root]` or
+/// `[payload, hashes, root, requests]`) with the state root replaced and the block hash
 /// recomputed over the altered header.
 pub fn with_bad_state_root(params: &Value) -> Result<Value, String> {
     let e = |w: &str, x: serde_json::Error| format!("{w}: {x}");
-    let mut payload: ExecutionPayloadV3 =
+    let mut payload: ExecutionPayload =
         serde_json::from_value(params[0].clone()).map_err(|x| e("payload", x))?;
-    let hashes: Vec<B256> =
-        serde_json::from_value(params[1].clone()).map_err(|x| e("versioned hashes", x))?;
-    let root: B256 = serde_json::from_value(params[2].clone()).map_err(|x| e("beacon root", x))?;
-    let requests: Vec<Bytes> =
-        serde_json::from_value(params[3].clone()).map_err(|x| e("requests", x))?;
-    payload.payload_inner.payload_inner.state_root = B256::repeat_byte(0x42);
-    let sidecar = ExecutionPayloadSidecar::v4(
-        CancunPayloadFields::new(root, hashes),
-        PraguePayloadFields::new(Requests::new(requests)),
-    );
-    let block = ExecutionPayload::V3(payload.clone())
+    let cancun = || -> Result<CancunPayloadFields, String> {
+        let hashes: Vec<B256> =
+            serde_json::from_value(params[1].clone()).map_err(|x| e("versioned hashes", x))?;
+        let root: B256 =
+            serde_json::from_value(params[2].clone()).map_err(|x| e("beacon root", x))?;
+        Ok(CancunPayloadFields::new(root, hashes))
+    };
+    let sidecar = match params.as_array().map_or(0, Vec::len) {
+        1 => ExecutionPayloadSidecar::none(),
+        3 => ExecutionPayloadSidecar::v3(cancun()?),
+        4 => {
+            let requests: Vec<Bytes> =
+                serde_json::from_value(params[3].clone()).map_err(|x| e("requests", x))?;
+            ExecutionPayloadSidecar::v4(
+                cancun()?,
+                PraguePayloadFields::new(Requests::new(requests)),
+            )
+        }
+        n => return Err(format!("newPayload params of {n} elements")),
+    };
+    payload.as_v1_mut().state_root = B256::repeat_byte(0x42);
+    let block = payload
+        .clone()
         .try_into_block_with_sidecar::<TxEnvelope>(&sidecar)
         .map_err(|x| format!("payload does not form a block: {x}"))?;
-    payload.payload_inner.payload_inner.block_hash = block.header.hash_slow();
+    payload.as_v1_mut().block_hash = block.header.hash_slow();
     let mut p = params.clone();
     p[0] = serde_json::to_value(payload).map_err(|x| e("payload", x))?;
     Ok(p)

@@ -193,25 +193,26 @@ pub fn render_el_genesis(p: &Profile, timestamp: u64) -> Result<Json> {
             parse_balance(&acct.balance).with_context(|| format!("chain.alloc.{addr}.balance"))?;
         alloc.insert(format!("{a:#x}"), json!({"balance": format!("{b:#x}")}));
     }
-    let osaka = p.chain.fork == Fork::Osaka;
     let mut config = json!({
         "chainId": p.chain.chain_id,
         "homesteadBlock": 0, "eip150Block": 0, "eip155Block": 0, "eip158Block": 0,
         "byzantiumBlock": 0, "constantinopleBlock": 0, "petersburgBlock": 0,
         "istanbulBlock": 0, "berlinBlock": 0, "londonBlock": 0, "mergeNetsplitBlock": 0,
         "terminalTotalDifficulty": 0, "terminalTotalDifficultyPassed": true,
-        "shanghaiTime": 0, "cancunTime": 0, "pragueTime": 0,
         "depositContractAddress": "0x00000000219ab540356cbb839cbe05303d7705fa",
-        "blobSchedule": {
-            "cancun": {"target": 3, "max": 6, "baseFeeUpdateFraction": 3338477},
-            "prague": {"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716},
-            "osaka": {"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716}
-        }
     });
-    if osaka {
-        config["osakaTime"] = json!(0);
+    // Every fork up to the profile's at genesis; later ones stay off.
+    for (fork, key) in [
+        (Fork::Shanghai, "shanghaiTime"),
+        (Fork::Cancun, "cancunTime"),
+        (Fork::Prague, "pragueTime"),
+        (Fork::Osaka, "osakaTime"),
+    ] {
+        if p.chain.fork >= fork {
+            config[key] = json!(0);
+        }
     }
-    Ok(json!({
+    let mut genesis = json!({
         "config": config,
         "nonce": "0x0",
         "timestamp": format!("{timestamp:#x}"),
@@ -225,7 +226,41 @@ pub fn render_el_genesis(p: &Profile, timestamp: u64) -> Result<Json> {
         "gasUsed": "0x0",
         "parentHash": "0x0000000000000000000000000000000000000000000000000000000000000000",
         "alloc": alloc,
-    }))
+    });
+    complete_blob_schedule(&mut genesis);
+    Ok(genesis)
+}
+
+/// Fill in the blob parameters of every active fork from Cancun on that `blobSchedule`
+/// lacks, with those of EIP-4844 (Cancun) and EIP-7691 (Prague, Osaka): since 1.15.1 Geth
+/// refuses a genesis without them (`missing entry for fork "cancun" in blobSchedule`).
+pub fn complete_blob_schedule(g: &mut Json) {
+    let Some(config) = g.get_mut("config").and_then(Json::as_object_mut) else {
+        return;
+    };
+    let active: Vec<&str> = [
+        ("cancunTime", "cancun"),
+        ("pragueTime", "prague"),
+        ("osakaTime", "osaka"),
+    ]
+    .iter()
+    .filter(|(t, _)| config.get(*t).is_some_and(|v| !v.is_null()))
+    .map(|(_, f)| *f)
+    .collect();
+    let schedule = config
+        .entry("blobSchedule")
+        .or_insert_with(|| Json::Object(Default::default()));
+    let Some(schedule) = schedule.as_object_mut() else {
+        return;
+    };
+    for fork in active {
+        schedule.entry(fork).or_insert_with(|| match fork {
+            "cancun" => {
+                serde_json::json!({"target": 3, "max": 6, "baseFeeUpdateFraction": 3338477})
+            }
+            _ => serde_json::json!({"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716}),
+        });
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +290,34 @@ mod tests {
         assert!(e.contains("not a private key"), "{e}");
     }
     use super::*;
+
+    /// `chain.fork` switches on every fork up to it at genesis and none after, with blob
+    /// parameters exactly for the active blob forks.
+    #[test]
+    fn the_genesis_activates_every_fork_up_to_the_profiles_and_none_after() {
+        let keys = ["shanghaiTime", "cancunTime", "pragueTime", "osakaTime"];
+        for (n, fork) in ["paris", "shanghai", "cancun", "prague", "osaka"]
+            .iter()
+            .enumerate()
+        {
+            let p: Profile =
+                serde_yaml::from_str(&format!("name: t\nchain: {{fork: {fork}}}\n")).unwrap();
+            let g = render_el_genesis(&p, 1).unwrap();
+            let c = &g["config"];
+            for (i, k) in keys.iter().enumerate() {
+                let want = if i < n { json!(0) } else { Json::Null };
+                assert_eq!(c[k], want, "{k} under {fork}");
+            }
+            let blobs: Vec<&String> = c["blobSchedule"]
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            assert_eq!(blobs.len(), n.saturating_sub(1), "{fork}: {blobs:?}");
+            assert_eq!(c["terminalTotalDifficulty"], 0, "{fork}");
+        }
+        let e = serde_yaml::from_str::<Profile>("name: t\nchain: {fork: london}\n").unwrap_err();
+        assert!(e.to_string().contains("paris"), "{e}");
+    }
 
     #[test]
     fn dev_accounts_are_the_documented_ones() {

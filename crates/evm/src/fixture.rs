@@ -7,7 +7,8 @@
 //! engine gives a reason in words, and [`EXCEPTION_KINDS`] says which words each name
 //! stands for. A block refused for another reason — it does not decode, its parent is
 //! unknown, another rule — is a failed case, not a pass. Networks before the merge
-//! (Frontier…London) are `unsupported`, counted apart from passed and failed.
+//! (Frontier…London) are `unsupported`, counted apart from passed and failed; the merge
+//! fork itself (Paris) and every fork after it run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -213,11 +214,6 @@ pub fn unsupported(network: &str) -> Option<String> {
     if PRE_MERGE.contains(&first) || network.starts_with("FrontierTo") {
         return Some(format!(
             "{network}: a fork before the merge (Frontier…London); the built-in engine runs proof-of-stake chains only"
-        ));
-    }
-    if first == "Paris" || first == "Merge" {
-        return Some(format!(
-            "{network}: the merge fork itself (Paris, Engine API V1/V2) is not supported yet; chains start at Shanghai"
         ));
     }
     None
@@ -551,17 +547,35 @@ mod tests {
 
     #[test]
     fn forks_before_the_merge_are_unsupported_and_named() {
-        for n in [
-            "Frontier",
-            "London",
-            "BerlinToLondonAt5",
-            "Paris",
-            "ParisToShanghaiAtTime15k",
-        ] {
+        for n in ["Frontier", "London", "BerlinToLondonAt5"] {
             assert!(unsupported(n).is_some_and(|w| w.contains(n)), "{n}");
         }
-        for n in ["Shanghai", "CancunToPragueAtTime15k", "Osaka"] {
+        for n in [
+            "Paris",
+            "Merge",
+            "ParisToShanghaiAtTime15k",
+            "Shanghai",
+            "CancunToPragueAtTime15k",
+            "Osaka",
+        ] {
             assert_eq!(unsupported(n), None, "{n}");
+        }
+        let blobs = BlobScheduleBlobParams::mainnet();
+        let at = |n: &str, ts: u64| {
+            let s = ChainSpec::from_fixture_network(n, 1, blobs.clone()).unwrap();
+            (s.shanghai(ts), s.cancun(ts))
+        };
+        assert_eq!(at("Paris", 1 << 40), (false, false));
+        assert_eq!(at("Merge", 0), (false, false));
+        assert_eq!(at("ParisToShanghaiAtTime15k", 14_999), (false, false));
+        assert_eq!(at("ParisToShanghaiAtTime15k", 15_000), (true, false));
+        assert_eq!(at("ShanghaiToCancunAtTime15k", 0), (true, false));
+        assert_eq!(at("ShanghaiToCancunAtTime15k", 15_000), (true, true));
+        for bad in ["CancunToShanghaiAtTime15k", "ParisToParisAtTime15k"] {
+            assert!(
+                ChainSpec::from_fixture_network(bad, 1, blobs.clone()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

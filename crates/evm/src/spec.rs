@@ -144,8 +144,13 @@ impl ChainSpec {
         chain_id: u64,
         blobs: BlobScheduleBlobParams,
     ) -> Result<Self, String> {
-        let order = ["Shanghai", "Cancun", "Prague", "Osaka"];
-        let idx = |n: &str| order.iter().position(|o| *o == n);
+        // Paris (EEST's older name: Merge) has no time-activated fork; each later one
+        // adds the next of TIME_FORKS.
+        let order = ["Paris", "Shanghai", "Cancun", "Prague", "Osaka"];
+        let idx = |n: &str| {
+            let n = if n == "Merge" { "Paris" } else { n };
+            order.iter().position(|o| *o == n)
+        };
         let (base, next) = match network.split_once("To") {
             Some((a, rest)) => {
                 let b = rest
@@ -157,10 +162,12 @@ impl ChainSpec {
         };
         let base_i = idx(base).ok_or_else(|| format!("unsupported fixture network {network:?}"))?;
         let mut forks: Vec<(EthereumHardfork, u64)> =
-            TIME_FORKS[..=base_i].iter().map(|f| (*f, 0)).collect();
+            TIME_FORKS[..base_i].iter().map(|f| (*f, 0)).collect();
         if let Some(n) = next {
-            let n_i = idx(n).ok_or_else(|| format!("unsupported fixture network {network:?}"))?;
-            forks.extend(TIME_FORKS[base_i + 1..=n_i].iter().map(|f| (*f, 15_000)));
+            let n_i = idx(n)
+                .filter(|n_i| *n_i > base_i)
+                .ok_or_else(|| format!("unsupported fixture network {network:?}"))?;
+            forks.extend(TIME_FORKS[base_i..n_i].iter().map(|f| (*f, 15_000)));
         }
         // Fixtures run on mainnet's deposit contract address.
         let deposit = Some(alloy_eips::eip6110::MAINNET_DEPOSIT_CONTRACT_ADDRESS);

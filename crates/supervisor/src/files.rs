@@ -136,6 +136,10 @@ pub fn write_files(
         execution_genesis_hash: el_hash,
         genesis_time,
         block_time_secs: p.chain.block_time.get().as_secs(),
+        forks: Some(
+            chainctl_common::validator::ForkTimes::from_genesis_config(&network_genesis["config"])
+                .map_err(|e| anyhow::anyhow!("{}: {e}", gpath.display()))?,
+        ),
         validators: keys
             .iter()
             .enumerate()

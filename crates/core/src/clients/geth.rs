@@ -7,7 +7,6 @@ use super::{
     ElContext,
 };
 use crate::profile::{CommandService, ExecutionKind};
-use serde_json::Value as Json;
 
 /// Geth's service.
 pub fn service(ctx: &ElContext) -> CommandService {
@@ -61,36 +60,4 @@ pub fn service(ctx: &ElContext) -> CommandService {
         ctx.image.clone(),
         &["http", "engine"],
     )
-}
-
-/// Since 1.15.1 Geth refuses a genesis whose `blobSchedule` lacks an entry for a fork it
-/// activates (`missing entry for fork "cancun" in blobSchedule`): fill any missing one
-/// with the parameters of EIP-4844 (Cancun) and EIP-7691 (Prague, Osaka).
-pub fn complete_blob_schedule(g: &mut Json) {
-    let Some(config) = g.get_mut("config").and_then(Json::as_object_mut) else {
-        return;
-    };
-    let active: Vec<&str> = [
-        ("cancunTime", "cancun"),
-        ("pragueTime", "prague"),
-        ("osakaTime", "osaka"),
-    ]
-    .iter()
-    .filter(|(t, _)| config.get(*t).is_some_and(|v| !v.is_null()))
-    .map(|(_, f)| *f)
-    .collect();
-    let schedule = config
-        .entry("blobSchedule")
-        .or_insert_with(|| Json::Object(Default::default()));
-    let Some(schedule) = schedule.as_object_mut() else {
-        return;
-    };
-    for fork in active {
-        schedule.entry(fork).or_insert_with(|| match fork {
-            "cancun" => {
-                serde_json::json!({"target": 3, "max": 6, "baseFeeUpdateFraction": 3338477})
-            }
-            _ => serde_json::json!({"target": 6, "max": 9, "baseFeeUpdateFraction": 5007716}),
-        });
-    }
 }

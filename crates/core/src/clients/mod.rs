@@ -240,7 +240,7 @@ pub fn managed_flags(kind: ExecutionKind) -> std::collections::BTreeSet<String> 
 pub fn genesis_for(kind: ExecutionKind, network: &Json) -> Json {
     let mut g = network.clone();
     if kind == ExecutionKind::Geth {
-        geth::complete_blob_schedule(&mut g);
+        crate::network::complete_blob_schedule(&mut g);
     }
     g
 }
@@ -482,7 +482,7 @@ mod tests {
     /// network genesis the built-in engine reads.
     #[test]
     fn every_clients_genesis_has_the_network_genesis_hash() {
-        for fork in ["osaka", "prague"] {
+        for fork in ["osaka", "prague", "cancun", "shanghai", "paris"] {
             let p: Profile = serde_yaml::from_str(&format!(
                 "name: t\nchain: {{chain_id: 1337, fork: {fork}, dev_accounts: 3}}\n"
             ))
@@ -501,8 +501,9 @@ mod tests {
             sparse["config"]["blobSchedule"] = serde_json::json!({});
             assert_eq!(hash(&sparse, "sparse.json"), want);
             let geth = genesis_for(ExecutionKind::Geth, &sparse);
-            assert_ne!(geth, sparse, "Geth's file completes the schedule");
-            assert!(geth["config"]["blobSchedule"]["cancun"].is_object());
+            let blobs = fork != "shanghai" && fork != "paris";
+            assert_eq!(geth != sparse, blobs, "Geth's file completes the schedule");
+            assert_eq!(geth["config"]["blobSchedule"]["cancun"].is_object(), blobs);
             for kind in [
                 ExecutionKind::Reth,
                 ExecutionKind::Geth,
@@ -537,13 +538,13 @@ mod tests {
             "config": {"chainId": 1, "cancunTime": 0, "pragueTime": 0, "osakaTime": 0,
                        "blobSchedule": {"cancun": {"target": 1, "max": 2, "baseFeeUpdateFraction": 3}}}
         });
-        geth::complete_blob_schedule(&mut g);
+        crate::network::complete_blob_schedule(&mut g);
         let s = &g["config"]["blobSchedule"];
         assert_eq!(s["cancun"]["target"], 1, "an entry given is kept");
         assert_eq!(s["prague"]["max"], 9);
         assert_eq!(s["osaka"]["baseFeeUpdateFraction"], 5007716);
         let mut no_osaka = serde_json::json!({"config": {"cancunTime": 0, "pragueTime": 0}});
-        geth::complete_blob_schedule(&mut no_osaka);
+        crate::network::complete_blob_schedule(&mut no_osaka);
         assert!(no_osaka["config"]["blobSchedule"]["osaka"].is_null());
         assert_eq!(no_osaka["config"]["blobSchedule"]["cancun"]["max"], 6);
     }

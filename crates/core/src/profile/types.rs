@@ -128,10 +128,20 @@ fn default_block_time() -> Dur {
     Dur::secs(1)
 }
 
-/// Fork rules active at genesis.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+/// Fork rules active at genesis; every later fork stays off. Validators drive each
+/// through its own Engine API versions (V1 Paris, V2 Shanghai, V3 Cancun, V4 Prague,
+/// getPayloadV5 Osaka).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Fork {
+    /// Paris, the merge itself: no withdrawals, no blobs.
+    Paris,
+    /// Shanghai (withdrawals, PUSH0).
+    Shanghai,
+    /// Cancun (Dencun: blobs, the beacon block root).
+    Cancun,
     /// Prague (Pectra).
     Prague,
     /// Osaka (Fusaka), what mainnet runs today.
