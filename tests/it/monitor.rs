@@ -302,6 +302,58 @@ fn gateway_api_metrics_and_jwt_probe() {
     });
     assert_eq!(receipt["status"], "0x1", "{receipt}");
 
+    // The cache of finalized data (gateway.cache_mb): once the receipt's block is
+    // finalized, the block and the receipt are answered by the gateway itself the second
+    // time — the same result, the caller's id. A block not made yet is `null` and never
+    // kept: asked again once it is finalized, the answer is the block.
+    let blk = receipt["blockNumber"].as_str().unwrap().to_string();
+    let finalized = || q(&rpc(&gw, "eth_getBlockByNumber", json!(["finalized", false]))["number"]);
+    wait_for(
+        "the receipt's block to be finalized",
+        Duration::from_secs(20),
+        || (finalized() >= q(&json!(blk))).then_some(()),
+    );
+    let hits = || {
+        let (_, text) = http("GET", &format!("{api}/metrics"), None, None);
+        metric(&text, "chainctl_gateway_cache_hits_total").unwrap_or(0.0)
+    };
+    let call = |id: u64, method: &str, params: Value| -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let (code, text) = http("POST", &gw, None, Some(&body.to_string()));
+        assert_eq!(code, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    for (method, params) in [
+        ("eth_getBlockByNumber", json!([blk, true])),
+        ("eth_getTransactionReceipt", json!([hash])),
+    ] {
+        // The gateway follows the finalized height a moment behind: the first answers
+        // may come from a client, then one comes from the cache.
+        let first = call(1, method, params.clone());
+        let hit = wait_for(
+            &format!("{method} from the cache"),
+            Duration::from_secs(5),
+            || {
+                let before = hits();
+                let again = call(77, method, params.clone());
+                (hits() > before).then_some(again)
+            },
+        );
+        assert_eq!(hit["id"], 77, "{hit}");
+        assert_eq!(hit["result"], first["result"], "{method}");
+        assert!(!hit["result"].is_null(), "{hit}");
+    }
+    let ahead = format!("0x{:x}", finalized() + 3);
+    assert!(call(1, "eth_getBlockByNumber", json!([ahead, false]))["result"].is_null());
+    wait_for("block +3 to be finalized", Duration::from_secs(20), || {
+        (finalized() >= q(&json!(ahead))).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..2 {
+        let b = call(2, "eth_getBlockByNumber", json!([ahead, false]));
+        assert_eq!(b["result"]["number"], json!(ahead), "a null was kept: {b}");
+    }
+
     // newHeads over the gateway's WebSocket: consecutive heights, none repeated.
     let (mut ws, _) = tungstenite::connect(gw.replace("http://", "ws://")).unwrap();
     ws.send(tungstenite::Message::Text(
@@ -337,6 +389,8 @@ fn gateway_api_metrics_and_jwt_probe() {
         "chainctl_disk_used_ratio gauge",
         "chainctl_gateway_requests_total counter",
         "chainctl_gateway_request_duration_seconds histogram",
+        "chainctl_gateway_cache_hits_total counter",
+        "chainctl_gateway_cache_bytes gauge",
         "chainctl_reconcile_duration_seconds histogram",
         "chainctl_ready gauge",
     ] {

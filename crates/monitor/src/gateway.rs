@@ -35,6 +35,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::cache::{self, Cache};
 use super::metrics::{self, Scrape};
 use super::{Shared, Upstream};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Opts};
@@ -140,6 +141,11 @@ pub struct Stats {
     pub failover_retries: IntCounter,
     /// Open WebSocket sessions.
     pub ws_sessions: IntGauge,
+    /// Calls answered from the cache of finalized data, and cacheable calls it missed.
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    /// Bytes the cache holds.
+    cache_bytes: IntGauge,
 }
 
 impl Default for Stats {
@@ -168,6 +174,21 @@ impl Default for Stats {
                 "Open WebSocket sessions.",
             )
             .expect("a valid gauge"),
+            cache_hits: IntCounter::new(
+                "chainctl_gateway_cache_hits_total",
+                "Calls answered from the gateway's cache of finalized data.",
+            )
+            .expect("a valid counter"),
+            cache_misses: IntCounter::new(
+                "chainctl_gateway_cache_misses_total",
+                "Cacheable calls the cache could not answer (forwarded to a client).",
+            )
+            .expect("a valid counter"),
+            cache_bytes: IntGauge::new(
+                "chainctl_gateway_cache_bytes",
+                "Bytes held by the gateway's cache of finalized data (gateway.cache_mb).",
+            )
+            .expect("a valid gauge"),
         }
     }
 }
@@ -185,6 +206,9 @@ impl Stats {
         sc.add(self.latency.clone());
         sc.add(self.failover_retries.clone());
         sc.add(self.ws_sessions.clone());
+        sc.add(self.cache_hits.clone());
+        sc.add(self.cache_misses.clone());
+        sc.add(self.cache_bytes.clone());
     }
 }
 
@@ -206,6 +230,8 @@ struct Gw {
     /// they missed once they answer again ([`replay_loop`]), even when the monitor never
     /// saw them down (a client killed and restarted between two of its looks).
     missed: Mutex<HashMap<String, Instant>>,
+    /// Answers about finalized blocks (gateway.cache_mb; none at 0).
+    cache: Option<Cache>,
 }
 
 /// How far back sends are given again to a client that is healthy again.
@@ -302,6 +328,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Serves the gateway on `listener` until the process ends.
 pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let sh_cache_mb = sh.settings.gateway.cache_mb;
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -317,8 +344,15 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
         heads,
         recent: Mutex::new(std::collections::VecDeque::new()),
         missed: Mutex::new(HashMap::new()),
+        cache: match sh_cache_mb {
+            0 => None,
+            mb => Some(Cache::new(mb as usize * 1024 * 1024)),
+        },
     });
     tokio::spawn(head_feed(gw.clone()));
+    if gw.cache.is_some() {
+        tokio::spawn(finality_feed(gw.clone()));
+    }
     tokio::spawn(replay_loop(gw.clone()));
     // http_call enforces gateway.max_body_bytes itself (read_body).
     let app = Router::new()
@@ -790,6 +824,33 @@ impl Gw {
                 return Answer::error(StatusCode::OK, &c.id_text(), -32601, &why);
             }
         }
+        // Answers about finalized blocks, from the cache.
+        let cacheable = match (&parsed, &self.cache) {
+            (Parsed::Single(c), Some(_)) => {
+                let params = c.params.as_deref().map(RawValue::get);
+                cache::rule(&c.method, params).map(|r| (Cache::key(&c.method, params), r))
+            }
+            _ => None,
+        };
+        if let (Some((key, _)), Some(cache), Parsed::Single(c)) = (&cacheable, &self.cache, &parsed)
+        {
+            if let Some(result) = cache.get(key) {
+                self.sh.gateway.cache_hits.inc();
+                self.sh.gateway.count(&c.method, "ok", "cache", 1);
+                let mut body = Vec::with_capacity(40 + result.len());
+                body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+                body.extend_from_slice(c.id_text().as_bytes());
+                body.extend_from_slice(br#","result":"#);
+                body.extend_from_slice(&result);
+                body.push(b'}');
+                return Answer {
+                    status: StatusCode::OK,
+                    body: Bytes::from(body),
+                    upstream: "cache".into(),
+                };
+            }
+            self.sh.gateway.cache_misses.inc();
+        }
         let ups = self.sh.upstreams();
         let id = match &parsed {
             Parsed::Single(c) => c.id_text(),
@@ -855,6 +916,11 @@ impl Gw {
                 } else {
                     "ok"
                 };
+                if let (Some((key, rule)), Some(cache), "ok") = (&cacheable, &self.cache, status) {
+                    if cache.offer(key, *rule, &a.body) {
+                        self.sh.gateway.cache_bytes.set(cache.usage().0 as i64);
+                    }
+                }
                 self.sh.gateway.count(&c.method, status, &a.upstream, 1);
                 a
             }
@@ -1098,6 +1164,23 @@ async fn head_feed(gw: Arc<Gw>) {
             };
             let _ = gw.heads.send(Arc::new(block));
             last = Some(h);
+        }
+    }
+}
+
+/// Follows the finalized height on the best client, for the cache: what it may keep.
+async fn finality_feed(gw: Arc<Gw>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let n = gw
+            .call("eth_getBlockByNumber", json!(["finalized", false]))
+            .await
+            .and_then(|b| {
+                let n = b.get("number")?.as_str()?.strip_prefix("0x")?.to_string();
+                u64::from_str_radix(&n, 16).ok()
+            });
+        if let (Some(n), Some(cache)) = (n, &gw.cache) {
+            cache.finalized_at_least(n);
         }
     }
 }

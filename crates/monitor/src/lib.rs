@@ -15,6 +15,7 @@
 //! through chainctl-common).
 
 pub mod api;
+pub mod cache;
 pub mod gateway;
 pub mod health;
 pub mod metrics;

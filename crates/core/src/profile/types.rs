@@ -829,6 +829,12 @@ pub struct Gateway {
     /// setting. `engine_*` is never forwarded.
     #[serde(default = "default_gateway_allow")]
     pub allow: Vec<String>,
+    /// Memory for answers about finalized blocks (blocks and transactions by number or
+    /// hash, receipts, logs of a finalized range, state at a finalized height, the chain
+    /// id), in MiB: they never change, so they are served without asking a client; least
+    /// recently used first out. `latest`, `pending` and `safe` are never cached. 0: none.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u32,
 }
 
 impl Default for Gateway {
@@ -841,8 +847,13 @@ impl Default for Gateway {
             rate_limit: default_rate_limit(),
             timeout: default_gateway_timeout(),
             allow: default_gateway_allow(),
+            cache_mb: default_cache_mb(),
         }
     }
+}
+
+fn default_cache_mb() -> u32 {
+    64
 }
 
 fn default_gateway_allow() -> Vec<String> {
