@@ -15,6 +15,10 @@
 //! - `gateway`: `eth_blockNumber` through the gateway against the same EL called
 //!   directly, in the same run: the latency one request at a time (the overhead is the
 //!   difference of the medians) and the throughput of 64 concurrent keep-alive clients;
+//! - `cache`: the gateway's cache of finalized data — `eth_getBlockByNumber` of a hot
+//!   set of 64 finalized blocks and `eth_getTransactionReceipt` of 64 finalized
+//!   transactions, through the gateway (answered from its cache) against the same EL
+//!   called directly, same measures as `gateway`;
 //! - `ports`: allocation of 10,000 ports for 2,000 services, probing the host;
 //! - `engine`: the built-in engine's block build (getPayload) and import (newPayload)
 //!   throughput on blocks of 4,000 transfers.
@@ -40,6 +44,7 @@ pub enum Scenario {
     Load,
     Failover,
     Gateway,
+    Cache,
     Ports,
     Engine,
 }
@@ -273,6 +278,7 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
             Scenario::Load,
             Scenario::Failover,
             Scenario::Gateway,
+            Scenario::Cache,
             Scenario::Ports,
             Scenario::Engine,
         ]
@@ -305,12 +311,18 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
     let needs_net = only.iter().any(|s| {
         matches!(
             s,
-            Scenario::Up | Scenario::Load | Scenario::Failover | Scenario::Gateway
+            Scenario::Up
+                | Scenario::Load
+                | Scenario::Failover
+                | Scenario::Gateway
+                | Scenario::Cache
         )
     });
     if needs_net {
         eprintln!("bench: starting a devnet of 4 validators × {els} built-in ELs…");
-        let (net, first) = Devnet::start(args.port_start, load_cfg.accounts.max(10), els)?;
+        // One account more than the load uses: the cache scenario's transactions.
+        let dev_accounts = load_cfg.accounts.max(10) + 1;
+        let (net, first) = Devnet::start(args.port_start, dev_accounts, els)?;
         if only.contains(&Scenario::Up) {
             let mut o = Outcome::new(
                 Scenario::Up,
@@ -337,6 +349,11 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
             eprintln!("bench: gateway against a direct EL…");
             let secs = args.duration.as_secs_f64().clamp(1.0, 10.0);
             scenarios.push(rt.block_on(gateway_scenario(&net, secs)));
+        }
+        if only.contains(&Scenario::Cache) {
+            eprintln!("bench: the gateway's cache against a direct EL…");
+            let secs = args.duration.as_secs_f64().clamp(1.0, 10.0);
+            scenarios.push(rt.block_on(cache_scenario(&net, secs, dev_accounts - 1)));
         }
     }
     if only.contains(&Scenario::Ports) {
@@ -480,11 +497,39 @@ async fn load_scenario(net: &Devnet, mut cfg: crate::Config, args: &BenchArgs) -
 }
 
 /// Sequential `eth_blockNumber` calls on one connection for `secs`: latencies (ms).
-async fn sequential(http: &reqwest::Client, url: &str, secs: f64) -> Result<Vec<f64>> {
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+/// Calls the benchmarks make, one after another (each caller starting elsewhere in the
+/// list), and what a right answer to each looks like.
+#[derive(Clone)]
+struct Calls {
+    bodies: std::sync::Arc<Vec<bytes::Bytes>>,
+    answered: fn(&[u8]) -> bool,
+}
+
+impl Calls {
+    /// `eth_blockNumber`, answered with a quantity.
+    fn block_number() -> Calls {
+        Calls {
+            bodies: std::sync::Arc::new(vec![bytes::Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#,
+            )]),
+            answered: answered_quantity,
+        }
+    }
+}
+
+/// One call at a time for `secs`: each call's latency in ms, sorted.
+async fn sequential(
+    http: &reqwest::Client,
+    url: &str,
+    calls: &Calls,
+    secs: f64,
+) -> Result<Vec<f64>> {
     let mut lat = Vec::new();
     let t0 = Instant::now();
+    let mut i = 0;
     while t0.elapsed().as_secs_f64() < secs {
+        let body = calls.bodies[i % calls.bodies.len()].clone();
+        i += 1;
         let t = Instant::now();
         let r = http
             .post(url)
@@ -495,7 +540,7 @@ async fn sequential(http: &reqwest::Client, url: &str, secs: f64) -> Result<Vec<
             .bytes()
             .await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        if !r.starts_with(br#"{"jsonrpc":"2.0","id":1,"result":"0x"#) {
+        if !(calls.answered)(&r) {
             bail!("{url} answered {}", String::from_utf8_lossy(&r));
         }
     }
@@ -507,21 +552,18 @@ async fn sequential(http: &reqwest::Client, url: &str, secs: f64) -> Result<Vec<
 /// connection: answered calls per second. The callers are hyper's bare connection
 /// API (as `wrk` is to `curl`): the load generator shares the machine's two cores
 /// with what it measures, and every cycle it spends is one the gateway and the EL do
-/// not get. Each answer is read whole and checked to be an `eth_blockNumber` result;
-/// a call that fails or answers anything else is not counted, and more than 1 % of
-/// them fails the measurement.
-async fn concurrent(url: &str, clients: usize, secs: f64) -> Result<f64> {
+/// not get. Each answer is read whole and checked to be a right answer (`calls`); a
+/// call that fails or answers anything else is not counted, and more than 1 % of them
+/// fails the measurement.
+async fn concurrent(url: &str, calls: &Calls, clients: usize, secs: f64) -> Result<f64> {
     let uri: hyper::Uri = url.parse().with_context(|| format!("URL {url}"))?;
     let authority = uri
         .authority()
         .ok_or_else(|| anyhow!("URL {url} has no host:port"))?
         .to_string();
-    let body = bytes::Bytes::from_static(
-        br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#,
-    );
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..clients)
-        .map(|_| tokio::spawn(caller(authority.clone(), body.clone(), deadline)))
+        .map(|i| tokio::spawn(caller(authority.clone(), calls.clone(), i, deadline)))
         .collect();
     let (mut ok, mut bad, mut first_bad) = (0u64, 0u64, None);
     for t in tasks {
@@ -544,7 +586,8 @@ async fn concurrent(url: &str, clients: usize, secs: f64) -> Result<f64> {
 /// and what the first of those was. A connection that fails is counted and made anew.
 async fn caller(
     authority: String,
-    body: bytes::Bytes,
+    calls: Calls,
+    mut next: usize,
     deadline: Instant,
 ) -> (u64, u64, Option<String>) {
     use http_body_util::{BodyExt, Full};
@@ -580,10 +623,12 @@ async fn caller(
                 fail(&mut bad, format!("connection to {authority}: {e}"));
                 continue 'connection;
             }
+            let body = calls.bodies[next % calls.bodies.len()].clone();
+            next += 1;
             let req = hyper::Request::post("/")
                 .header(hyper::header::HOST, authority.as_str())
                 .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(body.clone()))
+                .body(Full::new(body))
                 .expect("a request from constant parts");
             let r = match send.send_request(req).await {
                 Ok(r) => r,
@@ -594,8 +639,7 @@ async fn caller(
             };
             let status = r.status();
             match r.into_body().collect().await.map(|b| b.to_bytes()) {
-                // An eth_blockNumber result, whatever the order of the answer's keys.
-                Ok(b) if status.is_success() && answered_quantity(&b) => ok += 1,
+                Ok(b) if status.is_success() && (calls.answered)(&b) => ok += 1,
                 Ok(b) => fail(
                     &mut bad,
                     format!("{status} {}", String::from_utf8_lossy(&b)),
@@ -611,6 +655,12 @@ async fn caller(
 /// wherever its keys are. A byte search, not a parse: the load generator stays light.
 fn answered_quantity(b: &[u8]) -> bool {
     const RESULT: &[u8] = br#""result":"0x"#;
+    b.windows(RESULT.len()).any(|w| w == RESULT)
+}
+
+/// Whether a (compact) JSON-RPC answer holds an object result, `"result":{`.
+fn answered_object(b: &[u8]) -> bool {
+    const RESULT: &[u8] = br#""result":{"#;
     b.windows(RESULT.len()).any(|w| w == RESULT)
 }
 
@@ -644,32 +694,190 @@ async fn gateway_scenario(net: &Devnet, secs: f64) -> Outcome {
         };
         let direct = format!("http://127.0.0.1:{}", net.port(&upstream, "http")?);
         // Warm both paths, then measure them back to back, twice, keeping each path's best.
-        sequential(&http, &direct, 0.5).await?;
-        sequential(&http, &gw, 0.5).await?;
-        let mut d_best: Option<Vec<f64>> = None;
-        let mut g_best: Option<Vec<f64>> = None;
-        for _ in 0..2 {
-            let d = sequential(&http, &direct, secs / 2.0).await?;
-            let g = sequential(&http, &gw, secs / 2.0).await?;
-            if d_best.as_ref().is_none_or(|b| pct(&d, 0.5) < pct(b, 0.5)) {
-                d_best = Some(d);
-            }
-            if g_best.as_ref().is_none_or(|b| pct(&g, 0.5) < pct(b, 0.5)) {
-                g_best = Some(g);
-            }
-        }
-        let (d, g) = (d_best.unwrap_or_default(), g_best.unwrap_or_default());
-        o.fig("direct p50", pct(&d, 0.5), "ms");
-        o.fig("gateway p50", pct(&g, 0.5), "ms");
-        o.fig("added at p50", pct(&g, 0.5) - pct(&d, 0.5), "ms");
-        o.fig("direct p99", pct(&d, 0.99), "ms");
-        o.fig("gateway p99", pct(&g, 0.99), "ms");
-        let d_rps = concurrent(&direct, 64, secs).await?;
-        let g_rps = concurrent(&gw, 64, secs).await?;
-        o.fig("direct throughput (64 clients)", d_rps, "req/s");
-        o.fig("gateway throughput (64 clients)", g_rps, "req/s");
+        compare(&mut o, "", &http, &direct, &gw, &Calls::block_number(), secs).await?;
         o.notes.push(format!(
             "same run, same EL ({upstream}, the gateway's pick); load generator, gateway and EL share this machine's cores"
+        ));
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = r {
+        o.status = "failed".into();
+        o.reason = Some(format!("{e:#}"));
+    }
+    o
+}
+
+/// The same calls directly to an EL and through the gateway, back to back: latency one
+/// at a time (each path warmed, measured twice, its best kept) and the throughput of 64
+/// concurrent keep-alive clients; figures named with `label` first.
+async fn compare(
+    o: &mut Outcome,
+    label: &str,
+    http: &reqwest::Client,
+    direct: &str,
+    gw: &str,
+    calls: &Calls,
+    secs: f64,
+) -> Result<()> {
+    sequential(http, direct, calls, 0.5).await?;
+    sequential(http, gw, calls, 0.5).await?;
+    let mut d_best: Option<Vec<f64>> = None;
+    let mut g_best: Option<Vec<f64>> = None;
+    for _ in 0..2 {
+        let d = sequential(http, direct, calls, secs / 2.0).await?;
+        let g = sequential(http, gw, calls, secs / 2.0).await?;
+        if d_best.as_ref().is_none_or(|b| pct(&d, 0.5) < pct(b, 0.5)) {
+            d_best = Some(d);
+        }
+        if g_best.as_ref().is_none_or(|b| pct(&g, 0.5) < pct(b, 0.5)) {
+            g_best = Some(g);
+        }
+    }
+    let (d, g) = (d_best.unwrap_or_default(), g_best.unwrap_or_default());
+    o.fig(&format!("{label}direct p50"), pct(&d, 0.5), "ms");
+    o.fig(&format!("{label}gateway p50"), pct(&g, 0.5), "ms");
+    o.fig(
+        &format!("{label}added at p50"),
+        pct(&g, 0.5) - pct(&d, 0.5),
+        "ms",
+    );
+    o.fig(&format!("{label}direct p99"), pct(&d, 0.99), "ms");
+    o.fig(&format!("{label}gateway p99"), pct(&g, 0.99), "ms");
+    let d_rps = concurrent(direct, calls, 64, secs).await?;
+    let g_rps = concurrent(gw, calls, 64, secs).await?;
+    o.fig(
+        &format!("{label}direct throughput (64 clients)"),
+        d_rps,
+        "req/s",
+    );
+    o.fig(
+        &format!("{label}gateway throughput (64 clients)"),
+        g_rps,
+        "req/s",
+    );
+    o.fig(
+        &format!("{label}gateway / direct throughput"),
+        g_rps / d_rps.max(f64::MIN_POSITIVE),
+        "×",
+    );
+    Ok(())
+}
+
+/// The gateway's cache of finalized data: a hot set of finalized blocks and receipts,
+/// through the gateway (answered from its cache once warm) against the EL it reads from.
+async fn cache_scenario(net: &Devnet, secs: f64, account: u32) -> Outcome {
+    let mut o = Outcome::new(
+        Scenario::Cache,
+        "gateway cache of finalized data against calling an EL directly (finalized blocks, receipts)",
+        "chainctl bench --only cache".into(),
+    );
+    let r = async {
+        let gw_url = format!("http://127.0.0.1:{}", net.port("chainctl", "gateway")?);
+        let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+        let gw = Rpc::new(&gw_url)?;
+        let q = |v: &Value| quantity(v);
+        // 64 transactions of an account no other scenario uses, finalized.
+        let chain_id = gw
+            .call("eth_chainId", json!([]))
+            .await
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|v| q(&v).ok_or_else(|| anyhow!("eth_chainId answered {v}")))?;
+        let mut hashes = Vec::new();
+        for nonce in 0..64 {
+            let (hash, raw) = crate::signed_transfer(chain_id, account, nonce)?;
+            gw.call("eth_sendRawTransaction", json!([raw]))
+                .await
+                .map_err(|e| anyhow!("sending the scenario's transaction {nonce}: {e}"))?;
+            hashes.push(hash);
+        }
+        let t0 = Instant::now();
+        let mut last_block = 0;
+        for h in &hashes {
+            loop {
+                let r = gw
+                    .call("eth_getTransactionReceipt", json!([h]))
+                    .await
+                    .unwrap_or(Value::Null);
+                if let Some(n) = q(&r["blockNumber"]) {
+                    last_block = last_block.max(n);
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(60) {
+                    bail!("transaction {h} has no receipt 60 s after it was sent");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        loop {
+            let f = gw
+                .call("eth_getBlockByNumber", json!(["finalized", false]))
+                .await
+                .ok()
+                .and_then(|b| q(&b["number"]))
+                .unwrap_or(0);
+            if f >= last_block {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                bail!("block {last_block} is not finalized 60 s after it was made");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The gateway follows the finalized height a moment behind.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let upstream = http
+            .post(&gw_url)
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#)
+            .send()
+            .await?
+            .headers()
+            .get("x-chainctl-upstream")
+            .and_then(|u| u.to_str().ok())
+            .map(String::from)
+            .ok_or_else(|| anyhow!("the gateway {gw_url} names no upstream"))?;
+        let direct = format!("http://127.0.0.1:{}", net.port(&upstream, "http")?);
+        let body = |method: &str, params: Value| {
+            bytes::Bytes::from(
+                json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string(),
+            )
+        };
+        let first = last_block.saturating_sub(63).max(1);
+        let blocks = Calls {
+            bodies: std::sync::Arc::new(
+                (first..=last_block)
+                    .map(|n| body("eth_getBlockByNumber", json!([format!("0x{n:x}"), false])))
+                    .collect(),
+            ),
+            answered: answered_object,
+        };
+        let receipts = Calls {
+            bodies: std::sync::Arc::new(
+                hashes
+                    .iter()
+                    .map(|h| body("eth_getTransactionReceipt", json!([h])))
+                    .collect(),
+            ),
+            answered: answered_object,
+        };
+        compare(&mut o, "blocks: ", &http, &direct, &gw_url, &blocks, secs).await?;
+        compare(
+            &mut o,
+            "receipts: ",
+            &http,
+            &direct,
+            &gw_url,
+            &receipts,
+            secs,
+        )
+        .await?;
+        o.notes.push(format!(
+            "same run, same EL ({upstream}, the gateway's pick); hot sets: {} finalized blocks \
+             ({first}..={last_block}, without transactions' bodies), 64 receipts; the gateway \
+             answers them from its cache after the warm-up; load generator, gateway and EL \
+             share this machine's cores",
+            last_block - first + 1
         ));
         Ok::<_, anyhow::Error>(())
     }
