@@ -1895,6 +1895,13 @@ fn genesis_up_to(dir: &std::path::Path, last: &str) -> std::path::PathBuf {
     .unwrap();
     let cfg = genesis["config"].as_object_mut().unwrap();
     let later: &[&str] = match last {
+        "paris" => &[
+            "shanghaiTime",
+            "cancunTime",
+            "pragueTime",
+            "osakaTime",
+            "blobSchedule",
+        ],
         "shanghai" => &["cancunTime", "pragueTime", "osakaTime", "blobSchedule"],
         other => panic!("no genesis for {other}"),
     };
@@ -2060,4 +2067,103 @@ fn a_shanghai_chain_is_driven_through_v2_and_wrong_versions_get_the_spec_codes()
         engine_err(&cancun, "engine_getPayloadV2", json!([fcu["payloadId"]])),
         "-38005",
     );
+}
+
+/// The merge fork in the fixture importer (issue 31): a blockchain test written here —
+/// a Paris chain built by the engine through forkchoiceUpdatedV1 / getPayloadV1, its
+/// genesis and one block of a transfer, plus the same block with a wrong state root that
+/// must be rejected for it — passes as `Paris` (EEST's name), and fails under Shanghai's
+/// rules, which want withdrawals: the importer runs the network the case names.
+#[test]
+fn a_paris_blockchain_test_built_here_passes_the_importer_under_paris_rules_only() {
+    use alloy_consensus::{Block, Header, TxEnvelope};
+    use alloy_rpc_types_engine::{ExecutionPayload, ExecutionPayloadV1};
+    let dir = tempfile::tempdir().unwrap();
+    let genesis_file = genesis_up_to(dir.path(), "paris");
+    let evm = Evm::start(&genesis_file);
+    let k0 = signer(KEY0);
+    evm.rpc("eth_sendRawTransaction", json!([transfer_of_1_wei(&k0, 0)]));
+    let genesis = json!(evm.genesis);
+    let fc = json!({"headBlockHash": genesis, "safeBlockHash": B256::ZERO, "finalizedBlockHash": B256::ZERO});
+    let mut attrs = attrs_v2(now());
+    attrs.as_object_mut().unwrap().remove("withdrawals");
+    let fcu = evm.engine("engine_forkchoiceUpdatedV1", json!([fc, attrs]));
+    assert_eq!(fcu["payloadStatus"]["status"], "VALID", "{fcu}");
+    let payload = evm.engine("engine_getPayloadV1", json!([fcu["payloadId"]]));
+    assert!(
+        payload.get("withdrawals").is_none(),
+        "a V1 payload: {payload}"
+    );
+    let payload: ExecutionPayloadV1 = serde_json::from_value(payload).unwrap();
+    let block: Block<TxEnvelope> = ExecutionPayload::V1(payload.clone())
+        .try_into_block()
+        .unwrap();
+    assert_eq!(block.header.hash_slow(), payload.block_hash);
+    assert_eq!(block.body.transactions.len(), 1);
+    let mut bad = block.clone();
+    bad.header.state_root = B256::repeat_byte(0x42);
+    let hex_rlp = |b: &Block<TxEnvelope>| format!("0x{}", hex::encode(alloy_rlp::encode(b)));
+
+    // The genesis header as the engine serves it, and the allocation as the pre-state.
+    let g0 = evm.rpc("eth_getBlockByNumber", json!(["0x0", false]));
+    let header: Header = serde_json::from_value(g0.clone()).unwrap();
+    assert_eq!(json!(header.hash_slow()), g0["hash"], "{g0}");
+    let g: Value = serde_json::from_str(&std::fs::read_to_string(&genesis_file).unwrap()).unwrap();
+    let pre: serde_json::Map<String, Value> = g["alloc"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(a, acct)| {
+            let a = if a.starts_with("0x") {
+                a.clone()
+            } else {
+                format!("0x{a}")
+            };
+            (
+                a,
+                json!({
+                    "balance": acct["balance"],
+                    "nonce": acct.get("nonce").cloned().unwrap_or(json!("0x0")),
+                    "code": acct.get("code").cloned().unwrap_or(json!("0x")),
+                    "storage": acct.get("storage").cloned().unwrap_or(json!({})),
+                }),
+            )
+        })
+        .collect();
+    let case = |network: &str| {
+        json!({"paris_transfer": {
+            "network": network,
+            "genesisRLP": format!("0x{}", hex::encode(alloy_rlp::encode(&header))),
+            "genesisBlockHeader": {"hash": g0["hash"]},
+            "pre": pre,
+            "lastblockhash": payload.block_hash,
+            "config": {"chainid": format!("{:#x}", g["config"]["chainId"].as_u64().unwrap())},
+            "blocks": [
+                {"rlp": hex_rlp(&bad), "expectException": "BlockException.INVALID_STATE_ROOT"},
+                {"rlp": hex_rlp(&block), "blockHeader": {"hash": payload.block_hash}},
+            ],
+        }})
+    };
+    let import = |network: &str| {
+        let path = dir.path().join(format!("{network}.json"));
+        std::fs::write(&path, case(network).to_string()).unwrap();
+        let o = std::process::Command::new(crate::util::bin())
+            .args(["node", "evm", "import-fixture"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (o.status.success(), crate::util::text(&o.stdout))
+    };
+    let (ok, out) = import("Paris");
+    assert!(ok, "{out}");
+    assert!(out.contains("total: 1 passed, 0 failed"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("Paris: ")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("BlockException.INVALID_STATE_ROOT")
+                && l.contains("1 rejected for it")),
+        "{out}"
+    );
+    let (ok, out) = import("Shanghai");
+    assert!(!ok && out.contains("missing withdrawals"), "{out}");
 }

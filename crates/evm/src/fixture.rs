@@ -174,6 +174,10 @@ pub const EXCEPTION_KINDS: &[(&str, &[&str])] = &[
         "BlockException.INVALID_BLOCK_HASH",
         &["block hash mismatch"],
     ),
+    (
+        "BlockException.INVALID_STATE_ROOT",
+        &["state root mismatch"],
+    ),
 ];
 
 /// Whether `reason` is of a kind `expected` names (`A|B`: either). An exception name
