@@ -117,13 +117,16 @@ pub(super) fn up_detached(
             // Settled services are not yet a network that answers: return once the
             // gateway has a client to give a request to (the first request after `up
             // --detach` must not fail), or say what it still waits for.
-            let gateway = chainctl_monitor::Settings::new(&loaded.profile, &layout)
-                .ok()
+            let settings = chainctl_monitor::Settings::new(&loaded.profile, &layout).ok();
+            let gateway = settings
+                .as_ref()
                 .and_then(|s| s.gateway_addr)
                 .map(chainctl_monitor::reachable);
+            let cert = settings.and_then(|s| s.gateway_tls).map(|t| t.cert);
             if let Some(gw) = gateway {
-                if let Err(why) = wait_gateway(gw, deadline, &mut alive) {
-                    eprintln!("warning: the gateway at http://{gw} cannot serve yet: {why}; `chainctl status` shows what it waits for");
+                let scheme = if cert.is_some() { "https" } else { "http" };
+                if let Err(why) = wait_gateway(gw, cert.as_deref(), deadline, &mut alive) {
+                    eprintln!("warning: the gateway at {scheme}://{gw} cannot serve yet: {why}; `chainctl status` shows what it waits for");
                 }
             }
             let report = chainctl_core::control::call(
@@ -153,6 +156,7 @@ pub(super) fn up_detached(
 /// synced execution client behind it), for at most `limit`; the last answer otherwise.
 fn wait_gateway(
     gw: std::net::SocketAddr,
+    cert: Option<&Path>,
     limit: Duration,
     alive: &mut dyn FnMut() -> bool,
 ) -> std::result::Result<(), String> {
@@ -162,7 +166,7 @@ fn wait_gateway(
     let mut why = String::from("no answer yet");
     let mut said = t0;
     while t0.elapsed() < limit {
-        match chainctl_common::http::json(gw, None, "POST", "/", None, Some(&call)) {
+        match chainctl_common::http::json(gw, cert, "POST", "/", None, Some(&call)) {
             Ok((_, v)) if v.get("result").is_some() => return Ok(()),
             Ok((_, v)) => {
                 why = v["error"]["message"]
@@ -175,7 +179,7 @@ fn wait_gateway(
             return Err("the supervisor exited".into());
         }
         if said.elapsed() >= Duration::from_secs(5) {
-            eprintln!("waiting for the gateway at http://{gw}: {why}");
+            eprintln!("waiting for the gateway at {gw}: {why}");
             said = std::time::Instant::now();
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -341,6 +341,10 @@ pub struct LoadArgs {
     /// finalized, are asked of each before one is called lost.
     #[arg(long, value_name = "URL")]
     rpc: Option<String>,
+    /// The certificate an https:// `--rpc` must present (PEM; chainctl trusts exactly it).
+    /// The network's own gateway needs none: its `gateway.tls.cert` is used.
+    #[arg(long, value_name = "FILE", requires = "rpc")]
+    rpc_cert: Option<PathBuf>,
     /// Transactions per second to send.
     #[arg(long, default_value_t = 100)]
     tps: u64,

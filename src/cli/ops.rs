@@ -2,12 +2,16 @@
 
 use super::*;
 
+/// The gateway's URL and, when it serves HTTPS (`gateway.tls`), the certificate it
+/// presents.
+type Gateway = (String, Option<PathBuf>);
+
 /// The JSON-RPC endpoints of the profile's running network, from its state dir: the
 /// gateway (when the profile has one), then every execution client, by name.
 pub(super) fn network_rpcs(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
-) -> Result<(Option<String>, Vec<String>)> {
+) -> Result<(Option<Gateway>, Vec<String>)> {
     let layout = layout_of(profile, state_dir)?;
     let ports = state::read_json::<PortsFile>(&layout.ports_file())?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -28,8 +32,13 @@ pub(super) fn network_rpcs(
         .ok()
         .and_then(|s| chainctl_core::loader::load(s).ok())
         .and_then(|l| chainctl_monitor::Settings::new(&l.profile, &layout).ok())
-        .and_then(|s| s.gateway_addr)
-        .map(|a| url(a.ip(), a.port()));
+        .and_then(|s| {
+            let a = s.gateway_addr?;
+            Some(match s.gateway_tls {
+                Some(t) => (format!("https://{}", reach(a.ip(), a.port())), Some(t.cert)),
+                None => (url(a.ip(), a.port()), None),
+            })
+        });
     // Where the supervisor reaches each client (another swarm node's address, or here),
     // on the port its adapter serves HTTP on.
     let plans: Vec<&chainctl_core::plan::ServicePlan> = st
@@ -72,19 +81,25 @@ fn el_url(p: &chainctl_core::plan::ServicePlan) -> Option<String> {
     Some(format!("http://{}", reach(p.ready_host, http.port)))
 }
 
-/// Where load goes: `--rpc`, else the gateway (it keeps serving when a client dies), else
-/// the first client; and every client of the network as a witness (blocks and receipts).
+/// Where load goes: `--rpc` (with the certificate `--rpc-cert` pins), else the gateway
+/// (it keeps serving when a client dies; pinned to `gateway.tls.cert` when it serves
+/// HTTPS), else the first client; and every client of the network as a witness (blocks
+/// and receipts).
 fn load_endpoints(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
     rpc: Option<String>,
-) -> Result<(String, Vec<String>)> {
+    rpc_cert: Option<PathBuf>,
+) -> Result<(Gateway, Vec<String>)> {
     let network = network_rpcs(profile, state_dir);
     let rpc = match (rpc, &network) {
-        (Some(r), _) => r,
-        (None, Ok((gateway, els))) => gateway.clone().or_else(|| els.first().cloned()).ok_or_else(|| {
-            anyhow::anyhow!("no --rpc given and the profile's network has no gateway and no execution client: pass --rpc URL")
-        })?,
+        (Some(r), _) => (r, rpc_cert),
+        (None, Ok((gateway, els))) => gateway
+            .clone()
+            .or_else(|| els.first().map(|e| (e.clone(), None)))
+            .ok_or_else(|| {
+                anyhow::anyhow!("no --rpc given and the profile's network has no gateway and no execution client: pass --rpc URL")
+            })?,
         (None, Err(e)) => return Err(anyhow::anyhow!("{e:#}")),
     };
     Ok((rpc, network.map(|(_, els)| els).unwrap_or_default()))
@@ -167,9 +182,10 @@ pub(super) fn chaos_cmd(
             .unwrap_or(1)
     });
     let load = if a.tps > 0 {
-        let (rpc, witnesses) = load_endpoints(profile, state_dir, a.rpc)?;
+        let ((rpc, rpc_cert), witnesses) = load_endpoints(profile, state_dir, a.rpc, None)?;
         let cfg = chainctl_load::Config {
             rpc,
+            rpc_cert,
             tps: a.tps,
             duration: a.duration,
             accounts: chainctl_load::accounts_for(a.tps),
@@ -254,12 +270,13 @@ pub(super) fn load_cmd(
     state_dir: Option<&Path>,
     a: LoadArgs,
 ) -> Result<ExitCode> {
-    let (rpc, witnesses) = load_endpoints(profile, state_dir, a.rpc)?;
+    let ((rpc, rpc_cert), witnesses) = load_endpoints(profile, state_dir, a.rpc, a.rpc_cert)?;
     let accounts = a
         .accounts
         .unwrap_or_else(|| chainctl_load::accounts_for(a.tps));
     let summary = chainctl_load::run(chainctl_load::Config {
         rpc,
+        rpc_cert,
         tps: a.tps,
         duration: a.duration,
         accounts,

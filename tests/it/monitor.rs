@@ -511,12 +511,11 @@ fn curl_tls(ca: &std::path::Path, url: &str, bearer: Option<&str>) -> (u16, Stri
     (code.trim().parse().unwrap(), body.to_string())
 }
 
-#[test]
-fn api_over_tls() {
+/// A private CA, as an operator would bring one: writes `ca.pem` and returns a function
+/// that writes a certificate for 127.0.0.1 it signs as `NAME.pem` and its key as
+/// `NAME.key` (mode 0600).
+fn private_ca(env: &Env) -> impl Fn(&str) {
     use std::os::unix::fs::PermissionsExt;
-    let env = Env::new();
-    // A CA and a server certificate for 127.0.0.1 signed by it, as an operator would
-    // bring them.
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -524,15 +523,28 @@ fn api_over_tls() {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "chainctl API");
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     std::fs::write(env.path("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(env.path("api.pem"), cert.pem()).unwrap();
-    std::fs::write(env.path("api.key"), key.serialize_pem()).unwrap();
+    let dir = env.path("");
+    move |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("chainctl {name}"));
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+#[test]
+fn api_over_tls() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let issue = private_ca(&env);
+    issue("api");
     let key_path = env.path("api.key");
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     // Relative paths are relative to the profile.
@@ -581,6 +593,111 @@ fn api_over_tls() {
     let e = crate::util::text(&o.stderr);
     assert!(!o.status.success());
     assert!(e.contains("failover of val-0 refused"), "{e}");
+}
+
+/// The gateway over HTTPS and WSS (`gateway.tls`), opened beyond loopback with
+/// `listen.gateway` while the clients stay on loopback: curl with the operator's CA and a
+/// WebSocket client over TLS get answers, plain HTTP does not; chainctl's own load finds
+/// and pins the gateway's certificate, and refuses another; a renewed certificate is
+/// served without a restart.
+#[test]
+fn gateway_over_tls() {
+    let env = Env::new();
+    let issue = private_ca(&env);
+    issue("gw");
+    env.write_profile(
+        "name: gwtls\nports: {start: 26400, end: 26459}\nlisten: {gateway: 0.0.0.0}\nchain: {chain_id: 1337, block_time: 1s}\nvalidators:\n  count: 1\n  execution: [builtin]\ngateway: {port: auto, tls: {cert: gw.pem, key: gw.key}}\n",
+    );
+    env.up_detached();
+    let port = own_port(&ports(&env), "gateway");
+    let https = format!("https://127.0.0.1:{port}");
+    let ca = env.path("ca.pem");
+    let post = |body: &str| -> Value {
+        let o = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(["-H", "content-type: application/json", "-d", body, &https])
+            .output()
+            .expect("curl is missing: .ci/run installs it (Debian package `curl`)");
+        assert!(o.status.success(), "curl: {}", crate::util::text(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let v = post(r#"{"jsonrpc":"2.0","id":3,"method":"eth_chainId","params":[]}"#);
+    assert_eq!(v["result"], "0x539", "{v}");
+    let st = env.ok(&["status"]);
+    assert!(
+        st.contains(&format!("gateway: https://0.0.0.0:{port}")),
+        "{st}"
+    );
+    // Plain HTTP gets no answer from the TLS listener.
+    let plain = ureq::post(&format!("http://127.0.0.1:{port}"))
+        .timeout(Duration::from_secs(5))
+        .send_string(r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#);
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+
+    // WSS: newHeads over a TLS connection that trusts exactly the gateway's certificate.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let tls = chainctl_common::tls::connect(addr, tcp, &env.path("gw.pem")).unwrap();
+    let (mut ws, _) = tungstenite::client(format!("wss://127.0.0.1:{port}/"), tls).unwrap();
+    ws.send(tungstenite::Message::Text(
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#.into(),
+    ))
+    .unwrap();
+    let mut heads = 0;
+    while heads < 2 {
+        let m = ws.read().unwrap();
+        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        if v["method"] == "eth_subscription" {
+            assert!(v["params"]["result"]["number"].is_string(), "{v}");
+            heads += 1;
+        }
+    }
+    drop(ws);
+
+    // chainctl's own client: `load` finds the gateway, speaks HTTPS and pins its
+    // certificate; given another certificate to trust, it refuses the gateway.
+    let o = env.run(&["load", "--tps", "5", "--duration", "2s", "--output", "json"]);
+    assert!(
+        o.status.success(),
+        "load over HTTPS: {}\n{}",
+        crate::util::text(&o.stdout),
+        crate::util::text(&o.stderr)
+    );
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["included"], 10, "{s}");
+    issue("other");
+    let o = env.run(&[
+        "load",
+        "--rpc",
+        &https,
+        "--rpc-cert",
+        "other.pem",
+        "--tps",
+        "1",
+        "--duration",
+        "1s",
+    ]);
+    let e = crate::util::text(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("another certificate"), "{e}");
+
+    // Renewed on disk (same CA): served from the next connection on, no restart.
+    std::fs::copy(env.path("other.pem"), env.path("gw.pem")).unwrap();
+    std::fs::copy(env.path("other.key"), env.path("gw.key")).unwrap();
+    wait_for("the renewed certificate", Duration::from_secs(10), || {
+        let tcp = std::net::TcpStream::connect(addr).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut c = chainctl_common::tls::connect(addr, tcp, &env.path("other.pem")).ok()?;
+        use std::io::{Read, Write};
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).ok()?;
+        buf.starts_with(b"HTTP/1.").then_some(())
+    });
+    let v = post(r#"{"jsonrpc":"2.0","id":4,"method":"eth_chainId","params":[]}"#);
+    assert_eq!(v["result"], "0x539", "{v}");
 }
 
 #[test]

@@ -52,6 +52,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("geth under swarm", "name: x\nruntime: swarm\nvalidators:\n  count: 1\n  execution: [geth]\n  clients:\n    geth: {image: 'g:1'}\n", "5:14: validators.execution: `geth` needs its init step (`geth init`) before it starts, which the swarm backend does not run"),
     ("swarm settings without runtime swarm", "name: x\nswarm:\n  placement: {val-0: a}\nvalidators:\n  count: 1\n", "2:1: swarm: only `runtime: swarm` places services on swarm nodes, and this profile has `runtime: process`"),
     ("swarm service without an image", "name: x\nruntime: swarm\nservices:\n  a:\n    command: [sleep, '1']\n", "4:3: services.a: has no `image`, and under `runtime: swarm` every service runs from one"),
+    ("services beyond loopback in plain HTTP", "name: x\nlisten:\n  rpc: 0.0.0.0\nvalidators:\n  count: 1\n", "3:8: listen.rpc: 0.0.0.0 is not loopback, and the services' endpoints there (JSON-RPC, Engine API, metrics) speak plain HTTP: keep `listen.rpc: 127.0.0.1` and open only the gateway"),
+    ("the gateway beyond loopback without TLS", "name: x\nlisten:\n  gateway: 0.0.0.0\nvalidators:\n  count: 1\n", "3:12: listen.gateway: the gateway would serve plain HTTP on 0.0.0.0, beyond loopback: set `gateway.tls: {cert: FILE, key: FILE}` (HTTPS and WSS), or set `listen.insecure: true`"),
+    ("the API beyond loopback without TLS", "name: x\nlisten:\n  api: 10.0.0.1\nservices:\n  a:\n    command: [sleep, '1']\n", "3:8: listen.api: the API would serve plain HTTP on 10.0.0.1, beyond loopback (its bearer token in clear): set `api.tls"),
     ("systemd as a runtime", "name: x\nruntime: systemd\nservices:\n  a:\n    command: [sleep, '1']\n", "2:10: runtime: `up` does not run services through systemd: remove `runtime: systemd` and install the rendered units with `chainctl systemd install`"),
 ];
 

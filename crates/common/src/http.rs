@@ -76,6 +76,24 @@ pub fn json(
     Ok((code, v))
 }
 
+/// A connection to `addr` (TLS trusting only `tls_cert` when given) whose reads and
+/// writes may each take `t`.
+pub fn connect(
+    addr: std::net::SocketAddr,
+    tls_cert: Option<&std::path::Path>,
+    t: std::time::Duration,
+) -> Result<Box<dyn ReadWrite>, HttpError> {
+    let io = |source| HttpError::Io { addr, source };
+    let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+        .map_err(io)?;
+    tcp.set_read_timeout(Some(t)).map_err(io)?;
+    tcp.set_write_timeout(Some(t)).map_err(io)?;
+    Ok(match tls_cert {
+        Some(cert) => Box::new(crate::tls::connect(addr, tcp, cert).map_err(HttpError::Tls)?),
+        None => Box::new(tcp),
+    })
+}
+
 /// One HTTP/1.0 request (over TLS when `tls_cert` is given: the server must present that
 /// certificate) that may take `t` to read or write; the status code and the body as text.
 pub fn text(
@@ -89,14 +107,7 @@ pub fn text(
 ) -> Result<(u16, String), HttpError> {
     use std::io::{Read, Write as _};
     let io = |source| HttpError::Io { addr, source };
-    let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
-        .map_err(io)?;
-    tcp.set_read_timeout(Some(t)).map_err(io)?;
-    tcp.set_write_timeout(Some(t)).map_err(io)?;
-    let mut c: Box<dyn ReadWrite> = match tls_cert {
-        Some(cert) => Box::new(crate::tls::connect(addr, tcp, cert).map_err(HttpError::Tls)?),
-        None => Box::new(tcp),
-    };
+    let mut c = connect(addr, tls_cert, t)?;
     let body = body.unwrap_or_default();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -143,5 +154,6 @@ pub fn text(
 }
 
 /// A byte stream: plain TCP or TLS over it.
-trait ReadWrite: std::io::Read + std::io::Write {}
+/// A connection, plain or TLS.
+pub trait ReadWrite: std::io::Read + std::io::Write {}
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}

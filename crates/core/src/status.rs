@@ -76,6 +76,11 @@ pub struct MonitorSummary {
     pub gateway: Option<String>,
     /// chainctl's API address.
     pub api: String,
+    /// Whether the gateway and the API serve HTTPS (`gateway.tls`, `api.tls`).
+    #[serde(default)]
+    pub gateway_tls: bool,
+    #[serde(default)]
+    pub api_tls: bool,
     /// Empty when ready; else what is not.
     pub not_ready: Vec<String>,
     /// Recent health changes, oldest first (`time service from→to: reason`).
@@ -312,9 +317,15 @@ pub fn table(r: &StatusReport) -> String {
     out.push_str(&validators_table(r));
     if let Some(m) = &r.monitor {
         if let Some(g) = &m.gateway {
-            let _ = writeln!(out, "gateway: http://{g} (JSON-RPC, HTTP and WebSocket)");
+            let how = if m.gateway_tls {
+                "https://{g} (JSON-RPC, HTTPS and WSS)"
+            } else {
+                "http://{g} (JSON-RPC, HTTP and WebSocket)"
+            };
+            let _ = writeln!(out, "gateway: {}", how.replace("{g}", g));
         }
-        let _ = writeln!(out, "api: http://{} (/metrics, /ready)", m.api);
+        let scheme = if m.api_tls { "https" } else { "http" };
+        let _ = writeln!(out, "api: {scheme}://{} (/metrics, /ready)", m.api);
         if m.not_ready.is_empty() {
             let _ = writeln!(out, "ready: yes");
         } else {

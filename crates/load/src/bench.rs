@@ -297,6 +297,7 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
         drain: Duration::from_secs(30),
         progress: true,
         witnesses: Vec::new(),
+        rpc_cert: None,
     };
     if only.contains(&Scenario::Load) {
         load_cfg.check().context("the load scenario (--tps)")?;

@@ -100,6 +100,9 @@ pub struct Config {
     /// not have yet are read there, and each is asked for the receipt of a transaction
     /// before it is reported as not finalized.
     pub witnesses: Vec<String>,
+    /// The certificate `rpc` must present over HTTPS (pinned: the network's gateway with
+    /// `gateway.tls`); none: the URL is plain HTTP.
+    pub rpc_cert: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -259,18 +262,36 @@ pub struct Rpc {
 }
 
 impl Rpc {
+    /// A plain HTTP endpoint.
     pub fn new(url: &str) -> Result<Self> {
+        Rpc::pinned(url, None)
+    }
+
+    /// An endpoint, over HTTPS trusting exactly `cert` when given (chainctl's gateway).
+    pub fn pinned(url: &str, cert: Option<&std::path::Path>) -> Result<Self> {
         let u = reqwest::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| {
                 anyhow!("--rpc {url:?} is not an http(s) URL, e.g. http://127.0.0.1:8545")
             })?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        match (u.scheme(), cert) {
+            ("https", Some(cert)) => {
+                let tls = chainctl_common::tls::pinned_client_config(cert)
+                    .map_err(|e| anyhow!("--rpc-cert: {e}"))?;
+                http = http.use_preconfigured_tls(tls);
+            }
+            ("https", None) => bail!(
+                "--rpc {url}: an HTTPS endpoint needs the certificate it serves (--rpc-cert FILE): \
+                 chainctl trusts exactly that one"
+            ),
+            (_, Some(_)) => bail!("--rpc-cert is for an https:// --rpc, not {url}"),
+            _ => {}
+        }
         Ok(Rpc {
             url: u.to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            http: http.build()?,
         })
     }
 
@@ -353,6 +374,19 @@ fn transport(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
+    // Why a connection failed is said only deep in the chain of causes (refused, a TLS
+    // handshake refused because the certificate is not the one pinned): name the last.
+    if e.is_connect() {
+        let mut last: Option<&dyn std::error::Error> = None;
+        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+        while let Some(c) = cause {
+            last = Some(c);
+            cause = c.source();
+        }
+        if let Some(c) = last {
+            return format!("transport: {kind}: {c}");
+        }
+    }
     format!("transport: {kind}")
 }
 
@@ -591,7 +625,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
 
 pub async fn run_async(cfg: Config) -> Result<Summary> {
     cfg.check()?;
-    let rpc = Rpc::new(&cfg.rpc)?;
+    let rpc = Rpc::pinned(&cfg.rpc, cfg.rpc_cert.as_deref())?;
     let chain_id = rpc.u64("eth_chainId", json!([])).await.with_context(|| {
         format!(
             "no JSON-RPC answer from {}: is the network up (`chainctl status`)?",

@@ -34,7 +34,7 @@ pub async fn serve(
         .route("/api/v1/failover", post(failover))
         .with_state(sh);
     match tls {
-        Some(cfg) => super::tls_serve::serve(listener, cfg, app).await,
+        Some(cfg) => super::tls_serve::serve("API", listener, cfg, app).await,
         None => {
             let _ = axum::serve(listener, app).await;
         }

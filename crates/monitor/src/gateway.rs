@@ -326,8 +326,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Serves the gateway on `listener` until the process ends.
-pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
+/// Serves the gateway on `listener` until the process ends: HTTPS and WSS with `tls`,
+/// else plain HTTP and WebSocket.
+pub async fn serve(
+    sh: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let sh_cache_mb = sh.settings.gateway.cache_mb;
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
@@ -358,6 +363,10 @@ pub async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
     let app = Router::new()
         .route("/", get(ws_upgrade).post(http_call))
         .with_state(gw);
+    if let Some(cfg) = tls {
+        super::tls_serve::serve("gateway", listener, cfg, app).await;
+        return;
+    }
     // Answers go out as soon as they are written (no Nagle wait behind the client's
     // delayed ACK).
     use axum::serve::ListenerExt;

@@ -61,7 +61,9 @@ pub struct Settings {
     /// The API's bearer token file.
     pub token_path: PathBuf,
     /// The API's certificate and key (none: plain HTTP).
-    pub api_tls: Option<chainctl_core::profile::ApiTls>,
+    pub api_tls: Option<chainctl_core::profile::TlsFiles>,
+    /// The gateway's certificate and key (none: plain HTTP).
+    pub gateway_tls: Option<chainctl_core::profile::TlsFiles>,
 }
 
 impl Settings {
@@ -77,7 +79,7 @@ impl Settings {
         let gateway_addr = chainctl_core::ports::chainctl_ports(profile)
             .iter()
             .any(|(n, _)| *n == "gateway")
-            .then(|| port("gateway").map(|p| SocketAddr::new(profile.listen.rpc, p)))
+            .then(|| port("gateway").map(|p| SocketAddr::new(profile.listen.gateway(), p)))
             .flatten();
         Ok(Settings {
             profile: profile.name.clone(),
@@ -89,6 +91,7 @@ impl Settings {
             api_addr: SocketAddr::new(profile.listen.api, api_port),
             token_path: layout.api_token(),
             api_tls: profile.api.tls.clone(),
+            gateway_tls: profile.gateway.tls.clone(),
         })
     }
 
@@ -553,7 +556,15 @@ impl Monitor {
             )
         })?;
         let api_tls = match &settings.api_tls {
-            Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(anyhow::Error::msg)?),
+            Some(t) => {
+                Some(tls::server_config("api.tls", &t.cert, &t.key).map_err(anyhow::Error::msg)?)
+            }
+            None => None,
+        };
+        let gateway_tls = match &settings.gateway_tls {
+            Some(t) => Some(
+                tls::server_config("gateway.tls", &t.cert, &t.key).map_err(anyhow::Error::msg)?,
+            ),
             None => None,
         };
         let api_listener = std::net::TcpListener::bind(settings.api_addr).with_context(|| {
@@ -623,8 +634,9 @@ impl Monitor {
                     if let Some(l) = gw_listener {
                         match tokio::net::TcpListener::from_std(l) {
                             Ok(l) => {
-                                info!(addr = ?sh.settings.gateway_addr, "JSON-RPC gateway listening (HTTP and WebSocket)");
-                                tokio::spawn(gateway::serve(sh.clone(), l));
+                                let scheme = if gateway_tls.is_some() { "HTTPS and WSS" } else { "HTTP and WebSocket" };
+                                info!(addr = ?sh.settings.gateway_addr, scheme, "JSON-RPC gateway listening");
+                                tokio::spawn(gateway::serve(sh.clone(), l, gateway_tls));
                             }
                             Err(e) => error!("gateway listener: {e}"),
                         }
@@ -720,6 +732,8 @@ impl Monitor {
         chainctl_core::status::MonitorSummary {
             gateway: self.shared.settings.gateway_addr.map(|a| a.to_string()),
             api: self.shared.settings.api_addr.to_string(),
+            gateway_tls: self.shared.settings.gateway_tls.is_some(),
+            api_tls: self.shared.settings.api_tls.is_some(),
             not_ready: view.not_ready(self.shared.settings.gateway_addr.is_some()),
             events: view
                 .events

@@ -951,36 +951,63 @@ fn security(c: &mut Checks) {
         f,
     );
 
-    // The listen address, not the one the report connected to (0.0.0.0 is reached
+    // The listen addresses, not the ones the report connected to (0.0.0.0 is reached
     // through 127.0.0.1 but listens everywhere).
-    let loopback = e.profile.listen.api.is_loopback();
-    let f = if e.api_tls {
-        found(
-            Status::Pass,
-            format!("the API at {} speaks HTTPS only", e.api_addr),
-            vec![],
+    let l = &e.profile.listen;
+    let mut plain_beyond = Vec::new();
+    let mut ev = Vec::new();
+    let gateway = e.status["gateway"].as_str().map(|a| {
+        (
+            "the gateway",
+            a.to_string(),
+            l.gateway(),
+            e.profile.gateway.tls.is_some(),
         )
-    } else if loopback {
-        found(
-            Status::Pass,
-            format!("the API at {} is plain HTTP on loopback only", e.api_addr),
-            vec![],
-        )
+    });
+    for (what, addr, ip, tls) in [("the API", e.api_addr.to_string(), l.api, e.api_tls)]
+        .into_iter()
+        .chain(gateway)
+    {
+        if tls {
+            ev.push(format!("{what} at {addr} speaks HTTPS only"));
+        } else if ip.is_loopback() {
+            ev.push(format!("{what} at {addr} is plain HTTP on loopback only"));
+        } else {
+            plain_beyond.push(format!("{what} at {addr} ({ip})"));
+        }
+    }
+    if !l.rpc.is_loopback() && e.plan.services.iter().any(|s| s.client.is_some()) {
+        plain_beyond.push(format!(
+            "the execution clients' endpoints on listen.rpc ({})",
+            l.rpc
+        ));
+    }
+    let f = if plain_beyond.is_empty() {
+        found(Status::Pass, "plain HTTP on loopback only".to_string(), ev)
     } else {
+        let n = plain_beyond.len();
+        ev.extend(
+            plain_beyond
+                .iter()
+                .map(|p| format!("{p}: plain HTTP beyond loopback")),
+        );
+        if l.insecure {
+            ev.push("listen.insecure: true allows it".into());
+        }
         found(
             Status::Warn,
             format!(
-                "the API at {} is plain HTTP on a non-loopback address: the token travels in clear",
-                e.api_addr
+                "{n} endpoints serve plain HTTP beyond loopback: {}",
+                plain_beyond.join(", ")
             ),
-            vec![],
+            ev,
         )
     };
     c.add(
         "security.tls",
-        "TLS on the API where it leaves the host",
-        Severity::Nice,
-        "Set `api.tls: {cert: FILE, key: FILE}`.",
+        "TLS wherever HTTP leaves the host",
+        Severity::Important,
+        "Set `api.tls` and `gateway.tls: {cert: FILE, key: FILE}`, keep `listen.rpc` on loopback and open only the gateway (`listen.gateway`), then remove `listen.insecure`.",
         f,
     );
 

@@ -184,11 +184,17 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
     let allocation =
         chainctl_core::state::read_json::<chainctl_core::state::PortsFile>(&i.layout.ports_file())?
             .unwrap_or_default();
-    let rpc = status["gateway"]
+    let gateway = status["gateway"]
         .as_str()
         .and_then(|g| g.parse::<SocketAddr>().ok())
-        .map(chainctl_monitor::reachable)
-        .or_else(|| targets.els.first().map(|e| e.http));
+        .map(chainctl_monitor::reachable);
+    if let (Some(gw), Some(tls)) = (gateway, &i.profile.gateway.tls) {
+        TLS_ENDPOINTS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((gw, tls.cert.clone()));
+    }
+    let rpc = gateway.or_else(|| targets.els.first().map(|e| e.http));
     let chain = match rpc {
         Some(a) => window_blocks(a, i.window),
         None => Err("no gateway and no execution client to read the chain from".into()),
@@ -327,9 +333,28 @@ fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R>
     })
 }
 
+/// The certificates of the endpoints the report reaches over TLS (the gateway with
+/// `gateway.tls`), by address: every call to one of them is HTTPS trusting exactly it.
+static TLS_ENDPOINTS: std::sync::RwLock<Vec<(SocketAddr, PathBuf)>> =
+    std::sync::RwLock::new(Vec::new());
+
+/// The certificate `addr` serves, when it speaks TLS.
+fn tls_of(addr: SocketAddr) -> Option<PathBuf> {
+    let t = TLS_ENDPOINTS.read().unwrap_or_else(|e| e.into_inner());
+    t.iter().find(|(a, _)| *a == addr).map(|(_, c)| c.clone())
+}
+
 /// A JSON-RPC request (single or batch) to `addr`.
 fn rpc(addr: SocketAddr, body: &Value) -> Result<Value, String> {
-    let (code, text) = raw_http(addr, None, "POST", "/", None, Some(&body.to_string()))?;
+    let tls = tls_of(addr);
+    let (code, text) = raw_http(
+        addr,
+        tls.as_deref(),
+        "POST",
+        "/",
+        None,
+        Some(&body.to_string()),
+    )?;
     if code != 200 {
         return Err(format!("{addr}: HTTP {code}: {}", text.trim()));
     }
@@ -523,7 +548,7 @@ fn endpoints(
             }
             // Where it listens: the service's address, chainctl's per endpoint.
             let ip = match (svc.as_str(), name.as_str()) {
-                (chainctl_core::ports::CHAINCTL, "gateway") => profile.listen.rpc,
+                (chainctl_core::ports::CHAINCTL, "gateway") => profile.listen.gateway(),
                 (chainctl_core::ports::CHAINCTL, _) => profile.listen.api,
                 _ => plan
                     .service(svc)
@@ -593,9 +618,8 @@ fn jsonrpc_answers(addr: SocketAddr) -> Result<(), String> {
 /// Upgrades a WebSocket on the gateway.
 fn websocket_upgrade(addr: SocketAddr) -> Result<(), String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
+    let tls = tls_of(addr);
+    let mut s = chainctl_common::http::connect(addr, tls.as_deref(), Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
     write!(
         s,

@@ -199,17 +199,21 @@ pub fn check_host(loaded: &Loaded, with_clients: bool) -> Result<(), ProfileErro
             });
         }
     }
-    if let Some(tls) = &loaded.profile.api.tls {
-        // Load exactly what the API will serve, so a bad file stops `up` before anything
-        // starts rather than leaving a network without its API.
-        if let Err(why) = chainctl_common::tls::server_config(&tls.cert, &tls.key) {
-            let field = if why.starts_with("api.tls.key") {
-                "api.tls.key"
+    for (setting, tls) in [
+        ("api.tls", &loaded.profile.api.tls),
+        ("gateway.tls", &loaded.profile.gateway.tls),
+    ] {
+        let Some(tls) = tls else { continue };
+        // Load exactly what will be served, so a bad file stops `up` before anything
+        // starts rather than leaving a network without its API or gateway.
+        if let Err(why) = chainctl_common::tls::server_config(setting, &tls.cert, &tls.key) {
+            let field = if why.starts_with(&format!("{setting}.key")) {
+                format!("{setting}.key")
             } else {
-                "api.tls.cert"
+                format!("{setting}.cert")
             };
             problems.push(Problem {
-                pos: loaded.index.value(field),
+                pos: loaded.index.value(&field),
                 message: why,
             });
         }

@@ -53,7 +53,57 @@ pub fn validate(p: &Profile, index: &Index) -> Vec<Problem> {
     services(p, &mut c);
     supervisor(p, &mut c);
     monitoring(p, &mut c);
+    listen(p, &mut c);
     c.problems
+}
+
+/// Plain HTTP stays on loopback: an address beyond it is refused unless what listens
+/// there speaks TLS, or the profile says `listen.insecure: true`.
+fn listen(p: &Profile, c: &mut Checker) {
+    if p.listen.insecure {
+        return;
+    }
+    let or_insecure = "or set `listen.insecure: true` to accept plain HTTP beyond loopback";
+    let has_services = p.validators.count > 0 || !p.services.is_empty();
+    let rpc = p.listen.rpc;
+    if has_services && !rpc.is_loopback() {
+        c.at(
+            "listen.rpc",
+            format!(
+                "{rpc} is not loopback, and the services' endpoints there (JSON-RPC, Engine API, \
+                 metrics) speak plain HTTP: keep `listen.rpc: 127.0.0.1` and open only the \
+                 gateway to other hosts (`listen.gateway: {rpc}` with `gateway.tls: {{cert: FILE, \
+                 key: FILE}}`), {or_insecure}"
+            ),
+        );
+    }
+    let gateway_runs = p.gateway.enabled && p.validators.count > 0;
+    let gw = p.listen.gateway();
+    if gateway_runs && !gw.is_loopback() && p.gateway.tls.is_none() {
+        let field = if p.listen.gateway.is_some() {
+            "listen.gateway"
+        } else {
+            "listen.rpc"
+        };
+        c.at(
+            field,
+            format!(
+                "the gateway would serve plain HTTP on {gw}, beyond loopback: set \
+                 `gateway.tls: {{cert: FILE, key: FILE}}` (HTTPS and WSS), {or_insecure}"
+            ),
+        );
+    }
+    let api = p.listen.api;
+    if !api.is_loopback() && p.api.tls.is_none() {
+        c.at(
+            "listen.api",
+            format!(
+                "the API would serve plain HTTP on {api}, beyond loopback (its bearer token in \
+                 clear): set `api.tls: {{cert: FILE, key: FILE}}`, bind it to 127.0.0.1, \
+                 {or_insecure}"
+            ),
+        );
+    }
 }
 
 fn monitoring(p: &Profile, c: &mut Checker) {

@@ -108,7 +108,10 @@ pub(crate) fn resolve_paths(profile: &mut Profile, source: &Source) {
         .unwrap_or(Path::new("."));
     let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
     let mut paths: Vec<&mut PathBuf> = Vec::new();
-    if let Some(tls) = &mut profile.api.tls {
+    for tls in [&mut profile.api.tls, &mut profile.gateway.tls]
+        .into_iter()
+        .flatten()
+    {
         paths.extend([&mut tls.cert, &mut tls.key]);
     }
     paths.extend(profile.report.canary_key.as_mut());

@@ -732,12 +732,23 @@ fn default_range_end() -> u64 {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
-    /// Address of JSON-RPC endpoints (default loopback).
+    /// Address of the services' endpoints: the execution clients' JSON-RPC, Engine API
+    /// and metrics, the validators' status (default loopback). They speak plain HTTP.
     #[serde(default = "loopback")]
     pub rpc: IpAddr,
     /// Address of chainctl's API and metrics (default loopback).
     #[serde(default = "loopback")]
     pub api: IpAddr,
+    /// Address of the JSON-RPC gateway (default: `rpc`'s). The one endpoint to open to
+    /// other hosts, with `gateway.tls`, while the clients stay on loopback.
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// Allow plain HTTP beyond loopback: an address above that is not loopback without
+    /// TLS in front of what listens there (`api.tls`, `gateway.tls`; the services'
+    /// endpoints have none) is refused unless this is set, and the report warns while it
+    /// is. Default false.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 impl Default for Listen {
@@ -745,7 +756,16 @@ impl Default for Listen {
         Listen {
             rpc: loopback(),
             api: loopback(),
+            gateway: None,
+            insecure: false,
         }
+    }
+}
+
+impl Listen {
+    /// Where the gateway listens.
+    pub fn gateway(&self) -> IpAddr {
+        self.gateway.unwrap_or(self.rpc)
     }
 }
 
@@ -835,6 +855,11 @@ pub struct Gateway {
     /// recently used first out. `latest`, `pending` and `safe` are never cached. 0: none.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u32,
+    /// Serve HTTPS and WSS only, with this certificate and key (PEM files; relative paths
+    /// are relative to the profile; reloaded when they change). Without it the gateway is
+    /// plain HTTP, allowed on loopback only unless `listen.insecure`.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Gateway {
@@ -848,6 +873,7 @@ impl Default for Gateway {
             timeout: default_gateway_timeout(),
             allow: default_gateway_allow(),
             cache_mb: default_cache_mb(),
+            tls: None,
         }
     }
 }
@@ -894,7 +920,7 @@ pub struct Api {
     /// are relative to the profile). Without it the API is plain HTTP, which is why it
     /// listens on loopback by default.
     #[serde(default)]
-    pub tls: Option<ApiTls>,
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Api {
@@ -906,10 +932,11 @@ impl Default for Api {
     }
 }
 
-/// The API's TLS certificate and private key.
+/// A TLS certificate and private key (the API's, the gateway's), reloaded when the
+/// files change: a renewed certificate is served from the next connection on.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct ApiTls {
+pub struct TlsFiles {
     /// PEM certificate chain, the server's own certificate first.
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1), mode 0600 or stricter.
