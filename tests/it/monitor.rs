@@ -142,7 +142,7 @@ fn gateway_api_metrics_and_jwt_probe() {
         &env,
         "mon",
         24700,
-        "gateway: {port: auto, max_batch: 50, max_body_bytes: 65536, rate_limit: 400, allow: ['eth_*', 'net_*', 'web3_*']}\n",
+        "gateway: {port: auto, max_batch: 50, max_body_bytes: 65536, rate_limit: 400, max_ws_sessions: 2, max_subscriptions: 3, allow: ['eth_*', 'net_*', 'web3_*']}\n",
     );
     let gw = format!("http://127.0.0.1:{}", own_port(&ports, "gateway"));
     let api = format!("http://127.0.0.1:{}", own_port(&ports, "api"));
@@ -374,6 +374,91 @@ fn gateway_api_metrics_and_jwt_probe() {
     assert_eq!(heights.len(), 3, "no heads within 20 s");
     assert!(heights.windows(2).all(|w| w[1] == w[0] + 1), "{heights:?}");
     drop(ws);
+
+    // WebSocket limits (gateway.max_ws_sessions 2, max_subscriptions 3): a third session
+    // from the address gets 429 naming the setting, a fourth subscription -32005; a
+    // session's place is given back when it closes. 10,000 subscription attempts beyond
+    // the limits leave the gateway's memory where it was.
+    let ws_url = gw.replace("http://", "ws://");
+    let connect = || tungstenite::connect(ws_url.as_str());
+    let wait_closed = || {
+        wait_for(
+            "the closed session's place",
+            Duration::from_secs(10),
+            || connect().ok().map(drop),
+        )
+    };
+    wait_closed();
+    let (mut a, _) = connect().unwrap();
+    let (b, _) = connect().unwrap();
+    match connect() {
+        Err(tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 429);
+            let body =
+                String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("gateway.max_ws_sessions"), "{body}");
+        }
+        other => panic!("a third session was not refused: {other:?}"),
+    }
+    drop(b);
+    let answer = |ws: &mut tungstenite::WebSocket<_>, id: u64| -> Value {
+        loop {
+            let m = ws.read().unwrap();
+            let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    };
+    let subscribe = |id: u64| {
+        tungstenite::Message::Text(
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_subscribe","params":["newHeads"]}}"#
+            )
+            .into(),
+        )
+    };
+    for id in 1..=3 {
+        a.send(subscribe(id)).unwrap();
+        let v = answer(&mut a, id);
+        assert!(v["result"].is_string(), "{v}");
+    }
+    a.send(subscribe(4)).unwrap();
+    let v = answer(&mut a, 4);
+    assert_eq!(v["error"]["code"], -32005, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gateway.max_subscriptions"),
+        "{v}"
+    );
+    let rss = || -> u64 {
+        let pid = env.status()["supervisor_pid"].as_i64().unwrap();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss();
+    for id in 10..10_010 {
+        a.send(subscribe(id)).unwrap();
+    }
+    let mut refused = 0;
+    while refused < 10_000 {
+        let m = a.read().unwrap();
+        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        if v["id"].as_u64().is_some_and(|id| id >= 10) {
+            assert_eq!(v["error"]["code"], -32005, "{v}");
+            refused += 1;
+        }
+    }
+    let after = rss();
+    assert!(
+        after < before + 16 * 1024,
+        "the gateway grew from {before} kB to {after} kB over 10,000 refused subscriptions"
+    );
+    drop(a);
+    wait_closed();
 
     // /metrics: valid exposition with the families the alert rules use.
     let (code, text) = http("GET", &format!("{api}/metrics"), None, None);

@@ -232,6 +232,8 @@ struct Gw {
     missed: Mutex<HashMap<String, Instant>>,
     /// Answers about finalized blocks (gateway.cache_mb; none at 0).
     cache: Option<Cache>,
+    /// Open WebSocket sessions by client address (gateway.max_ws_sessions).
+    ws_open: Mutex<HashMap<IpAddr, u32>>,
 }
 
 /// How far back sends are given again to a client that is healthy again.
@@ -353,6 +355,7 @@ pub async fn serve(
             0 => None,
             mb => Some(Cache::new(mb as usize * 1024 * 1024)),
         },
+        ws_open: Mutex::new(HashMap::new()),
     });
     tokio::spawn(head_feed(gw.clone()));
     if gw.cache.is_some() {
@@ -1200,9 +1203,51 @@ async fn ws_upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let max = gw.sh.settings.gateway.max_body_bytes as usize;
+    let ip = peer.ip();
+    let limit = gw.sh.settings.gateway.max_ws_sessions;
+    {
+        let mut open = lock(&gw.ws_open);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= limit {
+            gw.sh.gateway.count("", "too_many_sessions", "none", 1);
+            let body = error_json(
+                "null",
+                -32005,
+                &format!(
+                    "{ip} holds {limit} WebSocket sessions, the gateway's limit per address \
+                     (gateway.max_ws_sessions): close one first"
+                ),
+            );
+            return reply(StatusCode::TOO_MANY_REQUESTS, body, None);
+        }
+        *n += 1;
+    }
+    // The session's place is given back however it ends, even if the upgrade fails.
+    let guard = SessionSlot { gw: gw.clone(), ip };
     ws.max_message_size(max)
-        .on_upgrade(move |socket| ws_session(gw, peer.ip(), socket))
+        .on_upgrade(move |socket| async move {
+            let _slot = guard;
+            ws_session(gw, ip, socket).await
+        })
         .into_response()
+}
+
+/// One open WebSocket session of an address, counted until dropped.
+struct SessionSlot {
+    gw: Arc<Gw>,
+    ip: IpAddr,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.gw.ws_open);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 enum Sub {
@@ -1293,12 +1338,22 @@ async fn ws_session(gw: Arc<Gw>, ip: IpAddr, socket: WebSocket) {
         };
         let answer = match serde_json::from_str::<Call>(&text) {
             Ok(c) if c.method == "eth_subscribe" || c.method == "eth_unsubscribe" => {
-                match gw.refused(&c.method) {
-                    Some(why) => error_json(&c.id_text(), -32601, &why),
-                    None => {
-                        gw.sh.gateway.count(&c.method, "ok", "gateway", 1);
-                        subscription(&subs, &c)
-                    }
+                let limits = &gw.sh.settings.gateway;
+                if let Some(why) = gw.refused(&c.method) {
+                    error_json(&c.id_text(), -32601, &why)
+                } else if !gw.admit(ip, 1) {
+                    gw.sh.gateway.count(&c.method, "rate_limited", "none", 1);
+                    error_json(
+                        &c.id_text(),
+                        -32005,
+                        &format!(
+                            "rate limit: {} calls per second per client address (gateway.rate_limit); retry after 1s",
+                            limits.rate_limit
+                        ),
+                    )
+                } else {
+                    gw.sh.gateway.count(&c.method, "ok", "gateway", 1);
+                    subscription(&subs, &c, limits.max_subscriptions as usize)
                 }
             }
             _ => {
@@ -1316,7 +1371,7 @@ async fn ws_session(gw: Arc<Gw>, ip: IpAddr, socket: WebSocket) {
     gw.sh.gateway.ws_sessions.dec();
 }
 
-fn subscription(subs: &Mutex<HashMap<String, Sub>>, c: &Call) -> String {
+fn subscription(subs: &Mutex<HashMap<String, Sub>>, c: &Call, max: usize) -> String {
     let id = c.id_text();
     let params: Json = c
         .params
@@ -1329,6 +1384,16 @@ fn subscription(subs: &Mutex<HashMap<String, Sub>>, c: &Call) -> String {
         return format!(
             r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
             s.remove(sid).is_some()
+        );
+    }
+    if s.len() >= max {
+        return error_json(
+            &id,
+            -32005,
+            &format!(
+                "this session holds {max} subscriptions, the gateway's limit \
+                 (gateway.max_subscriptions): eth_unsubscribe one first"
+            ),
         );
     }
     let sub = match params[0].as_str() {

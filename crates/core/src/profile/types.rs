@@ -855,6 +855,13 @@ pub struct Gateway {
     /// recently used first out. `latest`, `pending` and `safe` are never cached. 0: none.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u32,
+    /// Open WebSocket sessions one client address may hold (429 for the next).
+    #[serde(default = "default_ws_sessions")]
+    pub max_ws_sessions: u32,
+    /// Subscriptions one WebSocket session may hold (`eth_subscribe` beyond it gets
+    /// error -32005).
+    #[serde(default = "default_subscriptions")]
+    pub max_subscriptions: u32,
     /// Serve HTTPS and WSS only, with this certificate and key (PEM files; relative paths
     /// are relative to the profile; reloaded when they change). Without it the gateway is
     /// plain HTTP, allowed on loopback only unless `listen.insecure`.
@@ -873,6 +880,8 @@ impl Default for Gateway {
             timeout: default_gateway_timeout(),
             allow: default_gateway_allow(),
             cache_mb: default_cache_mb(),
+            max_ws_sessions: default_ws_sessions(),
+            max_subscriptions: default_subscriptions(),
             tls: None,
         }
     }
@@ -880,6 +889,12 @@ impl Default for Gateway {
 
 fn default_cache_mb() -> u32 {
     64
+}
+fn default_ws_sessions() -> u32 {
+    64
+}
+fn default_subscriptions() -> u32 {
+    100
 }
 
 fn default_gateway_allow() -> Vec<String> {
