@@ -67,6 +67,56 @@ pub fn rule(method: &str, params: Option<&str>) -> Option<Rule> {
     }
 }
 
+/// The blocks an `eth_getLogs` filter spans, `head` standing for the tags (and for a
+/// bound left out, which means `latest`); `None` for a filter by block hash (one block)
+/// or one whose bounds do not read as blocks (the client answers it).
+pub fn logs_span(params: Option<&str>, head: u64) -> Option<u64> {
+    let p: Vec<Json> = serde_json::from_str(params?).ok()?;
+    let f = p.first()?.as_object()?;
+    if f.contains_key("blockHash") {
+        return None;
+    }
+    let bound = |k: &str| -> Option<u64> {
+        match f.get(k) {
+            None | Some(Json::Null) => Some(head),
+            Some(Json::String(t)) if t == "earliest" => Some(0),
+            Some(Json::String(t))
+                if matches!(t.as_str(), "latest" | "safe" | "finalized" | "pending") =>
+            {
+                Some(head)
+            }
+            Some(v) => block_number(v),
+        }
+    };
+    let (from, to) = (bound("fromBlock")?, bound("toBlock")?);
+    Some(to.saturating_sub(from) + 1)
+}
+
+/// Whether an `eth_getLogs` filter names a bound by tag or leaves one out (then its span
+/// needs the head).
+pub fn logs_need_head(params: Option<&str>) -> bool {
+    let Some(f) = params
+        .and_then(|p| serde_json::from_str::<Vec<Json>>(p).ok())
+        .and_then(|p| p.into_iter().next())
+    else {
+        return false;
+    };
+    ["fromBlock", "toBlock"]
+        .iter()
+        .any(|k| !matches!(f.get(*k), Some(v) if block_number(v).is_some()))
+}
+
+/// How many items an answer's `result` array holds (`None`: not an array result).
+pub fn result_len(body: &[u8]) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Items {
+        result: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Items>(body)
+        .ok()
+        .map(|i| i.result.len())
+}
+
 /// A block parameter given as a number: a hex quantity or `{"blockNumber": …}` (EIP-1898).
 fn block_number(v: &Json) -> Option<u64> {
     let s = match v {
@@ -288,6 +338,36 @@ mod tests {
         ] {
             assert_eq!(rule(m, Some("[]")), None, "{m}");
         }
+    }
+
+    #[test]
+    fn a_logs_filter_spans_its_numbered_bounds_and_the_head_for_tags() {
+        let span = |p: &str| logs_span(Some(p), 1000);
+        assert_eq!(span(r#"[{"fromBlock":"0x1","toBlock":"0x10"}]"#), Some(16));
+        assert_eq!(
+            span(r#"[{"fromBlock":"earliest","toBlock":"latest"}]"#),
+            Some(1001)
+        );
+        assert_eq!(span(r#"[{"fromBlock":"0x3e0"}]"#), Some(9));
+        assert_eq!(span(r#"[{}]"#), Some(1));
+        assert_eq!(span(r#"[{"fromBlock":"0x10","toBlock":"0x1"}]"#), Some(1));
+        assert_eq!(span(r#"[{"blockHash":"0xab"}]"#), None);
+        assert_eq!(span(r#"[{"fromBlock":"soon"}]"#), None);
+        assert!(!logs_need_head(Some(
+            r#"[{"fromBlock":"0x1","toBlock":"0x2"}]"#
+        )));
+        assert!(logs_need_head(Some(r#"[{"fromBlock":"0x1"}]"#)));
+        assert!(logs_need_head(Some(
+            r#"[{"fromBlock":"0x1","toBlock":"latest"}]"#
+        )));
+        assert_eq!(
+            result_len(br#"{"jsonrpc":"2.0","id":1,"result":[{},{},{}]}"#),
+            Some(3)
+        );
+        assert_eq!(
+            result_len(br#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#),
+            None
+        );
     }
 
     #[test]

@@ -920,7 +920,27 @@ impl Gw {
                         &format!("no synced execution client: {}", ups.why_none),
                     );
                 }
-                let a = self.read(&ups, body, &id).await;
+                if c.method == "eth_getLogs" {
+                    if let Some(why) = self.logs_too_wide(&c).await {
+                        self.sh.gateway.count(&c.method, "refused", "gateway", 1);
+                        return Answer::error(StatusCode::OK, &id, -32005, &why);
+                    }
+                }
+                let mut a = self.read(&ups, body, &id).await;
+                let max_logs = self.sh.settings.gateway.logs_max_results;
+                if c.method == "eth_getLogs" && a.status == StatusCode::OK {
+                    if let Some(n) = cache::result_len(&a.body).filter(|n| *n as u64 > max_logs) {
+                        a = Answer::error(
+                            StatusCode::OK,
+                            &id,
+                            -32005,
+                            &format!(
+                                "query returned {n} logs, more than the gateway's limit of {max_logs} \
+                                 (gateway.logs_max_results): narrow the block range or the filter"
+                            ),
+                        );
+                    }
+                }
                 let status = if a.status != StatusCode::OK {
                     "upstream_error"
                 } else if memchr(&a.body, br#""error""#) {
@@ -938,6 +958,27 @@ impl Gw {
             }
             Parsed::Batch(items) => self.batch(&ups, body, items).await,
         }
+    }
+
+    /// Why an `eth_getLogs` call spans too many blocks (gateway.logs_max_blocks); its
+    /// tags are read at the best client's head.
+    async fn logs_too_wide(&self, c: &Call) -> Option<String> {
+        let params = c.params.as_deref().map(RawValue::get);
+        let head = if cache::logs_need_head(params) {
+            self.call("eth_blockNumber", json!([]))
+                .await
+                .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())?
+        } else {
+            0
+        };
+        let span = cache::logs_span(params, head)?;
+        let max = self.sh.settings.gateway.logs_max_blocks;
+        (span > max).then(|| {
+            format!(
+                "eth_getLogs over {span} blocks is more than the gateway's limit of {max} \
+                 (gateway.logs_max_blocks): query a narrower range"
+            )
+        })
     }
 
     /// Why `method` is not forwarded (gateway.allow), counted; `None` when it is.

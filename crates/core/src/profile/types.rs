@@ -862,6 +862,14 @@ pub struct Gateway {
     /// error -32005).
     #[serde(default = "default_subscriptions")]
     pub max_subscriptions: u32,
+    /// Most blocks one `eth_getLogs` may span, tags (`latest`, …) counted at the head
+    /// (-32005 above it; Reth's default too).
+    #[serde(default = "default_logs_blocks")]
+    pub logs_max_blocks: u64,
+    /// Most logs one `eth_getLogs` answer may carry (-32005 instead of a larger one;
+    /// Reth's default too).
+    #[serde(default = "default_logs_results")]
+    pub logs_max_results: u64,
     /// Serve HTTPS and WSS only, with this certificate and key (PEM files; relative paths
     /// are relative to the profile; reloaded when they change). Without it the gateway is
     /// plain HTTP, allowed on loopback only unless `listen.insecure`.
@@ -882,6 +890,8 @@ impl Default for Gateway {
             cache_mb: default_cache_mb(),
             max_ws_sessions: default_ws_sessions(),
             max_subscriptions: default_subscriptions(),
+            logs_max_blocks: default_logs_blocks(),
+            logs_max_results: default_logs_results(),
             tls: None,
         }
     }
@@ -895,6 +905,12 @@ fn default_ws_sessions() -> u32 {
 }
 fn default_subscriptions() -> u32 {
     100
+}
+fn default_logs_blocks() -> u64 {
+    100_000
+}
+fn default_logs_results() -> u64 {
+    20_000
 }
 
 fn default_gateway_allow() -> Vec<String> {
