@@ -652,7 +652,7 @@ fn api_over_tls() {
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     // Relative paths are relative to the profile.
     env.write_profile(
-        "name: tls\nports: {start: 24950, end: 24979}\napi: {tls: {cert: api.pem, key: api.key}}\nservices:\n  idle:\n    command: [sleep, '600']\n",
+        "name: tls\nports: {start: 24950, end: 24979}\napi: {tls: {cert: api.pem, key: api.key}, rate_limit: 20}\nservices:\n  idle:\n    command: [sleep, '600']\n",
     );
 
     // A private key others can read is refused before anything starts, with the fix.
@@ -696,6 +696,25 @@ fn api_over_tls() {
     let e = crate::util::text(&o.stderr);
     assert!(!o.status.success());
     assert!(e.contains("failover of val-0 refused"), "{e}");
+
+    // Refused tokens are counted (the 401 above), and the API takes api.rate_limit (20)
+    // calls per second per address: 200 calls as fast as curl starts get 429s naming it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, text) = curl_tls(&ca_path, &format!("{https}/metrics"), None);
+    assert!(
+        metric(&text, "chainctl_api_auth_failures_total").is_some_and(|n| n >= 1.0),
+        "no refused token counted"
+    );
+    let codes: Vec<(u16, String)> = (0..200)
+        .map(|_| curl_tls(&ca_path, &format!("{https}/health"), None))
+        .collect();
+    let limited: Vec<&String> = codes
+        .iter()
+        .filter(|(c, _)| *c == 429)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!limited.is_empty(), "200 calls at once, none limited");
+    assert!(limited[0].contains("api.rate_limit"), "{}", limited[0]);
 }
 
 /// The gateway over HTTPS and WSS (`gateway.tls`), opened beyond loopback with

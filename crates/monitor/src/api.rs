@@ -2,9 +2,12 @@
 //! (readiness), and under `/api/v1/` the status, restarts and failovers, which need the
 //! bearer token in `secrets/api.token`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,17 +35,93 @@ pub async fn serve(
         .route("/api/v1/status", get(status))
         .route("/api/v1/services/{name}/restart", post(restart))
         .route("/api/v1/failover", post(failover))
+        .layer(axum::middleware::from_fn_with_state(sh.clone(), rate_limit))
         .with_state(sh);
     match tls {
         Some(cfg) => super::tls_serve::serve("API", listener, cfg, app).await,
         None => {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
         }
     }
 }
 
-fn authorized(sh: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+/// How often a refused token from one address is logged (each is counted).
+const AUTH_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The API's rate limit (api.rate_limit) and its count of refused tokens.
+pub struct Guard {
+    buckets: super::limit::Buckets,
+    rate: u32,
+    /// `chainctl_api_auth_failures_total`.
+    auth_failures: prometheus::IntCounter,
+    /// Per address: when a refusal was last logged, and the refusals since.
+    logged: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+}
+
+impl Guard {
+    pub fn new(rate: u32) -> Guard {
+        Guard {
+            buckets: super::limit::Buckets::new(rate),
+            rate,
+            auth_failures: prometheus::IntCounter::new(
+                "chainctl_api_auth_failures_total",
+                "Requests to the API refused for a missing or wrong bearer token.",
+            )
+            .expect("a valid counter"),
+            logged: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A refused token from `ip`: counted, and logged at most every [`AUTH_LOG_EVERY`]
+    /// per address with the refusals since the last line.
+    fn refused(&self, ip: IpAddr, why: &str) {
+        self.auth_failures.inc();
+        let now = Instant::now();
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.len() > 10_000 {
+            logged.retain(|_, (at, _)| now.duration_since(*at) < AUTH_LOG_EVERY);
+        }
+        let e = logged.entry(ip).or_insert((now - AUTH_LOG_EVERY, 0));
+        e.1 += 1;
+        if now.duration_since(e.0) >= AUTH_LOG_EVERY {
+            tracing::warn!(client = %ip, refused = e.1, "API request refused: {why}");
+            *e = (now, 0);
+        }
+    }
+}
+
+async fn rate_limit(
+    State(sh): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = ip {
+        if !sh.api.buckets.admit(ip, 1) {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({"error": format!(
+                    "rate limit: {} calls per second per client address (api.rate_limit); retry after 1s",
+                    sh.api.rate
+                )})),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn authorized(sh: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Box<Response>> {
     let deny = |why: &str| {
+        sh.api.refused(peer.ip(), why);
         (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -87,8 +166,12 @@ async fn ready(State(sh): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn status(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&sh, &headers) {
+async fn status(
+    State(sh): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&sh, &headers, peer) {
         return *r;
     }
     let sup = sh.ask(Request::Status).await;
@@ -106,10 +189,11 @@ async fn status(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 
 async fn restart(
     State(sh): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(r) = authorized(&sh, &headers) {
+    if let Err(r) = authorized(&sh, &headers, peer) {
         return *r;
     }
     tracing::info!(service = %name, "restart requested through the API");
@@ -138,10 +222,11 @@ struct FailoverReq {
 
 async fn failover(
     State(sh): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Json<FailoverReq>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = authorized(&sh, &headers) {
+    if let Err(r) = authorized(&sh, &headers, peer) {
         return *r;
     }
     let Ok(Json(req)) = body else {
@@ -398,6 +483,7 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
     );
     drop(view);
     sh.gateway.register(&sc);
+    sc.add(sh.api.auth_failures.clone());
     sc.add(super::reconcile_histogram().clone());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], sc.encode()).into_response()
 }

@@ -222,7 +222,7 @@ type UpstreamClient = hyper_util::client::legacy::Client<
 struct Gw {
     sh: Arc<Shared>,
     http: UpstreamClient,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: super::limit::Buckets,
     heads: broadcast::Sender<Arc<Json>>,
     /// Recent sends (each call's `params`), oldest first, for clients that come back.
     recent: Mutex<std::collections::VecDeque<(Instant, String)>>,
@@ -336,6 +336,7 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let sh_cache_mb = sh.settings.gateway.cache_mb;
+    let sh_rate = sh.settings.gateway.rate_limit;
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -347,7 +348,7 @@ pub async fn serve(
     let gw = Arc::new(Gw {
         sh,
         http,
-        buckets: Mutex::new(HashMap::new()),
+        buckets: super::limit::Buckets::new(sh_rate),
         heads,
         recent: Mutex::new(std::collections::VecDeque::new()),
         missed: Mutex::new(HashMap::new()),
@@ -637,27 +638,9 @@ enum UpErr {
 }
 
 impl Gw {
-    /// Token bucket per client address: `rate_limit` calls per second, bursts of one
-    /// second's worth.
+    /// Token bucket per client address (gateway.rate_limit).
     fn admit(&self, ip: IpAddr, calls: usize) -> bool {
-        let rate = self.sh.settings.gateway.rate_limit as f64;
-        if rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if b.len() > 10_000 {
-            b.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(10));
-        }
-        let (tokens, at) = b.entry(ip).or_insert((rate, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
-        *at = now;
-        if *tokens >= calls as f64 {
-            *tokens -= calls as f64;
-            true
-        } else {
-            false
-        }
+        self.buckets.admit(ip, calls)
     }
 
     async fn post(&self, up: &Upstream, body: Bytes, relayed: bool) -> Result<Bytes, UpErr> {

@@ -18,6 +18,7 @@ pub mod api;
 pub mod cache;
 pub mod gateway;
 pub mod health;
+pub mod limit;
 pub mod metrics;
 pub mod probe;
 pub mod tls_serve;
@@ -64,6 +65,8 @@ pub struct Settings {
     pub api_tls: Option<chainctl_core::profile::TlsFiles>,
     /// The gateway's certificate and key (none: plain HTTP).
     pub gateway_tls: Option<chainctl_core::profile::TlsFiles>,
+    /// Calls per second per address the API takes (api.rate_limit).
+    pub api_rate_limit: u32,
 }
 
 impl Settings {
@@ -92,6 +95,7 @@ impl Settings {
             token_path: layout.api_token(),
             api_tls: profile.api.tls.clone(),
             gateway_tls: profile.gateway.tls.clone(),
+            api_rate_limit: profile.api.rate_limit,
         })
     }
 
@@ -444,6 +448,8 @@ pub struct Shared {
     pub view: Mutex<View>,
     pub upstreams: RwLock<Arc<Upstreams>>,
     pub gateway: gateway::Stats,
+    /// The API's rate limit and its refused tokens.
+    pub api: api::Guard,
     sup: Forward,
     targets: RwLock<Arc<Targets>>,
 }
@@ -592,6 +598,7 @@ impl Monitor {
         let targets = Arc::new(Targets::from_plan(plan));
         let shared = Arc::new(Shared {
             gateway: gateway::Stats::default(),
+            api: api::Guard::new(settings.api_rate_limit),
             settings,
             view: Mutex::new(View::default()),
             upstreams: RwLock::new(Arc::new(Upstreams {

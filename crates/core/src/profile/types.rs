@@ -952,6 +952,10 @@ pub struct Api {
     /// listens on loopback by default.
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// Calls per second each client address may make, every endpoint counted (429
+    /// above it; 0: no limit).
+    #[serde(default = "default_api_rate_limit")]
+    pub rate_limit: u32,
 }
 
 impl Default for Api {
@@ -959,8 +963,13 @@ impl Default for Api {
         Api {
             port: auto_port(),
             tls: None,
+            rate_limit: default_api_rate_limit(),
         }
     }
+}
+
+fn default_api_rate_limit() -> u32 {
+    50
 }
 
 /// A TLS certificate and private key (the API's, the gateway's), reloaded when the
