@@ -34,6 +34,29 @@ pub enum Rule {
     Answer,
 }
 
+/// Whether answers to `method` may ever be kept: a look-up needs no more (an entry is
+/// there only if its call's rule allowed it), so a hit costs no parse of the params.
+pub fn may_keep(method: &str) -> bool {
+    matches!(
+        method,
+        "eth_chainId"
+            | "eth_getBlockByNumber"
+            | "eth_getBlockReceipts"
+            | "eth_getBlockTransactionCountByNumber"
+            | "eth_getTransactionByBlockNumberAndIndex"
+            | "eth_getBalance"
+            | "eth_getCode"
+            | "eth_getTransactionCount"
+            | "eth_call"
+            | "eth_getStorageAt"
+            | "eth_getBlockByHash"
+            | "eth_getTransactionByHash"
+            | "eth_getTransactionReceipt"
+            | "eth_getTransactionByBlockHashAndIndex"
+            | "eth_getLogs"
+    )
+}
+
 /// Which calls may be answered from the cache, and by which rule: `None` for every
 /// other call (and for a tag or a block hash where a number would do).
 pub fn rule(method: &str, params: Option<&str>) -> Option<Rule> {
@@ -337,6 +360,30 @@ mod tests {
             "eth_estimateGas",
         ] {
             assert_eq!(rule(m, Some("[]")), None, "{m}");
+            assert!(!may_keep(m), "{m}");
+        }
+        // Every method a rule can keep is one a look-up tries.
+        for (m, p) in [
+            ("eth_chainId", "[]"),
+            ("eth_getBlockByNumber", r#"["0x1"]"#),
+            ("eth_getBlockReceipts", r#"["0x1"]"#),
+            ("eth_getBlockTransactionCountByNumber", r#"["0x1"]"#),
+            (
+                "eth_getTransactionByBlockNumberAndIndex",
+                r#"["0x1","0x0"]"#,
+            ),
+            ("eth_getBalance", r#"["0x01","0x1"]"#),
+            ("eth_getCode", r#"["0x01","0x1"]"#),
+            ("eth_getTransactionCount", r#"["0x01","0x1"]"#),
+            ("eth_call", r#"[{},"0x1"]"#),
+            ("eth_getStorageAt", r#"["0x01","0x0","0x1"]"#),
+            ("eth_getBlockByHash", r#"["0xab"]"#),
+            ("eth_getTransactionByHash", r#"["0xab"]"#),
+            ("eth_getTransactionReceipt", r#"["0xab"]"#),
+            ("eth_getTransactionByBlockHashAndIndex", r#"["0xab","0x0"]"#),
+            ("eth_getLogs", r#"[{"fromBlock":"0x1","toBlock":"0x2"}]"#),
+        ] {
+            assert!(rule(m, Some(p)).is_some() && may_keep(m), "{m}");
         }
     }
 

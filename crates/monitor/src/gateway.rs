@@ -181,7 +181,7 @@ impl Default for Stats {
             .expect("a valid counter"),
             cache_misses: IntCounter::new(
                 "chainctl_gateway_cache_misses_total",
-                "Cacheable calls the cache could not answer (forwarded to a client).",
+                "Calls of a method the cache serves that it could not answer (forwarded to a client).",
             )
             .expect("a valid counter"),
             cache_bytes: IntGauge::new(
@@ -819,16 +819,16 @@ impl Gw {
                 return Answer::error(StatusCode::OK, &c.id_text(), -32601, &why);
             }
         }
-        // Answers about finalized blocks, from the cache.
-        let cacheable = match (&parsed, &self.cache) {
-            (Parsed::Single(c), Some(_)) => {
-                let params = c.params.as_deref().map(RawValue::get);
-                cache::rule(&c.method, params).map(|r| (Cache::key(&c.method, params), r))
-            }
+        // Answers about finalized blocks, from the cache: looked up by the call as it
+        // came; its rule (which parses the params) only on a miss.
+        let key = match (&parsed, &self.cache) {
+            (Parsed::Single(c), Some(_)) if cache::may_keep(&c.method) => Some(Cache::key(
+                &c.method,
+                c.params.as_deref().map(RawValue::get),
+            )),
             _ => None,
         };
-        if let (Some((key, _)), Some(cache), Parsed::Single(c)) = (&cacheable, &self.cache, &parsed)
-        {
+        if let (Some(key), Some(cache), Parsed::Single(c)) = (&key, &self.cache, &parsed) {
             if let Some(result) = cache.get(key) {
                 self.sh.gateway.cache_hits.inc();
                 self.sh.gateway.count(&c.method, "ok", "cache", 1);
@@ -846,6 +846,12 @@ impl Gw {
             }
             self.sh.gateway.cache_misses.inc();
         }
+        let cacheable = match (key, &parsed) {
+            (Some(key), Parsed::Single(c)) => {
+                cache::rule(&c.method, c.params.as_deref().map(RawValue::get)).map(|r| (key, r))
+            }
+            _ => None,
+        };
         let ups = self.sh.upstreams();
         let id = match &parsed {
             Parsed::Single(c) => c.id_text(),
