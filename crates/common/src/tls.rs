@@ -71,6 +71,7 @@ fn certified(
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, String> {
     let certs = load_certs(field, cert)?;
+    check_validity(field, cert, &certs[0])?;
     let key_der = load_key(field, key)?;
     CertifiedKey::from_der(certs, key_der, provider)
         .map(Arc::new)
@@ -136,6 +137,97 @@ impl ResolvesServerCert for Reloading {
     }
 }
 
+/// One DER element at the start of `der`: its tag, its contents, and what follows it.
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// Seconds since the Unix epoch of an X.509 time: UTCTime (`YYMMDDHHMMSSZ`, years 1950 to
+/// 2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn x509_time(tag: u8, v: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(v).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 if s.len() == 12 => {
+            let yy: i64 = s[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
+        }
+        0x18 if s.len() == 14 => (s[..4].parse().ok()?, &s[4..]),
+        _ => return None,
+    };
+    let n = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, h, m, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()
+}
+
+/// A certificate's validity (not before, not after), in seconds since the Unix epoch.
+fn validity(cert: &[u8]) -> Option<(u64, u64)> {
+    let (_, certificate, _) = der_element(cert)?;
+    let (_, tbs, _) = der_element(certificate)?;
+    let mut rest = tbs;
+    // [0] version (optional), serial number, signature algorithm, issuer, then validity.
+    let (tag, _, r) = der_element(rest)?;
+    if tag == 0xa0 {
+        rest = r;
+        rest = der_element(rest)?.2;
+    } else {
+        rest = r;
+    }
+    rest = der_element(rest)?.2;
+    rest = der_element(rest)?.2;
+    let (_, validity, _) = der_element(rest)?;
+    let (t1, v1, r) = der_element(validity)?;
+    let (t2, v2, _) = der_element(r)?;
+    Some((x509_time(t1, v1)?, x509_time(t2, v2)?))
+}
+
+/// Refuses a certificate that is not valid now (expired, or not yet valid).
+fn check_validity(field: &str, path: &Path, cert: &CertificateDer<'_>) -> Result<(), String> {
+    let (from, until) = validity(cert.as_ref()).ok_or_else(|| {
+        format!(
+            "{field}.cert {}: its validity dates cannot be read",
+            path.display()
+        )
+    })?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if now > until {
+        return Err(format!(
+            "{field}.cert {}: expired {} days ago: renew it (clients refuse an expired certificate)",
+            path.display(),
+            (now - until) / 86_400
+        ));
+    }
+    if now < from {
+        return Err(format!(
+            "{field}.cert {}: not valid before unix time {from} (in {} s): check this host's clock",
+            path.display(),
+            from - now
+        ));
+    }
+    Ok(())
+}
+
 /// The server configuration for `field` (`api.tls`, `gateway.tls`): the certificate
 /// and key loaded now (any error names the setting, the file and the fix) and reloaded
 /// when they change.
@@ -176,15 +268,30 @@ impl ServerCertVerifier for Pinned {
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
+        if end_entity.as_ref() != self.cert.as_ref() {
+            return Err(rustls::Error::General(
                 "the server presented another certificate than the one configured (api.tls.cert / gateway.tls.cert)".into(),
-            ))
+            ));
         }
+        // The very certificate, but only while it is valid.
+        let (from, until) = validity(end_entity.as_ref()).ok_or_else(|| {
+            rustls::Error::General("the server's certificate has no readable validity".into())
+        })?;
+        let now = now.as_secs();
+        if now > until {
+            return Err(rustls::Error::General(format!(
+                "the server's certificate expired {} s ago (not after unix time {until}): renew it",
+                now - until
+            )));
+        }
+        if now < from {
+            return Err(rustls::Error::General(format!(
+                "the server's certificate is not valid yet (not before unix time {from})"
+            )));
+        }
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -367,5 +474,82 @@ mod tests {
         let (_, _, _, stray_key) = pair(d, "stray");
         std::fs::write(&key, stray_key).unwrap();
         hello(&new_cert).unwrap();
+    }
+
+    fn dated(
+        d: &Path,
+        name: &str,
+        from: (i32, u8, u8),
+        until: (i32, u8, u8),
+    ) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let cert = params.self_signed(&key).unwrap();
+        (
+            write(d, &format!("{name}.pem"), &cert.pem(), 0o644),
+            write(d, &format!("{name}.key"), &key.serialize_pem(), 0o600),
+        )
+    }
+
+    #[test]
+    fn validity_dates_are_read_from_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        // UTCTime (before 2050) and GeneralizedTime (from 2050) both.
+        for (from, until, want) in [
+            ((2020, 1, 1), (2021, 3, 1), (1_577_836_800, 1_614_556_800)),
+            ((1975, 1, 1), (4096, 1, 1), (157_766_400, 67_090_118_400)),
+        ] {
+            let (c, _) = dated(dir.path(), "d", from, until);
+            let der = load_certs("t", &c).unwrap().swap_remove(0);
+            assert_eq!(validity(der.as_ref()), Some(want), "{from:?}..{until:?}");
+        }
+        assert_eq!(validity(b"\x30\x03\x02\x01"), None);
+    }
+
+    /// An expired certificate is refused by the server side when it is loaded (the fix:
+    /// renew it) and by chainctl's clients even when it is the pinned one.
+    #[test]
+    fn an_expired_certificate_is_refused_on_both_sides() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (old, old_key) = dated(d, "old", (2020, 1, 1), (2021, 1, 1));
+        let e = server_config("gateway.tls", &old, &old_key).unwrap_err();
+        assert!(
+            e.starts_with("gateway.tls.cert") && e.contains("expired") && e.contains("renew"),
+            "{e}"
+        );
+        let (later, later_key) = dated(d, "later", (2999, 1, 1), (3000, 1, 1));
+        let e = server_config("api.tls", &later, &later_key).unwrap_err();
+        assert!(e.contains("not valid before"), "{e}");
+        // A server that serves the expired certificate anyway (not chainctl): refused.
+        let certs = load_certs("t", &old).unwrap();
+        let key = load_key("t", &old_key).unwrap();
+        let cfg = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { continue };
+                let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let _ = s.write_all(b"hi");
+                let _ = s.flush();
+            }
+        });
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let mut c = connect(addr, tcp, &old).unwrap();
+        let mut buf = [0u8; 2];
+        let e = c.read_exact(&mut buf).unwrap_err().to_string();
+        assert!(e.contains("expired") && e.contains("renew"), "{e}");
     }
 }
