@@ -2,16 +2,16 @@
 
 use super::*;
 
-/// The gateway's URL and, when it serves HTTPS (`gateway.tls`), the certificate it
-/// presents.
-type Gateway = (String, Option<PathBuf>);
+/// A JSON-RPC URL and, when it is HTTPS, the certificate chainctl trusts there (the
+/// gateway's `gateway.tls.cert`, or `--rpc-cert`).
+type Endpoint = (String, Option<PathBuf>);
 
 /// The JSON-RPC endpoints of the profile's running network, from its state dir: the
 /// gateway (when the profile has one), then every execution client, by name.
 pub(super) fn network_rpcs(
     profile: Option<&Path>,
     state_dir: Option<&Path>,
-) -> Result<(Option<Gateway>, Vec<String>)> {
+) -> Result<(Option<Endpoint>, Vec<String>)> {
     let layout = layout_of(profile, state_dir)?;
     let ports = state::read_json::<PortsFile>(&layout.ports_file())?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -34,10 +34,9 @@ pub(super) fn network_rpcs(
         .and_then(|l| chainctl_monitor::Settings::new(&l.profile, &layout).ok())
         .and_then(|s| {
             let a = s.gateway_addr?;
-            Some(match s.gateway_tls {
-                Some(t) => (format!("https://{}", reach(a.ip(), a.port())), Some(t.cert)),
-                None => (url(a.ip(), a.port()), None),
-            })
+            let cert = s.gateway_tls.map(|t| t.cert);
+            let scheme = if cert.is_some() { "https" } else { "http" };
+            Some((format!("{scheme}://{}", reach(a.ip(), a.port())), cert))
         });
     // Where the supervisor reaches each client (another swarm node's address, or here),
     // on the port its adapter serves HTTP on.
@@ -90,7 +89,7 @@ fn load_endpoints(
     state_dir: Option<&Path>,
     rpc: Option<String>,
     rpc_cert: Option<PathBuf>,
-) -> Result<(Gateway, Vec<String>)> {
+) -> Result<(Endpoint, Vec<String>)> {
     let network = network_rpcs(profile, state_dir);
     let rpc = match (rpc, &network) {
         (Some(r), _) => (r, rpc_cert),

@@ -154,6 +154,5 @@ pub fn text(
 }
 
 /// A byte stream: plain TCP or TLS over it.
-/// A connection, plain or TLS.
 pub trait ReadWrite: std::io::Read + std::io::Write {}
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}

@@ -183,49 +183,47 @@ fn x509_time(tag: u8, v: &[u8]) -> Option<u64> {
 fn validity(cert: &[u8]) -> Option<(u64, u64)> {
     let (_, certificate, _) = der_element(cert)?;
     let (_, tbs, _) = der_element(certificate)?;
-    let mut rest = tbs;
     // [0] version (optional), serial number, signature algorithm, issuer, then validity.
-    let (tag, _, r) = der_element(rest)?;
+    let mut rest = tbs;
+    let (tag, _, after) = der_element(rest)?;
     if tag == 0xa0 {
-        rest = r;
-        rest = der_element(rest)?.2;
-    } else {
-        rest = r;
+        rest = after;
     }
-    rest = der_element(rest)?.2;
-    rest = der_element(rest)?.2;
+    for _ in 0..3 {
+        rest = der_element(rest)?.2;
+    }
     let (_, validity, _) = der_element(rest)?;
     let (t1, v1, r) = der_element(validity)?;
     let (t2, v2, _) = der_element(r)?;
     Some((x509_time(t1, v1)?, x509_time(t2, v2)?))
 }
 
-/// Refuses a certificate that is not valid now (expired, or not yet valid).
+/// Why a certificate is not valid at `now` (seconds since the Unix epoch), with the fix;
+/// `None` while it is. One rule for the server side (loading) and the client side.
+fn not_valid_at(cert: &[u8], now: u64) -> Option<String> {
+    match validity(cert) {
+        None => Some("has no validity dates that can be read".into()),
+        Some((_, until)) if now > until => Some(format!(
+            "expired {} days ago (not after unix time {until}): renew it",
+            (now - until) / 86_400
+        )),
+        Some((from, _)) if now < from => Some(format!(
+            "is not valid before unix time {from}, {} s from now: check this host's clock",
+            from - now
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Refuses to serve a certificate that is not valid now (clients would refuse it).
 fn check_validity(field: &str, path: &Path, cert: &CertificateDer<'_>) -> Result<(), String> {
-    let (from, until) = validity(cert.as_ref()).ok_or_else(|| {
-        format!(
-            "{field}.cert {}: its validity dates cannot be read",
-            path.display()
-        )
-    })?;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    if now > until {
-        return Err(format!(
-            "{field}.cert {}: expired {} days ago: renew it (clients refuse an expired certificate)",
-            path.display(),
-            (now - until) / 86_400
-        ));
+    match not_valid_at(cert.as_ref(), now) {
+        Some(why) => Err(format!("{field}.cert {}: {why}", path.display())),
+        None => Ok(()),
     }
-    if now < from {
-        return Err(format!(
-            "{field}.cert {}: not valid before unix time {from} (in {} s): check this host's clock",
-            path.display(),
-            from - now
-        ));
-    }
-    Ok(())
 }
 
 /// The server configuration for `field` (`api.tls`, `gateway.tls`): the certificate
@@ -276,22 +274,12 @@ impl ServerCertVerifier for Pinned {
             ));
         }
         // The very certificate, but only while it is valid.
-        let (from, until) = validity(end_entity.as_ref()).ok_or_else(|| {
-            rustls::Error::General("the server's certificate has no readable validity".into())
-        })?;
-        let now = now.as_secs();
-        if now > until {
-            return Err(rustls::Error::General(format!(
-                "the server's certificate expired {} s ago (not after unix time {until}): renew it",
-                now - until
-            )));
+        match not_valid_at(end_entity.as_ref(), now.as_secs()) {
+            Some(why) => Err(rustls::Error::General(format!(
+                "the server's certificate {why}"
+            ))),
+            None => Ok(ServerCertVerified::assertion()),
         }
-        if now < from {
-            return Err(rustls::Error::General(format!(
-                "the server's certificate is not valid yet (not before unix time {from})"
-            )));
-        }
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -415,6 +403,32 @@ mod tests {
         write(d, "junk.key", "nothing here\n", 0o600)
     }
 
+    /// A TLS server on loopback that says "hi" to every connection, with `cfg`.
+    fn hello_server(cfg: Arc<rustls::ServerConfig>) -> SocketAddr {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { continue };
+                let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let _ = s.write_all(b"hi");
+                let _ = s.flush();
+            }
+        });
+        addr
+    }
+
+    /// Reads the "hi" of `addr` over TLS trusting only `pinned`.
+    fn hello(addr: SocketAddr, pinned: &Path) -> Result<(), String> {
+        use std::io::Read;
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let mut c = connect(addr, tcp, pinned)?;
+        let mut buf = [0u8; 2];
+        c.read_exact(&mut buf).map_err(|e| e.to_string())
+    }
+
     fn pair(d: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
@@ -430,7 +444,6 @@ mod tests {
     /// a pair that does not load keeps the last good one in service.
     #[test]
     fn a_certificate_changed_on_disk_is_served_from_the_next_connection() {
-        use std::io::{Read, Write};
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (cert, key, _, _) = pair(d, "live");
@@ -439,24 +452,8 @@ mod tests {
         let (_, _, new_cert_pem, new_key_pem) = pair(d, "new");
         let new_cert = d.join("new.pem");
         let cfg = server_config("gateway.tls", &cert, &key).unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for tcp in listener.incoming() {
-                let Ok(tcp) = tcp else { continue };
-                let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
-                let mut s = rustls::StreamOwned::new(conn, tcp);
-                let _ = s.write_all(b"hi");
-                let _ = s.flush();
-            }
-        });
-        let hello = |pinned: &Path| -> Result<(), String> {
-            let tcp = std::net::TcpStream::connect(addr).unwrap();
-            let mut c = connect(addr, tcp, pinned)?;
-            let mut buf = [0u8; 2];
-            c.read_exact(&mut buf).map_err(|e| e.to_string())?;
-            Ok(())
-        };
+        let addr = hello_server(cfg);
+        let hello = |pinned: &Path| hello(addr, pinned);
         hello(&old_cert).unwrap();
         assert!(
             hello(&new_cert).is_err(),
@@ -512,7 +509,6 @@ mod tests {
     /// renew it) and by chainctl's clients even when it is the pinned one.
     #[test]
     fn an_expired_certificate_is_refused_on_both_sides() {
-        use std::io::{Read, Write};
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (old, old_key) = dated(d, "old", (2020, 1, 1), (2021, 1, 1));
@@ -535,21 +531,8 @@ mod tests {
                 .with_single_cert(certs, key)
                 .unwrap(),
         );
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for tcp in listener.incoming() {
-                let Ok(tcp) = tcp else { continue };
-                let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
-                let mut s = rustls::StreamOwned::new(conn, tcp);
-                let _ = s.write_all(b"hi");
-                let _ = s.flush();
-            }
-        });
-        let tcp = std::net::TcpStream::connect(addr).unwrap();
-        let mut c = connect(addr, tcp, &old).unwrap();
-        let mut buf = [0u8; 2];
-        let e = c.read_exact(&mut buf).unwrap_err().to_string();
+        let addr = hello_server(cfg);
+        let e = hello(addr, &old).unwrap_err();
         assert!(e.contains("expired") && e.contains("renew"), "{e}");
     }
 }

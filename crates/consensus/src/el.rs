@@ -271,13 +271,9 @@ pub fn new_payload_params(
     beacon_root: B256,
     requests: Json,
 ) -> Json {
-    match fork {
-        EngineFork::Paris | EngineFork::Shanghai => json!([payload]),
-        EngineFork::Cancun => json!([payload, blob_hashes, beacon_root]),
-        EngineFork::Prague | EngineFork::Osaka => {
-            json!([payload, blob_hashes, beacon_root, requests])
-        }
-    }
+    let mut params = vec![payload, json!(blob_hashes), json!(beacon_root), requests];
+    params.truncate(new_payload_arity(fork));
+    Json::Array(params)
 }
 
 /// How many params `newPayload` takes for a block of this fork.

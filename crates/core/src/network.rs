@@ -247,6 +247,9 @@ pub fn complete_blob_schedule(g: &mut Json) {
     .filter(|(t, _)| config.get(*t).is_some_and(|v| !v.is_null()))
     .map(|(_, f)| *f)
     .collect();
+    if active.is_empty() {
+        return;
+    }
     let schedule = config
         .entry("blobSchedule")
         .or_insert_with(|| Json::Object(Default::default()));

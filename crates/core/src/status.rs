@@ -317,12 +317,12 @@ pub fn table(r: &StatusReport) -> String {
     out.push_str(&validators_table(r));
     if let Some(m) = &r.monitor {
         if let Some(g) = &m.gateway {
-            let how = if m.gateway_tls {
-                "https://{g} (JSON-RPC, HTTPS and WSS)"
+            let (scheme, carries) = if m.gateway_tls {
+                ("https", "HTTPS and WSS")
             } else {
-                "http://{g} (JSON-RPC, HTTP and WebSocket)"
+                ("http", "HTTP and WebSocket")
             };
-            let _ = writeln!(out, "gateway: {}", how.replace("{g}", g));
+            let _ = writeln!(out, "gateway: {scheme}://{g} (JSON-RPC, {carries})");
         }
         let scheme = if m.api_tls { "https" } else { "http" };
         let _ = writeln!(out, "api: {scheme}://{} (/metrics, /ready)", m.api);

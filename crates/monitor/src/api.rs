@@ -59,7 +59,7 @@ pub struct Guard {
     /// `chainctl_api_auth_failures_total`.
     auth_failures: prometheus::IntCounter,
     /// Per address: when a refusal was last logged, and the refusals since.
-    logged: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+    logged: Mutex<HashMap<IpAddr, (Option<Instant>, u64)>>,
 }
 
 impl Guard {
@@ -83,13 +83,17 @@ impl Guard {
         let now = Instant::now();
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
         if logged.len() > 10_000 {
-            logged.retain(|_, (at, _)| now.duration_since(*at) < AUTH_LOG_EVERY);
+            logged
+                .retain(|_, (at, _)| at.is_some_and(|at| now.duration_since(at) < AUTH_LOG_EVERY));
         }
-        let e = logged.entry(ip).or_insert((now - AUTH_LOG_EVERY, 0));
+        // An address's first refusal is logged at once (no line before it).
+        let e = logged.entry(ip).or_insert((None, 0));
         e.1 += 1;
-        if now.duration_since(e.0) >= AUTH_LOG_EVERY {
+        if e.0
+            .is_none_or(|at| now.duration_since(at) >= AUTH_LOG_EVERY)
+        {
             tracing::warn!(client = %ip, refused = e.1, "API request refused: {why}");
-            *e = (now, 0);
+            *e = (Some(now), 0);
         }
     }
 }
@@ -486,4 +490,24 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
     sc.add(sh.api.auth_failures.clone());
     sc.add(super::reconcile_histogram().clone());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], sc.encode()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every refusal is counted; an address's first is logged at once, the next ones
+    /// only gathered until [`AUTH_LOG_EVERY`] has passed.
+    #[test]
+    fn refused_tokens_are_all_counted_and_logged_at_most_every_ten_seconds() {
+        let g = Guard::new(50);
+        let ip: IpAddr = [10, 0, 0, 9].into();
+        for _ in 0..3 {
+            g.refused(ip, "wrong token");
+        }
+        assert_eq!(g.auth_failures.get(), 3);
+        let (at, since) = g.logged.lock().unwrap()[&ip];
+        assert!(at.is_some(), "the first refusal was not logged");
+        assert_eq!(since, 2, "the later ones wait for the next line");
+    }
 }

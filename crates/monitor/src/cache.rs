@@ -19,6 +19,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
+use chainctl_common::units::quantity;
+
 /// Room per entry beyond its key and answer (map and order entries).
 const OVERHEAD: usize = 96;
 
@@ -34,99 +36,123 @@ pub enum Rule {
     Answer,
 }
 
+/// Where a cacheable call names the block its answer concerns.
+#[derive(Clone, Copy)]
+enum Names {
+    /// Nowhere: the answer is the same at every block.
+    Nothing,
+    /// The params at this index (a number; a tag or a hash makes it uncacheable).
+    Param(usize),
+    /// The answer itself.
+    Answer,
+    /// An `eth_getLogs` filter's range: final when both ends are numbers and its end is.
+    LogsRange,
+}
+
+/// The calls the cache may answer, and where each names its block.
+const KEPT: &[(&str, Names)] = &[
+    ("eth_chainId", Names::Nothing),
+    ("eth_getBlockByNumber", Names::Param(0)),
+    ("eth_getBlockReceipts", Names::Param(0)),
+    ("eth_getBlockTransactionCountByNumber", Names::Param(0)),
+    ("eth_getTransactionByBlockNumberAndIndex", Names::Param(0)),
+    ("eth_getBalance", Names::Param(1)),
+    ("eth_getCode", Names::Param(1)),
+    ("eth_getTransactionCount", Names::Param(1)),
+    ("eth_call", Names::Param(1)),
+    ("eth_getStorageAt", Names::Param(2)),
+    ("eth_getBlockByHash", Names::Answer),
+    ("eth_getTransactionByHash", Names::Answer),
+    ("eth_getTransactionReceipt", Names::Answer),
+    ("eth_getTransactionByBlockHashAndIndex", Names::Answer),
+    ("eth_getLogs", Names::LogsRange),
+];
+
+fn names(method: &str) -> Option<Names> {
+    KEPT.iter().find(|(m, _)| *m == method).map(|(_, n)| *n)
+}
+
 /// Whether answers to `method` may ever be kept: a look-up needs no more (an entry is
 /// there only if its call's rule allowed it), so a hit costs no parse of the params.
 pub fn may_keep(method: &str) -> bool {
-    matches!(
-        method,
-        "eth_chainId"
-            | "eth_getBlockByNumber"
-            | "eth_getBlockReceipts"
-            | "eth_getBlockTransactionCountByNumber"
-            | "eth_getTransactionByBlockNumberAndIndex"
-            | "eth_getBalance"
-            | "eth_getCode"
-            | "eth_getTransactionCount"
-            | "eth_call"
-            | "eth_getStorageAt"
-            | "eth_getBlockByHash"
-            | "eth_getTransactionByHash"
-            | "eth_getTransactionReceipt"
-            | "eth_getTransactionByBlockHashAndIndex"
-            | "eth_getLogs"
-    )
+    names(method).is_some()
 }
 
 /// Which calls may be answered from the cache, and by which rule: `None` for every
 /// other call (and for a tag or a block hash where a number would do).
 pub fn rule(method: &str, params: Option<&str>) -> Option<Rule> {
-    let at = |i: usize| -> Option<Rule> {
-        let p: Vec<Json> = serde_json::from_str(params?).ok()?;
-        block_number(p.get(i)?).map(Rule::Block)
-    };
-    match method {
-        "eth_chainId" => Some(Rule::Always),
-        "eth_getBlockByNumber"
-        | "eth_getBlockReceipts"
-        | "eth_getBlockTransactionCountByNumber"
-        | "eth_getTransactionByBlockNumberAndIndex" => at(0),
-        "eth_getBalance" | "eth_getCode" | "eth_getTransactionCount" | "eth_call" => at(1),
-        "eth_getStorageAt" => at(2),
-        "eth_getBlockByHash"
-        | "eth_getTransactionByHash"
-        | "eth_getTransactionReceipt"
-        | "eth_getTransactionByBlockHashAndIndex" => Some(Rule::Answer),
-        "eth_getLogs" => {
+    match names(method)? {
+        Names::Nothing => Some(Rule::Always),
+        Names::Answer => Some(Rule::Answer),
+        Names::Param(i) => {
             let p: Vec<Json> = serde_json::from_str(params?).ok()?;
-            let f = p.first()?.as_object()?;
-            if f.contains_key("blockHash") {
-                return None;
-            }
-            // Both ends named by number; the range is final when its end is.
-            block_number(f.get("fromBlock")?)?;
-            block_number(f.get("toBlock")?).map(Rule::Block)
+            block_number(p.get(i)?).map(Rule::Block)
         }
-        _ => None,
+        Names::LogsRange => match LogsRange::of(params)? {
+            LogsRange {
+                from: Bound::At(_),
+                to: Bound::At(to),
+            } => Some(Rule::Block(to)),
+            _ => None,
+        },
     }
 }
 
-/// The blocks an `eth_getLogs` filter spans, `head` standing for the tags (and for a
-/// bound left out, which means `latest`); `None` for a filter by block hash (one block)
-/// or one whose bounds do not read as blocks (the client answers it).
-pub fn logs_span(params: Option<&str>, head: u64) -> Option<u64> {
-    let p: Vec<Json> = serde_json::from_str(params?).ok()?;
-    let f = p.first()?.as_object()?;
-    if f.contains_key("blockHash") {
-        return None;
-    }
-    let bound = |k: &str| -> Option<u64> {
-        match f.get(k) {
-            None | Some(Json::Null) => Some(head),
-            Some(Json::String(t)) if t == "earliest" => Some(0),
-            Some(Json::String(t))
-                if matches!(t.as_str(), "latest" | "safe" | "finalized" | "pending") =>
-            {
-                Some(head)
-            }
-            Some(v) => block_number(v),
-        }
-    };
-    let (from, to) = (bound("fromBlock")?, bound("toBlock")?);
-    Some(to.saturating_sub(from) + 1)
+/// One end of an `eth_getLogs` range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    At(u64),
+    /// The head: `latest` and the other tags but `earliest`, or the bound left out.
+    Head,
 }
 
-/// Whether an `eth_getLogs` filter names a bound by tag or leaves one out (then its span
-/// needs the head).
-pub fn logs_need_head(params: Option<&str>) -> bool {
-    let Some(f) = params
-        .and_then(|p| serde_json::from_str::<Vec<Json>>(p).ok())
-        .and_then(|p| p.into_iter().next())
-    else {
-        return false;
-    };
-    ["fromBlock", "toBlock"]
-        .iter()
-        .any(|k| !matches!(f.get(*k), Some(v) if block_number(v).is_some()))
+/// The range of an `eth_getLogs` filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogsRange {
+    pub from: Bound,
+    pub to: Bound,
+}
+
+impl LogsRange {
+    /// The range of the filter in `params`; `None` for a filter by block hash (one block)
+    /// or one whose bounds do not read as blocks (the client answers it).
+    pub fn of(params: Option<&str>) -> Option<LogsRange> {
+        let p: Vec<Json> = serde_json::from_str(params?).ok()?;
+        let f = p.first()?.as_object()?;
+        if f.contains_key("blockHash") {
+            return None;
+        }
+        let bound = |k: &str| -> Option<Bound> {
+            match f.get(k) {
+                None | Some(Json::Null) => Some(Bound::Head),
+                Some(Json::String(t)) if t == "earliest" => Some(Bound::At(0)),
+                Some(Json::String(t))
+                    if matches!(t.as_str(), "latest" | "safe" | "finalized" | "pending") =>
+                {
+                    Some(Bound::Head)
+                }
+                Some(v) => block_number(v).map(Bound::At),
+            }
+        };
+        Some(LogsRange {
+            from: bound("fromBlock")?,
+            to: bound("toBlock")?,
+        })
+    }
+
+    /// Whether an end is the head (then [`LogsRange::span`] needs it).
+    pub fn needs_head(&self) -> bool {
+        self.from == Bound::Head || self.to == Bound::Head
+    }
+
+    /// The blocks it spans, `head` standing for [`Bound::Head`].
+    pub fn span(&self, head: u64) -> u64 {
+        let at = |b: Bound| match b {
+            Bound::At(n) => n,
+            Bound::Head => head,
+        };
+        at(self.to).saturating_sub(at(self.from)) + 1
+    }
 }
 
 /// How many items an answer's `result` array holds (`None`: not an array result).
@@ -142,12 +168,10 @@ pub fn result_len(body: &[u8]) -> Option<usize> {
 
 /// A block parameter given as a number: a hex quantity or `{"blockNumber": …}` (EIP-1898).
 fn block_number(v: &Json) -> Option<u64> {
-    let s = match v {
-        Json::String(s) => s.as_str(),
-        Json::Object(o) => o.get("blockNumber")?.as_str()?,
-        _ => return None,
-    };
-    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+    match v {
+        Json::Object(o) => quantity(o.get("blockNumber")?),
+        v => quantity(v),
+    }
 }
 
 /// What the cache knows of an answer body.
@@ -166,13 +190,12 @@ fn answer_block(result: &RawValue) -> Option<u64> {
     #[serde(rename_all = "camelCase")]
     struct Named {
         #[serde(default)]
-        block_number: Option<String>,
+        block_number: Option<Json>,
         #[serde(default)]
-        number: Option<String>,
+        number: Option<Json>,
     }
     let n: Named = serde_json::from_str(result.get()).ok()?;
-    let s = n.block_number.or(n.number)?;
-    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+    quantity(&n.block_number.or(n.number)?)
 }
 
 struct Entry {
@@ -389,7 +412,8 @@ mod tests {
 
     #[test]
     fn a_logs_filter_spans_its_numbered_bounds_and_the_head_for_tags() {
-        let span = |p: &str| logs_span(Some(p), 1000);
+        let span = |p: &str| LogsRange::of(Some(p)).map(|r| r.span(1000));
+        let logs_need_head = |p: Option<&str>| LogsRange::of(p).is_some_and(|r| r.needs_head());
         assert_eq!(span(r#"[{"fromBlock":"0x1","toBlock":"0x10"}]"#), Some(16));
         assert_eq!(
             span(r#"[{"fromBlock":"earliest","toBlock":"latest"}]"#),

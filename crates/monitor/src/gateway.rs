@@ -38,6 +38,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::cache::{self, Cache};
 use super::metrics::{self, Scrape};
 use super::{Shared, Upstream};
+use chainctl_common::units::quantity;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Opts};
 
 /// Header that tells a built-in client not to pass a transaction on (the gateway sends it
@@ -643,6 +644,14 @@ impl Gw {
         self.buckets.admit(ip, calls)
     }
 
+    /// What a caller over the rate limit is told.
+    fn rate_limited(&self) -> String {
+        format!(
+            "rate limit: {} calls per second per client address (gateway.rate_limit); retry after 1s",
+            self.sh.settings.gateway.rate_limit
+        )
+    }
+
     async fn post(&self, up: &Upstream, body: Bytes, relayed: bool) -> Result<Bytes, UpErr> {
         use http_body_util::BodyExt;
         let mut req = axum::http::Request::post(up.url.clone())
@@ -807,10 +816,7 @@ impl Gw {
                 StatusCode::TOO_MANY_REQUESTS,
                 "null",
                 -32005,
-                &format!(
-                    "rate limit: {} calls per second per client address (gateway.rate_limit); retry after 1s",
-                    self.sh.settings.gateway.rate_limit
-                ),
+                &self.rate_limited(),
             );
         }
         // The method policy (gateway.allow): answered here, whatever the clients are.
@@ -952,15 +958,13 @@ impl Gw {
     /// Why an `eth_getLogs` call spans too many blocks (gateway.logs_max_blocks); its
     /// tags are read at the best client's head.
     async fn logs_too_wide(&self, c: &Call) -> Option<String> {
-        let params = c.params.as_deref().map(RawValue::get);
-        let head = if cache::logs_need_head(params) {
-            self.call("eth_blockNumber", json!([]))
-                .await
-                .and_then(|v| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok())?
+        let range = cache::LogsRange::of(c.params.as_deref().map(RawValue::get))?;
+        let head = if range.needs_head() {
+            quantity(&self.call("eth_blockNumber", json!([])).await?)?
         } else {
             0
         };
-        let span = cache::logs_span(params, head)?;
+        let span = range.span(head);
         let max = self.sh.settings.gateway.logs_max_blocks;
         (span > max).then(|| {
             format!(
@@ -1217,10 +1221,7 @@ async fn finality_feed(gw: Arc<Gw>) {
         let n = gw
             .call("eth_getBlockByNumber", json!(["finalized", false]))
             .await
-            .and_then(|b| {
-                let n = b.get("number")?.as_str()?.strip_prefix("0x")?.to_string();
-                u64::from_str_radix(&n, 16).ok()
-            });
+            .and_then(|b| quantity(&b["number"]));
         if let (Some(n), Some(cache)) = (n, &gw.cache) {
             cache.finalized_at_least(n);
         }
@@ -1373,14 +1374,7 @@ async fn ws_session(gw: Arc<Gw>, ip: IpAddr, socket: WebSocket) {
                     error_json(&c.id_text(), -32601, &why)
                 } else if !gw.admit(ip, 1) {
                     gw.sh.gateway.count(&c.method, "rate_limited", "none", 1);
-                    error_json(
-                        &c.id_text(),
-                        -32005,
-                        &format!(
-                            "rate limit: {} calls per second per client address (gateway.rate_limit); retry after 1s",
-                            limits.rate_limit
-                        ),
-                    )
+                    error_json(&c.id_text(), -32005, &gw.rate_limited())
                 } else {
                     gw.sh.gateway.count(&c.method, "ok", "gateway", 1);
                     subscription(&subs, &c, limits.max_subscriptions as usize)
