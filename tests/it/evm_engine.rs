@@ -982,6 +982,48 @@ fn the_chain_and_its_verdicts_survive_a_restart() {
         qty(&evm.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))),
         39
     );
+    // A snapshot of the running engine's store (what `chainctl backup` takes): a second
+    // engine started from it in an empty data dir is at the same head with the same state
+    // at once, with no block replayed through its Engine API.
+    let snap = evm.engine("chainctl_exportSnapshotV1", json!([]));
+    assert_eq!(snap["finalized"], head, "{snap}");
+    assert_eq!(snap["finalizedNumber"], 40, "{snap}");
+    let snap_file = dir.path().join("data").join(snap["file"].as_str().unwrap());
+    let dir2 = tempfile::tempdir().unwrap();
+    let seeded = Evm::spawn_with(
+        &genesis_file,
+        dir2.path(),
+        true,
+        &["--from-snapshot", snap_file.to_str().unwrap()],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(latest(&seeded), before, "the head of the engine seeded from it");
+    assert_eq!(
+        qty(&seeded.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))),
+        39
+    );
+    assert_eq!(receipt(&seeded, &txs[0]), receipt_of_first);
+    drop(seeded);
+    // A snapshot of another chain is refused, naming both genesis hashes.
+    let other_chain = dir.path().join("other-chain.json");
+    let mut g: Value =
+        serde_json::from_str(&std::fs::read_to_string(&genesis_file).unwrap()).unwrap();
+    g["timestamp"] = json!("0x4321");
+    std::fs::write(&other_chain, g.to_string()).unwrap();
+    let dir3 = tempfile::tempdir().unwrap();
+    let err = Evm::spawn_with(
+        &other_chain,
+        dir3.path(),
+        true,
+        &["--from-snapshot", snap_file.to_str().unwrap()],
+    )
+    .err()
+    .expect("a snapshot of another chain must be refused");
+    assert!(
+        err.contains("the snapshot is of the chain with genesis") && err.contains(&evm.genesis),
+        "{err}"
+    );
+
     // Hard stop: no chance to flush anything.
     let mut evm = evm;
     evm.child.kill().unwrap();

@@ -378,3 +378,38 @@ mod tests {
         assert_eq!(old.fork_times().at(5), EngineFork::Osaka);
     }
 }
+
+/// A validator's signing floor, in its home (`sign-floor.json`): it signs no vote and
+/// proposes no block at a height at or below `height`. `chainctl restore` writes it when
+/// it puts back a validator's older state: the heights between the backup and the
+/// network's head were signed by this key already, and signing them again (even a nil
+/// vote after a timeout) would be double signing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SignFloor {
+    /// The highest height this validator must not sign at.
+    pub height: u64,
+    /// Why (shown in the node's log).
+    pub reason: String,
+}
+
+impl SignFloor {
+    /// Its file in a validator's home.
+    pub const FILE: &'static str = "sign-floor.json";
+
+    /// The floor of the validator whose home is `home`: `None` without the file.
+    pub fn read(home: &Path) -> Result<Option<SignFloor>, String> {
+        let path = home.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                format!(
+                    "{}: {e}: it holds the height this validator must not sign at or below; write it again with `chainctl restore` or fix the JSON",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+

@@ -158,6 +158,8 @@ pub struct App {
     /// When the execution chain's forks activate: every Engine API call takes the
     /// version of its block's fork.
     forks: ForkTimes,
+    /// No proposal at or below this height ([`chainctl_common::validator::SignFloor`]).
+    sign_floor: u64,
     store: Store,
     head: Head,
     height: Height,
@@ -324,6 +326,7 @@ impl App {
             el_reports,
             active: 0,
             forks,
+            sign_floor: 0,
             store,
             head,
             height: Height(0),
@@ -336,6 +339,12 @@ impl App {
             streams: BTreeMap::new(),
             report,
         }
+    }
+
+    /// Propose nothing at or below `floor` (a restored validator's signing floor).
+    pub fn with_sign_floor(mut self, floor: u64) -> Self {
+        self.sign_floor = floor;
+        self
     }
 
     fn publish_report(&self) {
@@ -528,6 +537,14 @@ impl App {
                 timeout,
                 reply,
             } => {
+                if height.0 <= self.sign_floor {
+                    tracing::warn!(
+                        height = height.0,
+                        floor = self.sign_floor,
+                        "not proposing at or below the signing floor"
+                    );
+                    return;
+                }
                 let existing = self.undecided.get(&height.0).and_then(|v| {
                     v.iter()
                         .find(|p| p.round == round && p.proposer == self.me)

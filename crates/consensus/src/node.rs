@@ -63,6 +63,8 @@ struct Validator {
     config: MalachiteConfig,
     genesis: Genesis,
     domain: alloy_primitives::B256,
+    /// See [`chainctl_common::validator::SignFloor`].
+    sign_floor: u64,
 }
 
 struct Handle {
@@ -139,6 +141,7 @@ impl Node for Validator {
         Signer {
             key: sk,
             domain: self.domain,
+            floor: self.sign_floor,
         }
     }
 }
@@ -248,6 +251,11 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
         value_sync,
     };
     let store = Store::open(&args.home.join("decided.log"))?;
+    let sign_floor = chainctl_common::validator::SignFloor::read(&args.home)?;
+    if let Some(f) = &sign_floor {
+        tracing::warn!(height = f.height, reason = %f.reason, "signing floor: no vote or proposal at or below this height");
+    }
+    let sign_floor = sign_floor.map_or(0, |f| f.height);
     // Refuse early, with the port named, rather than wait forever for a listener that
     // cannot bind (Malachite never reports ready then).
     std::net::TcpListener::bind((file.p2p_host.as_str(), file.p2p_port)).map_err(|e| {
@@ -281,6 +289,7 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
         config: config.clone(),
         genesis: genesis.clone(),
         domain,
+        sign_floor,
     };
     let ctx = Ctx { domain };
     let (channels, engine) = malachitebft_app_channel::start_engine(
@@ -306,7 +315,8 @@ async fn main(args: ConsensusArgs) -> Result<(), String> {
         store,
         report,
         file.moniker.clone(),
-    );
+    )
+    .with_sign_floor(sign_floor);
     tokio::spawn(watchdog(report_for_watchdog, file.peer_status.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;

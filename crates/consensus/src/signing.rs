@@ -75,6 +75,29 @@ pub fn parts_digest(
 pub struct Signer {
     pub key: PrivateKey,
     pub domain: B256,
+    /// No valid signature at a height at or below this (see
+    /// [`chainctl_common::validator::SignFloor`]).
+    pub floor: u64,
+}
+
+impl Signer {
+    /// The signature of `bytes` for a message at `height`: below the floor, a signature
+    /// of a refusal instead, which verifies for no message, so what leaves this node
+    /// there counts for nothing (Malachite's signing cannot fail).
+    fn sign_at(&self, height: Height, bytes: &[u8]) -> Signature {
+        if height.0 <= self.floor {
+            tracing::warn!(
+                height = height.0,
+                floor = self.floor,
+                "not signing at or below the signing floor (this key signed these heights before its state was restored)"
+            );
+            let mut refused = b"chainctl/refused".to_vec();
+            refused.extend_from_slice(self.domain.as_slice());
+            refused.extend_from_slice(&height.0.to_be_bytes());
+            return self.key.sign(&refused);
+        }
+        self.key.sign(bytes)
+    }
 }
 
 fn ext_bytes(domain: &B256, e: &Bytes) -> Vec<u8> {
@@ -86,7 +109,7 @@ fn ext_bytes(domain: &B256, e: &Bytes) -> Vec<u8> {
 
 impl SigningProvider<Ctx> for Signer {
     fn sign_vote(&self, vote: Vote) -> SignedMessage<Ctx, Vote> {
-        let s = self.key.sign(&vote_sign_bytes(&self.domain, &vote));
+        let s = self.sign_at(vote.height, &vote_sign_bytes(&self.domain, &vote));
         SignedMessage::new(vote, s)
     }
     fn verify_signed_vote(&self, vote: &Vote, sig: &Signature, key: &PublicKey) -> bool {
@@ -94,7 +117,7 @@ impl SigningProvider<Ctx> for Signer {
             .is_ok()
     }
     fn sign_proposal(&self, p: Proposal) -> SignedMessage<Ctx, Proposal> {
-        let s = self.key.sign(&proposal_sign_bytes(&self.domain, &p));
+        let s = self.sign_at(p.height, &proposal_sign_bytes(&self.domain, &p));
         SignedMessage::new(p, s)
     }
     fn verify_signed_proposal(&self, p: &Proposal, sig: &Signature, key: &PublicKey) -> bool {
@@ -102,7 +125,12 @@ impl SigningProvider<Ctx> for Signer {
             .is_ok()
     }
     fn sign_proposal_part(&self, part: ProposalPart) -> SignedMessage<Ctx, ProposalPart> {
-        let s = self.key.sign(&part_bytes(&self.domain, &part));
+        let s = match &part {
+            ProposalPart::Init { height, .. } => {
+                self.sign_at(*height, &part_bytes(&self.domain, &part))
+            }
+            _ => self.key.sign(&part_bytes(&self.domain, &part)),
+        };
         SignedMessage::new(part, s)
     }
     fn verify_signed_proposal_part(
@@ -127,4 +155,39 @@ fn part_bytes(domain: &B256, part: &ProposalPart) -> Vec<u8> {
     b.extend_from_slice(domain.as_slice());
     b.extend_from_slice(&encode_part(part));
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Ctx;
+    use malachitebft_app_channel::app::types::core::Context;
+
+    #[test]
+    fn nothing_at_or_below_the_floor_verifies() {
+        let key = PrivateKey::from([7; 32]);
+        let signer = Signer {
+            key: key.clone(),
+            domain: B256::repeat_byte(3),
+            floor: 10,
+        };
+        let ctx = Ctx {
+            domain: signer.domain,
+        };
+        let me = Address::of(&key.public_key());
+        let id = BlockHash(B256::repeat_byte(1));
+        for (h, valid) in [(9, false), (10, false), (11, true)] {
+            for vote in [
+                ctx.new_prevote(Height(h), Round::new(0), NilOrVal::Nil, me),
+                ctx.new_precommit(Height(h), Round::new(0), NilOrVal::Val(id), me),
+            ] {
+                let signed = signer.sign_vote(vote.clone());
+                assert_eq!(
+                    signer.verify_signed_vote(&vote, &signed.signature, &key.public_key()),
+                    valid,
+                    "height {h}"
+                );
+            }
+        }
+    }
 }

@@ -19,6 +19,12 @@ pub enum Request {
         /// The service.
         service: String,
     },
+    /// Stop one service and keep it stopped (not restarted on exit, failure or reload)
+    /// until `restart` starts it again: for work on its data dir (`chainctl restore`).
+    Stop {
+        /// The service.
+        service: String,
+    },
     /// Stop everything gracefully and exit.
     Shutdown,
     /// Re-read the profile now.

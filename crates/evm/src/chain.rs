@@ -331,6 +331,11 @@ impl Chain {
         self.states_from
     }
 
+    /// The store the chain is kept in, if any.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
     pub fn genesis_hash(&self) -> B256 {
         self.canonical[0]
     }

@@ -54,6 +54,9 @@ struct Built {
     sidecars: Vec<Arc<Sidecar>>,
 }
 
+/// Where in the data dir `chainctl_exportSnapshotV1` writes its copy of the store.
+pub const SNAPSHOT_DIR: &str = "snapshot";
+
 /// Payloads kept for getPayload after they were built.
 const MAX_PAYLOADS: usize = 64;
 
@@ -72,6 +75,8 @@ pub struct Engine {
     /// `eth_syncing` answers syncing until a forkchoice update moves the head, as
     /// Reth, Geth and Erigon do after they start (`--syncing-until-new-head`).
     syncing_until_new_head: std::sync::atomic::AtomicBool,
+    /// One snapshot export at a time (they write the same file).
+    exporting: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,7 +111,51 @@ impl Engine {
             journal: Mutex::new(None),
             pending: Mutex::new(Default::default()),
             syncing_until_new_head: Default::default(),
+            exporting: Mutex::new(()),
         }
+    }
+
+    /// Export a consistent copy of the store to `<data dir>/snapshot/engine.redb`: the
+    /// read transaction is taken under the chain lock (so it holds a whole forkchoice
+    /// commit), the copy is made without it. The answer names the file relative to the
+    /// data dir (`chainctl backup` reads it where it sees the data dir, e.g. through a
+    /// container's volume) and the forkchoice it holds.
+    pub fn export_snapshot(&self) -> Result<Value, String> {
+        let _one = lock(&self.exporting);
+        let (view, dir) = {
+            let chain = self.chain();
+            let store = chain.store().ok_or(
+                "this engine runs without --datadir: it keeps nothing on disk to snapshot",
+            )?;
+            let dir = store
+                .path()
+                .parent()
+                .map(|d| d.join(SNAPSHOT_DIR))
+                .ok_or("the store has no data dir")?;
+            (store.read_view()?, dir)
+        };
+        chainctl_common::fs::private_dir(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dest = dir.join("engine.redb");
+        let started = std::time::Instant::now();
+        let info = super::store::export(&view, &dest)?;
+        drop(view);
+        let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        tracing::info!(
+            file = %dest.display(),
+            finalized = info.finalized_number,
+            bytes = size,
+            ms = started.elapsed().as_millis() as u64,
+            "exported a snapshot of the store"
+        );
+        Ok(json!({
+            "file": format!("{SNAPSHOT_DIR}/engine.redb"),
+            "genesis": info.genesis,
+            "head": info.head,
+            "finalized": info.finalized,
+            "finalizedNumber": info.finalized_number,
+            "bytes": size,
+        }))
     }
 
     /// From now until a forkchoice update moves the head, `eth_syncing` answers
@@ -175,6 +224,14 @@ impl Engine {
             // The engine port also serves `eth_chainId` (execution-apis: the Engine API
             // endpoint exposes a subset of `eth_`): the supervisor's authenticated probe.
             "eth_chainId" => Ok(json!(format!("{:#x}", self.chain().spec.chain_id))),
+            // chainctl's own, on the authenticated port only: a consistent copy of the
+            // store in the data dir, for `chainctl backup` (the engine keeps serving).
+            "chainctl_exportSnapshotV1" => {
+                if !(p.is_null() || p.as_array().is_some_and(|a| a.is_empty())) {
+                    return Err(RpcError::invalid_params("chainctl_exportSnapshotV1 takes no params"));
+                }
+                self.export_snapshot().map_err(RpcError::internal)
+            }
             "engine_getClientVersionV1" => Ok(json!([{
                 "code": "CT",
                 "name": "chainctl",

@@ -80,6 +80,73 @@ pub struct ServeArgs {
     /// object of zeros before its first forkchoice): for tests that stand in for them.
     #[arg(long)]
     pub syncing_until_new_head: bool,
+    /// Start from a snapshot of another built-in engine of the same chain (a store file
+    /// `chainctl_exportSnapshotV1` wrote, or `chainctl backup`'s `engine.redb.zst`) when
+    /// --datadir holds no chain yet: the engine then needs only the blocks after the
+    /// snapshot from its consensus node, not every block since genesis. A snapshot of
+    /// another chain is refused; a data dir that already holds a chain keeps it.
+    #[arg(long, value_name = "FILE", requires = "datadir")]
+    pub from_snapshot: Option<PathBuf>,
+}
+
+/// Put the snapshot `from` into `dir` as the engine's store, when `dir` holds none: checked
+/// to be of the chain whose genesis is `genesis` first, decompressed when it is zstd, and
+/// fsync'd before it takes the store's name. Whether it was used.
+pub fn seed_from_snapshot(
+    from: &Path,
+    dir: &Path,
+    genesis: alloy_primitives::B256,
+) -> Result<bool, String> {
+    let store = dir.join("engine.redb");
+    if store.exists() {
+        tracing::info!(
+            store = %store.display(),
+            "--from-snapshot: the data dir already holds a chain; keeping it"
+        );
+        return Ok(false);
+    }
+    chainctl_common::fs::private_dir(dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+    let tmp = dir.join("engine.redb.snapshot");
+    let copy = || -> std::io::Result<()> {
+        let mut src = std::fs::File::open(from)?;
+        let mut out = std::fs::File::create(&tmp)?;
+        let mut magic = [0u8; 4];
+        let n = std::io::Read::read(&mut src, &mut magic)?;
+        std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(0))?;
+        if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+            zstd::stream::copy_decode(src, &mut out)?;
+        } else {
+            std::io::copy(&mut src, &mut out)?;
+        }
+        out.sync_all()
+    };
+    copy().map_err(|e| format!("--from-snapshot {}: {e}", from.display()))?;
+    let info = match super::store::snapshot_info(&tmp) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!(
+                "--from-snapshot {}: not a store snapshot ({e})",
+                from.display()
+            ));
+        }
+    };
+    if info.genesis != genesis {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "--from-snapshot {}: the snapshot is of the chain with genesis {}, this engine's genesis is {genesis}: give a snapshot of an engine of this network",
+            from.display(),
+            info.genesis
+        ));
+    }
+    std::fs::rename(&tmp, &store).map_err(|e| format!("{}: {e}", store.display()))?;
+    tracing::info!(
+        snapshot = %from.display(),
+        finalized = info.finalized_number,
+        "starting from a snapshot of another engine of this chain"
+    );
+    Ok(true)
 }
 
 /// Header that marks a request as relayed by another engine (not to be relayed again).
@@ -602,6 +669,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let chain = load_genesis(genesis)?;
+    if let (Some(from), Some(dir)) = (&args.from_snapshot, &args.datadir) {
+        seed_from_snapshot(from, dir, chain.genesis_hash()).map_err(|e| anyhow!("{e}"))?;
+    }
     let chain = match &args.datadir {
         Some(dir) => {
             let store = super::store::Store::open(dir).map_err(|e| anyhow!("{e}"))?;

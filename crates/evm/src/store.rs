@@ -433,6 +433,12 @@ impl Store {
         Ok(state)
     }
 
+    /// A read transaction: a consistent view of the whole store as of now, which later
+    /// commits do not change (redb is copy-on-write). Cheap to take under the chain lock.
+    pub fn read_view(&self) -> Res<redb::ReadTransaction> {
+        self.db.begin_read().map_err(|e| self.err("read", e))
+    }
+
     fn orphan_slots(&self, key: &[u8; 64]) -> String {
         self.damaged(format!(
             "storage slots of account {}, which does not exist",
@@ -447,6 +453,95 @@ pub fn damaged(path: &Path, what: &str) -> String {
         "{}: {what}: the store is damaged; move the data dir away and start the engine again: it resyncs the chain from its consensus node",
         path.display()
     )
+}
+
+/// What a snapshot holds: the store's forkchoice as of its read transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub genesis: B256,
+    pub head: B256,
+    pub finalized: B256,
+    /// Number of the finalized block.
+    pub finalized_number: u64,
+}
+
+/// Write the store as `view` sees it into a new store file at `dest` (replaced when it
+/// exists), table by table, then fsync it: a complete store an engine opens like its own
+/// (it re-executes from the flat state's block to the head, checking every state root).
+/// The engine keeps running meanwhile; `view` pins the pages it reads.
+pub fn export(view: &redb::ReadTransaction, dest: &Path) -> Res<SnapshotInfo> {
+    let e = |what: &str, err: &dyn std::fmt::Display| format!("snapshot {}: {what}: {err}", dest.display());
+    let tmp = dest.with_extension("partial");
+    let _ = std::fs::remove_file(&tmp);
+    let out = Database::create(&tmp).map_err(|x| e("create", &x))?;
+    let mut w = out.begin_write().map_err(|x| e("write", &x))?;
+    w.set_durability(Durability::Immediate);
+    fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
+        view: &redb::ReadTransaction,
+        w: &redb::WriteTransaction,
+        def: TableDefinition<K, V>,
+    ) -> Result<(), String> {
+        let from = match view.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(x) => return Err(format!("{def}: {x}")),
+        };
+        let mut to = w.open_table(def).map_err(|x| format!("{def}: {x}"))?;
+        for row in from.iter().map_err(|x| format!("{def}: {x}"))? {
+            let (k, v) = row.map_err(|x| format!("{def}: {x}"))?;
+            to.insert(k.value(), v.value())
+                .map_err(|x| format!("{def}: {x}"))?;
+        }
+        Ok(())
+    }
+    let tables = || -> Result<(), String> {
+        copy(view, &w, META)?;
+        copy(view, &w, BLOCKS)?;
+        copy(view, &w, INVALID)?;
+        copy(view, &w, ACCOUNTS)?;
+        copy(view, &w, STORAGE)?;
+        copy(view, &w, CODE)?;
+        copy(view, &w, CANON)?;
+        copy(view, &w, TXS)
+    };
+    tables().map_err(|x| e("copy", &x))?;
+    w.commit().map_err(|x| e("commit", &x))?;
+    drop(out);
+    std::fs::rename(&tmp, dest).map_err(|x| e("rename", &x))?;
+    // Read back what was written: the forkchoice the snapshot holds.
+    snapshot_info(dest)
+}
+
+/// What a snapshot file (a store another engine exported) holds, read without opening it
+/// as a store: its genesis, head and finalized block.
+pub fn snapshot_info(path: &Path) -> Res<SnapshotInfo> {
+    let e = |what: &str, err: &dyn std::fmt::Display| format!("snapshot {}: {what}: {err}", path.display());
+    let db = Database::open(path).map_err(|x| e("open", &x))?;
+    let r = db.begin_read().map_err(|x| e("read", &x))?;
+    let meta = r.open_table(META).map_err(|x| e("meta", &x))?;
+    let get = |k: &str| -> Res<B256> {
+        let v = meta
+            .get(k)
+            .map_err(|x| e("meta", &x))?
+            .ok_or_else(|| damaged(path, &format!("{k} is missing")))?;
+        if v.value().len() != 32 {
+            return Err(damaged(path, &format!("{k} is not a hash")));
+        }
+        Ok(B256::from_slice(v.value()))
+    };
+    let (genesis, head, finalized) = (get("genesis")?, get("head")?, get("finalized")?);
+    let blocks = r.open_table(BLOCKS).map_err(|x| e("blocks", &x))?;
+    let raw = blocks
+        .get(&finalized.0)
+        .map_err(|x| e("blocks", &x))?
+        .ok_or_else(|| damaged(path, "the finalized block is missing"))?;
+    let block = decode_block(finalized, raw.value()).map_err(|x| damaged(path, &x))?;
+    Ok(SnapshotInfo {
+        genesis,
+        head,
+        finalized,
+        finalized_number: block.number(),
+    })
 }
 
 fn io(e: impl std::fmt::Display) -> String {

@@ -788,18 +788,23 @@ impl Supervisor {
                 self.reload_at = Some(now);
                 Response::ok("reloading the profile")
             }
-            Request::Restart { service } => {
-                let Some(i) = self.services.iter().position(|s| s.plan.name == service) else {
-                    let names: Vec<&str> =
-                        self.services.iter().map(|s| s.plan.name.as_str()).collect();
-                    return Response::err(format!(
-                        "no service named `{service}`; known: {}",
-                        names.join(", ")
-                    ));
+            Request::Stop { service } => {
+                let i = match self.named(&service) {
+                    Ok(i) => i,
+                    Err(r) => return r,
                 };
-                if self.shutting_down {
-                    return Response::err("the supervisor is shutting down");
-                }
+                info!(service = %service, "stop requested: it stays stopped until `chainctl restart`");
+                self.services[i].history.clear();
+                self.begin_stop(i, After::Rest, now);
+                Response::ok(format!(
+                    "stopping {service}; it stays stopped until `chainctl restart {service}`"
+                ))
+            }
+            Request::Restart { service } => {
+                let i = match self.named(&service) {
+                    Ok(i) => i,
+                    Err(r) => return r,
+                };
                 info!(service = %service, "restart requested");
                 let s = &mut self.services[i];
                 s.history.clear();
@@ -812,6 +817,22 @@ impl Supervisor {
                 Response::ok(format!("restarting {service}"))
             }
         }
+    }
+
+    /// The index of the service `name`, or the answer naming the services there are (or
+    /// saying the supervisor is shutting down).
+    fn named(&self, name: &str) -> Result<usize, Response> {
+        let Some(i) = self.services.iter().position(|s| s.plan.name == name) else {
+            let names: Vec<&str> = self.services.iter().map(|s| s.plan.name.as_str()).collect();
+            return Err(Response::err(format!(
+                "no service named `{name}`; known: {}",
+                names.join(", ")
+            )));
+        };
+        if self.shutting_down {
+            return Err(Response::err("the supervisor is shutting down"));
+        }
+        Ok(i)
     }
 
     fn refresh_usage(&mut self) {

@@ -256,6 +256,30 @@ fn restart_request_clears_given_up_and_restarts_a_running_service() {
     assert!(!r.ok && r.error.unwrap().contains("no service named `zz`; known: a"));
 }
 
+#[test]
+fn a_stopped_service_stays_stopped_until_restarted() {
+    let (mut s, fake) = sup("name: t\nservices:\n  a:\n    command: [x]\n");
+    let t0 = Instant::now();
+    s.step(t0);
+    s.step(t0 + Duration::from_secs(1));
+    assert_eq!(state(&s, "a"), "ready");
+    let stop = |name: &str| Request::Stop {
+        service: name.into(),
+    };
+    assert!(s.control(stop("a"), t0 + Duration::from_secs(1)).ok);
+    assert_eq!(fake.borrow().signalled, ["a"]);
+    for n in 2..40 {
+        s.step(t0 + Duration::from_secs(n));
+    }
+    assert_eq!(state(&s, "a"), "stopped");
+    assert_eq!(fake.borrow().started.len(), 1, "not restarted by its policy");
+    assert!(s.control(Request::Restart { service: "a".into() }, t0 + Duration::from_secs(40)).ok);
+    s.step(t0 + Duration::from_secs(41));
+    assert_eq!(fake.borrow().started.len(), 2);
+    let r = s.control(stop("zz"), t0);
+    assert!(!r.ok && r.error.unwrap().contains("no service named `zz`"));
+}
+
 /// A supervisor whose reloads return the plan of `yaml`, as edited by the test.
 fn sup_reloading(yaml: &str) -> (Supervisor, Rc<RefCell<Fake>>, Rc<RefCell<String>>) {
     let (mut s, fake) = sup(yaml);
