@@ -18,11 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod backup;
 mod inspect;
 mod lifecycle;
 mod ops;
 mod render;
 
+use backup::*;
 use inspect::*;
 use lifecycle::*;
 use ops::*;
@@ -138,6 +140,22 @@ pub enum Command {
         /// The service.
         service: String,
     },
+    /// Stop services and keep them stopped (not restarted on exit or failure) until
+    /// `chainctl restart`: e.g. before `chainctl restore`. Returns once each has stopped.
+    Stop {
+        /// The services.
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Back up the running network, consistently, without stopping it: each validator's
+    /// decided blocks, each built-in engine's store at a finalized block, the genesis,
+    /// and with --include-secrets the secrets, encrypted. `backup verify` re-hashes one,
+    /// `backup list` lists them.
+    Backup(BackupArgs),
+    /// Restore services from a backup into their data dirs and start them again: refused
+    /// for a backup of another chain, a damaged file, or a service that runs. A restored
+    /// validator signs nothing at the heights the network reached since the backup.
+    Restore(RestoreArgs),
     /// Switch a validator to another of its execution clients now (through the running
     /// supervisor's API); without --to, to its best healthy backup.
     Failover {
@@ -614,6 +632,9 @@ fn run(mut cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Failover { validator, to } => failover_cmd(profile, state_dir, validator, to),
+        Command::Stop { services } => stop_cmd(profile, state_dir, &services),
+        Command::Backup(a) => backup_cmd(profile, state_dir, a),
+        Command::Restore(a) => restore_cmd(profile, state_dir, a),
         Command::Upgrade {
             target,
             image,

@@ -997,7 +997,11 @@ fn the_chain_and_its_verdicts_survive_a_restart() {
         &["--from-snapshot", snap_file.to_str().unwrap()],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(latest(&seeded), before, "the head of the engine seeded from it");
+    assert_eq!(
+        latest(&seeded),
+        before,
+        "the head of the engine seeded from it"
+    );
     assert_eq!(
         qty(&seeded.rpc("eth_getStorageAt", json!([counter, "0x0", "latest"]))),
         39

@@ -9,6 +9,7 @@ mod blobutil;
 mod evmutil;
 mod util;
 
+mod backup;
 mod chaos;
 mod clients;
 mod compose;

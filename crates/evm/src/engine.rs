@@ -228,7 +228,9 @@ impl Engine {
             // store in the data dir, for `chainctl backup` (the engine keeps serving).
             "chainctl_exportSnapshotV1" => {
                 if !(p.is_null() || p.as_array().is_some_and(|a| a.is_empty())) {
-                    return Err(RpcError::invalid_params("chainctl_exportSnapshotV1 takes no params"));
+                    return Err(RpcError::invalid_params(
+                        "chainctl_exportSnapshotV1 takes no params",
+                    ));
                 }
                 self.export_snapshot().map_err(RpcError::internal)
             }

@@ -470,7 +470,9 @@ pub struct SnapshotInfo {
 /// (it re-executes from the flat state's block to the head, checking every state root).
 /// The engine keeps running meanwhile; `view` pins the pages it reads.
 pub fn export(view: &redb::ReadTransaction, dest: &Path) -> Res<SnapshotInfo> {
-    let e = |what: &str, err: &dyn std::fmt::Display| format!("snapshot {}: {what}: {err}", dest.display());
+    let e = |what: &str, err: &dyn std::fmt::Display| {
+        format!("snapshot {}: {what}: {err}", dest.display())
+    };
     let tmp = dest.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
     let out = Database::create(&tmp).map_err(|x| e("create", &x))?;
@@ -515,7 +517,9 @@ pub fn export(view: &redb::ReadTransaction, dest: &Path) -> Res<SnapshotInfo> {
 /// What a snapshot file (a store another engine exported) holds, read without opening it
 /// as a store: its genesis, head and finalized block.
 pub fn snapshot_info(path: &Path) -> Res<SnapshotInfo> {
-    let e = |what: &str, err: &dyn std::fmt::Display| format!("snapshot {}: {what}: {err}", path.display());
+    let e = |what: &str, err: &dyn std::fmt::Display| {
+        format!("snapshot {}: {what}: {err}", path.display())
+    };
     let db = Database::open(path).map_err(|x| e("open", &x))?;
     let r = db.begin_read().map_err(|x| e("read", &x))?;
     let meta = r.open_table(META).map_err(|x| e("meta", &x))?;

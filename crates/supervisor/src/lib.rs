@@ -791,7 +791,7 @@ impl Supervisor {
             Request::Stop { service } => {
                 let i = match self.named(&service) {
                     Ok(i) => i,
-                    Err(r) => return r,
+                    Err(e) => return Response::err(e),
                 };
                 info!(service = %service, "stop requested: it stays stopped until `chainctl restart`");
                 self.services[i].history.clear();
@@ -803,7 +803,7 @@ impl Supervisor {
             Request::Restart { service } => {
                 let i = match self.named(&service) {
                     Ok(i) => i,
-                    Err(r) => return r,
+                    Err(e) => return Response::err(e),
                 };
                 info!(service = %service, "restart requested");
                 let s = &mut self.services[i];
@@ -819,18 +819,18 @@ impl Supervisor {
         }
     }
 
-    /// The index of the service `name`, or the answer naming the services there are (or
-    /// saying the supervisor is shutting down).
-    fn named(&self, name: &str) -> Result<usize, Response> {
+    /// The index of the service `name`, or why there is none to act on: the services
+    /// there are, or that the supervisor is shutting down.
+    fn named(&self, name: &str) -> Result<usize, String> {
         let Some(i) = self.services.iter().position(|s| s.plan.name == name) else {
             let names: Vec<&str> = self.services.iter().map(|s| s.plan.name.as_str()).collect();
-            return Err(Response::err(format!(
+            return Err(format!(
                 "no service named `{name}`; known: {}",
                 names.join(", ")
-            )));
+            ));
         };
         if self.shutting_down {
-            return Err(Response::err("the supervisor is shutting down"));
+            return Err("the supervisor is shutting down".into());
         }
         Ok(i)
     }

@@ -272,8 +272,20 @@ fn a_stopped_service_stays_stopped_until_restarted() {
         s.step(t0 + Duration::from_secs(n));
     }
     assert_eq!(state(&s, "a"), "stopped");
-    assert_eq!(fake.borrow().started.len(), 1, "not restarted by its policy");
-    assert!(s.control(Request::Restart { service: "a".into() }, t0 + Duration::from_secs(40)).ok);
+    assert_eq!(
+        fake.borrow().started.len(),
+        1,
+        "not restarted by its policy"
+    );
+    assert!(
+        s.control(
+            Request::Restart {
+                service: "a".into()
+            },
+            t0 + Duration::from_secs(40)
+        )
+        .ok
+    );
     s.step(t0 + Duration::from_secs(41));
     assert_eq!(fake.borrow().started.len(), 2);
     let r = s.control(stop("zz"), t0);

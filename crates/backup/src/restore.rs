@@ -1,0 +1,419 @@
+//! `chainctl restore`: a backup put back into a service's data dir, and the service
+//! started again to rejoin the network.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chainctl_common::validator::SignFloor;
+use chainctl_core::control::Request;
+
+use crate::manifest::{verify, FileEntry, Manifest, ServiceEntry};
+use crate::network::{relative, Network, Role, Service};
+use crate::take::{HashingReader, NETWORK};
+use crate::vault::{self, Unlock};
+
+/// What `chainctl restore` was asked.
+pub struct RestoreOptions {
+    /// The backup's directory.
+    pub from: PathBuf,
+    /// The services (a validator stands for itself and its execution clients); every
+    /// service of the backup when empty.
+    pub services: Vec<String>,
+    /// What opens the backup's secrets; without it, data only.
+    pub unlock: Option<Unlock>,
+    /// Restore the execution clients named from this other execution client's snapshot
+    /// in the backup (same chain, both built-in engines): a new or broken client starts
+    /// near the head instead of replaying every block since genesis.
+    pub source: Option<String>,
+    /// Start the restored services through the running supervisor.
+    pub start: bool,
+}
+
+/// What a restore did, one line per step, for the operator.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub lines: Vec<String>,
+    /// Whether the secrets were restored (false: not asked, none in the backup, or
+    /// nothing to open them with; a line says which).
+    pub secrets: bool,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Restore `o.from` into `net`. Refused, before anything is written: a backup of another
+/// chain (both named), a stored file whose hash differs from the manifest (named), a
+/// service the backup does not hold, and a service that runs.
+pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
+    let m = Manifest::read(&o.from)?;
+    let from = o.from.display();
+    if let Some(g) = &net.genesis {
+        let (ours, theirs) = (
+            (
+                g.chain_id,
+                format!("{}", g.execution_genesis_hash),
+                format!("{}", g.hash()),
+            ),
+            (
+                m.chain_id,
+                m.genesis_hash.clone(),
+                m.consensus_genesis_hash.clone(),
+            ),
+        );
+        if ours != theirs {
+            return Err(format!(
+                "{from} is a backup of chain {} (genesis {}, consensus genesis {}); this network is chain {} (genesis {}, consensus genesis {}): restore a backup of this network, or give the profile the backup was taken of",
+                theirs.0, theirs.1, theirs.2, ours.0, ours.1, ours.2
+            ));
+        }
+    }
+    let targets: Vec<&Service> = net.select(&o.services)?;
+    let targets: Vec<&Service> = if o.services.is_empty() {
+        targets
+            .into_iter()
+            .filter(|s| m.service(&s.name).is_some())
+            .collect()
+    } else {
+        targets
+    };
+    let mut entries: Vec<(&Service, &ServiceEntry)> = Vec::new();
+    if let Some(src) = &o.source {
+        let e = m
+            .service(src)
+            .ok_or_else(|| format!("{from} holds no backup of {src} (--source)"))?;
+        let builtin =
+            chainctl_core::clients::kind_name(chainctl_core::profile::ExecutionKind::Builtin);
+        if e.role != builtin {
+            return Err(format!(
+                "--source {src}: a snapshot of a built-in engine is needed; {src} is a {}",
+                e.role
+            ));
+        }
+        if o.services.is_empty() {
+            return Err(format!(
+                "--source {src}: name the execution clients to restore from it"
+            ));
+        }
+        for s in &targets {
+            match &s.role {
+                Role::Execution { kind: chainctl_core::profile::ExecutionKind::Builtin, .. } => entries.push((s, e)),
+                _ => {
+                    return Err(format!(
+                        "--source {src}: {} is not a built-in engine; --source restores built-in execution clients only",
+                        s.name
+                    ))
+                }
+            }
+        }
+    }
+    for s in targets.iter().filter(|_| o.source.is_none()) {
+        let e = m.service(&s.name).ok_or_else(|| {
+            let held: Vec<&str> = m
+                .services
+                .iter()
+                .filter(|e| e.name != NETWORK)
+                .map(|e| e.name.as_str())
+                .collect();
+            format!(
+                "{from} holds no backup of {}; it holds {}",
+                s.name,
+                held.join(", ")
+            )
+        })?;
+        entries.push((s, e));
+    }
+    if entries.is_empty() {
+        return Err(format!("{from} holds none of this network's services"));
+    }
+    let mut names: Vec<String> = entries.iter().map(|(_, e)| e.name.clone()).collect();
+    names.push(NETWORK.into());
+    let bad = verify(&o.from, &m, &names);
+    if !bad.is_empty() {
+        return Err(format!(
+            "refusing to restore from {from}: {} file(s) differ from its manifest:\n  {}\nrestore from another backup (`chainctl backup list`)",
+            bad.len(),
+            bad.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n  ")
+        ));
+    }
+    // Nothing that runs is written over.
+    let states = net.states()?;
+    for (s, _) in &entries {
+        let state = states
+            .iter()
+            .find(|(n, _)| *n == s.name)
+            .map_or("stopped", |(_, st)| st.as_str());
+        if !matches!(state, "stopped" | "given-up") {
+            let stop: Vec<&str> = entries.iter().map(|(s, _)| s.name.as_str()).collect();
+            let why = match s.role {
+                Role::Validator => format!(
+                    "restoring a validator's key and state while {} runs would make the key sign twice (double signing)",
+                    s.name
+                ),
+                Role::Execution { .. } => format!(
+                    "restoring over the data dir of {} while it runs would corrupt it",
+                    s.name
+                ),
+            };
+            return Err(format!(
+                "{} is {state}: {why}; stop it first: `chainctl stop {}`",
+                s.name,
+                stop.join(" ")
+            ));
+        }
+    }
+    let mut out = Restored::default();
+    let stamp = now_unix();
+    // A new host: the network's files first (genesis, port allocation).
+    if net.genesis.is_none() {
+        let e = m.service(NETWORK).ok_or_else(|| {
+            format!("{from} has no network files, and this state dir has none: restore into the network's own state dir")
+        })?;
+        for f in &e.files {
+            let dest = net.layout.root.join(&f.restore_to);
+            put(&o.from, f, &dest)?;
+        }
+        out.lines.push(format!(
+            "network files restored into {}",
+            net.layout.root.display()
+        ));
+    }
+    for (s, e) in &entries {
+        let kept = replace_dir(&s.data_dir, stamp)?;
+        for f in &e.files {
+            put(&o.from, f, &s.data_dir.join(&f.restore_to))?;
+        }
+        if let Some(k) = &kept {
+            copy_owner(k, &s.data_dir);
+        }
+        let mut line = format!(
+            "{}: restored{} at height {} ({}) into {}",
+            s.name,
+            if e.name == s.name {
+                String::new()
+            } else {
+                format!(" from {}'s snapshot", e.name)
+            },
+            e.height,
+            e.block_hash,
+            s.data_dir.display()
+        );
+        if let Some(k) = kept {
+            line.push_str(&format!("; what was there is kept in {}", k.display()));
+        }
+        if s.role == Role::Validator {
+            // This key signed every height the network reached since the backup: no
+            // vote or proposal at those again.
+            let peers = net.peer_heights(&s.name);
+            let top = peers.iter().map(|(_, h)| *h).max();
+            let floor = top.unwrap_or(e.height).max(e.height);
+            let reason = match top {
+                Some(h) => format!(
+                    "restored from {from} (height {}) at unix {stamp}; the other validators were at height {h}",
+                    e.height
+                ),
+                None => format!(
+                    "restored from {from} (height {}) at unix {stamp}; no other validator answered",
+                    e.height
+                ),
+            };
+            let f = SignFloor {
+                height: floor,
+                reason,
+            };
+            let path = s.data_dir.join(SignFloor::FILE);
+            chainctl_common::fs::write_atomic(
+                &path,
+                serde_json::to_string_pretty(&f)
+                    .expect("serializes")
+                    .as_bytes(),
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            line.push_str(&format!("; it signs nothing at or below height {floor}"));
+        }
+        out.lines.push(line);
+    }
+    restore_secrets(net, &m, o, &entries, stamp, &mut out)?;
+    if o.start && net.supervised() {
+        // Execution clients first: a validator starts on its clients.
+        let mut order: Vec<&Service> = entries.iter().map(|(s, _)| *s).collect();
+        order.sort_by_key(|s| s.role == Role::Validator);
+        for s in order {
+            let r = net.ask(Request::Restart {
+                service: s.name.clone(),
+            })?;
+            if !r.ok {
+                return Err(format!(
+                    "{}: restored, but the supervisor did not start it: {}",
+                    s.name,
+                    r.error.unwrap_or_default()
+                ));
+            }
+        }
+        out.lines.push(format!(
+            "started {}: each catches up with the network (`chainctl status`)",
+            entries
+                .iter()
+                .map(|(s, _)| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    } else {
+        out.lines.push(
+            "start the network with `chainctl up` (or `chainctl restart SERVICE` for each)".into(),
+        );
+    }
+    Ok(out)
+}
+
+fn restore_secrets(
+    net: &Network,
+    m: &Manifest,
+    o: &RestoreOptions,
+    entries: &[(&Service, &ServiceEntry)],
+    stamp: u64,
+    out: &mut Restored,
+) -> Result<(), String> {
+    let wanted: Vec<String> = if o.services.is_empty() {
+        net.secret_files
+            .iter()
+            .map(|p| relative(&net.layout, p))
+            .collect()
+    } else {
+        entries
+            .iter()
+            .flat_map(|(s, _)| &s.secrets)
+            .map(|p| relative(&net.layout, p))
+            .collect()
+    };
+    let Some(sec) = &m.secrets else {
+        out.lines.push(
+            "secrets not restored: the backup holds none (it was taken without --include-secrets)"
+                .into(),
+        );
+        return Ok(());
+    };
+    let Some(unlock) = &o.unlock else {
+        out.lines.push(format!(
+            "secrets not restored: the backup's secrets are encrypted ({}); give --passphrase-file or --identity to restore them — the data was restored",
+            sec.encryption
+        ));
+        return Ok(());
+    };
+    let files = vault::open(&o.from.join(&sec.stored), unlock)?;
+    let mut n = 0;
+    for (name, bytes) in files {
+        let all = o.services.is_empty();
+        if !all && !wanted.contains(&name) {
+            continue;
+        }
+        let dest = if Path::new(&name).is_absolute() {
+            PathBuf::from(&name)
+        } else {
+            net.layout.root.join(&name)
+        };
+        if let Ok(old) = std::fs::read(&dest) {
+            if old == bytes {
+                n += 1;
+                continue;
+            }
+            let kept = PathBuf::from(format!("{}.replaced-{stamp}", dest.display()));
+            std::fs::rename(&dest, &kept).map_err(|e| format!("{}: {e}", dest.display()))?;
+            out.lines.push(format!(
+                "{} differed from the backup's; the old one is kept in {}",
+                dest.display(),
+                kept.display()
+            ));
+        }
+        if let Some(parent) = dest.parent() {
+            chainctl_common::fs::private_dir(parent)
+                .map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        chainctl_common::fs::write_atomic(&dest, &bytes)
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
+        set_private(&dest)?;
+        n += 1;
+    }
+    out.secrets = true;
+    out.lines
+        .push(format!("{n} secret file(s) restored (mode 0600)"));
+    Ok(())
+}
+
+fn set_private(p: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Make `dir` a new empty private directory; what was in it is moved aside (never
+/// deleted) and its new name returned.
+fn replace_dir(dir: &Path, stamp: u64) -> Result<Option<PathBuf>, String> {
+    let kept = match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                let kept = PathBuf::from(format!("{}.replaced-{stamp}", dir.display()));
+                std::fs::rename(dir, &kept).map_err(|e| {
+                    format!(
+                        "cannot move {} aside to {}: {e}",
+                        dir.display(),
+                        kept.display()
+                    )
+                })?;
+                Some(kept)
+            } else {
+                None
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    chainctl_common::fs::private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(kept)
+}
+
+/// Give `dir` and what is in it the owner of `like` (a container's user owned the data
+/// dir this one replaces). Only root can; others already own what they wrote.
+fn copy_owner(like: &Path, dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(like) else {
+        return;
+    };
+    let (uid, gid) = (m.uid(), m.gid());
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
+        if let Ok(rd) = std::fs::read_dir(&p) {
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+}
+
+/// Decompress one stored file to `dest`, checking its size and hash on the way.
+fn put(from: &Path, f: &FileEntry, dest: &Path) -> Result<(), String> {
+    let src = from.join(&f.stored);
+    let e = |err: std::io::Error| format!("{} → {}: {err}", src.display(), dest.display());
+    if let Some(parent) = dest.parent() {
+        chainctl_common::fs::private_dir(parent).map_err(e)?;
+    }
+    let tmp = PathBuf::from(format!("{}.restoring", dest.display()));
+    let input = std::fs::File::open(&src).map_err(e)?;
+    let mut dec = HashingReader::new(zstd::stream::Decoder::new(input).map_err(e)?);
+    let mut out = std::fs::File::create(&tmp).map_err(e)?;
+    std::io::copy(&mut dec, &mut out).map_err(e)?;
+    out.sync_all().map_err(e)?;
+    let (size, sha) = dec.finish();
+    if size != f.size || sha != f.sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "{}: decompressed to {size} bytes with SHA-256 {sha}; the manifest says {} bytes with SHA-256 {}: the backup is damaged",
+            src.display(),
+            f.size,
+            f.sha256
+        ));
+    }
+    std::fs::rename(&tmp, dest).map_err(e)?;
+    Ok(())
+}
