@@ -165,6 +165,12 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
         }
     }
     let mut out = Restored::default();
+    if m.profile_digest != net.profile_digest {
+        out.lines.push(format!(
+            "note: the profile differs from the one the backup was taken with (profile `{}`); the chain and genesis are the same",
+            m.profile
+        ));
+    }
     let stamp = now_unix();
     // A new host: the network's files first (genesis, port allocation).
     if net.genesis.is_none() {
