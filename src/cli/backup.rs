@@ -31,6 +31,10 @@ pub struct BackupArgs {
     /// An age X25519 recipient (`age1…`) the secrets are encrypted to (repeatable).
     #[arg(long, value_name = "AGE_PUBLIC_KEY")]
     pub recipient: Vec<String>,
+    /// Keep only the newest N backups of this network in --to (older ones are removed
+    /// once the new one is whole).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
 }
 
 /// `chainctl backup verify|list`.
@@ -206,16 +210,18 @@ pub(super) fn backup_cmd(
             };
             let net = network(profile, state_dir)?;
             let t0 = std::time::Instant::now();
-            let (dir, m) = chainctl_backup::backup(
+            let taken = chainctl_backup::backup(
                 &net,
                 &chainctl_backup::BackupOptions {
                     services: a.services,
                     to,
                     secrets,
                     progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    keep: a.keep,
                 },
             )
             .map_err(|e| anyhow::anyhow!(e))?;
+            let (dir, m) = (&taken.dir, &taken.manifest);
             for s in m.services.iter().filter(|s| s.name != "network") {
                 let bytes: u64 = s.files.iter().map(|f| f.stored_size).sum();
                 println!(
@@ -230,6 +236,9 @@ pub(super) fn backup_cmd(
                     s.encryption
                 ),
                 None => println!("secrets: not included (--include-secrets keeps them, encrypted)"),
+            }
+            for r in &taken.removed {
+                println!("removed {} (--keep)", r.display());
             }
             println!(
                 "backup {} — {} bytes in {:.1} s",

@@ -16,7 +16,7 @@ const PASSPHRASE: &str = "a long passphrase for the test";
 
 fn up(env: &Env) -> Chain {
     env.write_profile(
-        "name: bk\nports: {start: 26460, end: 26559}\nchain: {chain_id: 1337, block_time: 1s, dev_accounts: 20}\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\ngateway: {port: auto}\n",
+        "name: bk\nports: {start: 26460, end: 26559}\nchain: {chain_id: 1337, block_time: 1s, dev_accounts: 20}\nvalidators:\n  count: 4\n  execution: [builtin, builtin]\ngateway: {port: auto}\nbackup: {every: 1h, keep: 2, to: scheduled}\n",
     );
     env.up_detached();
     Chain::read(&env.state())
@@ -188,6 +188,33 @@ fn a_lost_validator_comes_back_from_a_backup_taken_under_load() {
             && err.contains(manifest["genesis_hash"].as_str().unwrap()),
         "{err}"
     );
+
+    // The supervisor took a scheduled backup soon after `up` (none was fresh), and
+    // /metrics shows its age, size and heights per service.
+    let scheduled = env.path("scheduled");
+    wait_for("the first scheduled backup", Duration::from_secs(60), || {
+        std::fs::read_dir(&scheduled)
+            .ok()?
+            .flatten()
+            .find(|e| e.path().join("manifest.json").exists())
+            .map(|e| e.path())
+    });
+    let api = chain.port("chainctl", "api");
+    let metrics = wait_for("backup metrics", Duration::from_secs(30), || {
+        let t = ureq::get(&format!("http://127.0.0.1:{api}/metrics"))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        t.contains("chainctl_backup_age_seconds{service=\"val-1\"}").then_some(t)
+    });
+    for family in [
+        "chainctl_backup_runs_total{result=\"ok\"} 1",
+        "chainctl_backup_bytes{service=\"val-1-el-0\"}",
+        "chainctl_backup_height{service=\"val-0\"}",
+    ] {
+        assert!(metrics.contains(family), "no {family} in /metrics");
+    }
 
     // The disaster: val-1 and both of its execution clients stopped, their data dirs and
     // the validator's key gone.

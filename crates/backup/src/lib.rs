@@ -19,7 +19,7 @@
 //! monitor or the report: it reaches a network as an operator's tooling would, through
 //! its state dir, its control socket and its services' endpoints.
 
-pub mod manifest;
+pub use chainctl_core::backup as manifest;
 mod network;
 mod restore;
 mod take;
@@ -27,10 +27,6 @@ mod vault;
 
 pub use network::{Network, Role, Service};
 pub use restore::{restore, RestoreOptions, Restored};
-pub use take::{backup, BackupOptions};
+pub use take::{backup, BackupOptions, Taken};
 pub use vault::{Recipients, Unlock};
-
-/// The manifest's name inside a backup directory.
-pub const MANIFEST: &str = "manifest.json";
-/// The encrypted secrets' name inside a backup directory.
-pub const SECRETS: &str = "secrets.tar.age";
+pub use manifest::{MANIFEST, NETWORK, SECRETS};

@@ -7,9 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chainctl_common::validator::SignFloor;
 use chainctl_core::control::Request;
 
-use crate::manifest::{verify, FileEntry, Manifest, ServiceEntry};
+use chainctl_core::backup::{verify, FileEntry, Manifest, ServiceEntry};
 use crate::network::{relative, Network, Role, Service};
-use crate::take::{HashingReader, NETWORK};
+use crate::take::HashingReader;
+use crate::NETWORK;
 use crate::vault::{self, Unlock};
 
 /// What `chainctl restore` was asked.

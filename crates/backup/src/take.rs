@@ -8,8 +8,9 @@ use chainctl_common::secrets::{engine_token, JwtSecret};
 use chainctl_core::profile::ExecutionKind;
 use serde_json::json;
 
-use crate::manifest::{hash_file, FileEntry, Manifest, SecretsEntry, ServiceEntry, FORMAT};
+use chainctl_core::backup::{hash_file, FileEntry, Manifest, SecretsEntry, ServiceEntry, FORMAT};
 use crate::network::{network_files, relative, Network, Role, Service};
+use crate::NETWORK;
 use crate::vault::{self, Recipients};
 
 /// What `chainctl backup` was asked.
@@ -23,10 +24,19 @@ pub struct BackupOptions {
     pub secrets: Option<Recipients>,
     /// Draw progress bars (on a terminal).
     pub progress: bool,
+    /// Keep only this many backups of this network in `to` (the oldest go, once the new
+    /// one is whole).
+    pub keep: Option<u32>,
 }
 
-/// The name the network's own files (genesis, port allocation) have in a manifest.
-pub const NETWORK: &str = "network";
+/// A backup taken.
+pub struct Taken {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Older backups removed for `keep`.
+    pub removed: Vec<PathBuf>,
+}
+
 
 /// zstd level: fast, and most of a store is hashes, which no level compresses.
 const LEVEL: i32 = 3;
@@ -37,9 +47,9 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Take a backup of `net` into a new directory under `o.to`; its path and manifest.
-/// A backup that fails leaves only `<dir>.partial`, never a directory that looks whole.
-pub fn backup(net: &Network, o: &BackupOptions) -> Result<(PathBuf, Manifest), String> {
+/// Take a backup of `net` into a new directory under `o.to`. A backup that fails leaves
+/// only `<dir>.partial`, never a directory that looks whole.
+pub fn backup(net: &Network, o: &BackupOptions) -> Result<Taken, String> {
     let (chain_id, genesis, consensus) = net.chain()?;
     let services = net.select(&o.services)?;
     chainctl_common::fs::private_dir(&o.to).map_err(|e| format!("--to {}: {e}", o.to.display()))?;
@@ -160,7 +170,38 @@ pub fn backup(net: &Network, o: &BackupOptions) -> Result<(PathBuf, Manifest), S
     sync_dir(&partial);
     std::fs::rename(&partial, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     sync_dir(&o.to);
-    Ok((dir, m))
+    let removed = match o.keep {
+        Some(keep) => prune(&o.to, &m, keep as usize)?,
+        None => Vec::new(),
+    };
+    Ok(Taken {
+        dir,
+        manifest: m,
+        removed,
+    })
+}
+
+/// Remove the oldest backups of `m`'s network in `dir` beyond the newest `keep`; what
+/// was removed. Backups of other networks, and directories that are not backups, stay.
+fn prune(dir: &Path, m: &Manifest, keep: usize) -> Result<Vec<PathBuf>, String> {
+    let ours: Vec<PathBuf> = chainctl_core::backup::list(dir)?
+        .into_iter()
+        .filter(|(_, b)| {
+            b.as_ref().is_ok_and(|b| {
+                b.profile == m.profile
+                    && b.chain_id == m.chain_id
+                    && b.genesis_hash == m.genesis_hash
+            })
+        })
+        .map(|(p, _)| p)
+        .collect();
+    let excess = ours.len().saturating_sub(keep.max(1));
+    let mut removed = Vec::new();
+    for p in ours.into_iter().take(excess) {
+        std::fs::remove_dir_all(&p).map_err(|e| format!("removing {}: {e}", p.display()))?;
+        removed.push(p);
+    }
+    Ok(removed)
 }
 
 /// `YYYYmmddTHHMMSSZ` of a unix time (UTC), without a date library.

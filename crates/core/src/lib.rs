@@ -9,6 +9,7 @@
 //! keeping the state dir's own records (state, ports, JWT secrets), and the clients of
 //! the control socket and of a validator's `/status`.
 
+pub mod backup;
 pub mod chaos;
 pub mod clients;
 pub mod control;

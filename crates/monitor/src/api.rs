@@ -488,6 +488,7 @@ async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
     drop(view);
     sh.gateway.register(&sc);
     sc.add(sh.api.auth_failures.clone());
+    sh.backups.register(&sc);
     sc.add(super::reconcile_histogram().clone());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], sc.encode()).into_response()
 }

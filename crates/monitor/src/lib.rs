@@ -15,6 +15,7 @@
 //! through chainctl-common).
 
 pub mod api;
+pub mod backups;
 pub mod cache;
 pub mod gateway;
 pub mod health;
@@ -67,6 +68,8 @@ pub struct Settings {
     pub gateway_tls: Option<chainctl_core::profile::TlsFiles>,
     /// Calls per second per address the API takes (api.rate_limit).
     pub api_rate_limit: u32,
+    /// Scheduled backups (`backup:`).
+    pub backup: Option<backups::Scheduled>,
 }
 
 impl Settings {
@@ -96,6 +99,14 @@ impl Settings {
             api_tls: profile.api.tls.clone(),
             gateway_tls: profile.gateway.tls.clone(),
             api_rate_limit: profile.api.rate_limit,
+            backup: profile.backup.as_ref().map(|b| backups::Scheduled {
+                every: b.every.get(),
+                keep: b.keep,
+                to: b.to.clone(),
+                recipients: b.recipients.clone(),
+                state_dir: layout.root.clone(),
+                profile: profile.name.clone(),
+            }),
         })
     }
 
@@ -450,6 +461,8 @@ pub struct Shared {
     pub gateway: gateway::Stats,
     /// The API's rate limit and its refused tokens.
     pub api: api::Guard,
+    /// Scheduled backups' runs and the newest backup.
+    pub backups: Arc<backups::Stats>,
     sup: Forward,
     targets: RwLock<Arc<Targets>>,
 }
@@ -599,6 +612,7 @@ impl Monitor {
         let shared = Arc::new(Shared {
             gateway: gateway::Stats::default(),
             api: api::Guard::new(settings.api_rate_limit),
+            backups: Default::default(),
             settings,
             view: Mutex::new(View::default()),
             upstreams: RwLock::new(Arc::new(Upstreams {
@@ -647,6 +661,9 @@ impl Monitor {
                             }
                             Err(e) => error!("gateway listener: {e}"),
                         }
+                    }
+                    if let Some(b) = sh.settings.backup.clone() {
+                        tokio::spawn(backups::run(sh.backups.clone(), b));
                     }
                     tokio::select! {
                         _ = probe_loop(sh, targets_rx, exits_rx) => {}

@@ -68,6 +68,7 @@ impl Checks<'_> {
             "security" => "security",
             "monitoring" => "monitoring",
             "performance" => "performance",
+            "ops" => "operations",
             _ => "high-availability",
         };
         let skipped_reason = (f.status == Status::Skipped).then(|| {
@@ -171,7 +172,86 @@ pub fn all(e: &Evidence) -> Vec<Check> {
     canary(&mut c);
     high_availability(&mut c);
     chaos(&mut c);
+    backups(&mut c);
     c.out
+}
+
+/// `ops.backups`: a whole backup of this network younger than `backup.every`.
+fn backups(c: &mut Checks) {
+    let e = c.e;
+    let f = backups_found(
+        e.profile.backup.as_ref(),
+        e.backups.as_ref(),
+        e.at_ms / 1000,
+    );
+    c.add(
+        "ops.backups",
+        "A whole backup younger than the backup interval",
+        Severity::Important,
+        "Add `backup: {every: 6h, keep: 7, to: /var/backups/chainctl}` to the profile (the supervisor takes them), or run `chainctl backup --to DIR`; a damaged backup is replaced by the next one — see docs/backup.md.",
+        f,
+    );
+}
+
+fn backups_found(
+    schedule: Option<&chainctl_core::profile::BackupSchedule>,
+    newest: Option<&Result<Option<crate::evidence::NewestBackup>, String>>,
+    now_unix: u64,
+) -> Found {
+    let (Some(s), Some(newest)) = (schedule, newest) else {
+        return skipped(
+            "no `backup:` in the profile: scheduled backups are off (add `backup: {every: 6h, keep: 7, to: DIR}`)",
+        );
+    };
+    let every = humantime::format_duration(s.every.get());
+    match newest {
+        Err(err) => found(
+            Status::Fail,
+            format!("the backups in {} cannot be read: {err}", s.to.display()),
+            vec![],
+        ),
+        Ok(None) => found(
+            Status::Fail,
+            format!("no backup of this network in {} (backup.every {every})", s.to.display()),
+            vec![],
+        ),
+        Ok(Some(b)) => {
+            let age_s = now_unix.saturating_sub(b.manifest.created_unix);
+            let age = humantime::format_duration(Duration::from_secs(age_s));
+            let mut ev = vec![format!(
+                "{}: {age} old, {} bytes, {}",
+                b.dir.display(),
+                b.manifest.stored_bytes(),
+                b.manifest
+                    .services
+                    .iter()
+                    .filter(|x| x.name != chainctl_core::backup::NETWORK)
+                    .map(|x| format!("{} at {}", x.name, x.height))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )];
+            ev.push(match &b.manifest.secrets {
+                Some(x) => format!("secrets: {} files, encrypted ({})", x.files.len(), x.encryption),
+                None => "secrets: not in the backup (backup.recipients encrypts them in)".into(),
+            });
+            ev.extend(b.damaged.iter().cloned());
+            if !b.damaged.is_empty() {
+                found(
+                    Status::Fail,
+                    format!("the newest backup is damaged: {} file(s) differ from its manifest", b.damaged.len()),
+                    ev,
+                )
+            } else if age_s > s.every.get().as_secs() {
+                found(
+                    Status::Fail,
+                    format!("the newest whole backup is {age} old, older than backup.every ({every})"),
+                    ev,
+                )
+            } else {
+                found(Status::Pass, format!("a whole backup {age} old (every {every})"), ev)
+            }
+        }
+    }
 }
 
 fn infrastructure(c: &mut Checks) {
@@ -1546,6 +1626,35 @@ mod tests {
         crate::canary::consensus_fields(
             &json!({"status": "0x1", "blockNumber": "0x7", "blockHash": "0xab", "gasUsed": gas}),
         )
+    }
+
+    #[test]
+    fn backups_pass_only_whole_and_younger_than_the_interval() {
+        let schedule: chainctl_core::profile::BackupSchedule =
+            serde_json::from_value(json!({"every": "1h", "to": "/b"})).unwrap();
+        let manifest: chainctl_core::backup::Manifest = serde_json::from_value(json!({
+            "format": 1, "chainctl": "x", "created_unix": 10_000, "profile": "p",
+            "profile_digest": "d", "chain_id": 1, "genesis_hash": "g",
+            "consensus_genesis_hash": "c", "services": []
+        }))
+        .unwrap();
+        let b = |damaged: Vec<String>| {
+            Ok(Some(crate::evidence::NewestBackup {
+                dir: "/b/p-1".into(),
+                manifest: manifest.clone(),
+                damaged,
+            }))
+        };
+        assert_eq!(backups_found(None, None, 0).status, Status::Skipped);
+        assert_eq!(backups_found(Some(&schedule), Some(&Ok(None)), 0).status, Status::Fail);
+        let fresh = backups_found(Some(&schedule), Some(&b(vec![])), 10_000 + 3599);
+        assert_eq!(fresh.status, Status::Pass, "{}", fresh.summary);
+        let old = backups_found(Some(&schedule), Some(&b(vec![])), 10_000 + 3601);
+        assert_eq!(old.status, Status::Fail);
+        assert!(old.summary.contains("older than backup.every"), "{}", old.summary);
+        let bad = backups_found(Some(&schedule), Some(&b(vec!["/b/p-1/x: differs".into()])), 10_001);
+        assert_eq!(bad.status, Status::Fail);
+        assert!(bad.evidence.iter().any(|l| l.contains("/b/p-1/x")), "{:?}", bad.evidence);
     }
 
     #[test]

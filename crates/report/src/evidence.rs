@@ -149,6 +149,39 @@ pub struct Evidence {
     pub canary: Result<crate::canary::Canary, String>,
     /// The network's planned stops (`chainctl down`), for the gaps they make.
     pub planned_stops: Vec<chainctl_core::state::PlannedStop>,
+    /// The newest backup of this network in `backup.to` (`None`: no `backup:` in the
+    /// profile).
+    pub backups: Option<Result<Option<NewestBackup>, String>>,
+}
+
+/// The newest backup of the network, and what re-hashing it found.
+#[derive(Debug, Clone)]
+pub struct NewestBackup {
+    pub dir: PathBuf,
+    pub manifest: chainctl_core::backup::Manifest,
+    /// Its files that differ from the manifest (empty: whole).
+    pub damaged: Vec<String>,
+}
+
+/// The newest backup of the profile's chain in `dir`, re-hashed.
+fn newest_backup(p: &Profile, dir: &std::path::Path) -> Result<Option<NewestBackup>, String> {
+    let Some((dir, manifest)) = chainctl_core::backup::list(dir)?
+        .into_iter()
+        .filter_map(|(d, m)| Some((d, m.ok()?)))
+        .filter(|(_, m)| m.profile == p.name && m.chain_id == p.chain.chain_id)
+        .next_back()
+    else {
+        return Ok(None);
+    };
+    let damaged = chainctl_core::backup::verify(&dir, &manifest, &[])
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    Ok(Some(NewestBackup {
+        dir,
+        manifest,
+        damaged,
+    }))
 }
 
 /// What a report run needs.
@@ -247,6 +280,11 @@ pub fn gather(i: &Inputs) -> Result<Evidence> {
         chaos: chaos_record(&i.layout.chaos_result()),
         canary: Err("not sent yet".into()),
         planned_stops: chainctl_core::state::planned_stops(&i.layout.planned_stops()),
+        backups: i
+            .profile
+            .backup
+            .as_ref()
+            .map(|b| newest_backup(i.profile, &b.to)),
         status,
     };
     e.canary = canary(i, &e, &targets);

@@ -54,7 +54,43 @@ pub fn validate(p: &Profile, index: &Index) -> Vec<Problem> {
     supervisor(p, &mut c);
     monitoring(p, &mut c);
     listen(p, &mut c);
+    backup(p, &mut c);
     c.problems
+}
+
+fn backup(p: &Profile, c: &mut Checker) {
+    let Some(b) = &p.backup else { return };
+    if b.every.get() < std::time::Duration::from_secs(60) {
+        c.at(
+            "backup.every",
+            format!(
+                "{} is shorter than 1m: a backup copies every store; give e.g. `6h`",
+                humantime::format_duration(b.every.get())
+            ),
+        );
+    }
+    if b.keep == 0 {
+        c.at("backup.keep", "0 would delete every backup it makes: keep at least 1 (e.g. 7)");
+    }
+    if p.validators.count == 0 {
+        c.at_key(
+            "backup",
+            "the profile has no validators: chainctl backs up validators and their execution clients; remove `backup`",
+        );
+    }
+    for (i, r) in b.recipients.iter().enumerate() {
+        let ok = r.starts_with("age1")
+            && r.len() == 62
+            && r[4..].chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit());
+        if !ok {
+            c.at(
+                &format!("backup.recipients[{i}]"),
+                format!(
+                    "`{r}` is not an age X25519 public key (62 characters starting with `age1`, as `age-keygen` prints)"
+                ),
+            );
+        }
+    }
 }
 
 /// Plain HTTP stays on loopback: an address beyond it is refused unless what listens

@@ -115,6 +115,7 @@ pub(crate) fn resolve_paths(profile: &mut Profile, source: &Source) {
         paths.extend([&mut tls.cert, &mut tls.key]);
     }
     paths.extend(profile.report.canary_key.as_mut());
+    paths.extend(profile.backup.as_mut().map(|b| &mut b.to));
     for p in paths {
         if p.is_relative() {
             *p = base.join(&*p);

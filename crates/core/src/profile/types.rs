@@ -65,6 +65,33 @@ pub struct Profile {
     /// `chainctl report`: what it may use on the network.
     #[serde(default)]
     pub report: ReportConfig,
+    /// Scheduled backups: the supervisor runs `chainctl backup` at this interval (a
+    /// rendered systemd deployment gets a timer), keeping the newest `keep`.
+    #[serde(default)]
+    pub backup: Option<BackupSchedule>,
+}
+
+/// Scheduled backups of the network (`chainctl backup --to DIR --keep N` at an interval).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSchedule {
+    /// How often, e.g. `6h` (at least `1m`); the report's `ops.backups` wants a whole
+    /// backup younger than this.
+    pub every: Dur,
+    /// How many backups of this network to keep in `to`; older ones are removed after
+    /// each new one is whole.
+    #[serde(default = "default_backup_keep")]
+    pub keep: u32,
+    /// The directory backups are made in (relative paths: to the profile's directory).
+    pub to: PathBuf,
+    /// age X25519 public keys (`age1…`) the secrets are encrypted to. Without any, the
+    /// scheduled backups hold no secrets (a passphrase never sits in a profile).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+fn default_backup_keep() -> u32 {
+    7
 }
 
 /// What `chainctl report` may use on the network.

@@ -1,10 +1,20 @@
-//! The manifest of a backup and what checks it: every stored file re-hashed.
+//! A backup's manifest (`chainctl backup`, crate chainctl-backup, writes it) and what
+//! checks a backup: every stored file re-hashed. Here so that the monitor (scheduled
+//! backups' metrics) and the report (`ops.backups`) read backups without linking what
+//! takes them.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// The manifest's name inside a backup directory.
+pub const MANIFEST: &str = "manifest.json";
+/// The encrypted secrets' name inside a backup directory.
+pub const SECRETS: &str = "secrets.tar.age";
+/// The name the network's own files (genesis, port allocation) have in a manifest.
+pub const NETWORK: &str = "network";
 
 /// Version of the layout below; another version is refused, not misread.
 pub const FORMAT: u32 = 1;
@@ -87,7 +97,7 @@ pub struct SecretsEntry {
 impl Manifest {
     /// Read the manifest of the backup in `dir`.
     pub fn read(dir: &Path) -> Result<Manifest, String> {
-        let path = dir.join(crate::MANIFEST);
+        let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path).map_err(|e| {
             format!(
                 "{}: {e}: a backup directory holds manifest.json (give the directory `chainctl backup` printed)",
@@ -108,7 +118,7 @@ impl Manifest {
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), String> {
-        let path = dir.join(crate::MANIFEST);
+        let path = dir.join(MANIFEST);
         let text = serde_json::to_string_pretty(self).expect("a manifest serializes");
         chainctl_common::fs::write_atomic(&path, text.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))
@@ -204,7 +214,7 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>, String> {
     let mut out = Vec::new();
     for e in rd.flatten() {
         let p = e.path();
-        if p.join(crate::MANIFEST).exists() {
+        if p.join(MANIFEST).exists() {
             let m = Manifest::read(&p);
             out.push((p, m));
         }
