@@ -64,7 +64,7 @@ pub fn drift(profile: &str, files: &[File], dir: &Path) -> Drift {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(&prefix)
-                && name.ends_with(".service")
+                && (name.ends_with(".service") || name.ends_with(".timer"))
                 && !files.iter().any(|f| f.name == name)
             {
                 d.stale.push(name);
@@ -76,7 +76,7 @@ pub fn drift(profile: &str, files: &[File], dir: &Path) -> Drift {
 }
 
 fn is_unit(name: &str) -> bool {
-    name.ends_with(".service") || name.ends_with(".target")
+    name.ends_with(".service") || name.ends_with(".target") || name.ends_with(".timer")
 }
 
 /// Numeric uid and gid of a user, from /etc/passwd.
@@ -212,6 +212,15 @@ pub fn install(i: &Install) -> Result<Vec<String>> {
     }
     let target = units::target_name(i.profile);
     systemctl(&["enable", &target])?;
+    // Scheduled backups (`backup:`): their timer, started with the network.
+    for t in i.files.iter().filter(|f| f.name.ends_with(".timer")) {
+        if i.start {
+            systemctl(&["enable", "--now", &t.name])?;
+            say.push(format!("enabled and started {}", t.name));
+        } else {
+            systemctl(&["enable", &t.name])?;
+        }
+    }
     if i.start {
         // A changed service restarts alone; the target starts whatever is not running.
         let changed: Vec<&str> = d
@@ -241,7 +250,9 @@ pub fn uninstall(profile: &str, unit_dir: &Path) -> Result<Vec<String>> {
         .map(|r| {
             r.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix) && n.ends_with(".service"))
+                .filter(|n| {
+                    n.starts_with(&prefix) && (n.ends_with(".service") || n.ends_with(".timer"))
+                })
                 .collect()
         })
         .unwrap_or_default();

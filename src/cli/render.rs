@@ -41,7 +41,27 @@ pub(super) fn systemd_files(
             }
         }
     }
-    let files = render::systemd::render(&plan, user)?;
+    let mut files = render::systemd::render(&plan, user)?;
+    if let Some(schedule) = &p.backup {
+        let me = std::env::current_exe()
+            .context("cannot find the chainctl binary")?
+            .display()
+            .to_string();
+        let chainctl = chainctl.map_or(me, |c| c.display().to_string());
+        let profile_file = match &loaded.source.path {
+            Some(f) => Some(std::path::absolute(f).with_context(|| format!("{}", f.display()))?),
+            None => None,
+        };
+        files.extend(render::systemd::backup_units(
+            &plan,
+            user,
+            &render::systemd::BackupJob {
+                schedule,
+                chainctl: &chainctl,
+                profile_file: profile_file.as_deref(),
+            },
+        )?);
+    }
     Ok((plan, files))
 }
 

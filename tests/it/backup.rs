@@ -192,13 +192,17 @@ fn a_lost_validator_comes_back_from_a_backup_taken_under_load() {
     // The supervisor took a scheduled backup soon after `up` (none was fresh), and
     // /metrics shows its age, size and heights per service.
     let scheduled = env.path("scheduled");
-    wait_for("the first scheduled backup", Duration::from_secs(60), || {
-        std::fs::read_dir(&scheduled)
-            .ok()?
-            .flatten()
-            .find(|e| e.path().join("manifest.json").exists())
-            .map(|e| e.path())
-    });
+    wait_for(
+        "the first scheduled backup",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_dir(&scheduled)
+                .ok()?
+                .flatten()
+                .find(|e| e.path().join("manifest.json").exists())
+                .map(|e| e.path())
+        },
+    );
     let api = chain.port("chainctl", "api");
     let metrics = wait_for("backup metrics", Duration::from_secs(30), || {
         let t = ureq::get(&format!("http://127.0.0.1:{api}/metrics"))
@@ -206,7 +210,8 @@ fn a_lost_validator_comes_back_from_a_backup_taken_under_load() {
             .ok()?
             .into_string()
             .ok()?;
-        t.contains("chainctl_backup_age_seconds{service=\"val-1\"}").then_some(t)
+        t.contains("chainctl_backup_age_seconds{service=\"val-1\"}")
+            .then_some(t)
     });
     for family in [
         "chainctl_backup_runs_total{result=\"ok\"} 1",

@@ -85,7 +85,17 @@ fn every_rendered_unit_verifies_and_scores_at_most_2_5() {
         .unwrap();
     let installed = opt.path().join("chainctl");
     std::os::unix::fs::symlink(bin(), &installed).unwrap();
-    for (i, p) in profiles().iter().enumerate() {
+    // Scheduled backups add a oneshot service and its timer.
+    let with_backup = env.path("backup.yaml");
+    std::fs::write(
+        &with_backup,
+        std::fs::read_to_string(&profiles()[2]).unwrap()
+            + "\nbackup: {every: 6h, keep: 7, to: /var/backups/chainctl-test, recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]}\n",
+    )
+    .unwrap();
+    let mut all = profiles();
+    all.push(with_backup.display().to_string());
+    for (i, p) in all.iter().enumerate() {
         let out = env.path(&format!("units-{i}"));
         render_with(
             p,
@@ -99,11 +109,25 @@ fn every_rendered_unit_verifies_and_scores_at_most_2_5() {
             .map(|e| e.path())
             .filter(|p| {
                 p.extension()
-                    .is_some_and(|e| e == "service" || e == "target")
+                    .is_some_and(|e| e == "service" || e == "target" || e == "timer")
             })
             .collect();
         units.sort();
         assert!(units.len() >= 3, "{units:?}");
+        if i == 3 {
+            let unit = |n: &str| std::fs::read_to_string(out.join(n)).unwrap();
+            let svc = unit("chainctl-devnet-backup.service");
+            assert!(
+                svc.contains("Type=oneshot")
+                    && svc.contains(
+                        "\"backup\" \"--to\" \"/var/backups/chainctl-test\" \"--keep\" \"7\""
+                    )
+                    && svc.contains("\"--include-secrets\" \"--recipient\" \"age1ql3z7"),
+                "{svc}"
+            );
+            let timer = unit("chainctl-devnet-backup.timer");
+            assert!(timer.contains("OnUnitActiveSec=21600s"), "{timer}");
+        }
         let v = tool("systemd-analyze")
             .arg("verify")
             .args(&units)

@@ -25,8 +25,8 @@ mod restore;
 mod take;
 mod vault;
 
+pub use manifest::{MANIFEST, NETWORK, SECRETS};
 pub use network::{Network, Role, Service};
 pub use restore::{restore, RestoreOptions, Restored};
 pub use take::{backup, BackupOptions, Taken};
 pub use vault::{Recipients, Unlock};
-pub use manifest::{MANIFEST, NETWORK, SECRETS};

@@ -68,20 +68,29 @@ impl Network {
     pub fn open(loaded: &Loaded, layout: Layout) -> Result<Network, String> {
         let p = &loaded.profile;
         let st = state::read_json::<StateFile>(&layout.state_file()).map_err(|e| e.to_string())?;
+        let ports = state::read_json::<chainctl_core::state::PortsFile>(&layout.ports_file())
+            .map_err(|e| e.to_string())?;
         let plan = |name: &str| {
             st.as_ref()
                 .and_then(|s| s.services.get(name))
                 .map(|r| &r.plan)
         };
-        let reach = |name: &str, port: &str| -> Option<SocketAddr> {
-            let pl = plan(name)?;
-            let a = pl.ports.get(port)?;
-            let ip = if pl.ready_host.is_unspecified() {
+        let loopback = |ip: IpAddr| {
+            if ip.is_unspecified() {
                 IpAddr::V4(Ipv4Addr::LOCALHOST)
             } else {
-                pl.ready_host
-            };
-            Some(SocketAddr::new(ip, a.port))
+                ip
+            }
+        };
+        // Where the supervisor started it (its state file), else where the allocation
+        // and `listen.rpc` put it (units systemd runs, with no supervisor's state file).
+        let reach = |name: &str, port: &str| -> Option<SocketAddr> {
+            if let Some(pl) = plan(name) {
+                let a = pl.ports.get(port)?;
+                return Some(SocketAddr::new(loopback(pl.ready_host), a.port));
+            }
+            let a = ports.as_ref()?.services.get(name)?.get(port)?;
+            Some(SocketAddr::new(loopback(p.listen.rpc), a.port))
         };
         let mut services = Vec::new();
         let mut secret_files: Vec<PathBuf> = Vec::new();
@@ -239,17 +248,26 @@ impl Network {
         let st = state::read_json::<StateFile>(&self.layout.state_file())
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
-        Ok(st
+        // No supervisor (units systemd runs, a supervisor killed): a process the state
+        // file records as alive, or anything answering on the service's own endpoint.
+        Ok(self
             .services
             .iter()
-            .map(|(n, r)| {
-                let alive = r
-                    .handle
+            .map(|s| {
+                let alive = st
+                    .services
+                    .get(&s.name)
+                    .and_then(|r| r.handle)
                     .is_some_and(|h| chainctl_core::procinfo::same_process(h.pid, h.start_ticks));
-                (
-                    n.clone(),
-                    if alive { "running" } else { "stopped" }.to_string(),
-                )
+                let answering = s.status.or(s.engine).filter(|a| {
+                    std::net::TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok()
+                });
+                let state = match (alive, answering) {
+                    (true, _) => "running".to_string(),
+                    (false, Some(a)) => format!("running (it answers on {a})"),
+                    (false, None) => "stopped".to_string(),
+                };
+                (s.name.clone(), state)
             })
             .collect())
     }

@@ -7,11 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chainctl_common::validator::SignFloor;
 use chainctl_core::control::Request;
 
-use chainctl_core::backup::{verify, FileEntry, Manifest, ServiceEntry};
 use crate::network::{relative, Network, Role, Service};
 use crate::take::HashingReader;
-use crate::NETWORK;
 use crate::vault::{self, Unlock};
+use crate::NETWORK;
+use chainctl_core::backup::{verify, FileEntry, Manifest, ServiceEntry};
 
 /// What `chainctl restore` was asked.
 pub struct RestoreOptions {
@@ -158,10 +158,20 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
                     s.name
                 ),
             };
+            let how = if net.supervised() {
+                format!("`chainctl stop {}`", stop.join(" "))
+            } else {
+                format!(
+                    "`systemctl stop {}` under systemd, else `chainctl down`",
+                    stop.iter()
+                        .map(|n| format!("chainctl-{}-{n}.service", net.profile))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            };
             return Err(format!(
-                "{} is {state}: {why}; stop it first: `chainctl stop {}`",
-                s.name,
-                stop.join(" ")
+                "{} is {state}: {why}; stop it first: {how}",
+                s.name
             ));
         }
     }

@@ -8,10 +8,10 @@ use chainctl_common::secrets::{engine_token, JwtSecret};
 use chainctl_core::profile::ExecutionKind;
 use serde_json::json;
 
-use chainctl_core::backup::{hash_file, FileEntry, Manifest, SecretsEntry, ServiceEntry, FORMAT};
 use crate::network::{network_files, relative, Network, Role, Service};
-use crate::NETWORK;
 use crate::vault::{self, Recipients};
+use crate::NETWORK;
+use chainctl_core::backup::{hash_file, FileEntry, Manifest, SecretsEntry, ServiceEntry, FORMAT};
 
 /// What `chainctl backup` was asked.
 pub struct BackupOptions {
@@ -36,7 +36,6 @@ pub struct Taken {
     /// Older backups removed for `keep`.
     pub removed: Vec<PathBuf>,
 }
-
 
 /// zstd level: fast, and most of a store is hashes, which no level compresses.
 const LEVEL: i32 = 3;

@@ -65,8 +65,7 @@ impl Stats {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(_, m)| m.ok())
-            .filter(|m| m.profile == s.profile)
-            .next_back()
+            .rfind(|m| m.profile == s.profile)
             .map(|m| Newest {
                 created_unix: m.created_unix,
                 services: m

@@ -12,6 +12,84 @@ use std::path::Path;
 const SERVICE: &str = include_str!("../../../templates/systemd/service.hbs");
 const TARGET: &str = include_str!("../../../templates/systemd/target.hbs");
 const SYSUSERS: &str = include_str!("../../../templates/systemd/sysusers.hbs");
+const BACKUP_SERVICE: &str = include_str!("../../../templates/systemd/backup.service.hbs");
+const BACKUP_TIMER: &str = include_str!("../../../templates/systemd/backup.timer.hbs");
+
+/// Scheduled backups of a network under systemd: what the timer runs.
+pub struct BackupJob<'a> {
+    pub schedule: &'a chainctl_core::profile::BackupSchedule,
+    /// The chainctl binary the unit runs.
+    pub chainctl: &'a str,
+    /// The profile file (`None`: the embedded default).
+    pub profile_file: Option<&'a Path>,
+}
+
+/// A oneshot `chainctl backup` unit and the timer that runs it at `backup.every` (no
+/// supervisor runs under systemd to schedule them).
+pub fn backup_units(plan: &Plan, user: &str, job: &BackupJob) -> Result<Vec<File>, RenderError> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    for (name, t) in [("service", BACKUP_SERVICE), ("timer", BACKUP_TIMER)] {
+        hb.register_template_string(name, t)
+            .map_err(|e| RenderError(format!("template backup {name}: {e}")))?;
+    }
+    let s = job.schedule;
+    let to = unit_path(&s.to, "backup.to")?;
+    let state_dir = unit_path(&plan.state_dir, "the state dir")?;
+    let mut words = vec![quote_program(job.chainctl)?];
+    if let Some(f) = job.profile_file {
+        words.push(quote_exec("--profile"));
+        words.push(quote_exec(&f.display().to_string()));
+    }
+    for w in [
+        "--state-dir",
+        &plan.state_dir.display().to_string(),
+        "backup",
+        "--to",
+        &s.to.display().to_string(),
+        "--keep",
+        &s.keep.to_string(),
+    ] {
+        words.push(quote_exec(w));
+    }
+    if !s.recipients.is_empty() {
+        words.push(quote_exec("--include-secrets"));
+        for r in &s.recipients {
+            words.push(quote_exec("--recipient"));
+            words.push(quote_exec(r));
+        }
+    }
+    let service = unit_name(&plan.profile, "backup");
+    let timer = service.replace(".service", ".timer");
+    let data = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "profile": plan.profile,
+        "target": target_name(&plan.profile),
+        "user": user,
+        "to": to,
+        "state_dir": state_dir,
+        "every": humantime::format_duration(s.every.get()).to_string(),
+        "every_secs": s.every.get().as_secs(),
+        "exec_start": words.join(" "),
+        "service": service,
+        "timer": timer,
+    });
+    let render = |name: &str| {
+        hb.render(name, &data)
+            .map_err(|e| RenderError(format!("template backup {name}: {e}")))
+    };
+    Ok(vec![
+        File {
+            name: service.clone(),
+            contents: render("service")?,
+        },
+        File {
+            name: timer.clone(),
+            contents: render("timer")?,
+        },
+    ])
+}
 
 /// The unit name of a service.
 pub fn unit_name(profile: &str, service: &str) -> String {

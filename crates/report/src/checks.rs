@@ -212,7 +212,10 @@ fn backups_found(
         ),
         Ok(None) => found(
             Status::Fail,
-            format!("no backup of this network in {} (backup.every {every})", s.to.display()),
+            format!(
+                "no backup of this network in {} (backup.every {every})",
+                s.to.display()
+            ),
             vec![],
         ),
         Ok(Some(b)) => {
@@ -231,24 +234,37 @@ fn backups_found(
                     .join(", ")
             )];
             ev.push(match &b.manifest.secrets {
-                Some(x) => format!("secrets: {} files, encrypted ({})", x.files.len(), x.encryption),
+                Some(x) => format!(
+                    "secrets: {} files, encrypted ({})",
+                    x.files.len(),
+                    x.encryption
+                ),
                 None => "secrets: not in the backup (backup.recipients encrypts them in)".into(),
             });
             ev.extend(b.damaged.iter().cloned());
             if !b.damaged.is_empty() {
                 found(
                     Status::Fail,
-                    format!("the newest backup is damaged: {} file(s) differ from its manifest", b.damaged.len()),
+                    format!(
+                        "the newest backup is damaged: {} file(s) differ from its manifest",
+                        b.damaged.len()
+                    ),
                     ev,
                 )
             } else if age_s > s.every.get().as_secs() {
                 found(
                     Status::Fail,
-                    format!("the newest whole backup is {age} old, older than backup.every ({every})"),
+                    format!(
+                        "the newest whole backup is {age} old, older than backup.every ({every})"
+                    ),
                     ev,
                 )
             } else {
-                found(Status::Pass, format!("a whole backup {age} old (every {every})"), ev)
+                found(
+                    Status::Pass,
+                    format!("a whole backup {age} old (every {every})"),
+                    ev,
+                )
             }
         }
     }
@@ -1646,15 +1662,30 @@ mod tests {
             }))
         };
         assert_eq!(backups_found(None, None, 0).status, Status::Skipped);
-        assert_eq!(backups_found(Some(&schedule), Some(&Ok(None)), 0).status, Status::Fail);
+        assert_eq!(
+            backups_found(Some(&schedule), Some(&Ok(None)), 0).status,
+            Status::Fail
+        );
         let fresh = backups_found(Some(&schedule), Some(&b(vec![])), 10_000 + 3599);
         assert_eq!(fresh.status, Status::Pass, "{}", fresh.summary);
         let old = backups_found(Some(&schedule), Some(&b(vec![])), 10_000 + 3601);
         assert_eq!(old.status, Status::Fail);
-        assert!(old.summary.contains("older than backup.every"), "{}", old.summary);
-        let bad = backups_found(Some(&schedule), Some(&b(vec!["/b/p-1/x: differs".into()])), 10_001);
+        assert!(
+            old.summary.contains("older than backup.every"),
+            "{}",
+            old.summary
+        );
+        let bad = backups_found(
+            Some(&schedule),
+            Some(&b(vec!["/b/p-1/x: differs".into()])),
+            10_001,
+        );
         assert_eq!(bad.status, Status::Fail);
-        assert!(bad.evidence.iter().any(|l| l.contains("/b/p-1/x")), "{:?}", bad.evidence);
+        assert!(
+            bad.evidence.iter().any(|l| l.contains("/b/p-1/x")),
+            "{:?}",
+            bad.evidence
+        );
     }
 
     #[test]

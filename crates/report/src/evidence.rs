@@ -168,8 +168,7 @@ fn newest_backup(p: &Profile, dir: &std::path::Path) -> Result<Option<NewestBack
     let Some((dir, manifest)) = chainctl_core::backup::list(dir)?
         .into_iter()
         .filter_map(|(d, m)| Some((d, m.ok()?)))
-        .filter(|(_, m)| m.profile == p.name && m.chain_id == p.chain.chain_id)
-        .next_back()
+        .rfind(|(_, m)| m.profile == p.name && m.chain_id == p.chain.chain_id)
     else {
         return Ok(None);
     };

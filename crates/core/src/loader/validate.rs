@@ -70,7 +70,10 @@ fn backup(p: &Profile, c: &mut Checker) {
         );
     }
     if b.keep == 0 {
-        c.at("backup.keep", "0 would delete every backup it makes: keep at least 1 (e.g. 7)");
+        c.at(
+            "backup.keep",
+            "0 would delete every backup it makes: keep at least 1 (e.g. 7)",
+        );
     }
     if p.validators.count == 0 {
         c.at_key(
@@ -81,7 +84,9 @@ fn backup(p: &Profile, c: &mut Checker) {
     for (i, r) in b.recipients.iter().enumerate() {
         let ok = r.starts_with("age1")
             && r.len() == 62
-            && r[4..].chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit());
+            && r[4..]
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit());
         if !ok {
             c.at(
                 &format!("backup.recipients[{i}]"),
