@@ -77,6 +77,11 @@ pub struct RestoreArgs {
     /// Leave the restored services stopped.
     #[arg(long)]
     pub no_start: bool,
+    /// The lowest signing floor for a restored validator: the last height its key may
+    /// have signed. Needed when no other validator answers (the whole network restored)
+    /// and the network ran on after the backup.
+    #[arg(long, value_name = "HEIGHT")]
+    pub sign_floor: Option<u64>,
 }
 
 fn passphrase(file: Option<&Path>) -> Result<Option<String>> {
@@ -229,6 +234,9 @@ pub(super) fn backup_cmd(
                     s.name, s.height, s.block_hash, bytes, s.took_ms
                 );
             }
+            for k in &m.skipped {
+                println!("{:<14} SKIPPED: {}", k.name, k.reason);
+            }
             match &m.secrets {
                 Some(s) => println!(
                     "secrets: {} files, encrypted ({})",
@@ -271,6 +279,7 @@ pub(super) fn restore_cmd(
             unlock,
             source: a.source,
             start: !a.no_start,
+            sign_floor: a.sign_floor,
         },
     )
     .map_err(|e| anyhow::anyhow!(e))?;

@@ -349,6 +349,15 @@ fn a_lost_validator_comes_back_from_a_backup_taken_under_load() {
         });
         (first, snapshot_at, target, t0.elapsed())
     };
+    // A backup while one backup client is down: taken, that client named as skipped.
+    env.ok(&["stop", el]);
+    let out = env.ok(&["backup", "--to", backups.to_str().unwrap()]);
+    assert!(out.contains(&format!("{el}     SKIPPED")), "{out}");
+    let m: Value = serde_json::from_str(
+        &std::fs::read_to_string(backup_dir(&out).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["skipped"][0]["name"], el, "{m}");
     let (g_first, _, g_target, g_took) = rebuild("genesis");
     let (s_first, s_at, s_target, s_took) = rebuild("snapshot");
     eprintln!(

@@ -58,9 +58,11 @@ pub struct Network {
     /// restore writes the backup's).
     pub genesis: Option<Genesis>,
     pub services: Vec<Service>,
-    /// Every secret file of the network: the secrets dir's and those the profile names
-    /// elsewhere (validator keys given as files).
-    pub secret_files: Vec<PathBuf>,
+    /// Every secret file of the network, with its name in a backup: the secrets dir's
+    /// (by their path in the state dir) and those the profile names elsewhere
+    /// (validator keys given as files: `external/val-N.key`). A restore writes only
+    /// names of this list, to this network's paths.
+    pub secret_files: Vec<(PathBuf, String)>,
 }
 
 impl Network {
@@ -93,7 +95,7 @@ impl Network {
             Some(SocketAddr::new(loopback(p.listen.rpc), a.port))
         };
         let mut services = Vec::new();
-        let mut secret_files: Vec<PathBuf> = Vec::new();
+        let mut secret_files: Vec<(PathBuf, String)> = Vec::new();
         for i in 0..p.validators.count {
             let v = net::validator_name(i);
             let els = net::els_of(&p.validators, i);
@@ -101,7 +103,13 @@ impl Network {
             for (el, _) in &els {
                 secrets.push(layout.jwt_file(&v, el));
             }
-            secret_files.extend(secrets.iter().cloned());
+            for f in &secrets {
+                let name = match f.strip_prefix(&layout.root) {
+                    Ok(rel) => rel.to_string_lossy().into_owned(),
+                    Err(_) => format!("external/{v}.key"),
+                };
+                secret_files.push((f.clone(), name));
+            }
             services.push(Service {
                 data_dir: layout.data_dir(&v),
                 status: reach(&v, "status"),
@@ -135,7 +143,10 @@ impl Network {
                 let path = e.path();
                 match e.file_type() {
                     Ok(t) if t.is_dir() => stack.push(path),
-                    Ok(t) if t.is_file() => secret_files.push(path),
+                    Ok(t) if t.is_file() => {
+                        let name = relative(&layout, &path);
+                        secret_files.push((path, name));
+                    }
                     _ => {}
                 }
             }
@@ -177,6 +188,14 @@ impl Network {
     pub fn chain(&self) -> Result<(u64, B256, B256), String> {
         let g = self.genesis()?;
         Ok((g.chain_id, g.execution_genesis_hash, g.hash()))
+    }
+
+    /// The name a secret file has in a backup.
+    pub fn secret_name(&self, path: &Path) -> Option<&str> {
+        self.secret_files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, n)| n.as_str())
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {

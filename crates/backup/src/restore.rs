@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chainctl_common::validator::SignFloor;
 use chainctl_core::control::Request;
 
-use crate::network::{relative, Network, Role, Service};
+use crate::network::{Network, Role, Service};
 use crate::take::HashingReader;
 use crate::vault::{self, Unlock};
 use crate::NETWORK;
@@ -28,6 +28,10 @@ pub struct RestoreOptions {
     pub source: Option<String>,
     /// Start the restored services through the running supervisor.
     pub start: bool,
+    /// The lowest signing floor to give a restored validator (the last height its key
+    /// may have signed), for when no other validator answers to say how far the network
+    /// got.
+    pub sign_floor: Option<u64>,
 }
 
 /// What a restore did, one line per step, for the operator.
@@ -118,8 +122,19 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
                 .filter(|e| e.name != NETWORK)
                 .map(|e| e.name.as_str())
                 .collect();
+            let why = m
+                .skipped
+                .iter()
+                .find(|k| k.name == s.name)
+                .map(|k| {
+                    format!(
+                        " (it was skipped: {}; restore it from another client with --source)",
+                        k.reason
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                "{from} holds no backup of {}; it holds {}",
+                "{from} holds no backup of {}{why}; it holds {}",
                 s.name,
                 held.join(", ")
             )
@@ -182,6 +197,23 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
             m.profile
         ));
     }
+    if o.services.is_empty() {
+        for k in &m.skipped {
+            out.lines.push(format!(
+                "{}: not in the backup ({}): restore it from another client with `--source`, or let its validator resync it",
+                k.name, k.reason
+            ));
+        }
+    }
+    // Every path the backup names stays inside where it belongs.
+    for (_, e) in &entries {
+        for f in &e.files {
+            confined(&f.restore_to)?;
+        }
+    }
+    // The secrets are opened (and their names checked) before anything is replaced: a
+    // wrong passphrase must not leave the data half restored.
+    let secrets = open_secrets(net, &m, o, &entries, &mut out)?;
     let stamp = now_unix();
     // A new host: the network's files first (genesis, port allocation).
     if net.genesis.is_none() {
@@ -189,8 +221,7 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
             format!("{from} has no network files, and this state dir has none: restore into the network's own state dir")
         })?;
         for f in &e.files {
-            let dest = net.layout.root.join(&f.restore_to);
-            put(&o.from, f, &dest)?;
+            put(&o.from, f, &net.layout.root.join(confined(&f.restore_to)?))?;
         }
         out.lines.push(format!(
             "network files restored into {}",
@@ -198,15 +229,26 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
         ));
     }
     for (s, e) in &entries {
+        // A floor written by an earlier restore is never lowered.
+        let old_floor = SignFloor::read(&s.data_dir)
+            .ok()
+            .flatten()
+            .map(|f| f.height);
         let kept = replace_dir(&s.data_dir, stamp)?;
+        let kept_note = || {
+            kept.as_ref()
+                .map(|k| format!("; what was there is kept in {}", k.display()))
+                .unwrap_or_default()
+        };
         for f in &e.files {
-            put(&o.from, f, &s.data_dir.join(&f.restore_to))?;
+            put(&o.from, f, &s.data_dir.join(&f.restore_to))
+                .map_err(|err| format!("{err}{}", kept_note()))?;
         }
         if let Some(k) = &kept {
             copy_owner(k, &s.data_dir);
         }
         let mut line = format!(
-            "{}: restored{} at height {} ({}) into {}",
+            "{}: restored{} at height {} ({}) into {}{}",
             s.name,
             if e.name == s.name {
                 String::new()
@@ -215,27 +257,33 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
             },
             e.height,
             e.block_hash,
-            s.data_dir.display()
+            s.data_dir.display(),
+            kept_note()
         );
-        if let Some(k) = kept {
-            line.push_str(&format!("; what was there is kept in {}", k.display()));
-        }
         if s.role == Role::Validator {
             // This key signed every height the network reached since the backup: no
             // vote or proposal at those again.
             let peers = net.peer_heights(&s.name);
             let top = peers.iter().map(|(_, h)| *h).max();
-            let floor = top.unwrap_or(e.height).max(e.height);
-            let reason = match top {
-                Some(h) => format!(
-                    "restored from {from} (height {}) at unix {stamp}; the other validators were at height {h}",
-                    e.height
-                ),
-                None => format!(
-                    "restored from {from} (height {}) at unix {stamp}; no other validator answered",
-                    e.height
-                ),
-            };
+            let floor = [Some(e.height), top, old_floor, o.sign_floor]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(e.height);
+            let reason = format!(
+                "restored from {from} (height {}) at unix {stamp}; {}{}{}",
+                e.height,
+                match top {
+                    Some(h) => format!("the other validators were at height {h}"),
+                    None => "no other validator answered".into(),
+                },
+                old_floor
+                    .map(|f| format!("; an earlier floor was {f}"))
+                    .unwrap_or_default(),
+                o.sign_floor
+                    .map(|f| format!("; --sign-floor {f}"))
+                    .unwrap_or_default(),
+            );
             let f = SignFloor {
                 height: floor,
                 reason,
@@ -249,10 +297,17 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
             )
             .map_err(|e| format!("{}: {e}", path.display()))?;
             line.push_str(&format!("; it signs nothing at or below height {floor}"));
+            if top.is_none() && o.sign_floor.is_none() {
+                line.push_str(
+                    " — no other validator answered, so the floor is the backup's height: if this key signed beyond it (the network ran on after the backup), restore again with --sign-floor at the last height it reached",
+                );
+            }
         }
         out.lines.push(line);
     }
-    restore_secrets(net, &m, o, &entries, stamp, &mut out)?;
+    if let Some(files) = secrets {
+        write_secrets(files, stamp, &mut out)?;
+    }
     if o.start && net.supervised() {
         // Execution clients first: a validator starts on its clients.
         let mut order: Vec<&Service> = entries.iter().map(|(s, _)| *s).collect();
@@ -277,63 +332,93 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+    } else if net.supervised() {
+        out.lines.push(format!(
+            "left stopped: start them with `chainctl restart SERVICE` ({})",
+            entries
+                .iter()
+                .map(|(s, _)| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     } else {
-        out.lines.push(
-            "start the network with `chainctl up` (or `chainctl restart SERVICE` for each)".into(),
-        );
+        out.lines
+            .push("start the network with `chainctl up`".into());
     }
     Ok(out)
 }
 
-fn restore_secrets(
+/// `rel` as a path that stays inside the directory it is joined to: relative, and made
+/// only of plain names (no `..`, no root), as the backup wrote it.
+fn confined(rel: &str) -> Result<&Path, String> {
+    let p = Path::new(rel);
+    let plain = !rel.is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain {
+        Ok(p)
+    } else {
+        Err(format!(
+            "the manifest names `{rel}` as a place to restore to, which is not a plain relative path: refusing the backup (it was not written by chainctl, or was altered)"
+        ))
+    }
+}
+
+/// A secret to write: where, and its content.
+type SecretFile = (PathBuf, Vec<u8>);
+
+/// The secret files to write (destination, content), when the backup has them and they
+/// can be opened; the reason otherwise, as a line. Only names this network has are
+/// taken, each to this network's path for it.
+fn open_secrets(
     net: &Network,
     m: &Manifest,
     o: &RestoreOptions,
     entries: &[(&Service, &ServiceEntry)],
-    stamp: u64,
     out: &mut Restored,
-) -> Result<(), String> {
-    let wanted: Vec<String> = if o.services.is_empty() {
-        net.secret_files
-            .iter()
-            .map(|p| relative(&net.layout, p))
-            .collect()
-    } else {
-        entries
-            .iter()
-            .flat_map(|(s, _)| &s.secrets)
-            .map(|p| relative(&net.layout, p))
-            .collect()
-    };
+) -> Result<Option<Vec<SecretFile>>, String> {
     let Some(sec) = &m.secrets else {
         out.lines.push(
             "secrets not restored: the backup holds none (it was taken without --include-secrets)"
                 .into(),
         );
-        return Ok(());
+        return Ok(None);
     };
     let Some(unlock) = &o.unlock else {
         out.lines.push(format!(
             "secrets not restored: the backup's secrets are encrypted ({}); give --passphrase-file or --identity to restore them — the data was restored",
             sec.encryption
         ));
-        return Ok(());
+        return Ok(None);
     };
-    let files = vault::open(&o.from.join(&sec.stored), unlock)?;
-    let mut n = 0;
-    for (name, bytes) in files {
-        let all = o.services.is_empty();
-        if !all && !wanted.contains(&name) {
+    let wanted: Vec<&str> = if o.services.is_empty() {
+        net.secret_files.iter().map(|(_, n)| n.as_str()).collect()
+    } else {
+        entries
+            .iter()
+            .flat_map(|(s, _)| &s.secrets)
+            .filter_map(|p| net.secret_name(p))
+            .collect()
+    };
+    let mut files = Vec::new();
+    for (name, bytes) in vault::open(&o.from.join(&sec.stored), unlock)? {
+        if !wanted.contains(&name.as_str()) {
             continue;
         }
-        let dest = if Path::new(&name).is_absolute() {
-            PathBuf::from(&name)
-        } else {
-            net.layout.root.join(&name)
+        let Some((dest, _)) = net.secret_files.iter().find(|(_, n)| *n == name) else {
+            continue;
         };
+        files.push((dest.clone(), bytes));
+    }
+    out.secrets = true;
+    Ok(Some(files))
+}
+
+fn write_secrets(files: Vec<SecretFile>, stamp: u64, out: &mut Restored) -> Result<(), String> {
+    let n = files.len();
+    for (dest, bytes) in files {
         if let Ok(old) = std::fs::read(&dest) {
             if old == bytes {
-                n += 1;
                 continue;
             }
             let kept = PathBuf::from(format!("{}.replaced-{stamp}", dest.display()));
@@ -345,15 +430,15 @@ fn restore_secrets(
             ));
         }
         if let Some(parent) = dest.parent() {
-            chainctl_common::fs::private_dir(parent)
-                .map_err(|e| format!("{}: {e}", parent.display()))?;
+            if !parent.exists() {
+                chainctl_common::fs::private_dir(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
         }
         chainctl_common::fs::write_atomic(&dest, &bytes)
             .map_err(|e| format!("{}: {e}", dest.display()))?;
         set_private(&dest)?;
-        n += 1;
     }
-    out.secrets = true;
     out.lines
         .push(format!("{n} secret file(s) restored (mode 0600)"));
     Ok(())
@@ -413,7 +498,9 @@ fn put(from: &Path, f: &FileEntry, dest: &Path) -> Result<(), String> {
     let src = from.join(&f.stored);
     let e = |err: std::io::Error| format!("{} → {}: {err}", src.display(), dest.display());
     if let Some(parent) = dest.parent() {
-        chainctl_common::fs::private_dir(parent).map_err(e)?;
+        if !parent.exists() {
+            chainctl_common::fs::private_dir(parent).map_err(e)?;
+        }
     }
     let tmp = PathBuf::from(format!("{}.restoring", dest.display()));
     let input = std::fs::File::open(&src).map_err(e)?;

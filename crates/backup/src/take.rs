@@ -11,7 +11,9 @@ use serde_json::json;
 use crate::network::{network_files, relative, Network, Role, Service};
 use crate::vault::{self, Recipients};
 use crate::NETWORK;
-use chainctl_core::backup::{hash_file, FileEntry, Manifest, SecretsEntry, ServiceEntry, FORMAT};
+use chainctl_core::backup::{
+    hash_file, FileEntry, Manifest, SecretsEntry, ServiceEntry, Skipped, FORMAT,
+};
 
 /// What `chainctl backup` was asked.
 pub struct BackupOptions {
@@ -47,11 +49,13 @@ fn now_unix() -> u64 {
 }
 
 /// Take a backup of `net` into a new directory under `o.to`. A backup that fails leaves
-/// only `<dir>.partial`, never a directory that looks whole.
+/// only `<dir>.partial-<pid>`, never a directory that looks whole.
 pub fn backup(net: &Network, o: &BackupOptions) -> Result<Taken, String> {
     let (chain_id, genesis, consensus) = net.chain()?;
     let services = net.select(&o.services)?;
-    chainctl_common::fs::private_dir(&o.to).map_err(|e| format!("--to {}: {e}", o.to.display()))?;
+    // The directory named is made if missing, never re-moded (it may be shared); the
+    // backup's own directory is 0700.
+    std::fs::create_dir_all(&o.to).map_err(|e| format!("--to {}: {e}", o.to.display()))?;
     let created = now_unix();
     let name = format!("{}-{}", net.profile, stamp(created));
     let dir = o.to.join(&name);
@@ -61,35 +65,45 @@ pub fn backup(net: &Network, o: &BackupOptions) -> Result<Taken, String> {
             dir.display()
         ));
     }
-    let partial = o.to.join(format!("{name}.partial"));
-    let _ = std::fs::remove_dir_all(&partial);
-    chainctl_common::fs::private_dir(&partial)
+    let partial = o.to.join(format!("{name}.partial-{}", std::process::id()));
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&partial)
         .map_err(|e| format!("{}: {e}", partial.display()))?;
     let bars = Bars::new(o.progress);
     let mut entries = Vec::new();
+    let mut skipped = Vec::new();
     for s in &services {
         let started = Instant::now();
         let sub = partial.join(&s.name);
         chainctl_common::fs::private_dir(&sub).map_err(|e| format!("{}: {e}", sub.display()))?;
-        let (height, hash, files) = match &s.role {
-            Role::Validator => capture_validator(s, &sub, &bars)?,
+        let captured = match &s.role {
+            Role::Validator => capture_validator(s, &sub, &bars),
             Role::Execution {
                 kind: ExecutionKind::Builtin,
                 ..
-            } => capture_engine(s, &sub, genesis, &bars)?,
-            Role::Execution { kind, .. } => {
-                return Err(format!(
-                    "{}: chainctl backs up the built-in engine and validators while they run; a {} client's data dir is copied with the client stopped (docs/backup.md, \"External clients\"): name the other services, e.g. `chainctl backup {}`",
-                    s.name,
-                    chainctl_core::clients::kind_name(*kind),
-                    net.services
-                        .iter()
-                        .filter(|o| o.name != s.name)
-                        .map(|o| o.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ))
+            } => capture_engine(s, &sub, genesis, &bars),
+            Role::Execution { kind, .. } => Err(format!(
+                "{}: a {} client's database is not consistent on disk while it runs: copy its data dir with it stopped (docs/backup.md, \"External clients\")",
+                s.name,
+                chainctl_core::clients::kind_name(*kind),
+            )),
+        };
+        // An execution client not named itself is left out (and named in the manifest)
+        // when it cannot be captured: a backup must not fail because one backup client
+        // is down, which is when a backup is needed. Each validator must keep one
+        // built-in client captured (checked below).
+        let may_skip = matches!(s.role, Role::Execution { .. }) && !o.services.contains(&s.name);
+        let (height, hash, files) = match captured {
+            Ok(c) => c,
+            Err(e) if may_skip => {
+                let _ = std::fs::remove_dir_all(&sub);
+                skipped.push(Skipped {
+                    name: s.name.clone(),
+                    reason: e,
+                });
+                continue;
             }
+            Err(e) => return Err(e),
         };
         entries.push(ServiceEntry {
             name: s.name.clone(),
@@ -109,6 +123,28 @@ pub fn backup(net: &Network, o: &BackupOptions) -> Result<Taken, String> {
                 })
                 .collect(),
         });
+    }
+    // Each validator keeps at least one built-in client captured.
+    for v in services.iter().filter(|s| s.role == Role::Validator) {
+        let mine = |name: &str| {
+            services.iter().any(|s| {
+                s.name == name
+                    && matches!(&s.role, Role::Execution { validator, kind: ExecutionKind::Builtin } if *validator == v.name)
+            })
+        };
+        let wanted = services.iter().any(|s| mine(&s.name));
+        if wanted && !entries.iter().any(|e| mine(&e.name)) {
+            let why: Vec<String> = skipped
+                .iter()
+                .filter(|k| mine(&k.name))
+                .map(|k| k.reason.clone())
+                .collect();
+            return Err(format!(
+                "{}: none of its execution clients could be captured: {}",
+                v.name,
+                why.join("; ")
+            ));
+        }
     }
     // The network's files, so a new host can be given the same network.
     let sub = partial.join(NETWORK);
@@ -137,8 +173,8 @@ pub fn backup(net: &Network, o: &BackupOptions) -> Result<Taken, String> {
             let files: Vec<(PathBuf, String)> = net
                 .secret_files
                 .iter()
-                .filter(|p| p.exists())
-                .map(|p| (p.clone(), relative(&net.layout, p)))
+                .filter(|(p, _)| p.exists())
+                .cloned()
                 .collect();
             let out = partial.join(crate::SECRETS);
             vault::seal(&files, to, &out)?;
@@ -164,13 +200,14 @@ pub fn backup(net: &Network, o: &BackupOptions) -> Result<Taken, String> {
         consensus_genesis_hash: format!("{consensus}"),
         services: entries,
         secrets,
+        skipped,
     };
     m.write(&partial)?;
     sync_dir(&partial);
     std::fs::rename(&partial, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     sync_dir(&o.to);
     let removed = match o.keep {
-        Some(keep) => prune(&o.to, &m, keep as usize)?,
+        Some(keep) => prune(&o.to, &dir, &m, keep as usize)?,
         None => Vec::new(),
     };
     Ok(Taken {
@@ -180,23 +217,35 @@ pub fn backup(net: &Network, o: &BackupOptions) -> Result<Taken, String> {
     })
 }
 
-/// Remove the oldest backups of `m`'s network in `dir` beyond the newest `keep`; what
-/// was removed. Backups of other networks, and directories that are not backups, stay.
-fn prune(dir: &Path, m: &Manifest, keep: usize) -> Result<Vec<PathBuf>, String> {
-    let ours: Vec<PathBuf> = chainctl_core::backup::list(dir)?
+/// Remove the oldest backups of `m`'s network in `dir` beyond the newest `keep`, the
+/// one just taken (`taken`) counted first and never removed; what was removed. Only
+/// backups holding at least the services `m` holds count (a backup of one client does
+/// not push out backups of the whole network); other networks' backups and directories
+/// that are not backups stay.
+fn prune(dir: &Path, taken: &Path, m: &Manifest, keep: usize) -> Result<Vec<PathBuf>, String> {
+    let covers = |b: &Manifest| {
+        m.services
+            .iter()
+            .all(|s| b.services.iter().any(|x| x.name == s.name))
+    };
+    let mut ours: Vec<PathBuf> = chainctl_core::backup::list(dir)?
         .into_iter()
-        .filter(|(_, b)| {
-            b.as_ref().is_ok_and(|b| {
-                b.profile == m.profile
-                    && b.chain_id == m.chain_id
-                    && b.genesis_hash == m.genesis_hash
-            })
+        .filter(|(p, b)| {
+            p != taken
+                && b.as_ref().is_ok_and(|b| {
+                    b.profile == m.profile
+                        && b.chain_id == m.chain_id
+                        && b.genesis_hash == m.genesis_hash
+                        && covers(b)
+                })
         })
         .map(|(p, _)| p)
         .collect();
-    let excess = ours.len().saturating_sub(keep.max(1));
+    // Oldest first: keep the newest `keep - 1` besides the one just taken.
+    let excess = ours.len().saturating_sub(keep.max(1) - 1);
+    ours.truncate(excess);
     let mut removed = Vec::new();
-    for p in ours.into_iter().take(excess) {
+    for p in ours {
         std::fs::remove_dir_all(&p).map_err(|e| format!("removing {}: {e}", p.display()))?;
         removed.push(p);
     }

@@ -828,6 +828,16 @@ impl App {
         pol_round: Round,
         value: &Value,
     ) {
+        // Its Fin is signed with the key itself: nothing at or below the floor, not even
+        // a proposal streamed again.
+        if height.0 <= self.sign_floor {
+            tracing::warn!(
+                height = height.0,
+                floor = self.sign_floor,
+                "not streaming a proposal at or below the signing floor"
+            );
+            return;
+        }
         let mut sid = height.0.to_be_bytes().to_vec();
         sid.extend_from_slice(&round.as_i64().to_be_bytes());
         let sid = StreamId::new(Bytes::from(sid));

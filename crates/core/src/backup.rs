@@ -43,6 +43,19 @@ pub struct Manifest {
     /// The encrypted secrets, when the backup has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretsEntry>,
+    /// Services not captured, and why (an execution client that did not answer while
+    /// its validator's other client was captured; an external client, copied only when
+    /// stopped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
+}
+
+/// A service a backup does not hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
 }
 
 /// One service's capture.
@@ -176,6 +189,16 @@ pub fn verify(dir: &Path, m: &Manifest, services: &[String]) -> Vec<Mismatch> {
     let mut out = Vec::new();
     let mut check = |stored: &str, size: u64, sha: &str| {
         let file = dir.join(stored);
+        let plain = std::path::Path::new(stored)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain || stored.is_empty() {
+            out.push(Mismatch {
+                file,
+                why: "is not a plain path inside the backup: the manifest was not written by chainctl, or was altered".into(),
+            });
+            return;
+        }
         match hash_file(&file) {
             Err(e) => out.push(Mismatch {
                 file,
@@ -260,6 +283,7 @@ mod tests {
                 }],
             }],
             secrets: None,
+            skipped: vec![],
         };
         m.write(dir.path()).unwrap();
         assert_eq!(Manifest::read(dir.path()).unwrap(), m);

@@ -115,7 +115,7 @@ impl Engine {
         }
     }
 
-    /// Export a consistent copy of the store to `<data dir>/snapshot/engine.redb`: the
+    /// Export a consistent copy of the store to `<data dir>/snapshot/engine-<id>.redb`: the
     /// read transaction is taken under the chain lock (so it holds a whole forkchoice
     /// commit), the copy is made without it. The answer names the file relative to the
     /// data dir (`chainctl backup` reads it where it sees the data dir, e.g. through a
@@ -136,7 +136,23 @@ impl Engine {
         };
         chainctl_common::fs::private_dir(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let dest = dir.join("engine.redb");
+        // Each export its own file (two backups at once never share one); one a killed
+        // backup left behind is removed after an hour.
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let name = format!("engine-{:016x}.redb", rand::random::<u64>());
+        let dest = dir.join(&name);
         let started = std::time::Instant::now();
         let info = super::store::export(&view, &dest)?;
         drop(view);
@@ -149,7 +165,7 @@ impl Engine {
             "exported a snapshot of the store"
         );
         Ok(json!({
-            "file": format!("{SNAPSHOT_DIR}/engine.redb"),
+            "file": format!("{SNAPSHOT_DIR}/{name}"),
             "genesis": info.genesis,
             "head": info.head,
             "finalized": info.finalized,

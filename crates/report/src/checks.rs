@@ -241,6 +241,12 @@ fn backups_found(
                 ),
                 None => "secrets: not in the backup (backup.recipients encrypts them in)".into(),
             });
+            ev.extend(
+                b.manifest
+                    .skipped
+                    .iter()
+                    .map(|k| format!("not in it: {}: {}", k.name, k.reason)),
+            );
             ev.extend(b.damaged.iter().cloned());
             if !b.damaged.is_empty() {
                 found(
