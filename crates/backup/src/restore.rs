@@ -299,7 +299,7 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
             line.push_str(&format!("; it signs nothing at or below height {floor}"));
             if top.is_none() && o.sign_floor.is_none() {
                 line.push_str(
-                    " — no other validator answered, so the floor is the backup's height: if this key signed beyond it (the network ran on after the backup), restore again with --sign-floor at the last height it reached",
+                    " — no other validator answered, so the floor is the backup's height: right when the whole network is restored from backups; if the other validators run but cannot be reached from here, restore again with --sign-floor at the height they reached",
                 );
             }
         }
