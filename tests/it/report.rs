@@ -199,11 +199,15 @@ fn readiness_report_from_live_evidence() {
         c["summary"].as_str().unwrap().contains("chainctl chaos"),
         "{c}"
     );
+    // No `backup:` in the profile: not measured, with how to add it.
+    let c = check(&r, "ops.backups");
+    assert_eq!(c["status"], "skipped", "{c}");
+    assert!(c["summary"].as_str().unwrap().contains("backup:"), "{c}");
     let np = not_passing(&r);
     assert_eq!(
         np.len(),
-        2,
-        "only the drill and chaos may not pass: {np:#?}"
+        3,
+        "only the drill, chaos and backups may not pass: {np:#?}"
     );
     assert!(r["score"].as_f64().unwrap() >= 99.9, "{}", r["score"]);
     assert!(r["score_formula"].as_str().unwrap().contains("weight"));
