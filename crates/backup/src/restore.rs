@@ -2,7 +2,6 @@
 //! started again to rejoin the network.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use chainctl_common::validator::SignFloor;
 use chainctl_core::control::Request;
@@ -38,15 +37,11 @@ pub struct RestoreOptions {
 #[derive(Debug, Default)]
 pub struct Restored {
     pub lines: Vec<String>,
-    /// Whether the secrets were restored (false: not asked, none in the backup, or
-    /// nothing to open them with; a line says which).
-    pub secrets: bool,
 }
 
+/// Unix seconds now.
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    chainctl_common::time::now_ms() / 1000
 }
 
 /// Restore `o.from` into `net`. Refused, before anything is written: a backup of another
@@ -308,6 +303,11 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
     if let Some(files) = secrets {
         write_secrets(files, stamp, &mut out)?;
     }
+    let names = entries
+        .iter()
+        .map(|(s, _)| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     if o.start && net.supervised() {
         // Execution clients first: a validator starts on its clients.
         let mut order: Vec<&Service> = entries.iter().map(|(s, _)| *s).collect();
@@ -325,21 +325,11 @@ pub fn restore(net: &Network, o: &RestoreOptions) -> Result<Restored, String> {
             }
         }
         out.lines.push(format!(
-            "started {}: each catches up with the network (`chainctl status`)",
-            entries
-                .iter()
-                .map(|(s, _)| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "started {names}: each catches up with the network (`chainctl status`)"
         ));
     } else if net.supervised() {
         out.lines.push(format!(
-            "left stopped: start them with `chainctl restart SERVICE` ({})",
-            entries
-                .iter()
-                .map(|(s, _)| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "left stopped: start them with `chainctl restart SERVICE` ({names})"
         ));
     } else {
         out.lines
@@ -410,7 +400,6 @@ fn open_secrets(
         };
         files.push((dest.clone(), bytes));
     }
-    out.secrets = true;
     Ok(Some(files))
 }
 

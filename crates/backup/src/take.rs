@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chainctl_common::secrets::{engine_token, JwtSecret};
 use chainctl_core::profile::ExecutionKind;
@@ -42,10 +42,9 @@ pub struct Taken {
 /// zstd level: fast, and most of a store is hashes, which no level compresses.
 const LEVEL: i32 = 3;
 
+/// Unix seconds now.
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    chainctl_common::time::now_ms() / 1000
 }
 
 /// Take a backup of `net` into a new directory under `o.to`. A backup that fails leaves
@@ -345,7 +344,12 @@ fn capture_engine(
             s.name
         )
     })?;
-    let jwt = s.secrets.first().ok_or("no JWT secret")?;
+    let jwt = s.secrets.first().ok_or_else(|| {
+        format!(
+            "{}: no Engine API secret is planned for it: run `chainctl jwt generate`",
+            s.name
+        )
+    })?;
     let secret = JwtSecret::read(jwt).map_err(|e| format!("{}: {e}", s.name))?;
     let token = engine_token(&secret, now_unix());
     let body =

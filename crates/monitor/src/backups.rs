@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -48,10 +48,9 @@ pub struct Stats {
 /// decided their first blocks by then.
 const FIRST_AFTER: Duration = Duration::from_secs(10);
 
+/// Unix seconds now.
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    chainctl_common::time::now_ms() / 1000
 }
 
 impl Stats {
